@@ -1,0 +1,64 @@
+"""The ``onboard`` command line.
+
+Every subcommand lives in its own module and is imported only when it is invoked, so
+``onboard run`` on the flight image never touches the ground-side packages; a ground-side
+subcommand whose heavy libraries are missing says which extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> (module, attribute, extra that provides its dependencies, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
+    "run": ("onboard.run", "run", None, "Ingest frames, process them and downlink products."),
+    "info": ("onboard.info", "info", None, "Engines, versions, calibration and models in use."),
+    "bench": ("onboard.bench", "bench", None, "Per-stage latency, throughput and memory here."),
+    "ground": ("onboard.ground", "ground", None, "Ground segment: receive and decode downlinks."),
+    "calibrate": ("calibration.cli", "calibrate", "ground", "Characterise the instrument."),
+    "export": ("export.cli", "export", "export", "Train, export, quantise and compile models."),
+    "hil": ("hil.cli", "hil", "dev", "Hardware-in-the-loop scenarios."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module_name, attr, extra, _ = SUBCOMMANDS[cmd_name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or "?"
+            if missing.split(".")[0] in {module_name.split(".")[0], "onboard"}:
+                raise click.ClickException(
+                    f"'onboard {cmd_name}' is not available in this installation ({exc})"
+                ) from exc
+            hint = f": pip install 'onboard[{extra}]'" if extra else ""
+            raise click.ClickException(
+                f"'onboard {cmd_name}' needs the Python package '{missing}', which is not "
+                f"installed{hint}"
+            ) from exc
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUBCOMMANDS[name][3]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="onboard")
+def cli() -> None:
+    """Hyperspectral processing aboard a drone or CubeSat."""
+
+
+def main() -> None:
+    cli()

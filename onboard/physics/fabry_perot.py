@@ -1,0 +1,121 @@
+"""The Fabry-Perot interferometer's transmittance: the one definition used everywhere.
+
+Simulation, characterisation (``calibration/``), reconstruction and training data all call
+these functions, so the instrument has a single physical model.
+
+Conventions
+-----------
+* ``sigma``: wavenumber in 1/µm (1000 / wavelength in nm).
+* ``opd``: optical path difference in µm, ``2 n e cos(theta)`` for an air gap of thickness
+  ``e`` (µm), refractive index ``n`` and incidence angle ``theta`` inside the gap.
+* ``reflectivity``: the intensity reflectance R of each mirror, 0 <= R < 1.
+
+The *response* of one interferometer as the IRCA paper writes it is mean-normalised::
+
+    response = gain * (1 - R^2) / (1 + R^2 - 2 R cos(2 pi sigma opd - phase)) + offset
+             = gain * (1 + 2 sum_{k>=1} R^k cos(k (2 pi sigma opd - phase))) + offset
+
+so ``gain`` is the mean level over a period and the k-th harmonic weighs ``2 R^k``. A lossless
+etalon's transmittance (peak 1) is ``(1 - R) / (1 + R)`` times the unit-gain response.
+Truncating the series after ``K`` harmonics (``K = 1`` is the two-wave approximation of low
+finesse) leaves an error of at most ``2 gain R^(K+1) / (1 - R)``.
+
+All functions broadcast over their arguments with numpy rules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.floating]
+
+
+def opd_from_thickness(
+    thickness_um: ArrayLike, refractive_index: ArrayLike = 1.0, angle_rad: ArrayLike = 0.0
+) -> FloatArray:
+    """Optical path difference (µm) of a gap of ``thickness_um``: ``2 n e cos(theta)``."""
+    return (
+        2.0
+        * np.asarray(refractive_index, dtype=float)
+        * np.asarray(thickness_um, dtype=float)
+        * np.cos(np.asarray(angle_rad, dtype=float))
+    )
+
+
+def phase_argument(sigma: ArrayLike, opd: ArrayLike, phase: ArrayLike = 0.0) -> FloatArray:
+    """The interference phase ``2 pi sigma opd - phase`` (radians)."""
+    return 2.0 * np.pi * np.asarray(sigma, dtype=float) * np.asarray(opd, dtype=float) - np.asarray(
+        phase, dtype=float
+    )
+
+
+def response(
+    sigma: ArrayLike,
+    opd: ArrayLike,
+    reflectivity: ArrayLike,
+    gain: ArrayLike = 1.0,
+    phase: ArrayLike = 0.0,
+    offset: ArrayLike = 0.0,
+    harmonics: int | None = None,
+) -> FloatArray:
+    """Mean-normalised interferometer response at wavenumber ``sigma``.
+
+    ``harmonics=None`` gives the exact Airy function; an integer ``K >= 1`` gives the Fourier
+    series truncated after ``K`` harmonics (``K = 1``: two-wave, ``gain (1 + 2R cos x)``).
+    """
+    x = phase_argument(sigma, opd, phase)
+    r = np.asarray(reflectivity, dtype=float)
+    if harmonics is None:
+        shape = (1.0 - r * r) / (1.0 + r * r - 2.0 * r * np.cos(x))
+    else:
+        if harmonics < 1:
+            raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
+        shape = np.ones(np.broadcast(x, r).shape)
+        rk = np.ones_like(r)
+        for k in range(1, harmonics + 1):
+            rk = rk * r
+            shape = shape + 2.0 * rk * np.cos(k * x)
+    return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
+
+
+def etalon_transmittance(sigma: ArrayLike, opd: ArrayLike, reflectivity: ArrayLike) -> FloatArray:
+    """Transmittance of a lossless etalon: the Airy function, 1 at its peaks.
+
+    ``(1-R)^2 / (1 + R^2 - 2R cos(2 pi sigma opd))``; its reflectance is ``1 - T``.
+    """
+    r = np.asarray(reflectivity, dtype=float)
+    return (1.0 - r) / (1.0 + r) * response(sigma, opd, r)
+
+
+def etalon_reflectance(sigma: ArrayLike, opd: ArrayLike, reflectivity: ArrayLike) -> FloatArray:
+    """Reflectance of a lossless etalon (energy conservation: ``R_etalon = 1 - T``)."""
+    return 1.0 - etalon_transmittance(sigma, opd, reflectivity)
+
+
+def coefficient_of_finesse(reflectivity: ArrayLike) -> FloatArray:
+    """``F = 4R / (1-R)^2``, so that ``T = 1 / (1 + F sin^2(pi sigma opd))``."""
+    r = np.asarray(reflectivity, dtype=float)
+    return 4.0 * r / (1.0 - r) ** 2
+
+
+def finesse(reflectivity: ArrayLike) -> FloatArray:
+    """Reflective finesse ``pi sqrt(R) / (1 - R)``: free spectral range over peak FWHM."""
+    r = np.asarray(reflectivity, dtype=float)
+    return np.pi * np.sqrt(r) / (1.0 - r)
+
+
+def truncation_error_bound(reflectivity: ArrayLike, harmonics: int, gain: ArrayLike = 1.0) -> FloatArray:
+    """Largest absolute error of the series truncated after ``harmonics`` terms."""
+    r = np.asarray(reflectivity, dtype=float)
+    return 2.0 * np.asarray(gain, dtype=float) * r ** (harmonics + 1) / (1.0 - r)
+
+
+def harmonics_for_tolerance(reflectivity: float, tolerance: float) -> int:
+    """Fewest harmonics whose truncation error bound (unit gain) is below ``tolerance``."""
+    if not 0.0 <= reflectivity < 1.0:
+        raise ValueError(f"reflectivity must be in [0, 1), got {reflectivity}")
+    if reflectivity == 0.0:
+        return 1
+    k = np.log(tolerance * (1.0 - reflectivity) / 2.0) / np.log(reflectivity) - 1.0
+    return max(1, int(np.ceil(k)))
