@@ -74,3 +74,19 @@ def test_harmonics_for_tolerance_and_opd() -> None:
     assert fp.opd_from_thickness(1.0, 1.0, np.pi / 3) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="harmonics"):
         fp.response(1.0, 1.0, 0.5, harmonics=0)
+
+
+@pytest.mark.parametrize("harmonics", [None, 1, 3])
+def test_band_average_equals_numerical_mean(harmonics: int | None) -> None:
+    centers = np.array([1.1, 1.7, 2.2])
+    width = 0.02
+    opd = np.array([[0.0], [3.5], [14.0]])
+    got = fp.band_averaged_response(centers, width, opd, 0.6, gain=1.3, phase=0.2, offset=0.1,
+                                    harmonics=harmonics)
+    fine = np.linspace(-0.5, 0.5, 20001)
+    want = np.stack([
+        fp.response(c + fine[:, None] * width, opd.T, 0.6, gain=1.3, phase=0.2, offset=0.1,
+                    harmonics=harmonics).mean(axis=0)
+        for c in centers
+    ], axis=-1)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

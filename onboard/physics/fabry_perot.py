@@ -79,6 +79,38 @@ def response(
     return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
 
 
+def band_averaged_response(
+    sigma_center: ArrayLike,
+    sigma_width: ArrayLike,
+    opd: ArrayLike,
+    reflectivity: ArrayLike,
+    gain: ArrayLike = 1.0,
+    phase: ArrayLike = 0.0,
+    offset: ArrayLike = 0.0,
+    harmonics: int | None = None,
+    tolerance: float = 1e-7,
+) -> FloatArray:
+    """Mean of :func:`response` over a box band ``sigma_center +- sigma_width / 2``.
+
+    A detector integrates the response over each spectral sample, and sampling the response
+    pointwise aliases once the OPD is large; averaging each harmonic exactly multiplies it by
+    ``sinc(k opd width)``. Gain and reflectivity are taken at the band centre. The exact
+    Airy function (``harmonics=None``) is summed until the truncation bound is below
+    ``tolerance`` (relative to the gain).
+    """
+    r = np.asarray(reflectivity, dtype=float)
+    if harmonics is None:
+        harmonics = harmonics_for_tolerance(float(np.max(r, initial=0.0)), tolerance)
+    x = phase_argument(sigma_center, opd, phase)
+    damping_arg = np.asarray(opd, dtype=float) * np.asarray(sigma_width, dtype=float)
+    shape = np.ones(np.broadcast(x, r, damping_arg).shape)
+    rk = np.ones_like(r)
+    for k in range(1, harmonics + 1):
+        rk = rk * r
+        shape = shape + 2.0 * rk * np.cos(k * x) * np.sinc(k * damping_arg)
+    return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
+
+
 def etalon_transmittance(sigma: ArrayLike, opd: ArrayLike, reflectivity: ArrayLike) -> FloatArray:
     """Transmittance of a lossless etalon: the Airy function, 1 at its peaks.
 
