@@ -1,0 +1,175 @@
+"""ImSPOC spectral reconstruction: thumbnails (interferograms) to a reflectance cube.
+
+Every scene pixel's interferogram ``y`` (N interferometers) is modelled as
+``y = A diag(w) rho``: ``A`` (N, B) the transfer matrix of the calibrated bank on the output
+grid (:func:`onboard.physics.imspoc.transfer_matrix`), ``w`` the white reference times the
+exposure, ``rho`` the reflectance. The estimate is Tikhonov-regularised with a smoothness
+prior on the reflectance::
+
+    rho = argmin ||A' rho - y||^2 + lam ||D rho||^2,   A' = A diag(w),  D = 2nd difference
+
+i.e. ``rho = W(lam) y`` with ``W = (A'^T A' + lam D^T D)^-1 A'^T``: one matrix product per
+frame. The weight ``lam`` is chosen by generalised cross-validation (GCV) on a sample of the
+frame's own pixels, a rule that needs neither the answer nor the noise level. The OPD wedge
+across a thumbnail is handled by one operator per block of pixels, each built at its block's
+centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onboard.calfile import Calibration
+from onboard.physics.imspoc import transfer_matrix
+from onboard.types import Cube, RawFrame
+
+#: Candidate regularisation weights, relative to trace(A'^T A') / trace(D^T D).
+LAMBDA_GRID = np.logspace(-7, 1, 33)
+
+
+def second_difference(n: int) -> NDArray[np.float64]:
+    """(n - 2, n) second-difference matrix: the roughness of a spectrum."""
+    d = np.zeros((n - 2, n))
+    for i in range(n - 2):
+        d[i, i : i + 3] = (1.0, -2.0, 1.0)
+    return d
+
+
+def output_grid(band_nm: tuple[float, float], n_bands: int) -> NDArray[np.float64]:
+    """Band centres (nm, ascending) uniform in wavenumber across ``band_nm``: the natural
+    grid of an interferometer, whose resolution is constant in wavenumber."""
+    s = np.linspace(1000.0 / band_nm[1], 1000.0 / band_nm[0], n_bands + 1)
+    centres = (s[1:] + s[:-1]) / 2
+    return np.sort(1000.0 / centres)
+
+
+def gcv_curve(a: NDArray, d: NDArray, y: NDArray, lambdas: NDArray) -> NDArray[np.float64]:
+    """GCV score for each weight: mean over pixels of ||(I - H) y||^2 / (N - tr H)^2.
+
+    a: (N, B) forward operator, d: (M, B) prior, y: (N, P) interferograms of P pixels.
+    Works in the B-dimensional space (B << N, P), so a whole curve costs a few ms.
+    """
+    n = a.shape[0]
+    m = a.T @ a
+    r = d.T @ d
+    z = a.T @ y  # (B, P)
+    yy = np.einsum("np,np->p", y, y)
+    scores = np.empty(len(lambdas))
+    for i, lam in enumerate(lambdas):
+        s = np.linalg.inv(m + lam * r)
+        rho = s @ z
+        fit = np.einsum("bp,bp->p", rho, m @ rho)  # ||H y||^2
+        cross = np.einsum("bp,bp->p", z, rho)  # y^T H y
+        resid = yy - 2 * cross + fit
+        dof = n - np.trace(s @ m)
+        scores[i] = resid.mean() / dof**2
+    return scores
+
+
+@dataclass
+class Reconstructor:
+    """Reconstruction operators of one calibration, built once at start-up.
+
+    operators: (nby, nbx, N, B) transfer matrices ``A'`` at block centres; the inverse for a
+    chosen ``lam`` is cached, so a frame costs one (B, N) x (N, pixels) product per block.
+    """
+
+    calibration: Calibration
+    block: int = 16
+
+    def __post_init__(self) -> None:
+        cal = self.calibration
+        if cal.kind != "imspoc" or cal.bank is None or cal.layout is None:
+            raise ValueError("reconstruction needs an imspoc calibration (bank and layout)")
+        self.wavelengths_nm = cal.wavelengths_nm
+        h, w = cal.layout.thumb_shape
+        self.row_edges = np.arange(0, h + self.block, self.block).clip(max=h)
+        self.col_edges = np.arange(0, w + self.block, self.block).clip(max=w)
+        self.row_edges = np.unique(self.row_edges)
+        self.col_edges = np.unique(self.col_edges)
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+        self._a = []
+        for r0, r1 in zip(self.row_edges[:-1], self.row_edges[1:]):
+            row = []
+            for c0, c1 in zip(self.col_edges[:-1], self.col_edges[1:]):
+                shift = cal.bank.opd_shift((r0 + r1 - 1) / 2 - cy, (c0 + c1 - 1) / 2 - cx)
+                row.append(transfer_matrix(cal.bank, cal.wavelengths_nm, opd_shift_um=shift.ravel()))
+            self._a.append(row)
+        self.d = second_difference(len(self.wavelengths_nm))
+        self._lam_key: tuple[float, float] | None = None
+        self._w: list[list[NDArray]] = []
+
+    def _scaled(self, a: NDArray, exposure_s: float) -> NDArray:
+        return a * (self.calibration.white_reference * exposure_s)[None, :]
+
+    def lambda_scale(self, exposure_s: float) -> float:
+        a = self._scaled(self._centre_a(), exposure_s)
+        return float(np.trace(a.T @ a) / np.trace(self.d.T @ self.d))
+
+    def _centre_a(self) -> NDArray:
+        return self._a[len(self._a) // 2][len(self._a[0]) // 2]
+
+    def choose_lambda(self, thumbs: NDArray, valid: NDArray, exposure_s: float,
+                      sample: int = 1024, seed: int = 0) -> float:
+        """GCV weight from up to ``sample`` valid pixels of the central block's operator.
+
+        thumbs: (N, h, w) corrected DN; valid: (h, w) bool."""
+        idx = np.flatnonzero(valid.ravel())
+        if idx.size == 0:
+            raise ValueError("no valid pixel to choose the regularisation weight from")
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(idx, size=min(sample, idx.size), replace=False)
+        y = thumbs.reshape(thumbs.shape[0], -1)[:, idx].astype(np.float64)
+        a = self._scaled(self._centre_a(), exposure_s)
+        lambdas = LAMBDA_GRID * self.lambda_scale(exposure_s)
+        return float(lambdas[int(np.argmin(gcv_curve(a, self.d, y, lambdas)))])
+
+    def _operators(self, lam: float, exposure_s: float) -> list[list[NDArray]]:
+        if self._lam_key != (lam, exposure_s):
+            r = lam * (self.d.T @ self.d)
+            self._w = []
+            for row in self._a:
+                out = []
+                for a in row:
+                    a2 = self._scaled(a, exposure_s)
+                    out.append(np.linalg.solve(a2.T @ a2 + r, a2.T).astype(np.float32))
+                self._w.append(out)
+            self._lam_key = (lam, exposure_s)
+        return self._w
+
+    def reconstruct(self, frame: RawFrame, lam: float | None = None) -> tuple[Cube, float]:
+        """Reflectance cube (B, h, w) of a radiometrically corrected frame, and the weight used.
+
+        A scene pixel is valid only if its sample is valid in every thumbnail."""
+        if frame.valid is None or frame.pixels.dtype != np.float32:
+            raise ValueError("reconstruct takes a radiometrically corrected frame")
+        layout = self.calibration.layout
+        assert layout is not None
+        thumbs = layout.extract(frame.pixels)
+        valid = layout.extract(frame.valid).all(axis=0)
+        if lam is None:
+            lam = self.choose_lambda(thumbs, valid, frame.exposure_s) if valid.any() else 1.0
+        ops = self._operators(lam, frame.exposure_s)
+        n, h, w = thumbs.shape
+        out = np.empty((len(self.wavelengths_nm), h, w), dtype=np.float32)
+        for i, (r0, r1) in enumerate(zip(self.row_edges[:-1], self.row_edges[1:])):
+            for j, (c0, c1) in enumerate(zip(self.col_edges[:-1], self.col_edges[1:])):
+                y = thumbs[:, r0:r1, c0:c1].reshape(n, -1)
+                out[:, r0:r1, c0:c1] = (ops[i][j] @ y).reshape(-1, r1 - r0, c1 - c0)
+        cube = Cube(out, self.wavelengths_nm, valid, counter=frame.counter, timestamp=frame.timestamp)
+        return cube, lam
+
+
+def white_reference(a: NDArray, panel: NDArray, exposure_s: float) -> NDArray[np.float64]:
+    """The white reference (B,) from a unit-reflectance panel's interferogram ``panel`` (N,)
+    (corrected DN, averaged over panel pixels and frames) at ``exposure_s``: the smooth
+    spectrum ``w`` whose prediction ``A w exposure`` fits the panel, weight chosen by GCV."""
+    d = second_difference(a.shape[1])
+    at = a * exposure_s
+    y = panel.reshape(-1, 1).astype(np.float64)
+    lambdas = LAMBDA_GRID * float(np.trace(at.T @ at) / np.trace(d.T @ d))
+    lam = lambdas[int(np.argmin(gcv_curve(at, d, y, lambdas)))]
+    return np.linalg.solve(at.T @ at + lam * d.T @ d, at.T @ y).ravel()
