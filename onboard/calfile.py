@@ -167,6 +167,9 @@ def read(path: str | os.PathLike) -> Calibration:
         raise CalibrationFileError(
             f"{path} is not a readable calibration file ({exc}); {rebuild}"
         ) from exc
+    not_arrays = [k for k, v in a.items() if not isinstance(v, np.ndarray)]
+    if not_arrays:
+        raise CalibrationFileError(f"{path}: {', '.join(not_arrays)} are not arrays; {rebuild}")
     if "header" not in a:
         raise CalibrationFileError(f"{path} has no header: not an onboard calibration file")
     try:

@@ -78,7 +78,7 @@ class ThumbnailLayout:
         r0 = margin + rows.ravel() * (h + gap)
         c0 = margin + cols.ravel() * (w + gap)
         shape = (2 * margin + n_rows * h + (n_rows - 1) * gap, 2 * margin + n_cols * w + (n_cols - 1) * gap)
-        return cls(tuple(zip(r0.tolist(), c0.tolist())), (h, w), shape)
+        return cls(tuple(zip(r0.tolist(), c0.tolist(), strict=False)), (h, w), shape)
 
     def __len__(self) -> int:
         return len(self.corners)

@@ -84,9 +84,10 @@ def estimate(
     """Radiometric maps from acquisitions, each stack (n, rows, cols) uint16.
 
     Bias and dark rate come from a per-pixel line through the mean dark at two exposures.
-    The flat is the flat-field signal over its local mean, so it keeps the pixel-to-pixel
-    response and not the (smooth) interference pattern or thumbnail edges; pixels that see
-    less than 10 % of the brightest are outside the thumbnails and get flat 1. Hot pixels
+    The flat is the flat-field signal over the local mean of its lit neighbours, so it keeps
+    the pixel-to-pixel response and not the (smooth) interference pattern or thumbnail edges;
+    pixels with mostly unlit neighbours (less than 10 % of the brightest) lie between the
+    thumbnails and get flat 1. Hot pixels
     read, in the longer dark, ``hot_sigma`` robust standard deviations above the median; dead pixels
     respond at less than half, or more than 1.5 times, their neighbours.
     """
@@ -98,13 +99,14 @@ def estimate(
     rate = (d2 - d1) / (t2 - t1)
     bias = d1 - rate * t1
     signal = flats.astype(np.float64).mean(0) - bias - rate * flat_exposure_s
-    lit = signal > 0.1 * np.percentile(signal, 99.5)
-    local = _local_mean(signal, lit.astype(float), radius)
+    lit = (signal > 0.1 * np.percentile(signal, 99.5)).astype(float)
+    local = _local_mean(signal, lit, radius)
+    # "inside": nearly all neighbours are lit, so a dead pixel among them is judged, gaps are not
+    inside = _local_mean(lit, np.ones_like(lit), radius) > 0.85
     ratio = np.divide(signal, local, out=np.ones_like(signal), where=local > 0)
-    flat = np.where(lit, ratio, 1.0)
     med = np.median(d2)
     mad = 1.4826 * np.median(np.abs(d2 - med)) + 1e-9
     hot = d2 > med + hot_sigma * mad
-    dead = lit & ((flat < 0.5) | (flat > 1.5))
-    flat = np.where(dead | hot, 1.0, flat)
+    dead = inside & ~hot & ((ratio < 0.5) | (ratio > 1.5))
+    flat = np.where(inside & ~dead & ~hot, ratio, 1.0)
     return Radiometric(bias.astype(np.float32), rate.astype(np.float32), flat.astype(np.float32), hot | dead)

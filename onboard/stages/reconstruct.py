@@ -18,6 +18,7 @@ centre.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,9 +93,9 @@ class Reconstructor:
         self.col_edges = np.unique(self.col_edges)
         cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
         self._a = []
-        for r0, r1 in zip(self.row_edges[:-1], self.row_edges[1:]):
+        for r0, r1 in pairwise(self.row_edges):
             row = []
-            for c0, c1 in zip(self.col_edges[:-1], self.col_edges[1:]):
+            for c0, c1 in pairwise(self.col_edges):
                 shift = cal.bank.opd_shift((r0 + r1 - 1) / 2 - cy, (c0 + c1 - 1) / 2 - cx)
                 row.append(transfer_matrix(cal.bank, cal.wavelengths_nm, opd_shift_um=shift.ravel()))
             self._a.append(row)
@@ -155,8 +156,8 @@ class Reconstructor:
         ops = self._operators(lam, frame.exposure_s)
         n, h, w = thumbs.shape
         out = np.empty((len(self.wavelengths_nm), h, w), dtype=np.float32)
-        for i, (r0, r1) in enumerate(zip(self.row_edges[:-1], self.row_edges[1:])):
-            for j, (c0, c1) in enumerate(zip(self.col_edges[:-1], self.col_edges[1:])):
+        for i, (r0, r1) in enumerate(pairwise(self.row_edges)):
+            for j, (c0, c1) in enumerate(pairwise(self.col_edges)):
                 y = thumbs[:, r0:r1, c0:c1].reshape(n, -1)
                 out[:, r0:r1, c0:c1] = (ops[i][j] @ y).reshape(-1, r1 - r0, c1 - c0)
         cube = Cube(out, self.wavelengths_nm, valid, counter=frame.counter, timestamp=frame.timestamp)

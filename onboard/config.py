@@ -1,0 +1,154 @@
+"""Mission configuration: one TOML file that can set everything the defaults set.
+
+Each section is a dataclass; its fields are the keys the section accepts, with their types
+and defaults. Loading refuses unknown sections and keys and values of the wrong type or out
+of range, naming the key (``[imspoc] n_bands: expected int >= 5, got 'many'``); nothing is
+guessed or silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+def _check(section: str, key: str, value: Any, hint: Any) -> Any:
+    """Check one value against its type hint (int, float, bool, str, Optional, Literal)."""
+    origin = typing.get_origin(hint)
+    where = f"[{section}] {key}"
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where}: expected one of {typing.get_args(hint)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _check(section, key, value, args[0])
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _positive(section: str, **values: float) -> None:
+    for key, v in values.items():
+        if v is not None and v <= 0:
+            raise ConfigError(f"[{section}] {key}: must be > 0, got {v}")
+
+
+@dataclass
+class RunConfig:
+    sensor: typing.Literal["imspoc", "pushbroom"] = "imspoc"
+    frames: int = 5
+    out: str = "onboard-out"
+    seed: int = 0
+    deadline_s: float = 2.0
+    calibration: str | None = None
+    bundle: str | None = None
+    port: str | None = None
+
+    def validate(self) -> None:
+        _positive("run", frames=self.frames, deadline_s=self.deadline_s)
+
+
+@dataclass
+class ImspocConfig:
+    preset: typing.Literal["default", "imspoc-uv-2"] = "default"
+    n_bands: int = 24
+    snr_scale: float = 1.0  # multiplies the illumination: 0.25 quarters the signal
+
+    def validate(self) -> None:
+        if self.n_bands < 5:
+            raise ConfigError(f"[imspoc] n_bands: expected int >= 5, got {self.n_bands}")
+        _positive("imspoc", snr_scale=self.snr_scale)
+
+
+@dataclass
+class PushbroomConfig:
+    cross_track: int = 128
+    lines_per_frame: int = 64
+
+    def validate(self) -> None:
+        _positive("pushbroom", cross_track=self.cross_track, lines_per_frame=self.lines_per_frame)
+
+
+@dataclass
+class SceneConfig:
+    seed: int = 0
+    size: int = 512  # side of the simulated farmland in pixels
+    split: typing.Literal["train", "eval"] = "eval"
+
+    def validate(self) -> None:
+        _positive("scene", size=self.size)
+
+
+@dataclass
+class ProductsConfig:
+    quicklook: bool = True
+    cube: bool = True
+    cube_float16: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    imspoc: ImspocConfig = field(default_factory=ImspocConfig)
+    pushbroom: PushbroomConfig = field(default_factory=PushbroomConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    products: ProductsConfig = field(default_factory=ProductsConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate()
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a Config from nested dicts (as TOML gives), refusing unknown or bad keys."""
+    config = Config()
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"unknown section [{name}]; sections are {', '.join(sorted(sections))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}] must be a table of keys, got {values!r}")
+        section = getattr(config, name)
+        hints = typing.get_type_hints(type(section))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"[{name}] {key}: unknown key; [{name}] accepts {', '.join(sorted(hints))}"
+                )
+            setattr(section, key, _check(name, key, value, hints[key]))
+    config.validate()
+    return config
+
+
+def load(path: str | Path | None) -> Config:
+    """Defaults, overridden by the TOML file at ``path`` when one is given."""
+    if path is None:
+        return from_dict({})
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return from_dict(data)
