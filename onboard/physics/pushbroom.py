@@ -75,14 +75,20 @@ class PushbroomInstrument:
         counter: int = 0,
         timestamp: float = 0.0,
         illumination_scale: float = 1.0,
+        drift: bool = True,
     ) -> RawFrame:
-        """One readout of a ground line given as reflectance (bands, cross_track)."""
+        """One readout of a ground line given as reflectance (bands, cross_track).
+
+        ``drift=False`` reads out as on the day of the ground calibration, before the pixel
+        responses drifted into stripes."""
         if reflectance.shape != (len(self.wavelengths_nm), self.cross_track):
             raise ValueError(
                 f"a line is (bands, cross_track) = {(len(self.wavelengths_nm), self.cross_track)}, "
                 f"got {reflectance.shape}"
             )
-        rate = (reflectance * (illumination_scale * self.unit_rate_e_s())[:, None]).T * self.stripe_gain
+        rate = (reflectance * (illumination_scale * self.unit_rate_e_s())[:, None]).T
+        if drift:
+            rate = rate * self.stripe_gain
         pixels = self.detector.expose(rate, self.exposure_s, rng)
         return RawFrame(pixels=pixels, counter=counter, timestamp=timestamp,
                         exposure_s=self.exposure_s, sensor="pushbroom")

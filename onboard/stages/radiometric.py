@@ -80,6 +80,7 @@ def estimate(
     flat_exposure_s: float,
     radius: int = 3,
     hot_sigma: float = 8.0,
+    along_axis: int | None = None,
 ) -> Radiometric:
     """Radiometric maps from acquisitions, each stack (n, rows, cols) uint16.
 
@@ -87,7 +88,9 @@ def estimate(
     The flat is the flat-field signal over the local mean of its lit neighbours, so it keeps
     the pixel-to-pixel response and not the (smooth) interference pattern or thumbnail edges;
     pixels with mostly unlit neighbours (less than 10 % of the brightest) lie between the
-    thumbnails and get flat 1. Hot pixels
+    thumbnails and get flat 1. A push-broom detector is normalised instead by the mean
+    ``along_axis`` (its cross-track axis), which keeps each band's stripes and nothing else.
+    Hot pixels
     read, in the longer dark, ``hot_sigma`` robust standard deviations above the median; dead pixels
     respond at less than half, or more than 1.5 times, their neighbours.
     """
@@ -100,9 +103,13 @@ def estimate(
     bias = d1 - rate * t1
     signal = flats.astype(np.float64).mean(0) - bias - rate * flat_exposure_s
     lit = (signal > 0.1 * np.percentile(signal, 99.5)).astype(float)
-    local = _local_mean(signal, lit, radius)
-    # "inside": nearly all neighbours are lit, so a dead pixel among them is judged, gaps are not
-    inside = _local_mean(lit, np.ones_like(lit), radius) > 0.85
+    if along_axis is None:
+        local = _local_mean(signal, lit, radius)
+        # "inside": nearly all neighbours are lit: a dead pixel among them is judged, gaps are not
+        inside = _local_mean(lit, np.ones_like(lit), radius) > 0.85
+    else:
+        local = np.broadcast_to(np.median(signal, axis=along_axis, keepdims=True), signal.shape)
+        inside = np.broadcast_to(lit.mean(axis=along_axis, keepdims=True) > 0.5, signal.shape)
     ratio = np.divide(signal, local, out=np.ones_like(signal), where=local > 0)
     med = np.median(d2)
     mad = 1.4826 * np.median(np.abs(d2 - med)) + 1e-9

@@ -1,0 +1,119 @@
+"""Frame sources: where raw frames come from.
+
+``SimulatedImspoc`` and ``SimulatedPushbroom`` fly a simulated instrument over a simulated
+farmland and yield each raw frame with the ground truth it was made from, so a run on the
+simulator can report its own accuracy. A real camera or a replay of recorded frames yields
+the same ``RawFrame`` with no truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onboard.physics.imspoc import ImspocInstrument, band_edges_nm
+from onboard.physics.pushbroom import PushbroomInstrument
+from onboard.types import RawFrame
+
+
+@dataclass
+class Truth:
+    """What the scene really was, on the pipeline's output grid.
+
+    reflectance: (B, rows, cols) float32, the true reflectance averaged over each output band.
+    fractions: (3, rows, cols) float32 (residue, soil, green). tillage: (rows, cols) uint8.
+    """
+
+    reflectance: NDArray[np.float32]
+    fractions: NDArray[np.float32]
+    tillage: NDArray[np.uint8]
+
+
+@dataclass
+class Tile:
+    """A patch of simulated ground: reflectance (B, rows, cols) on ``wavelengths_nm`` (B,),
+    fractions (3, rows, cols), tillage (rows, cols)."""
+
+    reflectance: NDArray[np.float32]
+    wavelengths_nm: NDArray[np.float64]
+    fractions: NDArray[np.float32]
+    tillage: NDArray[np.uint8]
+
+
+def band_average(reflectance: NDArray, grid_nm: NDArray, out_nm: NDArray) -> NDArray[np.float32]:
+    """Average a fine-grid cube (B, ...) over each band of the output grid ``out_nm``: the
+    quantity a B-band reconstruction estimates. (B_out, ...) float32."""
+    edges = band_edges_nm(out_nm)
+    idx = np.clip(np.searchsorted(edges, grid_nm) - 1, -1, len(out_nm))
+    out = np.empty((len(out_nm),) + reflectance.shape[1:], dtype=np.float32)
+    for b in range(len(out_nm)):
+        sel = idx == b
+        if not sel.any():  # output band narrower than the grid step: nearest sample
+            sel = np.arange(len(grid_nm)) == np.argmin(np.abs(grid_nm - out_nm[b]))
+        out[b] = reflectance[sel].mean(0)
+    return out
+
+
+class SimulatedImspoc:
+    """Raw ImSPOC frames of successive farmland tiles along a flight track, with truth."""
+
+    def __init__(
+        self,
+        instrument: ImspocInstrument,
+        tiles: Iterator[Tile],
+        output_grid_nm: NDArray,
+        seed: int = 0,
+        illumination_scale: float = 1.0,
+        start_time: float = 0.0,
+        frame_period_s: float = 0.5,
+    ) -> None:
+        self.instrument = instrument
+        self.tiles = tiles
+        self.output_grid_nm = output_grid_nm
+        self.rng = np.random.default_rng(seed)
+        self.illumination_scale = illumination_scale
+        self.start_time = start_time
+        self.frame_period_s = frame_period_s
+
+    def __iter__(self) -> Iterator[tuple[RawFrame, Truth]]:
+        for counter, tile in enumerate(self.tiles):
+            frame = self.instrument.frame(
+                tile.reflectance, tile.wavelengths_nm, self.rng, counter=counter,
+                timestamp=self.start_time + counter * self.frame_period_s,
+                illumination_scale=self.illumination_scale,
+            )
+            truth = Truth(band_average(tile.reflectance, tile.wavelengths_nm, self.output_grid_nm),
+                          tile.fractions, tile.tillage)
+            yield frame, truth
+
+
+class SimulatedPushbroom:
+    """Blocks of push-broom lines: each tile's rows are read out one line at a time.
+
+    Yields (lines, truth): ``lines`` is the list of RawFrames (cross_track, bands), one per
+    tile row, and the truth is the tile itself on the instrument's bands.
+    """
+
+    def __init__(self, instrument: PushbroomInstrument, tiles: Iterator[Tile], seed: int = 0,
+                 line_period_s: float = 0.014, start_time: float = 0.0) -> None:
+        self.instrument = instrument
+        self.tiles = tiles
+        self.rng = np.random.default_rng(seed)
+        self.line_period_s = line_period_s
+        self.start_time = start_time
+
+    def __iter__(self) -> Iterator[tuple[list[RawFrame], Truth]]:
+        line_counter = 0
+        wl = self.instrument.wavelengths_nm
+        for tile in self.tiles:
+            refl = band_average(tile.reflectance, tile.wavelengths_nm, wl)
+            lines = []
+            for row in range(refl.shape[1]):
+                lines.append(self.instrument.line(
+                    refl[:, row, :], self.rng, counter=line_counter,
+                    timestamp=self.start_time + line_counter * self.line_period_s))
+                line_counter += 1
+            yield lines, Truth(refl, tile.fractions, tile.tillage)

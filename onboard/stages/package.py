@@ -1,0 +1,80 @@
+"""Packaging: a frame's results become products (DESIGN.md, "Product").
+
+Per frame: the residue map (tillage class and fractions), a false-colour quick-look PNG and
+the denoised cube. Every product carries the frame counter, time, instrument, software and
+model versions and its checksum (:mod:`onboard.products`).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from onboard.products import Product, ProductKind, encode_arrays
+from onboard.types import Cube, ResidueMap
+
+#: Quick-look bands (nm) as (red, green, blue): colour-infrared for the visible/NIR ImSPOC,
+#: SWIR false colour for a 900-1700 nm push-broom.
+QUICKLOOK_BANDS = {"vnir": (850.0, 650.0, 550.0), "swir": (1650.0, 1250.0, 1050.0)}
+
+
+def quicklook_png(cube: Cube) -> bytes:
+    """A false-colour 8-bit PNG of the cube: the bands nearest QUICKLOOK_BANDS, each stretched
+    between its 2nd and 98th percentile over valid pixels; invalid pixels are black."""
+    wl = cube.wavelengths_nm
+    preset = QUICKLOOK_BANDS["vnir"] if wl[0] < 800 else QUICKLOOK_BANDS["swir"]
+    idx = [int(np.argmin(np.abs(wl - target))) for target in preset]
+    rgb = cube.data[idx].astype(np.float32)
+    valid = cube.valid & np.isfinite(rgb).all(0)
+    out = np.zeros(rgb.shape[1:] + (3,), dtype=np.uint8)
+    if valid.any():
+        for c in range(3):
+            lo, hi = np.percentile(rgb[c][valid], (2, 98))
+            scaled = (rgb[c] - lo) / max(hi - lo, 1e-6)
+            out[..., c] = np.where(valid, np.clip(scaled * 255, 0, 255), 0).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(out, mode="RGB").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def cube_arrays(cube: Cube, float16: bool) -> dict[str, NDArray]:
+    data = cube.data.astype(np.float16 if float16 else np.float32)
+    return {"data": data, "wavelengths_nm": cube.wavelengths_nm, "valid": cube.valid}
+
+
+def frame_products(
+    cube: Cube,
+    residue: ResidueMap,
+    instrument: str,
+    meta: dict,
+    quicklook: bool = True,
+    with_cube: bool = True,
+    cube_float16: bool = True,
+    model_versions: dict | None = None,
+) -> list[Product]:
+    """Products of one frame, highest downlink priority first."""
+    common = dict(
+        frame_counter=cube.counter,
+        created_utc=cube.timestamp,
+        instrument=instrument,
+        model_versions=model_versions or {},
+    )
+    out = [
+        Product(
+            kind=ProductKind.RESIDUE,
+            payload=encode_arrays(tillage=residue.tillage, fractions=residue.fractions.astype(np.float32)),
+            encoding="npz",
+            meta={**meta, "method": residue.method},
+            **common,
+        )
+    ]
+    if quicklook:
+        out.append(Product(kind=ProductKind.QUICKLOOK, payload=quicklook_png(cube), encoding="png",
+                           meta=meta, **common))
+    if with_cube:
+        out.append(Product(kind=ProductKind.CUBE, payload=encode_arrays(**cube_arrays(cube, cube_float16)),
+                           encoding="npz", meta=meta, **common))
+    return out
