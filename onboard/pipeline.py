@@ -1,0 +1,155 @@
+"""The frame pipeline: stages wired in DESIGN.md's order, timed, and never losing a frame.
+
+    RawFrame -radiometric-> RawFrame -reconstruct-> Cube -denoise-> Cube -classify-> ResidueMap
+                                                                  \\__________ package -> Products
+
+Denoising and classification are injected (classical stages, or a learned model through an
+inference engine), so the wiring does not change with the engine. A frame that cannot be
+processed still yields a result: its flags say why and an event product carries the reason
+to the ground.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onboard.calfile import Calibration
+from onboard.products import Product, ProductKind
+from onboard.stages import radiometric
+from onboard.stages.package import frame_products
+from onboard.stages.radiometric import FrameError
+from onboard.stages.reconstruct import Reconstructor
+from onboard.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
+
+DenoiseFn = Callable[[Cube], Cube]
+ClassifyFn = Callable[[Cube], ResidueMap]
+
+
+@dataclass
+class FrameResult:
+    """Everything one frame produced. ``seconds``: wall time per stage. ``flags``: what was
+    wrong with the frame, in words; empty for a clean frame."""
+
+    counter: int
+    cube: Cube | None = None
+    denoised: Cube | None = None
+    residue: ResidueMap | None = None
+    products: list[Product] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    regularisation: float | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageOptions:
+    """Which optional work a frame does; the deadline logic may turn these off."""
+
+    quicklook: bool = True
+    cube: bool = True
+    cube_float16: bool = True
+    denoise: bool = True
+
+
+class Pipeline:
+    """Processes frames of one instrument with one calibration."""
+
+    def __init__(
+        self,
+        calibration: Calibration,
+        denoise: DenoiseFn,
+        classify: ClassifyFn,
+        saturation_dn: int,
+        options: StageOptions | None = None,
+        model_versions: dict | None = None,
+    ) -> None:
+        self.calibration = calibration
+        self.denoise = denoise
+        self.classify = classify
+        self.saturation_dn = saturation_dn
+        self.options = options or StageOptions()
+        self.model_versions = model_versions or {}
+        self.reconstructor = Reconstructor(calibration) if calibration.kind == "imspoc" else None
+
+    @contextmanager
+    def _timed(self, result: FrameResult, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            result.seconds[stage] = result.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+    def process(self, frame: RawFrame | list[RawFrame]) -> FrameResult:
+        """One ImSPOC frame, or one block of push-broom lines, through every stage."""
+        first = frame[0] if isinstance(frame, list) else frame
+        result = FrameResult(counter=first.counter)
+        try:
+            cube = self._to_cube(frame, result)
+        except FrameError as exc:
+            result.flags.append(str(exc))
+            result.products.append(self._event(first, "frame refused", str(exc)))
+            return result
+        result.cube = cube
+        if not cube.valid.any():
+            result.flags.append(f"frame {cube.counter}: no valid pixel (saturated or bad everywhere)")
+        elif cube.valid.mean() < 0.9:
+            result.flags.append(f"frame {cube.counter}: {100 * (1 - cube.valid.mean()):.0f} % of pixels invalid")
+        if self.options.denoise and cube.valid.any():
+            with self._timed(result, "denoise"):
+                result.denoised = self.denoise(cube)
+        else:
+            result.denoised = cube
+        with self._timed(result, "classify"):
+            result.residue = self._classify(result.denoised)
+        with self._timed(result, "package"):
+            meta = {"flags": result.flags, "regularisation": result.regularisation,
+                    "valid_fraction": float(cube.valid.mean())}
+            result.products = frame_products(
+                result.denoised, result.residue, self.calibration.instrument, meta,
+                quicklook=self.options.quicklook, with_cube=self.options.cube,
+                cube_float16=self.options.cube_float16, model_versions=self.model_versions,
+            )
+            if result.flags:
+                result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))
+        return result
+
+    def _classify(self, cube: Cube) -> ResidueMap:
+        if cube.valid.any():
+            return self.classify(cube)
+        shape = cube.valid.shape
+        return ResidueMap(np.full(shape, INVALID_CLASS, np.uint8), np.full((3, *shape), np.nan, np.float32),
+                          counter=cube.counter, timestamp=cube.timestamp, method="none: no valid pixel")
+
+    def _to_cube(self, frame: RawFrame | list[RawFrame], result: FrameResult) -> Cube:
+        cal = self.calibration
+        if isinstance(frame, list):
+            if cal.kind != "pushbroom":
+                raise FrameError(f"got push-broom lines but the calibration is for {cal.kind}")
+            with self._timed(result, "radiometric"):
+                lines = [radiometric.correct(f, cal.radiometric, self.saturation_dn) for f in frame]
+                # (lines, cross, bands) -> (bands, lines, cross): along-track rows, channels first
+                data = np.stack([ln.pixels for ln in lines]).transpose(2, 0, 1)
+                exposure = np.array([ln.exposure_s for ln in lines])[None, :, None]
+                data = data / (cal.white_reference[:, None, None] * exposure)
+                valid = np.stack([ln.valid.all(axis=1) for ln in lines])
+            return Cube(data.astype(np.float32), cal.wavelengths_nm, valid,
+                        counter=frame[0].counter, timestamp=frame[0].timestamp)
+        if self.reconstructor is None:
+            raise FrameError(f"got an ImSPOC frame but the calibration is for {cal.kind}")
+        with self._timed(result, "radiometric"):
+            corrected = radiometric.correct(frame, cal.radiometric, self.saturation_dn)
+        with self._timed(result, "reconstruct"):
+            cube, lam = self.reconstructor.reconstruct(corrected)
+        result.regularisation = lam
+        return cube
+
+    def _event(self, frame: RawFrame, what: str, detail: str) -> Product:
+        body = json.dumps({"event": what, "detail": detail, "frame": frame.counter}).encode()
+        return Product(kind=ProductKind.EVENT, frame_counter=frame.counter, created_utc=frame.timestamp,
+                       payload=body, encoding="json", instrument=self.calibration.instrument,
+                       meta={"event": what})
