@@ -1,0 +1,412 @@
+"""Every message of the payload <-> flight computer link, declared in one place.
+
+F Prime style: each message type, result code, event code and mode is declared once, in
+the enums below, with its number, direction/severity and a one-line meaning; PROTOCOL.md
+lists the same tables and a test checks that the two agree.
+
+Each message is a frozen dataclass whose ``pack()`` gives the frame body and whose
+``unpack(body)`` is its exact inverse (the style of ``spacepackets``). ``unpack`` is strict:
+a body of the wrong length, trailing bytes, an unknown enum value or invalid UTF-8 raises
+:class:`MessageError`, never a half-parsed message. All integers are big-endian.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Any, ClassVar
+
+#: Largest frame body in bytes (PROTOCOL.md, "Sizes"). A DATA body (one CCSDS space packet)
+#: may use all of it.
+MAX_BODY = 1024
+
+
+class MessageError(ValueError):
+    """A frame body is not a valid message of its declared type."""
+
+
+class Direction(str, Enum):
+    """Who sends a message: TC flight computer -> payload, TM payload -> flight computer."""
+
+    TC = "TC"
+    TM = "TM"
+    BOTH = "both"
+
+
+class Severity(IntEnum):
+    """Event severity, carried in every EVENT body."""
+
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+
+class MsgType(IntEnum):
+    """Message types: (number, direction, meaning). Telecommands 0x01-0x3F, telemetry
+    0x40-0x7F, data 0x80-0xBF."""
+
+    direction: Direction
+    summary: str
+
+    def __new__(cls, value: int, direction: Direction, summary: str) -> MsgType:
+        obj = int.__new__(cls, value)
+        obj._value_ = value
+        obj.direction = direction
+        obj.summary = summary
+        return obj
+
+    PING = 0x01, Direction.TC, "Liveness check; answered by ACK OK."
+    SET_MODE = 0x02, Direction.TC, "Switch the payload mode (IDLE, OPERATE, SAFE)."
+    START_CAPTURE = 0x03, Direction.TC, "Start acquiring frames (count 0: until STOP_CAPTURE)."
+    STOP_CAPTURE = 0x04, Direction.TC, "Stop acquiring frames."
+    SET_CONFIG = 0x05, Direction.TC, "Set one configuration key to a string value."
+    REQUEST_PRODUCT = 0x06, Direction.TC, "Queue the named product for downlink."
+    ABORT = 0x07, Direction.TC, "Abort the current activity and return to IDLE."
+    ACK = 0x40, Direction.TM, "Result of one telecommand, matched by its sequence number."
+    HEALTH = 0x41, Direction.TM, "Health and status as a compact JSON object."
+    EVENT = 0x42, Direction.TM, "An event: code, severity, human-readable text."
+    DATA = 0x80, Direction.BOTH, "One CCSDS space packet (downlink products, uplink CFDP PDUs)."
+
+
+class ResultCode(IntEnum):
+    """ACK result codes: (number, meaning)."""
+
+    summary: str
+
+    def __new__(cls, value: int, summary: str) -> ResultCode:
+        obj = int.__new__(cls, value)
+        obj._value_ = value
+        obj.summary = summary
+        return obj
+
+    OK = 0, "Accepted and executed."
+    BAD_AUTH = 1, "Authentication tag wrong (forged or corrupted); not executed."
+    REPLAY = 2, "Counter not above the last accepted one (replayed or old); not executed."
+    UNKNOWN_COMMAND = 3, "Type is not a telecommand this payload handles; not executed."
+    BAD_ARGUMENT = 4, "Body malformed or a value out of range; not executed."
+    BUSY = 5, "Cannot be executed now (e.g. capture already running); retry later."
+    NOT_AUTHENTICATED = 6, "Command requires authentication and the frame carried none."
+    FAILED = 7, "Accepted but execution failed; an EVENT says why."
+    NO_KEY = 8, "Authenticated frame received but the payload has no key loaded."
+
+
+class EventCode(IntEnum):
+    """Event codes: (number, default severity, meaning)."""
+
+    severity: Severity
+    summary: str
+
+    def __new__(cls, value: int, severity: Severity, summary: str) -> EventCode:
+        obj = int.__new__(cls, value)
+        obj._value_ = value
+        obj.severity = severity
+        obj.summary = summary
+        return obj
+
+    AUTH_FAILED = 0x0001, Severity.WARNING, "A telecommand's authentication tag was wrong."
+    REPLAY_REFUSED = 0x0002, Severity.WARNING, "A telecommand's counter was not fresh."
+    UNAUTHENTICATED_REFUSED = 0x0003, Severity.WARNING, "An unauthenticated telecommand was refused."
+    UNKNOWN_COMMAND = 0x0004, Severity.WARNING, "A telecommand type was not recognised."
+    BAD_ARGUMENT = 0x0005, Severity.WARNING, "A telecommand body was malformed."
+    BAD_FRAMES = 0x0006, Severity.WARNING, "Frames failed COBS/CRC/header checks (count in text)."
+    HANDLER_ERROR = 0x0007, Severity.ERROR, "A command handler raised; the command FAILED."
+    MODE_CHANGED = 0x0010, Severity.INFO, "The payload mode changed."
+    CAPTURE_STARTED = 0x0011, Severity.INFO, "Frame acquisition started."
+    CAPTURE_STOPPED = 0x0012, Severity.INFO, "Frame acquisition stopped."
+    CONFIG_CHANGED = 0x0013, Severity.INFO, "A configuration key was set."
+    ABORTED = 0x0014, Severity.WARNING, "The current activity was aborted."
+    SPOOL_EVICTED = 0x0020, Severity.WARNING, "The downlink spool evicted a product (quota)."
+    PRODUCT_QUEUED = 0x0021, Severity.INFO, "A product was queued for downlink."
+    PRODUCT_DELIVERED = 0x0022, Severity.INFO, "The ground confirmed a product's delivery."
+
+
+class Mode(IntEnum):
+    """Payload modes (SET_MODE body)."""
+
+    summary: str
+
+    def __new__(cls, value: int, summary: str) -> Mode:
+        obj = int.__new__(cls, value)
+        obj._value_ = value
+        obj.summary = summary
+        return obj
+
+    IDLE = 0, "Powered, not acquiring; answers commands."
+    OPERATE = 1, "Acquiring and processing frames as commanded."
+    SAFE = 2, "Minimum activity; only PING, SET_MODE and ABORT are expected."
+
+
+def _enum(enum_cls: type[IntEnum], value: int, what: str) -> Any:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise MessageError(f"{what} {value} is not declared (PROTOCOL.md lists them)") from None
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"{what} is not valid UTF-8: {exc}") from None
+    if "\x00" in text:
+        raise MessageError(f"{what} contains a NUL character")
+    return text
+
+
+def _exact(body: bytes, size: int, name: str) -> None:
+    if len(body) != size:
+        raise MessageError(f"{name} body must be {size} bytes, got {len(body)}")
+
+
+def _check_size(body: bytes, name: str) -> bytes:
+    if len(body) > MAX_BODY:
+        raise MessageError(f"{name} body is {len(body)} bytes; the maximum is {MAX_BODY}")
+    return body
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every message. ``TYPE`` is the declared :class:`MsgType`."""
+
+    TYPE: ClassVar[MsgType]
+
+    def pack(self) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Message:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Empty(Message):
+    """A message with an empty body."""
+
+    def pack(self) -> bytes:
+        return b""
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Message:
+        _exact(body, 0, cls.TYPE.name)
+        return cls()
+
+
+@dataclass(frozen=True)
+class Ping(_Empty):
+    TYPE: ClassVar[MsgType] = MsgType.PING
+
+
+@dataclass(frozen=True)
+class StopCapture(_Empty):
+    TYPE: ClassVar[MsgType] = MsgType.STOP_CAPTURE
+
+
+@dataclass(frozen=True)
+class Abort(_Empty):
+    TYPE: ClassVar[MsgType] = MsgType.ABORT
+
+
+@dataclass(frozen=True)
+class SetMode(Message):
+    """Body: mode u8."""
+
+    mode: Mode
+    TYPE: ClassVar[MsgType] = MsgType.SET_MODE
+
+    def pack(self) -> bytes:
+        return struct.pack(">B", Mode(self.mode))
+
+    @classmethod
+    def unpack(cls, body: bytes) -> SetMode:
+        _exact(body, 1, "SET_MODE")
+        return cls(_enum(Mode, body[0], "mode"))
+
+
+@dataclass(frozen=True)
+class StartCapture(Message):
+    """Body: frame_count u32 (0 means until STOP_CAPTURE)."""
+
+    frame_count: int = 0
+    TYPE: ClassVar[MsgType] = MsgType.START_CAPTURE
+
+    def pack(self) -> bytes:
+        if not 0 <= self.frame_count <= 0xFFFFFFFF:
+            raise MessageError(f"frame_count {self.frame_count} does not fit in u32")
+        return struct.pack(">I", self.frame_count)
+
+    @classmethod
+    def unpack(cls, body: bytes) -> StartCapture:
+        _exact(body, 4, "START_CAPTURE")
+        return cls(struct.unpack(">I", body)[0])
+
+
+@dataclass(frozen=True)
+class SetConfig(Message):
+    """Body: key_length u8 | key UTF-8 (1-255 bytes) | value_length u16 | value UTF-8."""
+
+    key: str
+    value: str
+    TYPE: ClassVar[MsgType] = MsgType.SET_CONFIG
+
+    def pack(self) -> bytes:
+        k, v = self.key.encode(), self.value.encode()
+        if not 1 <= len(k) <= 255:
+            raise MessageError(f"config key must be 1-255 UTF-8 bytes, got {len(k)}")
+        return _check_size(struct.pack(">B", len(k)) + k + struct.pack(">H", len(v)) + v, "SET_CONFIG")
+
+    @classmethod
+    def unpack(cls, body: bytes) -> SetConfig:
+        if len(body) < 4:
+            raise MessageError(f"SET_CONFIG body is {len(body)} bytes; at least 4 needed")
+        klen = body[0]
+        if klen == 0:
+            raise MessageError("SET_CONFIG key is empty")
+        if len(body) < 1 + klen + 2:
+            raise MessageError("SET_CONFIG body ends inside the key or value length")
+        (vlen,) = struct.unpack_from(">H", body, 1 + klen)
+        _exact(body, 1 + klen + 2 + vlen, "SET_CONFIG")
+        key = _utf8(body[1 : 1 + klen], "config key")
+        value = _utf8(body[3 + klen :], "config value")
+        return cls(key, value)
+
+
+@dataclass(frozen=True)
+class RequestProduct(Message):
+    """Body: product name, UTF-8, 1-255 bytes, the whole body."""
+
+    name: str
+    TYPE: ClassVar[MsgType] = MsgType.REQUEST_PRODUCT
+
+    def pack(self) -> bytes:
+        raw = self.name.encode()
+        if not 1 <= len(raw) <= 255:
+            raise MessageError(f"product name must be 1-255 UTF-8 bytes, got {len(raw)}")
+        return raw
+
+    @classmethod
+    def unpack(cls, body: bytes) -> RequestProduct:
+        if not 1 <= len(body) <= 255:
+            raise MessageError(f"REQUEST_PRODUCT name must be 1-255 bytes, got {len(body)}")
+        return cls(_utf8(body, "product name"))
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """Body: acked_seq u16 | acked_type u8 | result u8."""
+
+    acked_seq: int
+    acked_type: int
+    result: ResultCode
+    TYPE: ClassVar[MsgType] = MsgType.ACK
+
+    def pack(self) -> bytes:
+        return struct.pack(">HBB", self.acked_seq, self.acked_type, ResultCode(self.result))
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Ack:
+        _exact(body, 4, "ACK")
+        seq, mtype, result = struct.unpack(">HBB", body)
+        # acked_type stays an int: a refused frame may carry an undeclared type.
+        return cls(seq, mtype, _enum(ResultCode, result, "result code"))
+
+
+@dataclass(frozen=True)
+class Health(Message):
+    """Body: one JSON object, UTF-8, compact separators, keys sorted."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    TYPE: ClassVar[MsgType] = MsgType.HEALTH
+
+    def pack(self) -> bytes:
+        raw = json.dumps(self.values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _check_size(raw.encode(), "HEALTH")
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Health:
+        try:
+            values = json.loads(_utf8(body, "HEALTH body"))
+        except json.JSONDecodeError as exc:
+            raise MessageError(f"HEALTH body is not JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise MessageError(f"HEALTH body must be a JSON object, got {type(values).__name__}")
+        return cls(values)
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    """Body: code u16 | severity u8 | text UTF-8 (rest of the body, may be empty)."""
+
+    code: EventCode
+    text: str = ""
+    severity: Severity | None = None  # None: the code's declared severity
+    TYPE: ClassVar[MsgType] = MsgType.EVENT
+
+    def __post_init__(self) -> None:
+        if self.severity is None:
+            object.__setattr__(self, "severity", EventCode(self.code).severity)
+
+    def pack(self) -> bytes:
+        head = struct.pack(">HB", EventCode(self.code), Severity(self.severity))
+        return _check_size(head + self.text.encode(), "EVENT")
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Event:
+        if len(body) < 3:
+            raise MessageError(f"EVENT body is {len(body)} bytes; at least 3 needed")
+        code, severity = struct.unpack_from(">HB", body)
+        return cls(
+            _enum(EventCode, code, "event code"),
+            _utf8(body[3:], "event text"),
+            _enum(Severity, severity, "severity"),
+        )
+
+
+@dataclass(frozen=True)
+class Data(Message):
+    """Body: opaque bytes, 1 to MAX_BODY (one CCSDS space packet by convention)."""
+
+    payload: bytes
+    TYPE: ClassVar[MsgType] = MsgType.DATA
+
+    def pack(self) -> bytes:
+        if not self.payload:
+            raise MessageError("DATA payload is empty")
+        return _check_size(bytes(self.payload), "DATA")
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Data:
+        if not body:
+            raise MessageError("DATA body is empty")
+        return cls(bytes(body))
+
+
+#: The class of each declared message type.
+MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Ping, SetMode, StartCapture, StopCapture, SetConfig, RequestProduct, Abort,
+        Ack, Health, Event, Data,
+    )
+}
+assert set(MESSAGE_CLASSES) == set(MsgType), "every declared type needs a class"
+
+
+def unpack_message(msg_type: int, body: bytes) -> Message:
+    """The message of type ``msg_type`` from its body; MessageError if either is invalid."""
+    mtype = _enum(MsgType, msg_type, "message type")
+    return MESSAGE_CLASSES[mtype].unpack(bytes(body))
+
+
+def protocol_tables() -> str:
+    """The declaration tables as Markdown, exactly as PROTOCOL.md lists them."""
+    out = ["| type | name | direction | meaning |", "|---|---|---|---|"]
+    out += [f"| 0x{t:02X} | {t.name} | {t.direction.value} | {t.summary} |" for t in MsgType]
+    out += ["", "| code | name | meaning |", "|---|---|---|"]
+    out += [f"| {r.value} | {r.name} | {r.summary} |" for r in ResultCode]
+    out += ["", "| code | name | severity | meaning |", "|---|---|---|---|"]
+    out += [f"| 0x{e:04X} | {e.name} | {e.severity.name} | {e.summary} |" for e in EventCode]
+    out += ["", "| mode | name | meaning |", "|---|---|---|"]
+    out += [f"| {m.value} | {m.name} | {m.summary} |" for m in Mode]
+    return "\n".join(out) + "\n"
