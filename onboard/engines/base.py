@@ -1,0 +1,125 @@
+"""The one interface every inference engine has (after Polygraphy's runners).
+
+An engine runs one model file: ``run(inputs) -> outputs``, both dicts from tensor name to
+array, names, shapes and dtypes as the bundle manifest's :class:`~onboard.bundle.TensorSpec`
+says. Constructing an engine is cheap and imports nothing heavy; :meth:`Engine.activate`
+loads the model and allocates (sessions, CUDA buffers), :meth:`Engine.deactivate` frees, and
+an engine is a context manager doing both. An engine that cannot be used raises
+:class:`EngineError` from ``activate`` with the reason, so a selector can go on with the next.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onboard.bundle import TensorSpec
+
+log = logging.getLogger("onboard.engines")
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot load or run its model; the message says why and what to do."""
+
+
+class Engine(ABC):
+    """Base of all engines; subclasses implement ``_activate``, ``_deactivate``, ``_infer``."""
+
+    #: Short name of the engine kind, e.g. "onnxruntime" or "tensorrt".
+    kind: str = "engine"
+
+    def __init__(self, path: str | Path, inputs: Sequence[TensorSpec],
+                 outputs: Sequence[TensorSpec], precision: str = "fp32") -> None:
+        self.path = Path(path)
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self.precision = precision
+        #: Things that work but not as asked (e.g. a GPU provider that fell back to CPU).
+        self.warnings: list[str] = []
+        self._active = False
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    def activate(self) -> Engine:
+        """Load the model and allocate; idempotent. Raises EngineError with the reason."""
+        if not self._active:
+            self._activate()
+            self._active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Free what activate allocated; idempotent."""
+        if self._active:
+            self._active = False
+            self._deactivate()
+
+    def __enter__(self) -> Engine:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s: %s", self.label, message)
+
+    @property
+    def label(self) -> str:
+        """Human name of what runs, e.g. 'onnxruntime[CPUExecutionProvider] fp32'."""
+        return f"{self.kind} {self.precision}"
+
+    def describe(self) -> dict[str, Any]:
+        """For telemetry and ``onboard info``."""
+        return {"engine": self.kind, "label": self.label, "file": self.path.name,
+                "precision": self.precision, "warnings": list(self.warnings)}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model once.
+
+        ``inputs`` maps every input name of the manifest to an array of its dtype and shape
+        (dynamic dims any size, the same name the same size); returns every output by name.
+        Raises ValueError for inputs that do not fit, EngineError when the engine fails."""
+        if not self._active:
+            raise EngineError(f"{self.label} is not active: use 'with engine:' or activate()")
+        want = [t.name for t in self.inputs]
+        if set(inputs) != set(want):
+            raise ValueError(f"inputs {sorted(inputs)} do not match the model's {want}")
+        sizes: dict[str, int] = {}
+        for spec in self.inputs:
+            spec.check(inputs[spec.name], sizes)
+        feed = {t.name: np.ascontiguousarray(inputs[t.name]) for t in self.inputs}
+        outputs = self._infer(feed)
+        for spec in self.outputs:
+            if spec.name not in outputs:
+                raise EngineError(f"{self.label} gave no output '{spec.name}'")
+            try:
+                spec.check(outputs[spec.name], sizes)
+            except ValueError as exc:
+                raise EngineError(f"{self.path.name} disagrees with its manifest: {exc}") from exc
+        return {t.name: outputs[t.name] for t in self.outputs}
+
+    def check_io(self, found_inputs: Mapping[str, str], found_outputs: Mapping[str, str]) -> None:
+        """Refuse a model file whose tensor names or dtypes differ from the manifest's
+        (``found_*`` map name -> dtype name as the file declares them)."""
+        for role, specs, found in (("inputs", self.inputs, found_inputs),
+                                   ("outputs", self.outputs, found_outputs)):
+            want = {t.name: t.dtype for t in specs}
+            if want != dict(found):
+                raise EngineError(f"{self.path.name}: the file's {role} {dict(found)} do not "
+                                  f"match the manifest's {want}; rebuild the bundle")
+
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,236 @@
+"""``auto`` engine selection: the best engine that loads here, and why the others did not.
+
+For one model of a bundle, candidates are tried best first: ``tensorrt`` (a plan of the
+bundle built for this TensorRT and GPU), ``onnxruntime-gpu`` (ONNX Runtime with its TensorRT
+and CUDA providers), ``onnxruntime-cpu``. Within a candidate the model's files are tried in
+that candidate's precision order. Every file or candidate passed over is recorded as a
+:class:`Skip` with the reason (not installed, no GPU, checksum mismatch, corrupt file, plan
+built for another TensorRT or GPU...). When nothing loads the selection's engine is None and
+the caller runs the classical (non-learned) stages; selection never raises for a model that
+cannot run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from onboard.bundle import PRECISIONS, Artifact, Bundle
+from onboard.engines import onnxruntime_engine as ortx
+from onboard.engines import tensorrt_engine as trtx
+from onboard.engines.base import Engine, EngineError
+
+#: Best first.
+CANDIDATES = ("tensorrt", "onnxruntime-gpu", "onnxruntime-cpu")
+#: What runs when no candidate loads.
+CLASSICAL = "classical"
+#: Precision order per candidate: fastest that keeps accuracy first. fp16 is left out on the
+#: CPU, where ONNX Runtime runs it through casts (slower than fp32); ask for it explicitly.
+DEFAULT_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("int8", "fp16", "fp32"),
+    "onnxruntime-gpu": ("fp16", "int8", "fp32"),
+    "onnxruntime-cpu": ("fp32", "int8"),
+}
+_FORMAT = {"tensorrt": "tensorrt-plan", "onnxruntime-gpu": "onnx", "onnxruntime-cpu": "onnx"}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to choose and configure engines (the mission config's engine settings).
+
+    ``engine``: "auto", one of :data:`CANDIDATES`, or "classical" (no learned model).
+    ``precision``: None for each candidate's default order, else only that precision.
+    ``intra_op_threads``/``inter_op_threads``: ONNX Runtime thread pools (0: one per core).
+    ``device``: CUDA device index. ``trt_cache_dir``: where ONNX Runtime's TensorRT provider
+    caches the plans it builds (None: no cache)."""
+
+    engine: str = "auto"
+    precision: str | None = None
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    device: int = 0
+    trt_cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("auto", *CANDIDATES, CLASSICAL):
+            raise ValueError(f"engine {self.engine!r}: expected auto, {', '.join(CANDIDATES)} "
+                             f"or {CLASSICAL}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ValueError("thread counts must be >= 0 (0: ONNX Runtime decides)")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A candidate engine (and file, when one was involved) passed over, and why."""
+
+    engine: str
+    reason: str
+    file: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.engine}{f' ({self.file})' if self.file else ''}: {self.reason}"
+
+
+@dataclass
+class Selection:
+    """The outcome for one model: the active engine (None: use the classical stages), the
+    candidate and file it came from, and every skip with its reason. Close it (or use it as a
+    context manager) to free the engine."""
+
+    model: str
+    engine: Engine | None
+    candidate: str
+    artifact: Artifact | None = None
+    skipped: list[Skip] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.deactivate()
+
+    def __enter__(self) -> Selection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def summary(self) -> str:
+        """One line for logs and telemetry."""
+        chosen = (f"{self.engine.label} ({self.artifact.file})" if self.engine and self.artifact
+                  else f"{CLASSICAL} stages")
+        skipped = "; ".join(str(s) for s in self.skipped)
+        return f"{self.model}: {chosen}" + (f"; skipped {skipped}" if skipped else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "candidate": self.candidate,
+                "engine": self.engine.describe() if self.engine else None,
+                "file": self.artifact.file if self.artifact else None,
+                "skipped": [{"engine": s.engine, "file": s.file, "reason": s.reason}
+                            for s in self.skipped]}
+
+
+@dataclass(frozen=True)
+class EngineProbe:
+    """Whether an engine kind can run on this machine at all (independent of any bundle)."""
+
+    name: str
+    available: bool
+    detail: str  # versions and device when available, the reason when not
+
+
+def _probe(candidate: str, device: int) -> str:
+    """What makes ``candidate`` possible here; EngineError with the reason when it is not."""
+    if candidate == "tensorrt":
+        p = trtx.probe(device)
+        return f"TensorRT {p['tensorrt']} on {p['device']} (compute capability " \
+               f"{p['compute_capability']})"
+    ort = ortx.import_onnxruntime()
+    have = ortx.available_providers()
+    if candidate == "onnxruntime-gpu":
+        gpu = [p for p in have if p in ortx.GPU_PROVIDERS]
+        if not gpu:
+            raise EngineError(f"this onnxruntime {ort.__version__} has no GPU provider (it has "
+                              f"{', '.join(ort.get_available_providers())}): install "
+                              "onnxruntime-gpu (JetPack's wheel on a Jetson)")
+        return f"onnxruntime {ort.__version__} with {', '.join(gpu)}"
+    return f"onnxruntime {ort.__version__} with {ortx.CPU_PROVIDER}"
+
+
+def probe_engines(device: int = 0) -> list[EngineProbe]:
+    """Every candidate plus the classical fallback, available or not and why."""
+    out = []
+    for c in CANDIDATES:
+        try:
+            out.append(EngineProbe(c, True, _probe(c, device)))
+        except EngineError as exc:
+            out.append(EngineProbe(c, False, str(exc)))
+    out.append(EngineProbe(CLASSICAL, True, "non-learned stages, always available"))
+    return out
+
+
+def _ordered(artifacts: list[Artifact], order: tuple[str, ...]) -> Iterator[Artifact]:
+    yield from sorted((a for a in artifacts if a.precision in order),
+                      key=lambda a: order.index(a.precision))
+
+
+def _engine_for(bundle: Bundle, model: str, candidate: str, a: Artifact,
+                options: EngineOptions) -> Engine:
+    spec = bundle.model(model)
+    path = bundle.path(a)
+    if candidate == "tensorrt":
+        return trtx.TensorRTEngine(path, spec.inputs, spec.outputs,
+                                   built_for=trtx.PlanKey.of_artifact(a),
+                                   model_sha256=spec.artifact(str(a.source)).sha256,
+                                   device=options.device)
+    providers = ((*ortx.GPU_PROVIDERS, ortx.CPU_PROVIDER) if candidate == "onnxruntime-gpu"
+                 else (ortx.CPU_PROVIDER,))
+    return ortx.OnnxRuntimeEngine(path, spec.inputs, spec.outputs, a.precision,
+                                  providers=providers, intra_op_threads=options.intra_op_threads,
+                                  inter_op_threads=options.inter_op_threads,
+                                  trt_cache_dir=options.trt_cache_dir)
+
+
+def _try_candidate(bundle: Bundle, model: str, candidate: str, options: EngineOptions,
+                   skipped: list[Skip]) -> Selection | None:
+    files = bundle.model(model).artifacts
+    mine = [a for a in files if a.format == _FORMAT[candidate]]
+    try:
+        _probe(candidate, options.device)
+    except EngineError as exc:
+        for a in mine or [None]:
+            skipped.append(Skip(candidate, str(exc), a.file if a else None))
+        return None
+    if not mine:
+        skipped.append(Skip(candidate, f"the bundle has no {_FORMAT[candidate]} file for "
+                                       f"{model}"))
+        return None
+    order = (options.precision,) if options.precision else DEFAULT_PRECISIONS[candidate]
+    for a in mine:
+        if a.precision not in order:
+            why = ("not the precision asked for" if options.precision else
+                   f"{a.precision} is not used by {candidate} unless asked for")
+            skipped.append(Skip(candidate, why, a.file))
+    for a in _ordered(mine, order):
+        if a.file in bundle.problems:
+            skipped.append(Skip(candidate, bundle.problems[a.file], a.file))
+            continue
+        engine = _engine_for(bundle, model, candidate, a, options)
+        try:
+            engine.activate()
+        except EngineError as exc:
+            skipped.append(Skip(candidate, str(exc), a.file))
+            continue
+        if candidate == "onnxruntime-gpu" and not engine.on_gpu:  # type: ignore[attr-defined]
+            engine.deactivate()
+            skipped.append(Skip(candidate, "; ".join(engine.warnings), a.file))
+            return None
+        return Selection(model, engine, candidate, a, skipped)
+    return None
+
+
+def select_engine(bundle: Bundle | None, model: str,
+                  options: EngineOptions | None = None) -> Selection:
+    """Activate the best engine for ``model`` of ``bundle`` that loads on this machine.
+
+    Returns a :class:`Selection` whose ``engine`` is active (close the selection to free it),
+    or None with ``candidate == "classical"`` when nothing loads; ``skipped`` says why for
+    every candidate and file passed over."""
+    options = options or EngineOptions()
+    skipped: list[Skip] = []
+    if bundle is None:
+        skipped.append(Skip("bundle", "no model bundle configured or shipped"))
+        return Selection(model, None, CLASSICAL, None, skipped)
+    if model not in bundle.manifest.models:
+        skipped.append(Skip("bundle", f"bundle {bundle.root} has no model {model!r} (it has "
+                                      f"{', '.join(sorted(bundle.manifest.models))})"))
+        return Selection(model, None, CLASSICAL, None, skipped)
+    for candidate in CANDIDATES:
+        if options.engine not in ("auto", candidate):
+            skipped.append(Skip(candidate, f"not asked for (engine = {options.engine})"))
+            continue
+        chosen = _try_candidate(bundle, model, candidate, options, skipped)
+        if chosen is not None:
+            return chosen
+    return Selection(model, None, CLASSICAL, None, skipped)
