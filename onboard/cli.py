@@ -8,6 +8,7 @@ subcommand whose heavy libraries are missing says which extra to install.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -61,4 +62,9 @@ def cli() -> None:
 
 
 def main() -> None:
+    # The runtime's linear algebra is many small products (24 x 96 operators): BLAS threads
+    # cost more in wake-ups than they save, and ONNX Runtime keeps its own pool. One thread,
+    # unless the user says otherwise; this must happen before numpy is first imported.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     cli()

@@ -55,12 +55,14 @@ class RunConfig:
     out: str = "onboard-out"
     seed: int = 0
     deadline_s: float = 2.0
+    health_period_s: float = 10.0
     calibration: str | None = None
     bundle: str | None = None
     port: str | None = None
 
     def validate(self) -> None:
-        _positive("run", frames=self.frames, deadline_s=self.deadline_s)
+        _positive("run", frames=self.frames, deadline_s=self.deadline_s,
+                  health_period_s=self.health_period_s)
 
 
 @dataclass

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
 
-from onboard.physics.imspoc import ImspocInstrument, default_instrument
+# as the CLI does (onboard/cli.py): single-threaded BLAS for the runtime's small products
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from onboard.physics.imspoc import ImspocInstrument, default_instrument  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,161 @@
+"""The frame loop: deadlines, graceful degradation, health, and a clean stop.
+
+Degradation order (one step per frame over its deadline, one step back after
+``RECOVER_AFTER`` frames comfortably inside it):
+
+    level 0  nominal
+    level 1  no quick-look product
+    level 2  faster inference (the next engine or precision down, where the session has one)
+    level 3  no cube product
+    level 4  no denoising (residue from the reconstructed cube)
+
+The residue product is never skipped. Each change of level is reported as an event (and an
+event product for the ground). Memory is bounded: the loop keeps only fixed-length windows of
+timings, never a queue of frames. SIGINT/SIGTERM set a flag: the frame in flight is finished
+and its products written before the loop returns.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onboard.pipeline import FrameResult, Pipeline
+from onboard.products import Product, ProductKind
+
+LEVELS = ("nominal", "no quick-look", "faster inference", "no cube product", "no denoising")
+RECOVER_AFTER = 5
+RECOVER_MARGIN = 0.6  # a frame under 60 % of its deadline counts towards recovery
+
+
+@dataclass
+class LoopEvent:
+    frame: int
+    level: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"frame {self.frame}: degrade level {self.level} ({LEVELS[self.level]}): {self.reason}"
+
+
+@dataclass
+class LoopStats:
+    frames: int = 0
+    deadline_misses: int = 0
+    events: list[LoopEvent] = field(default_factory=list)
+    window: dict[str, deque] = field(default_factory=dict)
+    stopped_by_signal: str | None = None
+
+    def record(self, result: FrameResult, window: int = 256) -> None:
+        for stage, s in {**result.seconds, "total": sum(result.seconds.values())}.items():
+            self.window.setdefault(stage, deque(maxlen=window)).append(s)
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        return {stage: {f"p{q}": float(np.percentile(list(v), q)) for q in (50, 95, 99)}
+                for stage, v in self.window.items() if v}
+
+
+class FrameLoop:
+    """Runs a pipeline over a frame source under a per-frame deadline."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        deadline_s: float,
+        faster_inference: Callable[[bool], bool] | None = None,
+        health_period_s: float = 10.0,
+        health: Callable[[LoopStats, int], dict] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline = pipeline
+        self.deadline_s = deadline_s
+        self.faster_inference = faster_inference
+        self.health_period_s = health_period_s
+        self.health = health
+        self.clock = clock
+        self.level = 0
+        self.stats = LoopStats()
+        self._comfortable = 0
+        self._stop: str | None = None
+        self._last_health = clock()
+
+    def request_stop(self, reason: str) -> None:
+        self._stop = reason
+
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM finish the frame in flight, then stop the loop."""
+        def handler(signum, _frame):
+            self.request_stop(signal.Signals(signum).name)
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _apply_level(self) -> None:
+        opts = self.pipeline.options
+        opts.quicklook = self.level < 1
+        opts.cube = self.level < 3
+        opts.denoise = self.level < 4
+
+    def _change(self, result: FrameResult, new_level: int, reason: str) -> None:
+        if self.level < 2 <= new_level and self.faster_inference is not None:
+            if not self.faster_inference(True):
+                reason += "; no faster inference available"
+        if new_level < 2 <= self.level and self.faster_inference is not None:
+            self.faster_inference(False)
+        self.level = new_level
+        self._apply_level()
+        event = LoopEvent(result.counter, new_level, reason)
+        self.stats.events.append(event)
+        body = json.dumps({"event": "degrade level", "level": new_level, "name": LEVELS[new_level],
+                           "reason": reason, "frame": result.counter}).encode()
+        result.products.append(Product(kind=ProductKind.EVENT, frame_counter=result.counter,
+                                       created_utc=time.time(), payload=body, encoding="json",
+                                       instrument=self.pipeline.calibration.instrument,
+                                       meta={"event": "degrade level"}))
+
+    def _pace(self, result: FrameResult) -> None:
+        took = sum(result.seconds.values())
+        if took > self.deadline_s:
+            self.stats.deadline_misses += 1
+            self._comfortable = 0
+            if self.level < len(LEVELS) - 1:
+                self._change(result, self.level + 1,
+                             f"frame took {took * 1000:.0f} ms, deadline {self.deadline_s * 1000:.0f} ms")
+        elif took < RECOVER_MARGIN * self.deadline_s:
+            self._comfortable += 1
+            if self.level > 0 and self._comfortable >= RECOVER_AFTER:
+                self._comfortable = 0
+                self._change(result, self.level - 1, f"{RECOVER_AFTER} frames inside {RECOVER_MARGIN:.0%} of the deadline")
+        else:
+            self._comfortable = 0
+
+    def run(self, frames: Iterable) -> Iterator[tuple[FrameResult, object]]:
+        """Process frames; yields (result, truth) so the caller can write products at once."""
+        self._apply_level()
+        for frame, truth in frames:
+            if self._stop:
+                break
+            result = self.pipeline.process(frame)
+            self._pace(result)
+            self.stats.frames += 1
+            self.stats.record(result)
+            if self.health is not None and self.clock() - self._last_health >= self.health_period_s:
+                self._last_health = self.clock()
+                body = json.dumps(self.health(self.stats, self.level)).encode()
+                result.products.append(Product(kind=ProductKind.HEALTH, frame_counter=result.counter,
+                                               created_utc=time.time(), payload=body, encoding="json",
+                                               instrument=self.pipeline.calibration.instrument))
+            yield result, truth
+        self.stats.stopped_by_signal = self._stop
