@@ -178,9 +178,8 @@ def _try_candidate(bundle: Bundle, model: str, candidate: str, options: EngineOp
     mine = [a for a in files if a.format == _FORMAT[candidate]]
     try:
         _probe(candidate, options.device)
-    except EngineError as exc:
-        for a in mine or [None]:
-            skipped.append(Skip(candidate, str(exc), a.file if a else None))
+    except EngineError as exc:  # nothing of this kind runs here: one skip for all its files
+        skipped.append(Skip(candidate, str(exc), ", ".join(a.file for a in mine) or None))
         return None
     if not mine:
         skipped.append(Skip(candidate, f"the bundle has no {_FORMAT[candidate]} file for "
