@@ -521,10 +521,13 @@ def _verify_files(root: Path, manifest: Manifest) -> dict[str, str]:
                                     f"the manifest says {a.sha256[:12]}… ({a.bytes} bytes): the "
                                     f"file is corrupt or was replaced; {_REBUILD}")
         for a in model.artifacts:
-            if a.format == "tensorrt-plan" and model.artifact(a.source).sha256 != a.source_sha256:
+            if a.format != "tensorrt-plan" or a.source is None or a.source_sha256 is None:
+                continue
+            source = model.artifact(a.source)
+            if source.sha256 != a.source_sha256:
                 problems.setdefault(a.file, (
                     f"stale plan: built from a {a.source} with sha256 {a.source_sha256[:12]}…, "
-                    f"the bundle's is {model.artifact(a.source).sha256[:12]}…; rebuild the plan"))
+                    f"the bundle's is {source.sha256[:12]}…; rebuild the plan"))
     return problems
 
 
@@ -603,3 +606,18 @@ def load(root: str | os.PathLike) -> Bundle:
 def default_bundle_dir() -> Path | None:
     """The bundle shipped with the runtime, or None when there is none."""
     return DEFAULT_BUNDLE_DIR if (DEFAULT_BUNDLE_DIR / MANIFEST_NAME).is_file() else None
+
+
+def find_bundle(configured: str | os.PathLike | None) -> tuple[Bundle | None, str | None]:
+    """The bundle the runtime should use: ``configured`` when given, else the shipped one.
+
+    Returns ``(bundle, None)``, or ``(None, reason)`` when there is none or it is refused, so
+    the pipeline runs its classical stages and says why instead of stopping."""
+    root = Path(configured) if configured is not None else default_bundle_dir()
+    if root is None:
+        return None, (f"no model bundle: none configured and none shipped in "
+                      f"{DEFAULT_BUNDLE_DIR}; the classical stages run")
+    try:
+        return load(root), None
+    except BundleError as exc:
+        return None, str(exc)

@@ -55,8 +55,7 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def _bundle_report(bundle_dir: Path, options: EngineOptions) -> dict[str, Any]:
-    b = model_bundle.load(bundle_dir)
+def _bundle_report(b: model_bundle.Bundle, options: EngineOptions) -> dict[str, Any]:
     report = b.as_dict()
     for name in b.manifest.models:
         with select_engine(b, name, options) as sel:
@@ -95,15 +94,9 @@ def collect(bundle_dir: Path | None = None, calibration: Path | None = None,
                     for p in probe_engines(options.device)],
         "bundle": None, "bundle_error": None, "calibration": None, "calibration_error": None,
     }
-    chosen = bundle_dir if bundle_dir is not None else model_bundle.default_bundle_dir()
-    if chosen is None:
-        info["bundle_error"] = (f"no model bundle: none given (--bundle DIR) and none shipped in "
-                                f"{model_bundle.DEFAULT_BUNDLE_DIR}; the classical stages run")
-    else:
-        try:
-            info["bundle"] = _bundle_report(Path(chosen), options)
-        except model_bundle.BundleError as exc:
-            info["bundle_error"] = str(exc)
+    found, info["bundle_error"] = model_bundle.find_bundle(bundle_dir)
+    if found is not None:
+        info["bundle"] = _bundle_report(found, options)
     if calibration is not None:
         from onboard.calfile import CalibrationFileError
 

@@ -25,7 +25,9 @@ def test_peak_rss_grows_when_memory_is_touched() -> None:
     after = sysinfo.peak_rss_bytes()  # read last: the peak is at least the current RSS
     # at least half of it must show; more than that depends on what was resident before
     assert after >= before and after >= 32 * 2**20
-    assert current is None or 32 * 2**20 <= current <= after
+    # the kernel batches RSS counters per thread (up to 64 pages each), so the current RSS
+    # may run a few MiB ahead of the recorded peak when other threads exist
+    assert current is None or 32 * 2**20 <= current <= after + 8 * 2**20
 
 
 def test_jetson_style_thermal_zones(tmp_path: Path) -> None:
