@@ -262,3 +262,14 @@ def test_tensor_spec_binds_dynamic_dims_across_tensors() -> None:
         spec.check(np.zeros((1, 4, 8, 9)), {})
     with pytest.raises(ValueError, match="axis 1 must be 4"):
         spec.check(np.zeros((1, 5, 8, 9), np.float32), {})
+
+
+def test_find_bundle_returns_the_bundle_or_the_reason(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "ok", matmul=False)
+    found, reason = mb.find_bundle(tmp_path / "ok")
+    assert reason is None and list(found.manifest.models) == ["conv"]
+    found, reason = mb.find_bundle(tmp_path / "missing")
+    assert found is None and "is not a folder" in reason
+    if mb.default_bundle_dir() is None:  # until export/ ships onboard/models
+        found, reason = mb.find_bundle(None)
+        assert found is None and "classical stages run" in reason
