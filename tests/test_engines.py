@@ -276,7 +276,7 @@ def test_tensorrt_plan_runs_and_a_foreign_plan_is_refused(tmp_path: Path) -> Non
                        EngineOptions(precision="fp32")) as sel:
         assert sel.candidate == "tensorrt", sel.summary()
         np.testing.assert_allclose(sel.engine.run({"cube": x})["out"],
-                                   conv_reference(x, *conv_weights()), atol=1e-5)
+                                   conv_reference(x, *conv_weights()), atol=1e-4)  # GPU summation order differs
     with select_engine(bundle_with_plan("0.0.1"), "conv", EngineOptions(precision="fp32")) as sel:
         assert sel.candidate != "tensorrt"
         assert "built with TensorRT 0.0.1" in next(
