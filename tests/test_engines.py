@@ -69,6 +69,23 @@ def test_onnxruntime_conv_matches_numpy_at_two_spatial_sizes(conv_file: Path) ->
         engine.run({"cube": cube(2, 2)})
 
 
+def test_run_physical_applies_the_manifest_normalisation(conv_file: Path) -> None:
+    """CONV_INPUTS says model input = (x - 0.2) / 0.1; an output normalisation maps back."""
+    w, b = conv_weights()
+    out_norm = (TensorSpec("out", (1, 3, "H", "W"), "float32",
+                           normalisation=mb.Normalisation((1.0, -1.0, 0.5), (2.0, 3.0, 4.0))),)
+    x = cube(6, 7).astype(np.float32) * 0.1 + 0.2
+    with OnnxRuntimeEngine(conv_file, CONV_INPUTS, out_norm,
+                           providers=["CPUExecutionProvider"]) as engine:
+        got = engine.run_physical({"cube": x})["out"]
+        with pytest.raises(ValueError, match="do not match the model's"):
+            engine.run_physical({"reflectance": x})
+    model_out = conv_reference((x - np.float32(0.2)) / np.float32(0.1), w, b)
+    want = model_out * np.array([2.0, 3.0, 4.0], np.float32)[None, :, None, None] \
+        + np.array([1.0, -1.0, 0.5], np.float32)[None, :, None, None]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_onnxruntime_matmul_matches_numpy(tmp_path: Path) -> None:
     model, weights = matmul_onnx(BANDS, 4)
     onnx.save(model, tmp_path / "mm.onnx")

@@ -88,9 +88,7 @@ class Engine(ABC):
         Raises ValueError for inputs that do not fit, EngineError when the engine fails."""
         if not self._active:
             raise EngineError(f"{self.label} is not active: use 'with engine:' or activate()")
-        want = [t.name for t in self.inputs]
-        if set(inputs) != set(want):
-            raise ValueError(f"inputs {sorted(inputs)} do not match the model's {want}")
+        self._check_names(inputs)
         sizes: dict[str, int] = {}
         for spec in self.inputs:
             spec.check(inputs[spec.name], sizes)
@@ -104,6 +102,25 @@ class Engine(ABC):
             except ValueError as exc:
                 raise EngineError(f"{self.path.name} disagrees with its manifest: {exc}") from exc
         return {t.name: outputs[t.name] for t in self.outputs}
+
+    def _check_names(self, inputs: Mapping[str, np.ndarray]) -> None:
+        want = [t.name for t in self.inputs]
+        if set(inputs) != set(want):
+            raise ValueError(f"inputs {sorted(inputs)} do not match the model's {want}")
+
+    def run_physical(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`run` on physical values: each input is normalised as its manifest entry
+        says (``(x - mean) / std``) before the model, each output mapped back after it;
+        tensors without a normalisation pass unchanged. Stages call this, so the
+        normalisation is defined once, in the manifest."""
+        self._check_names(inputs)
+        normalised = {t.name: inputs[t.name] if t.normalisation is None
+                      else t.normalisation.apply(inputs[t.name]) for t in self.inputs}
+        outputs = self.run(normalised)
+        for spec in self.outputs:
+            if spec.normalisation is not None:
+                outputs[spec.name] = spec.normalisation.invert(outputs[spec.name])
+        return outputs
 
     def check_io(self, found_inputs: Mapping[str, str], found_outputs: Mapping[str, str]) -> None:
         """Refuse a model file whose tensor names or dtypes differ from the manifest's
