@@ -349,7 +349,8 @@ def _bayes_shrink(d: NDArray, noise: NDArray, scale: float) -> NDArray:
     k = d.shape[0]
     power = np.mean(d.reshape(k, -1) ** 2, axis=1)
     signal = np.sqrt(np.maximum(power - noise**2, 0.0))
-    with np.errstate(divide="ignore"):
-        t = np.where(signal > 0, scale * noise**2 / np.maximum(signal, 1e-300), np.inf)
+    largest = np.abs(d.reshape(k, -1)).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = scale * np.where(signal > 0, noise**2 / signal, largest)
     t = t[:, None, None]
     return np.sign(d) * np.maximum(np.abs(d) - t, 0.0)
