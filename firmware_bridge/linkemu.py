@@ -101,6 +101,10 @@ class _Direction:
         kept = bytearray()
         pos = 0
         while pos < len(data):
+            if self.frame_start and data[pos] == 0:  # a lone delimiter (sync flush): keep it
+                kept.append(0)
+                pos += 1
+                continue
             if self.frame_start:
                 self.dropping = self.rng.random() < self.imp.frame_drop
                 self.stats.frames_dropped += self.dropping
