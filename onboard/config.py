@@ -104,12 +104,30 @@ class ProductsConfig:
 
 
 @dataclass
+class EngineConfig:
+    """Inference engine choice, as :class:`onboard.engines.select.EngineOptions` takes it."""
+
+    engine: typing.Literal["auto", "tensorrt", "onnxruntime-gpu", "onnxruntime-cpu", "classical"] = "auto"
+    precision: typing.Literal["fp32", "fp16", "int8"] | None = None
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    device: int = 0
+    trt_cache_dir: str | None = None
+
+    def validate(self) -> None:
+        for key in ("intra_op_threads", "inter_op_threads", "device"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"[engine] {key}: must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
     pushbroom: PushbroomConfig = field(default_factory=PushbroomConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
     products: ProductsConfig = field(default_factory=ProductsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
