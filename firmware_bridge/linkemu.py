@@ -68,7 +68,10 @@ class DirectionStats:
 
 
 @dataclass(eq=False)
-class _Direction:
+class Channel:
+    """One direction of the link: applies the impairments to bytes read from ``src`` and
+    delivers them to ``dst`` when their time comes (``ingest``/``deliver`` take the time)."""
+
     src: int
     dst: int
     imp: Impairments
@@ -171,8 +174,8 @@ class LinkEmulator:
         rng = random.Random(seed)
         a_to_b = a_to_b or Impairments()
         self._dirs = {
-            "a_to_b": _Direction(ma, mb, a_to_b, random.Random(rng.random()), self._cuts),
-            "b_to_a": _Direction(mb, ma, b_to_a or a_to_b, random.Random(rng.random()), self._cuts),
+            "a_to_b": Channel(ma, mb, a_to_b, random.Random(rng.random()), self._cuts),
+            "b_to_a": Channel(mb, ma, b_to_a or a_to_b, random.Random(rng.random()), self._cuts),
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -50,11 +50,10 @@ class MsgType(IntEnum):
     direction: Direction
     summary: str
 
-    def __new__(cls, value: int, direction: Direction, summary: str) -> MsgType:
+    def __new__(cls, value: int, *meta: Any) -> MsgType:
         obj = int.__new__(cls, value)
         obj._value_ = value
-        obj.direction = direction
-        obj.summary = summary
+        obj.direction, obj.summary = meta
         return obj
 
     PING = 0x01, Direction.TC, "Liveness check; answered by ACK OK."
@@ -75,10 +74,10 @@ class ResultCode(IntEnum):
 
     summary: str
 
-    def __new__(cls, value: int, summary: str) -> ResultCode:
+    def __new__(cls, value: int, *meta: Any) -> ResultCode:
         obj = int.__new__(cls, value)
         obj._value_ = value
-        obj.summary = summary
+        (obj.summary,) = meta
         return obj
 
     OK = 0, "Accepted and executed."
@@ -98,11 +97,10 @@ class EventCode(IntEnum):
     severity: Severity
     summary: str
 
-    def __new__(cls, value: int, severity: Severity, summary: str) -> EventCode:
+    def __new__(cls, value: int, *meta: Any) -> EventCode:
         obj = int.__new__(cls, value)
         obj._value_ = value
-        obj.severity = severity
-        obj.summary = summary
+        obj.severity, obj.summary = meta
         return obj
 
     AUTH_FAILED = 0x0001, Severity.WARNING, "A telecommand's authentication tag was wrong."
@@ -127,10 +125,10 @@ class Mode(IntEnum):
 
     summary: str
 
-    def __new__(cls, value: int, summary: str) -> Mode:
+    def __new__(cls, value: int, *meta: Any) -> Mode:
         obj = int.__new__(cls, value)
         obj._value_ = value
-        obj.summary = summary
+        (obj.summary,) = meta
         return obj
 
     IDLE = 0, "Powered, not acquiring; answers commands."
@@ -348,7 +346,8 @@ class Event(Message):
             object.__setattr__(self, "severity", EventCode(self.code).severity)
 
     def pack(self) -> bytes:
-        head = struct.pack(">HB", EventCode(self.code), Severity(self.severity))
+        severity = EventCode(self.code).severity if self.severity is None else self.severity
+        head = struct.pack(">HB", EventCode(self.code), severity)
         return _check_size(head + self.text.encode(), "EVENT")
 
     @classmethod
