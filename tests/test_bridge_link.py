@@ -15,8 +15,9 @@ import pytest
 import serial
 
 from firmware_bridge.auth import CommandSigner, CounterStore, load_key, write_key
+from firmware_bridge.dispatch import CommandDispatcher
 from firmware_bridge.framing import Frame, encode, wire_size
-from firmware_bridge.link import RADIO_9600, UART_115200, UNPACED, ByteRate, Link
+from firmware_bridge.link import RADIO_9600, UART_115200, UNPACED, ByteRate, Link, PayloadEndpoint
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.messages import (
     Abort,
@@ -319,3 +320,24 @@ def test_garbage_between_processes_is_counted_not_fatal() -> None:
             frame = a.send(Ping())
             assert b.receive(2.0) == frame
             assert b.decoder.bad["oversize"] == 1
+
+
+def test_endpoint_reports_bad_frames_and_counts_unexpected_telemetry() -> None:
+    with LinkEmulator(Impairments(bytes_per_s=1e6)) as emu:
+        with Link.open(emu.a_path, rate=UNPACED) as pl, Link.open(emu.b_path, rate=UNPACED) as fc:
+            uplinked: list[bytes] = []
+            endpoint = PayloadEndpoint(pl, CommandDispatcher({}), uplinked.append)
+            fc.port.write(b"\x01\x02\x03\x00" * 2)  # two bad frames
+            fc.send(Health({"from": "fc"}))  # telemetry has no business going this way
+            ping = fc.send(Ping())
+            fc.send_data(b"\x18\x00pdu")
+            deadline = time.monotonic() + 5
+            while len(uplinked) < 1 and time.monotonic() < deadline:
+                endpoint.poll(0.1)
+            assert uplinked == [b"\x18\x00pdu"]
+            assert endpoint.unexpected == 1
+            replies = [fc.receive(2.0), fc.receive(2.0)]
+            msgs = [f.message() for f in replies if f is not None]
+            assert Ack(ping.seq, MsgType.PING, ResultCode.OK) in msgs
+            bad = [m for m in msgs if isinstance(m, Event) and m.code == EventCode.BAD_FRAMES]
+            assert bad and bad[0].text.startswith("2 bad frames")
