@@ -93,7 +93,8 @@ class Link:
         self.decoder = FrameDecoder()
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._urgent_waiting = 0
         self._seq = 0
         self._busy_until = -math.inf  # when the bytes written so far have left at `rate`
         self._pending: deque[Frame] = deque()
@@ -120,35 +121,66 @@ class Link:
     def send(self, message: Message, *, signer: CommandSigner | None = None) -> Frame:
         """Frame ``message`` (signed with a fresh counter if ``signer``), pace, write.
 
-        Returns the frame sent, whose ``seq`` an ACK will quote.
+        Blocks until the line is free at the configured rate. Control messages (everything
+        but DATA) go before DATA frames waiting in other threads, so ACKs are not stuck
+        behind a product download. Returns the frame sent, whose ``seq`` an ACK will quote.
+        Raises ``MessageError`` for a message that does not fit, and pyserial's
+        ``SerialTimeoutException`` if the port accepts nothing for 10 s.
         """
-        with self._lock:
-            seq = self._seq
-            self._seq = (self._seq + 1) & MAX_SEQ
-            frame = signer.sign(message, seq) if signer else Frame.of(message, seq)
-            self._write(encode(frame))
-            self.frames_sent += 1
-            return frame
+        message.pack()  # refuse a bad message now, not when the line is free
 
-    def send_frame(self, frame: Frame) -> None:
-        """Write a frame exactly as given (for retransmission and fault injection)."""
-        with self._lock:
-            self._write(encode(frame))
-            self.frames_sent += 1
+        def build(seq: int) -> Frame:
+            return signer.sign(message, seq) if signer else Frame.of(message, seq)
+
+        return self._send(build, urgent=message.TYPE != MsgType.DATA, new_seq=True)
+
+    def send_frame(self, frame: Frame) -> Frame:
+        """Write a frame exactly as given, seq included (retransmission, fault injection)."""
+        return self._send(lambda _: frame, urgent=frame.msg_type != MsgType.DATA, new_seq=False)
 
     def send_data(self, packet: bytes) -> Frame:
         """Send one CCSDS space packet (1 to MAX_BODY bytes) as a DATA message."""
         return self.send(Data(packet))
 
+    def _send(self, build: Callable[[int], Frame], urgent: bool, new_seq: bool) -> Frame:
+        with self._cond:
+            try:
+                self._urgent_waiting += urgent
+                try:
+                    self._wait_for_line(urgent)
+                finally:
+                    self._urgent_waiting -= urgent
+                frame = build(self._seq)
+                if new_seq:
+                    self._seq = (self._seq + 1) & MAX_SEQ
+                self._write(encode(frame))
+                return frame
+            finally:
+                self._cond.notify_all()
+
+    def _wait_for_line(self, urgent: bool) -> None:
+        """Return (holding the lock) when the line is free and it is this sender's turn."""
+        while True:
+            now = self._clock()
+            if self._busy_until > now:
+                self._cond.release()
+                try:
+                    self._sleep(self._busy_until - now)
+                finally:
+                    self._cond.acquire()
+            elif urgent or not self._urgent_waiting:
+                return
+            else:
+                self._cond.wait(1.0)  # a control frame goes first and notifies when written
+
     def _write(self, wire: bytes) -> None:
         now = self._clock()
         if now - self._busy_until > IDLE_FLUSH_S:
             wire = DELIMITER + wire
-        if self._busy_until > now:
-            self._sleep(self._busy_until - now)
         self.port.write(wire)
         self._busy_until = max(now, self._busy_until) + self.rate.seconds(len(wire))
         self.bytes_sent += len(wire)
+        self.frames_sent += 1
 
     def backlog_s(self) -> float:
         """Seconds until the bytes already written have left at the configured rate."""

@@ -341,3 +341,34 @@ def test_endpoint_reports_bad_frames_and_counts_unexpected_telemetry() -> None:
             assert Ack(ping.seq, MsgType.PING, ResultCode.OK) in msgs
             bad = [m for m in msgs if isinstance(m, Event) and m.code == EventCode.BAD_FRAMES]
             assert bad and bad[0].text.startswith("2 bad frames")
+
+
+def test_control_frames_overtake_queued_data() -> None:
+    """Three DATA threads keep the line busy; an ACK sent meanwhile goes out right after the
+    DATA frame already on the line (one more of slack for thread scheduling), not behind
+    the queue."""
+    with Link.open("loop://", rate=ByteRate(50_000.0)) as link:
+        started = threading.Event()
+        order: list[int] = []
+
+        def download() -> None:
+            for i in range(20):
+                link.send_data(bytes([i + 1]) * 1000)  # 20 ms each at this rate
+                started.set()
+
+        def read() -> None:  # loop:// holds only a few KiB: keep it drained
+            while len(order) < 61 and (f := link.receive(2.0)) is not None:
+                order.append(f.msg_type)
+
+        threads = [threading.Thread(target=download) for _ in range(3)]
+        threads.append(threading.Thread(target=read))
+        for t in threads:
+            t.start()
+        started.wait(5)
+        time.sleep(0.05)
+        data_before = link.frames_sent
+        link.send(Ack(7, MsgType.SET_MODE, ResultCode.OK))
+        for t in threads:
+            t.join(10)
+    assert len(order) == 61
+    assert order.index(MsgType.ACK) <= data_before + 2, (order.index(MsgType.ACK), data_before)
