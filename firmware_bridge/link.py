@@ -16,6 +16,7 @@ The seam for the downlink (``spool.py``/``downlink.py``):
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -29,6 +30,8 @@ from firmware_bridge.auth import CommandSigner
 from firmware_bridge.dispatch import CommandDispatcher, EventLimiter
 from firmware_bridge.framing import DELIMITER, MAX_SEQ, Frame, FrameDecoder, encode, wire_size
 from firmware_bridge.messages import Data, Direction, EventCode, Message, MsgType
+
+log = logging.getLogger(__name__)
 
 #: A sender that has been silent this long first sends a lone 0x00, so the receiver drops
 #: any partial frame left by noise or a cut before the new frame starts.
@@ -228,6 +231,7 @@ class PayloadEndpoint:
         self.on_data = on_data
         self.events = events or EventLimiter()
         self.unexpected = 0  # frames of a type the flight computer should not send
+        self.data_errors = 0  # DATA bodies on_data raised on (logged, HANDLER_ERROR event)
         self._bad_reported = 0
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -244,7 +248,16 @@ class PayloadEndpoint:
     def handle(self, frame: Frame) -> None:
         """Route one frame."""
         if frame.msg_type == MsgType.DATA:
-            self.on_data(frame.body)
+            try:
+                self.on_data(frame.body)
+            except Exception as exc:  # a bad uplinked packet must not stop the command path
+                self.data_errors += 1
+                log.exception("on_data failed on a %d-byte DATA frame", len(frame.body))
+                event = self.events.event(
+                    EventCode.HANDLER_ERROR, f"uplinked DATA refused: {type(exc).__name__}: {exc}"
+                )
+                if event is not None:
+                    self.link.send(event)
         elif MsgType._value2member_map_.get(frame.msg_type) in _TELEMETRY:
             self.unexpected += 1
         else:  # telecommands, and anything undeclared: the dispatcher refuses it with an ACK

@@ -372,3 +372,21 @@ def test_control_frames_overtake_queued_data() -> None:
             t.join(10)
     assert len(order) == 61
     assert order.index(MsgType.ACK) <= data_before + 2, (order.index(MsgType.ACK), data_before)
+
+
+def test_on_data_failure_is_reported_not_fatal() -> None:
+    with LinkEmulator(Impairments(bytes_per_s=1e6)) as emu:
+        with Link.open(emu.a_path, rate=UNPACED) as pl, Link.open(emu.b_path, rate=UNPACED) as fc:
+            def on_data(packet: bytes) -> None:
+                raise ValueError("not a CFDP PDU")
+
+            endpoint = PayloadEndpoint(pl, CommandDispatcher({}), on_data)
+            fc.send_data(b"\x01junk")
+            ping = fc.send(Ping())
+            deadline = time.monotonic() + 5
+            while endpoint.dispatcher.results[ResultCode.OK] < 1 and time.monotonic() < deadline:
+                endpoint.poll(0.1)
+            assert endpoint.data_errors == 1
+            msgs = [f.message() for f in (fc.receive(2.0), fc.receive(2.0)) if f is not None]
+            assert Ack(ping.seq, MsgType.PING, ResultCode.OK) in msgs
+            assert any(isinstance(m, Event) and "not a CFDP PDU" in m.text for m in msgs)
