@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from firmware_bridge.framing import Frame, encode
+from firmware_bridge.link import UNPACED, Link
 from firmware_bridge.linkemu import Channel, Impairments
+from firmware_bridge.messages import Ping
 
 
 @pytest.fixture
@@ -73,3 +78,21 @@ def test_invalid_impairments_refused() -> None:
         Impairments(bit_error_rate=1.5)
     with pytest.raises(ValueError):
         Impairments(bytes_per_s=0)
+
+
+def test_command_line_emulator_joins_two_ports() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware_bridge.linkemu", "--rate", "100000"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        a = proc.stdout.readline().split(": ")[1].strip()
+        b = proc.stdout.readline().split(": ")[1].strip()
+        with Link.open(a, rate=UNPACED) as end_a, Link.open(b, rate=UNPACED) as end_b:
+            sent = end_a.send(Ping())
+            assert end_b.receive(5.0) == sent
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "a_to_b DirectionStats(bytes_in=" in out

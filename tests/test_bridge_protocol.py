@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import crc
@@ -133,3 +135,13 @@ def test_declaration_tables_in_protocol_match_code() -> None:
     # Every row of the message-type table names a declared type with the same number.
     rows = re.findall(r"^\| 0x([0-9A-F]{2}) \| ([A-Z_]+) \|", PROTOCOL, re.M)
     assert {(int(n, 16), name) for n, name in rows} == {(int(t), t.name) for t in MsgType}
+
+
+def test_firmware_bridge_imports_no_numpy() -> None:
+    """DESIGN.md: firmware_bridge knows bytes, frames and messages; no numpy, no onboard."""
+    code = (
+        "import sys, firmware_bridge.link, firmware_bridge.linkemu, firmware_bridge.dispatch;"
+        "bad = [m for m in ('numpy', 'onboard') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
