@@ -7,32 +7,47 @@ class's fraction is the sum of its endmembers' abundances. With endmember variab
 library, a single soil spectrum gets residue MAE 0.22-0.38 where dry + wet soil get
 0.01-0.03 (REFERENCES.md).
 
-Brightness. Illumination (slope, haze, exposure) and soil moisture scale a pixel's whole
-spectrum. ``brightness="free"`` (the default) lets the abundances sum to any non-negative
-total ``s`` and reports ``a / s``: this is exactly least squares over ``x = s M f`` with ``f``
-on the simplex, so a pixel twice as bright unmixes to the same fractions.
-``brightness="sum-to-one"`` is classical FCLS (Heinz and Chang 2001), right only when the
-library's brightness is the pixel's. tests/test_residue.py measures both on scaled mixtures.
+Brightness. Illumination (slope, haze, exposure), soil moisture and residue age scale a
+pixel's whole spectrum. Three models, all solved as least squares over ``x = s M f`` with
+``f`` the class-resolved fractions on the simplex and ``s`` the pixel's brightness:
+
+* ``"sum-to-one"``: classical FCLS (Heinz and Chang 2001), ``s = 1``: right only when the
+  library's brightness is the pixel's.
+* ``"free"``: any ``s >= 0`` (non-negative least squares, then ``f = a / sum(a)``): a pixel
+  twice as bright unmixes to the same fractions, but the extra freedom costs precision.
+* ``"prior"`` (default): ``s`` near 1 with standard deviation ``brightness_sigma``, the
+  maximum a posteriori estimate, i.e. NNLS with the row ``w (sum(a) - 1)`` appended,
+  ``w = noise / brightness_sigma``; the noise level is the frame's median residual of a
+  first, free fit. It tends to FCLS as the sigma goes to 0 and to the free model as it grows.
+
+Measured on PROSPECT-D residue and leaves and prosail's dry and wet soils (7 spectra, SNR
+100, 4096 pixels; residue MAE for FCLS / free / prior(0.1)), brightness standard deviation
+0, 10 and 30 %: 450-950 nm (24 bands) 0.017 / 0.047 / 0.024, 0.050 / 0.047 / 0.033,
+0.142 / 0.047 / 0.065; 900-1700 nm (81 bands) 0.019 / 0.028 / 0.026, 0.059 / 0.028 / 0.026,
+0.166 / 0.028 / 0.032. Each fixed model is far off in one regime; the prior is the best or
+close to it except at 30 % in the visible, where it still halves FCLS's error.
 
 Solver. Least squares with ``a >= 0`` (and ``sum a = 1`` for FCLS) is a small convex
 quadratic programme per pixel. It is solved exactly by a primal active-set method
 (Lawson and Hanson's NNLS, with the sum-to-one constraint carried as a Lagrange multiplier)
 run for all pixels at once: each iteration either frees the endmember whose gradient most
-wants to grow or steps back to the boundary and drops the endmember that hit zero; pixels
-that share a free set share one small KKT solve (Van Benthem and Keenan's "fast
-combinatorial" grouping), so an iteration is a few matrix products whatever the pixel count.
-It stops when no fixed endmember's gradient exceeds ``tolerance`` times the mean endmember
-energy (the KKT conditions to that relative tolerance), which takes at most a few
-iterations per endmember; the solution is feasible at every iteration.
+wants to grow or steps back to the boundary and drops the endmember that hit zero. It starts
+from the endmembers the unconstrained solution weights positively, and pixels that share a
+free set share one cached KKT inverse (Van Benthem and Keenan's "fast combinatorial"
+grouping), so an iteration is a few array operations whatever the pixel count. It stops when
+no fixed endmember's gradient exceeds ``tolerance`` times the mean endmember energy (the KKT
+conditions to that relative tolerance), or when an endmember just freed blocks at once (its
+gradient was rounding noise; freeing it again would cycle). The solution is feasible at
+every iteration; it agrees with scipy's NNLS to 1e-6 (tests/test_residue.py).
 
 Output (a :class:`onboard.types.ResidueMap`): ``fractions`` (3, rows, cols) float32 in
 ``ENDMEMBERS`` order, each valid pixel non-negative and summing to one; NaN where the pixel
 is invalid, and ``tillage`` is then ``INVALID_CLASS``. A pixel is invalid when the cube says
-so, when its spectrum is not finite, or (free brightness) when no mixture has any
+so, when its spectrum is not finite, or (free or prior brightness) when no mixture has any
 brightness (``s`` <= 1e-6, e.g. a negative spectrum). ``extra`` holds the per-pixel
-brightness ``s`` and residual RMS (rows, cols) float32, the iteration count, and how many
-pixels were invalid for each reason or stopped at ``max_iterations`` (their fractions are
-feasible but not optimal; never seen in tests).
+brightness ``s`` and residual RMS (rows, cols) float32, the iteration count, the prior's
+weight ``w``, and how many pixels were invalid for each reason or stopped at
+``max_iterations`` (their fractions are feasible but not optimal; never seen in tests).
 """
 
 from __future__ import annotations
@@ -109,13 +124,18 @@ class Endmembers:
 class UnmixConfig:
     """Settings of :func:`unmix_fcls` (module docstring: brightness, solver)."""
 
-    brightness: Literal["free", "sum-to-one"] = "free"
+    brightness: Literal["prior", "free", "sum-to-one"] = "prior"
+    brightness_sigma: float = 0.1
     tolerance: float = 1e-9
     max_iterations: int = 0  # 0: 3 per endmember + 10
 
     def __post_init__(self) -> None:
-        if self.brightness not in ("free", "sum-to-one"):
-            raise ValueError(f"brightness must be 'free' or 'sum-to-one', got {self.brightness!r}")
+        if self.brightness not in ("prior", "free", "sum-to-one"):
+            raise ValueError(
+                f"brightness must be 'prior', 'free' or 'sum-to-one', got {self.brightness!r}"
+            )
+        if not self.brightness_sigma > 0:
+            raise ValueError(f"brightness_sigma must be > 0, got {self.brightness_sigma}")
         if not self.tolerance > 0 or self.max_iterations < 0:
             raise ValueError("tolerance must be > 0 and max_iterations >= 0")
 
@@ -149,9 +169,22 @@ def unmix_fcls(cube: Cube, endmembers: Endmembers, config: UnmixConfig | None = 
     abundances, iterations, unconverged = solve_constrained_ls(
         m, pixels, sum_to_one=sum_to_one, tolerance=config.tolerance, max_iterations=max_iter
     )
+    # No signal: judged on the data alone (the first fit), not on what a prior adds.
+    signal = abundances.sum(axis=0) > MIN_BRIGHTNESS
+    prior_weight = 0.0
+    if config.brightness == "prior" and pixels.shape[1]:
+        rss = np.sum((pixels - m @ abundances) ** 2, axis=0)
+        noise = np.sqrt(np.median(rss) / max(bands - m.shape[1], 1))
+        prior_weight = float(noise / config.brightness_sigma)
+        ones = np.full((1, m.shape[1]), prior_weight)
+        abundances, more, unconverged = solve_constrained_ls(
+            np.vstack([m, ones]), np.vstack([pixels, np.full((1, pixels.shape[1]), prior_weight)]),
+            sum_to_one=False, tolerance=config.tolerance, max_iterations=max_iter,
+        )
+        iterations += more
     brightness = abundances.sum(axis=0)
     residual = np.sqrt(np.mean((pixels - m @ abundances) ** 2, axis=0))
-    signal = brightness > MIN_BRIGHTNESS
+    signal &= brightness > MIN_BRIGHTNESS
     fractions_ok = endmembers.membership @ abundances[:, signal] / brightness[signal]
 
     n = rows * cols
@@ -170,13 +203,14 @@ def unmix_fcls(cube: Cube, endmembers: Endmembers, config: UnmixConfig | None = 
         "unconverged": unconverged,
         "endmembers": list(endmembers.names),
         "brightness_mode": config.brightness,
+        "prior_weight": prior_weight,
     }
     return ResidueMap(
         tillage=tillage.reshape(rows, cols),
         fractions=fractions.reshape(3, rows, cols),
         counter=cube.counter,
         timestamp=cube.timestamp,
-        method="fcls" if sum_to_one else "fcls-free-brightness",
+        method="fcls" if sum_to_one else f"fcls-{config.brightness}-brightness",
         extra=extra,
     )
 
@@ -214,6 +248,7 @@ def solve_constrained_ls(
         free[np.arange(p), start] = True
         a[np.arange(p), start] = 1.0
     active = np.ones(p, dtype=bool)
+    added = np.full(p, -1)  # the endmember each pixel freed last, -1 after a step back
     iterations = 0
     while active.any() and iterations < max_iterations:
         iterations += 1
@@ -230,6 +265,7 @@ def solve_constrained_ls(
         best = np.argmax(grad, axis=1) if ok.size else np.zeros(0, dtype=int)
         grow = grad[np.arange(ok.size), best] > tol
         free[ok[grow], best[grow]] = True
+        added[ok[grow]] = best[grow]
         active[ok[~grow]] = False
 
         # Infeasible candidates: walk towards them until the first endmember hits zero.
@@ -241,12 +277,19 @@ def solve_constrained_ls(
             ratio = np.where(hit, np.divide(cur, gap, out=np.zeros_like(cur), where=gap > 0), np.inf)
             first = np.argmin(ratio, axis=1)
             rows = np.arange(bad.size)
-            new = cur + ratio[rows, first][:, None] * (cand - cur)
+            alpha = ratio[rows, first]
+            new = cur + alpha[:, None] * (cand - cur)
             drop = hit & (new <= 0)  # the blocking ones that reached zero
             drop[rows, first] = True
             new[drop] = 0.0
             a[bad] = new
             free[bad] &= ~drop
+            # Lawson-Hanson safeguard: if the endmember just freed is at once the one that
+            # blocks (its gradient was rounding noise, near-collinear spectra), the pixel
+            # is at its optimum; freeing it again would cycle.
+            stuck = (alpha == 0) & (first == added[bad])
+            active[bad[stuck]] = False
+            added[bad] = -1
     return a.T, iterations, int(active.sum())
 
 
