@@ -46,6 +46,10 @@ class ByteRate:
 
     bytes_per_s: float
 
+    def __post_init__(self) -> None:
+        if not self.bytes_per_s > 0:
+            raise ValueError(f"a byte rate must be > 0 bytes/s, got {self.bytes_per_s}")
+
     @classmethod
     def uart(cls, baud: int, data_bits: int = 8, parity: bool = False, stop_bits: int = 1) -> ByteRate:
         """A UART's byte rate: each byte costs a start bit, data bits, parity, stop bits.

@@ -112,8 +112,12 @@ def test_primitive_check_values_in_protocol() -> None:
     assert crc.Calculator(crc.Crc16.IBM_3740).checksum(b"123456789") == 0x29B1
     tag = hmac.new(b"Jefe", b"what do ya want for nothing?", hashlib.sha256).digest()[:16]
     assert " ".join(f"{b:02X}" for b in tag) in PROTOCOL
-    for plain, stuffed in re.findall(r"`([0-9A-F ]+)` → `([0-9A-F ]+)`", PROTOCOL):
+    examples = re.findall(r"`([0-9A-F ]+)` → `([0-9A-F ]+)`", PROTOCOL)
+    assert len(examples) == 3
+    for plain, stuffed in examples:
         assert cobs.encode(_hex(plain)) == _hex(stuffed)
+    assert "254 bytes of 0x01 encode as `FF` followed by the 254 bytes" in PROTOCOL
+    assert cobs.encode(b"\x01" * 254) == b"\xff" + b"\x01" * 254
 
 
 def test_data_vector_is_a_real_space_packet() -> None:
