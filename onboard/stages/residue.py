@@ -17,8 +17,8 @@ pixel's whole spectrum. Three models, all solved as least squares over ``x = s M
   twice as bright unmixes to the same fractions, but the extra freedom costs precision.
 * ``"prior"`` (default): ``s`` near 1 with standard deviation ``brightness_sigma``, the
   maximum a posteriori estimate, i.e. NNLS with the row ``w (sum(a) - 1)`` appended,
-  ``w = noise / brightness_sigma``; the noise level is the frame's median residual of a
-  first, free fit. It tends to FCLS as the sigma goes to 0 and to the free model as it grows.
+  ``w = noise / brightness_sigma``; the noise level is the median residual of a free fit
+  to 1024 of the frame's pixels. It tends to FCLS as the sigma goes to 0 and to the free model as it grows.
 
 Measured on PROSPECT-D residue and leaves and prosail's dry and wet soils (7 spectra, SNR
 100, 4096 pixels; residue MAE for FCLS / free / prior(0.1)), brightness standard deviation
@@ -43,8 +43,9 @@ every iteration; it agrees with scipy's NNLS to 1e-6 (tests/test_residue.py).
 Output (a :class:`onboard.types.ResidueMap`): ``fractions`` (3, rows, cols) float32 in
 ``ENDMEMBERS`` order, each valid pixel non-negative and summing to one; NaN where the pixel
 is invalid, and ``tillage`` is then ``INVALID_CLASS``. A pixel is invalid when the cube says
-so, when its spectrum is not finite, or (free or prior brightness) when no mixture has any
-brightness (``s`` <= 1e-6, e.g. a negative spectrum). ``extra`` holds the per-pixel
+so, when its spectrum is not finite, or when no endmember correlates positively with it
+(the non-negative fit is then 0: a black or negative spectrum), by 1e-6 of the dimmest
+endmember's energy. ``extra`` holds the per-pixel
 brightness ``s`` and residual RMS (rows, cols) float32, the iteration count, the prior's
 weight ``w``, and how many pixels were invalid for each reason or stopped at
 ``max_iterations`` (their fractions are feasible but not optimal; never seen in tests).
@@ -60,7 +61,7 @@ from numpy.typing import NDArray
 
 from onboard.types import ENDMEMBERS, INVALID_CLASS, Cube, ResidueMap, tillage_class
 
-#: Brightness (sum of abundances) below which a pixel carries no usable signal.
+#: Brightness (relative to the dimmest endmember) below which a pixel carries no signal.
 MIN_BRIGHTNESS = 1e-6
 
 
@@ -166,25 +167,24 @@ def unmix_fcls(cube: Cube, endmembers: Endmembers, config: UnmixConfig | None = 
     m = endmembers.spectra.T  # (bands, n)
     sum_to_one = config.brightness == "sum-to-one"
     max_iter = config.max_iterations or 3 * m.shape[1] + 10
-    abundances, iterations, unconverged = solve_constrained_ls(
-        m, pixels, sum_to_one=sum_to_one, tolerance=config.tolerance, max_iterations=max_iter
-    )
-    # No signal: judged on the data alone (the first fit), not on what a prior adds.
-    signal = abundances.sum(axis=0) > MIN_BRIGHTNESS
+    # No signal: the non-negative fit is a = 0 exactly when no endmember correlates
+    # positively with the pixel (the KKT conditions at 0); judged on the data alone.
+    floor = MIN_BRIGHTNESS * float(np.min(np.sum(m**2, axis=0)))
+    signal = (m.T @ pixels).max(axis=0, initial=-np.inf) > floor
     prior_weight = 0.0
-    if config.brightness == "prior" and pixels.shape[1]:
-        rss = np.sum((pixels - m @ abundances) ** 2, axis=0)
-        noise = np.sqrt(np.median(rss) / max(bands - m.shape[1], 1))
-        prior_weight = float(noise / config.brightness_sigma)
-        ones = np.full((1, m.shape[1]), prior_weight)
-        abundances, more, unconverged = solve_constrained_ls(
-            np.vstack([m, ones]), np.vstack([pixels, np.full((1, pixels.shape[1]), prior_weight)]),
-            sum_to_one=False, tolerance=config.tolerance, max_iterations=max_iter,
-        )
-        iterations += more
+    iterations = 0
+    if config.brightness == "prior":
+        prior_weight = _prior_weight(m, pixels[:, signal], config, max_iter)
+        m_fit = np.vstack([m, np.full((1, m.shape[1]), prior_weight)])
+        x_fit = np.vstack([pixels, np.full((1, pixels.shape[1]), prior_weight)])
+    else:
+        m_fit, x_fit = m, pixels
+    abundances, iterations, unconverged = solve_constrained_ls(
+        m_fit, x_fit, sum_to_one=sum_to_one, tolerance=config.tolerance, max_iterations=max_iter
+    )
     brightness = abundances.sum(axis=0)
     residual = np.sqrt(np.mean((pixels - m @ abundances) ** 2, axis=0))
-    signal &= brightness > MIN_BRIGHTNESS
+    signal &= brightness > 0
     fractions_ok = endmembers.membership @ abundances[:, signal] / brightness[signal]
 
     n = rows * cols
@@ -213,6 +213,22 @@ def unmix_fcls(cube: Cube, endmembers: Endmembers, config: UnmixConfig | None = 
         method="fcls" if sum_to_one else f"fcls-{config.brightness}-brightness",
         extra=extra,
     )
+
+
+def _prior_weight(m: NDArray[np.float64], pixels: NDArray[np.float64], config: UnmixConfig,
+                  max_iterations: int, sample: int = 1024) -> float:
+    """Weight ``w = noise / brightness_sigma`` of the brightness prior's row; the noise is
+    the median residual of a free (NNLS) fit to an even sample of up to ``sample`` pixels,
+    per band and degree of freedom."""
+    if pixels.shape[1] == 0:
+        return 0.0
+    step = max(1, pixels.shape[1] // sample)
+    part = pixels[:, ::step]
+    a = solve_constrained_ls(m, part, sum_to_one=False, tolerance=config.tolerance,
+                             max_iterations=max_iterations)[0]
+    rss = np.sum((part - m @ a) ** 2, axis=0)
+    noise = np.sqrt(np.median(rss) / max(m.shape[0] - m.shape[1], 1))
+    return float(noise / config.brightness_sigma)
 
 
 def _to_map(values: NDArray, use: NDArray[np.bool_], n: int, rows: int, cols: int) -> NDArray[np.float32]:
