@@ -9,8 +9,10 @@ ones have had time to leave at that rate.
 The seam for the downlink (``spool.py``/``downlink.py``):
 
 * send one CCSDS space packet: ``link.send_data(packet)`` (``len(packet) <= MAX_BODY``);
-* uplinked CFDP PDUs arrive as DATA frames: ``PayloadEndpoint(link, dispatcher, on_data)``
-  calls ``on_data(packet: bytes)`` for each; telecommands go to the dispatcher;
+* uplinked CFDP PDUs arrive as DATA frames: ``PayloadEndpoint.open(url, handlers, on_data,
+  key_file=..., counter_file=...)`` (or ``PayloadEndpoint(link, dispatcher, on_data)``)
+  calls ``on_data(packet: bytes)`` for each from ``poll()``; telecommands go to the
+  dispatcher, whose ACKs and events go back on the link;
 * how long until the queue is out: ``link.drain_time_s(packets)``.
 """
 
@@ -18,16 +20,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import serial
 
-from firmware_bridge.auth import CommandSigner
-from firmware_bridge.dispatch import CommandDispatcher, EventLimiter
+from firmware_bridge.auth import CommandSigner, CounterStore, load_key
+from firmware_bridge.dispatch import CommandDispatcher, EventLimiter, Handler
 from firmware_bridge.framing import DELIMITER, MAX_SEQ, Frame, FrameDecoder, encode, wire_size
 from firmware_bridge.messages import Data, Direction, EventCode, Message, MsgType
 
@@ -237,6 +240,35 @@ class PayloadEndpoint:
         self.unexpected = 0  # frames of a type the flight computer should not send
         self.data_errors = 0  # DATA bodies on_data raised on (logged, HANDLER_ERROR event)
         self._bad_reported = 0
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        handlers: Mapping[MsgType, Handler],
+        on_data: Callable[[bytes], None],
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+        counter_file: str | os.PathLike[str] | None = None,
+        baudrate: int = 115200,
+        rate: ByteRate | None = None,
+        allow_unauthenticated: Iterable[MsgType] = (MsgType.PING,),
+    ) -> PayloadEndpoint:
+        """The payload's end from its settings: the port, the key file (mode 0600) and the
+        file holding the last accepted counter. Without a key only allow-listed commands run.
+        Raises ``KeyFileError``/``CounterStoreError`` with what to fix before opening the port.
+        """
+        if (key_file is None) != (counter_file is None):
+            raise ValueError("give both key_file and counter_file, or neither")
+        key = load_key(key_file) if key_file is not None else None
+        counters = CounterStore(counter_file) if counter_file is not None else None
+        dispatcher = CommandDispatcher(
+            handlers, key=key, counters=counters, allow_unauthenticated=allow_unauthenticated
+        )
+        return cls(Link.open(url, baudrate=baudrate, rate=rate), dispatcher, on_data)
+
+    def close(self) -> None:
+        self.link.close()
 
     def poll(self, timeout: float = 0.0) -> int:
         """Handle every frame that arrives within ``timeout``; returns how many."""

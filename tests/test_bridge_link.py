@@ -195,33 +195,30 @@ def test_heavy_bit_errors_are_all_detected_over_pty() -> None:
 
 PAYLOAD_PROCESS = textwrap.dedent(
     """
-    import sys
-    from firmware_bridge.auth import CounterStore, load_key
-    from firmware_bridge.dispatch import CommandDispatcher
-    from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
+    import sys, time
+    from firmware_bridge.link import PayloadEndpoint
     from firmware_bridge.messages import MsgType
 
     path, key_file, counter_file = sys.argv[1:4]
     state = {"running": True, "uplinked": []}
-    with Link.open(path, rate=ByteRate(11520)) as link:
-        def request(msg):
-            link.send_data(b"product:" + msg.name.encode())
 
-        def abort(msg):
-            state["running"] = False
+    def request(msg):
+        endpoint.link.send_data(b"product:" + msg.name.encode())
 
-        dispatcher = CommandDispatcher(
-            {MsgType.SET_MODE: lambda m: None, MsgType.REQUEST_PRODUCT: request,
-             MsgType.ABORT: abort},
-            key=load_key(key_file), counters=CounterStore(counter_file),
-        )
-        endpoint = PayloadEndpoint(link, dispatcher, on_data=state["uplinked"].append)
-        while state["running"]:
-            endpoint.poll(0.1)
-        # Echo what was uplinked as DATA so the test can see the seam worked.
-        for packet in state["uplinked"]:
-            link.send_data(b"echo:" + packet)
-        import time; time.sleep(link.backlog_s() + 0.05)
+    def abort(msg):
+        state["running"] = False
+
+    handlers = {MsgType.SET_MODE: lambda m: None, MsgType.REQUEST_PRODUCT: request,
+                MsgType.ABORT: abort}
+    endpoint = PayloadEndpoint.open(path, handlers, state["uplinked"].append,
+                                    key_file=key_file, counter_file=counter_file)
+    while state["running"]:
+        endpoint.poll(0.1)
+    # Echo what was uplinked as DATA so the test can see the seam worked.
+    for packet in state["uplinked"]:
+        endpoint.link.send_data(b"echo:" + packet)
+    time.sleep(endpoint.link.backlog_s() + 0.05)
+    endpoint.close()
     """
 )
 
