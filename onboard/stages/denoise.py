@@ -127,8 +127,10 @@ def denoise_subspace(cube: Cube, config: SubspaceDenoiseConfig | None = None) ->
 
     The output ``valid`` is the input's, also False wherever the input held a non-finite
     value; data under invalid pixels are in-painted from their neighbours (finite, but not
-    measurements). Raises ValueError for fewer than :data:`MIN_BANDS` bands or fewer valid
-    pixels than bands (no subspace can be estimated: skip the stage for that frame).
+    measurements). A cube with no measurable noise (constant, synthetic) comes back filled
+    and destriped but otherwise unchanged. Raises ValueError for fewer than
+    :data:`MIN_BANDS` bands, or too few valid pixels to estimate the noise and the subspace
+    (skip the stage for that frame).
     """
     return denoise_subspace_report(cube, config)[0]
 
@@ -165,6 +167,11 @@ def denoise_subspace_report(
         noise_cov = noise_covariance_spatial(filled, valid)
     else:
         noise_cov = np.diag(band_noise_regression(pixels - mean[:, None]) ** 2)
+    if not np.diag(noise_cov).max() > 0:  # a noise-free (e.g. constant) cube: nothing to do
+        out = filled.astype(np.float32)
+        return (Cube(out, cube.wavelengths_nm, valid.copy(), counter=cube.counter,
+                     timestamp=cube.timestamp, units=cube.units),
+                SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum())))
     whiten, unwhiten = _whitening(noise_cov)
     white = whiten @ (pixels - mean[:, None])
     eigval, eigvec = np.linalg.eigh(white @ white.T / white.shape[1])
@@ -324,11 +331,11 @@ def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -
     scale = np.median(np.abs(d), axis=1) / _MAD_GAUSS + 1e-30
     energy = np.sum((d / scale[:, None]) ** 2, axis=0)
     keep = energy <= np.median(energy)
-    cov = d[:, keep] @ d[:, keep].T / keep.sum()
+    cov = d[:, keep] @ d[:, keep].T / max(int(keep.sum()), 1)
     for _ in range(2):
         cov, dist = _median_consistent(cov, d, median_chi2)
         keep = dist <= cut_chi2
-        cov = d[:, keep] @ d[:, keep].T / keep.sum()
+        cov = d[:, keep] @ d[:, keep].T / max(int(keep.sum()), 1)
     return _median_consistent(cov, d, median_chi2)[0]
 
 
@@ -338,6 +345,8 @@ def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float64], median_
     ``median_chi2``, and those distances (N,)."""
     dist = np.sum(d * (np.linalg.pinv(cov) @ d), axis=0)
     ratio = float(np.median(dist)) / median_chi2
+    if not ratio > 0:  # more than half the blocks noise-free: nothing to rescale
+        return cov, dist
     return cov * ratio, dist / ratio
 
 
@@ -347,15 +356,16 @@ def band_noise_regression(x: NDArray[np.float64]) -> NDArray[np.float64]:
     ``1 / (R^-1)_ii`` over ``N - B`` degrees of freedom.
 
     A tiny ridge (1e-9 of the mean band energy) keeps ``R`` invertible for noise-free data;
-    the estimate is floored at 1e-6 of the band's own spread so whitening never divides by 0.
+    the estimate is floored at 1e-6 of the band's own spread (0 for a constant band).
     """
     bands, n = x.shape
     r = x @ x.T
-    ridge = 1e-9 * np.trace(r) / bands
-    rinv = np.linalg.inv(r + ridge * np.eye(bands))
+    energy = float(np.trace(r)) / bands
+    if not energy > 0:  # every band constant: no noise at all
+        return np.zeros(bands)
+    rinv = np.linalg.inv(r + 1e-9 * energy * np.eye(bands))
     var = 1.0 / np.diag(rinv) / max(n - bands, 1)
-    spread = np.diag(r) / n
-    return np.sqrt(np.maximum(var, 1e-12 * np.maximum(spread, 1e-30)))
+    return np.sqrt(np.maximum(var, 1e-12 * np.diag(r) / n))
 
 
 def subspace_rank(eigval: NDArray[np.float64], n_pixels: int, config: SubspaceDenoiseConfig) -> int:
