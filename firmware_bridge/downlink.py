@@ -101,6 +101,7 @@ from spacepackets.countdown import Countdown
 from spacepackets.seqcount import ProvidesSeqCount
 from spacepackets.util import UnsignedByteField
 
+from firmware_bridge.link import ByteRate
 from firmware_bridge.messages import MAX_BODY
 from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
 
@@ -366,7 +367,8 @@ class DownlinkSender:
         self._send = send
         self._clock = clock
         self._faults = _Faults()
-        self._user = _User()
+        # Files are named relative to the queue: the Metadata PDU carries no local path.
+        self._user = _User(RestrictedFilestore(spool.queue_dir))
         self._seq = _FixedSeq()
         self._remote = RemoteEntityConfigTable([self.config.remote(GROUND_ENTITY)])
         self._source = SourceHandler(
@@ -441,7 +443,7 @@ class DownlinkSender:
                                 f"which has no APID; known kinds: {sorted(APID_BY_KIND)}")
         self._seq.value = self.spool.reserve_transaction() % (1 << 32)
         request = PutRequest(
-            destination_id=GROUND_ENTITY, source_file=entry.path,
+            destination_id=GROUND_ENTITY, source_file=Path(entry.path.name),
             dest_file=Path(entry.name + FILE_SUFFIX), trans_mode=self.config.mode,
             closure_requested=self.config.acknowledged,
         )
@@ -541,27 +543,50 @@ class DownlinkSender:
         return not self.busy
 
 
-def transfer_packet_sizes(file_size: int, name: str, config: DownlinkConfig | None = None) -> list[int]:
-    """Space packet sizes of one class 1/2 transfer of a ``file_size``-byte product without
-    losses: Metadata, File Data segments, EOF (exact: the PDUs are built by cfdp-py)."""
+def transfer_packet_sizes(entry: SpoolEntry, config: DownlinkConfig | None = None) -> list[int]:
+    """Space packet sizes of one transfer of ``entry`` without losses: Metadata, File Data
+    segments, EOF (exact: cfdp-py builds the PDUs, from a zero-filled stand-in file)."""
     config = config or DownlinkConfig()
     remote = RemoteEntityConfigTable([config.remote(GROUND_ENTITY)])
-    src = SourceHandler(_local(PAYLOAD_ENTITY, _Faults()), _User(), remote, _Timers(1.0),
-                        _FixedSeq())
-    # A zero-filled file of that size gives PDUs of exactly the real sizes.
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "f"
-        with open(path, "wb") as fh:
-            fh.truncate(file_size)
-        src.put_request(PutRequest(GROUND_ENTITY, path, Path(name + FILE_SUFFIX),
-                                   TransmissionMode.UNACKNOWLEDGED, False))
+        src = SourceHandler(_local(PAYLOAD_ENTITY, _Faults()), _User(RestrictedFilestore(Path(tmp))),
+                            remote, _Timers(1.0), _FixedSeq())
+        with open(Path(tmp) / entry.path.name, "wb") as fh:
+            fh.truncate(entry.size)
+        src.put_request(PutRequest(GROUND_ENTITY, Path(entry.path.name),
+                                   Path(entry.name + FILE_SUFFIX), config.mode, config.acknowledged))
         sizes: list[int] = []
-        while True:
+        waiting = ("WAITING_FOR_EOF_ACK", "WAITING_FOR_FINISHED")
+        while src.state != CfdpState.IDLE and src.step.name not in waiting:
             src.state_machine()
             while (h := src.get_next_packet()) is not None:
                 sizes.append(CCSDS_HEADER_LEN + len(h.pdu.pack()))
-            if src.state == CfdpState.IDLE:
-                return sizes
+        return sizes
+
+
+@dataclass(frozen=True)
+class DrainEstimate:
+    """How long the queue takes to leave at a byte rate, without losses or retransmissions."""
+
+    products: int
+    product_bytes: int
+    packets: int
+    packet_bytes: int
+    seconds: float
+
+
+def drain_estimate(entries: Iterable[SpoolEntry], rate: ByteRate,
+                   config: DownlinkConfig | None = None) -> DrainEstimate:
+    """Drain time of ``entries`` over a link of ``rate`` (link framing included, COBS at its
+    worst case, so an upper bound for lossless transfers)."""
+    sizes: list[int] = []
+    products = product_bytes = 0
+    for entry in entries:
+        sizes += transfer_packet_sizes(entry, config)
+        products += 1
+        product_bytes += entry.size
+    return DrainEstimate(products, product_bytes, len(sizes), sum(sizes),
+                         rate.drain_time_s(sizes))
 
 
 # -- ground side --------------------------------------------------------------------------
@@ -652,6 +677,11 @@ class DownlinkReceiver:
         self._active: dict[tuple[int, int], _Incoming] = {}
         self._completed: OrderedDict[tuple[int, int], FinishedPdu] = OrderedDict()
         self.stats = ReceiverStats()
+
+    @property
+    def open_transactions(self) -> int:
+        """Transactions still receiving, or waiting for the ACK of their Finished PDU."""
+        return len(self._active)
 
     def _bad(self, reason: str) -> None:
         self.stats.bad_packets += 1
@@ -744,9 +774,11 @@ class DownlinkReceiver:
         name = incoming.name
         path = incoming.staging / f"{name}{FILE_SUFFIX}"
         if _good(params) and name and path.is_file():
+            data = path.read_bytes()
+            path.unlink()  # the handler may still repeat its Finished PDU; it needs no file
             self.stats.files += 1
             self.on_file(ReceivedFile(key, incoming.apid, KIND_BY_APID.get(incoming.apid), name,
-                                      path.read_bytes()))
+                                      data))
             return
         reason = (f"CFDP condition {params.condition_code.name}, "
                   f"delivery {params.delivery_code.name}")
@@ -801,7 +833,7 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
           until_empty: bool = False) -> DownlinkSender:
     """Deliver ``spool`` over the serial link at ``port_url`` (see ``link.Link.open``)."""
     from firmware_bridge.dispatch import CommandDispatcher
-    from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
+    from firmware_bridge.link import Link, PayloadEndpoint
 
     link = Link.open(port_url, rate=ByteRate(rate_bytes_per_s))
     sender = DownlinkSender(spool, link.send_data, config)
