@@ -237,3 +237,9 @@ def test_bad_libraries_and_cubes_are_refused():
         unmix_fcls(cube, lib)
     with pytest.raises(ValueError, match="brightness"):
         UnmixConfig(brightness="shade")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no positive reflectance"):
+        Endmembers(np.vstack([lib.spectra[:-1], np.zeros(30)]), WAVELENGTHS, lib.classes, lib.names)
+    many = np.repeat(lib.spectra, 2, axis=0)
+    big = Endmembers(many, WAVELENGTHS, tuple(np.repeat(lib.classes, 2)), tuple(f"e{i}" for i in range(14)))
+    with pytest.raises(ValueError, match="at most 12"):
+        unmix_fcls(as_cube(lib.spectra.T[:, :4], 2, 2), big)

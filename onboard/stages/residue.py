@@ -61,6 +61,8 @@ from numpy.typing import NDArray
 
 from onboard.types import ENDMEMBERS, INVALID_CLASS, Cube, ResidueMap, tillage_class
 
+#: Most endmember spectra in a library: the solver tabulates one KKT inverse per subset.
+MAX_ENDMEMBERS = 12
 #: Brightness (relative to the dimmest endmember) below which a pixel carries no signal.
 MIN_BRIGHTNESS = 1e-6
 
@@ -101,6 +103,9 @@ class Endmembers:
             raise ValueError(f"the library has no spectrum for {missing}; give each of {ENDMEMBERS} one or more")
         if not np.isfinite(spectra).all():
             raise ValueError("endmember spectra contain NaN or infinity")
+        dark = [name for name, row in zip(self.names, spectra, strict=True) if not row.max() > 0]
+        if dark:
+            raise ValueError(f"endmember spectra {dark} have no positive reflectance")
 
     @property
     def membership(self) -> NDArray[np.float64]:
@@ -250,6 +255,11 @@ def solve_constrained_ls(
     Returns the abundances, the number of iterations run and the number of pixels still
     short of the KKT tolerance when ``max_iterations`` stopped the solver."""
     n, p = m.shape[1], x.shape[1]
+    if n > MAX_ENDMEMBERS:
+        raise ValueError(
+            f"{n} endmember spectra; unmixing takes at most {MAX_ENDMEMBERS} (each pixel's "
+            "free set is one of 2**n): merge or drop variants of a class"
+        )
     gram = m.T @ m
     proj = np.ascontiguousarray((m.T @ x).T)  # (P, n): pixel-major, so subsets are row slices
     tol = tolerance * float(np.trace(gram)) / n
@@ -314,41 +324,40 @@ class _FreeSetSolver:
 
     The KKT matrix of a free set ``f`` is ``G`` masked to ``f`` (identity elsewhere, so
     fixed endmembers come out 0), bordered by ``f`` for the sum-to-one multiplier. Its
-    pseudo-inverse is computed once per set met (batched, cached: a library of n spectra has
-    2**n sets, a frame meets a few dozen), and each pixel's candidate is one small product
-    with its set's inverse."""
+    pseudo-inverse is computed once per set met (batched) into a table indexed by the set's
+    bit code, and each pixel's candidate is one small product with its set's inverse."""
 
     def __init__(self, gram: NDArray[np.float64], sum_to_one: bool) -> None:
         self.gram = gram
         self.sum_to_one = sum_to_one
         self.n = gram.shape[0]
         self.weights = 1 << np.arange(self.n, dtype=np.int64)
-        self.cache: dict[int, NDArray[np.float64]] = {}
+        size = self.n + 1 if sum_to_one else self.n
+        self.table = np.zeros((1 << self.n, size, size))
+        self.known = np.zeros(1 << self.n, dtype=bool)
 
     def _add(self, codes: NDArray[np.int64]) -> None:
         n = self.n
         f = ((codes[:, None] >> np.arange(n)) & 1).astype(np.float64)  # (c, n)
-        size = n + 1 if self.sum_to_one else n
-        kkt = np.zeros((codes.size, size, size))
+        kkt = np.zeros((codes.size,) + self.table.shape[1:])
         kkt[:, :n, :n] = self.gram * f[:, :, None] * f[:, None, :]
         kkt[:, np.arange(n), np.arange(n)] += 1.0 - f
         if self.sum_to_one:
             kkt[:, :n, n] = kkt[:, n, :n] = f
-        for code, inv in zip(codes.tolist(), np.linalg.pinv(kkt), strict=True):
-            self.cache[code] = inv
+        self.table[codes] = np.linalg.pinv(kkt)
+        self.known[codes] = True
 
     def solve(self, free: NDArray[np.bool_], proj: NDArray[np.float64]
               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Candidate abundances (k, n) and sum-to-one multipliers (k,) of k pixels with free
         sets ``free`` (k, n) and projections ``proj`` (k, n) = (m^T x)^T."""
-        codes, which = np.unique(free @ self.weights, return_inverse=True)
-        missing = np.array([c for c in codes.tolist() if c not in self.cache], dtype=np.int64)
+        codes = free @ self.weights
+        missing = codes[~self.known[codes]]
         if missing.size:
-            self._add(missing)
-        inverses = np.stack([self.cache[c] for c in codes.tolist()])
+            self._add(np.unique(missing))
         rhs = np.where(free, proj, 0.0)
         if self.sum_to_one:
             rhs = np.hstack([rhs, np.ones((rhs.shape[0], 1))])
-        sol = np.einsum("kij,kj->ki", inverses[which.ravel()], rhs)
+        sol = np.einsum("kij,kj->ki", self.table[codes], rhs)
         z = np.where(free, sol[:, : self.n], 0.0)  # exact zeros, not pinv's 1e-16
         return z, (sol[:, -1] if self.sum_to_one else np.zeros(z.shape[0]))
