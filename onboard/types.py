@@ -85,7 +85,8 @@ class ResidueMap:
 
     ``tillage``: (rows, cols) uint8, index into TILLAGE_CLASSES or INVALID_CLASS.
     ``fractions``: (3, rows, cols) float32 in ENDMEMBERS order, each pixel non-negative and
-    summing to one. ``probabilities``: optional (3, rows, cols) class probabilities.
+    summing to one; NaN where ``tillage`` is INVALID_CLASS. ``probabilities``: optional
+    (3, rows, cols) class probabilities.
     """
 
     tillage: NDArray[np.uint8]
