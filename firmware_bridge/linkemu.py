@@ -11,7 +11,9 @@ a UART. A thread forwards bytes between the two pty masters, in each direction:
   geometric distribution, so the pattern depends on the seed and the byte count only);
 * dropping whole frames (runs of bytes up to and including a 0x00 delimiter) with a given
   probability;
-* discarding everything sent while the link is cut (``cut(duration_s, after_s)``).
+* losing every byte on the air while the link is cut (``cut(duration_s, after_s)``), to
+  the byte, so frames straddling the cut's edges arrive truncated as they would by radio.
+  Dropped and cut bytes still take their air time.
 
 The emulator keeps its own descriptor on each pty slave, so an end may close and reopen
 its port (or be killed and restarted) without the emulator seeing an error.
@@ -96,36 +98,47 @@ class Channel:
         return int(math.log(1.0 - self.rng.random()) / math.log1p(-p))
 
     def ingest(self, data: bytes, now: float) -> None:
+        """Take bytes the sender wrote at ``now``: put them on the wire after what is
+        already there, drop frames, flip bits, lose what is on the air during a cut, and
+        queue the rest for delivery after the latency."""
         self.stats.bytes_in += len(data)
-        if any(a <= now < b for a, b in self.cuts):
-            self.stats.bytes_cut += len(data)
-            self.frame_start = self.dropping = False  # the far end sees a frame's tail after
-            return
-        kept = bytearray()
         pos = 0
         while pos < len(data):
-            if self.frame_start and data[pos] == 0:  # a lone delimiter (sync flush): keep it
-                kept.append(0)
-                pos += 1
-                continue
-            if self.frame_start:
-                self.dropping = self.rng.random() < self.imp.frame_drop
-                self.stats.frames_dropped += self.dropping
-            end = data.find(0, pos)
-            stop = len(data) if end < 0 else end + 1
-            if self.dropping:
-                self.stats.bytes_dropped += stop - pos
+            if self.frame_start and data[pos] == 0:  # a lone delimiter (sync flush)
+                stop, drop = pos + 1, False
             else:
-                kept += data[pos:stop]
-            self.frame_start = end >= 0
+                if self.frame_start:
+                    self.dropping = self.rng.random() < self.imp.frame_drop
+                    self.stats.frames_dropped += self.dropping
+                end = data.find(0, pos)
+                stop, drop = (len(data) if end < 0 else end + 1), self.dropping
+                self.frame_start = end >= 0
+            self._transmit(bytearray(data[pos:stop]), now, drop)
             pos = stop
-        self._flip_bits(kept)
-        for i in range(0, len(kept), PIECE):
-            piece = kept[i : i + PIECE]
+
+    def _transmit(self, segment: bytearray, now: float, drop: bool) -> None:
+        """Send ``segment`` on the wire (it takes air time even when it is lost)."""
+        if drop:
+            self.stats.bytes_dropped += len(segment)
+        else:
+            self._flip_bits(segment)
+        rate = self.imp.bytes_per_s
+        for i in range(0, len(segment), PIECE):
+            piece = segment[i : i + PIECE]
             start = max(now, self.wire_free_at)
-            self.wire_free_at = start + len(piece) / self.imp.bytes_per_s
-            self.queue.append((self.wire_free_at + self.imp.latency_s, piece))
-            self.backlog += len(piece)
+            self.wire_free_at = start + len(piece) / rate
+            if drop:
+                continue
+            if any(a < self.wire_free_at and start < b for a, b in self.cuts):
+                on_air = [start + k / rate for k in range(len(piece))]
+                piece = bytearray(
+                    byte for byte, t in zip(piece, on_air, strict=True)
+                    if not any(a <= t < b for a, b in self.cuts)
+                )
+                self.stats.bytes_cut += len(on_air) - len(piece)
+            if piece:
+                self.queue.append((self.wire_free_at + self.imp.latency_s, piece))
+                self.backlog += len(piece)
 
     def _flip_bits(self, buf: bytearray) -> None:
         nbits = 8 * len(buf)

@@ -64,13 +64,20 @@ def test_throttle_and_latency_schedule(pipe) -> None:
     assert os.read(pipe[0], 2000) == b"\x01" * 500 + b"\x02" * 500
 
 
-def test_cut_discards_and_counts(pipe) -> None:
-    ch = _channel(pipe, cuts=[(5.0, 6.0)])
-    ch.ingest(b"a" * 10, 4.9)
-    ch.ingest(b"b" * 10, 5.5)
-    ch.ingest(b"c" * 10, 6.0)
+def test_cut_loses_the_bytes_on_air_to_the_byte(pipe) -> None:
+    ch = _channel(pipe, cuts=[(5.0, 5.010)], bytes_per_s=1000.0)
+    ch.ingest(bytes(range(1, 31)), 4.995)  # byte k is on the air at 4.995 + k ms
     assert ch.stats.bytes_cut == 10
-    assert b"".join(bytes(p) for _, p in ch.queue) == b"a" * 10 + b"c" * 10
+    delivered = b"".join(bytes(p) for _, p in ch.queue)
+    assert delivered == bytes(range(1, 6)) + bytes(range(16, 31))
+    assert ch.wire_free_at == pytest.approx(4.995 + 0.030)  # the cut bytes took air time
+
+
+def test_dropped_frames_take_air_time(pipe) -> None:
+    ch = _channel(pipe, frame_drop=1.0, bytes_per_s=1000.0)
+    ch.ingest(b"\x05" * 99 + b"\x00", 0.0)
+    assert not ch.queue and ch.stats.bytes_dropped == 100
+    assert ch.wire_free_at == pytest.approx(0.1)
 
 
 def test_invalid_impairments_refused() -> None:
