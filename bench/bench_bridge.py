@@ -59,13 +59,17 @@ def main() -> None:
         for rate in (UART_115200, RADIO_9600, UNPACED)
         for body in (200, 1024)
     ]
-    print(f"{'rate B/s':>10} {'body':>5} {'frames':>6} {'intact':>6} {'overhead':>8} "
-          f"{'body B/s':>10} {'of rate':>7}")
+    print(
+        f"{'rate B/s':>10} {'body':>5} {'frames':>6} {'intact':>6} {'overhead':>8} "
+        f"{'body B/s':>10} {'of rate':>7}"
+    )
     for r in rows:
         rate = "unpaced" if r["configured_Bps"] is None else f"{r['configured_Bps']:.0f}"
         eff = "" if r["efficiency"] is None else f"{100 * r['efficiency']:.1f}%"
-        print(f"{rate:>10} {r['body_bytes']:>5} {r['frames']:>6} {r['intact']:>6} "
-              f"{r['overhead_bytes']:>8} {r['body_Bps']:>10.0f} {eff:>7}")
+        print(
+            f"{rate:>10} {r['body_bytes']:>5} {r['frames']:>6} {r['intact']:>6} "
+            f"{r['overhead_bytes']:>8} {r['body_Bps']:>10.0f} {eff:>7}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

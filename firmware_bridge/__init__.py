@@ -11,6 +11,12 @@ from firmware_bridge.framing import PROTOCOL_VERSION, Frame, FrameError
 from firmware_bridge.messages import MAX_BODY, EventCode, MessageError, MsgType, ResultCode
 
 __all__ = [
-    "MAX_BODY", "PROTOCOL_VERSION", "EventCode", "Frame", "FrameError", "MessageError",
-    "MsgType", "ResultCode",
+    "MAX_BODY",
+    "PROTOCOL_VERSION",
+    "EventCode",
+    "Frame",
+    "FrameError",
+    "MessageError",
+    "MsgType",
+    "ResultCode",
 ]

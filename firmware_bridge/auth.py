@@ -192,4 +192,3 @@ class CommandSigner:
         counter = self.store.last + 1
         self.store.advance(counter)
         return sign(message, seq, self.key, counter)
-

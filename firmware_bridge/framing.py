@@ -223,4 +223,3 @@ class FrameDecoder:
         self.bad[exc.reason] += 1
         self.bytes_discarded += nbytes
         self.last_error = exc
-

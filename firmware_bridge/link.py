@@ -54,7 +54,9 @@ class ByteRate:
             raise ValueError(f"a byte rate must be > 0 bytes/s, got {self.bytes_per_s}")
 
     @classmethod
-    def uart(cls, baud: int, data_bits: int = 8, parity: bool = False, stop_bits: int = 1) -> ByteRate:
+    def uart(
+        cls, baud: int, data_bits: int = 8, parity: bool = False, stop_bits: int = 1
+    ) -> ByteRate:
         """A UART's byte rate: each byte costs a start bit, data bits, parity, stop bits.
         115200 baud 8N1 is 11520 B/s."""
         return cls(baud / (1 + data_bits + int(parity) + stop_bits))
@@ -196,7 +198,9 @@ class Link:
         """Seconds until the bytes already written have left at the configured rate."""
         return max(0.0, self._busy_until - self._clock())
 
-    def drain_time_s(self, bodies: Iterable[bytes | int] = (), authenticated: bool = False) -> float:
+    def drain_time_s(
+        self, bodies: Iterable[bytes | int] = (), authenticated: bool = False
+    ) -> float:
         """Seconds until the current backlog and one frame per ``bodies`` item have left."""
         return self.backlog_s() + self.rate.drain_time_s(bodies, authenticated)
 

@@ -132,7 +132,8 @@ class Channel:
             if any(a < self.wire_free_at and start < b for a, b in self.cuts):
                 on_air = [start + k / rate for k in range(len(piece))]
                 piece = bytearray(
-                    byte for byte, t in zip(piece, on_air, strict=True)
+                    byte
+                    for byte, t in zip(piece, on_air, strict=True)
                     if not any(a <= t < b for a, b in self.cuts)
                 )
                 self.stats.bytes_cut += len(on_air) - len(piece)
@@ -236,7 +237,8 @@ class LinkEmulator:
                 blocked = [d for d in self._dirs.values() if d.deliver(now)]
                 readable = [d.src for d in self._dirs.values() if d.backlog < d.imp.buffer_bytes]
                 dues = [
-                    t for d in self._dirs.values()
+                    t
+                    for d in self._dirs.values()
                     if d not in blocked and (t := d.next_due()) is not None
                 ]
                 wait = min([0.01, *(max(0.0, t - now) for t in dues)])

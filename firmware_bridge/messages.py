@@ -105,7 +105,11 @@ class EventCode(IntEnum):
 
     AUTH_FAILED = 0x0001, Severity.WARNING, "A telecommand's authentication tag was wrong."
     REPLAY_REFUSED = 0x0002, Severity.WARNING, "A telecommand's counter was not fresh."
-    UNAUTHENTICATED_REFUSED = 0x0003, Severity.WARNING, "An unauthenticated telecommand was refused."
+    UNAUTHENTICATED_REFUSED = (
+        0x0003,
+        Severity.WARNING,
+        "An unauthenticated telecommand was refused.",
+    )
     UNKNOWN_COMMAND = 0x0004, Severity.WARNING, "A telecommand type was not recognised."
     BAD_ARGUMENT = 0x0005, Severity.WARNING, "A telecommand body was malformed."
     BAD_FRAMES = 0x0006, Severity.WARNING, "Frames failed COBS/CRC/header checks (count in text)."
@@ -252,7 +256,9 @@ class SetConfig(Message):
         k, v = self.key.encode(), self.value.encode()
         if not 1 <= len(k) <= 255:
             raise MessageError(f"config key must be 1-255 UTF-8 bytes, got {len(k)}")
-        return _check_size(struct.pack(">B", len(k)) + k + struct.pack(">H", len(v)) + v, "SET_CONFIG")
+        return _check_size(
+            struct.pack(">B", len(k)) + k + struct.pack(">H", len(v)) + v, "SET_CONFIG"
+        )
 
     @classmethod
     def unpack(cls, body: bytes) -> SetConfig:
@@ -385,8 +391,17 @@ class Data(Message):
 MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
     cls.TYPE: cls
     for cls in (
-        Ping, SetMode, StartCapture, StopCapture, SetConfig, RequestProduct, Abort,
-        Ack, Health, Event, Data,
+        Ping,
+        SetMode,
+        StartCapture,
+        StopCapture,
+        SetConfig,
+        RequestProduct,
+        Abort,
+        Ack,
+        Health,
+        Event,
+        Data,
     )
 }
 assert set(MESSAGE_CLASSES) == set(MsgType), "every declared type needs a class"

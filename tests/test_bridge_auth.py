@@ -208,14 +208,22 @@ def test_dispatcher_basic_paths(tmp_path: Path) -> None:
     nokey = CommandDispatcher({})
     assert _result(nokey.dispatch(signer.sign(Ping(), 8))) == ResultCode.NO_KEY
     assert [type(m).__name__ for m in payload.executed] == [
-        "Ping", "SetMode", "StartCapture", "RequestProduct"
+        "Ping",
+        "SetMode",
+        "StartCapture",
+        "RequestProduct",
     ]
 
 
 def sign_raw(frame: Frame, key: AuthKey) -> Frame:
     """Re-sign a frame exactly as given (the attacker cannot; a test harness can)."""
     return Frame(
-        frame.msg_type, frame.seq, frame.body, FLAG_AUTH, frame.counter, key.mac(frame.signed_part())
+        frame.msg_type,
+        frame.seq,
+        frame.body,
+        FLAG_AUTH,
+        frame.counter,
+        key.mac(frame.signed_part()),
     )
 
 
@@ -246,7 +254,10 @@ def test_adversarial_campaign(tmp_path: Path) -> None:
     signer = CommandSigner(key, CounterStore(tmp_path / "fc.counter"))
     decoder = FrameDecoder()
     commands: list[Message] = [
-        SetMode(Mode.OPERATE), StartCapture(5), StopCapture(), SetConfig("gain", "2"),
+        SetMode(Mode.OPERATE),
+        StartCapture(5),
+        StopCapture(),
+        SetConfig("gain", "2"),
         RequestProduct("residue_00000042"),
     ]
     captured: list[Frame] = []
@@ -313,12 +324,16 @@ def test_adversarial_campaign(tmp_path: Path) -> None:
     total_refused = refused_by_framing + sum(refused_by_dispatcher.values())
     assert total_refused == ATTACKS
     assert set(refused_by_dispatcher) >= {
-        ResultCode.BAD_AUTH, ResultCode.REPLAY, ResultCode.NOT_AUTHENTICATED
+        ResultCode.BAD_AUTH,
+        ResultCode.REPLAY,
+        ResultCode.NOT_AUTHENTICATED,
     }
     # Still working after the campaign.
     assert deliver(encode(signer.sign(StopCapture(), 1))) == [ResultCode.OK]
-    print(f"hostile frames: {ATTACKS}, refused by framing {refused_by_framing}, "
-          f"by dispatcher { {r.name: n for r, n in refused_by_dispatcher.items()} }")
+    print(
+        f"hostile frames: {ATTACKS}, refused by framing {refused_by_framing}, "
+        f"by dispatcher { {r.name: n for r, n in refused_by_dispatcher.items()} }"
+    )
 
 
 def _cobs(raw: bytes) -> bytes:

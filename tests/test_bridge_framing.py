@@ -30,7 +30,9 @@ def frames(draw: st.DrawFn) -> Frame:
     mtype = draw(st.integers(0, 0xFF))
     if draw(st.booleans()):
         counter = draw(st.integers(0, 2**64 - 1))
-        return Frame(mtype, seq, body, FLAG_AUTH, counter, draw(st.binary(min_size=16, max_size=16)))
+        return Frame(
+            mtype, seq, body, FLAG_AUTH, counter, draw(st.binary(min_size=16, max_size=16))
+        )
     return Frame(mtype, seq, body)
 
 

@@ -119,7 +119,10 @@ def test_socket_url() -> None:
     t = threading.Thread(target=echo, daemon=True)
     t.start()
     with Link.open(f"socket://127.0.0.1:{port}", rate=UNPACED) as link:
-        sent = [link.send(Event(EventCode.MODE_CHANGED, "IDLE -> OPERATE")), link.send_data(b"\x08" * 900)]
+        sent = [
+            link.send(Event(EventCode.MODE_CHANGED, "IDLE -> OPERATE")),
+            link.send_data(b"\x08" * 900),
+        ]
         assert [link.receive(2.0) for _ in sent] == sent
     server.close()
     t.join(2)
@@ -133,9 +136,12 @@ def _receive_all(link: Link, proc: subprocess.Popen, emu: LinkEmulator) -> list:
         if f is not None:
             frames.append(f)
             quiet = 0
-        elif proc.poll() is not None and emu.stats["a_to_b"].bytes_out + sum(
-            getattr(emu.stats["a_to_b"], k) for k in ("bytes_dropped", "bytes_cut")
-        ) >= emu.stats["a_to_b"].bytes_in:
+        elif (
+            proc.poll() is not None
+            and emu.stats["a_to_b"].bytes_out
+            + sum(getattr(emu.stats["a_to_b"], k) for k in ("bytes_dropped", "bytes_cut"))
+            >= emu.stats["a_to_b"].bytes_in
+        ):
             quiet += 1
     return frames
 
@@ -174,8 +180,10 @@ def test_two_processes_over_pty_with_ber_drops_and_a_cut() -> None:
     assert st.frames_dropped <= lost <= st.frames_dropped + 2 * st.bits_flipped + cut_frames
     assert st.bytes_cut > 0 and st.frames_dropped > 0
     assert rx.decoder.bad_frames >= 1  # the cut leaves at least one partial frame behind
-    print(f"sent {count}, intact {len(got)}, dropped {st.frames_dropped}, "
-          f"flipped bits {st.bits_flipped}, bad frames {dict(rx.decoder.bad)}, cut {st.bytes_cut} B")
+    print(
+        f"sent {count}, intact {len(got)}, dropped {st.frames_dropped}, "
+        f"flipped bits {st.bits_flipped}, bad frames {dict(rx.decoder.bad)}, cut {st.bytes_cut} B"
+    )
 
 
 def test_heavy_bit_errors_are_all_detected_over_pty() -> None:
@@ -267,9 +275,12 @@ class FlightComputer:
 
     def result_of(self, frame: Frame, event: EventCode | None = None) -> ResultCode:
         n_events = len(self.events)
-        self.pump(lambda: frame.seq in self.acks and (
-            event is None or any(e.code == event for e in self.events[n_events:])
-        ))
+        self.pump(
+            lambda: (
+                frame.seq in self.acks
+                and (event is None or any(e.code == event for e in self.events[n_events:]))
+            )
+        )
         return self.acks.pop(frame.seq).result
 
 
@@ -282,8 +293,14 @@ def test_payload_endpoint_in_another_process(tmp_path: Path) -> None:
     signer = CommandSigner(load_key(key_file), CounterStore(tmp_path / "fc.counter"))
     with LinkEmulator(Impairments(bytes_per_s=11520, latency_s=0.002)) as emu:
         proc = subprocess.Popen(
-            [sys.executable, "-c", PAYLOAD_PROCESS, emu.a_path, str(key_file),
-             str(tmp_path / "payload.counter")]
+            [
+                sys.executable,
+                "-c",
+                PAYLOAD_PROCESS,
+                emu.a_path,
+                str(key_file),
+                str(tmp_path / "payload.counter"),
+            ]
         )
         try:
             with Link.open(emu.b_path) as link:
@@ -374,6 +391,7 @@ def test_control_frames_overtake_queued_data() -> None:
 def test_on_data_failure_is_reported_not_fatal() -> None:
     with LinkEmulator(Impairments(bytes_per_s=1e6)) as emu:
         with Link.open(emu.a_path, rate=UNPACED) as pl, Link.open(emu.b_path, rate=UNPACED) as fc:
+
             def on_data(packet: bytes) -> None:
                 raise ValueError("not a CFDP PDU")
 

@@ -43,7 +43,9 @@ def test_bit_error_rate_matches_within_statistics(pipe) -> None:
 
 def test_frame_drops_are_whole_frames(pipe) -> None:
     ch = _channel(pipe, seed=5, frame_drop=0.02)
-    frames = [encode(Frame(0x80, i % 65536, i.to_bytes(4, "big") + b"\x01" * 20)) for i in range(5000)]
+    frames = [
+        encode(Frame(0x80, i % 65536, i.to_bytes(4, "big") + b"\x01" * 20)) for i in range(5000)
+    ]
     ch.ingest(b"".join(frames), 0.0)
     delivered = b"".join(bytes(p) for _, p in ch.queue)
     kept = delivered.split(b"\x00")[:-1]
@@ -90,7 +92,8 @@ def test_invalid_impairments_refused() -> None:
 def test_command_line_emulator_joins_two_ports() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "firmware_bridge.linkemu", "--rate", "100000"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

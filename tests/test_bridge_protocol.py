@@ -123,7 +123,10 @@ def test_primitive_check_values_in_protocol() -> None:
 def test_data_vector_is_a_real_space_packet() -> None:
     packet = SpacePacket(
         SpacePacketHeader(
-            packet_type=PacketType.TM, apid=0x123, seq_count=0, data_len=2,
+            packet_type=PacketType.TM,
+            apid=0x123,
+            seq_count=0,
+            data_len=2,
             seq_flags=SequenceFlags.UNSEGMENTED,
         ),
         sec_header=None,
