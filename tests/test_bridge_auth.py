@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_bridge.auth import (
     AuthKey,
@@ -340,3 +342,33 @@ def _cobs(raw: bytes) -> bytes:
     from cobs import cobs
 
     return cobs.encode(raw) + b"\x00"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mtype=st.integers(0, 255),
+    seq=st.integers(0, 0xFFFF),
+    body=st.binary(max_size=64),
+    auth=st.booleans(),
+    counter=st.integers(0, 2**64 - 1),
+    mac=st.binary(min_size=MAC_LEN, max_size=MAC_LEN),
+)
+def test_any_frame_gets_one_ack_and_never_runs_unauthenticated(
+    tmp_path_factory: pytest.TempPathFactory,
+    mtype: int,
+    seq: int,
+    body: bytes,
+    auth: bool,
+    counter: int,
+    mac: bytes,
+) -> None:
+    payload = Payload()
+    disp = _dispatcher(tmp_path_factory.mktemp("d"), payload, AuthKey(SECRET))
+    frame = Frame(mtype, seq, body, FLAG_AUTH, counter, mac) if auth else Frame(mtype, seq, body)
+    replies = disp.dispatch(frame)
+    assert isinstance(replies[0], Ack) and replies[0].acked_seq == seq
+    assert all(isinstance(r, Event) for r in replies[1:])
+    # A random MAC is right with probability 2^-128; only PING runs without one.
+    assert payload.executed in ([], [Ping()])
+    assert payload.executed == [] or (not auth and mtype == MsgType.PING and body == b"")
+    assert disp.counters is not None and disp.counters.last == 0
