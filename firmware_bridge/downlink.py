@@ -857,12 +857,17 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--quota-mb", type=float, default=512.0)
     parser.add_argument("--rate", type=float, default=11520.0, help="bytes/s (11520: 115200 8N1)")
     parser.add_argument("--no-uplink", action="store_true", help="class 1: no ACK/NAK from the ground")
-    parser.add_argument("--until-empty", action="store_true")
+    parser.add_argument("--until-empty", action="store_true", help="exit when the spool is empty")
+    parser.add_argument("--ack-timer", type=float, default=10.0,
+                        help="seconds before an unacknowledged EOF is sent again")
+    parser.add_argument("--inactivity", type=float, default=60.0,
+                        help="seconds of silence from the ground before a transfer restarts")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO)
     spool = Spool(args.spool, int(args.quota_mb * 1e6))
-    sender = serve(spool, args.port, DownlinkConfig(acknowledged=not args.no_uplink), args.rate,
-                   args.until_empty)
+    config = DownlinkConfig(acknowledged=not args.no_uplink, ack_timer_s=args.ack_timer,
+                            inactivity_s=args.inactivity)
+    sender = serve(spool, args.port, config, args.rate, args.until_empty)
     print(sender.stats)
 
 
