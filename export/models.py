@@ -1,0 +1,105 @@
+"""The learned models, in PyTorch: an eigen-image refiner for denoising and a residue classifier.
+
+Denoiser: signal subspace + learned spatial refinement of the eigen-images
+--------------------------------------------------------------------------
+A farmland cube is spectrally low-rank, and the classical stage
+(:mod:`onboard.stages.denoise`) already does everything a subspace method needs, for any
+band count >= ``MIN_BANDS``: dead-pixel fill, column-stripe removal, the band noise
+covariance (band-dependent and band-correlated noise), whitening and the signal subspace.
+What it does not do well is the last step, denoising the eigen-images: BayesShrink on an
+undecimated Haar transform is a fixed rule that blurs parcel borders and leaves texture.
+That step is learned here.
+
+Why this split and not a network over the whole cube (3-D or band-sliding convolutions):
+
+* **Any band count, any instrument**: the network never sees bands, only eigen-images in
+  whitened units, where the noise is white with standard deviation 1 whatever the sensor,
+  the band count or how the noise varied across bands. One model serves ImSPOC (24
+  reconstructed, band-correlated bands) and the push-broom (81 bands, stripes, dead pixels).
+* **Cost**: the network runs on k (typically 4-10) eigen-images instead of B (24-81)
+  bands, and the B x B linear algebra is cheap numpy.
+* **INT8**: the leading eigen-image carries a signal hundreds of times its noise, more
+  dynamic range than 8 bits hold, so a quantised network fed the eigen-image itself loses
+  the noise under its quantisation step. The network is therefore fed what the classical
+  rule removed, ``z - y0`` (noise plus the detail the rule blurred, a few noise standard
+  deviations in range), and a guide ``y0 / scale`` (the classical estimate, unit range,
+  telling it where the borders are); it returns a correction, and ``y0 + correction``
+  (added in float32 outside the network) is the estimate. Every tensor inside the network
+  is of unit order, so per-tensor INT8 scales lose little.
+
+Input ``eigenimages`` (k, 2, H, W) float32; output ``correction`` (k, 1, H, W) float32 in
+whitened units; k, H, W dynamic.
+
+Residue classifier
+------------------
+Per pixel with a 5 x 5 context: 1 x 1 convolutions over the bands (a learned spectral
+feature extractor, like an MLP on each spectrum), two 3 x 3 convolutions for the
+context, and two softmax heads: tillage class probabilities and residue / soil / green
+fractions (softmax: non-negative, summing to one). The band grid is fixed per model (the
+manifest records it); input ``cube`` (1, B, H, W) normalised per band, outputs
+``probabilities`` and ``fractions`` (1, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Channels of the eigen-image refiner (inputs: residual, guide).
+DENOISER_IN = 2
+
+
+class EigenRefiner(nn.Module):
+    """Residual CNN on eigen-images: (k, 2, H, W) -> correction (k, 1, H, W).
+
+    ``width`` feature channels, ``depth`` 3 x 3 convolutions in all (receptive field
+    ``2 depth + 1`` pixels). Padding is zero-padding (1 pixel per layer), fine for any H, W.
+    """
+
+    def __init__(self, width: int = 24, depth: int = 6) -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError("depth must be >= 2")
+        layers: list[nn.Module] = [nn.Conv2d(DENOISER_IN, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        last = nn.Conv2d(width, 1, 3, padding=1)
+        nn.init.zeros_(last.weight)  # starts as the classical estimate (correction 0)
+        nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.body = nn.Sequential(*layers)
+        self.width, self.depth = width, depth
+
+    def forward(self, eigenimages: torch.Tensor) -> torch.Tensor:
+        return self.body(eigenimages)
+
+
+class ResidueNet(nn.Module):
+    """Per-pixel residue classifier with a 5 x 5 context: (1, B, H, W) -> probabilities,
+    fractions (1, 3, H, W) each, softmax over the channel axis."""
+
+    def __init__(self, bands: int, width: int = 32) -> None:
+        super().__init__()
+        self.spectral = nn.Sequential(
+            nn.Conv2d(bands, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU())
+        self.context = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU())
+        self.classes = nn.Conv2d(2 * width, 3, 1)
+        self.fractions = nn.Conv2d(2 * width, 3, 1)
+        self.bands, self.width = bands, width
+
+    def forward(self, cube: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.spectral(cube)
+        g = torch.cat([f, self.context(f)], dim=1)
+        return torch.softmax(self.classes(g), dim=1), torch.softmax(self.fractions(g), dim=1)
+
+    def logits(self, cube: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-softmax class logits and fraction log-probabilities, for training losses."""
+        f = self.spectral(cube)
+        g = torch.cat([f, self.context(f)], dim=1)
+        return self.classes(g), torch.log_softmax(self.fractions(g), dim=1)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))

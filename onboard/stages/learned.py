@@ -1,0 +1,260 @@
+"""Learned denoising and residue stages, run through an inference engine (numpy only).
+
+Denoising (the model is ``export.models.EigenRefiner``; why this design: its docstring):
+
+1. :func:`decompose` does what the classical stage does up to the eigen-images, with the
+   classical stage's own functions (:mod:`onboard.stages.denoise`): dead pixels filled,
+   column stripes removed, band noise covariance measured, cube whitened, signal subspace
+   kept; eigen-images ``z`` (k, H, W) in whitened units (noise standard deviation 1) and
+   their classical BayesShrink estimate ``y0``.
+2. :func:`refiner_input` stacks what the network takes: ``(z - y0, y0 / scale)``
+   (k, 2, H, W) float32, every channel of unit order (INT8-friendly).
+3. The engine returns a correction (k, 1, H, W); :func:`compose` back-projects
+   ``y0 + correction`` to a cube.
+
+Training data (``export/data.py``) goes through the same :func:`decompose` and
+:func:`refiner_input`, so what the network saw in training is what it sees here.
+
+Residue: the cube (1, B, H, W) goes to the model of the bundle whose band grid is the
+cube's; the manifest's per-band normalisation is applied by the engine
+(:meth:`~onboard.engines.base.Engine.run_physical`); tillage class = most probable class.
+
+:func:`learned_stages` builds both stages from a bundle with the engine selection of
+:mod:`onboard.engines.select`, falling back to the classical stages, with the reasons,
+wherever a model cannot run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onboard.bundle import Bundle
+from onboard.engines.base import Engine
+from onboard.engines.select import EngineOptions, Selection, select_engine
+from onboard.stages.denoise import (
+    MIN_BANDS,
+    SubspaceDenoiseConfig,
+    _whitening,
+    band_noise_regression,
+    denoise_eigenimages,
+    estimate_stripes,
+    fill_invalid,
+    noise_covariance_spatial,
+    subspace_rank,
+)
+from onboard.types import INVALID_CLASS, Cube, ResidueMap
+
+#: Model names in a bundle.
+DENOISER = "denoiser"
+#: Task name of residue models; one per band grid, chosen by :func:`residue_model_for`.
+RESIDUE_TASK = "residue"
+#: Band centres of a cube and a model's band grid must agree to this (nm).
+GRID_TOLERANCE_NM = 0.5
+
+
+@dataclass
+class EigenDecomposition:
+    """A cube split into its signal subspace (shapes for B bands, k kept, H x W pixels).
+
+    ``mean`` (B,) the mean spectrum of valid pixels; ``project`` (k, B) maps a mean-removed
+    spectrum to whitened subspace coordinates; ``back`` (B, k) maps them back; ``z`` (k, H, W)
+    the eigen-images (noise standard deviation about 1); ``y0`` (k, H, W) their classical
+    (BayesShrink) estimate; ``valid`` (H, W) as in the output cube; ``stripes`` (B, W) or None.
+    """
+
+    mean: NDArray[np.float64]
+    project: NDArray[np.float64]
+    back: NDArray[np.float64]
+    z: NDArray[np.float64]
+    y0: NDArray[np.float64]
+    valid: NDArray[np.bool_]
+    stripes: NDArray[np.float64] | None
+    destripe: str = "none"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return int(self.z.shape[0])
+
+
+def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> EigenDecomposition:
+    """Steps 1-5 of the classical subspace denoiser, keeping the intermediate results.
+
+    Raises ValueError (as the classical stage does) for fewer than MIN_BANDS bands or too
+    few valid pixels."""
+    config = config or SubspaceDenoiseConfig()
+    b, h, w = cube.data.shape
+    if b < MIN_BANDS:
+        raise ValueError(f"the learned denoiser needs at least {MIN_BANDS} bands, the cube has "
+                         f"{b}: skip denoising for this sensor")
+    x = cube.data.astype(np.float64)
+    valid = cube.valid & np.isfinite(x).all(axis=0)
+    n_valid = int(valid.sum())
+    if n_valid <= b:
+        raise ValueError(f"the cube has {n_valid} valid pixels for {b} bands; denoising needs "
+                         "more valid pixels than bands: skip denoising for this frame")
+    filled = fill_invalid(x, valid)
+    stripes = None
+    if config.destripe != "none" and w >= 3:
+        stripes = estimate_stripes(filled, config.destripe)
+        filled = (filled / stripes[:, None, :] if config.destripe == "gain"
+                  else filled - stripes[:, None, :])
+    pixels = filled[:, valid]
+    mean = pixels.mean(axis=1)
+    if config.noise == "spatial":
+        noise_cov = noise_covariance_spatial(filled, valid)
+    else:
+        noise_cov = np.diag(band_noise_regression(pixels - mean[:, None]) ** 2)
+    whiten, unwhiten = _whitening(noise_cov)
+    white = whiten @ (pixels - mean[:, None])
+    eigval, eigvec = np.linalg.eigh(white @ white.T / white.shape[1])
+    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
+    rank = subspace_rank(eigval, n_valid, config)
+    basis = eigvec[:, :rank]
+    project = (whiten @ basis).T
+    z = (project @ (filled.reshape(b, -1) - mean[:, None])).reshape(rank, h, w)
+    y0 = denoise_eigenimages(z, config.wavelet_levels, config.threshold_scale)
+    return EigenDecomposition(mean, project, unwhiten @ basis, z, y0, valid, stripes,
+                              config.destripe)
+
+
+def guide_scale(y0: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Per eigen-image scale (k,) of the guide channel: the standard deviation of ``y0``,
+    at least 1 (the noise level), so the guide is of unit order."""
+    k = y0.shape[0]
+    return np.maximum(y0.reshape(k, -1).std(axis=1), 1.0)
+
+
+def refiner_input(dec: EigenDecomposition) -> NDArray[np.float32]:
+    """The network's input (k, 2, H, W) float32: ``z - y0`` and ``y0 / scale``."""
+    s = guide_scale(dec.y0)[:, None, None]
+    return np.stack([dec.z - dec.y0, dec.y0 / s], axis=1).astype(np.float32)
+
+
+def compose(dec: EigenDecomposition, correction: NDArray, like: Cube) -> Cube:
+    """The denoised cube from the eigen-images ``y0 + correction`` (correction (k, 1, H, W)
+    or (k, H, W)); metadata from ``like``."""
+    k, h, w = dec.z.shape
+    zhat = dec.y0 + np.asarray(correction, dtype=np.float64).reshape(k, h, w)
+    out = dec.back @ zhat.reshape(k, -1) + dec.mean[:, None]
+    return Cube(out.reshape(-1, h, w).astype(np.float32), like.wavelengths_nm, dec.valid.copy(),
+                counter=like.counter, timestamp=like.timestamp, units=like.units)
+
+
+class LearnedDenoiser:
+    """Cube -> Cube through an active engine running the bundle's ``denoiser``."""
+
+    def __init__(self, engine: Engine, config: SubspaceDenoiseConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or SubspaceDenoiseConfig()
+        self.input_name = engine.inputs[0].name
+        self.output_name = engine.outputs[0].name
+
+    def correction(self, dec: EigenDecomposition) -> NDArray[np.float32]:
+        return self.engine.run_physical({self.input_name: refiner_input(dec)})[self.output_name]
+
+    def __call__(self, cube: Cube) -> Cube:
+        dec = decompose(cube, self.config)
+        return compose(dec, self.correction(dec), cube)
+
+
+def residue_model_for(bundle: Bundle, wavelengths_nm: NDArray) -> str | None:
+    """Name of the bundle's residue model trained on this band grid, or None."""
+    lam = np.asarray(wavelengths_nm, dtype=float)
+    for name, spec in bundle.manifest.models.items():
+        grid = spec.band_grid_nm
+        if (spec.task == RESIDUE_TASK and grid is not None and len(grid) == len(lam)
+                and np.allclose(grid, lam, rtol=0, atol=GRID_TOLERANCE_NM)):
+            return name
+    return None
+
+
+class LearnedResidue:
+    """Cube -> ResidueMap through an active engine running a residue model of the bundle.
+
+    ``band_grid_nm``: the grid the model was trained on; a cube on another grid is refused
+    (ValueError) rather than classified wrongly."""
+
+    def __init__(self, engine: Engine, band_grid_nm: NDArray, name: str = "residue") -> None:
+        self.engine = engine
+        self.band_grid_nm = np.asarray(band_grid_nm, dtype=float)
+        self.name = name
+        self.input_name = engine.inputs[0].name
+        outputs = {t.name for t in engine.outputs}
+        if outputs != {"probabilities", "fractions"}:
+            raise ValueError(f"residue model {name} gives {sorted(outputs)}; expected "
+                             "probabilities and fractions: rebuild the bundle")
+
+    def __call__(self, cube: Cube) -> ResidueMap:
+        lam = cube.wavelengths_nm
+        if lam.shape != self.band_grid_nm.shape or not np.allclose(
+                lam, self.band_grid_nm, rtol=0, atol=GRID_TOLERANCE_NM):
+            raise ValueError(f"residue model {self.name} was trained on {len(self.band_grid_nm)} "
+                             f"bands {self.band_grid_nm[0]:.0f}-{self.band_grid_nm[-1]:.0f} nm; "
+                             f"the cube has {cube.bands} bands {lam[0]:.0f}-{lam[-1]:.0f} nm: "
+                             "use a bundle with a model for this instrument")
+        x = np.where(cube.valid[None] & np.isfinite(cube.data), cube.data, 0.0)
+        out = self.engine.run_physical({self.input_name: x[None].astype(np.float32)})
+        prob, frac = out["probabilities"][0], out["fractions"][0]
+        bad = ~(cube.valid & np.isfinite(cube.data).all(axis=0))
+        tillage = np.argmax(prob, axis=0).astype(np.uint8)
+        tillage[bad] = INVALID_CLASS
+        frac = frac.astype(np.float32, copy=True)
+        frac[:, bad] = np.nan
+        return ResidueMap(tillage, frac, counter=cube.counter, timestamp=cube.timestamp,
+                          method=f"learned:{self.name} ({self.engine.label})",
+                          probabilities=prob.astype(np.float32))
+
+
+@dataclass
+class LearnedStages:
+    """The denoise and classify functions for the pipeline, and how they were chosen.
+
+    ``selections``: one per model tried (engine, file, skipped candidates and reasons);
+    ``notes``: one line per stage saying what runs and, for a fallback, why."""
+
+    denoise: Callable[[Cube], Cube]
+    classify: Callable[[Cube], ResidueMap]
+    selections: list[Selection]
+    notes: list[str]
+
+    def close(self) -> None:
+        for s in self.selections:
+            s.close()
+
+
+def learned_stages(bundle: Bundle | None, wavelengths_nm: NDArray,
+                   fallback_denoise: Callable[[Cube], Cube],
+                   fallback_classify: Callable[[Cube], ResidueMap],
+                   options: EngineOptions | None = None,
+                   config: SubspaceDenoiseConfig | None = None) -> LearnedStages:
+    """Learned stages where the bundle has a model that loads here, else the fallbacks.
+
+    ``wavelengths_nm``: the band grid of the cubes the pipeline will produce (picks the
+    residue model). Close the result to free the engines."""
+    selections: list[Selection] = []
+    notes: list[str] = []
+    denoise, classify = fallback_denoise, fallback_classify
+    sel = select_engine(bundle, DENOISER, options)
+    selections.append(sel)
+    if sel.engine is not None:
+        denoise = LearnedDenoiser(sel.engine, config)
+    notes.append(f"denoise: {sel.summary()}")
+    name = residue_model_for(bundle, wavelengths_nm) if bundle is not None else None
+    if name is None:
+        why = ("no model bundle" if bundle is None else
+               f"bundle {bundle.root} has no residue model for this {len(wavelengths_nm)}-band grid")
+        notes.append(f"classify: classical stages ({why})")
+    else:
+        sel = select_engine(bundle, name, options)
+        selections.append(sel)
+        if sel.engine is not None:
+            assert bundle is not None
+            grid = bundle.model(name).band_grid_nm
+            classify = LearnedResidue(sel.engine, np.asarray(grid), name)
+        notes.append(f"classify: {sel.summary()}")
+    return LearnedStages(denoise, classify, selections, notes)
