@@ -14,17 +14,17 @@ subspace spatially:
    does not run the whole frame cannot move, integrated into a pattern by a Wiener (MAP)
    estimate whose variances come from the frame itself (:func:`estimate_stripes`), and
    divided out (``gain``) or subtracted (``offset``). ``none`` for snapshot sensors.
-3. **Noise covariance.** ``noise="spatial"`` (default) measures it on the finest diagonal
-   detail of the cube, ``(x[r,c] - x[r+1,c] - x[r,c+1] + x[r+1,c+1]) / 2``, which carries
+3. **Noise covariance.** ``noise="spatial"`` (default) measures it on the second
+   differences across columns, ``(x[r,c-1] - 2 x[r,c] + x[r,c+1]) / sqrt(6)``, which carry
    white-in-space noise at its full covariance, however correlated across bands (ImSPOC's
-   regularised reconstruction correlates neighbouring bands strongly), and no column stripe;
-   edges and corners of the scene are outliers, rejected by a reweighted, median-consistent
-   estimate (:func:`noise_covariance_spatial`). ``noise="regression"`` is HySime's (Bioucas-
-   Dias and Nascimento 2008): each band regressed on all the others, what they cannot
-   predict is noise; in closed form the residual energy of band ``i`` is ``1 / (R^-1)_ii``.
-   It assumes noise independent across bands and fails on reconstructed cubes: on the
-   default ImSPOC frame it finds 1-3 % of the noise standard deviation where the spatial
-   estimate is within 3 % (tests/test_denoise_imspoc.py).
+   regularised reconstruction correlates neighbouring bands strongly), and what is left of
+   the stripes; the scene's edges are outliers, rejected by a reweighted, median-consistent
+   estimate (:func:`noise_covariance_spatial`). ``noise="regression"`` is HySime's
+   (Bioucas-Dias and Nascimento 2008): each band regressed on all the others, what they
+   cannot predict is noise; in closed form the residual energy of band ``i`` is
+   ``1 / (R^-1)_ii``. It assumes noise independent across bands and fails on reconstructed
+   cubes: on the default ImSPOC frame it finds 1-3 % of the noise standard deviation where
+   the spatial estimate is within 5 % (tests/test_denoise_imspoc.py).
 4. The cube is **whitened** by the noise covariance and its **signal subspace** is the leading
    eigenvectors of the whitened covariance. In whitened units the noise floor is 1 in every
    direction, and pure noise over ``N`` pixels and ``B`` bands spreads eigenvalues up to the
@@ -62,8 +62,10 @@ MIN_BANDS = 5
 #: Columns over which the scene's slow gradients are measured (and removed) before the
 #: column-to-column steps are integrated into a stripe pattern; odd.
 STRIPE_TREND = 15
-#: Most 2 x 2 blocks the noise covariance is measured on (sampling error ~2 % in sigma).
-NOISE_BLOCKS = 4096
+#: Relative departure of a (band, column) from its neighbours beyond which it is a defect.
+DEFECT_RATIO = 0.25
+#: Most pixel triples the noise covariance is measured on (sampling error ~2 % in sigma).
+NOISE_SAMPLES = 4096
 #: Median absolute deviation of a unit Gaussian.
 _MAD_GAUSS = 0.6744897501960817
 
@@ -111,7 +113,8 @@ class SubspaceReport:
     destriping. ``eigenvalues``: (bands,) whitened covariance eigenvalues, descending.
     ``rank``: the signal-subspace dimension kept. ``stripes``: (bands, cols) the removed
     stripe pattern (gains, or offsets in the cube's units), None when not destriped.
-    ``filled``: number of invalid pixels in-painted.
+    ``filled``: number of invalid pixels in-painted. ``repaired_columns``: number of
+    (band, column) detector elements found defective and repaired (:func:`repair_column_defects`).
     """
 
     band_noise: NDArray[np.float64]
@@ -119,6 +122,7 @@ class SubspaceReport:
     rank: int
     stripes: NDArray[np.float64] | None
     filled: int
+    repaired_columns: int = 0
 
 
 def denoise_subspace(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> Cube:
@@ -157,7 +161,10 @@ def denoise_subspace_report(
     filled = fill_invalid(x, valid)
 
     stripes = None
+    repaired = 0
     if config.destripe != "none" and w >= 3:
+        filled, defects = repair_column_defects(filled)
+        repaired = int(defects.sum())
         stripes = estimate_stripes(filled, config.destripe)
         filled = filled / stripes[:, None, :] if config.destripe == "gain" else filled - stripes[:, None, :]
 
@@ -171,7 +178,7 @@ def denoise_subspace_report(
         out = filled.astype(np.float32)
         return (Cube(out, cube.wavelengths_nm, valid.copy(), counter=cube.counter,
                      timestamp=cube.timestamp, units=cube.units),
-                SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum())))
+                SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum()), repaired))
     whiten, unwhiten = _whitening(noise_cov)
     white = whiten @ (pixels - mean[:, None])
     eigval, eigvec = np.linalg.eigh(white @ white.T / white.shape[1])
@@ -185,7 +192,8 @@ def denoise_subspace_report(
 
     result = Cube(out.reshape(b, h, w).astype(np.float32), cube.wavelengths_nm, valid.copy(),
                   counter=cube.counter, timestamp=cube.timestamp, units=cube.units)
-    report = SubspaceReport(np.sqrt(np.diag(noise_cov)), eigval, rank, stripes, int((~valid).sum()))
+    report = SubspaceReport(np.sqrt(np.diag(noise_cov)), eigval, rank, stripes,
+                            int((~valid).sum()), repaired)
     return result, report
 
 
@@ -216,6 +224,41 @@ def _box3(a: NDArray[np.float64]) -> NDArray[np.float64]:
     p = np.pad(a, ((0, 0), (1, 1), (1, 1)))
     rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
     return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+
+
+def repair_column_defects(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Cube (B, H, W) with defective detector elements repaired, and where they were (B, W).
+
+    A push-broom detector element that died or drifted far after its ground calibration
+    (and so is not in the bad-pixel map) leaves one band of one column far off its
+    neighbours over the whole frame: not a stripe to divide out (a dead element's gain is
+    0). An element is defective when its column's median over rows differs from the
+    5-column running median by more than :data:`DEFECT_RATIO` of the latter and by more
+    than 5 times that column's median deviation over all bands (a scene feature along
+    track shows in every band, a defect in one). Its values are replaced, row by row, by
+    the mean of the nearest good columns on either side, as radiometric correction does
+    for known bad pixels; the pixel stays valid (its other bands are measured)."""
+    b, h, w = x.shape
+    level = np.median(x, axis=1)  # (B, W)
+    ref = _running_median(level, 5)
+    dev = np.abs(level - ref) / np.maximum(np.abs(ref), 1e-12)
+    typical = np.median(dev, axis=0, keepdims=True)
+    defect = (dev > DEFECT_RATIO) & (dev > 5.0 * typical)
+    if not defect.any():
+        return x, defect
+    out = x.copy()
+    cols = np.arange(w)
+    for band in np.flatnonzero(defect.any(axis=1)):
+        good = cols[~defect[band]]
+        if good.size == 0:
+            continue
+        bad = cols[defect[band]]
+        right = np.searchsorted(good, bad).clip(max=good.size - 1)
+        left = (right - 1).clip(min=0)
+        right = np.where(good[right] < bad, left, right)  # no good column to the right
+        left = np.where(good[left] > bad, right, left)  # none to the left
+        out[band][:, bad] = 0.5 * (x[band][:, good[left]] + x[band][:, good[right]])
+    return out, defect
 
 
 def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -> NDArray[np.float64]:
@@ -254,7 +297,9 @@ def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -
     trend = _running_median(full, STRIPE_TREND)
     step_var = _robust_var(full - trend)  # 2 S + E per band
     error_var = _robust_var(top - bottom) / 4.0  # E per band, full frame
-    stripe_var = np.maximum(step_var - error_var, 0.0) / 2.0  # S per band
+    # S: a detector pixel's drift is much the same in every band, and one band's 60-odd
+    # steps measure it poorly where noise dominates, so the bands' estimates are pooled.
+    stripe_var = np.full_like(step_var, np.median(np.maximum(step_var - error_var, 0.0)) / 2.0)
     limit = 4.0 * np.sqrt(step_var)[:, None]
     steps = np.where(np.abs(full - trend) > limit, trend, full)
 
@@ -303,31 +348,32 @@ def _cosine_basis(n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
 
 
 def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """Noise covariance (B, B) of a cube (B, H, W) from its finest diagonal detail.
+    """Noise covariance (B, B) of a cube (B, H, W) from its second differences across columns.
 
-    ``d = (x[r, c] - x[r+1, c] - x[r, c+1] + x[r+1, c+1]) / 2`` over 2 x 2 blocks of valid
-    pixels has exactly the noise's covariance when the noise is white in space, however it
-    is correlated across bands (a regularised reconstruction, such as ImSPOC's, correlates
-    neighbouring bands strongly), while the scene contributes only at corners and edges and
-    a column stripe not at all. Those edge blocks are outliers: the estimate is a reweighted
-    one, keeping the blocks whose Mahalanobis distance is under the 97.5 % point of a
-    chi-square with B degrees of freedom, scaled so that the median distance is the
+    ``d = (x[r, c-1] - 2 x[r, c] + x[r, c+1]) / sqrt(6)`` over triples of valid pixels has
+    exactly the noise's covariance when the noise is white in space, however it is
+    correlated across bands (a regularised reconstruction, such as ImSPOC's, correlates
+    neighbouring bands strongly). It is blind to the scene's brightness gradients but not
+    to what is left of column stripes, which is thus counted as noise and kept out of the
+    signal subspace. The scene's edges and fine texture are outliers: the estimate is a
+    reweighted one, keeping the triples whose Mahalanobis distance is under the 97.5 % point
+    of a chi-square with B degrees of freedom, scaled so that the median distance is the
     chi-square's median (Wilson-Hilferty approximation for both), so it is consistent for
-    Gaussian noise."""
+    Gaussian noise. At most :data:`NOISE_SAMPLES` triples, evenly spread, are used."""
     b = x.shape[0]
-    d = (x[:, :-1, :-1] - x[:, 1:, :-1] - x[:, :-1, 1:] + x[:, 1:, 1:]) * 0.5
-    ok = valid[:-1, :-1] & valid[1:, :-1] & valid[:-1, 1:] & valid[1:, 1:]
+    d = (x[:, :, :-2] - 2.0 * x[:, :, 1:-1] + x[:, :, 2:]) / np.sqrt(6.0)
+    ok = valid[:, :-2] & valid[:, 1:-1] & valid[:, 2:]
     d = d[:, ok]
-    if d.shape[1] > NOISE_BLOCKS:  # an even sample: the cost stays flat as frames grow
-        d = d[:, :: d.shape[1] // NOISE_BLOCKS]
+    if d.shape[1] > NOISE_SAMPLES:  # an even sample: the cost stays flat as frames grow
+        d = d[:, :: d.shape[1] // NOISE_SAMPLES]
     if d.shape[1] <= 2 * b:
         raise ValueError(
-            f"only {d.shape[1]} blocks of 2 x 2 valid pixels for {b} bands: too few to measure "
-            "the noise; use noise='regression' or skip denoising for this frame"
+            f"only {d.shape[1]} runs of 3 valid pixels along a row for {b} bands: too few to "
+            "measure the noise; use noise='regression' or skip denoising for this frame"
         )
     median_chi2 = b * (1 - 2 / (9 * b)) ** 3
     cut_chi2 = b * (1 - 2 / (9 * b) + 1.959964 * np.sqrt(2 / (9 * b))) ** 3
-    # Start from the half of the blocks with the least energy (band-normalised).
+    # Start from the half of the triples with the least energy (band-normalised).
     scale = np.median(np.abs(d), axis=1) / _MAD_GAUSS + 1e-30
     energy = np.sum((d / scale[:, None]) ** 2, axis=0)
     keep = energy <= np.median(energy)
@@ -341,11 +387,11 @@ def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -
 
 def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float64], median_chi2: float
                        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``cov`` scaled so the median Mahalanobis distance of the blocks ``d`` (B, N) is
+    """``cov`` scaled so the median Mahalanobis distance of the samples ``d`` (B, N) is
     ``median_chi2``, and those distances (N,)."""
     dist = np.sum(d * (np.linalg.pinv(cov) @ d), axis=0)
     ratio = float(np.median(dist)) / median_chi2
-    if not ratio > 0:  # more than half the blocks noise-free: nothing to rescale
+    if not ratio > 0:  # more than half the samples noise-free: nothing to rescale
         return cov, dist
     return cov * ratio, dist / ratio
 
