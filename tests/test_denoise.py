@@ -235,3 +235,17 @@ def test_noise_free_cube_is_preserved():
     wl, clean = parcel_scene(bands=20, materials=3, seed=18)
     out = denoise_subspace(cube_of(clean, wl))
     assert np.abs(out.data - clean).max() < 1e-3  # float32 rounding and a near-zero floor
+
+
+def test_dead_detector_element_is_repaired_but_a_road_is_not():
+    """One band of one column reading 0 over the whole frame (a detector element dead
+    since calibration) is repaired from its neighbours; a bright one-column road along
+    track, in every band, is scene and stays."""
+    wl, clean = parcel_scene(bands=30, materials=4, seed=19)
+    clean[:, :, 40] *= 1.6  # the road
+    noisy = clean + 0.005 * np.random.default_rng(20).standard_normal(clean.shape)
+    noisy[12, :, 17] = 0.0
+    out, report = denoise_subspace_report(cube_of(noisy, wl))
+    assert report.repaired_columns == 1
+    assert np.abs(out.data[12, :, 17] - clean[12, :, 17]).mean() < 0.02
+    assert np.abs(out.data[:, :, 40] - clean[:, :, 40]).mean() < 0.02

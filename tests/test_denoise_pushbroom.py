@@ -1,0 +1,57 @@
+"""The subspace denoiser on cubes built from the simulated FINCH-like push-broom imager.
+
+The instrument's own noise model applies: shot and read noise (band-dependent through the
+InGaAs quantum efficiency and the water bands), detector elements whose response drifted
+since the ground flat field (column stripes), and defects. The truth is the reflectance the
+lines were simulated from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_denoise import column_residual, parcel_scene
+
+from onboard.physics.pushbroom import finch_like
+from onboard.simulated import calibrate_pushbroom
+from onboard.stages import radiometric
+from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace_report
+from onboard.types import Cube
+
+
+@pytest.fixture(scope="module")
+def pushbroom_cube():
+    instrument = finch_like(cross_track=128, seed=0)  # the run default
+    cal = calibrate_pushbroom(instrument)
+    wl = instrument.wavelengths_nm
+    _, refl = parcel_scene(bands=len(wl), shape=(48, 128), materials=5, seed=1)
+    rng = np.random.default_rng(0)
+    saturation = instrument.detector_spec.max_dn - 1
+    lines = [radiometric.correct(instrument.line(refl[:, r, :], rng), cal.radiometric, saturation)
+             for r in range(refl.shape[1])]
+    # As the pipeline does: (lines, cross, bands) -> (bands, lines, cross), to reflectance.
+    data = np.stack([ln.pixels for ln in lines]).transpose(2, 0, 1)
+    data = data / (cal.white_reference[:, None, None] * instrument.exposure_s)
+    valid = np.stack([ln.valid.all(axis=1) for ln in lines])
+    return Cube(data.astype(np.float32), cal.wavelengths_nm, valid), refl
+
+
+def test_pushbroom_noise_stripes_and_defects_are_removed(pushbroom_cube):
+    cube, truth = pushbroom_cube
+    v = cube.valid
+
+    def psnr(x: np.ndarray) -> float:  # reflectance: peak 1
+        return float(10 * np.log10(1.0 / np.mean((x[:, v] - truth[:, v]) ** 2)))
+
+    out, report = denoise_subspace_report(cube)
+    plain, _ = denoise_subspace_report(cube, SubspaceDenoiseConfig(destripe="none"))
+    # Measured: 35.7 dB in, 55.3 dB out; 45.5 dB without the stripe and defect step
+    # (this detector has 3 elements dead since its calibration, read as 0).
+    assert psnr(out.data) > psnr(cube.data) + 12.0
+    assert psnr(out.data) > psnr(plain.data) + 5.0
+    assert report.repaired_columns >= 1
+    # Stripes: the column-averaged error drops to a small part of the input's (measured
+    # 16 %, and 67 % without the step).
+    assert column_residual(out.data, truth) < 0.3 * column_residual(cube.data, truth)
+    assert report.stripes is not None and np.allclose(report.stripes.mean(axis=1), 1.0)
+    assert np.isfinite(out.data).all() and np.array_equal(out.valid, cube.valid)
