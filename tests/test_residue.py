@@ -212,6 +212,9 @@ def test_invalid_pixels_are_flagged_never_dropped():
     assert np.isfinite(result.fractions[:, ~invalid]).all()
     assert result.extra["invalid_flagged"] == 1 and result.extra["invalid_nonfinite"] == 1
     assert result.fractions.shape == (3, 3, 4)
+    # A frame with no valid pixel at all still gives a complete, all-invalid map.
+    nothing = unmix_fcls(as_cube(x, 3, 4, np.zeros((3, 4), dtype=bool)), lib)
+    assert (nothing.tillage == INVALID_CLASS).all() and np.isnan(nothing.fractions).all()
 
 
 def test_library_on_another_grid():
