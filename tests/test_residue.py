@@ -158,8 +158,8 @@ def test_mae_at_snr_100_is_what_the_noise_allows(brightness):
     The constraints can only help when the truth satisfies them, so the constrained
     fractions must be at least about as accurate as the unconstrained least-squares ones
     on the same noisy pixels (normalised to sum to one for free and prior brightness,
-    scaled by 0.7-1.3 for them), which is what
-    the noise and the library's conditioning allow."""
+    scaled by 0.7-1.3 for them), which is what the noise and the library's conditioning
+    allow."""
     lib = library()
     a, x = mixtures(lib, 64 * 64, seed=7)
     rng = np.random.default_rng(8)
