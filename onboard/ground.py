@@ -43,6 +43,7 @@ inside a record, saying at which record and byte offset; records before that are
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 import sys
@@ -178,6 +179,10 @@ class ProductSink:
     """Verifies delivered files as products, drops duplicates, writes user formats."""
 
     def __init__(self, out: Path) -> None:
+        missing = [m for m in ("tifffile", "spectral") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise click.ClickException(
+                f"writing products needs {', '.join(missing)}: pip install 'onboard[ground]'")
         self.out = out
         (out / "raw").mkdir(parents=True, exist_ok=True)
         self.index_path = out / "index.jsonl"

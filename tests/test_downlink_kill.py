@@ -184,7 +184,7 @@ def run_kills(tmp_path: Path, lives: int, seed: int) -> None:
 
 
 def test_kill_9_while_spooling_and_sending(tmp_path: Path) -> None:
-    run_kills(tmp_path, lives=int(os.environ.get("ONBOARD_KILLS", "20")), seed=1)
+    run_kills(tmp_path, lives=int(os.environ.get("ONBOARD_KILLS", "15")), seed=1)
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ receive``) joined by the pty link emulator with bit errors, frame drops and a cu
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_ground import check_outputs, products
@@ -16,7 +18,7 @@ from firmware_bridge.spool import Spool
 
 
 def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
-    prods = products(10)
+    prods = products(8)
     spool = Spool(tmp_path / "spool", 10_000_000)
     for p in prods:
         spool.put(p.name, p.to_bytes(), p.priority, p.kind.value)
@@ -25,7 +27,7 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
     with LinkEmulator(imp, seed=3) as emu:
         ground = subprocess.Popen(
             [sys.executable, "-m", "onboard", "ground", "receive", "--port", emu.b_path,
-             "-o", str(out), "--idle-exit", "2.5", "--ack-timer", "0.5", "--json"],
+             "-o", str(out), "--ack-timer", "0.5", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         emu.cut(1.0, after_s=3.0)
         payload = subprocess.run(
@@ -34,6 +36,8 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
              "--inactivity", "2"],
             capture_output=True, text=True, timeout=120)
         assert payload.returncode == 0, payload.stderr
+        time.sleep(0.5)  # the ground hears the ACK of its last Finished PDU
+        ground.send_signal(signal.SIGINT)  # Ctrl-C: the ground prints its summary and exits
         stdout, stderr = ground.communicate(timeout=60)
     assert ground.returncode == 0, stderr
     assert emu.error is None

@@ -12,12 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from test_downlink import FAST, exchange
 
 from firmware_bridge.downlink import DownlinkReceiver, DownlinkSender, ReceivedFile
 from firmware_bridge.spool import Spool
-from onboard.ground import CaptureWriter, ProductSink, decode_capture
+from onboard.ground import (
+    CAPTURE_MAGIC,
+    CaptureError,
+    CaptureWriter,
+    ProductSink,
+    decode_capture,
+    read_capture,
+)
 from onboard.products import Product, ProductKind, decode_arrays, encode_arrays
 
 ROWS, COLS, BANDS = 24, 20, 16
@@ -182,8 +191,6 @@ def test_incomplete_transfers_at_the_end_of_a_capture_are_reported(tmp_path: Pat
     capture = downlink_capture(tmp_path, products(3), drop=0.0)
     data = capture.read_bytes()
     # keep whole records up to just before the last product's EOF: re-frame a prefix
-    from onboard.ground import read_capture
-
     records = list(read_capture(capture))
     short = tmp_path / "short.cap"
     w = CaptureWriter(short)
@@ -226,3 +233,16 @@ def test_each_kind_decodes_offline_without_losses(tmp_path: Path, kind: ProductK
     sink, _, error = decode_capture(capture, tmp_path / "out")
     assert error is None and sink.stats.products == 1
     check_outputs(tmp_path / "out", prods)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_capture_bytes_give_capture_errors_only(tmp_path_factory, junk: bytes) -> None:
+    path = tmp_path_factory.mktemp("cap") / "x.cap"
+    for data in (junk, CAPTURE_MAGIC + junk):
+        path.write_bytes(data)
+        try:
+            for _direction, _t, packet in read_capture(path):
+                assert 7 <= len(packet) <= 1024
+        except CaptureError:
+            pass
