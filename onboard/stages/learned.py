@@ -41,9 +41,11 @@ from onboard.stages.denoise import (
     _whitening,
     band_noise_regression,
     denoise_eigenimages,
+    denoise_subspace,
     estimate_stripes,
     fill_invalid,
     noise_covariance_spatial,
+    repair_column_defects,
     subspace_rank,
 )
 from onboard.types import INVALID_CLASS, Cube, ResidueMap
@@ -54,6 +56,10 @@ DENOISER = "denoiser"
 RESIDUE_TASK = "residue"
 #: Band centres of a cube and a model's band grid must agree to this (nm).
 GRID_TOLERANCE_NM = 0.5
+
+
+class NoiseFree(ValueError):
+    """A cube with no measurable noise (constant, synthetic): nothing to decompose."""
 
 
 @dataclass
@@ -82,10 +88,12 @@ class EigenDecomposition:
 
 
 def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> EigenDecomposition:
-    """Steps 1-5 of the classical subspace denoiser, keeping the intermediate results.
+    """Steps 1-5 of the classical subspace denoiser
+    (:func:`onboard.stages.denoise.denoise_subspace_report`, the same calls in the same
+    order), keeping the intermediate results the network needs.
 
     Raises ValueError (as the classical stage does) for fewer than MIN_BANDS bands or too
-    few valid pixels."""
+    few valid pixels, :class:`NoiseFree` for a cube without noise."""
     config = config or SubspaceDenoiseConfig()
     b, h, w = cube.data.shape
     if b < MIN_BANDS:
@@ -100,6 +108,7 @@ def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> EigenD
     filled = fill_invalid(x, valid)
     stripes = None
     if config.destripe != "none" and w >= 3:
+        filled, _ = repair_column_defects(filled)
         stripes = estimate_stripes(filled, config.destripe)
         filled = (filled / stripes[:, None, :] if config.destripe == "gain"
                   else filled - stripes[:, None, :])
@@ -109,6 +118,8 @@ def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> EigenD
         noise_cov = noise_covariance_spatial(filled, valid)
     else:
         noise_cov = np.diag(band_noise_regression(pixels - mean[:, None]) ** 2)
+    if not np.diag(noise_cov).max() > 0:
+        raise NoiseFree("the cube has no measurable noise")
     whiten, unwhiten = _whitening(noise_cov)
     white = whiten @ (pixels - mean[:, None])
     eigval, eigvec = np.linalg.eigh(white @ white.T / white.shape[1])
@@ -158,7 +169,10 @@ class LearnedDenoiser:
         return self.engine.run_physical({self.input_name: refiner_input(dec)})[self.output_name]
 
     def __call__(self, cube: Cube) -> Cube:
-        dec = decompose(cube, self.config)
+        try:
+            dec = decompose(cube, self.config)
+        except NoiseFree:  # the classical stage passes such a cube through, filled
+            return denoise_subspace(cube, self.config)
         return compose(dec, self.correction(dec), cube)
 
 

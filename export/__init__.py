@@ -1,0 +1,2 @@
+"""Ground side: train the learned models on the simulators, export them to ONNX, quantise,
+compile TensorRT plans and write the model bundle the flight runtime loads (DESIGN.md)."""

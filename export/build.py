@@ -1,0 +1,310 @@
+"""``onboard export build``: train, export, quantise, compile and measure; write the bundle.
+
+Steps (each measured, everything recorded in the bundle manifest through
+:class:`onboard.bundle.Manifest`):
+
+1. Held-out evaluation cubes (``split="eval"``): ImSPOC reconstructions, push-broom cubes,
+   and synthetic cubes with i.i.d., band-dependent, and band-dependent + stripes + dead-pixel
+   noise.
+2. Denoiser: train (``export.train``), export to ONNX (checker), parity ONNX Runtime vs
+   PyTorch, INT8 Q/DQ (calibrated on training-split frames, never the evaluation ones) and
+   FP16, parity of each against fp32, then PSNR / spectral angle of every precision through
+   the runtime's learned stage, next to the classical stage's.
+3. Residue classifiers (ImSPOC and push-broom band grids): the same chain; tillage accuracy
+   and residue-fraction MAE of every precision next to the classical unmixing stage's.
+4. The reconstruction graph of the simulated default ImSPOC calibration, parity against the
+   numpy stage.
+5. TensorRT plans for every ONNX file where TensorRT and a GPU exist (the reason otherwise).
+6. Parameters, file sizes and CPU latency per 64 x 64 frame of every model.
+
+Tolerance of a rebuild: training is seeded and deterministic on one machine, but float
+summation order differs across CPUs and library versions, so a rebuild elsewhere gives other
+weights; its measured accuracies agree with the committed bundle's within 0.5 dB PSNR, 2
+points of tillage accuracy and 0.01 of fraction MAE (what seed-to-seed variation gives).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from onboard.scene.farmland import nominal_endmembers
+
+from export import data, parity, quantize, reconstruction_graph, tensorrt_build
+from export.models import parameter_count
+from export.onnx_export import export_onnx
+from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
+from onboard.bundle import Artifact, Manifest, ModelSpec, Normalisation, TensorSpec, tool_versions
+from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.stages import radiometric
+from onboard.stages.denoise import denoise_subspace
+from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
+from onboard.stages.reconstruct import Reconstructor
+from onboard.stages.residue import unmix_fcls
+
+PRECISIONS = ("fp32", "int8", "fp16")
+#: Evaluation sets: name -> (data kind, noise kinds for synthetic).
+EVAL_SETS: dict[str, tuple[str, tuple[data.NoiseKind, ...]]] = {
+    "imspoc": ("imspoc", ()),
+    "pushbroom": ("pushbroom", ()),
+    "iid": ("synthetic", ("iid",)),
+    "band": ("synthetic", ("band",)),
+    "stripes": ("synthetic", ("band+stripes+dead",)),
+}
+DENOISER_IN = TensorSpec("eigenimages", ("k", 2, "H", "W"), "float32",
+                         "k eigen-images in whitened units (noise sd 1): z - y0 and y0 / scale "
+                         "(onboard.stages.learned.refiner_input)")
+DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
+                          "correction to the classical estimate y0, whitened units")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """``out``: the bundle folder. ``eval_cubes``: held-out cubes per evaluation set."""
+
+    out: Path
+    seed: int = 0
+    quick: bool = False
+    progress: bool = True
+    eval_cubes: int = 6
+    tensorrt: bool = True
+
+
+def eval_sets(seed: int, n: int) -> dict[str, list[data.Sample]]:
+    """Held-out samples per evaluation set (``split="eval"``, seeds apart from training)."""
+    out = {}
+    for name, (kind, noise) in EVAL_SETS.items():
+        it = (data.synthetic_samples("eval", seed + 500, kinds=noise) if kind == "synthetic"
+              else data.samples(kind, "eval", seed + 500))  # type: ignore[arg-type]
+        out[name] = data.take(it, n)
+    return out
+
+
+def _engine(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+            precision: str) -> OnnxRuntimeEngine:
+    engine = OnnxRuntimeEngine(path, inputs, outputs, precision, providers=[CPU_PROVIDER],
+                               intra_op_threads=1)
+    return engine.activate()  # type: ignore[return-value]
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(times))
+
+
+def _flat(prefix: str, d: dict[str, float]) -> dict[str, float]:
+    return {f"{k}_{prefix}": round(v, 5) for k, v in d.items()}
+
+
+def build_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[data.Sample]],
+                   summary: dict[str, Any]) -> ModelSpec:
+    model, info = train_denoiser(cfg)
+    out = opts.out
+    feeds = [{"eigenimages": refiner_input(decompose(s.cube, data.denoise_config(s)))}
+             for samples in evals.values() for s in samples[:2]]
+    fp32 = export_onnx(model, torch.from_numpy(feeds[0]["eigenimages"]),
+                       out / "denoiser.fp32.onnx", "eigenimages", ["correction"],
+                       {0: "k", 2: "H", 3: "W"})
+
+    def torch_ref(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [model(torch.from_numpy(feed["eigenimages"])).numpy()]
+
+    # Entropy calibration stacks every batch's histograms: batches of one shape (8 images).
+    images = np.concatenate([refiner_input(decompose(s.cube, data.denoise_config(s)))
+                             for kind in data.KINDS
+                             for s in data.take(data.samples(kind, "train", opts.seed + 300),  # type: ignore[arg-type]
+                                                2 if cfg.quick else 4)])
+    calib = [{"eigenimages": images[i:i + 8]} for i in range(0, len(images) - 7, 8)]
+    files = {"fp32": fp32,
+             "int8": quantize.quantize_int8(fp32, out / "denoiser.int8.onnx", calib),
+             "fp16": quantize.convert_fp16(fp32, out / "denoiser.fp16.onnx")}
+    parities = {"fp32": {"reference": "torch", **parity.output_parity(torch_ref, fp32, feeds)}}
+    for p in ("int8", "fp16"):
+        parities[p] = {"reference": "onnxruntime fp32",
+                       **parity.output_parity(lambda f: parity.ort_run(fp32, f), files[p], feeds)}
+    classical = {name: parity.denoise_accuracy(
+        lambda c, s=samples[0]: denoise_subspace(c, data.denoise_config(s)), samples)
+        for name, samples in evals.items()}
+    accuracy: dict[str, dict[str, float]] = {}
+    frame = evals["imspoc"][0]
+    for p, path in files.items():
+        engine = _engine(path, [DENOISER_IN], [DENOISER_OUT], p)
+        acc: dict[str, float] = {}
+        for name, samples in evals.items():
+            stage = LearnedDenoiser(engine, data.denoise_config(samples[0]))
+            acc.update(_flat(name, parity.denoise_accuracy(stage, samples)))
+        stage = LearnedDenoiser(engine, data.denoise_config(frame))
+        dec = decompose(frame.cube, stage.config)
+        acc["cpu_ms_model_imspoc_frame"] = round(
+            _median_ms(lambda st=stage, d=dec: st.correction(d)), 3)
+        acc["cpu_ms_stage_imspoc_frame"] = round(
+            _median_ms(lambda st=stage: st(frame.cube)), 3)
+        accuracy[p] = acc
+        engine.deactivate()
+    cfg0 = data.denoise_config(frame)
+    classical_ms = _median_ms(lambda: denoise_subspace(frame.cube, cfg0))
+    artifacts = [Artifact.from_file(out, f.name, format="onnx", precision=p,
+                                    parity=parities[p], accuracy=accuracy[p])
+                 for p, f in files.items()]
+    meta = {"architecture": f"EigenRefiner width {model.width} depth {model.depth}: signal "
+                            "subspace (classical stage) + learned eigen-image refinement",
+            "parameters": parameter_count(model), "training": info,
+            "classical": {f"{k}_{n}": round(v, 5) for n, d in classical.items()
+                          for k, v in d.items()} | {"cpu_ms_stage_imspoc_frame": round(classical_ms, 3)},
+            "eval_cubes_per_set": len(evals["imspoc"]),
+            "runtime": "onboard.stages.learned.LearnedDenoiser"}
+    summary["denoiser"] = {"parameters": meta["parameters"], "training": info,
+                           "parity": parities, "accuracy": accuracy, "classical": meta["classical"],
+                           "bytes": {p: f.stat().st_size for p, f in files.items()}}
+    return ModelSpec("denoiser", "denoise", (DENOISER_IN,), (DENOISER_OUT,), tuple(artifacts),
+                     None, meta)
+
+
+def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
+                  evals: list[data.Sample], summary: dict[str, Any]) -> ModelSpec:
+    rm: ResidueModel = train_residue(kind, cfg)
+    name = f"residue_{kind}"
+    out = opts.out
+    b = len(rm.grid_nm)
+    norm = Normalisation(tuple(float(v) for v in rm.mean), tuple(float(v) for v in rm.std), 1)
+    inputs = (TensorSpec("cube", (1, b, "H", "W"), "float32",
+                         "reflectance (bands ascending, the grid band_grid_nm), invalid pixels 0",
+                         norm),)
+    outputs = (TensorSpec("probabilities", (1, 3, "H", "W"), "float32",
+                          "tillage class probabilities (intensive, reduced, conservation)"),
+               TensorSpec("fractions", (1, 3, "H", "W"), "float32",
+                          "residue, soil, green fractions (softmax: >= 0, sum 1)"))
+    cubes = [denoise_subspace(s.cube, data.denoise_config(s)) for s in evals]
+    feeds = [{"cube": norm.apply(np.where(c.valid, c.data, 0.0)[None].astype(np.float32))}
+             for c in cubes]
+    fp32 = export_onnx(rm.net, torch.from_numpy(feeds[0]["cube"]), out / f"{name}.fp32.onnx",
+                       "cube", ["probabilities", "fractions"], {2: "H", 3: "W"})
+
+    def torch_ref(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in rm.net(torch.from_numpy(feed["cube"]))]
+
+    train_cubes = data.residue_set(data.take(data.samples(kind, "train", opts.seed + 301),  # type: ignore[arg-type]
+                                             2 if cfg.quick else 4))
+    calib = [{"cube": norm.apply(c[None])} for c in train_cubes.cubes]
+    files = {"fp32": fp32,
+             "int8": quantize.quantize_int8(fp32, out / f"{name}.int8.onnx", calib),
+             "fp16": quantize.convert_fp16(fp32, out / f"{name}.fp16.onnx")}
+    parities = {"fp32": {"reference": "torch", **parity.output_parity(torch_ref, fp32, feeds)}}
+    for p in ("int8", "fp16"):
+        parities[p] = {"reference": "onnxruntime fp32",
+                       **parity.output_parity(lambda f: parity.ort_run(fp32, f), files[p], feeds)}
+    endmembers = nominal_endmembers(rm.grid_nm)
+    classical = parity.residue_accuracy(lambda c: unmix_fcls(c, endmembers), cubes, evals)
+    classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: unmix_fcls(cubes[0], endmembers)), 3)
+    accuracy = {}
+    for p, path in files.items():
+        engine = _engine(path, inputs, outputs, p)
+        stage = LearnedResidue(engine, rm.grid_nm, name)
+        acc = parity.residue_accuracy(stage, cubes, evals)
+        acc["cpu_ms_stage_frame"] = round(_median_ms(lambda st=stage: st(cubes[0])), 3)
+        accuracy[p] = acc
+        engine.deactivate()
+    artifacts = [Artifact.from_file(out, f.name, format="onnx", precision=p,
+                                    parity=parities[p], accuracy=accuracy[p])
+                 for p, f in files.items()]
+    meta = {"architecture": f"ResidueNet width {rm.net.width}: 1x1 spectral convs, two 3x3 "
+                            "context convs, softmax class and fraction heads",
+            "parameters": parameter_count(rm.net), "training": rm.info,
+            "classical": {k: round(v, 5) for k, v in classical.items()},
+            "input_cubes": "classically denoised", "frame": f"{cubes[0].data.shape}"}
+    summary[name] = {"parameters": meta["parameters"], "training": rm.info, "parity": parities,
+                     "accuracy": accuracy, "classical": meta["classical"],
+                     "bytes": {p: f.stat().st_size for p, f in files.items()}}
+    return ModelSpec(name, "residue", inputs, outputs, tuple(artifacts),
+                     tuple(float(v) for v in rm.grid_nm), meta)
+
+
+def build_reconstruction(opts: BuildOptions, summary: dict[str, Any]) -> ModelSpec:
+    """The simulated default ImSPOC calibration's reconstruction graph; ``lam`` by GCV on a
+    held-out frame."""
+    inst, cal, _ = data._imspoc(0)
+    rng = np.random.default_rng([opts.seed, 20])
+    tile = next(data.scene_tiles("eval", opts.seed + 600, inst.scene_grid(), inst.thumb_shape))
+    frame = radiometric.correct(inst.frame(tile.reflectance, inst.scene_grid(), rng),
+                                cal.radiometric, inst.detector_spec.max_dn - 1)
+    assert cal.layout is not None and frame.valid is not None
+    rec = Reconstructor(cal)
+    thumbs = cal.layout.extract(frame.pixels)
+    lam = rec.choose_lambda(thumbs, cal.layout.extract(frame.valid).all(axis=0), frame.exposure_s)
+    path = reconstruction_graph.build_graph(cal, lam, frame.exposure_s,
+                                            opts.out / "reconstruction.fp32.onnx")
+    par = {"reference": "onboard.stages.reconstruct",
+           **reconstruction_graph.parity(cal, path, frame, lam)}
+    feed = {reconstruction_graph.INPUT: thumbs.astype(np.float32)}
+    ms = _median_ms(lambda: parity.ort_run(path, feed))
+    n, (h, w), bands = len(cal.layout), cal.layout.thumb_shape, len(cal.wavelengths_nm)
+    art = Artifact.from_file(opts.out, path.name, format="onnx", precision="fp32", parity=par,
+                             accuracy={"cpu_ms_frame_with_session": round(ms, 3)})
+    meta = {"lambda": lam, "exposure_s": frame.exposure_s, "instrument": cal.instrument,
+            "calibration": "simulated ground calibration of default_instrument(seed=0), "
+                           f"{bands} bands", "block": rec.block}
+    summary["reconstruction"] = {"parity": par, "bytes": path.stat().st_size, "lambda": lam}
+    return ModelSpec(
+        "reconstruction", "reconstruct",
+        (TensorSpec(reconstruction_graph.INPUT, (n, h, w), "float32",
+                    "radiometrically corrected thumbnails (DN), layout.extract order"),),
+        (TensorSpec(reconstruction_graph.OUTPUT, (bands, h, w), "float32",
+                    "reflectance cube on band_grid_nm"),),
+        (art,), tuple(float(v) for v in cal.wavelengths_nm), meta)
+
+
+def add_plans(spec: ModelSpec, opts: BuildOptions, summary: dict[str, Any]) -> ModelSpec:
+    """``spec`` with a TensorRT plan for each ONNX file, where TensorRT and a GPU exist."""
+    reason = tensorrt_build.unavailable_reason() if opts.tensorrt else "not asked for"
+    if reason is not None:
+        summary.setdefault("tensorrt", {})[spec.name] = f"skipped: {reason}"
+        return spec
+    plans = []
+    for a in spec.artifacts:
+        profile = {}
+        for t in spec.inputs:
+            lo = tuple(16 if d in ("H", "W") else 1 if isinstance(d, str) else d for d in t.shape)
+            opt = tuple(64 if d in ("H", "W") else 8 if isinstance(d, str) else d for d in t.shape)
+            hi = tuple(512 if d in ("H", "W") else 32 if isinstance(d, str) else d for d in t.shape)
+            profile[t.name] = (lo, opt, hi)
+        plan = Path(a.file).with_suffix("").name + ".plan"
+        info = tensorrt_build.build_plan(opts.out / a.file, opts.out / plan, a.precision, profile,
+                                         timing_cache=opts.out.parent / ".trt-timing.cache")
+        plans.append(Artifact.from_file(opts.out, plan, format="tensorrt-plan",
+                                        precision=a.precision, source=a.file, **info))
+    summary.setdefault("tensorrt", {})[spec.name] = [p.file for p in plans]
+    return ModelSpec(spec.name, spec.task, spec.inputs, spec.outputs,
+                     (*spec.artifacts, *plans), spec.band_grid_nm, spec.metadata)
+
+
+def build(opts: BuildOptions) -> dict[str, Any]:
+    """Build the bundle in ``opts.out``; returns the summary (also in ``summary.json``)."""
+    t0 = time.perf_counter()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(seed=opts.seed, quick=opts.quick, progress=opts.progress)
+    summary: dict[str, Any] = {"seed": opts.seed, "quick": opts.quick}
+    evals = eval_sets(opts.seed, opts.eval_cubes)
+    models = [build_denoiser(opts, cfg, evals, summary),
+              build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
+              build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary),
+              build_reconstruction(opts, summary)]
+    models = [add_plans(m, opts, summary) for m in models]
+    tools = tool_versions("torch", "onnx", "onnxruntime", "tensorrt")
+    manifest = Manifest({m.name: m for m in models}, tools=tools,
+                        producer=f"onboard export build --seed {opts.seed}"
+                                 + (" --quick" if opts.quick else ""))
+    manifest.write(opts.out)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    return summary
