@@ -456,10 +456,13 @@ class DownlinkSender:
         return True
 
     def _check_finished(self) -> None:
-        if self._entry is None or not self._user.finished:
+        if self._entry is None:
             return
-        params = self._user.finished[-1].finished_params
-        self._end_transfer(params if _good(params) else None)
+        if self._user.finished:
+            params = self._user.finished[-1].finished_params
+            self._end_transfer(params if _good(params) else None)
+        elif self._source.state == CfdpState.IDLE:  # abandoned after a fault, no indication
+            self._end_transfer(None)
 
     def _end_transfer(self, confirmed: FinishedParams | None) -> None:
         """Close the current transfer: delivered if ``confirmed`` (or class 1 sent)."""
@@ -676,6 +679,7 @@ class DownlinkReceiver:
         self._packets = PacketSequencer(PacketType.TC)
         self._active: dict[tuple[int, int], _Incoming] = {}
         self._completed: OrderedDict[tuple[int, int], FinishedPdu] = OrderedDict()
+        self._newest: dict[int, int] = {}  # highest transaction number seen per source
         self.stats = ReceiverStats()
 
     @property
@@ -712,6 +716,10 @@ class DownlinkReceiver:
                 return
             if isinstance(pdu, AckPdu):
                 return
+            if key[1] < self._newest.get(key[0], -1) and not isinstance(pdu, MetadataPdu):
+                # a late packet of a transfer the sender has abandoned (it restarted)
+                self._bad("PDU of a superseded transaction")
+                return
             incoming = self._open(key, header.apid)
         if isinstance(pdu, MetadataPdu) and not _DEST_NAME_RE.match(pdu.dest_file_name or ""):
             self._bad("Metadata PDU with a file name outside the product pattern")
@@ -726,10 +734,12 @@ class DownlinkReceiver:
         self._after(key, incoming)
 
     def _open(self, key: tuple[int, int], apid: int) -> _Incoming:
-        # The payload runs one transfer at a time: a new transaction from the same source
-        # means it restarted, so its unfinished older ones will never complete.
+        # The payload runs one transfer at a time and numbers them in increasing order: a
+        # newer transaction from the same source means it restarted, so its unfinished older
+        # ones will never complete.
+        self._newest[key[0]] = max(key[1], self._newest.get(key[0], -1))
         for old_key, old in list(self._active.items()):
-            if old_key[0] == key[0] and not old.done:
+            if old_key[0] == key[0] and old_key[1] < key[1] and not old.done:
                 self.stats.superseded += 1
                 self._close(old_key, FailedTransfer(
                     old_key, old.name, "superseded: the sender started a new transaction"))

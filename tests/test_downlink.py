@@ -169,7 +169,8 @@ def test_a_transfer_cut_by_a_restart_starts_again_under_a_new_transaction(tmp_pa
     spool.put("cube_00000001", data, 3, "cube")
     for _ in range(8):  # metadata and a few file data PDUs, then the payload loses power
         tx.step()
-    for p in down:
+    first_life = list(down)
+    for p in first_life:
         rx.on_packet(p)
     down.clear()
     assert rx.stats.transactions == 1 and not got
@@ -181,6 +182,11 @@ def test_a_transfer_cut_by_a_restart_starts_again_under_a_new_transaction(tmp_pa
     assert got[0].transaction[1] == 1  # the first transaction was 0
     assert rx.stats.superseded == 1
     assert [f.reason for f in failed] == ["superseded: the sender started a new transaction"]
+    # late packets of the abandoned transfer neither reopen it nor disturb anything
+    for p in first_life[1:]:
+        rx.on_packet(p)
+    assert rx.stats.transactions == 2 and len(got) == 1
+    assert rx.stats.bad_reasons["PDU of a superseded transaction"] == len(first_life) - 1
 
 
 def test_a_repeated_finished_pdu_is_acknowledged_after_the_transfer(tmp_path: Path) -> None:
