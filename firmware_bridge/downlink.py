@@ -16,6 +16,10 @@ ground's Finished PDU says the file arrived complete with a good CRC-32. Without
 it is class 1 (unacknowledged): each product is sent ``class1_repeats`` times and then
 leaves the spool; the ground keeps the first good copy.
 
+**Order.** One transfer at a time, in spool order (priority, then age). A more important
+product that arrives during a transfer preempts it if less than ``preempt_below`` of the
+file has been sent; the preempted product is sent again from scratch afterwards.
+
 **Power cuts.** ``cfdp-py`` keeps a transfer's state in memory only. The spool therefore
 keeps the product until the ground confirmed it, and after a restart the transfer starts
 again from scratch under a new transaction sequence number (persisted by the spool, so it
@@ -158,6 +162,9 @@ class DownlinkConfig:
     check_timer_s: float = 5.0  # ground, class 1: wait for late file data after EOF
     check_limit: int = 2
     inactivity_s: float = 60.0  # payload, class 2: nothing from the ground -> restart the transfer
+    #: A more important product preempts a transfer that has sent less than this fraction of
+    #: its file (cfdp-py cannot suspend, so the preempted one restarts later from scratch).
+    preempt_below: float = 0.5
     class1_repeats: int = 1  # class 1: how many times each product is sent
     max_packet: int = MAX_PACKET
 
@@ -340,6 +347,7 @@ class SenderStats:
     delivered: int = 0
     failed: int = 0  # cancelled or faulted transfers (the product stays queued)
     restarted_inactive: int = 0  # class 2 transfers given up for silence from the ground
+    preempted: int = 0  # transfers set aside for a more important product
     packets_sent: int = 0
     bytes_sent: int = 0  # space packet bytes
     uplink_packets: int = 0
@@ -391,6 +399,13 @@ class DownlinkSender:
     def current(self) -> SpoolEntry | None:
         return self._entry
 
+    @property
+    def progress(self) -> tuple[int, int] | None:
+        """(bytes of the current file sent so far, its size), or None between transfers."""
+        if self._entry is None:
+            return None
+        return self._source.progress, self._entry.size
+
     def on_packet(self, packet: bytes) -> None:
         """Queue one uplinked space packet for the next :meth:`step`."""
         self._uplink.append(bytes(packet))
@@ -416,6 +431,12 @@ class DownlinkSender:
         """Handle uplinked PDUs, then advance the transfer by one PDU. False when idle."""
         while self._uplink:
             self._handle_uplink(self._uplink.popleft())
+        if self._entry is not None and self._should_preempt():
+            self.stats.preempted += 1
+            log.info("%s set aside for a more important product", self._entry.name)
+            self._source.reset()
+            self._entry = None
+            self.spool.release()
         if self._entry is None and not self._start_next():
             return False
         try:
@@ -433,6 +454,15 @@ class DownlinkSender:
                         self.config.inactivity_s, self._entry.name)
             self._end_transfer(None)
         return True
+
+    def _should_preempt(self) -> bool:
+        assert self._entry is not None
+        entries = self.spool.entries()
+        if not entries or entries[0].priority >= self._entry.priority:
+            return False
+        if self._source.step.name not in ("SENDING_METADATA", "SENDING_FILE_DATA"):
+            return False  # all data sent: finishing costs less than restarting
+        return self._source.progress < self.config.preempt_below * max(1, self._entry.size)
 
     def _start_next(self) -> bool:
         entry = self.spool.next()

@@ -138,6 +138,28 @@ def test_products_reach_the_ground_in_priority_order(tmp_path: Path) -> None:
     assert prios == sorted(prios)
 
 
+def test_a_health_record_preempts_a_cube_that_has_barely_started(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    spool, tx, rx, down, up, got, failed = ends(tmp_path, FAST)
+    cube = rng.randbytes(40_000)
+    spool.put("cube_00000001", cube, 3, "cube")
+    for _ in range(5):
+        tx.step()
+    spool.put("health_00000002", b'{"ok": true}', 0, "health")
+    exchange(tx, rx, down, up, rng)
+    assert [(f.name, len(f.data)) for f in got] == [("health_00000002", 12),
+                                                    ("cube_00000001", 40_000)]
+    assert got[1].data == cube and tx.stats.preempted == 1
+    # past half of its file, a transfer is finished first
+    spool.put("cube_00000003", cube, 3, "cube")
+    while tx.progress is None or tx.progress[0] < 30_000:
+        tx.step()
+    spool.put("health_00000004", b"{}", 0, "health")
+    exchange(tx, rx, down, up, rng)
+    assert [f.name for f in got[2:]] == ["cube_00000003", "health_00000004"]
+    assert tx.stats.preempted == 1
+
+
 def test_class1_without_uplink(tmp_path: Path) -> None:
     config = DownlinkConfig(acknowledged=False, check_timer_s=0.01, check_limit=1)
     spool, tx, rx, down, up, got, failed = ends(tmp_path, config, uplink=False)
