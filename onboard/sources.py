@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from onboard.physics.imspoc import ImspocInstrument, band_edges_nm
 from onboard.physics.pushbroom import PushbroomInstrument
+from onboard.scene.farmland import SceneTile as Tile
 from onboard.types import RawFrame
 
 
@@ -28,17 +29,6 @@ class Truth:
     """
 
     reflectance: NDArray[np.float32]
-    fractions: NDArray[np.float32]
-    tillage: NDArray[np.uint8]
-
-
-@dataclass
-class Tile:
-    """A patch of simulated ground: reflectance (B, rows, cols) on ``wavelengths_nm`` (B,),
-    fractions (3, rows, cols), tillage (rows, cols)."""
-
-    reflectance: NDArray[np.float32]
-    wavelengths_nm: NDArray[np.float64]
     fractions: NDArray[np.float32]
     tillage: NDArray[np.uint8]
 

@@ -1,0 +1,1 @@
+"""Simulated farmland for the simulated instruments (numpy only; no prosail at run time)."""

@@ -1,0 +1,146 @@
+"""A run's wiring: which instrument, calibration, frame source and stages, built from config.
+
+Kept apart from the command line so benchmarks, the HIL harness and tests build exactly what
+``onboard run`` builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onboard import calfile, sysinfo
+from onboard.calfile import Calibration, CalibrationFileError
+from onboard.config import Config
+from onboard.loop import LEVELS, LoopStats
+from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
+from onboard.physics.pushbroom import finch_like
+from onboard.pipeline import Pipeline, StageOptions
+from onboard.scene.farmland import FarmlandScene, nominal_endmembers
+from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
+from onboard.sources import SimulatedImspoc, SimulatedPushbroom, Tile, Truth
+from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
+from onboard.stages.residue import unmix_fcls
+from onboard.types import RawFrame
+
+
+class SessionError(RuntimeError):
+    """The run cannot be set up; the message says what to change."""
+
+
+@dataclass
+class Session:
+    sensor: str
+    instrument: str
+    simulated: bool
+    frame_shape: tuple[int, ...]
+    cube_shape: list[int]
+    pipeline: Pipeline
+    source: object
+    notes: list[str] = field(default_factory=list)
+    engine_description: str = "classical stages (numpy)"
+
+    def health(self, stats: LoopStats, level: int) -> dict:
+        """The housekeeping product's body: counters, latency percentiles, degrade level,
+        engine, memory and temperatures."""
+        return {
+            "frames": stats.frames,
+            "deadline_misses": stats.deadline_misses,
+            "degrade_level": level,
+            "degrade_name": LEVELS[level],
+            "latency_s": stats.percentiles(),
+            "engine": self.engine_description,
+            "system": sysinfo.snapshot(),
+        }
+
+    def frames(self, n: int) -> Iterator[tuple[RawFrame | list[RawFrame], Truth | None]]:
+        for i, item in enumerate(self.source):  # type: ignore[attr-defined]
+            if i >= n:
+                return
+            yield item
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "onboard"
+
+
+def _simulated_calibration(kind: str, key: str, make) -> tuple[Calibration, str]:
+    """The simulated instrument's calibration, made once and cached on disk (it takes ~1 s)."""
+    from onboard import __version__
+
+    digest = hashlib.sha256(f"{__version__}:{kind}:{key}".encode()).hexdigest()[:16]
+    path = _cache_dir() / f"simulated-{kind}-{digest}.cal"
+    if path.is_file():
+        try:
+            return calfile.read(path), str(path)
+        except CalibrationFileError:
+            path.unlink()
+    cal = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cal.write(path)
+    return cal, str(path)
+
+
+def _tiles(config: Config, grid, shape: tuple[int, int]) -> Iterator[Tile]:
+    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split)
+    return scene.track(grid, shape)
+
+
+def build_session(config: Config) -> Session:
+    """Everything ``onboard run`` needs, from a validated Config."""
+    notes: list[str] = []
+    denoise_config = SubspaceDenoiseConfig()
+
+    def denoise(cube):
+        return denoise_subspace(cube, denoise_config)
+
+    if config.run.sensor == "imspoc":
+        inst: ImspocInstrument = (default_instrument if config.imspoc.preset == "default" else imspoc_uv2)(
+            seed=config.run.seed)
+        if config.run.calibration:
+            try:
+                cal = calfile.read(config.run.calibration)
+            except CalibrationFileError as exc:
+                raise SessionError(str(exc)) from exc
+            if cal.kind != "imspoc":
+                raise SessionError(f"{config.run.calibration} calibrates a {cal.kind}, not an imspoc")
+            notes.append(f"calibration: {config.run.calibration}")
+        else:
+            cal, path = _simulated_calibration(
+                "imspoc", f"{config.imspoc.preset}:{config.run.seed}:{config.imspoc.n_bands}",
+                lambda: calibrate_imspoc(inst, n_bands=config.imspoc.n_bands))
+            notes.append(f"calibration: simulated ground calibration of the simulated instrument ({path})")
+        notes.append(f"sensor: simulated {inst.name} (no camera configured), "
+                     f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
+        endmembers = nominal_endmembers(cal.wavelengths_nm)
+        source = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
+                                 seed=config.run.seed, illumination_scale=config.imspoc.snr_scale)
+        frame_shape: tuple[int, ...] = inst.layout.detector_shape
+        cube_shape = [len(cal.wavelengths_nm), *inst.thumb_shape]
+        saturation = inst.detector_spec.max_dn - 1
+    else:
+        pb = finch_like(cross_track=config.pushbroom.cross_track, seed=config.run.seed)
+        cal, path = _simulated_calibration(
+            "pushbroom", f"{config.pushbroom.cross_track}:{config.run.seed}", lambda: calibrate_pushbroom(pb))
+        notes.append(f"sensor: simulated {pb.name} push-broom (no camera configured), "
+                     f"{pb.cross_track} cross-track x {len(pb.wavelengths_nm)} bands")
+        notes.append(f"calibration: simulated ground calibration ({path})")
+        endmembers = nominal_endmembers(cal.wavelengths_nm)
+        fine = pb.wavelengths_nm
+        source = SimulatedPushbroom(pb, _tiles(config, fine, (config.pushbroom.lines_per_frame, pb.cross_track)),
+                                    seed=config.run.seed)
+        frame_shape = tuple(pb.detector_spec.shape)
+        cube_shape = [len(pb.wavelengths_nm), config.pushbroom.lines_per_frame, pb.cross_track]
+        saturation = pb.detector_spec.max_dn - 1
+
+    def classify(cube):
+        return unmix_fcls(cube, endmembers)
+
+    options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
+                           cube_float16=config.products.cube_float16)
+    pipeline = Pipeline(cal, denoise, classify, saturation, options)
+    return Session(config.run.sensor, cal.instrument, True, frame_shape, cube_shape, pipeline, source, notes)
