@@ -25,12 +25,14 @@ points of tillage accuracy and 0.01 of fraction MAE (what seed-to-seed variation
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import torch
 from onboard.scene.farmland import nominal_endmembers
@@ -307,4 +309,66 @@ def build(opts: BuildOptions) -> dict[str, Any]:
                                  + (" --quick" if opts.quick else ""))
     manifest.write(opts.out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(model, precision, bytes, parity max error, accuracy) rows for the printed table."""
+    rows = []
+    for name in ("denoiser", "residue_imspoc", "residue_pushbroom"):
+        m = summary.get(name)
+        if not m:
+            continue
+        for p in PRECISIONS:
+            acc = m["accuracy"][p]
+            if name == "denoiser":
+                text = " ".join(f"{k.split('_')[-1]} {acc[f'psnr_db_{k}']:.2f}"
+                                for k in EVAL_SETS) + " dB"
+            else:
+                text = (f"acc {100 * acc['tillage_accuracy']:.1f} % MAE "
+                        f"{acc['fraction_mae']:.4f}")
+            rows.append((name, p, str(m["bytes"][p]), f"{m['parity'][p]['max_abs_error']:.2e}",
+                         text))
+        c = m["classical"]
+        text = (" ".join(f"{k.split('_')[-1]} {c[f'psnr_db_{k}']:.2f}" for k in EVAL_SETS) + " dB"
+                if name == "denoiser" else
+                f"acc {100 * c['tillage_accuracy']:.1f} % MAE {c['fraction_mae']:.4f}")
+        rows.append((name, "classical", "-", "-", text))
+    r = summary.get("reconstruction")
+    if r:
+        rows.append(("reconstruction", "fp32", str(r["bytes"]),
+                     f"{r['parity']['max_abs_error']:.2e}", f"lambda {r['lambda']:.3g}"))
+    return rows
+
+
+@click.command("build")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Bundle folder to write (created).")
+@click.option("--seed", default=0, show_default=True, help="Seed of data and training.")
+@click.option("--quick", is_flag=True, help="Seconds-long training (tests); not for flight.")
+@click.option("--eval-cubes", default=6, show_default=True,
+              help="Held-out cubes per evaluation set.")
+@click.option("--no-tensorrt", is_flag=True, help="Do not build TensorRT plans.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the summary as JSON here.")
+def build_command(out: Path, seed: int, quick: bool, eval_cubes: int, no_tensorrt: bool,
+                  json_path: Path | None) -> None:
+    """Train, export ONNX, quantise (INT8 Q/DQ, FP16), build TensorRT plans where possible,
+    measure parity and accuracy, and write the model bundle to OUT."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = build(BuildOptions(out=out, seed=seed, quick=quick, eval_cubes=eval_cubes,
+                                 tensorrt=not no_tensorrt))
+    table = Table(title=f"model bundle {out} ({summary['seconds']} s)")
+    for col in ("model", "precision", "bytes", "parity max |err|", "held-out accuracy"):
+        table.add_column(col)
+    for row in summary_rows(summary):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for name, what in summary.get("tensorrt", {}).items():
+        console.print(f"TensorRT {name}: {what}")
+    if json_path:
+        json_path.write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,172 @@
+"""Export chain: PyTorch -> ONNX (checker, parity) -> INT8 Q/DQ and FP16 -> TensorRT, and
+the reconstruction operator as a graph.
+
+Tolerances: ONNX Runtime and PyTorch run the same float32 convolutions in other orders, so
+outputs of unit order agree to a few float32 ulps per layer; 1e-4 absolute leaves two
+orders of margin over the ~1e-6 seen and still fails on any real export error (a wrong
+padding or layout gives errors of order 0.1-1). INT8 and FP16 are compared with fp32 at
+the quantisation step they imply (below).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export import quantize, reconstruction_graph, tensorrt_build  # noqa: E402
+from export.models import EigenRefiner, ResidueNet  # noqa: E402
+from export.onnx_export import OPSET, export_onnx  # noqa: E402
+from export.parity import output_parity  # noqa: E402
+
+PARITY_ATOL = 1e-4
+
+
+def _refiner(seed: int = 0) -> EigenRefiner:
+    torch.manual_seed(seed)
+    model = EigenRefiner(width=8, depth=4)
+    torch.nn.init.normal_(model.body[-1].weight, std=0.3)  # not the zero start
+    return model.eval()
+
+
+def _run(path, feed):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_refiner_onnx_checker_and_parity_at_other_sizes(tmp_path):
+    model = _refiner()
+    path = export_onnx(model, torch.randn(2, 2, 32, 32), tmp_path / "d.onnx", "eigenimages",
+                       ["correction"], {0: "k", 2: "H", 3: "W"})
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    assert m.opset_import[0].version == OPSET
+    rng = np.random.default_rng(0)
+    for shape in [(5, 2, 40, 56), (1, 2, 17, 9)]:  # dynamic k, H, W, odd sizes
+        x = rng.standard_normal(shape).astype(np.float32)
+        got = _run(path, {"eigenimages": x})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        assert got.shape == (shape[0], 1, *shape[2:])
+        np.testing.assert_allclose(got, want, atol=PARITY_ATOL, rtol=0)
+
+
+def test_residue_net_outputs_simplex_and_parity(tmp_path):
+    torch.manual_seed(1)
+    net = ResidueNet(bands=24, width=16).eval()
+    path = export_onnx(net, torch.randn(1, 24, 16, 16), tmp_path / "r.onnx", "cube",
+                       ["probabilities", "fractions"], {2: "H", 3: "W"})
+    x = np.random.default_rng(1).standard_normal((1, 24, 30, 22)).astype(np.float32) * 3
+    prob, frac = _run(path, {"cube": x})
+    with torch.no_grad():
+        want = [t.numpy() for t in net(torch.from_numpy(x))]
+    for got, w in zip((prob, frac), want, strict=True):
+        assert got.shape == (1, 3, 30, 22)
+        np.testing.assert_allclose(got, w, atol=PARITY_ATOL, rtol=0)
+        assert (got >= 0).all()
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q")
+    model = _refiner(2)
+    fp32 = export_onnx(model, torch.randn(4, 2, 32, 32), d / "m.fp32.onnx", "eigenimages",
+                       ["correction"], {0: "k", 2: "H", 3: "W"})
+    rng = np.random.default_rng(2)
+    feeds = [{"eigenimages": rng.standard_normal((4, 2, 32, 32)).astype(np.float32)}
+             for _ in range(6)]
+    int8 = quantize.quantize_int8(fp32, d / "m.int8.onnx", feeds)
+    fp16 = quantize.convert_fp16(fp32, d / "m.fp16.onnx")
+    return fp32, int8, fp16, feeds
+
+
+def test_int8_is_qdq_symmetric_per_channel(exported):
+    fp32, int8, _, feeds = exported
+    summary = quantize.qdq_summary(int8)
+    assert summary["quantize_linear"] > 0 and summary["dequantize_linear"] > 0
+    assert summary["zero_points_all_zero"], "TensorRT needs zero points of 0"
+    model = onnx.load(str(int8))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for conv in convs:  # every conv reads its weight through a per-channel DequantizeLinear
+        dq = producers[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear"
+        scale = inits[dq.input[1]]
+        weight = inits[dq.input[0]]
+        assert scale.shape == (weight.shape[0],) and weight.dtype == np.int8
+    assert not any(n.op_type in ("QLinearConv", "ConvInteger") for n in model.graph.node)
+
+
+def test_int8_and_fp16_close_to_fp32(exported):
+    fp32, int8, fp16, feeds = exported
+    ref = output_parity(lambda f: _run(fp32, f), fp32, feeds[:2])
+    assert ref["max_abs_error"] == 0.0
+    # An untrained network with random weights on random inputs is a hard case for 8 bits
+    # (its output is a small difference of large activations): about 0.97 correlation and a
+    # relative RMS error about 0.24 are what ONNX Runtime gives; a wrong scale, zero point or
+    # channel axis decorrelates the output (correlation near 0, relative error near 1).
+    # The trained models lose far less (the bundle manifest records their accuracy).
+    x = feeds[0]["eigenimages"]
+    a, b = _run(fp32, {"eigenimages": x})[0], _run(int8, {"eigenimages": x})[0]
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+    assert np.sqrt(np.mean((a - b) ** 2)) < 0.4 * a.std()
+    scale = float(np.abs(a).max())
+    h = output_parity(lambda f: _run(fp32, f), fp16, feeds[:2])
+    assert h["max_abs_error"] < 2e-3 * max(scale, 1.0)  # 11-bit mantissa
+    sess = ort.InferenceSession(str(fp16), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == "tensor(float)"  # the interface stays float32
+
+
+def test_reconstruction_graph_matches_the_stage(tmp_path):
+    from onboard.physics.imspoc import default_instrument
+    from onboard.simulated import calibrate_imspoc
+    from onboard.stages import radiometric
+    from onboard.stages.reconstruct import Reconstructor
+
+    inst = default_instrument()
+    cal = calibrate_imspoc(inst, n_bands=24)
+    grid = inst.scene_grid()
+    h, w = inst.thumb_shape
+    lam = (grid - grid[0]) / np.ptp(grid)
+    yy = np.linspace(0, 1, h)[:, None, None]
+    refl = (0.2 + 0.2 * lam[None, None] * yy + 0.1 * (np.arange(w)[None, :, None] > w // 2))
+    refl = refl.transpose(2, 0, 1)  # (B, h, w): a gradient and a parcel border
+    frame = radiometric.correct(inst.frame(refl, grid, np.random.default_rng(0)),
+                                cal.radiometric, inst.detector_spec.max_dn - 1)
+    cube, lam_gcv = Reconstructor(cal).reconstruct(frame)
+    path = reconstruction_graph.build_graph(cal, lam_gcv, frame.exposure_s, tmp_path / "r.onnx")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    p = reconstruction_graph.parity(cal, path, frame, lam_gcv)
+    # float32 products of 96 terms of DN ~1e3 by weights ~1e-4: rounding ~1e-6 relative
+    assert p["max_rel_error"] < 1e-5, p
+    got = _run(path, {"thumbnails": cal.layout.extract(frame.pixels).astype(np.float32)})[0]
+    np.testing.assert_allclose(got, cube.data, atol=1e-5 * np.abs(cube.data).max())
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_plan_matches_onnxruntime(exported, tmp_path):
+    reason = tensorrt_build.unavailable_reason()
+    if reason:
+        pytest.skip(f"TensorRT plan not built here: {reason}")
+    from onboard.bundle import TensorSpec
+    from onboard.calfile import file_sha256
+    from onboard.engines.tensorrt_engine import PlanKey, TensorRTEngine
+
+    fp32, _, _, feeds = exported
+    info = tensorrt_build.build_plan(fp32, tmp_path / "m.plan", "fp32",
+                                     {"eigenimages": ((1, 2, 16, 16), (4, 2, 32, 32),
+                                                      (8, 2, 128, 128))},
+                                     timing_cache=tmp_path / "timing.cache")
+    assert (tmp_path / "timing.cache").is_file()
+    spec_in = (TensorSpec("eigenimages", ("k", 2, "H", "W"), "float32"),)
+    spec_out = (TensorSpec("correction", ("k", 1, "H", "W"), "float32"),)
+    key = PlanKey(file_sha256(fp32), info["tensorrt_version"], info["compute_capability"], "fp32")
+    with TensorRTEngine(tmp_path / "m.plan", spec_in, spec_out, built_for=key,
+                        model_sha256=key.model_sha256) as engine:
+        got = engine.run(feeds[0])["correction"]
+    np.testing.assert_allclose(got, _run(fp32, feeds[0])[0], atol=1e-3)
