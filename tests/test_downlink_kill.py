@@ -120,6 +120,23 @@ class Ground:
                 return
 
 
+def check_after_kill(spool_dir: Path, confirmed: set[int], attempted: set[int],
+                     ground: Ground) -> None:
+    """What a restart finds: every queued file is a whole product that was spooled, and
+    every product whose put() returned is still queued or already on the ground."""
+    expected = {product(i).name: product(i).to_bytes() for i in attempted}
+    queued = set()
+    for path in (spool_dir / "queue").iterdir() if (spool_dir / "queue").exists() else []:
+        if path.name.endswith(".tmp"):
+            continue  # a put cut short: never confirmed, discarded at the next start
+        name = path.name.split(".")[-1]
+        assert path.read_bytes() == expected[name], f"{path.name} is not what was spooled"
+        queued.add(name)
+    on_ground = {f.name for f in ground.files}
+    lost = [i for i in confirmed if product(i).name not in queued | on_ground]
+    assert not lost, f"confirmed products neither queued nor delivered: {lost}"
+
+
 def run_kills(tmp_path: Path, lives: int, seed: int) -> None:
     rng = random.Random(seed)
     spool_dir = tmp_path / "spool"
@@ -159,6 +176,7 @@ def run_kills(tmp_path: Path, lives: int, seed: int) -> None:
                 if log.exists():
                     confirmed.update(int(x.split()[1]) for x in log.read_text().splitlines()
                                      if x.startswith("SPOOLED"))
+                check_after_kill(spool_dir, confirmed, attempted, ground)
         finally:
             zygote.stdin.close()
             zygote.kill()
@@ -179,8 +197,9 @@ def run_kills(tmp_path: Path, lives: int, seed: int) -> None:
     assert len(spool) == 0 and not list(spool.queue_dir.glob("*.tmp"))
     print(f"\n{lives} kill -9: {len(confirmed)} products confirmed spooled, "
           f"{len(delivered)} delivered ({len(ground.files) - len(delivered)} duplicate copies "
-          f"dropped by name + SHA-256), {ground.rx.stats.superseded} transfers cut by a kill "
-          f"and restarted, {ground.rx.stats.bad_packets} bad packets refused")
+          f"dropped by name + SHA-256), {ground.rx.stats.superseded} transfers superseded (cut "
+          f"by a kill, or preempted) and restarted, {ground.rx.stats.bad_packets} bad packets "
+          "refused")
 
 
 def test_kill_9_while_spooling_and_sending(tmp_path: Path) -> None:
