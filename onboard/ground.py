@@ -383,4 +383,7 @@ def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float |
     finally:
         link.close()
         writer.close()
+    if link.decoder.bad_frames:
+        click.echo(f"link: {link.decoder.bad_frames} bad frames refused "
+                   f"({dict(link.decoder.bad)})", err=True)
     _summary(sink, receiver, as_json)

@@ -223,6 +223,18 @@ def test_a_repeated_finished_pdu_is_acknowledged_after_the_transfer(tmp_path: Pa
     assert len(down) == 1 and int.from_bytes(down[0][:2], "big") & 0x7FF == APID_CONTROL
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=4000), st.sampled_from(KINDS), st.booleans())
+def test_any_payload_round_trips(tmp_path_factory, data: bytes, kind_prio, acknowledged: bool) -> None:
+    kind, prio = kind_prio
+    tmp = tmp_path_factory.mktemp("any")
+    config = FAST if acknowledged else DownlinkConfig(acknowledged=False)
+    spool, tx, rx, down, up, got, _ = ends(tmp, config, uplink=acknowledged)
+    spool.put(f"{kind}_1", data, prio, kind)
+    exchange(tx, rx, down, up, random.Random(0))
+    assert [(f.name, f.kind, f.data) for f in got] == [(f"{kind}_1", kind, data)]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=1100))
 def test_random_bytes_never_crash_either_end(tmp_path_factory, junk: bytes) -> None:
