@@ -21,3 +21,14 @@ def spectra(out: Path) -> None:
 
     path = write(out)
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+@export.command("build", add_help_option=False,
+                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def build(ctx: click.Context) -> None:
+    """Train, export ONNX, quantise, build TensorRT plans where possible; write the model
+    bundle (onboard export build --help for the options)."""
+    from export.build import build_command  # torch is imported only for this subcommand
+
+    build_command.main(args=ctx.args, prog_name=ctx.command_path)

@@ -24,6 +24,7 @@ report. A seed fixes everything; the same seed gives the same samples bit for bi
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
@@ -36,6 +37,7 @@ from onboard.calfile import Calibration
 from onboard.physics.imspoc import ImspocInstrument, default_instrument
 from onboard.physics.pushbroom import PushbroomInstrument, finch_like
 from onboard.pipeline import Pipeline, StageOptions
+from onboard.scene.farmland import FarmlandScene
 from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sources import band_average
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
@@ -84,14 +86,14 @@ def denoise_config(sample: Sample) -> SubspaceDenoiseConfig:
 
 def scene_tiles(split: str, seed: int, grid_nm: NDArray, shape: tuple[int, int] = (TILE, TILE)
                 ) -> Iterator:
-    """Tiles of a simulated farmland along flight tracks, reflectance on ``grid_nm``;
-    endless (a new scene seed when one is exhausted). Each tile has ``reflectance``
-    (B, h, w), ``wavelengths_nm``, ``fractions`` (3, h, w) and ``tillage`` (h, w)."""
-    from onboard.scene.farmland import FarmlandScene
-
+    """Tiles of simulated farmlands along flight tracks, reflectance on ``grid_nm``;
+    endless: a new field (next seed) once a field has been covered without overlap. Each tile
+    has ``reflectance`` (B, h, w), ``wavelengths_nm``, ``fractions`` (3, h, w) and
+    ``tillage`` (h, w)."""
+    per_field = (SCENE_SIZE // shape[0]) * (SCENE_SIZE // shape[1])
     for k in range(1_000_000):
         scene = FarmlandScene.generate(size=SCENE_SIZE, seed=seed * 1000 + k, split=split)
-        yield from scene.track(grid_nm, shape)
+        yield from itertools.islice(scene.track(grid_nm, shape), per_field)
 
 
 # --- instruments ------------------------------------------------------------------------------
