@@ -324,8 +324,9 @@ class _FreeSetSolver:
 
     The KKT matrix of a free set ``f`` is ``G`` masked to ``f`` (identity elsewhere, so
     fixed endmembers come out 0), bordered by ``f`` for the sum-to-one multiplier. Its
-    pseudo-inverse is computed once per set met (batched) into a table indexed by the set's
-    bit code, and each pixel's candidate is one small product with its set's inverse."""
+    inverse (pseudo-inverse if singular) is computed once per set met (batched) into a table
+    indexed by the set's bit code, and each pixel's candidate is one small product with its
+    set's inverse."""
 
     def __init__(self, gram: NDArray[np.float64], sum_to_one: bool) -> None:
         self.gram = gram
@@ -344,7 +345,10 @@ class _FreeSetSolver:
         kkt[:, np.arange(n), np.arange(n)] += 1.0 - f
         if self.sum_to_one:
             kkt[:, :n, n] = kkt[:, n, :n] = f
-        self.table[codes] = np.linalg.pinv(kkt)
+        try:  # LU is ten times cheaper than the SVD; collinear spectra need the latter
+            self.table[codes] = np.linalg.inv(kkt)
+        except np.linalg.LinAlgError:
+            self.table[codes] = np.linalg.pinv(kkt)
         self.known[codes] = True
 
     def solve(self, free: NDArray[np.bool_], proj: NDArray[np.float64]
@@ -359,5 +363,5 @@ class _FreeSetSolver:
         if self.sum_to_one:
             rhs = np.hstack([rhs, np.ones((rhs.shape[0], 1))])
         sol = np.einsum("kij,kj->ki", self.table[codes], rhs)
-        z = np.where(free, sol[:, : self.n], 0.0)  # exact zeros, not pinv's 1e-16
+        z = np.where(free, sol[:, : self.n], 0.0)  # exact zeros, not rounding's 1e-16
         return z, (sol[:, -1] if self.sum_to_one else np.zeros(z.shape[0]))
