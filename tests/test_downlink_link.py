@@ -18,7 +18,7 @@ from firmware_bridge.spool import Spool
 
 
 def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
-    prods = products(8)
+    prods = products(6)
     spool = Spool(tmp_path / "spool", 10_000_000)
     for p in prods:
         spool.put(p.name, p.to_bytes(), p.priority, p.kind.value)
