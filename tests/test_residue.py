@@ -134,7 +134,7 @@ def test_brightness_prior_is_never_far_from_the_best_model():
     """SNR 100, pixel brightness with standard deviation 0, 10 and 30 %. Measured residue
     MAE (sum-to-one / free / prior): 0.093 / 0.138 / 0.100, 0.139 / 0.138 / 0.111,
     0.235 / 0.138 / 0.146. Each fixed model is far off in one regime; the prior (sigma
-    0.1, the default) stays within 20 % of the best in all three."""
+    0.1) stays within 20 % of the best in all three."""
     lib = library()
     mae = {}
     for spread in (0.0, 0.1, 0.3):
