@@ -348,6 +348,7 @@ class SenderStats:
     failed: int = 0  # cancelled or faulted transfers (the product stays queued)
     restarted_inactive: int = 0  # class 2 transfers given up for silence from the ground
     preempted: int = 0  # transfers set aside for a more important product
+    eof_repeats: int = 0  # EOFs sent again to prompt a lost Finished PDU
     packets_sent: int = 0
     bytes_sent: int = 0  # space packet bytes
     uplink_packets: int = 0
@@ -388,6 +389,8 @@ class DownlinkSender:
         self._entry: SpoolEntry | None = None
         self._repeats_done = 0
         self._last_heard = clock()
+        self._eof: bytes | None = None  # the current transfer's EOF PDU, to prompt with
+        self._eof_sent_at = 0.0
         self.events: list[SpoolEvent] = []
         self.stats = SenderStats()
 
@@ -425,7 +428,22 @@ class DownlinkSender:
         assert self._entry is not None
         apid = APID_BY_KIND[self._entry.kind]
         while (holder := self._source.get_next_packet()) is not None:
-            self._emit(apid, bytes(holder.pdu.pack()))
+            pdu = bytes(holder.pdu.pack())
+            if isinstance(holder.pdu, EofPdu):
+                self._eof, self._eof_sent_at = pdu, self._clock()
+            self._emit(apid, pdu)
+
+    def _prompt_finished(self) -> None:
+        """Waiting for the ground's Finished PDU and hearing nothing for an ACK interval:
+        send the EOF again. The ground answers a repeated EOF of a finished transaction with
+        its Finished PDU at once, so a lost Finished costs one ACK interval, not a restart."""
+        assert self._entry is not None
+        if (self._eof is not None and self._source.step.name == "WAITING_FOR_FINISHED"
+                and self._clock() - max(self._last_heard, self._eof_sent_at)
+                > self.config.ack_timer_s):
+            self._eof_sent_at = self._clock()
+            self.stats.eof_repeats += 1
+            self._emit(APID_BY_KIND[self._entry.kind], self._eof)
 
     def step(self) -> bool:
         """Handle uplinked PDUs, then advance the transfer by one PDU. False when idle."""
@@ -447,6 +465,8 @@ class DownlinkSender:
             return True
         self._flush()
         self._check_finished()
+        if self._entry is not None and self.config.acknowledged:
+            self._prompt_finished()
         if (self._entry is not None and self.config.acknowledged
                 and self._clock() - self._last_heard > self.config.inactivity_s):
             self.stats.restarted_inactive += 1
@@ -480,6 +500,7 @@ class DownlinkSender:
         if not self._source.put_request(request):
             raise RuntimeError("CFDP source handler busy with no transfer in progress")
         self._entry = entry
+        self._eof = None
         self._user.finished.clear()
         self._last_heard = self._clock()
         self.stats.transfers_started += 1
@@ -708,7 +729,7 @@ class DownlinkReceiver:
         self._remote = RemoteEntityConfigTable([self.config.remote(PAYLOAD_ENTITY)])
         self._packets = PacketSequencer(PacketType.TC)
         self._active: dict[tuple[int, int], _Incoming] = {}
-        self._completed: OrderedDict[tuple[int, int], FinishedPdu] = OrderedDict()
+        self._completed: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # Finished PDUs
         self._newest: dict[int, int] = {}  # highest transaction number seen per source
         self.stats = ReceiverStats()
 
@@ -739,13 +760,13 @@ class DownlinkReceiver:
             self._bad(f"PDU from unknown entity {pdu.source_entity_id.value}")
             return
         key = (pdu.source_entity_id.value, pdu.transaction_seq_num.value)
+        if key in self._completed and isinstance(pdu, EofPdu):
+            self._answer_completed(key, pdu)
+            return
         incoming = self._active.get(key)
         if incoming is None:
-            if key in self._completed:
-                self._answer_completed(key, pdu)
-                return
-            if isinstance(pdu, AckPdu):
-                return
+            if key in self._completed or isinstance(pdu, AckPdu):
+                return  # a late ACK of our Finished, or data of a finished transfer
             if key[1] < self._newest.get(key[0], -1) and not isinstance(pdu, MetadataPdu):
                 # a late packet of a transfer the sender has abandoned (it restarted)
                 self._bad("PDU of a superseded transaction")
@@ -783,11 +804,11 @@ class DownlinkReceiver:
         self.stats.transactions += 1
         return incoming
 
-    def _answer_completed(self, key: tuple[int, int], pdu: GenericPduPacket) -> None:
-        """A repeated EOF after we finished: ACK it and repeat our Finished PDU."""
-        if isinstance(pdu, EofPdu):
-            self._uplink(bytes(acknowledge_inactive_eof_pdu(pdu, TransactionStatus.TERMINATED).pack()))
-            self._uplink(bytes(self._completed[key].pack()))
+    def _answer_completed(self, key: tuple[int, int], pdu: EofPdu) -> None:
+        """A repeated EOF after we finished (our EOF ACK or Finished PDU was lost): ACK it
+        and repeat our Finished PDU at once."""
+        self._uplink(bytes(acknowledge_inactive_eof_pdu(pdu, TransactionStatus.TERMINATED).pack()))
+        self._uplink(self._completed[key])
 
     def _uplink(self, pdu: bytes) -> None:
         if self._send is not None:
@@ -798,11 +819,17 @@ class DownlinkReceiver:
         """Send what the handler produced, deliver a finished file, retire idle handlers."""
         handler = incoming.handler
         while (holder := handler.get_next_packet()) is not None:
+            pdu = bytes(holder.pdu.pack())  # now: cfdp-py mutates the PDU's parameters later
             if isinstance(holder.pdu, FinishedPdu):
-                self._completed[key] = holder.pdu
+                if key in self._completed and pdu != self._completed[key]:
+                    # cfdp-py cancels a transaction whose Finished PDU was never acknowledged
+                    # and reports that in a second Finished PDU; the file's fate was told in
+                    # the first, and the payload would needlessly resend the file.
+                    continue
+                self._completed[key] = pdu
                 while len(self._completed) > self.REMEMBER:
                     self._completed.popitem(last=False)
-            self._uplink(bytes(holder.pdu.pack()))
+            self._uplink(pdu)
         if not incoming.done and incoming.user.finished:
             incoming.done = True
             params = incoming.user.finished[0].finished_params

@@ -360,6 +360,8 @@ def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float |
     config = DownlinkConfig(ack_timer_s=ack_timer, nak_timer_s=ack_timer)
     receiver = DownlinkReceiver(out / ".staging", sink.receive, None if no_uplink else uplink,
                                 config, sink.failed)
+    click.echo(f"listening on {port} ({'class 1, no uplink' if no_uplink else 'class 2'}); "
+               f"capture {writer.path}", err=True)
     last = time.monotonic()
     try:
         while idle_exit is None or time.monotonic() - last < idle_exit:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacepackets.ccsds.spacepacket import PacketType
-from spacepackets.cfdp.pdu import AckPdu
+from spacepackets.cfdp.pdu import AckPdu, FinishedPdu
 
 from firmware_bridge.downlink import (
     APID_BY_KIND,
@@ -218,9 +218,37 @@ def test_a_repeated_finished_pdu_is_acknowledged_after_the_transfer(tmp_path: Pa
     finished = [p for p in rx._completed.values()]
     assert len(finished) == 1
     # the ground repeats its Finished PDU (its ACK was lost): the payload answers with an ACK
-    tx.on_packet(PacketSequencer(PacketType.TC).wrap(APID_UPLINK, bytes(finished[0].pack())))
+    tx.on_packet(PacketSequencer(PacketType.TC).wrap(APID_UPLINK, finished[0]))
     tx.step()
     assert len(down) == 1 and int.from_bytes(down[0][:2], "big") & 0x7FF == APID_CONTROL
+
+
+def test_a_lost_finished_pdu_is_prompted_again_not_waited_out(tmp_path: Path) -> None:
+    """The ground gives up repeating its Finished PDU (limit 1) and the first three are
+    lost: the payload repeats its EOF after an ACK interval and the ground answers with its
+    Finished PDU at once, long before the payload's inactivity restart."""
+    config = DownlinkConfig(ack_timer_s=0.05, nak_timer_s=0.05, ack_limit=1, inactivity_s=30)
+    spool, tx, rx, down, up, got, failed = ends(tmp_path, config)
+    spool.put("residue_00000001", b"r" * 3000, 1, "residue")
+    lost = 0
+    deadline = time.monotonic() + 10
+    while tx.busy and time.monotonic() < deadline:
+        tx.step()
+        for p in down:
+            rx.on_packet(p)
+        down.clear()
+        rx.poll()
+        for p in up:
+            if isinstance(parse_pdu(p[6:]), FinishedPdu) and lost < 3:
+                lost += 1
+                continue
+            tx.on_packet(p)
+        up.clear()
+        time.sleep(0.001)
+    assert not tx.busy and lost == 3
+    assert [f.name for f in got] == ["residue_00000001"]
+    assert tx.stats.eof_repeats >= 2 and tx.stats.restarted_inactive == 0
+    assert tx.stats.failed == 0 and rx.stats.transactions == 1
 
 
 @settings(max_examples=40, deadline=None)

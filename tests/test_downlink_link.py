@@ -29,7 +29,9 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
             [sys.executable, "-m", "onboard", "ground", "receive", "--port", emu.b_path,
              "-o", str(out), "--ack-timer", "0.5", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        emu.cut(1.0, after_s=3.0)
+        # pyserial empties the input buffer when it opens a port: start once the ground listens
+        assert "listening on" in ground.stderr.readline()
+        emu.cut(1.0, after_s=1.5)
         payload = subprocess.run(
             [sys.executable, "-m", "firmware_bridge.downlink", str(tmp_path / "spool"),
              "--port", emu.a_path, "--rate", "11520", "--until-empty", "--ack-timer", "0.5",
