@@ -372,3 +372,18 @@ def test_overhead_and_drain_time_of_a_typical_product_set(tmp_path: Path) -> Non
     print(f"one frame's products ({uart.product_bytes} B, {uart.packets} packets): "
           f"{uart.seconds:.1f} s at 115200 baud, {radio.seconds:.1f} s at 9.6 kbit/s")
     assert radio.seconds == pytest.approx(uart.seconds * 11520 / 1200)
+
+
+def test_estimate_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    spool = Spool(tmp_path, 10_000_000)
+    spool.put("cube_00000001", bytes(100_000), 3, "cube")
+    out = subprocess.run([sys.executable, "-m", "firmware_bridge.downlink", str(tmp_path),
+                          "--estimate"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    expected = drain_estimate(spool.entries(), RADIO_9600)
+    assert f"{expected.seconds:.1f} s at 9.6 kbit/s" in out.stdout
+    assert f"1 products, 100000 B in {expected.packets} packets" in out.stdout
+    assert expected.packets == 2 + 100  # Metadata, EOF and 100 file data segments of 1000 B
