@@ -79,6 +79,43 @@ def response(
     return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
 
 
+def response_shape_and_derivatives(
+    x: ArrayLike, reflectivity: ArrayLike, harmonics: int | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The unit-gain shape ``A`` of :func:`response` and its analytic partial derivatives.
+
+    ``x`` is the interference phase (:func:`phase_argument`). Returns ``(A, dA/dx, dA/dR)``,
+    broadcast over ``x`` and ``reflectivity``; ``response = gain * A + offset``, so a fit's
+    Jacobian follows by the chain rule (``dx/dopd = 2 pi sigma``, ``dx/dphase = -1``). Same
+    models as :func:`response`: ``harmonics=None`` exact Airy, ``K`` the K-harmonic series.
+    """
+    x = np.asarray(x, dtype=float)
+    r = np.asarray(reflectivity, dtype=float)
+    if harmonics is None:
+        c = np.cos(x)
+        den = 1.0 + r * r - 2.0 * r * c
+        num = 1.0 - r * r
+        shape = num / den
+        d_x = -num * 2.0 * r * np.sin(x) / (den * den)
+        d_r = (-2.0 * r * den - num * (2.0 * r - 2.0 * c)) / (den * den)
+        return shape, d_x, d_r
+    if harmonics < 1:
+        raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
+    full = np.broadcast(x, r).shape
+    shape = np.ones(full)
+    d_x = np.zeros(full)
+    d_r = np.zeros(full)
+    rk_1 = np.ones_like(r)  # R^(k-1)
+    for k in range(1, harmonics + 1):
+        kx = k * x
+        d_r = d_r + 2.0 * k * rk_1 * np.cos(kx)
+        rk = rk_1 * r
+        shape = shape + 2.0 * rk * np.cos(kx)
+        d_x = d_x - 2.0 * k * rk * np.sin(kx)
+        rk_1 = rk
+    return shape, d_x, d_r
+
+
 def band_averaged_response(
     sigma_center: ArrayLike,
     sigma_width: ArrayLike,
