@@ -170,18 +170,19 @@ def denoise_subspace_report(
 
     pixels = filled[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
     mean = pixels.mean(axis=1)
+    centred = pixels - mean[:, None]
+    data_cov = centred @ centred.T / n_valid
     if config.noise == "spatial":
         noise_cov = noise_covariance_spatial(filled, valid)
     else:
-        noise_cov = np.diag(band_noise_regression(pixels - mean[:, None]) ** 2)
+        noise_cov = np.diag(band_noise_regression(centred) ** 2)
     if not np.diag(noise_cov).max() > 0:  # a noise-free (e.g. constant) cube: nothing to do
         out = filled.astype(np.float32)
         return (Cube(out, cube.wavelengths_nm, valid.copy(), counter=cube.counter,
                      timestamp=cube.timestamp, units=cube.units),
                 SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum()), repaired))
     whiten, unwhiten = _whitening(noise_cov)
-    white = whiten @ (pixels - mean[:, None])
-    eigval, eigvec = np.linalg.eigh(white @ white.T / white.shape[1])
+    eigval, eigvec = np.linalg.eigh(whiten @ data_cov @ whiten)  # covariance, whitened
     eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
     rank = subspace_rank(eigval, n_valid, config)
 
@@ -355,17 +356,19 @@ def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -
     correlated across bands (a regularised reconstruction, such as ImSPOC's, correlates
     neighbouring bands strongly). It is blind to the scene's brightness gradients but not
     to what is left of column stripes, which is thus counted as noise and kept out of the
-    signal subspace. The scene's edges and fine texture are outliers: the estimate is a
-    reweighted one, keeping the triples whose Mahalanobis distance is under the 97.5 % point
-    of a chi-square with B degrees of freedom, scaled so that the median distance is the
-    chi-square's median (Wilson-Hilferty approximation for both), so it is consistent for
-    Gaussian noise. At most :data:`NOISE_SAMPLES` triples, evenly spread, are used."""
+    signal subspace. The scene's edges and fine texture are outliers: starting from the half
+    of the triples with the least energy, the estimate keeps those whose Mahalanobis
+    distance is under the 97.5 % point of a chi-square with B degrees of freedom, and is
+    scaled so that the median distance is the chi-square's median (Wilson-Hilferty
+    approximation for both), so it is consistent for Gaussian noise. At most
+    :data:`NOISE_SAMPLES` triples, evenly spread, are used."""
     b = x.shape[0]
-    d = (x[:, :, :-2] - 2.0 * x[:, :, 1:-1] + x[:, :, 2:]) / np.sqrt(6.0)
-    ok = valid[:, :-2] & valid[:, 1:-1] & valid[:, 2:]
-    d = d[:, ok]
-    if d.shape[1] > NOISE_SAMPLES:  # an even sample: the cost stays flat as frames grow
-        d = d[:, :: d.shape[1] // NOISE_SAMPLES]
+    rows, cols = np.nonzero(valid[:, :-2] & valid[:, 1:-1] & valid[:, 2:])  # triple starts
+    if rows.size > NOISE_SAMPLES:  # an even sample: the cost stays flat as frames grow
+        step = rows.size // NOISE_SAMPLES
+        rows, cols = rows[::step], cols[::step]
+    d = (x[:, rows, cols] - 2.0 * x[:, rows, cols + 1] + x[:, rows, cols + 2]) / np.sqrt(6.0)
+    d = d.astype(np.float32)  # single precision halves the B x B x N products' cost
     if d.shape[1] <= 2 * b:
         raise ValueError(
             f"only {d.shape[1]} runs of 3 valid pixels along a row for {b} bands: too few to "
@@ -374,22 +377,26 @@ def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -
     median_chi2 = b * (1 - 2 / (9 * b)) ** 3
     cut_chi2 = b * (1 - 2 / (9 * b) + 1.959964 * np.sqrt(2 / (9 * b))) ** 3
     # Start from the half of the triples with the least energy (band-normalised).
-    scale = np.median(np.abs(d), axis=1) / _MAD_GAUSS + 1e-30
+    scale = np.median(np.abs(d), axis=1).astype(np.float64) / _MAD_GAUSS + 1e-30
     energy = np.sum((d / scale[:, None]) ** 2, axis=0)
-    keep = energy <= np.median(energy)
-    cov = d[:, keep] @ d[:, keep].T / max(int(keep.sum()), 1)
-    for _ in range(2):
-        cov, dist = _median_consistent(cov, d, median_chi2)
-        keep = dist <= cut_chi2
-        cov = d[:, keep] @ d[:, keep].T / max(int(keep.sum()), 1)
+    cov = _second_moment(d[:, energy <= np.median(energy)])
+    cov, dist = _median_consistent(cov, d, median_chi2)
+    cov = _second_moment(d[:, dist <= cut_chi2])
     return _median_consistent(cov, d, median_chi2)[0]
 
 
-def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float64], median_chi2: float
+def _second_moment(d: NDArray[np.float32]) -> NDArray[np.float64]:
+    """``d d^T / N`` (B, B) in double precision of zero-mean samples ``d`` (B, N)."""
+    return (d @ d.T).astype(np.float64) / max(d.shape[1], 1)
+
+
+def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float32], median_chi2: float
                        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """``cov`` scaled so the median Mahalanobis distance of the samples ``d`` (B, N) is
     ``median_chi2``, and those distances (N,)."""
-    dist = np.sum(d * (np.linalg.pinv(cov) @ d), axis=0)
+    s, u = np.linalg.eigh(cov)
+    inv = (u / np.where(s > 1e-12 * max(float(s.max()), 1e-300), s, np.inf)) @ u.T
+    dist = np.sum(d * (inv.astype(np.float32) @ d), axis=0, dtype=np.float64)
     ratio = float(np.median(dist)) / median_chi2
     if not ratio > 0:  # more than half the samples noise-free: nothing to rescale
         return cov, dist
