@@ -396,7 +396,7 @@ def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float32], median_
     ``median_chi2``, and those distances (N,)."""
     s, u = np.linalg.eigh(cov)
     inv = (u / np.where(s > 1e-12 * max(float(s.max()), 1e-300), s, np.inf)) @ u.T
-    dist = np.sum(d * (inv.astype(np.float32) @ d), axis=0, dtype=np.float64)
+    dist: NDArray[np.float64] = np.sum(d * (inv.astype(np.float32) @ d), axis=0, dtype=np.float64)
     ratio = float(np.median(dist)) / median_chi2
     if not ratio > 0:  # more than half the samples noise-free: nothing to rescale
         return cov, dist
