@@ -345,13 +345,18 @@ def decode(capture: Path, out: Path, as_json: bool) -> None:
 def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float | None,
             no_uplink: bool, idle_exit: float | None, ack_timer: float, as_json: bool) -> None:
     """Listen on a serial link, answer CFDP and decode products into OUT (Ctrl-C stops)."""
+    import serial
+
     from firmware_bridge.link import ByteRate, Link
     from firmware_bridge.messages import MsgType, unpack_message
 
     out.mkdir(parents=True, exist_ok=True)
-    writer = CaptureWriter(capture or out / "downlink.cap")
     sink = ProductSink(out)
-    link = Link.open(port, baudrate=baud, rate=ByteRate(rate) if rate else None)
+    try:
+        link = Link.open(port, baudrate=baud, rate=ByteRate(rate) if rate else None)
+    except (serial.SerialException, ValueError) as exc:
+        raise click.ClickException(f"cannot open the link {port}: {exc}") from exc
+    writer = CaptureWriter(capture or out / "downlink.cap")
 
     def uplink(packet: bytes) -> None:
         writer.write(UP, packet)

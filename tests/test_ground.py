@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_downlink import FAST, exchange
 
-from firmware_bridge.downlink import DownlinkReceiver, DownlinkSender, ReceivedFile
+from firmware_bridge.downlink import DownlinkConfig, DownlinkReceiver, DownlinkSender, ReceivedFile
 from firmware_bridge.spool import Spool
 from onboard.ground import (
     CAPTURE_MAGIC,
@@ -66,16 +66,19 @@ def products(n: int) -> list[Product]:
     return [make_product(i, ALL_KINDS[i % len(ALL_KINDS)]) for i in range(n)]
 
 
-def downlink_capture(tmp_path: Path, prods: list[Product], drop: float, seed: int = 0) -> Path:
-    """Spool ``prods``, deliver them by class 2 over a lossy in-process channel and keep
-    what the ground's antenna saw (the packets that were not dropped) in a capture."""
+def downlink_capture(tmp_path: Path, prods: list[Product], drop: float, seed: int = 0,
+                     config: DownlinkConfig = FAST) -> Path:
+    """Spool ``prods``, deliver them (class 2 unless ``config`` says otherwise) over a lossy
+    in-process channel and keep what the ground's antenna saw (the packets that were not
+    dropped) in a capture."""
     spool = Spool(tmp_path / "spool", 50_000_000)
     for p in prods:
         spool.put(p.name, p.to_bytes(), p.priority, p.kind.value)
     down: list[bytes] = []
     up: list[bytes] = []
-    rx = DownlinkReceiver(tmp_path / "staging", lambda f: None, up.append, FAST)
-    tx = DownlinkSender(spool, down.append, FAST)
+    rx = DownlinkReceiver(tmp_path / "staging", lambda f: None,
+                          up.append if config.acknowledged else None, config)
+    tx = DownlinkSender(spool, down.append, config)
     path = tmp_path / "down.cap"
     writer = CaptureWriter(path)
     exchange(tx, _Recorder(rx, writer), down, up, random.Random(seed), drop)
@@ -234,6 +237,14 @@ def test_sink_rejects_what_is_not_a_valid_product_and_keeps_same_named_products(
     sink.receive(ReceivedFile((1, 4), 0x100, "health", other.name, other.to_bytes()))
     assert sink.stats.products == 2 and sink.stats.duplicates == 1
     assert (tmp_path / "raw" / f"{p.name}_{other.sha256[:8]}.obpr").exists()
+
+
+def test_a_class_1_capture_decodes(tmp_path: Path) -> None:
+    prods = products(5)
+    capture = downlink_capture(tmp_path, prods, drop=0.0, config=DownlinkConfig(acknowledged=False))
+    sink, receiver, error = decode_capture(capture, tmp_path / "out")
+    assert error is None and sink.stats.products == 5 and receiver.stats.uplink_packets == 0
+    check_outputs(tmp_path / "out", prods)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
