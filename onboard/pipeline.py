@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -101,7 +101,8 @@ class Pipeline:
             result.flags.append(f"frame {cube.counter}: {100 * (1 - cube.valid.mean()):.0f} % of pixels invalid")
         if self.options.denoise and cube.valid.any():
             with self._timed(result, "denoise"):
-                result.denoised = self.denoise(cube)
+                # denoising removes noise, not the reconstruction's spectral response
+                result.denoised = replace(self.denoise(cube), response=cube.response)
         else:
             result.denoised = cube
         with self._timed(result, "classify"):

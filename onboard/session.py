@@ -22,8 +22,9 @@ from onboard.pipeline import Pipeline, StageOptions
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sources import SimulatedImspoc, SimulatedPushbroom, Tile, Truth
+from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
-from onboard.stages.residue import unmix_fcls
+from onboard.stages.residue import UnmixConfig
 from onboard.types import RawFrame
 
 
@@ -101,6 +102,8 @@ def build_session(config: Config) -> Session:
     if config.run.sensor == "imspoc":
         inst: ImspocInstrument = (default_instrument if config.imspoc.preset == "default" else imspoc_uv2)(
             seed=config.run.seed)
+        if config.imspoc.exposure_s is not None:
+            inst.exposure_s = config.imspoc.exposure_s
         if config.run.calibration:
             try:
                 cal = calfile.read(config.run.calibration)
@@ -118,7 +121,7 @@ def build_session(config: Config) -> Session:
                      f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
         endmembers = nominal_endmembers(cal.wavelengths_nm)
         source = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
-                                 seed=config.run.seed, illumination_scale=config.imspoc.snr_scale)
+                                 seed=config.run.seed)
         frame_shape: tuple[int, ...] = inst.layout.detector_shape
         cube_shape = [len(cal.wavelengths_nm), *inst.thumb_shape]
         saturation = inst.detector_spec.max_dn - 1
@@ -133,12 +136,16 @@ def build_session(config: Config) -> Session:
         fine = pb.wavelengths_nm
         source = SimulatedPushbroom(pb, _tiles(config, fine, (config.pushbroom.lines_per_frame, pb.cross_track)),
                                     seed=config.run.seed)
+        if config.imspoc.exposure_s is not None:
+            inst.exposure_s = config.imspoc.exposure_s
         frame_shape = tuple(pb.detector_spec.shape)
         cube_shape = [len(pb.wavelengths_nm), config.pushbroom.lines_per_frame, pb.cross_track]
         saturation = pb.detector_spec.max_dn - 1
 
+    unmix_config = UnmixConfig(brightness=config.residue.for_sensor(config.run.sensor))
+
     def classify(cube):
-        return unmix_fcls(cube, endmembers)
+        return classify_classical(cube, endmembers, unmix_config, config.residue.context_px)
 
     options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
                            cube_float16=config.products.cube_float16)

@@ -53,7 +53,10 @@ class Cube:
 
     ``data``: (bands, rows, cols) float32, reflectance (unitless, about 0-1) unless
     ``units`` says otherwise. ``wavelengths_nm``: (bands,) ascending. ``valid``:
-    (rows, cols) bool, False where no trustworthy spectrum exists.
+    (rows, cols) bool, False where no trustworthy spectrum exists. ``response``: optional
+    (bands, bands) spectral response of the cube's bands: a scene whose reflectance is ``r``
+    on this band grid is expected to read ``response @ r`` (the resolution matrix of a
+    regularised reconstruction); None when each band is measured on its own.
     """
 
     data: NDArray[np.float32]
@@ -62,6 +65,7 @@ class Cube:
     counter: int = 0
     timestamp: float = 0.0
     units: str = "reflectance"
+    response: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
@@ -73,6 +77,8 @@ class Cube:
             )
         if self.valid.shape != self.data.shape[1:]:
             raise ValueError(f"valid mask {self.valid.shape} does not match {self.data.shape[1:]}")
+        if self.response is not None and self.response.shape != (self.bands, self.bands):
+            raise ValueError(f"response {self.response.shape} is not ({self.bands}, {self.bands})")
 
     @property
     def bands(self) -> int:

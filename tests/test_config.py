@@ -9,9 +9,9 @@ from onboard.config import ConfigError
 def test_defaults_and_overrides(tmp_path) -> None:
     assert config.load(None).run.frames == 5
     p = tmp_path / "m.toml"
-    p.write_text('[run]\nframes = 3\nsensor = "pushbroom"\n[imspoc]\nsnr_scale = 2\n')
+    p.write_text('[run]\nframes = 3\nsensor = "pushbroom"\n[imspoc]\nexposure_s = 0.02\n')
     c = config.load(p)
-    assert c.run.frames == 3 and c.run.sensor == "pushbroom" and c.imspoc.snr_scale == 2.0
+    assert c.run.frames == 3 and c.run.sensor == "pushbroom" and c.imspoc.exposure_s == 0.02
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 The field is a square of ``size`` x ``size`` pixels cut into Voronoi parcels. Each parcel has
 a tillage practice and a residue cover drawn inside that practice's range (< 15 %
 intensive, 15-30 % reduced, > 30 % conservation), a green-vegetation cover (weeds, volunteer
-crop) and bare soil for the rest; smooth random textures vary the covers inside a parcel.
+crop) and bare soil for the rest; smooth random textures vary the covers inside a parcel,
+the residue cover staying inside the practice's range (so a pixel's class, computed from its
+own cover, is its parcel's practice).
 Every pixel is a linear mixture of soil, residue and green vegetation, and every
 endmember varies from pixel to pixel, because a simulator with fixed endmembers makes
 unmixing trivial (REFERENCES.md):
@@ -104,7 +106,11 @@ class FarmlandScene:
         green_cover = rng.uniform(0.0, 0.3, n_parcels) * (1 - cover)
         tex_r = smooth_field(rng, shape, 6.0)
         tex_g = smooth_field(rng, shape, 4.0)
-        residue = np.clip(cover[parcel] * (1 + 0.25 * tex_r), 0.0, 0.98)
+        # texture varies the cover inside a parcel but keeps it inside its practice's range:
+        # a parcel under one practice is one tillage class, pixel by pixel
+        lo = np.array([COVER_RANGES[p][0] for p in practice])[parcel]
+        hi = np.array([COVER_RANGES[p][1] for p in practice])[parcel]
+        residue = np.clip(cover[parcel] * (1 + 0.25 * tex_r), lo, hi)
         green = np.clip(green_cover[parcel] * (1 + 0.5 * tex_g), 0.0, None)
         green = np.minimum(green, 1.0 - residue)
         soil = 1.0 - residue - green

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from onboard.calfile import Radiometric
+from onboard.stages.filters import box_mean
 from onboard.types import RawFrame
 
 
@@ -59,19 +60,6 @@ def correct(frame: RawFrame, maps: Radiometric, saturation_dn: int) -> RawFrame:
     return replace(frame, pixels=signal.astype(np.float32), valid=valid)
 
 
-def _local_mean(image: NDArray, weight: NDArray, radius: int) -> NDArray:
-    """Weighted box mean of side 2 radius + 1 (normalised convolution, via cumulative sums)."""
-
-    def box(a: NDArray) -> NDArray:
-        p = np.pad(a, radius + 1, mode="constant")
-        c = p.cumsum(0).cumsum(1)
-        k = 2 * radius + 1
-        s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-        return s[: a.shape[0], : a.shape[1]]
-
-    return box(image * weight) / np.maximum(box(weight), 1e-12)
-
-
 def estimate(
     dark_short: NDArray,
     dark_long: NDArray,
@@ -104,9 +92,9 @@ def estimate(
     signal = flats.astype(np.float64).mean(0) - bias - rate * flat_exposure_s
     lit = (signal > 0.1 * np.percentile(signal, 99.5)).astype(float)
     if along_axis is None:
-        local = _local_mean(signal, lit, radius)
+        local = box_mean(signal, lit, radius)
         # "inside": nearly all neighbours are lit: a dead pixel among them is judged, gaps are not
-        inside = _local_mean(lit, np.ones_like(lit), radius) > 0.85
+        inside = box_mean(lit, np.ones_like(lit), radius) > 0.85
     else:
         local = np.broadcast_to(np.median(signal, axis=along_axis, keepdims=True), signal.shape)
         inside = np.broadcast_to(lit.mean(axis=along_axis, keepdims=True) > 0.5, signal.shape)

@@ -9,7 +9,8 @@ prior on the reflectance::
     rho = argmin ||A' rho - y||^2 + lam ||D rho||^2,   A' = A diag(w),  D = 2nd difference
 
 i.e. ``rho = W(lam) y`` with ``W = (A'^T A' + lam D^T D)^-1 A'^T``: one matrix product per
-frame. The weight ``lam`` is chosen by generalised cross-validation (GCV) on a sample of the
+frame. The cube carries the resolution matrix ``W A'`` as its spectral ``response``: what the
+regularisation does to any spectrum, so later stages can compare like with like. The weight ``lam`` is chosen by generalised cross-validation (GCV) on a sample of the
 frame's own pixels, a rule that needs neither the answer nor the noise level. The OPD wedge
 across a thumbnail is handled by one operator per block of pixels, each built at its block's
 centre.
@@ -101,6 +102,7 @@ class Reconstructor:
             self._a.append(row)
         self.d = second_difference(len(self.wavelengths_nm))
         self._lam_key: tuple[float, float] | None = None
+        self._response: NDArray | None = None
         self._w: list[list[NDArray]] = []
 
     def _scaled(self, a: NDArray, exposure_s: float) -> NDArray:
@@ -138,6 +140,8 @@ class Reconstructor:
                     a2 = self._scaled(a, exposure_s)
                     out.append(np.linalg.solve(a2.T @ a2 + r, a2.T).astype(np.float32))
                 self._w.append(out)
+            centre = self._scaled(self._centre_a(), exposure_s)
+            self._response = np.linalg.solve(centre.T @ centre + r, centre.T @ centre)
             self._lam_key = (lam, exposure_s)
         return self._w
 
@@ -160,7 +164,8 @@ class Reconstructor:
             for j, (c0, c1) in enumerate(pairwise(self.col_edges)):
                 y = thumbs[:, r0:r1, c0:c1].reshape(n, -1)
                 out[:, r0:r1, c0:c1] = (ops[i][j] @ y).reshape(-1, r1 - r0, c1 - c0)
-        cube = Cube(out, self.wavelengths_nm, valid, counter=frame.counter, timestamp=frame.timestamp)
+        cube = Cube(out, self.wavelengths_nm, valid, counter=frame.counter, timestamp=frame.timestamp,
+                    response=self._response)
         return cube, lam
 
 
