@@ -387,3 +387,14 @@ def test_estimate_from_the_command_line(tmp_path: Path) -> None:
     assert f"{expected.seconds:.1f} s at 9.6 kbit/s" in out.stdout
     assert f"1 products, 100000 B in {expected.packets} packets" in out.stdout
     assert expected.packets == 2 + 100  # Metadata, EOF and 100 file data segments of 1000 B
+
+
+def test_the_flight_side_needs_no_numpy() -> None:
+    """DESIGN.md: firmware_bridge imports no numpy (nor do cfdp-py and spacepackets)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, firmware_bridge.downlink, firmware_bridge.spool; "
+            "print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
