@@ -144,6 +144,46 @@ def denoise_subspace_report(
 ) -> tuple[Cube, SubspaceReport]:
     """:func:`denoise_subspace` and what it estimated on the way (:class:`SubspaceReport`)."""
     config = config or SubspaceDenoiseConfig()
+    parts = decompose(cube, config)
+    z = parts.z
+    if parts.report.band_noise.any():  # a noise-free cube has nothing to clean spatially
+        z = denoise_eigenimages(z, config.wavelet_levels, config.threshold_scale)
+    result = Cube(parts.compose(z), cube.wavelengths_nm, parts.valid.copy(),
+                  counter=cube.counter, timestamp=cube.timestamp, units=cube.units)
+    return result, parts.report
+
+
+@dataclass
+class SubspaceDecomposition:
+    """A cube after steps 1-4 (module docstring): in-painted, destriped, and expressed in
+    its signal subspace, ``x = back @ z + mean`` per pixel. A spatial denoiser of the
+    eigen-images (this module's, or a learned one) takes ``z`` and gives it back.
+
+    ``mean``: (B,) mean spectrum of the valid pixels, in the cube's units. ``project``:
+    (k, B), ``z = project @ (x - mean)``. ``back``: (B, k). ``z``: (k, H, W) eigen-images
+    in whitened units (noise about 1 in each). ``valid``: (H, W) the output mask. For a cube
+    with no measurable noise, ``k = B`` and the basis is the identity.
+    """
+
+    mean: NDArray[np.float64]
+    project: NDArray[np.float64]
+    back: NDArray[np.float64]
+    z: NDArray[np.float64]
+    valid: NDArray[np.bool_]
+    report: SubspaceReport
+
+    def compose(self, z: NDArray[np.floating]) -> NDArray[np.float32]:
+        """The cube (B, H, W) float32 from eigen-images ``z`` (k, H, W)."""
+        k, h, w = z.shape
+        out = self.back @ z.reshape(k, -1) + self.mean[:, None]
+        return out.reshape(-1, h, w).astype(np.float32)
+
+
+def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> SubspaceDecomposition:
+    """Steps 1-4 of the stage: fill, destripe, measure the noise, find the signal subspace,
+    project. Raises ValueError for fewer than :data:`MIN_BANDS` bands, or too few valid
+    pixels to estimate the noise and the subspace (skip denoising for that frame)."""
+    config = config or SubspaceDenoiseConfig()
     b, h, w = cube.data.shape
     if b < MIN_BANDS:
         raise ValueError(
@@ -171,31 +211,24 @@ def denoise_subspace_report(
     pixels = filled[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
     mean = pixels.mean(axis=1)
     centred = pixels - mean[:, None]
-    data_cov = centred @ centred.T / n_valid
     if config.noise == "spatial":
         noise_cov = noise_covariance_spatial(filled, valid)
     else:
         noise_cov = np.diag(band_noise_regression(centred) ** 2)
-    if not np.diag(noise_cov).max() > 0:  # a noise-free (e.g. constant) cube: nothing to do
-        out = filled.astype(np.float32)
-        return (Cube(out, cube.wavelengths_nm, valid.copy(), counter=cube.counter,
-                     timestamp=cube.timestamp, units=cube.units),
-                SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum()), repaired))
+    flat = filled.reshape(b, -1) - mean[:, None]
+    if not np.diag(noise_cov).max() > 0:  # a noise-free (e.g. constant) cube: keep it all
+        report = SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum()), repaired)
+        return SubspaceDecomposition(mean, np.eye(b), np.eye(b), flat.reshape(b, h, w), valid, report)
     whiten, unwhiten = _whitening(noise_cov)
-    eigval, eigvec = np.linalg.eigh(whiten @ data_cov @ whiten)  # covariance, whitened
+    eigval, eigvec = np.linalg.eigh(whiten @ (centred @ centred.T / n_valid) @ whiten)
     eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
     rank = subspace_rank(eigval, n_valid, config)
-
     basis = eigvec[:, :rank]  # (B, k), whitened units
-    z = (whiten @ basis).T @ (filled.reshape(b, -1) - mean[:, None])
-    z = denoise_eigenimages(z.reshape(rank, h, w), config.wavelet_levels, config.threshold_scale)
-    out = (unwhiten @ basis) @ z.reshape(rank, -1) + mean[:, None]
-
-    result = Cube(out.reshape(b, h, w).astype(np.float32), cube.wavelengths_nm, valid.copy(),
-                  counter=cube.counter, timestamp=cube.timestamp, units=cube.units)
+    project = (whiten @ basis).T
     report = SubspaceReport(np.sqrt(np.diag(noise_cov)), eigval, rank, stripes,
                             int((~valid).sum()), repaired)
-    return result, report
+    return SubspaceDecomposition(mean, project, unwhiten @ basis,
+                                 (project @ flat).reshape(rank, h, w), valid, report)
 
 
 def _whitening(cov: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
