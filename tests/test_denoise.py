@@ -17,6 +17,7 @@ from onboard.stages.denoise import (
     MIN_BANDS,
     SubspaceDenoiseConfig,
     band_noise_regression,
+    decompose,
     denoise_eigenimages,
     denoise_subspace,
     denoise_subspace_report,
@@ -249,3 +250,23 @@ def test_dead_detector_element_is_repaired_but_a_road_is_not():
     assert report.repaired_columns == 1
     assert np.abs(out.data[12, :, 17] - clean[12, :, 17]).mean() < 0.02
     assert np.abs(out.data[:, :, 40] - clean[:, :, 40]).mean() < 0.02
+
+
+def test_decomposition_is_the_front_end_of_the_stage():
+    """decompose() + compose() is the stage without its spatial step: the projection onto
+    the signal subspace, which keeps a low-rank cube and removes (B - k) / B of i.i.d.
+    noise; eigen-images come out in whitened units (noise about 1)."""
+    wl, clean = parcel_scene(bands=30, materials=4, seed=21)
+    rng = np.random.default_rng(22)
+    noisy = clean + 0.01 * rng.standard_normal(clean.shape)
+    parts = decompose(cube_of(noisy, wl), SubspaceDenoiseConfig(destripe="none"))
+    k = parts.report.rank
+    assert parts.z.shape == (k, 64, 64) and parts.project.shape == (k, 30)
+    projected = parts.compose(parts.z)
+    assert projected.dtype == np.float32 and projected.shape == clean.shape
+    left = np.mean((projected - clean) ** 2) / 0.01**2
+    assert left < 1.5 * k / 30, (left, k)  # the noise a k-dim projection keeps, and a margin
+    # The finest-scale noise of the weakest eigen-image is the whitened noise level.
+    weakest = parts.z[-1]
+    hh = (weakest[:-1, :-1] - weakest[1:, :-1] - weakest[:-1, 1:] + weakest[1:, 1:]) / 2
+    assert 0.8 < np.median(np.abs(hh)) / 0.6745 < 1.2
