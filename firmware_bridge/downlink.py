@@ -71,6 +71,7 @@ from cfdppy.exceptions import (
     NoRemoteEntityConfigFound,
     PduIgnoredForDest,
     PduIgnoredForSource,
+    SourceFileDoesNotExist,
 )
 from cfdppy.handler.dest import DestHandler, LostSegmentTracker, acknowledge_inactive_eof_pdu
 from cfdppy.handler.source import SourceHandler
@@ -455,10 +456,21 @@ class DownlinkSender:
             self._source.reset()
             self._entry = None
             self.spool.release()
-        if self._entry is None and not self._start_next():
-            return False
+        if self._entry is None:
+            if not self._start_next():
+                return False
+            if self._entry is None:  # the product could not be sent and was discarded
+                return True
         try:
             self._source.state_machine()
+        except (SourceFileDoesNotExist, FileNotFoundError) as exc:
+            # removed behind the spool's back: report it, never retry it forever
+            entry = self._entry
+            assert entry is not None
+            self._source.reset()
+            self._entry = None
+            self.events.append(self.spool.discard(entry, f"file vanished from the spool ({exc})"))
+            return True
         except CfdpError as exc:
             log.warning("CFDP source error on %s: %s; transfer restarted", self._entry, exc)
             self._end_transfer(None)
@@ -489,15 +501,21 @@ class DownlinkSender:
         if entry is None:
             return False
         if entry.kind not in APID_BY_KIND:
-            raise DownlinkError(f"spooled product {entry.name} has kind {entry.kind!r}, "
-                                f"which has no APID; known kinds: {sorted(APID_BY_KIND)}")
+            self.events.append(self.spool.discard(
+                entry, f"kind {entry.kind!r} has no APID; known kinds: {sorted(APID_BY_KIND)}"))
+            return True
         self._seq.value = self.spool.reserve_transaction() % (1 << 32)
         request = PutRequest(
             destination_id=GROUND_ENTITY, source_file=Path(entry.path.name),
             dest_file=Path(entry.name + FILE_SUFFIX), trans_mode=self.config.mode,
             closure_requested=self.config.acknowledged,
         )
-        if not self._source.put_request(request):
+        try:
+            accepted = self._source.put_request(request)
+        except SourceFileDoesNotExist as exc:
+            self.events.append(self.spool.discard(entry, f"file vanished from the spool ({exc})"))
+            return True
+        if not accepted:
             raise RuntimeError("CFDP source handler busy with no transfer in progress")
         self._entry = entry
         self._eof = None

@@ -255,6 +255,12 @@ class Spool:
         self._remove(entry)
         return SpoolEvent("delivered", entry.name, entry.kind, entry.priority, entry.size)
 
+    def discard(self, entry: SpoolEntry, reason: str) -> SpoolEvent:
+        """Drop a product that cannot be delivered (its file is gone or unreadable); the
+        event says why."""
+        self._remove(entry)
+        return SpoolEvent("evicted", entry.name, entry.kind, entry.priority, entry.size, reason)
+
     def _remove(self, entry: SpoolEntry) -> None:
         if self._in_flight == entry.seq:
             self._in_flight = None

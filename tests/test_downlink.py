@@ -30,6 +30,7 @@ from firmware_bridge.downlink import (
     transfer_packet_sizes,
 )
 from firmware_bridge.link import RADIO_9600, UART_115200
+from firmware_bridge.messages import EventCode
 from firmware_bridge.spool import Spool
 
 #: Timers short enough for tests on an in-process channel (no real latency).
@@ -158,6 +159,20 @@ def test_a_health_record_preempts_a_cube_that_has_barely_started(tmp_path: Path)
     exchange(tx, rx, down, up, rng)
     assert [f.name for f in got[2:]] == ["cube_00000003", "health_00000004"]
     assert tx.stats.preempted == 1
+
+
+def test_undeliverable_spool_entries_are_discarded_with_an_event(tmp_path: Path) -> None:
+    spool, tx, rx, down, up, got, _ = ends(tmp_path, FAST)
+    spool.put("mystery_1", b"x", 0, "mystery")  # a kind with no APID
+    spool.put("residue_1", b"r" * 5000, 1, "residue")
+    spool.put("cube_1", b"c" * 5000, 3, "cube")
+    spool.entries()[1].path.unlink()  # removed behind the spool's back
+    exchange(tx, rx, down, up, random.Random(0))
+    assert [f.name for f in got] == ["cube_1"]
+    discarded = [e for e in tx.events if e.what == "evicted"]
+    assert [e.name for e in discarded] == ["mystery_1", "residue_1"]
+    assert "no APID" in discarded[0].reason and "vanished" in discarded[1].reason
+    assert all(e.message().code == EventCode.SPOOL_EVICTED for e in discarded)
 
 
 def test_class1_without_uplink(tmp_path: Path) -> None:
