@@ -22,7 +22,8 @@ new one's: a cube never pushes out a residue map. If that cannot free enough roo
 product is refused instead and nothing is evicted. The product being delivered right now is
 never evicted. Every eviction and every refusal returns a :class:`SpoolEvent` (kind
 ``evicted``/``refused``) that the caller sends as a SPOOL_EVICTED telemetry event
-(:meth:`SpoolEvent.message`); nothing is dropped silently.
+(:meth:`SpoolEvent.message`); so does :meth:`Spool.discard` (a product the downlink cannot
+send, e.g. its file vanished). Nothing is dropped silently.
 
 **Power loss.** A product file is written to ``NAME.tmp``, fsynced, renamed into place and
 the directory fsynced, so after a power cut a product is either whole in the queue or absent
