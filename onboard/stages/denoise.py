@@ -35,7 +35,7 @@ subspace spatially:
    directions above ``edge * (1 + rank_margin)``; ``rank_rule="hysime"`` keeps those whose
    signal power exceeds their noise power (eigenvalue > 2), HySime's minimum-MSE rule for a
    projection alone. The noise-floor rule keeps weaker directions, which the spatial step
-   then cleans: measured 0.7-2.5 dB better on synthetic parcels, within 0.25 dB on ImSPOC
+   then cleans: measured 0-2.5 dB better on synthetic parcels, within 0.25 dB on ImSPOC
    reconstructions, where HySime keeps 3 dimensions and the noise floor 7-11.
 5. The **eigen-images** are denoised spatially with an undecimated (translation-invariant)
    Haar wavelet transform and soft thresholds chosen per sub-band by BayesShrink
