@@ -191,7 +191,6 @@ def unmix_fcls(cube: Cube, endmembers: Endmembers, config: UnmixConfig | None = 
     floor = MIN_BRIGHTNESS * float(np.min(np.sum(m**2, axis=0)))
     signal = (m.T @ pixels).max(axis=0, initial=-np.inf) > floor
     prior_weight = 0.0
-    iterations = 0
     if config.brightness == "prior":
         prior_weight = _prior_weight(m, pixels[:, signal], config, max_iter)
         m_fit = np.vstack([m, np.full((1, m.shape[1]), prior_weight)])
