@@ -99,16 +99,18 @@ class Pipeline:
             result.flags.append(f"frame {cube.counter}: no valid pixel (saturated or bad everywhere)")
         elif cube.valid.mean() < 0.9:
             result.flags.append(f"frame {cube.counter}: {100 * (1 - cube.valid.mean()):.0f} % of pixels invalid")
+        result.denoised = cube
         if self.options.denoise and cube.valid.any():
             with self._timed(result, "denoise"):
-                # denoising removes noise, not the reconstruction's spectral response
-                result.denoised = replace(self.denoise(cube), response=cube.response)
-        else:
-            result.denoised = cube
+                try:
+                    # denoising removes noise, not the reconstruction's spectral response
+                    result.denoised = replace(self.denoise(cube), response=cube.response)
+                except ValueError as exc:  # e.g. too few valid pixels to estimate the noise
+                    result.flags.append(f"frame {cube.counter}: not denoised ({exc})")
         with self._timed(result, "classify"):
             result.residue = self._classify(result.denoised)
         with self._timed(result, "package"):
-            meta = {"flags": result.flags, "regularisation": result.regularisation,
+            meta = {"flags": list(result.flags), "regularisation": result.regularisation,
                     "valid_fraction": float(cube.valid.mean())}
             result.products = frame_products(
                 result.denoised, result.residue, self.calibration.instrument, meta,

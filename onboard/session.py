@@ -94,7 +94,8 @@ def _tiles(config: Config, grid, shape: tuple[int, int]) -> Iterator[Tile]:
 def build_session(config: Config) -> Session:
     """Everything ``onboard run`` needs, from a validated Config."""
     notes: list[str] = []
-    denoise_config = SubspaceDenoiseConfig()
+    # the ImSPOC reconstructs each pixel from many detector pixels: no column stripes survive
+    denoise_config = SubspaceDenoiseConfig(destripe="none" if config.run.sensor == "imspoc" else "gain")
 
     def denoise(cube):
         return denoise_subspace(cube, denoise_config)

@@ -60,3 +60,18 @@ def test_all_saturated_frame_is_flagged_and_still_produces_a_residue_map(imspoc,
     assert ProductKind.RESIDUE in kinds and ProductKind.EVENT in kinds
     arrays = decode_arrays(r.products[0].payload)
     assert (arrays["tillage"] == INVALID_CLASS).all() and np.isnan(arrays["fractions"]).all()
+
+
+def test_a_frame_the_denoiser_refuses_is_classified_undenoised(imspoc, pipeline) -> None:
+    grid = imspoc.scene_grid()
+    frame = imspoc.frame(smooth_reflectance(grid, imspoc.thumb_shape), grid, np.random.default_rng(1))
+    thumbs = imspoc.layout.extract(frame.pixels)
+    keep = thumbs[:, 0, :10].copy()
+    thumbs[:] = imspoc.detector_spec.max_dn  # saturated everywhere...
+    thumbs[:, 0, :10] = keep  # ...but 10 pixels: fewer than bands, too few to estimate noise from
+    frame.pixels = imspoc.layout.place(thumbs)
+    r = pipeline.process(frame)
+    assert r.cube.valid.sum() <= 10
+    assert r.denoised is r.cube and any("not denoised" in f for f in r.flags)
+    kinds = [p.kind for p in r.products]
+    assert ProductKind.RESIDUE in kinds and ProductKind.EVENT in kinds
