@@ -17,7 +17,6 @@ and its products written before the loop returns.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections import deque
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onboard.pipeline import FrameResult, Pipeline
-from onboard.products import Product, ProductKind
+from onboard.products import ProductKind, event_product, json_product
 
 LEVELS = ("nominal", "no quick-look", "faster inference", "no cube product", "no denoising")
 RECOVER_AFTER = 5
@@ -118,12 +117,9 @@ class FrameLoop:
         self._apply_level()
         event = LoopEvent(result.counter, new_level, reason)
         self.stats.events.append(event)
-        body = json.dumps({"event": "degrade level", "level": new_level, "name": LEVELS[new_level],
-                           "reason": reason, "frame": result.counter}).encode()
-        result.products.append(Product(kind=ProductKind.EVENT, frame_counter=result.counter,
-                                       created_utc=time.time(), payload=body, encoding="json",
-                                       instrument=self.pipeline.calibration.instrument,
-                                       meta={"event": "degrade level"}))
+        result.products.append(event_product(
+            result.counter, time.time(), self.pipeline.calibration.instrument, "degrade level", reason,
+            level=new_level, name=LEVELS[new_level]))
 
     def _pace(self, result: FrameResult) -> None:
         took = sum(result.seconds.values())
@@ -153,9 +149,8 @@ class FrameLoop:
             self.stats.record(result)
             if self.health is not None and self.clock() - self._last_health >= self.health_period_s:
                 self._last_health = self.clock()
-                body = json.dumps(self.health(self.stats, self.level)).encode()
-                result.products.append(Product(kind=ProductKind.HEALTH, frame_counter=result.counter,
-                                               created_utc=time.time(), payload=body, encoding="json",
-                                               instrument=self.pipeline.calibration.instrument))
+                result.products.append(json_product(
+                    ProductKind.HEALTH, result.counter, time.time(), self.health(self.stats, self.level),
+                    self.pipeline.calibration.instrument))
             yield result, truth
         self.stats.stopped_by_signal = self._stop

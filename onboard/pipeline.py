@@ -11,7 +11,6 @@ to the ground.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from onboard.calfile import Calibration
-from onboard.products import Product, ProductKind
+from onboard.products import Product, event_product
 from onboard.stages import radiometric
 from onboard.stages.package import frame_products
 from onboard.stages.radiometric import FrameError
@@ -152,7 +151,4 @@ class Pipeline:
         return cube
 
     def _event(self, frame: RawFrame, what: str, detail: str) -> Product:
-        body = json.dumps({"event": what, "detail": detail, "frame": frame.counter}).encode()
-        return Product(kind=ProductKind.EVENT, frame_counter=frame.counter, created_utc=frame.timestamp,
-                       payload=body, encoding="json", instrument=self.calibration.instrument,
-                       meta={"event": what})
+        return event_product(frame.counter, frame.timestamp, self.calibration.instrument, what, detail)

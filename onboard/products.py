@@ -155,3 +155,18 @@ def decode_arrays(payload: bytes) -> dict[str, np.ndarray]:
     """Inverse of :func:`encode_arrays`; never unpickles."""
     with np.load(io.BytesIO(payload), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def json_product(kind: ProductKind, frame_counter: int, created_utc: float, body: dict, instrument: str,
+                 meta: dict | None = None) -> Product:
+    """A product whose payload is a JSON object (events, health)."""
+    return Product(kind=kind, frame_counter=frame_counter, created_utc=created_utc,
+                   payload=json.dumps(body, sort_keys=True).encode(), encoding="json",
+                   instrument=instrument, meta=meta or {})
+
+
+def event_product(frame_counter: int, created_utc: float, instrument: str, what: str, detail: str,
+                  **fields: object) -> Product:
+    """An event for the ground: what happened to which frame, in words."""
+    body = {"event": what, "detail": detail, "frame": frame_counter, **fields}
+    return json_product(ProductKind.EVENT, frame_counter, created_utc, body, instrument, {"event": what})

@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from onboard.config import Config, ConfigError
 from onboard.config import load as load_config
 from onboard.loop import FrameLoop
 from onboard.pipeline import FrameResult
-from onboard.products import Product
+from onboard.products import Product, event_product
 from onboard.session import Session, SessionError, build_session
 from onboard.sources import Truth
 
@@ -152,10 +153,15 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Mission TOML file.")
 @click.option("--calibration", type=click.Path(path_type=Path), help="Calibration file (.cal).")
 @click.option("--seed", type=int, help="Seed of the simulated scene and noise.")
+@click.option("--replay", type=click.Path(file_okay=False, path_type=Path),
+              help="Process recorded frames from this folder (onboard/replay.py format).")
+@click.option("--record", type=click.Path(file_okay=False, path_type=Path),
+              help="Also record every raw frame into this folder.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(sensor: str | None, frames: int | None, out: Path | None, config_path: Path | None,
-        calibration: Path | None, seed: int | None, json_path: Path | None, quiet: bool) -> None:
+        calibration: Path | None, seed: int | None, replay: Path | None, record: Path | None,
+        json_path: Path | None, quiet: bool) -> None:
     """Ingest frames, calibrate, reconstruct, denoise, classify and write products."""
     console = Console(stderr=False)
     try:
@@ -163,7 +169,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for key, value in (("sensor", sensor), ("frames", frames), ("out", out), ("seed", seed),
-                       ("calibration", calibration)):
+                       ("calibration", calibration), ("replay", replay), ("record", record)):
         if value is not None:
             setattr(config.run, key, str(value) if isinstance(value, Path) else value)
     try:
@@ -192,6 +198,11 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
             results.append(result)
             bar.update(1)
     bar.close()
+    for problem in getattr(session.source, "problems", []):
+        counter = int(problem.stem.rsplit("_", 1)[-1]) if problem.stem.rsplit("_", 1)[-1].isdigit() else -1
+        click.echo(f"warning: recorded frame {problem.stem} not replayed: {problem.reason}", err=True)
+        writer.write(FrameResult(counter=counter, flags=[problem.reason], products=[event_product(
+            counter, time.time(), session.instrument, "frame not replayed", f"{problem.stem}: {problem.reason}")]))
     if loop.stats.stopped_by_signal:
         click.echo(f"stopped by {loop.stats.stopped_by_signal} after {len(results)} frames; "
                    "products of every processed frame were written", err=True)

@@ -18,6 +18,7 @@ from onboard.config import Config
 from onboard.loop import LEVELS, LoopStats
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
+from onboard.replay import ReplaySource, write_frame
 from onboard.pipeline import Pipeline, StageOptions
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
@@ -57,10 +58,15 @@ class Session:
             "system": sysinfo.snapshot(),
         }
 
+    record: str | None = None
+
     def frames(self, n: int) -> Iterator[tuple[RawFrame | list[RawFrame], Truth | None]]:
         for i, item in enumerate(self.source):  # type: ignore[attr-defined]
             if i >= n:
                 return
+            if self.record is not None:
+                for f in item[0] if isinstance(item[0], list) else [item[0]]:
+                    write_frame(self.record, f)
             yield item
 
 
@@ -121,7 +127,7 @@ def build_session(config: Config) -> Session:
         notes.append(f"sensor: simulated {inst.name} (no camera configured), "
                      f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
         endmembers = nominal_endmembers(cal.wavelengths_nm)
-        source = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
+        source: object = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
                                  seed=config.run.seed)
         frame_shape: tuple[int, ...] = inst.layout.detector_shape
         cube_shape = [len(cal.wavelengths_nm), *inst.thumb_shape]
@@ -151,4 +157,16 @@ def build_session(config: Config) -> Session:
     options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
                            cube_float16=config.products.cube_float16)
     pipeline = Pipeline(cal, denoise, classify, saturation, options)
-    return Session(config.run.sensor, cal.instrument, True, frame_shape, cube_shape, pipeline, source, notes)
+    simulated = True
+    if config.run.replay:
+        if config.run.sensor != "imspoc":
+            raise SessionError("replay reads ImSPOC frames; push-broom replay is not supported yet")
+        try:
+            source = ReplaySource(config.run.replay)
+        except FileNotFoundError as exc:
+            raise SessionError(str(exc)) from exc
+        simulated = False
+        notes = [n for n in notes if not n.startswith("sensor:")]
+        notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {config.run.replay}")
+    return Session(config.run.sensor, cal.instrument, simulated, frame_shape, cube_shape, pipeline, source,
+                   notes, record=config.run.record)

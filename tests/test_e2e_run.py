@@ -66,3 +66,18 @@ def test_bad_config_and_calibration_give_one_clear_message(tmp_path) -> None:
                 check=False)
     assert proc.returncode != 0 and "not a readable calibration file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_record_then_replay_reports_a_damaged_frame(tmp_path) -> None:
+    rec = tmp_path / "rec"
+    _run(["--frames", "2", "--out", str(tmp_path / "a"), "--record", str(rec), "--quiet"], tmp_path)
+    assert len(list(rec.glob("frame_*.npy"))) == 2
+    (rec / "frame_00000001.npy").write_bytes(b"truncated")
+    proc = _run(["--frames", "5", "--out", str(tmp_path / "b"), "--replay", str(rec), "--quiet", "--json",
+                 str(tmp_path / "s.json")], tmp_path)
+    assert "replay of 2 recorded frames" in proc.stderr
+    assert "frame_00000001 not replayed" in proc.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 1 and summary["simulated"] is False and summary["accuracy"] == {}
+    kinds = sorted(p.kind.value for p in products_of(tmp_path / "b"))
+    assert kinds == ["cube", "event", "quicklook", "residue"]
