@@ -35,14 +35,14 @@ from typing import Any
 import click
 import numpy as np
 import torch
-from onboard.scene.farmland import nominal_endmembers
 
 from export import data, parity, quantize, reconstruction_graph, tensorrt_build
 from export.models import parameter_count
 from export.onnx_export import export_onnx
 from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
-from onboard.bundle import Artifact, Manifest, ModelSpec, Normalisation, TensorSpec, tool_versions
+from onboard.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.scene.farmland import nominal_endmembers
 from onboard.stages import radiometric
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
@@ -179,16 +179,14 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     name = f"residue_{kind}"
     out = opts.out
     b = len(rm.grid_nm)
-    norm = Normalisation(tuple(float(v) for v in rm.mean), tuple(float(v) for v in rm.std), 1)
     inputs = (TensorSpec("cube", (1, b, "H", "W"), "float32",
-                         "reflectance (bands ascending, the grid band_grid_nm), invalid pixels 0",
-                         norm),)
+                         "reflectance (bands ascending, the grid band_grid_nm), invalid pixels 0"),)
     outputs = (TensorSpec("probabilities", (1, 3, "H", "W"), "float32",
                           "tillage class probabilities (intensive, reduced, conservation)"),
                TensorSpec("fractions", (1, 3, "H", "W"), "float32",
                           "residue, soil, green fractions (softmax: >= 0, sum 1)"))
     cubes = [denoise_subspace(s.cube, data.denoise_config(s)) for s in evals]
-    feeds = [{"cube": norm.apply(np.where(c.valid, c.data, 0.0)[None].astype(np.float32))}
+    feeds = [{"cube": np.where(c.valid, c.data, 0.0)[None].astype(np.float32)}
              for c in cubes]
     fp32 = export_onnx(rm.net, torch.from_numpy(feeds[0]["cube"]), out / f"{name}.fp32.onnx",
                        "cube", ["probabilities", "fractions"], {2: "H", 3: "W"})
@@ -199,7 +197,7 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
 
     train_cubes = data.residue_set(data.take(data.samples(kind, "train", opts.seed + 301),  # type: ignore[arg-type]
                                              2 if cfg.quick else 4))
-    calib = [{"cube": norm.apply(c[None])} for c in train_cubes.cubes]
+    calib = [{"cube": c[None]} for c in train_cubes.cubes]
     files = {"fp32": fp32,
              "int8": quantize.quantize_int8(fp32, out / f"{name}.int8.onnx", calib),
              "fp16": quantize.convert_fp16(fp32, out / f"{name}.fp16.onnx")}

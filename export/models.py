@@ -32,11 +32,12 @@ whitened units; k, H, W dynamic.
 
 Residue classifier
 ------------------
-Per pixel with a 5 x 5 context: 1 x 1 convolutions over the bands (a learned spectral
-feature extractor, like an MLP on each spectrum), two 3 x 3 convolutions for the
+Per pixel with a 5 x 5 context: the spectrum divided by its band mean (brightness-free
+shape) and the log of that mean, then 1 x 1 convolutions over the bands (a learned
+spectral feature extractor, like an MLP on each spectrum), two 3 x 3 convolutions for the
 context, and two softmax heads: tillage class probabilities and residue / soil / green
 fractions (softmax: non-negative, summing to one). The band grid is fixed per model (the
-manifest records it); input ``cube`` (1, B, H, W) normalised per band, outputs
+manifest records it); input ``cube`` (1, B, H, W) reflectance, outputs
 ``probabilities`` and ``fractions`` (1, 3, H, W).
 """
 
@@ -47,6 +48,8 @@ from torch import nn
 
 #: Channels of the eigen-image refiner (inputs: residual, guide).
 DENOISER_IN = 2
+#: Added to a pixel's mean reflectance before dividing by it (an invalid pixel is 0).
+BRIGHTNESS_FLOOR = 1e-3
 
 
 class EigenRefiner(nn.Module):
@@ -81,7 +84,7 @@ class ResidueNet(nn.Module):
     def __init__(self, bands: int, width: int = 32) -> None:
         super().__init__()
         self.spectral = nn.Sequential(
-            nn.Conv2d(bands, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU())
+            nn.Conv2d(bands + 1, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU())
         self.context = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU())
@@ -89,15 +92,20 @@ class ResidueNet(nn.Module):
         self.fractions = nn.Conv2d(2 * width, 3, 1)
         self.bands, self.width = bands, width
 
+    def features(self, cube: torch.Tensor) -> torch.Tensor:
+        # Brightness (illumination, slope, exposure) scales a whole spectrum: the spectral
+        # layers see the shape (spectrum / its band mean) and the log brightness apart.
+        level = cube.mean(dim=1, keepdim=True).abs() + BRIGHTNESS_FLOOR
+        f = self.spectral(torch.cat([cube / level, torch.log(level)], dim=1))
+        return torch.cat([f, self.context(f)], dim=1)
+
     def forward(self, cube: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.spectral(cube)
-        g = torch.cat([f, self.context(f)], dim=1)
+        g = self.features(cube)
         return torch.softmax(self.classes(g), dim=1), torch.softmax(self.fractions(g), dim=1)
 
     def logits(self, cube: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-softmax class logits and fraction log-probabilities, for training losses."""
-        f = self.spectral(cube)
-        g = torch.cat([f, self.context(f)], dim=1)
+        g = self.features(cube)
         return self.classes(g), torch.log_softmax(self.fractions(g), dim=1)
 
 

@@ -41,11 +41,11 @@ class TrainConfig:
 
     @property
     def denoiser_steps(self) -> int:
-        return 60 if self.quick else 1500
+        return 60 if self.quick else 1200
 
     @property
     def residue_steps(self) -> int:
-        return 80 if self.quick else 700
+        return 80 if self.quick else 500
 
 
 def _setup(cfg: TrainConfig) -> None:
@@ -117,12 +117,11 @@ def train_denoiser(cfg: TrainConfig, pairs: data.RefinerSet | None = None
 
 @dataclass
 class ResidueModel:
-    """A trained classifier with its band grid and per-band normalisation (B,)."""
+    """A trained classifier with its band grid (it takes reflectance as it is: brightness
+    is normalised inside the network)."""
 
     net: ResidueNet
     grid_nm: NDArray[np.float64]
-    mean: NDArray[np.float64]
-    std: NDArray[np.float64]
     info: dict
 
 
@@ -140,10 +139,7 @@ def train_residue(kind: str, cfg: TrainConfig, rset: data.ResidueSet | None = No
     _setup(cfg)
     rset = rset if rset is not None else residue_training_set(kind, cfg)
     b = rset.cubes.shape[1]
-    ok = rset.tillage >= 0
-    pix = rset.cubes.transpose(1, 0, 2, 3)[:, ok]
-    mean, std = pix.mean(axis=1), np.maximum(pix.std(axis=1), 1e-6)
-    cubes = ((rset.cubes - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    cubes = rset.cubes
     model = ResidueNet(b)
     rng = np.random.default_rng([cfg.seed, 11])
     steps, batch, size = cfg.residue_steps, 8, 32
@@ -171,4 +167,4 @@ def train_residue(kind: str, cfg: TrainConfig, rset: data.ResidueSet | None = No
     model.eval()
     info = {"parameters": parameter_count(model), "steps": steps,
             "training_cubes": int(rset.cubes.shape[0]), "final_loss": float(np.mean(losses[-50:]))}
-    return ResidueModel(model, rset.grid_nm, mean.astype(np.float64), std.astype(np.float64), info)
+    return ResidueModel(model, rset.grid_nm, info)

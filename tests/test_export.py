@@ -91,14 +91,18 @@ def test_int8_is_qdq_symmetric_per_channel(exported):
     model = onnx.load(str(int8))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert convs
+    edges = quantize.edge_convs(onnx.load(str(fp32)))
+    assert len(convs) == 4 and len(edges) == 2  # first and last stay float
     producers = {o: n for n in model.graph.node for o in n.output}
-    for conv in convs:  # every conv reads its weight through a per-channel DequantizeLinear
+    quantised = [c for c in convs if c.input[1] in producers]
+    assert len(quantised) == 2 and not {c.name for c in quantised} & set(edges)
+    for conv in quantised:  # weights through a per-channel DequantizeLinear, int8
         dq = producers[conv.input[1]]
         assert dq.op_type == "DequantizeLinear"
         scale = inits[dq.input[1]]
         weight = inits[dq.input[0]]
         assert scale.shape == (weight.shape[0],) and weight.dtype == np.int8
+        assert producers[conv.input[0]].op_type == "DequantizeLinear"  # and activations
     assert not any(n.op_type in ("QLinearConv", "ConvInteger") for n in model.graph.node)
 
 

@@ -8,7 +8,7 @@ Denoising (the model is ``export.models.EigenRefiner``; why this design: its doc
    kept; eigen-images ``z`` (k, H, W) in whitened units (noise standard deviation 1) and
    their classical BayesShrink estimate ``y0``.
 2. :func:`refiner_input` stacks what the network takes: ``(z - y0, y0 / scale)``
-   (k, 2, H, W) float32, every channel of unit order (INT8-friendly).
+   (k, 2, H, W) float32, every channel within a few units (INT8-friendly).
 3. The engine returns a correction (k, 1, H, W); :func:`compose` back-projects
    ``y0 + correction`` to a cube.
 
@@ -134,10 +134,13 @@ def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> EigenD
 
 
 def guide_scale(y0: NDArray[np.floating]) -> NDArray[np.float64]:
-    """Per eigen-image scale (k,) of the guide channel: the standard deviation of ``y0``,
-    at least 1 (the noise level), so the guide is of unit order."""
+    """Per eigen-image scale (k,) of the guide channel: the largest ``|y0|``, at least 1
+    (the noise level), so the guide lies in [-1, 1]. The two channels share one INT8 scale
+    (activations are quantised per tensor): a guide wider than the residual channel's few
+    units would coarsen the residual's quantisation step, and the residual is what the
+    network denoises."""
     k = y0.shape[0]
-    return np.maximum(y0.reshape(k, -1).std(axis=1), 1.0)
+    return np.maximum(np.abs(y0.reshape(k, -1)).max(axis=1), 1.0)
 
 
 def refiner_input(dec: EigenDecomposition) -> NDArray[np.float32]:
