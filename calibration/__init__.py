@@ -1,0 +1,8 @@
+"""Ground-side characterisation of ImSPOC-family instruments from monochromatic sweeps.
+
+``acquisitions`` reads and validates sweep folders, ``initialise`` finds starting values,
+``regression`` fits every interferometer at once, ``model_selection`` picks the response
+model and polynomial degree, ``characterise`` runs the chain and checks the result,
+``report`` writes JSON and plots, ``simulate`` writes synthetic sweeps with a known truth,
+``calfile_writer`` turns a characterisation into the runtime's calibration file.
+"""

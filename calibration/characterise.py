@@ -1,0 +1,159 @@
+"""Characterisation of an interferometer bank from a monochromatic sweep, end to end.
+
+initialise (gain, windowed periodogram OPD, first-coefficient phase and R) -> choose the model
+and degree by BIC on a subset -> batched robust bounded regression of all interferometers ->
+checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus
+the diagnostics the report shows.
+
+Figures of merit, per interferometer:
+
+* ``rms``: the mean-normalised RMS residual ``RMS(fit - y) / mean(y)`` on the responses
+  ``y = data / norm`` that are fitted (the source's spectrum removed).
+* ``rms_recorded``: the same on the recorded data: ``RMS(norm fit - data) / mean(data)``.
+  Where the source is weak (sweep ends) ``data / norm`` magnifies the detector's noise; on
+  the recorded data each line counts with the signal it had. Equal to ``rms`` when the
+  acquisition is already normalised.
+
+Wrong-peak checks on the OPDs (a wrong peak is a periodogram lobe other than the
+interferometer's own fringe frequency, hence at least one resolution ``1 / span(sigma)``
+away from it):
+
+* ``opd_trend_outliers``: OPDs further than one resolution from the running median (over
+  +- 4 neighbours) of ``opd - ridge line``: a thickness series is smooth in the index.
+* ``low_margin``: periodogram peaks not above every other local maximum in the search
+  window (margin <= 1).
+* ``moved``: fitted OPDs that left the main lobe of their starting peak.
+* ``unguarded_wrong``: for comparison, how many interferometers the periodogram's global
+  maximum (no window) would put more than a resolution away from the fitted OPD.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.polynomial import chebyshev
+from numpy.typing import NDArray
+
+from calibration.acquisitions import Acquisition
+from calibration.initialise import InitialGuess, fourier_coefficients, initialise
+from calibration.model_selection import MODELS, Selection, select, with_degree
+from calibration.regression import FitResult, fit, rms_normalised
+from onboard.physics.interferometers import InterferometerBank
+
+TREND_HALF_WINDOW = 4
+
+
+@dataclass
+class Characterisation:
+    """A characterised bank and everything said about it."""
+
+    acquisition: Acquisition
+    bank: InterferometerBank
+    result: FitResult
+    guess: InitialGuess
+    selection: Selection
+    rms: NDArray[np.float64]
+    rms_recorded: NDArray[np.float64]
+    checks: dict
+    timings_s: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """Small JSON-able summary (the calibration file's provenance carries it)."""
+        return {
+            "acquisition": self.acquisition.name,
+            "interferometers": len(self.bank),
+            "lines": self.acquisition.n_lines,
+            "model": self.selection.model,
+            "degree": self.selection.degree,
+            "rms_definition": "RMS(fit - y) / mean(y) per interferometer, y = data / norm",
+            "rms_median": float(np.median(self.rms)),
+            "rms_p95": float(np.percentile(self.rms, 95)),
+            "rms_recorded_median": float(np.median(self.rms_recorded)),
+            "rms_recorded_p95": float(np.percentile(self.rms_recorded, 95)),
+            "time_s": float(self.timings_s.get("total", 0.0)),
+            **{k: v for k, v in self.checks.items() if not isinstance(v, list)},
+        }
+
+
+def _running_median(x: NDArray, half: int) -> NDArray[np.float64]:
+    return np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(x.size)])
+
+
+def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma: NDArray,
+               opd_step_um: float) -> dict:
+    """The wrong-peak checks of the module docstring, and the reflectivity range."""
+    n = len(bank)
+    resolution = 1.0 / (sigma.max() - sigma.min())
+    k = np.arange(n)
+    offset, scale = guess.ridge
+    detrended = bank.opd_um - (offset + scale * opd_step_um * k)
+    trend = _running_median(detrended, TREND_HALF_WINDOW)
+    trend_out = np.abs(detrended - trend) > resolution
+    moved = np.abs(bank.opd_um - guess.opd_um) > resolution
+    # the unguarded alternative: global maximum of the periodogram of y / gain - 1
+    gain = bank.gain(sigma)
+    z = y / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
+    grid = np.arange(resolution, max(1.6 * n * opd_step_um, bank.opd_um.max() + 5 * resolution),
+                     resolution / 8)
+    power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
+    unguarded = np.abs(grid[np.argmax(power, axis=1)] - bank.opd_um) > resolution
+    t = np.cos(np.linspace(0.0, np.pi, 4097))
+    r = chebyshev.chebval(t, bank.reflectivity_cheb.T)
+    g = chebyshev.chebval(t, bank.gain_cheb.T)
+    return {
+        "resolution_um": float(resolution),
+        "ridge_offset_um": float(offset),
+        "ridge_scale": float(scale),
+        "opd_trend_outliers": int(trend_out.sum()),
+        "low_margin": int((guess.peak_margin <= 1.0).sum()),
+        "moved": int(moved.sum()),
+        "unguarded_wrong": int(unguarded.sum()),
+        "r_min": float(r.min()),
+        "r_max": float(r.max()),
+        "r_outside_0_1": int(((r < 0) | (r >= 1)).any(axis=1).sum()),
+        "g_negative": int((g < 0).any(axis=1).sum()),
+        "trend_outlier_index": np.flatnonzero(trend_out).tolist(),
+        "low_margin_index": np.flatnonzero(guess.peak_margin <= 1.0).tolist(),
+    }
+
+
+def characterise(
+    acq: Acquisition,
+    models: tuple[str, ...] = tuple(MODELS),
+    degrees: tuple[int, ...] = (5, 8),
+    robust: bool = True,
+    progress=None,
+) -> Characterisation:
+    """Characterise every interferometer of ``acq``; ``progress(message)`` is told each step."""
+    say = progress or (lambda _m: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    y = acq.responses()
+    say(f"{acq.name}: {acq.n_interferometers} interferometers x {acq.n_lines} lines; initialising")
+    guess = initialise(y, acq.sigma, acq.opd_step_um, gain_degree=degrees[0])
+    timings["initialise"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if len(models) == 1 and len(degrees) == 1:
+        selection = Selection(models[0], degrees[0], {}, np.arange(0))
+    else:
+        say("choosing the model and degree (BIC on a subset)")
+        selection = select(y, acq.sigma, guess, models, degrees)
+    timings["model_selection"] = time.perf_counter() - t1
+    say(f"model {selection.model}, degree {selection.degree}; fitting all interferometers")
+    t2 = time.perf_counter()
+    g = with_degree(guess, y, acq.sigma, selection.degree) if selection.degree != degrees[0] else guess
+    result = fit(y, acq.sigma, g, harmonics=selection.harmonics,
+                 reflectivity_degree=selection.degree, robust=robust)
+    timings["regression"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um)
+    timings["checks"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0 - timings["checks"]
+    if acq.norm is not None and not acq.is_normalized:
+        rec = rms_normalised(result.residuals * acq.norm, acq.data)
+    else:
+        rec = result.rms_normalised
+    return Characterisation(acq, result.bank, result, guess, selection, result.rms_normalised,
+                            rec, checks, timings)

@@ -1,0 +1,199 @@
+"""Starting values for every interferometer from the data alone (and the design's OPD step).
+
+Three guarded steps, all batched over the N interferometers:
+
+1. **Gain** from the flat-field shape: a low-degree Chebyshev least-squares fit of each
+   response over the sweep. The Airy response's mean over a period is the gain, so a smooth
+   fit through many fringes is the gain (for the few interferometers with under a fringe
+   across the sweep it is biased; the regression corrects it).
+2. **OPD** from the peak of a periodogram of ``response / gain - 1``, computed as one matrix
+   product ``(N, S) @ (S, D)`` of quadrature-weighted complex exponentials, so it is valid for
+   irregular line spacing (the weights are the wavenumber spans each line stands for).
+   The peak is searched in a window around the *nominal* OPD ``offset + scale x index x
+   step``: the step is the design's, the offset and scale (the first gap's thickness and a
+   few per cent of scale error) are found by aligning a line with the bank's periodogram
+   ridge. Real prototypes need that: ImAGAz's first interferometer sits 8.5 µm from zero.
+   A second pass narrows each window to a running median of its neighbours' peaks, which
+   follows a ridge that wiggles about the straight line (thickness steps are not uniform).
+3. **Phase and reflectivity** from the first Fourier coefficient at that OPD: for every
+   model ``response / gain - 1 = 2 sum R^k cos(k(2 pi sigma opd - phase))`` so the first
+   coefficient is ``R exp(-i phase)``; its amplitude is clipped into ``[R_MIN, R_MAX]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.polynomial import chebyshev
+from numpy.typing import NDArray
+
+#: Amplitude inversion is clipped to this range: a reflectivity of 0 has no phase
+#: derivative, and above 0.9 the two-wave inversion is no longer an estimate of R.
+R_MIN, R_MAX = 0.02, 0.9
+#: Periodogram oversampling relative to the resolution 1 / (sigma span).
+OVERSAMPLE = 8
+
+
+@dataclass
+class InitialGuess:
+    """Starting values, one row per interferometer.
+
+    opd_um (N,), phase_rad (N,), reflectivity (N,), gain_cheb (N, Dg+1) on ``sigma_domain``;
+    nominal_opd_um (N,): the centre of each periodogram window; peak_margin (N,): periodogram
+    power at the chosen peak over the highest power in the window outside the main lobe (> 1
+    means the chosen peak is the window's clear maximum); ridge (offset_um, scale).
+    """
+
+    opd_um: NDArray[np.float64]
+    phase_rad: NDArray[np.float64]
+    reflectivity: NDArray[np.float64]
+    gain_cheb: NDArray[np.float64]
+    sigma_domain: tuple[float, float]
+    nominal_opd_um: NDArray[np.float64]
+    peak_margin: NDArray[np.float64]
+    ridge: tuple[float, float]
+
+
+def mapped(sigma: NDArray, domain: tuple[float, float]) -> NDArray[np.float64]:
+    """Wavenumber mapped onto [-1, 1] (the Chebyshev domain of the bank)."""
+    a, b = domain
+    return (2.0 * np.asarray(sigma, dtype=float) - (a + b)) / (b - a)
+
+
+def quadrature_weights(sigma: NDArray) -> NDArray[np.float64]:
+    """Trapezoid weights (S,) summing to 1: the wavenumber span each line stands for, so
+    clustered lines of an irregular sweep do not dominate the Fourier sums."""
+    s = np.asarray(sigma, dtype=float)
+    w = np.empty_like(s)
+    w[1:-1] = (s[2:] - s[:-2]) / 2
+    w[0] = (s[1] - s[0]) / 2
+    w[-1] = (s[-1] - s[-2]) / 2
+    return w / w.sum()
+
+
+def flat_field_gain(y: NDArray, sigma: NDArray, domain: tuple[float, float], degree: int) -> NDArray:
+    """Chebyshev coefficients (N, degree+1) of each response's smooth level (weighted LS)."""
+    v = chebyshev.chebvander(mapped(sigma, domain), degree)
+    w = np.sqrt(quadrature_weights(sigma))[:, None]
+    coef, *_ = np.linalg.lstsq(v * w, (y * w[:, 0]).T, rcond=None)
+    return coef.T
+
+
+def fourier_coefficients(z: NDArray, sigma: NDArray, opd: NDArray) -> NDArray[np.complex128]:
+    """First Fourier coefficients ``sum_j w_j z_ij exp(-2 pi i sigma_j opd_d)``.
+
+    z: (N, S); opd: (D,) a common grid -> (N, D) as one matrix product, or (N, D) per row ->
+    (N, D) batched."""
+    zw = z * quadrature_weights(sigma)
+    if opd.ndim == 1:
+        arg = 2.0 * np.pi * np.outer(sigma, opd)
+        return zw @ np.cos(arg) - 1j * (zw @ np.sin(arg))
+    arg = 2.0 * np.pi * sigma[None, :, None] * opd[:, None, :]
+    return np.einsum("ns,nsd->nd", zw, np.cos(arg)) - 1j * np.einsum("ns,nsd->nd", zw, np.sin(arg))
+
+
+def _ridge(power: NDArray, grid: NDArray, step: float) -> tuple[float, float]:
+    """Offset and scale of the straight line ``offset + scale x k x step`` through the bank's
+    periodogram ridge: the line that collects the most normalised power, searched over scale
+    0.7-1.3 and offsets within half the bank's nominal span."""
+    n = power.shape[0]
+    k = np.arange(0, n, max(1, n // 120))  # ~120 rows locate a straight line well enough
+    p = np.zeros((n, power.shape[1]))
+    p[k] = power[k] / power[k].max(axis=1, keepdims=True)
+    span = n * step
+    resolution = (grid[1] - grid[0]) * OVERSAMPLE
+    scales = np.linspace(0.7, 1.3, 41)
+    offsets = np.arange(-0.5 * span, 0.5 * span, max(min(step, resolution) / 2, grid[1] - grid[0]))
+    best, arg = -1.0, (0.0, 1.0)
+    dg = grid[1] - grid[0]
+    for s in scales:
+        line = offsets[:, None] + s * step * k[None, :]  # (O, N)
+        idx = np.rint((line - grid[0]) / dg).astype(int)
+        ok = (idx >= 0) & (idx < grid.size)
+        score = np.where(ok, p[k[None, :], idx.clip(0, grid.size - 1)], 0.0).sum(1)
+        i = int(np.argmax(score))
+        if score[i] > best:
+            best, arg = float(score[i]), (float(offsets[i]), float(s))
+    return arg
+
+
+def _running_median(x: NDArray, half: int) -> NDArray[np.float64]:
+    n = x.size
+    return np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(n)])
+
+
+def _windowed_peak(power: NDArray, grid: NDArray, centre: NDArray, half_width: NDArray
+                   ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Index of each row's maximum within ``centre +- half_width``, and the power masked to
+    -inf outside the window."""
+    inside = np.abs(grid[None, :] - centre[:, None]) <= half_width[:, None]
+    masked = np.where(inside, power, -np.inf)
+    idx = np.argmax(masked, axis=1)
+    return idx, masked
+
+
+def initialise(
+    y: NDArray,
+    sigma: NDArray,
+    opd_step_um: float,
+    gain_degree: int = 5,
+    domain: tuple[float, float] | None = None,
+) -> InitialGuess:
+    """Starting values for all interferometers from responses ``y`` (N, S) at ``sigma`` (S,).
+
+    ``opd_step_um`` is the design's OPD step between consecutive interferometers, the only
+    prior. See the module docstring for the three steps.
+    """
+    y = np.asarray(y, dtype=float)
+    sigma = np.asarray(sigma, dtype=float)
+    n = y.shape[0]
+    if domain is None:
+        domain = (float(sigma.min()), float(sigma.max()))
+    gcoef = flat_field_gain(y, sigma, domain, gain_degree)
+    gain = chebyshev.chebval(mapped(sigma, domain), gcoef.T)
+    z = y / np.where(np.abs(gain) > 1e-6 * np.abs(gain).max(), gain, 1e-6) - 1.0
+    z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
+    resolution = 1.0 / (sigma.max() - sigma.min())
+    nyquist = 0.5 / np.median(np.diff(sigma))
+    # the search reaches past the bank's nominal span, but not past the sampling's Nyquist
+    top = min(max(1.6 * n * opd_step_um, 10 * resolution), 4 * nyquist)
+    grid = np.arange(resolution, top, resolution / OVERSAMPLE)
+    power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
+    offset, scale = _ridge(power, grid, opd_step_um)
+    nominal = offset + scale * opd_step_um * np.arange(n)
+    # first pass: a generous window around the ridge line
+    half = np.full(n, max(4.0 * opd_step_um, 3.0 * resolution, 0.06 * n * opd_step_um))
+    idx, wide = _windowed_peak(power, grid, nominal, half)
+    wide = np.isfinite(wide)
+    first = grid[idx]
+    # second pass: a window around the running median of the neighbours' peaks (+- 2 steps)
+    local = _running_median(first - nominal, 4) + nominal
+    half = np.full(n, max(2.0 * opd_step_um, 2.0 * resolution))
+    idx, _ = _windowed_peak(power, grid, local, half)
+    # refine: parabolic interpolation of the peak on the oversampled grid (the regression
+    # polishes the OPD; this only has to land well inside the main lobe)
+    i = idx.clip(1, grid.size - 2)
+    rows = np.arange(n)
+    p0, p1, p2 = power[rows, i - 1], power[rows, i], power[rows, i + 1]
+    den = p0 - 2 * p1 + p2
+    frac = np.where(den < 0, 0.5 * (p0 - p2) / np.where(den < 0, den, -1.0), 0.0).clip(-0.5, 0.5)
+    opd = grid[i] + frac * (grid[1] - grid[0])
+    c1 = fourier_coefficients(z, sigma, opd[:, None])[:, 0]
+    # margin: chosen peak over the highest other local maximum in the first-pass window
+    # (outside the chosen peak's main lobe, +- one resolution)
+    is_max = np.zeros_like(power, dtype=bool)
+    is_max[:, 1:-1] = (power[:, 1:-1] > power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
+    lobe = np.abs(grid[None, :] - opd[:, None]) < resolution
+    others = np.where(is_max & ~lobe & wide, power, 0.0).max(axis=1)
+    margin = np.abs(c1) ** 2 / np.where(others > 0, others, np.nan)
+    return InitialGuess(
+        opd_um=opd,
+        phase_rad=np.angle(np.conj(c1)),
+        reflectivity=np.clip(np.abs(c1), R_MIN, R_MAX),
+        gain_cheb=gcoef,
+        sigma_domain=domain,
+        nominal_opd_um=local,
+        peak_margin=np.nan_to_num(margin, nan=np.inf),
+        ridge=(offset, scale),
+    )

@@ -1,0 +1,319 @@
+"""Nonlinear regression of every interferometer at once: a batched Levenberg-Marquardt.
+
+The model of interferometer n at line s is the response of :mod:`onboard.physics.fabry_perot`
+(its one definition, with its analytic derivatives)::
+
+    f_ns = G_n(t_s) A(2 pi sigma_s opd_n - phase_n, R_n(t_s))
+
+with ``G`` and ``R`` Chebyshev series in the mapped wavenumber ``t`` (domain stored in the
+bank). Parameters per interferometer: ``[opd, phase, g_0..g_Dg, r_0..r_Dr]`` (P of them);
+the additive offset is held at 0 (with two waves it is not identifiable beside gain and R).
+
+All N problems advance together: the Jacobian is (N, S, P), the normal matrices (N, P, P)
+are solved in one batched call, and each interferometer has its own damping, so one hard
+interferometer does not slow the others. Details:
+
+* **Robust loss**: Huber on residuals scaled by each interferometer's robust noise level
+  (1.4826 x MAD), solved by iteratively reweighted least squares: an outlier line (a dead
+  pixel, a saturated or mis-tuned line) costs linearly, not quadratically.
+* **Bounds** ``0 <= R(sigma) < 1`` and ``G(sigma) >= 0`` on every line of the sweep and on a
+  dense grid over the domain: a stiff quadratic penalty on violations while iterating (a
+  step cut short at a bound stalls there; a penalty lets the solution slide along it), then
+  the constant term is shifted by the small remaining violation, so the stored series never
+  leaves the physical range.
+* **Uncertainty**: ``cov = s^2 (J^T W J)^-1`` at the solution, ``s^2`` the weighted residual
+  variance with S - P degrees of freedom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.polynomial import chebyshev
+from numpy.typing import NDArray
+
+from calibration.initialise import InitialGuess, mapped
+from onboard.physics import fabry_perot
+from onboard.physics.interferometers import MAX_REFLECTIVITY, InterferometerBank
+
+#: Huber threshold in robust standard deviations: 95 % efficiency on Gaussian noise.
+HUBER_C = 1.345
+#: Points of the mapped domain [-1, 1] where the bounds are enforced (with the lines): dense
+#: enough that a degree <= 12 series cannot cross a bound between two of them.
+BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 1025))
+#: Upper bound kept strictly below the bank's clip so the fit never relies on clipping.
+R_UPPER = MAX_REFLECTIVITY - 0.005
+
+
+@dataclass
+class FitResult:
+    """A fitted bank and its diagnostics (N interferometers, S lines, P parameters).
+
+    rms_normalised (N,): RMS(fit - data) / mean(data), the figure of merit reported.
+    residuals (N, S): fit - data. outliers (N, S): lines beyond 3 robust sigma.
+    sigma_params (N, P): one-sigma uncertainties of [opd, phase, gain_cheb.., refl_cheb..].
+    iterations: LM iterations used. converged (N,): relative cost change below tolerance.
+    """
+
+    bank: InterferometerBank
+    residuals: NDArray[np.float64]
+    rms_normalised: NDArray[np.float64]
+    outliers: NDArray[np.bool_]
+    sigma_params: NDArray[np.float64]
+    iterations: int
+    converged: NDArray[np.bool_]
+    robust_cost: NDArray[np.float64]
+
+    def bic(self) -> NDArray[np.float64]:
+        """Bayesian information criterion per interferometer, Gaussian likelihood of the
+        residuals: ``S ln(RSS / S) + P ln S``."""
+        n, s = self.residuals.shape
+        p = self.sigma_params.shape[1]
+        rss = np.maximum((self.residuals**2).sum(1), 1e-300)
+        return s * np.log(rss / s) + p * np.log(s)
+
+
+def _unpack(theta: NDArray, dg: int) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    return theta[:, 0], theta[:, 1], theta[:, 2 : 3 + dg], theta[:, 3 + dg :]
+
+
+@dataclass
+class _Basis:
+    """Chebyshev design matrices and their column outer products (for the normal matrix)."""
+
+    sigma: NDArray  # (S,)
+    vg: NDArray  # (S, Dg+1)
+    vr: NDArray  # (S, Dr+1)
+
+    def __post_init__(self) -> None:
+        self.two_pi_sigma = 2.0 * np.pi * self.sigma
+        self.vgg = np.einsum("sj,sk->sjk", self.vg, self.vg).reshape(len(self.sigma), -1)
+        self.vgr = np.einsum("sj,sk->sjk", self.vg, self.vr).reshape(len(self.sigma), -1)
+        self.vrr = np.einsum("sj,sk->sjk", self.vr, self.vr).reshape(len(self.sigma), -1)
+
+
+def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None
+           ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray, NDArray]]:
+    """Model (N, S) and the factors of its Jacobian: the OPD column ``d_opd`` (N, S), the
+    phase column is ``-d_opd / (2 pi sigma)``, gain columns ``A T_j`` and reflectivity
+    columns ``G dA/dR T_j`` (returned as A (N, S) and G dA/dR (N, S))."""
+    opd, phase, gc, rc = _unpack(theta, dg)
+    gain = gc @ b.vg.T  # (N, S)
+    refl = rc @ b.vr.T
+    x = fabry_perot.phase_argument(b.sigma[None, :], opd[:, None], phase[:, None])
+    a, a_x, a_r = fabry_perot.response_shape_and_derivatives(x, refl, harmonics)
+    gx = gain * a_x
+    return gain * a, (gx * b.two_pi_sigma, -gx, a, gain * a_r)
+
+
+def _normal_equations(w: NDArray, r: NDArray, parts: tuple, b: _Basis, dg: int, dr: int
+                      ) -> tuple[NDArray, NDArray]:
+    """``J^T W J`` (N, P, P) and ``J^T W r`` (N, P) by blocks, as (N, S) x (S, k) products:
+    no (N, S, P) Jacobian is ever formed."""
+    j_opd, j_ph, a, ga_r = parts
+    n = r.shape[0]
+    ng, nr = dg + 1, dr + 1
+    p = 2 + ng + nr
+    sg, sr = slice(2, 2 + ng), slice(2 + ng, p)
+    m = np.empty((n, p, p))
+    wa, wgr = w * a, w * ga_r
+    scal = (j_opd, j_ph)
+    for i, ji in enumerate(scal):
+        wji = w * ji
+        for k in range(i, 2):
+            m[:, i, k] = m[:, k, i] = (wji * scal[k]).sum(1)
+        m[:, i, sg] = m[:, sg, i] = (wji * a) @ b.vg
+        m[:, i, sr] = m[:, sr, i] = (wji * ga_r) @ b.vr
+    m[:, sg, sg] = ((wa * a) @ b.vgg).reshape(n, ng, ng)
+    gr = ((wa * ga_r) @ b.vgr).reshape(n, ng, nr)
+    m[:, sg, sr] = gr
+    m[:, sr, sg] = gr.transpose(0, 2, 1)
+    m[:, sr, sr] = ((wgr * ga_r) @ b.vrr).reshape(n, nr, nr)
+    wr = w * r
+    g = np.empty((n, p))
+    g[:, 0] = (wr * j_opd).sum(1)
+    g[:, 1] = (wr * j_ph).sum(1)
+    g[:, sg] = (wr * a) @ b.vg
+    g[:, sr] = (wr * ga_r) @ b.vr
+    return m, g
+
+
+def _huber(u: NDArray) -> tuple[NDArray, NDArray]:
+    """Huber cost and IRLS weight of scaled residuals ``u``."""
+    au = np.abs(u)
+    cost = np.where(au <= HUBER_C, 0.5 * u * u, HUBER_C * (au - 0.5 * HUBER_C))
+    weight = np.where(au <= HUBER_C, 1.0, HUBER_C / np.maximum(au, 1e-300))
+    return cost, weight
+
+
+class _BoundPenalty:
+    """Quadratic penalty ``0.5 kappa^2 sum violation^2`` of a Chebyshev series leaving
+    ``[lower, upper]`` at the constraint points: lets the solver slide along a bound
+    (a step cut short at the boundary stalls there); the small leftover violation is
+    removed by :func:`_lift_into_bounds` at the end."""
+
+    def __init__(self, v: NDArray, lower: float, upper: float, kappa: NDArray) -> None:
+        self.v, self.lower, self.upper = v, lower, upper
+        self.k2 = kappa**2  # (N,)
+        self.vv = np.einsum("mj,mk->mjk", v, v).reshape(v.shape[0], -1)
+
+    def violation(self, coef: NDArray) -> NDArray:
+        val = coef @ self.v.T
+        return np.minimum(val - self.lower, 0.0) + np.maximum(val - self.upper, 0.0)
+
+    def cost(self, coef: NDArray, rows: NDArray | slice) -> NDArray:
+        return 0.5 * self.k2[rows] * (self.violation(coef) ** 2).sum(1)
+
+    def normal(self, coef: NDArray, rows: NDArray | slice) -> tuple[NDArray, NDArray]:
+        viol = self.violation(coef)
+        active = (viol != 0).astype(float)
+        q = coef.shape[1]
+        k2 = self.k2[rows]
+        return (active @ self.vv).reshape(-1, q, q) * k2[:, None, None], (viol @ self.v) * k2[:, None]
+
+
+def _lift_into_bounds(coef: NDArray, v: NDArray, lower: float, upper: float) -> NDArray:
+    """Shift each series' constant term (T_0 = 1) by the least amount that puts it inside
+    ``[lower, upper]`` at the points of ``v`` (if its range fits there at all)."""
+    val = coef @ v.T
+    lo, hi = val.min(1), val.max(1)
+    shift = np.where(lo < lower, lower - lo + 1e-6, 0.0) + np.where(hi > upper, upper - hi - 1e-6, 0.0)
+    out = coef.copy()
+    out[:, 0] += shift
+    return out
+
+
+def fit(
+    y: NDArray,
+    sigma: NDArray,
+    guess: InitialGuess,
+    harmonics: int | None = None,
+    reflectivity_degree: int = 5,
+    robust: bool = True,
+    line_weights: NDArray | None = None,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+) -> FitResult:
+    """Fit all interferometers' responses ``y`` (N, S) at ``sigma`` (S,) from ``guess``.
+
+    ``harmonics``: None for the Airy function, K for the K-harmonic series.
+    ``line_weights`` (N, S) or (S,): each residual is multiplied by its weight (the inverse
+    of its noise level), e.g. the source's power when ``y`` is data divided by it.
+    """
+    y = np.asarray(y, dtype=float)
+    sigma = np.asarray(sigma, dtype=float)
+    n, s = y.shape
+    domain = guess.sigma_domain
+    dg = guess.gain_cheb.shape[1] - 1
+    dr = reflectivity_degree
+    t = mapped(sigma, domain)
+    basis = _Basis(sigma, chebyshev.chebvander(t, dg), chebyshev.chebvander(t, dr))
+    # bounds hold on the lines and on a dense grid over the whole domain
+    tb = np.concatenate([t, BOUND_GRID])
+    vgb, vrb = chebyshev.chebvander(tb, dg), chebyshev.chebvander(tb, dr)
+    theta = np.zeros((n, 4 + dg + dr))
+    theta[:, 0] = guess.opd_um
+    theta[:, 1] = guess.phase_rad
+    gc = guess.gain_cheb.copy()
+    low = (gc @ vgb.T).min(axis=1) <= 0  # a gain fit that dips below 0 starts flat instead
+    gc[low] = 0.0
+    gc[low, 0] = np.maximum(np.abs(y[low]).mean(axis=1), 1e-6)
+    theta[:, 2 : 3 + dg] = gc
+    theta[:, 3 + dg] = np.clip(guess.reflectivity, 0.02, R_UPPER - 0.05)
+    sg, sr = slice(2, 3 + dg), slice(3 + dg, None)
+
+    lw = np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s))
+    f, parts = _model(theta, basis, dg, harmonics)
+    r = f - y
+    scale = np.ones(n)
+    if robust:
+        u = r * lw
+        scale = 1.4826 * np.median(np.abs(u - np.median(u, axis=1, keepdims=True)), axis=1)
+        scale = np.maximum(scale, 1e-9 * np.abs(y * lw).mean(axis=1) + 1e-300)
+    # a bound violation of 0.01 costs as much as 100 lines at 3 robust sigma
+    level = np.abs(y * lw).mean(axis=1)
+    kappa = 300.0 * np.sqrt(s / tb.size) * np.maximum(scale, 1e-3 * level) * np.sqrt(10.0)
+    pen_r = _BoundPenalty(vrb, 0.0, R_UPPER, kappa)
+    pen_g = _BoundPenalty(vgb, 0.0, np.inf, kappa / np.maximum(level, 1e-300))
+
+    def cost_and_weights(res: NDArray, th: NDArray, rows: NDArray | slice = slice(None)
+                         ) -> tuple[NDArray, NDArray]:
+        """Cost and IRLS weights (of the unweighted residuals) of some rows."""
+        u = res * lw[rows]
+        pen = pen_r.cost(th[:, sr], rows) + pen_g.cost(th[:, sg], rows)
+        if not robust:
+            return 0.5 * (u**2).sum(1) + pen, lw[rows] ** 2
+        c, w = _huber(u / scale[rows, None])
+        return (c * scale[rows, None] ** 2).sum(1) + pen, w * lw[rows] ** 2
+
+    cost, w = cost_and_weights(r, theta)
+    lam = np.full(n, 1e-3)
+    converged = np.zeros(n, dtype=bool)
+    eye = np.eye(theta.shape[1])
+    iterations = 0
+    cost_10 = cost.copy()
+    while iterations < max_iterations and not converged.all():
+        iterations += 1
+        # only the interferometers still moving are computed
+        act = np.flatnonzero(~converged)
+        th = theta[act]
+        sub_parts = tuple(q[act] for q in parts)
+        a, g = _normal_equations(w[act], r[act], sub_parts, basis, dg, dr)
+        for pen, sl in ((pen_r, sr), (pen_g, sg)):
+            h, gp = pen.normal(th[:, sl], act)
+            a[:, sl, sl] += h
+            g[:, sl] += gp
+        d = np.maximum(np.einsum("npp->np", a), 1e-12)
+        lhs = a + lam[act, None, None] * d[:, :, None] * eye[None]
+        trial = th - np.linalg.solve(lhs, g[:, :, None])[:, :, 0]
+        f_t, parts_t = _model(trial, basis, dg, harmonics)
+        r_t = f_t - y[act]
+        cost_t, w_t = cost_and_weights(r_t, trial, act)
+        better = cost_t < cost[act]
+        rel = (cost[act] - cost_t) / np.maximum(cost[act], 1e-300)
+        ok = act[better]
+        theta[ok] = trial[better]
+        r[ok], w[ok], cost[ok] = r_t[better], w_t[better], cost_t[better]
+        for q, q_t in zip(parts, parts_t, strict=True):
+            q[ok] = q_t[better]
+        lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9), np.minimum(lam[act] * 4.0, 1e9))
+        converged[act] = (better & (rel < tolerance)) | (lam[act] >= 1e9)
+        if iterations % 10 == 0:
+            # rows crawling (under 1e-5 relative over 10 iterations) have converged too
+            crawl = (cost_10 - cost) / np.maximum(cost_10, 1e-300) < 10 * tolerance
+            converged |= crawl
+            cost_10 = cost.copy()
+    # the penalty leaves violations of order 1e-3 at most: shift them out
+    theta[:, sr] = _lift_into_bounds(theta[:, sr], vrb, 0.0, R_UPPER)
+    theta[:, sg] = _lift_into_bounds(theta[:, sg], vgb, 0.0, np.inf)
+    f, parts = _model(theta, basis, dg, harmonics)
+    r = f - y
+    _, w = cost_and_weights(r, theta)
+    # uncertainty from the weighted normal matrix at the solution
+    a, _ = _normal_equations(w, r, parts, basis, dg, dr)
+    dof = max(s - theta.shape[1], 1)
+    s2 = (w * r * r).sum(1) / dof
+    cov = np.linalg.pinv(a) * s2[:, None, None]
+    sig = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
+    opd, phase, gcf, rcf = _unpack(theta, dg)
+    bank = InterferometerBank(
+        opd_um=opd.copy(), phase_rad=np.angle(np.exp(1j * phase)), gain_cheb=gcf.copy(),
+        reflectivity_cheb=rcf.copy(), offset=np.zeros(n), sigma_domain=domain, harmonics=harmonics,
+    )
+    robust_sigma = 1.4826 * np.median(np.abs(r - np.median(r, axis=1, keepdims=True)), axis=1)
+    return FitResult(
+        bank=bank,
+        residuals=r,
+        rms_normalised=rms_normalised(r, y),
+        outliers=np.abs(r) > 3.0 * robust_sigma[:, None],
+        sigma_params=sig,
+        iterations=iterations,
+        converged=converged,
+        robust_cost=cost,
+    )
+
+
+def rms_normalised(residuals: NDArray, y: NDArray) -> NDArray[np.float64]:
+    """Mean-normalised RMS residual per interferometer: ``RMS(fit - data) / mean(data)``."""
+    return np.sqrt((residuals**2).mean(axis=1)) / np.abs(np.asarray(y).mean(axis=1))
