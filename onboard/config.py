@@ -144,6 +144,36 @@ class EngineConfig:
 
 
 @dataclass
+class LinkConfig:
+    """The serial link to the flight computer (``onboard run --port``, onboard/payload.py).
+    ``rate_bytes_per_s`` 0: the UART rate of ``baud`` 8N1 (11520 B/s at 115200 baud); set it
+    to the slowest hop (1200 for a 9.6 kbit/s radio). Without ``key_file`` only PING is
+    accepted. ``uplink`` false: no CFDP answers from the ground, class 1 transfers.
+    ``spool`` defaults to ``<out>/spool``. CFDP timers as in firmware_bridge/downlink.py."""
+
+    port: str | None = None
+    baud: int = 115200
+    rate_bytes_per_s: float = 0.0
+    key_file: str | None = None
+    counter_file: str | None = None
+    uplink: bool = True
+    spool: str | None = None
+    spool_quota_mb: float = 256.0
+    telemetry_period_s: float = 5.0
+    ack_timer_s: float = 10.0
+    inactivity_s: float = 60.0
+
+    def validate(self) -> None:
+        _positive("link", baud=self.baud, spool_quota_mb=self.spool_quota_mb,
+                  telemetry_period_s=self.telemetry_period_s, ack_timer_s=self.ack_timer_s,
+                  inactivity_s=self.inactivity_s)
+        if self.rate_bytes_per_s < 0:
+            raise ConfigError(f"[link] rate_bytes_per_s: must be >= 0, got {self.rate_bytes_per_s}")
+        if (self.key_file is None) != (self.counter_file is None):
+            raise ConfigError("[link] key_file and counter_file: give both or neither")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
@@ -152,6 +182,7 @@ class Config:
     products: ProductsConfig = field(default_factory=ProductsConfig)
     residue: ResidueConfig = field(default_factory=ResidueConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
