@@ -88,15 +88,31 @@ class ResidueNet(nn.Module):
         self.context = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU())
+        # Per-feature standardisation of (shape, log brightness), set from the training data
+        # (``set_standardisation``): subtle spectral differences become of unit order.
+        self.register_buffer("feature_mean", torch.zeros(1, bands + 1, 1, 1))
+        self.register_buffer("feature_std", torch.ones(1, bands + 1, 1, 1))
         self.classes = nn.Conv2d(2 * width, 3, 1)
         self.fractions = nn.Conv2d(2 * width, 3, 1)
         self.bands, self.width = bands, width
 
-    def features(self, cube: torch.Tensor) -> torch.Tensor:
-        # Brightness (illumination, slope, exposure) scales a whole spectrum: the spectral
-        # layers see the shape (spectrum / its band mean) and the log brightness apart.
+    def inputs(self, cube: torch.Tensor) -> torch.Tensor:
+        """Brightness (illumination, slope, exposure) scales a whole spectrum: the spectral
+        layers see the shape (spectrum / its band mean) and the log brightness apart,
+        (1, B + 1, H, W), before standardisation."""
         level = cube.mean(dim=1, keepdim=True).abs() + BRIGHTNESS_FLOOR
-        f = self.spectral(torch.cat([cube / level, torch.log(level)], dim=1))
+        return torch.cat([cube / level, torch.log(level)], dim=1)
+
+    def set_standardisation(self, cubes: torch.Tensor) -> None:
+        """Feature mean and standard deviation from training cubes (n, B, H, W)."""
+        with torch.no_grad():
+            f = self.inputs(cubes)
+            self.feature_mean.copy_(f.mean(dim=(0, 2, 3), keepdim=True))
+            self.feature_std.copy_(f.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6))
+
+    def features(self, cube: torch.Tensor) -> torch.Tensor:
+        x = (self.inputs(cube) - self.feature_mean) / self.feature_std
+        f = self.spectral(x)
         return torch.cat([f, self.context(f)], dim=1)
 
     def forward(self, cube: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

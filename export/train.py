@@ -41,11 +41,11 @@ class TrainConfig:
 
     @property
     def denoiser_steps(self) -> int:
-        return 60 if self.quick else 1200
+        return 60 if self.quick else 1500
 
     @property
     def residue_steps(self) -> int:
-        return 80 if self.quick else 500
+        return 80 if self.quick else 800
 
 
 def _setup(cfg: TrainConfig) -> None:
@@ -141,6 +141,7 @@ def train_residue(kind: str, cfg: TrainConfig, rset: data.ResidueSet | None = No
     b = rset.cubes.shape[1]
     cubes = rset.cubes
     model = ResidueNet(b)
+    model.set_standardisation(torch.from_numpy(cubes))
     rng = np.random.default_rng([cfg.seed, 11])
     steps, batch, size = cfg.residue_steps, 8, 32
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
