@@ -8,6 +8,8 @@ one folder per acquisition:
 * ``norm.npy`` (N, S) float64: the source's power per line; ``data / norm`` is the response.
 * ``options.json``: at least ``opd_step`` (µm, the design's OPD step) and ``is_normalized``
   (true when ``data`` is already divided by the source's spectrum).
+  Optional ``first_index``: the design index of the folder's first interferometer (a
+  subset of a bank keeps its place in the thickness series; default 0).
 * optional ``mean.npy`` (N, S) and ``device.json``: carried along, not needed.
 
 Every problem gives one :class:`AcquisitionError` naming the file and what to do; nothing is
@@ -48,6 +50,7 @@ class Acquisition:
     is_normalized: bool
     options: dict = field(default_factory=dict)
     path: str = ""
+    first_index: int = 0
 
     @property
     def n_interferometers(self) -> int:
@@ -67,7 +70,7 @@ class Acquisition:
         """The same acquisition restricted to some interferometers (index into N)."""
         return Acquisition(
             self.name, self.sigma, self.data[index], None if self.norm is None else self.norm[index],
-            self.opd_step_um, self.is_normalized, dict(self.options), self.path,
+            self.opd_step_um, self.is_normalized, dict(self.options), self.path, self.first_index,
         )
 
 
@@ -112,6 +115,9 @@ def load_acquisition(folder: str | Path) -> Acquisition:
     if not isinstance(step, (int, float)) or not step > 0:
         raise AcquisitionError(f"{opt_path}: opd_step must be a positive number (µm), got {step!r}")
     normalized = bool(options.get("is_normalized", False))
+    first = options.get("first_index", 0)
+    if not isinstance(first, int) or first < 0:
+        raise AcquisitionError(f"{opt_path}: first_index must be a non-negative integer, got {first!r}")
     sigma = _load_npy(folder / "central_wavenumbers.npy")
     data = _load_npy(folder / "data.npy")
     if sigma.ndim != 1 or sigma.size < 8:
@@ -144,6 +150,7 @@ def load_acquisition(folder: str | Path) -> Acquisition:
         is_normalized=normalized,
         options=options,
         path=str(folder),
+        first_index=first,
     )
 
 
@@ -156,5 +163,5 @@ def write_acquisition(folder: str | Path, acq: Acquisition, extra: dict | None =
     if acq.norm is not None:
         np.save(folder / "norm.npy", np.asarray(acq.norm, dtype=np.float64))
     options = {**acq.options, "device_id": acq.name, "opd_step": acq.opd_step_um,
-               "is_normalized": acq.is_normalized, **(extra or {})}
+               "is_normalized": acq.is_normalized, "first_index": acq.first_index, **(extra or {})}
     (folder / "options.json").write_text(json.dumps(options, indent=2, sort_keys=True))

@@ -82,11 +82,11 @@ def _running_median(x: NDArray, half: int) -> NDArray[np.float64]:
 
 
 def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma: NDArray,
-               opd_step_um: float) -> dict:
+               opd_step_um: float, first_index: int = 0) -> dict:
     """The wrong-peak checks of the module docstring, and the reflectivity range."""
     n = len(bank)
     resolution = 1.0 / (sigma.max() - sigma.min())
-    k = np.arange(n)
+    k = first_index + np.arange(n)
     offset, scale = guess.ridge
     detrended = bank.opd_um - (offset + scale * opd_step_um * k)
     trend = _running_median(detrended, TREND_HALF_WINDOW)
@@ -95,7 +95,7 @@ def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma:
     # the unguarded alternative: global maximum of the periodogram of y / gain - 1
     gain = bank.gain(sigma)
     z = y / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
-    grid = np.arange(resolution, max(1.6 * n * opd_step_um, bank.opd_um.max() + 5 * resolution),
+    grid = np.arange(resolution, max(1.6 * k[-1] * opd_step_um, bank.opd_um.max() + 5 * resolution),
                      resolution / 8)
     power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
     unguarded = np.abs(grid[np.argmax(power, axis=1)] - bank.opd_um) > resolution
@@ -132,7 +132,8 @@ def characterise(
     t0 = time.perf_counter()
     y = acq.responses()
     say(f"{acq.name}: {acq.n_interferometers} interferometers x {acq.n_lines} lines; initialising")
-    guess = initialise(y, acq.sigma, acq.opd_step_um, gain_degree=degrees[0])
+    guess = initialise(y, acq.sigma, acq.opd_step_um, gain_degree=degrees[0],
+                       first_index=acq.first_index)
     timings["initialise"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if len(models) == 1 and len(degrees) == 1:
@@ -148,7 +149,7 @@ def characterise(
                  reflectivity_degree=selection.degree, robust=robust)
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um)
+    checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um, acq.first_index)
     timings["checks"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0 - timings["checks"]
     if acq.norm is not None and not acq.is_normalized:

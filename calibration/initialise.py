@@ -93,14 +93,15 @@ def fourier_coefficients(z: NDArray, sigma: NDArray, opd: NDArray) -> NDArray[np
     return np.einsum("ns,nsd->nd", zw, np.cos(arg)) - 1j * np.einsum("ns,nsd->nd", zw, np.sin(arg))
 
 
-def _ridge(power: NDArray, grid: NDArray, step: float) -> tuple[float, float]:
+def _ridge(power: NDArray, grid: NDArray, step: float, first_index: int) -> tuple[float, float]:
     """Offset and scale of the straight line ``offset + scale x k x step`` through the bank's
     periodogram ridge: the line that collects the most normalised power, searched over scale
     0.7-1.3 and offsets within half the bank's nominal span."""
     n = power.shape[0]
-    k = np.arange(0, n, max(1, n // 120))  # ~120 rows locate a straight line well enough
-    p = np.zeros((n, power.shape[1]))
-    p[k] = power[k] / power[k].max(axis=1, keepdims=True)
+    rows = np.arange(0, n, max(1, n // 120))  # ~120 rows locate a straight line well enough
+    p = power[rows] / power[rows].max(axis=1, keepdims=True)
+    k = rows + first_index
+    rows = np.arange(rows.size)
     span = n * step
     resolution = (grid[1] - grid[0]) * OVERSAMPLE
     scales = np.linspace(0.7, 1.3, 41)
@@ -108,10 +109,10 @@ def _ridge(power: NDArray, grid: NDArray, step: float) -> tuple[float, float]:
     best, arg = -1.0, (0.0, 1.0)
     dg = grid[1] - grid[0]
     for s in scales:
-        line = offsets[:, None] + s * step * k[None, :]  # (O, N)
+        line = offsets[:, None] + s * step * k[None, :]  # (O, rows)
         idx = np.rint((line - grid[0]) / dg).astype(int)
         ok = (idx >= 0) & (idx < grid.size)
-        score = np.where(ok, p[k[None, :], idx.clip(0, grid.size - 1)], 0.0).sum(1)
+        score = np.where(ok, p[rows[None, :], idx.clip(0, grid.size - 1)], 0.0).sum(1)
         i = int(np.argmax(score))
         if score[i] > best:
             best, arg = float(score[i]), (float(offsets[i]), float(s))
@@ -139,11 +140,13 @@ def initialise(
     opd_step_um: float,
     gain_degree: int = 5,
     domain: tuple[float, float] | None = None,
+    first_index: int = 0,
 ) -> InitialGuess:
     """Starting values for all interferometers from responses ``y`` (N, S) at ``sigma`` (S,).
 
     ``opd_step_um`` is the design's OPD step between consecutive interferometers, the only
-    prior. See the module docstring for the three steps.
+    prior. Row i of ``y`` is the design's interferometer ``first_index + i`` (a subset of a
+    bank keeps its place in the thickness series). See the module docstring for the steps.
     """
     y = np.asarray(y, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -157,13 +160,14 @@ def initialise(
     resolution = 1.0 / (sigma.max() - sigma.min())
     nyquist = 0.5 / np.median(np.diff(sigma))
     # the search reaches past the bank's nominal span, but not past the sampling's Nyquist
-    top = min(max(1.6 * n * opd_step_um, 10 * resolution), 4 * nyquist)
+    top = min(max(1.6 * (first_index + n) * opd_step_um, 10 * resolution), 4 * nyquist)
     grid = np.arange(resolution, top, resolution / OVERSAMPLE)
     power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
-    offset, scale = _ridge(power, grid, opd_step_um)
-    nominal = offset + scale * opd_step_um * np.arange(n)
+    offset, scale = _ridge(power, grid, opd_step_um, first_index)
+    index = first_index + np.arange(n)
+    nominal = offset + scale * opd_step_um * index
     # first pass: a generous window around the ridge line
-    half = np.full(n, max(4.0 * opd_step_um, 3.0 * resolution, 0.06 * n * opd_step_um))
+    half = np.full(n, max(4.0 * opd_step_um, 3.0 * resolution, 0.06 * (first_index + n) * opd_step_um))
     idx, wide = _windowed_peak(power, grid, nominal, half)
     wide = np.isfinite(wide)
     first = grid[idx]

@@ -92,7 +92,7 @@ def write_plots(c: Characterisation, folder: str | Path) -> list[Path]:
     fig.savefig(out[-1], dpi=90)
     plt.close(fig)
 
-    k = np.arange(n)
+    k = acq.first_index + np.arange(n)
     offset, scale = c.guess.ridge
     line = offset + scale * acq.opd_step_um * k
     fig, axes = plt.subplots(2, 1, figsize=(12, 6), sharex=True)

@@ -1,0 +1,31 @@
+"""The response's analytic derivatives (used by the characterisation's Jacobian) against
+central finite differences of the one response definition."""
+
+import numpy as np
+import pytest
+
+from onboard.physics import fabry_perot as fp
+
+
+@pytest.mark.parametrize("harmonics", [None, 1, 2, 5])
+@pytest.mark.parametrize("r", [0.05, 0.4, 0.8])
+def test_shape_derivatives_match_finite_differences(harmonics: int | None, r: float) -> None:
+    x = np.linspace(-7.0, 7.0, 301)
+    shape, d_x, d_r = fp.response_shape_and_derivatives(x, r, harmonics)
+    sigma = x / (2 * np.pi)  # opd 1, phase 0: the phase argument is x
+    np.testing.assert_allclose(shape, fp.response(sigma, 1.0, r, harmonics=harmonics), atol=1e-12)
+    h = 1e-6
+    fd_x = (fp.response((x + h) / (2 * np.pi), 1.0, r, harmonics=harmonics)
+            - fp.response((x - h) / (2 * np.pi), 1.0, r, harmonics=harmonics)) / (2 * h)
+    fd_r = (fp.response(sigma, 1.0, r + h, harmonics=harmonics)
+            - fp.response(sigma, 1.0, r - h, harmonics=harmonics)) / (2 * h)
+    # central differences are exact to O(h^2) ~ 1e-12 plus rounding ~ 1e-16 / h = 1e-10;
+    # the Airy function's slopes reach ~ 1/(1-R)^2 = 25, so allow 1e-7 relative
+    scale = 1.0 + np.abs(fd_x).max()
+    np.testing.assert_allclose(d_x, fd_x, atol=1e-7 * scale)
+    np.testing.assert_allclose(d_r, fd_r, atol=1e-7 * (1.0 + np.abs(fd_r).max()))
+
+
+def test_rejects_zero_harmonics() -> None:
+    with pytest.raises(ValueError, match="harmonics must be >= 1"):
+        fp.response_shape_and_derivatives(0.0, 0.5, 0)
