@@ -43,6 +43,13 @@ from calibration.regression import FitResult, fit, rms_normalised
 from onboard.physics.interferometers import InterferometerBank
 
 TREND_HALF_WINDOW = 4
+#: Lines whose residual exceeds this many robust standard deviations are dropped.
+REJECT = 5.0
+
+
+def _robust_sigma(r: NDArray) -> NDArray[np.float64]:
+    """1.4826 x median absolute deviation per row, ignoring NaNs."""
+    return 1.4826 * np.nanmedian(np.abs(r - np.nanmedian(r, axis=1, keepdims=True)), axis=1)
 
 
 @dataclass
@@ -147,6 +154,21 @@ def characterise(
     g = with_degree(guess, y, acq.sigma, selection.degree) if selection.degree != degrees[0] else guess
     result = fit(y, acq.sigma, g, harmonics=selection.harmonics,
                  reflectivity_degree=selection.degree, robust=robust)
+    if robust:
+        # lines beyond REJECT robust sigma (dead pixels, a saturated or mis-tuned line) still
+        # pull a Huber fit linearly: drop them and polish from the solution; a line dropped
+        # against a biased first fit comes back once the polished fit explains it
+        keep = np.ones(y.shape, dtype=bool)
+        for _ in range(3):
+            r = result.residuals
+            new_keep = np.abs(r) <= REJECT * _robust_sigma(np.where(keep, r, np.nan))[:, None]
+            if (new_keep == keep).all():
+                break
+            keep = new_keep
+            result = fit(y, acq.sigma, g, harmonics=selection.harmonics,
+                         reflectivity_degree=selection.degree, robust=True,
+                         line_weights=keep.astype(float), start=result.bank)
+        result.outliers = ~keep
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um, acq.first_index)

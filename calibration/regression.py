@@ -192,6 +192,7 @@ def fit(
     reflectivity_degree: int = 5,
     robust: bool = True,
     line_weights: NDArray | None = None,
+    start: InterferometerBank | None = None,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
 ) -> FitResult:
@@ -199,7 +200,8 @@ def fit(
 
     ``harmonics``: None for the Airy function, K for the K-harmonic series.
     ``line_weights`` (N, S) or (S,): each residual is multiplied by its weight (the inverse
-    of its noise level), e.g. the source's power when ``y`` is data divided by it.
+    of its noise level), e.g. the source's power when ``y`` is data divided by it; 0 drops
+    a line. ``start``: continue from a fitted bank (same degrees) instead of ``guess``.
     """
     y = np.asarray(y, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -221,6 +223,9 @@ def fit(
     gc[low, 0] = np.maximum(np.abs(y[low]).mean(axis=1), 1e-6)
     theta[:, 2 : 3 + dg] = gc
     theta[:, 3 + dg] = np.clip(guess.reflectivity, 0.02, R_UPPER - 0.05)
+    if start is not None:
+        theta[:, 0], theta[:, 1] = start.opd_um, start.phase_rad
+        theta[:, 2 : 3 + dg], theta[:, 3 + dg :] = start.gain_cheb, start.reflectivity_cheb
     sg, sr = slice(2, 3 + dg), slice(3 + dg, None)
 
     lw = np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s))

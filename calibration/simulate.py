@@ -33,7 +33,7 @@ class SweepSpec:
     n_lines: int = 300
     sigma_range: tuple[float, float] = (1.0, 2.5)
     opd_step_um: float = 0.175
-    first_opd_um: float = 1.0
+    first_opd_um: float = 3.0
     reflectivity: tuple[float, float] = (0.05, 0.2)
     snr: float = 100.0
     line_width: float = 0.0005
