@@ -157,11 +157,13 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
               help="Process recorded frames from this folder (onboard/replay.py format).")
 @click.option("--record", type=click.Path(file_okay=False, path_type=Path),
               help="Also record every raw frame into this folder.")
+@click.option("--port", help="Serve a flight computer on this serial port (pyserial URL): "
+              "frames are captured on command and products downlinked (onboard/payload.py).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(sensor: str | None, frames: int | None, out: Path | None, config_path: Path | None,
         calibration: Path | None, seed: int | None, replay: Path | None, record: Path | None,
-        json_path: Path | None, quiet: bool) -> None:
+        port: str | None, json_path: Path | None, quiet: bool) -> None:
     """Ingest frames, calibrate, reconstruct, denoise, classify and write products."""
     console = Console(stderr=False)
     try:
@@ -172,6 +174,12 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
                        ("calibration", calibration), ("replay", replay), ("record", record)):
         if value is not None:
             setattr(config.run, key, str(value) if isinstance(value, Path) else value)
+    if port is not None:
+        config.link.port = port
+    # serving a flight computer, the replay folder is the sensor's drop folder, followed live
+    follow = Path(config.run.replay) if config.link.port and config.run.replay else None
+    if follow is not None:
+        config.run.replay = None
     try:
         session = build_session(config)
     except SessionError as exc:
@@ -180,6 +188,9 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
         click.echo(line, err=True)
     out_dir = Path(config.run.out)
     writer = ProductWriter(out_dir)
+    if config.link.port is not None:
+        _serve(config, session, writer, json_path, follow)
+        return
     accuracy = Accuracy()
     results: list[FrameResult] = []
     loop = FrameLoop(session.pipeline, config.run.deadline_s, health=session.health,
@@ -212,6 +223,27 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     table.add_row("deadline misses", f"{loop.stats.deadline_misses} (deadline {config.run.deadline_s * 1000:.0f} ms)")
     console.print(table)
     click.echo(f"products in {out_dir / 'products'}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=2))
+
+
+def _serve(config: Config, session: Session, writer: ProductWriter, json_path: Path | None,
+           follow: Path | None) -> None:
+    """Hand the run to the payload service until SIGINT/SIGTERM."""
+    import serial
+
+    from firmware_bridge.auth import CounterStoreError, KeyFileError
+    from firmware_bridge.spool import SpoolError
+    from onboard.payload import PayloadService
+
+    try:
+        service = PayloadService(config, session, writer, follow)
+    except (KeyFileError, CounterStoreError, SpoolError, serial.SerialException) as exc:
+        raise click.ClickException(f"cannot start the payload service: {exc}") from exc
+    click.echo(f"serving the flight computer on {config.link.port}", err=True)
+    service.run()
+    summary = service.summary()
+    click.echo(json.dumps(summary), err=True)
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2))
 
