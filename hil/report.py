@@ -1,0 +1,225 @@
+"""The scenario report: what was expected, what reached the ground, and each criterion.
+
+Definitions (all counted on the flight computer's side of the link):
+
+* **expected**: every product the payload made (its on-board archive, ``out/products``);
+  with real hardware (``--port``) the archive is out of reach and only the per-frame
+  residue check applies.
+* **delivered**: expected products that reached the ground intact (CFDP CRC-32, then the
+  product's own SHA-256, equal to the archived product's).
+* **corrupt**: arrivals that are not a valid product or differ from the archived one.
+* **duplicated**: arrivals of a product already delivered, beyond those a REQUEST_PRODUCT
+  asked for.
+* **frame-to-ground latency**: from the moment the sensor feeder made a frame visible to the
+  payload to the arrival of that frame's residue product.
+* **deadline misses**, **peak memory**: from the payload's HEALTH telemetry (summed, or the
+  maximum, over boots); **degradation events**: degrade-level event products delivered.
+* **commands**: every telecommand with the ACK it got. "Bad" ones (forged, replayed,
+  unauthenticated other than PING, garbage) must never be accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware_bridge.messages import ResultCode
+from hil.flight_computer import FlightComputer
+from hil.scenario import Criteria, Scenario
+from onboard.products import Product, ProductKind
+
+
+@dataclass
+class RunFacts:
+    """What the runner observed besides the flight computer's records."""
+
+    archive: dict[str, Product] | None  # name -> product the payload made (None: unknown)
+    frames_written: dict[int, float]  # counter -> time the feeder made it visible
+    damaged: set[int]
+    boots: int
+    kills: int
+    crashes: list[int]
+    exit_code: int | None
+    seconds: float
+    link_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _is_bad(kind: str, type_name: str) -> bool:
+    return kind in ("forged", "replay", "garbage") or (kind == "none" and type_name != "PING")
+
+
+def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str, Any]:
+    """Every number of the report."""
+    arrivals_by_name: dict[str, list] = {}
+    for a in fc.arrivals:
+        arrivals_by_name.setdefault(a.name, []).append(a)
+    archive = facts.archive
+    corrupt = 0
+    delivered: set[str] = set()
+    for name, arrivals in arrivals_by_name.items():
+        for a in arrivals:
+            good = a.sha256 is not None and a.error is None
+            if good and archive is not None and name in archive:
+                good = archive[name].sha256 == a.sha256
+            if good:
+                delivered.add(name)
+            else:
+                corrupt += 1
+    requested = [c.type == "REQUEST_PRODUCT" and c.kind == "valid" and c.result == ResultCode.OK
+                 for c in fc.commands]
+    duplicated = max(0, sum(max(0, len(v) - 1) for v in arrivals_by_name.values()) - sum(requested))
+    expected = set(archive) if archive is not None else None
+    residues = {a.product.frame_counter: a.t for a in fc.arrivals
+                if a.product is not None and a.product.kind == ProductKind.RESIDUE}
+    latency = sorted(residues[c] - t for c, t in facts.frames_written.items() if c in residues)
+    good_frames = [c for c in facts.frames_written if c not in facts.damaged or c in residues]
+    events = [a.product for a in fc.arrivals if a.product is not None
+              and a.product.kind == ProductKind.EVENT]
+    bodies = [json.loads(p.payload) for p in events]
+    degrade = {(b.get("frame"), b.get("level")) for b in bodies if b.get("event") == "degrade level"}
+    reported = {b.get("frame") for b in bodies if b.get("event") in ("frame not replayed", "frame flagged")}
+    misses, peak, boot_max = 0, 0.0, 0
+    last_uptime = -1.0
+    for _t, h in fc.health:
+        if h.get("uptime_s", 0) < last_uptime:  # a new boot
+            misses += boot_max
+            boot_max = 0
+        last_uptime = h.get("uptime_s", 0)
+        boot_max = max(boot_max, int(h.get("deadline_misses", 0)))
+        peak = max(peak, float(h.get("peak_rss_mb", 0)))
+    misses += boot_max
+    commands = {"valid_sent": 0, "valid_accepted": 0, "bad_sent": 0, "bad_accepted": 0,
+                "refused": 0, "unanswered": 0, "by_result": {}}
+    for c in fc.commands:
+        bad = _is_bad(c.kind, c.type)
+        commands["bad_sent" if bad else "valid_sent"] += 1
+        if c.result is None:
+            commands["unanswered"] += 1
+            continue
+        commands["by_result"][c.result.name] = commands["by_result"].get(c.result.name, 0) + 1
+        if c.result == ResultCode.OK:
+            commands["bad_accepted" if bad else "valid_accepted"] += 1
+        else:
+            commands["refused"] += 1
+    return {
+        "products_expected": len(expected) if expected is not None else None,
+        "products_delivered": len(delivered & expected) if expected is not None else len(delivered),
+        "products_missing": sorted(expected - delivered) if expected is not None else None,
+        "products_corrupt": corrupt,
+        "products_duplicated": duplicated,
+        "frames_written": len(facts.frames_written),
+        "frames_damaged": sorted(facts.damaged),
+        "frames_with_residue": len([c for c in facts.frames_written if c in residues]),
+        "frames_without_residue": sorted(c for c in good_frames if c not in residues),
+        "damaged_frames_unreported": sorted(facts.damaged - reported),
+        "latency_p50_s": _percentile(latency, 50),
+        "latency_p95_s": _percentile(latency, 95),
+        "deadline_misses": misses,
+        "degrade_events": len(degrade),
+        "peak_rss_mb": peak or None,
+        "commands": commands,
+        "failed_transfers": len(fc.failed_transfers),
+        "bad_link_frames_at_fc": fc.link.decoder.bad_frames,
+        "telemetry": {"health": len(fc.health), "events": len(fc.events)},
+        "payload": {"boots": facts.boots, "power_cuts": facts.kills, "crashes": facts.crashes,
+                    "exit_code": facts.exit_code},
+        "seconds": round(facts.seconds, 1),
+        "link": facts.link_stats,
+    }
+
+
+def judge(criteria: Criteria, m: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per criterion the scenario sets: name, limit, measured value, passed."""
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, limit: Any, value: Any, passed: bool) -> None:
+        rows.append({"criterion": name, "limit": limit, "value": value, "passed": bool(passed)})
+
+    c = criteria
+    if c.all_products_delivered:
+        ok = m["products_expected"] is None or (m["products_delivered"] == m["products_expected"]
+                                                 and m["products_expected"] > 0)
+        row("all_products_delivered", "all", f"{m['products_delivered']}/{m['products_expected']}", ok)
+    if c.residue_every_frame:
+        row("residue_every_frame", "every good frame", f"missing {m['frames_without_residue']}",
+            not m["frames_without_residue"] and m["frames_written"] > 0)
+    if c.max_corrupt is not None:
+        row("max_corrupt", c.max_corrupt, m["products_corrupt"], m["products_corrupt"] <= c.max_corrupt)
+    if c.max_duplicated is not None:
+        row("max_duplicated", c.max_duplicated, m["products_duplicated"],
+            m["products_duplicated"] <= c.max_duplicated)
+    if c.max_latency_p95_s is not None:
+        v = m["latency_p95_s"]
+        row("max_latency_p95_s", c.max_latency_p95_s, v, v is not None and v <= c.max_latency_p95_s)
+    if c.min_degrade_events is not None:
+        row("min_degrade_events", c.min_degrade_events, m["degrade_events"],
+            m["degrade_events"] >= c.min_degrade_events)
+    if c.max_deadline_misses is not None:
+        row("max_deadline_misses", c.max_deadline_misses, m["deadline_misses"],
+            m["deadline_misses"] <= c.max_deadline_misses)
+    if c.max_peak_rss_mb is not None:
+        v = m["peak_rss_mb"]
+        row("max_peak_rss_mb", c.max_peak_rss_mb, v, v is not None and v <= c.max_peak_rss_mb)
+    if c.damaged_frames_reported:
+        row("damaged_frames_reported", "all", f"unreported {m['damaged_frames_unreported']}",
+            not m["damaged_frames_unreported"])
+    if c.valid_commands_accepted:
+        cm = m["commands"]
+        row("valid_commands_accepted", cm["valid_sent"], cm["valid_accepted"],
+            cm["valid_accepted"] == cm["valid_sent"])
+    if c.max_bad_commands_accepted is not None:
+        cm = m["commands"]
+        row("max_bad_commands_accepted", c.max_bad_commands_accepted,
+            f"{cm['bad_accepted']} of {cm['bad_sent']}", cm["bad_accepted"] <= c.max_bad_commands_accepted)
+    if c.payload_survives:
+        p = m["payload"]
+        row("payload_survives", "no crash, clean stop", f"crashes {p['crashes']}, exit {p['exit_code']}",
+            not p["crashes"] and p["exit_code"] in (0, None))
+    return rows
+
+
+def table(report: dict[str, Any]):
+    """The summary table (rich)."""
+    from rich.table import Table
+
+    m = report["measures"]
+    t = Table(title=f"hil scenario {report['scenario']}: {'PASS' if report['passed'] else 'FAIL'}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    cm = m["commands"]
+    for name, value in (
+        ("products expected", m["products_expected"]),
+        ("products delivered", m["products_delivered"]),
+        ("products corrupt", m["products_corrupt"]),
+        ("products duplicated", m["products_duplicated"]),
+        ("frames fed / with residue on ground", f"{m['frames_written']} / {m['frames_with_residue']}"),
+        ("frame-to-ground latency p50 (s)", m["latency_p50_s"]),
+        ("frame-to-ground latency p95 (s)", m["latency_p95_s"]),
+        ("deadline misses", m["deadline_misses"]),
+        ("degradation events", m["degrade_events"]),
+        ("peak memory (MiB RSS)", m["peak_rss_mb"]),
+        ("commands accepted (valid / bad)", f"{cm['valid_accepted']}/{cm['valid_sent']} / "
+                                             f"{cm['bad_accepted']}/{cm['bad_sent']}"),
+        ("commands refused / unanswered", f"{cm['refused']} / {cm['unanswered']}"),
+        ("payload boots / power cuts", f"{m['payload']['boots']} / {m['payload']['power_cuts']}"),
+        ("scenario time (s)", m["seconds"]),
+    ):
+        t.add_row(name, fmt(value))
+    for r in report["criteria"]:
+        t.add_row(f"[{'green' if r['passed'] else 'red'}]{'PASS' if r['passed'] else 'FAIL'}[/] "
+                  f"{r['criterion']} (limit {r['limit']})", fmt(r["value"]))
+    return t

@@ -1,0 +1,197 @@
+"""Runs one scenario: the payload process, the link, the sensor and the flight computer.
+
+Emulated wiring (the default)::
+
+    sensor feeder --frames--> drop folder --> payload process (onboard run --port A)
+                                                    |  pyserial on pty A
+                                              link emulator (rate, latency, BER, drops, cuts)
+                                                    |  pyserial on pty B
+                                              flight computer + ground (this process)
+
+With ``port`` (real hardware) the flight computer opens that device and talks to the
+payload computer behind it; there is no emulated link, sensor or power, and the payload's
+own instrument makes the frames. The key file and counter file are then the flight
+computer's real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from firmware_bridge.auth import load_key, write_key
+from firmware_bridge.linkemu import Impairments, LinkEmulator
+from hil.flight_computer import FlightComputer
+from hil.power import PayloadProcess
+from hil.report import RunFacts, judge, measure
+from hil.scenario import Scenario
+from hil.sensor import SensorFeeder, make_frames
+from onboard.products import Product
+
+#: Telemetry period asked of the payload in emulation (end-of-run detection needs fresh HEALTH).
+TELEMETRY_PERIOD_S = 0.5
+
+
+def _toml(doc: dict[str, dict[str, Any]]) -> str:
+    """A mission TOML from nested dicts of scalars and lists (JSON literals are valid TOML)."""
+    lines = []
+    for section, table in doc.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def mission(scenario: Scenario, work: Path, port: str) -> dict[str, dict[str, Any]]:
+    """The payload's mission config: the scenario's [payload] plus the link wiring."""
+    doc = {k: dict(v) for k, v in scenario.payload.items()}
+    link = doc.setdefault("link", {})
+    link.setdefault("rate_bytes_per_s", scenario.link.bytes_per_s)
+    link.setdefault("telemetry_period_s", TELEMETRY_PERIOD_S)
+    link.setdefault("ack_timer_s", 2.0)
+    link.setdefault("inactivity_s", 20.0)
+    link.update(port=port, key_file=str(work / "payload.key"),
+                counter_file=str(work / "payload-counter.json"))
+    doc.setdefault("run", {}).setdefault("seed", scenario.seed)
+    return doc
+
+
+def _archive(out: Path) -> dict[str, Product]:
+    products = {}
+    for path in sorted((out / "products").glob("*.obp")):
+        product = Product.from_bytes(path.read_bytes())
+        products[product.name] = product
+    return products
+
+
+class Runner:
+    """One run of one scenario. ``progress(line)`` gets a line per notable step."""
+
+    def __init__(self, scenario: Scenario, work: Path | None = None, port: str | None = None,
+                 key_file: Path | None = None, counter_file: Path | None = None,
+                 progress: Callable[[str], None] = lambda line: None) -> None:
+        self.s = scenario
+        self.port = port
+        self.key_file = key_file
+        self.counter_file = counter_file
+        self.progress = progress
+        self._tmp = None if work is not None else tempfile.mkdtemp(prefix=f"hil-{scenario.name}-")
+        self.work = Path(work or self._tmp)  # type: ignore[arg-type]
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _run(self) -> dict[str, Any]:
+        s, work = self.s, self.work
+        emulated = self.port is None
+        emu = payload = feeder = None
+        if emulated:
+            secret = secrets.token_bytes(32)
+            write_key(work / "payload.key", secret)
+            write_key(work / "fc.key", secret)
+            key = load_key(work / "fc.key")
+            counter = work / "fc-counter.json"
+            self.progress(f"making {s.sensor.frames} sensor frames")
+            frames = make_frames(s.payload, s.sensor.frames)
+            imp = Impairments(s.link.bytes_per_s, s.link.latency_s, s.link.bit_error_rate,
+                              s.link.frame_drop, buffer_bytes=max(4096, int(s.link.bytes_per_s / 4)))
+            emu = LinkEmulator(imp, imp, seed=s.seed).start()
+            (work / "mission.toml").write_text(_toml(mission(s, work, emu.a_path)))
+            payload = PayloadProcess(emu.a_path, work / "mission.toml", work / "drop", work / "out",
+                                     work / "payload.log")
+            fc_url, rate = emu.b_path, s.link.bytes_per_s
+        else:
+            if self.key_file is None or self.counter_file is None:
+                raise ValueError("with --port give the flight computer's --key-file and --counter-file")
+            key, counter, frames = load_key(self.key_file), self.counter_file, []
+            fc_url, rate = self.port, s.link.bytes_per_s
+        fc = FlightComputer.open(fc_url, rate, key, counter, work / "ground-staging",
+                                 ack_timer_s=2.0, seed=s.seed)
+        schedule = sorted(
+            [(c.at_s + i * c.interval_s, "command", c) for c in s.commands for i in range(c.repeat)]
+            + [(p.at_s, "cut", p) for p in s.power] + [(p.at_s + p.off_s, "on", p) for p in s.power],
+            key=lambda e: e[0])
+        t0 = time.monotonic()
+        try:
+            if payload is not None:
+                payload.on()
+            if emu is not None:
+                for cut in s.link.cuts:
+                    emu.cut(cut.duration_s, after_s=cut.at_s)
+                feeder = SensorFeeder(frames, s.sensor, work / "drop", work / "sensor-staging", t0).start()
+            self.progress(f"scenario {s.name}: running for up to {s.duration_s:.0f} s")
+            powered = True
+            while (now := time.monotonic() - t0) < s.duration_s:
+                while schedule and schedule[0][0] <= now:
+                    _, what, item = schedule.pop(0)
+                    if what == "command":
+                        fc.send(item.type, item.args, item.auth)
+                    elif what == "cut" and payload is not None:
+                        self.progress(f"t={now:.1f} s: power cut")
+                        payload.cut()
+                        powered = False
+                    elif what == "on" and payload is not None:
+                        self.progress(f"t={now:.1f} s: power back")
+                        payload.on()
+                        powered = True
+                if payload is not None and powered and not payload.check():
+                    self.progress(f"t={now:.1f} s: payload exited unexpectedly {payload.crashes}")
+                    powered = False
+                fc.poll(0.02)
+                if not schedule and self._finished(fc, feeder, work / "out"):
+                    break
+        finally:
+            exit_code = payload.stop() if payload is not None else None
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:  # the payload's last HEALTH
+                fc.poll(0.05)
+            fc.close()
+            if feeder is not None:
+                feeder.stop()
+            if emu is not None:
+                emu.stop()
+        facts = RunFacts(
+            archive=_archive(work / "out") if emulated else None,
+            frames_written=dict(feeder.written) if feeder else {},
+            damaged=set(feeder.damaged) if feeder else set(),
+            boots=payload.boots if payload else 0, kills=payload.kills if payload else 0,
+            crashes=payload.crashes if payload else [], exit_code=exit_code,
+            seconds=time.monotonic() - t0,
+            link_stats={k: asdict(v) for k, v in emu.stats.items()} if emu else {},
+        )
+        measures = measure(s, fc, facts)
+        criteria = judge(s.criteria, measures)
+        return {"scenario": s.name, "path": s.path, "description": s.description,
+                "passed": all(r["passed"] for r in criteria), "criteria": criteria,
+                "measures": measures, "work": None if self._tmp else str(work)}
+
+    def _finished(self, fc: FlightComputer, feeder: SensorFeeder | None, out: Path) -> bool:
+        """Everything made has reached the ground: the feeder is done, every frame it wrote
+        has been processed, every archived product has arrived, and a HEALTH sent after all
+        that reports an empty spool."""
+        if feeder is None or not feeder.done or not fc.health:
+            return False
+        if any(c.result is None and c.kind in ("valid", "none") and c.tries <= 3 for c in fc.commands):
+            return False
+        manifests = {p.stem for p in (out / "frames").glob("frame_*.json")} if (out / "frames").is_dir() else set()
+        if any(f"frame_{c:08d}" not in manifests for c in feeder.written):
+            return False
+        names = {p.stem for p in (out / "products").glob("*.obp")}
+        arrived = {a.name for a in fc.arrivals}
+        if not names <= arrived:
+            return False
+        t_health, last = fc.health[-1]
+        newest = max(a.t for a in fc.arrivals) if fc.arrivals else 0.0
+        return t_health > newest and last.get("spool_products") == 0

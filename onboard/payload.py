@@ -1,0 +1,357 @@
+"""The payload service: ``onboard run --port PORT`` talking to a flight computer.
+
+Two threads share one :class:`PayloadService`:
+
+* the **frame thread** (the caller's) runs the :class:`~onboard.loop.FrameLoop` while a
+  capture is commanded, archives each frame's products (``out/products``, as ``onboard run``
+  does) and puts every product into the power-safe downlink spool;
+* the **link thread** serves the serial link: telecommands go through the authenticating
+  dispatcher (``firmware_bridge.dispatch``) to the handlers below, and between them it sends
+  telemetry (ACKs, events, periodic HEALTH) and advances the CFDP downlink of the spool
+  (``firmware_bridge.downlink``), one space packet at a time, at the link's byte rate.
+
+The spool has one lock: the frame thread holds it to put, the link thread to step the
+downlink. Memory is bounded: no queue of frames or products is kept in memory (products go
+to disk at once; a frame is processed before the next is read).
+
+**Commands** (PROTOCOL.md section 6). The payload boots in IDLE, not capturing.
+SET_MODE: IDLE stops a capture, SAFE too (and refuses START_CAPTURE), OPERATE allows one.
+START_CAPTURE n: process the next n frames (0: until STOP_CAPTURE); BUSY when a capture
+runs or the mode is not OPERATE. STOP_CAPTURE ends it after the frame in flight. SET_CONFIG
+accepts ``run.deadline_s``, ``run.health_period_s`` and ``link.telemetry_period_s`` (a
+positive number); anything else is BAD_ARGUMENT. REQUEST_PRODUCT NAME queues the archived
+product NAME again at the highest priority (BAD_ARGUMENT if there is none). ABORT stops the
+capture and returns to IDLE; spooled products keep going down.
+
+**Frames.** From the session's source (the simulator by default), or, with a replay folder,
+from frames arriving in that folder while the service runs (the sensor's drop folder, in the
+``onboard/replay.py`` format; a frame counts once both its files are there). A frame whose
+``out/frames/frame_N.json`` manifest exists was processed before a restart and is skipped; a
+damaged frame becomes an event product. After a power cut the spool delivers what it holds.
+
+**Stop.** SIGINT/SIGTERM: the frame in flight is finished and its products spooled, a last
+HEALTH is sent, the link closes; what is still spooled goes down after the next boot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from firmware_bridge.auth import CounterStore, load_key
+from firmware_bridge.dispatch import CommandDispatcher, CommandRefused
+from firmware_bridge.downlink import DownlinkConfig, DownlinkSender
+from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
+from firmware_bridge.messages import (
+    Event,
+    EventCode,
+    Health,
+    Message,
+    Mode,
+    MsgType,
+    RequestProduct,
+    ResultCode,
+    SetConfig,
+    SetMode,
+    StartCapture,
+)
+from firmware_bridge.spool import Spool, SpoolEvent
+from onboard import sysinfo
+from onboard.config import Config
+from onboard.loop import FrameLoop
+from onboard.pipeline import FrameResult
+from onboard.products import Product, event_product
+from onboard.replay import ReplaySource
+from onboard.session import Session
+
+log = logging.getLogger(__name__)
+
+#: How often an idle frame thread looks for a command or a new frame.
+IDLE_POLL_S = 0.05
+#: Keys SET_CONFIG may change, and the (positive float) attribute each sets.
+CONFIG_KEYS = ("run.deadline_s", "run.health_period_s", "link.telemetry_period_s")
+
+
+class FollowFolder:
+    """Frames as they arrive in ``folder`` (onboard/replay.py format), in counter order.
+
+    A frame is taken once its sidecar (written after the image) exists; ``done(counter)``
+    says a frame was processed before a restart and is skipped. Damaged frames are yielded
+    as ``(None, reason)`` so the caller reports them.
+    """
+
+    def __init__(self, folder: Path, done) -> None:
+        self.folder = folder
+        self.done = done
+        self.seen: set[str] = set()
+        self._reader: ReplaySource | None = None
+
+    def poll(self) -> Iterator[tuple[object, str | None, str]]:
+        """(frame or None, reason when damaged, stem) for each new complete frame."""
+        if not self.folder.is_dir():
+            return
+        for side in sorted(self.folder.glob("frame_*.json")):
+            stem = side.stem
+            if stem in self.seen:
+                continue
+            self.seen.add(stem)
+            tail = stem.rsplit("_", 1)[-1]
+            if tail.isdigit() and self.done(int(tail)):
+                continue
+            if self._reader is None:
+                self._reader = ReplaySource(self.folder)
+            try:
+                yield self._reader.read(stem), None, stem
+            except ValueError as exc:
+                yield None, str(exc), stem
+
+
+class PayloadService:
+    """The payload's main job with a flight computer on ``config.link.port``."""
+
+    def __init__(self, config: Config, session: Session, writer, follow: Path | None = None) -> None:
+        self.config = config
+        self.follow = follow
+        self.session = session
+        self.writer = writer  # onboard.run.ProductWriter: the on-board archive
+        lc = config.link
+        out = Path(config.run.out)
+        self.spool = Spool(lc.spool or out / "spool", int(lc.spool_quota_mb * 1e6))
+        self.spool_lock = threading.Lock()
+        rate = ByteRate(lc.rate_bytes_per_s) if lc.rate_bytes_per_s else ByteRate.uart(lc.baud)
+        self.link = Link.open(lc.port, baudrate=lc.baud, rate=rate)
+        self.downlink = DownlinkSender(self.spool, self.link.send_data, DownlinkConfig(
+            acknowledged=lc.uplink, ack_timer_s=lc.ack_timer_s, nak_timer_s=lc.ack_timer_s,
+            inactivity_s=lc.inactivity_s))
+        key = load_key(lc.key_file) if lc.key_file else None
+        counters = CounterStore(lc.counter_file) if lc.counter_file else None
+        handlers = {
+            MsgType.SET_MODE: self._set_mode,
+            MsgType.START_CAPTURE: self._start_capture,
+            MsgType.STOP_CAPTURE: self._stop_capture,
+            MsgType.SET_CONFIG: self._set_config,
+            MsgType.REQUEST_PRODUCT: self._request_product,
+            MsgType.ABORT: self._abort,
+        }
+        self.dispatcher = CommandDispatcher(handlers, key=key, counters=counters)
+        self.endpoint = PayloadEndpoint(self.link, self.dispatcher, self.downlink.on_packet)
+        self.loop = FrameLoop(session.pipeline, config.run.deadline_s, health=session.health,
+                              health_period_s=config.run.health_period_s)
+        self.mode = Mode.IDLE
+        self.capturing = False
+        self.frames_left = 0  # 0 with capturing: until STOP_CAPTURE
+        self.products_spooled = 0
+        self.telemetry_period_s = lc.telemetry_period_s
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._link_thread = threading.Thread(target=self._serve_link, name="link", daemon=True)
+        self._link_error: BaseException | None = None
+        recovery = self.spool.recovery
+        log.info("spool %s: %d products (%d B) queued, %d partial files discarded",
+                 self.spool.root, recovery.entries, recovery.queued_bytes,
+                 recovery.partial_files_discarded)
+
+    # -- telecommand handlers (link thread) ---------------------------------------------
+
+    def _event(self, code: EventCode, text: str) -> None:
+        self.link.send(Event(code, text))
+
+    def _set_mode(self, msg: Message) -> None:
+        assert isinstance(msg, SetMode)
+        if msg.mode != Mode.OPERATE and self.capturing:
+            self.capturing = False
+            self._event(EventCode.CAPTURE_STOPPED, f"capture stopped by SET_MODE {msg.mode.name}")
+        old, self.mode = self.mode, Mode(msg.mode)
+        self._event(EventCode.MODE_CHANGED, f"mode {old.name} -> {self.mode.name}")
+
+    def _start_capture(self, msg: Message) -> None:
+        assert isinstance(msg, StartCapture)
+        if self.mode != Mode.OPERATE:
+            raise CommandRefused(ResultCode.BUSY, f"mode {self.mode.name}; SET_MODE OPERATE first")
+        if self.capturing:
+            raise CommandRefused(ResultCode.BUSY, "a capture is running")
+        self.frames_left = msg.frame_count
+        self.capturing = True
+        self._event(EventCode.CAPTURE_STARTED,
+                    f"capture of {msg.frame_count or 'unlimited'} frames")
+
+    def _stop_capture(self, msg: Message) -> None:
+        was, self.capturing = self.capturing, False
+        self._event(EventCode.CAPTURE_STOPPED, "capture stopped" if was else "no capture was running")
+
+    def _set_config(self, msg: Message) -> None:
+        assert isinstance(msg, SetConfig)
+        if msg.key not in CONFIG_KEYS:
+            raise CommandRefused(ResultCode.BAD_ARGUMENT)
+        try:
+            value = float(msg.value)
+        except ValueError:
+            raise CommandRefused(ResultCode.BAD_ARGUMENT) from None
+        if not value > 0:
+            raise CommandRefused(ResultCode.BAD_ARGUMENT)
+        if msg.key == "run.deadline_s":
+            self.loop.deadline_s = value
+        elif msg.key == "run.health_period_s":
+            self.loop.health_period_s = value
+        else:
+            self.telemetry_period_s = value
+        self._event(EventCode.CONFIG_CHANGED, f"{msg.key} = {value:g}")
+
+    def _request_product(self, msg: Message) -> None:
+        assert isinstance(msg, RequestProduct)
+        path = self.writer.products_dir / f"{msg.name}.obp"
+        if "/" in msg.name or not path.is_file():
+            raise CommandRefused(ResultCode.BAD_ARGUMENT)
+        product = Product.from_bytes(path.read_bytes())
+        self._spool(product, priority=0)
+
+    def _abort(self, msg: Message) -> None:
+        self.capturing = False
+        self.mode = Mode.IDLE
+        self._event(EventCode.ABORTED, "capture stopped, mode IDLE")
+
+    # -- products -------------------------------------------------------------------------
+
+    def _spool(self, product: Product, priority: int | None = None) -> None:
+        prio = product.priority if priority is None else priority
+        with self.spool_lock:
+            events = self.spool.put(product.name, product.to_bytes(), prio, product.kind.value)
+        self.products_spooled += 1
+        self._report(events)
+
+    def _report(self, events: list[SpoolEvent]) -> None:
+        for e in events:
+            self.link.send(e.message())
+
+    def health(self) -> dict:
+        """The HEALTH telemetry body (compact: it must fit one 1024-byte frame)."""
+        stats = self.loop.stats
+        return {
+            "mode": self.mode.name,
+            "capturing": self.capturing,
+            "frames": stats.frames,
+            "frames_left": self.frames_left,
+            "deadline_misses": stats.deadline_misses,
+            "degrade_level": self.loop.level,
+            "degrade_events": len(stats.events),
+            "products_spooled": self.products_spooled,
+            "spool_products": len(self.spool),
+            "spool_bytes": self.spool.used_bytes,
+            "delivered": self.downlink.stats.delivered,
+            "rss_mb": round((sysinfo.rss_bytes() or 0) / 2**20, 1),
+            "peak_rss_mb": round(sysinfo.peak_rss_bytes() / 2**20, 1),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "engine": self.session.engine_description,
+        }
+
+    # -- the link thread --------------------------------------------------------------------
+
+    def _serve_link(self) -> None:
+        next_health = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self.endpoint.poll(0.0)
+                with self.spool_lock:
+                    sent = self.downlink.stats.packets_sent
+                    self.downlink.step()
+                    sent = self.downlink.stats.packets_sent - sent
+                    events, self.downlink.events = self.downlink.events, []
+                self._report(events)
+                if time.monotonic() >= next_health:
+                    self.link.send(Health(self.health()))
+                    next_health = time.monotonic() + self.telemetry_period_s
+                if not sent:
+                    self.endpoint.poll(IDLE_POLL_S)
+        except BaseException as exc:  # surfaced to the frame thread, which stops the run
+            log.exception("link thread failed")
+            self._link_error = exc
+            self._stop.set()
+
+    # -- the frame thread -----------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        self.loop.request_stop(reason)
+        self._stop.set()
+
+    def _frames(self) -> Iterator[tuple[object, object]]:
+        """Frames while a capture is commanded; waits (polling) while there is none."""
+        def done(counter: int) -> bool:
+            return (self.writer.frames_dir / f"frame_{counter:08d}.json").is_file()
+
+        follow = FollowFolder(self.follow, done) if self.follow is not None else None
+        simulated = None if follow else iter(self.session.source)  # type: ignore[call-overload]
+        while not self._stop.is_set():
+            if not self.capturing:
+                time.sleep(IDLE_POLL_S)
+                continue
+            if follow is not None:
+                got = False
+                for frame, problem, stem in follow.poll():
+                    got = True
+                    if frame is None:
+                        self._damaged(stem, problem or "unreadable")
+                        continue
+                    yield frame, None
+                    if not self.capturing or self._stop.is_set():
+                        break
+                if not got:
+                    time.sleep(IDLE_POLL_S)
+            else:
+                item = next(simulated, None)
+                if item is None:
+                    self.capturing = False
+                    return
+                yield item
+
+    def _damaged(self, stem: str, reason: str) -> None:
+        tail = stem.rsplit("_", 1)[-1]
+        counter = int(tail) if tail.isdigit() else -1
+        product = event_product(counter, time.time(), self.session.instrument,
+                                "frame not replayed", f"{stem}: {reason}")
+        self._spool(product)
+        self.writer.write(FrameResult(counter=counter, flags=[reason], products=[product]))
+
+    def _after_frame(self, result: FrameResult) -> None:
+        for product in result.products:
+            self._spool(product)
+        self.writer.write(result)  # the frame's manifest last: it marks the frame done
+        if self.capturing and self.frames_left:
+            self.frames_left -= 1
+            if self.frames_left == 0:
+                self.capturing = False
+                self.link.send(Event(EventCode.CAPTURE_STOPPED, "capture complete"))
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (or a link failure); returns after a clean stop."""
+        def on_signal(signum, _frame):
+            self.request_stop(signal.Signals(signum).name)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._link_thread.start()
+        self.link.send(Event(EventCode.MODE_CHANGED, f"payload up (pid {os.getpid()}), mode IDLE"))
+        try:
+            for result, _truth in self.loop.run(self._frames()):
+                self._after_frame(result)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self._stop.set()
+            self._link_thread.join(timeout=10)
+            try:
+                self.link.send(Health(self.health()))
+            finally:
+                self.link.close()
+        if self._link_error is not None:
+            raise RuntimeError(f"link failed: {self._link_error}") from self._link_error
+
+    def summary(self) -> dict:
+        return {**self.health(), "link_bytes_sent": self.link.bytes_sent,
+                "bad_frames": self.link.decoder.bad_frames,
+                "commands": {r.name: n for r, n in self.dispatcher.results.items()},
+                "downlink": json.loads(json.dumps(self.downlink.stats.__dict__))}
