@@ -32,6 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+import onboard  # noqa: E402
 from export.build import eval_sets  # noqa: E402
 from export.data import Sample, denoise_config  # noqa: E402
 from onboard import bundle as bundle_mod  # noqa: E402
@@ -104,7 +105,8 @@ def measure(fn: Callable[[Sample, str], np.ndarray], samples: list[Sample], set_
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, default=bundle_mod.DEFAULT_BUNDLE_DIR / "default")
+    ap.add_argument("--bundle", type=Path,
+                    default=Path(onboard.__file__).parent / "models" / "default")
     ap.add_argument("--cubes", type=int, default=6, help="held-out cubes per set")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)

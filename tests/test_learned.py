@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+import onboard
 from onboard import bundle as bundle_mod
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.engines.select import EngineOptions
@@ -30,7 +32,7 @@ from onboard.stages.learned import (
 )
 from onboard.types import INVALID_CLASS, Cube, ResidueMap
 
-BUNDLE = bundle_mod.DEFAULT_BUNDLE_DIR / "default"
+BUNDLE = Path(onboard.__file__).parent / "models" / "default"  # the committed bundle
 
 
 @pytest.fixture(scope="module")
