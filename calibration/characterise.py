@@ -30,7 +30,7 @@ away from it):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.polynomial import chebyshev
@@ -43,8 +43,52 @@ from calibration.regression import FitResult, fit, rms_normalised
 from onboard.physics.interferometers import InterferometerBank
 
 TREND_HALF_WINDOW = 4
-#: Lines whose residual exceeds this many robust standard deviations are dropped.
-REJECT = 5.0
+#: Lines whose residual exceeds this many robust standard deviations are dropped (gross
+#: faults only: on the real prototypes model misfit reaches 5 sigma on good lines).
+REJECT = 8.0
+LOCAL_WINDOW = 31
+
+
+def _rows_of(guess: InitialGuess, rows: NDArray) -> InitialGuess:
+    return replace(guess, opd_um=guess.opd_um[rows], phase_rad=guess.phase_rad[rows],
+                   reflectivity=guess.reflectivity[rows], gain_cheb=guess.gain_cheb[rows],
+                   nominal_opd_um=guess.nominal_opd_um[rows], peak_margin=guess.peak_margin[rows])
+
+
+def _bank_rows(bank: InterferometerBank, rows: NDArray) -> InterferometerBank:
+    return InterferometerBank.from_arrays(
+        {k: (v[rows] if k not in ("sigma_domain", "harmonics") else v)
+         for k, v in bank.arrays().items()})
+
+
+def _merge(result: FitResult, part: FitResult, rows: NDArray, y: NDArray) -> FitResult:
+    """``result`` with the interferometers ``rows`` replaced by ``part``'s."""
+    a = {k: v.copy() for k, v in result.bank.arrays().items()}
+    for k, v in part.bank.arrays().items():
+        if k not in ("sigma_domain", "harmonics"):
+            a[k][rows] = v
+    res = result.residuals.copy()
+    res[rows] = part.residuals
+    sig = result.sigma_params.copy()
+    sig[rows] = part.sigma_params
+    conv = result.converged.copy()
+    conv[rows] = part.converged
+    cost = result.robust_cost.copy()
+    cost[rows] = part.robust_cost
+    return FitResult(InterferometerBank.from_arrays(a), res, rms_normalised(res, y),
+                     result.outliers, sig, result.iterations + part.iterations, conv, cost)
+
+
+def _local_sigma(r: NDArray, width: int = LOCAL_WINDOW) -> NDArray[np.float64]:
+    """Robust noise level (N, S) of each residual from its neighbours along the sweep:
+    1.4826 x the running median of |r| over ``width`` lines (NaNs ignored). The noise of
+    ``data / norm`` grows where the source is weak, so one level per interferometer would
+    call a noisy sweep end an outlier."""
+    n, s = r.shape
+    half = width // 2
+    pad = np.pad(np.abs(r), ((0, 0), (half, half)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(pad, width, axis=1)  # (N, S, width)
+    return 1.4826 * np.nanmedian(windows, axis=2)
 
 
 def _robust_sigma(r: NDArray) -> NDArray[np.float64]:
@@ -161,13 +205,16 @@ def characterise(
         keep = np.ones(y.shape, dtype=bool)
         for _ in range(3):
             r = result.residuals
-            new_keep = np.abs(r) <= REJECT * _robust_sigma(np.where(keep, r, np.nan))[:, None]
-            if (new_keep == keep).all():
+            new_keep = np.abs(r) <= REJECT * _local_sigma(np.where(keep, r, np.nan))
+            rows = np.flatnonzero((new_keep != keep).any(axis=1))
+            if rows.size == 0:
                 break
             keep = new_keep
-            result = fit(y, acq.sigma, g, harmonics=selection.harmonics,
-                         reflectivity_degree=selection.degree, robust=True,
-                         line_weights=keep.astype(float), start=result.bank)
+            polished = fit(y[rows], acq.sigma, _rows_of(g, rows), harmonics=selection.harmonics,
+                           reflectivity_degree=selection.degree, robust=True,
+                           line_weights=keep[rows].astype(float),
+                           start=_bank_rows(result.bank, rows))
+            result = _merge(result, polished, rows, y)
         result.outliers = ~keep
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()

@@ -25,7 +25,7 @@ from calibration.regression import fit
 #: name -> harmonics (None: exact Airy function)
 MODELS: dict[str, int | None] = {"two-wave": 1, "three-wave": 2, "four-wave": 3, "airy": None}
 DEGREES = (5, 8)
-SUBSET = 64
+SUBSET = 48
 
 
 @dataclass

@@ -39,9 +39,11 @@ from onboard.physics.interferometers import MAX_REFLECTIVITY, InterferometerBank
 
 #: Huber threshold in robust standard deviations: 95 % efficiency on Gaussian noise.
 HUBER_C = 1.345
-#: Points of the mapped domain [-1, 1] where the bounds are enforced (with the lines): dense
-#: enough that a degree <= 12 series cannot cross a bound between two of them.
-BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 1025))
+#: Points of the mapped domain [-1, 1] where the bounds are enforced (with the lines): the
+#: penalty watches the coarse grid while iterating, the final shift the fine one, dense
+#: enough that a degree <= 12 series cannot cross a bound between two of its points.
+BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 129))
+FINE_BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 1025))
 #: Upper bound kept strictly below the bank's clip so the fit never relies on clipping.
 R_UPPER = MAX_REFLECTIVITY - 0.005
 
@@ -175,12 +177,21 @@ class _BoundPenalty:
 
 def _lift_into_bounds(coef: NDArray, v: NDArray, lower: float, upper: float) -> NDArray:
     """Shift each series' constant term (T_0 = 1) by the least amount that puts it inside
-    ``[lower, upper]`` at the points of ``v`` (if its range fits there at all)."""
-    val = coef @ v.T
-    lo, hi = val.min(1), val.max(1)
-    shift = np.where(lo < lower, lower - lo + 1e-6, 0.0) + np.where(hi > upper, upper - hi - 1e-6, 0.0)
+    ``[lower, upper]`` at the points of ``v`` (a series whose range is wider than the bounds
+    is first scaled down about its middle)."""
     out = coef.copy()
-    out[:, 0] += shift
+    val = out @ v.T
+    lo, hi = val.min(1), val.max(1)
+    room = upper - lower - 4e-6
+    wide = (hi - lo) > room  # a range wider than the bounds is first narrowed about its middle
+    if wide.any():
+        mid = (hi + lo) / 2
+        f = np.where(wide, room / np.maximum(hi - lo, 1e-300), 1.0)
+        out[:, 1:] *= f[:, None]
+        out[:, 0] = mid + (out[:, 0] - mid) * f
+        val = out @ v.T
+        lo, hi = val.min(1), val.max(1)
+    out[:, 0] += np.where(lo < lower, lower - lo + 2e-6, 0.0) + np.where(hi > upper, upper - hi - 2e-6, 0.0)
     return out
 
 
@@ -290,8 +301,9 @@ def fit(
             converged |= crawl
             cost_10 = cost.copy()
     # the penalty leaves violations of order 1e-3 at most: shift them out
-    theta[:, sr] = _lift_into_bounds(theta[:, sr], vrb, 0.0, R_UPPER)
-    theta[:, sg] = _lift_into_bounds(theta[:, sg], vgb, 0.0, np.inf)
+    tf = np.concatenate([t, FINE_BOUND_GRID])
+    theta[:, sr] = _lift_into_bounds(theta[:, sr], chebyshev.chebvander(tf, dr), 0.0, R_UPPER)
+    theta[:, sg] = _lift_into_bounds(theta[:, sg], chebyshev.chebvander(tf, dg), 0.0, np.inf)
     f, parts = _model(theta, basis, dg, harmonics)
     r = f - y
     _, w = cost_and_weights(r, theta)

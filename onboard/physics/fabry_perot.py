@@ -93,11 +93,10 @@ def response_shape_and_derivatives(
     r = np.asarray(reflectivity, dtype=float)
     if harmonics is None:
         c = np.cos(x)
-        den = 1.0 + r * r - 2.0 * r * c
-        num = 1.0 - r * r
-        shape = num / den
-        d_x = -num * 2.0 * r * np.sin(x) / (den * den)
-        d_r = (-2.0 * r * den - num * (2.0 * r - 2.0 * c)) / (den * den)
+        inv = 1.0 / (1.0 + r * r - 2.0 * r * c)
+        shape = (1.0 - r * r) * inv
+        d_x = -2.0 * r * np.sin(x) * shape * inv
+        d_r = -2.0 * (r + shape * (r - c)) * inv
         return shape, d_x, d_r
     if harmonics < 1:
         raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
