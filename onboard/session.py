@@ -6,6 +6,7 @@ Kept apart from the command line so benchmarks, the HIL harness and tests build 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
@@ -13,18 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onboard import calfile, sysinfo
+from onboard.bundle import find_bundle
 from onboard.calfile import Calibration, CalibrationFileError
 from onboard.config import Config
+from onboard.engines.select import EngineOptions
 from onboard.loop import LEVELS, LoopStats
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
-from onboard.replay import ReplaySource, write_frame
 from onboard.pipeline import Pipeline, StageOptions
+from onboard.replay import ReplaySource, write_frame
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sources import SimulatedImspoc, SimulatedPushbroom, Tile, Truth
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
+from onboard.stages.learned import learned_stages
 from onboard.stages.residue import UnmixConfig
 from onboard.types import RawFrame
 
@@ -43,7 +47,7 @@ class Session:
     pipeline: Pipeline
     source: object
     notes: list[str] = field(default_factory=list)
-    engine_description: str = "classical stages (numpy)"
+    engine_description: str = "classical stages"
 
     def health(self, stats: LoopStats, level: int) -> dict:
         """The housekeeping product's body: counters, latency percentiles, degrade level,
@@ -154,9 +158,22 @@ def build_session(config: Config) -> Session:
     def classify(cube):
         return classify_classical(cube, endmembers, unmix_config, config.residue.context_px)
 
+    engine_description = "classical stages"
+    model_versions: dict = {}
+    if config.engine.engine != "classical":
+        bundle, why = find_bundle(config.run.bundle)
+        if bundle is None:
+            notes.append(f"models: {why}")
+        stages = learned_stages(bundle, cal.wavelengths_nm, denoise, classify,
+                                EngineOptions(**dataclasses.asdict(config.engine)), denoise_config)
+        denoise, classify = stages.denoise, stages.classify
+        notes.extend(stages.notes)
+        engine_description = "; ".join(stages.notes)
+        if bundle is not None:
+            model_versions = {"bundle": str(bundle.root), "producer": bundle.manifest.producer}
     options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
                            cube_float16=config.products.cube_float16)
-    pipeline = Pipeline(cal, denoise, classify, saturation, options)
+    pipeline = Pipeline(cal, denoise, classify, saturation, options, model_versions=model_versions)
     simulated = True
     if config.run.replay:
         if config.run.sensor != "imspoc":
@@ -169,4 +186,4 @@ def build_session(config: Config) -> Session:
         notes = [n for n in notes if not n.startswith("sensor:")]
         notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {config.run.replay}")
     return Session(config.run.sensor, cal.instrument, simulated, frame_shape, cube_shape, pipeline, source,
-                   notes, record=config.run.record)
+                   notes, engine_description=engine_description, record=config.run.record)

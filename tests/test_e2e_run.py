@@ -23,8 +23,10 @@ def _run(args, tmp_path, check=True):
 @pytest.mark.slow
 def test_imspoc_run_meets_the_accuracy_targets(tmp_path) -> None:
     out = tmp_path / "out"
+    mission = tmp_path / "classical.toml"
+    mission.write_text('[engine]\nengine = "classical"\n')  # issue 2's targets are the classical stages'
     proc = _run(["--sensor", "imspoc", "--frames", "3", "--out", str(out), "--json",
-                 str(tmp_path / "s.json"), "--quiet"], tmp_path)
+                 str(tmp_path / "s.json"), "--quiet", "--config", str(mission)], tmp_path)
     assert "simulated" in proc.stderr  # it says it is flying the simulator
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] == 3 and summary["simulated"] is True
