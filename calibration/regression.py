@@ -168,11 +168,19 @@ class _BoundPenalty:
         return 0.5 * self.k2[rows] * (self.violation(coef) ** 2).sum(1)
 
     def normal(self, coef: NDArray, rows: NDArray | slice) -> tuple[NDArray, NDArray]:
+        """Gauss-Newton Hessian (n, q, q) and gradient (n, q) of the penalty; only rows
+        with a violation are computed."""
         viol = self.violation(coef)
-        active = (viol != 0).astype(float)
         q = coef.shape[1]
-        k2 = self.k2[rows]
-        return (active @ self.vv).reshape(-1, q, q) * k2[:, None, None], (viol @ self.v) * k2[:, None]
+        h = np.zeros((coef.shape[0], q, q))
+        g = np.zeros((coef.shape[0], q))
+        hit = np.flatnonzero((viol != 0).any(axis=1))
+        if hit.size:
+            k2 = self.k2[rows][hit]
+            v = viol[hit]
+            h[hit] = ((v != 0).astype(float) @ self.vv).reshape(-1, q, q) * k2[:, None, None]
+            g[hit] = (v @ self.v) * k2[:, None]
+        return h, g
 
 
 def _lift_into_bounds(coef: NDArray, v: NDArray, lower: float, upper: float) -> NDArray:

@@ -100,18 +100,22 @@ def response_shape_and_derivatives(
         return shape, d_x, d_r
     if harmonics < 1:
         raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
-    full = np.broadcast(x, r).shape
-    shape = np.ones(full)
-    d_x = np.zeros(full)
-    d_r = np.zeros(full)
-    rk_1 = np.ones_like(r)  # R^(k-1)
-    for k in range(1, harmonics + 1):
-        kx = k * x
-        d_r = d_r + 2.0 * k * rk_1 * np.cos(kx)
-        rk = rk_1 * r
-        shape = shape + 2.0 * rk * np.cos(kx)
-        d_x = d_x - 2.0 * k * rk * np.sin(kx)
-        rk_1 = rk
+    # cos(kx), sin(kx) by the Chebyshev recurrence: two trigonometric calls for any K
+    c1, s1 = np.cos(x), np.sin(x)
+    ck, sk = c1, s1
+    c_prev, s_prev = np.ones_like(c1), np.zeros_like(s1)
+    two_r = 2.0 * r
+    shape = 1.0 + two_r * ck
+    d_x = -two_r * sk
+    d_r = 2.0 * ck
+    rk = r
+    for k in range(2, harmonics + 1):
+        ck, c_prev = 2.0 * c1 * ck - c_prev, ck
+        sk, s_prev = 2.0 * c1 * sk - s_prev, sk
+        d_r = d_r + (2.0 * k) * rk * ck  # rk is R^(k-1) here
+        rk = rk * r
+        shape = shape + 2.0 * rk * ck
+        d_x = d_x - (2.0 * k) * rk * sk
     return shape, d_x, d_r
 
 
