@@ -193,7 +193,8 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
         return
     accuracy = Accuracy()
     results: list[FrameResult] = []
-    loop = FrameLoop(session.pipeline, config.run.deadline_s, health=session.health,
+    loop = FrameLoop(session.pipeline, config.run.deadline_s, faster_inference=session.faster_inference,
+                     health=session.health,
                      health_period_s=config.run.health_period_s)
     bar = tqdm(total=config.run.frames, desc="frames", unit="frame", disable=quiet, file=sys.stderr)
     with loop.signals():

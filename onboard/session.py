@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,23 @@ class Session:
         }
 
     record: str | None = None
+    faster: Callable[[], tuple[Callable, Callable] | None] | None = None
+    _nominal: tuple[Callable, Callable] | None = None
+
+    def faster_inference(self, enable: bool) -> bool:
+        """Deadline step 2: swap the learned stages for their INT8 variants (and back).
+        Returns False when there is nothing faster to switch to."""
+        if enable:
+            fast = self.faster() if self.faster is not None else None
+            if fast is None:
+                return False
+            self._nominal = (self.pipeline.denoise, self.pipeline.classify)
+            self.pipeline.denoise, self.pipeline.classify = fast
+            return True
+        if self._nominal is not None:
+            self.pipeline.denoise, self.pipeline.classify = self._nominal
+            self._nominal = None
+        return True
 
     def frames(self, n: int) -> Iterator[tuple[RawFrame | list[RawFrame], Truth | None]]:
         for i, item in enumerate(self.source):  # type: ignore[attr-defined]
@@ -160,12 +177,21 @@ def build_session(config: Config) -> Session:
 
     engine_description = "classical stages"
     model_versions: dict = {}
+    faster = None
     if config.engine.engine != "classical":
         bundle, why = find_bundle(config.run.bundle)
         if bundle is None:
             notes.append(f"models: {why}")
-        stages = learned_stages(bundle, cal.wavelengths_nm, denoise, classify,
-                                EngineOptions(**dataclasses.asdict(config.engine)), denoise_config)
+        engine_options = EngineOptions(**dataclasses.asdict(config.engine))
+        stages = learned_stages(bundle, cal.wavelengths_nm, denoise, classify, engine_options, denoise_config)
+        if any(sel.engine is not None and sel.artifact is not None and sel.artifact.precision != "int8"
+               for sel in stages.selections):
+            classical = (denoise, classify)
+
+            def faster() -> tuple[Callable, Callable] | None:
+                fast = learned_stages(bundle, cal.wavelengths_nm, *classical,
+                                      dataclasses.replace(engine_options, precision="int8"), denoise_config)
+                return (fast.denoise, fast.classify) if any(s.engine for s in fast.selections) else None
         denoise, classify = stages.denoise, stages.classify
         notes.extend(stages.notes)
         engine_description = "; ".join(stages.notes)
@@ -186,4 +212,4 @@ def build_session(config: Config) -> Session:
         notes = [n for n in notes if not n.startswith("sensor:")]
         notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {config.run.replay}")
     return Session(config.run.sensor, cal.instrument, simulated, frame_shape, cube_shape, pipeline, source,
-                   notes, engine_description=engine_description, record=config.run.record)
+                   notes, engine_description=engine_description, record=config.run.record, faster=faster)
