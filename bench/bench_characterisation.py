@@ -6,7 +6,7 @@ monochromatic line check on ImSPOC-UV-2.
 Per prototype: median and 95th-percentile mean-normalised RMS residual, ``RMS(fit - y) /
 mean(y)`` per interferometer with ``y = data / norm`` (and the same on the recorded data,
 ``RMS(norm fit - data) / mean(data)``), wall and CPU time, the model and degree chosen, the
-reflectivity range over the whole domain and the count of interferometers with R outside
+reflectivity range over the whole domain (exact extrema of the series) and the count of interferometers with R outside
 [0, 1), and the OPD checks (see calibration.characterise): trend outliers (an OPD more than
 one resolution off the running median of its neighbours), periodogram peaks with margin <= 1
 in their window, OPDs that left their starting lobe, and, for comparison, how many the

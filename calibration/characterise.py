@@ -33,13 +33,12 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from numpy.polynomial import chebyshev
 from numpy.typing import NDArray
 
 from calibration.acquisitions import Acquisition
 from calibration.initialise import InitialGuess, fourier_coefficients, initialise
 from calibration.model_selection import MODELS, Selection, select, with_degree
-from calibration.regression import FitResult, fit, rms_normalised
+from calibration.regression import FitResult, fit, rms_normalised, series_range
 from onboard.physics.interferometers import InterferometerBank
 
 TREND_HALF_WINDOW = 4
@@ -150,9 +149,8 @@ def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma:
                      resolution / 8)
     power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
     unguarded = np.abs(grid[np.argmax(power, axis=1)] - bank.opd_um) > resolution
-    t = np.cos(np.linspace(0.0, np.pi, 4097))
-    r = chebyshev.chebval(t, bank.reflectivity_cheb.T)
-    g = chebyshev.chebval(t, bank.gain_cheb.T)
+    r_lo, r_hi = series_range(bank.reflectivity_cheb)
+    g_lo, _ = series_range(bank.gain_cheb)
     return {
         "resolution_um": float(resolution),
         "ridge_offset_um": float(offset),
@@ -161,10 +159,10 @@ def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma:
         "low_margin": int((guess.peak_margin <= 1.0).sum()),
         "moved": int(moved.sum()),
         "unguarded_wrong": int(unguarded.sum()),
-        "r_min": float(r.min()),
-        "r_max": float(r.max()),
-        "r_outside_0_1": int(((r < 0) | (r >= 1)).any(axis=1).sum()),
-        "g_negative": int((g < 0).any(axis=1).sum()),
+        "r_min": float(r_lo.min()),
+        "r_max": float(r_hi.max()),
+        "r_outside_0_1": int(((r_lo < 0) | (r_hi >= 1)).sum()),
+        "g_negative": int((g_lo < 0).sum()),
         "trend_outlier_index": np.flatnonzero(trend_out).tolist(),
         "low_margin_index": np.flatnonzero(guess.peak_margin <= 1.0).tolist(),
     }

@@ -39,11 +39,9 @@ from onboard.physics.interferometers import MAX_REFLECTIVITY, InterferometerBank
 
 #: Huber threshold in robust standard deviations: 95 % efficiency on Gaussian noise.
 HUBER_C = 1.345
-#: Points of the mapped domain [-1, 1] where the bounds are enforced (with the lines): the
-#: penalty watches the coarse grid while iterating, the final shift the fine one, dense
-#: enough that a degree <= 12 series cannot cross a bound between two of its points.
+#: Points of the mapped domain [-1, 1] where the penalty watches the bounds while iterating
+#: (with the lines); the final shift uses each series' exact extrema.
 BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 129))
-FINE_BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 1025))
 #: Upper bound kept strictly below the bank's clip so the fit never relies on clipping.
 R_UPPER = MAX_REFLECTIVITY - 0.005
 
@@ -183,22 +181,34 @@ class _BoundPenalty:
         return h, g
 
 
-def _lift_into_bounds(coef: NDArray, v: NDArray, lower: float, upper: float) -> NDArray:
+def series_range(coef: NDArray) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Exact minimum and maximum over [-1, 1] of each Chebyshev series (rows of ``coef``):
+    at the ends or where the derivative's roots are."""
+    lo, hi = np.empty(coef.shape[0]), np.empty(coef.shape[0])
+    for i, c in enumerate(coef):
+        pts = [-1.0, 1.0]
+        if c.size > 2:
+            roots = chebyshev.chebroots(chebyshev.chebder(c))
+            pts += [float(z.real) for z in roots if abs(z.imag) < 1e-9 and -1 <= z.real <= 1]
+        v = chebyshev.chebval(np.asarray(pts), c)
+        lo[i], hi[i] = v.min(), v.max()
+    return lo, hi
+
+
+def _lift_into_bounds(coef: NDArray, lower: float, upper: float) -> NDArray:
     """Shift each series' constant term (T_0 = 1) by the least amount that puts it inside
-    ``[lower, upper]`` at the points of ``v`` (a series whose range is wider than the bounds
-    is first scaled down about its middle)."""
+    ``[lower, upper]`` over the whole domain [-1, 1] (exactly: see :func:`series_range`);
+    a series whose range is wider than the bounds is first scaled down about its middle."""
     out = coef.copy()
-    val = out @ v.T
-    lo, hi = val.min(1), val.max(1)
+    lo, hi = series_range(out)
     room = upper - lower - 4e-6
-    wide = (hi - lo) > room  # a range wider than the bounds is first narrowed about its middle
+    wide = (hi - lo) > room
     if wide.any():
         mid = (hi + lo) / 2
         f = np.where(wide, room / np.maximum(hi - lo, 1e-300), 1.0)
         out[:, 1:] *= f[:, None]
         out[:, 0] = mid + (out[:, 0] - mid) * f
-        val = out @ v.T
-        lo, hi = val.min(1), val.max(1)
+        lo, hi = series_range(out)
     out[:, 0] += np.where(lo < lower, lower - lo + 2e-6, 0.0) + np.where(hi > upper, upper - hi - 2e-6, 0.0)
     return out
 
@@ -309,9 +319,8 @@ def fit(
             converged |= crawl
             cost_10 = cost.copy()
     # the penalty leaves violations of order 1e-3 at most: shift them out
-    tf = np.concatenate([t, FINE_BOUND_GRID])
-    theta[:, sr] = _lift_into_bounds(theta[:, sr], chebyshev.chebvander(tf, dr), 0.0, R_UPPER)
-    theta[:, sg] = _lift_into_bounds(theta[:, sg], chebyshev.chebvander(tf, dg), 0.0, np.inf)
+    theta[:, sr] = _lift_into_bounds(theta[:, sr], 0.0, R_UPPER)
+    theta[:, sg] = _lift_into_bounds(theta[:, sg], 0.0, np.inf)
     f, parts = _model(theta, basis, dg, harmonics)
     r = f - y
     _, w = cost_and_weights(r, theta)

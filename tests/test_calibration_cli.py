@@ -1,0 +1,56 @@
+"""The real command line in a subprocess: simulate a sweep, characterise it, read the
+calibration file back with the runtime's reader, and check the report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from calibration.simulate import truth_errors
+from onboard import calfile
+from onboard.physics.interferometers import InterferometerBank
+
+
+def _onboard(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onboard", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_simulate_then_characterize(tmp_path: Path) -> None:
+    acq = tmp_path / "sweep"
+    run = _onboard("calibrate", "simulate", "-o", str(acq), "--interferometers", "40",
+                   "--lines", "200", "--reflectivity", "0.5", "0.7", "--seed", "5")
+    assert run.returncode == 0, run.stderr
+    assert {p.name for p in acq.iterdir()} >= {"central_wavenumbers.npy", "data.npy", "norm.npy",
+                                               "options.json", "truth.npz"}
+    cal = tmp_path / "instrument.cal"
+    run = _onboard("calibrate", "characterize", str(acq), "-o", str(cal), "--json")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["r_outside_0_1"] == 0 and summary["opd_trend_outliers"] == 0
+    assert "initialising" in run.stderr  # progress goes to stderr
+    c = calfile.read(cal)
+    assert c.kind == "imspoc" and len(c.bank) == 40
+    assert c.provenance["characterisation"]["model"] == summary["model"]
+    truth = InterferometerBank.from_arrays(dict(np.load(acq / "truth.npz")))
+    sigma = np.load(acq / "central_wavenumbers.npy")
+    e = truth_errors(c.bank, truth, sigma)
+    keep = e["fringes"] >= 6
+    assert np.all(e["opd_abs_um"][keep] < np.maximum(0.005, 0.005 * truth.opd_um[keep]))
+    report = tmp_path / "instrument_report"
+    doc = json.loads((report / "report.json").read_text())
+    assert len(doc["interferometers"]) == 40 and "bic" in doc
+    assert all((report / f).stat().st_size > 10_000 for f in ("fits.png", "opd.png", "residuals.png"))
+
+
+def test_characterize_real_subset_with_its_layout(tmp_path: Path) -> None:
+    src = Path(__file__).parent / "data" / "imspoc" / "imagaz_1"
+    cal = tmp_path / "imagaz.cal"
+    run = _onboard("calibrate", "characterize", str(src), "-o", str(cal), "--no-plots")
+    assert run.returncode == 0, run.stderr
+    assert "median" in run.stdout and "wrote" in run.stdout
+    c = calfile.read(cal)
+    assert c.layout.detector_shape == (1, 20)  # no device.json: one sample per interferometer
+    assert "1 x 1 sample" in c.provenance["layout"]
