@@ -268,7 +268,8 @@ def refiner_pairs(batch: list[Sample]) -> RefinerSet:
         except ValueError:
             continue
         b, h, w = s.clean.shape
-        z_true = (dec.project @ (s.clean.reshape(b, -1).astype(np.float64) - dec.mean[:, None]))
+        z_true = dec.parts.project @ (s.clean.reshape(b, -1).astype(np.float64)
+                                      - dec.parts.mean[:, None])
         xs.append(refiner_input(dec))
         ys.append((z_true.reshape(-1, 1, h, w) - dec.y0[:, None]).astype(np.float32))
     if not xs:

@@ -2,8 +2,8 @@
 
 Denoising (the model is ``export.models.EigenRefiner``; why this design: its docstring):
 
-1. :func:`decompose` does what the classical stage does up to the eigen-images, with the
-   classical stage's own functions (:mod:`onboard.stages.denoise`): dead pixels filled,
+1. :func:`decompose` is the classical stage's own front end
+   (:func:`onboard.stages.denoise.decompose`): dead pixels filled,
    column stripes removed, band noise covariance measured, cube whitened, signal subspace
    kept; eigen-images ``z`` (k, H, W) in whitened units (noise standard deviation 1) and
    their classical BayesShrink estimate ``y0``.
@@ -16,8 +16,9 @@ Training data (``export/data.py``) goes through the same :func:`decompose` and
 :func:`refiner_input`, so what the network saw in training is what it sees here.
 
 Residue: the cube (1, B, H, W) goes to the model of the bundle whose band grid is the
-cube's; the manifest's per-band normalisation is applied by the engine
-(:meth:`~onboard.engines.base.Engine.run_physical`); tillage class = most probable class.
+cube's (reflectance; a normalisation in the manifest, if any, is applied by the engine,
+:meth:`~onboard.engines.base.Engine.run_physical`; the shipped models normalise brightness
+inside the graph); tillage class = most probable class.
 
 :func:`learned_stages` builds both stages from a bundle with the engine selection of
 :mod:`onboard.engines.select`, falling back to the classical stages, with the reasons,
@@ -27,7 +28,7 @@ wherever a model cannot run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,18 +37,12 @@ from onboard.bundle import Bundle
 from onboard.engines.base import Engine
 from onboard.engines.select import EngineOptions, Selection, select_engine
 from onboard.stages.denoise import (
-    MIN_BANDS,
+    SubspaceDecomposition,
     SubspaceDenoiseConfig,
-    _whitening,
-    band_noise_regression,
     denoise_eigenimages,
     denoise_subspace,
-    estimate_stripes,
-    fill_invalid,
-    noise_covariance_spatial,
-    repair_column_defects,
-    subspace_rank,
 )
+from onboard.stages.denoise import decompose as subspace_decompose
 from onboard.types import INVALID_CLASS, Cube, ResidueMap
 
 #: Model names in a bundle.
@@ -59,78 +54,39 @@ GRID_TOLERANCE_NM = 0.5
 
 
 class NoiseFree(ValueError):
-    """A cube with no measurable noise (constant, synthetic): nothing to decompose."""
+    """A cube with no measurable noise (constant, synthetic): nothing to denoise."""
 
 
 @dataclass
 class EigenDecomposition:
-    """A cube split into its signal subspace (shapes for B bands, k kept, H x W pixels).
+    """A cube in its signal subspace (the classical stage's
+    :class:`~onboard.stages.denoise.SubspaceDecomposition`: ``mean``, ``project``, ``back``,
+    eigen-images ``z`` (k, H, W) in whitened units, ``valid``) and ``y0`` (k, H, W), the
+    classical (BayesShrink) estimate of the eigen-images."""
 
-    ``mean`` (B,) the mean spectrum of valid pixels; ``project`` (k, B) maps a mean-removed
-    spectrum to whitened subspace coordinates; ``back`` (B, k) maps them back; ``z`` (k, H, W)
-    the eigen-images (noise standard deviation about 1); ``y0`` (k, H, W) their classical
-    (BayesShrink) estimate; ``valid`` (H, W) as in the output cube; ``stripes`` (B, W) or None.
-    """
-
-    mean: NDArray[np.float64]
-    project: NDArray[np.float64]
-    back: NDArray[np.float64]
-    z: NDArray[np.float64]
+    parts: SubspaceDecomposition
     y0: NDArray[np.float64]
-    valid: NDArray[np.bool_]
-    stripes: NDArray[np.float64] | None
-    destripe: str = "none"
-    extra: dict = field(default_factory=dict)
+
+    @property
+    def z(self) -> NDArray[np.float64]:
+        return self.parts.z
 
     @property
     def rank(self) -> int:
-        return int(self.z.shape[0])
+        return int(self.parts.z.shape[0])
 
 
 def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> EigenDecomposition:
-    """Steps 1-5 of the classical subspace denoiser
-    (:func:`onboard.stages.denoise.denoise_subspace_report`, the same calls in the same
-    order), keeping the intermediate results the network needs.
-
-    Raises ValueError (as the classical stage does) for fewer than MIN_BANDS bands or too
-    few valid pixels, :class:`NoiseFree` for a cube without noise."""
+    """Steps 1-4 of the classical stage (:func:`onboard.stages.denoise.decompose`) and its
+    eigen-image estimate ``y0``. Raises ValueError (as the classical stage does) for fewer
+    than MIN_BANDS bands or too few valid pixels, :class:`NoiseFree` for a cube without
+    noise."""
     config = config or SubspaceDenoiseConfig()
-    b, h, w = cube.data.shape
-    if b < MIN_BANDS:
-        raise ValueError(f"the learned denoiser needs at least {MIN_BANDS} bands, the cube has "
-                         f"{b}: skip denoising for this sensor")
-    x = cube.data.astype(np.float64)
-    valid = cube.valid & np.isfinite(x).all(axis=0)
-    n_valid = int(valid.sum())
-    if n_valid <= b:
-        raise ValueError(f"the cube has {n_valid} valid pixels for {b} bands; denoising needs "
-                         "more valid pixels than bands: skip denoising for this frame")
-    filled = fill_invalid(x, valid)
-    stripes = None
-    if config.destripe != "none" and w >= 3:
-        filled, _ = repair_column_defects(filled)
-        stripes = estimate_stripes(filled, config.destripe)
-        filled = (filled / stripes[:, None, :] if config.destripe == "gain"
-                  else filled - stripes[:, None, :])
-    pixels = filled[:, valid]
-    mean = pixels.mean(axis=1)
-    if config.noise == "spatial":
-        noise_cov = noise_covariance_spatial(filled, valid)
-    else:
-        noise_cov = np.diag(band_noise_regression(pixels - mean[:, None]) ** 2)
-    if not np.diag(noise_cov).max() > 0:
+    parts = subspace_decompose(cube, config)
+    if not parts.report.band_noise.any():
         raise NoiseFree("the cube has no measurable noise")
-    whiten, unwhiten = _whitening(noise_cov)
-    white = whiten @ (pixels - mean[:, None])
-    eigval, eigvec = np.linalg.eigh(white @ white.T / white.shape[1])
-    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
-    rank = subspace_rank(eigval, n_valid, config)
-    basis = eigvec[:, :rank]
-    project = (whiten @ basis).T
-    z = (project @ (filled.reshape(b, -1) - mean[:, None])).reshape(rank, h, w)
-    y0 = denoise_eigenimages(z, config.wavelet_levels, config.threshold_scale)
-    return EigenDecomposition(mean, project, unwhiten @ basis, z, y0, valid, stripes,
-                              config.destripe)
+    return EigenDecomposition(parts, denoise_eigenimages(parts.z, config.wavelet_levels,
+                                                         config.threshold_scale))
 
 
 def guide_scale(y0: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -152,10 +108,8 @@ def refiner_input(dec: EigenDecomposition) -> NDArray[np.float32]:
 def compose(dec: EigenDecomposition, correction: NDArray, like: Cube) -> Cube:
     """The denoised cube from the eigen-images ``y0 + correction`` (correction (k, 1, H, W)
     or (k, H, W)); metadata from ``like``."""
-    k, h, w = dec.z.shape
-    zhat = dec.y0 + np.asarray(correction, dtype=np.float64).reshape(k, h, w)
-    out = dec.back @ zhat.reshape(k, -1) + dec.mean[:, None]
-    return Cube(out.reshape(-1, h, w).astype(np.float32), like.wavelengths_nm, dec.valid.copy(),
+    zhat = dec.y0 + np.asarray(correction, dtype=np.float64).reshape(dec.z.shape)
+    return Cube(dec.parts.compose(zhat), like.wavelengths_nm, dec.parts.valid.copy(),
                 counter=like.counter, timestamp=like.timestamp, units=like.units)
 
 
