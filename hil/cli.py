@@ -44,8 +44,11 @@ def run(scenarios: tuple[Path, ...], port: str | None, key_file: Path | None,
         raise click.UsageError("with --port, give --key-file and --counter-file (the flight computer's)")
     reports = []
     for s in loaded:
-        runner = Runner(s, work / s.name if work else None, port, key_file, counter_file,
-                        progress=lambda line: console.print(f"[dim]{line}[/]"))
+        try:
+            runner = Runner(s, work / s.name if work else None, port, key_file, counter_file,
+                            progress=lambda line: console.print(f"[dim]{line}[/]"))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
         report = runner.run()
         reports.append(report)
         Console().print(table(report))

@@ -11,7 +11,8 @@ answering class 2 transfers. Every product that arrives is parsed and its SHA-25
 Telecommand kinds for fault injection: ``valid`` (signed with the right key and a fresh
 counter), ``none`` (no authentication), ``forged`` (signed with a wrong key), ``replay`` (a
 valid frame sent earlier, sent again byte for byte) and ``garbage`` (random bytes between
-delimiters).
+delimiters); ``leaked`` is an attacker holding the real key (signed correctly, with a fresh
+counter): the payload cannot tell it apart, and a scenario that sends one must fail.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class FlightComputer:
             frame = self.link.send_frame(self.rng.choice(self._valid_frames))
         elif kind == "forged":
             frame = self.link.send(message, signer=_Forger(self._wrong_key, self.rng))  # type: ignore[arg-type]
-        elif kind in ("valid", "replay"):  # a replay with nothing to replay yet: a fresh one
+        elif kind in ("valid", "replay", "leaked"):  # replay with nothing to replay: a fresh one
             if self.signer is None:
                 raise RuntimeError("valid telecommands need the key: give the scenario's key file")
             frame = self.link.send(message, signer=self.signer)

@@ -43,6 +43,7 @@ class RunFacts:
     crashes: list[int]
     exit_code: int | None
     seconds: float
+    boot_s: float | None = None
     link_stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,7 +56,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _is_bad(kind: str, type_name: str) -> bool:
-    return kind in ("forged", "replay", "garbage") or (kind == "none" and type_name != "PING")
+    return kind in ("forged", "replay", "garbage", "leaked") or (kind == "none" and type_name != "PING")
 
 
 def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str, Any]:
@@ -131,8 +132,9 @@ def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str
         "failed_transfers": len(fc.failed_transfers),
         "bad_link_frames_at_fc": fc.link.decoder.bad_frames,
         "telemetry": {"health": len(fc.health), "events": len(fc.events)},
+        "engine": fc.health[-1][1].get("engine") if fc.health else None,
         "payload": {"boots": facts.boots, "power_cuts": facts.kills, "crashes": facts.crashes,
-                    "exit_code": facts.exit_code},
+                    "exit_code": facts.exit_code, "boot_s": facts.boot_s},
         "seconds": round(facts.seconds, 1),
         "link": facts.link_stats,
     }
@@ -185,6 +187,10 @@ def judge(criteria: Criteria, m: dict[str, Any]) -> list[dict[str, Any]]:
         p = m["payload"]
         row("payload_survives", "no crash, clean stop", f"crashes {p['crashes']}, exit {p['exit_code']}",
             not p["crashes"] and p["exit_code"] in (0, None))
+    if c.engine_in_use:
+        engine = m["engine"] or ""
+        row("engine_in_use", c.engine_in_use, engine,
+            all(part in engine for part in c.engine_in_use))
     return rows
 
 
@@ -216,6 +222,7 @@ def table(report: dict[str, Any]):
                                              f"{cm['bad_accepted']}/{cm['bad_sent']}"),
         ("commands refused / unanswered", f"{cm['refused']} / {cm['unanswered']}"),
         ("payload boots / power cuts", f"{m['payload']['boots']} / {m['payload']['power_cuts']}"),
+        ("payload boot time (s)", m["payload"]["boot_s"]),
         ("scenario time (s)", m["seconds"]),
     ):
         t.add_row(name, fmt(value))

@@ -17,6 +17,7 @@ computer's real ones.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import shutil
 import tempfile
@@ -33,8 +34,11 @@ from hil.power import PayloadProcess
 from hil.report import RunFacts, judge, measure
 from hil.scenario import Scenario
 from hil.sensor import SensorFeeder, make_frames
+from onboard.bundle import find_bundle
 from onboard.products import Product
 
+#: Longest wait for a payload to boot (its first telemetry) before the scenario clock starts.
+BOOT_TIMEOUT_S = 60.0
 #: Telemetry period asked of the payload in emulation (end-of-run detection needs fresh HEALTH).
 TELEMETRY_PERIOD_S = 0.5
 
@@ -49,9 +53,37 @@ def _toml(doc: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _flip(path: Path, rng: random.Random) -> None:
+    """Damage a file as a bad flash sector would: 64 bytes in its middle replaced."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = rng.randbytes(64)
+    path.write_bytes(bytes(data))
+
+
+def apply_faults(scenario: Scenario, work: Path, doc: dict[str, dict[str, Any]]) -> None:
+    """The scenario's faults of the payload's own files, on copies in ``work``."""
+    f, rng = scenario.faults, random.Random(scenario.seed)
+    if f.corrupt_models:
+        bundle, why = find_bundle(doc.get("run", {}).get("bundle"))
+        if bundle is None:
+            raise ValueError(f"faults.corrupt_models: no model bundle to damage ({why})")
+        copy = work / "bundle"
+        shutil.copytree(bundle.root, copy, dirs_exist_ok=True)
+        for name in f.corrupt_models:
+            if not (copy / name).is_file():
+                raise ValueError(f"faults.corrupt_models: {name} is not in the bundle {bundle.root}")
+            _flip(copy / name, rng)
+        doc.setdefault("run", {})["bundle"] = str(copy)
+    if f.corrupt_calibration:
+        (work / "broken.cal").write_bytes(rng.randbytes(4096))
+        doc.setdefault("run", {})["calibration"] = str(work / "broken.cal")
+
+
 def mission(scenario: Scenario, work: Path, port: str) -> dict[str, dict[str, Any]]:
     """The payload's mission config: the scenario's [payload] plus the link wiring."""
     doc = {k: dict(v) for k, v in scenario.payload.items()}
+    apply_faults(scenario, work, doc)
     link = doc.setdefault("link", {})
     link.setdefault("rate_bytes_per_s", scenario.link.bytes_per_s)
     link.setdefault("telemetry_period_s", TELEMETRY_PERIOD_S)
@@ -84,6 +116,9 @@ class Runner:
         self.progress = progress
         self._tmp = None if work is not None else tempfile.mkdtemp(prefix=f"hil-{scenario.name}-")
         self.work = Path(work or self._tmp)  # type: ignore[arg-type]
+        if self.work.is_dir() and any(self.work.iterdir()):
+            raise ValueError(f"work folder {self.work} is not empty (a previous run's spool and "
+                             "counters would leak into this one): give a new folder")
         self.work.mkdir(parents=True, exist_ok=True)
 
     def run(self) -> dict[str, Any]:
@@ -123,10 +158,11 @@ class Runner:
             [(c.at_s + i * c.interval_s, "command", c) for c in s.commands for i in range(c.repeat)]
             + [(p.at_s, "cut", p) for p in s.power] + [(p.at_s + p.off_s, "on", p) for p in s.power],
             key=lambda e: e[0])
-        t0 = time.monotonic()
+        boot_s = None
         try:
             if payload is not None:
-                payload.on()
+                boot_s = self._boot(payload, fc)
+            t0 = time.monotonic()
             if emu is not None:
                 for cut in s.link.cuts:
                     emu.cut(cut.duration_s, after_s=cut.at_s)
@@ -168,7 +204,7 @@ class Runner:
             damaged=set(feeder.damaged) if feeder else set(),
             boots=payload.boots if payload else 0, kills=payload.kills if payload else 0,
             crashes=payload.crashes if payload else [], exit_code=exit_code,
-            seconds=time.monotonic() - t0,
+            seconds=time.monotonic() - t0, boot_s=boot_s,
             link_stats={k: asdict(v) for k, v in emu.stats.items()} if emu else {},
         )
         measures = measure(s, fc, facts)
@@ -176,6 +212,20 @@ class Runner:
         return {"scenario": s.name, "path": s.path, "description": s.description,
                 "passed": all(r["passed"] for r in criteria), "criteria": criteria,
                 "measures": measures, "work": None if self._tmp else str(work)}
+
+    def _boot(self, payload: PayloadProcess, fc: FlightComputer) -> float | None:
+        """Power the payload on and wait for its first telemetry: the scenario's clock starts
+        when the payload is up, as a flight computer waits for a payload it switched on.
+        None if it never came up (the scenario then runs and fails on its criteria)."""
+        start = time.monotonic()
+        payload.on()
+        while time.monotonic() - start < BOOT_TIMEOUT_S and payload.check():
+            fc.poll(0.05)
+            if fc.events or fc.health:
+                self.progress(f"payload up after {time.monotonic() - start:.1f} s")
+                return time.monotonic() - start
+        self.progress("payload did not come up")
+        return None
 
     def _finished(self, fc: FlightComputer, feeder: SensorFeeder | None, out: Path) -> bool:
         """Everything made has reached the ground: the feeder is done, every frame it wrote

@@ -29,13 +29,17 @@ Format (every key optional unless marked; times in seconds from the scenario's s
     type = "SET_MODE"                # required: PING SET_MODE START_CAPTURE STOP_CAPTURE
                                      #   SET_CONFIG REQUEST_PRODUCT ABORT
     args = { mode = "OPERATE" }      # the message's fields
-    auth = "valid"                   # valid | none | forged | replay | garbage
+    auth = "valid"                   # valid | none | forged | replay | garbage | leaked
     repeat = 1                       # how many (a storm: repeat = 500)
     interval_s = 0.0                 # between repeats
 
     [[power]]                        # power cuts: SIGKILL, then power back after off_s
     at_s = 8
     off_s = 1.0
+
+    [faults]                         # faults of the payload's own files
+    corrupt_models = ["denoiser.fp32.onnx"]   # bytes flipped in a copy of the shipped bundle
+    corrupt_calibration = false      # the payload gets a calibration file of random bytes
 
     [criteria]                       # each one given is checked; see hil/report.py
     all_products_delivered = true
@@ -50,6 +54,7 @@ Format (every key optional unless marked; times in seconds from the scenario's s
     valid_commands_accepted = true
     max_bad_commands_accepted = 0
     payload_survives = true
+    engine_in_use = ["denoiser.int8.onnx"]   # substrings of the payload's HEALTH "engine"
 
 A wrong key, a wrong type or an unknown name is refused with a message naming it.
 """
@@ -67,7 +72,7 @@ import tomllib
 
 from firmware_bridge.messages import Mode, MsgType
 
-AUTH_KINDS = ("valid", "none", "forged", "replay", "garbage")
+AUTH_KINDS = ("valid", "none", "forged", "replay", "garbage", "leaked")
 
 
 class ScenarioError(ValueError):
@@ -115,6 +120,12 @@ class PowerCut:
 
 
 @dataclass
+class FaultSpec:
+    corrupt_models: list[str] = field(default_factory=list)
+    corrupt_calibration: bool = False
+
+
+@dataclass
 class Criteria:
     all_products_delivered: bool | None = None
     residue_every_frame: bool | None = None
@@ -128,6 +139,7 @@ class Criteria:
     valid_commands_accepted: bool | None = None
     max_bad_commands_accepted: int | None = None
     payload_survives: bool | None = None
+    engine_in_use: list[str] | None = None
 
 
 @dataclass
@@ -141,6 +153,7 @@ class Scenario:
     link: LinkSpec = field(default_factory=LinkSpec)
     commands: list[CommandSpec] = field(default_factory=list)
     power: list[PowerCut] = field(default_factory=list)
+    faults: FaultSpec = field(default_factory=FaultSpec)
     criteria: Criteria = field(default_factory=Criteria)
     path: str = ""
 

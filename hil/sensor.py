@@ -37,7 +37,9 @@ def make_frames(payload_config: dict, n: int, recorded: Path | None = None) -> l
                 break
             frames.append(frame)
         return frames
-    config = from_dict({k: v for k, v in payload_config.items() if k != "link"})
+    # only the instrument and scene matter here: no models, no link
+    doc = {k: v for k, v in payload_config.items() if k not in ("link", "engine")}
+    config = from_dict({**doc, "engine": {"engine": "classical"}})
     session = build_session(config)
     return [frame for frame, _truth in session.frames(n)]  # type: ignore[misc]
 

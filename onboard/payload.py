@@ -141,8 +141,13 @@ class PayloadService:
         }
         self.dispatcher = CommandDispatcher(handlers, key=key, counters=counters)
         self.endpoint = PayloadEndpoint(self.link, self.dispatcher, self.downlink.on_packet)
-        self.loop = FrameLoop(session.pipeline, config.run.deadline_s, health=session.health,
+        self.loop = FrameLoop(session.pipeline, config.run.deadline_s,
+                              faster_inference=session.faster_inference, health=session.health,
                               health_period_s=config.run.health_period_s)
+        # what runs per stage, without the skip reasons (HEALTH must fit one frame; the
+        # health product carries them in full)
+        self.engine = "; ".join(n.split("; skipped")[0][:160] for n in session.notes
+                                if n.startswith(("denoise:", "classify:"))) or session.engine_description[:160]
         self.mode = Mode.IDLE
         self.capturing = False
         self.frames_left = 0  # 0 with capturing: until STOP_CAPTURE
@@ -247,7 +252,8 @@ class PayloadService:
             "rss_mb": round((sysinfo.rss_bytes() or 0) / 2**20, 1),
             "peak_rss_mb": round(sysinfo.peak_rss_bytes() / 2**20, 1),
             "uptime_s": round(time.monotonic() - self.started, 1),
-            "engine": self.session.engine_description,
+            # what runs per stage, without the skip reasons (the health product has them)
+            "engine": self.engine,
         }
 
     # -- the link thread --------------------------------------------------------------------
