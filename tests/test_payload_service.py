@@ -1,0 +1,126 @@
+"""The payload service as flown: ``python -m onboard run --port PTY`` in a subprocess, a flight
+computer (hil's emulator, pyserial) on the other end of an emulated link. Each telecommand
+gets the ACK the protocol says; a commanded capture's products come down by CFDP; a clean
+stop exits 0."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.auth import load_key, write_key
+from firmware_bridge.linkemu import Impairments, LinkEmulator
+from firmware_bridge.messages import EventCode, ResultCode
+from hil.flight_computer import FlightComputer
+from hil.sensor import make_frames
+from onboard.replay import write_frame
+
+RATE = 115200.0  # bytes/s: 10x a 115200 baud UART, to keep the test short
+
+
+def wait_for(fc: FlightComputer, what, timeout: float = 20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        fc.poll(0.05)
+        got = what()
+        if got:
+            return got
+    raise AssertionError(f"timed out waiting for {what.__doc__ or what}")
+
+
+def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: str = "valid"):
+    cmd = fc.send(type_name, args or {}, kind)
+    wait_for(fc, lambda: cmd.result is not None)
+    return cmd.result
+
+
+@pytest.fixture
+def payload(tmp_path: Path):
+    secret = secrets.token_bytes(32)
+    write_key(tmp_path / "payload.key", secret)
+    write_key(tmp_path / "fc.key", secret)
+    emu = LinkEmulator(Impairments(RATE, buffer_bytes=32768)).start()
+    (tmp_path / "mission.toml").write_text(
+        "[products]\ncube = false\n[link]\n"
+        f'key_file = "{tmp_path / "payload.key"}"\ncounter_file = "{tmp_path / "counter.json"}"\n'
+        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onboard", "run", "--port", emu.a_path, "--config",
+         str(tmp_path / "mission.toml"), "--replay", str(tmp_path / "drop"), "--out",
+         str(tmp_path / "out"), "--quiet", "--json", str(tmp_path / "summary.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    fc = FlightComputer.open(emu.b_path, RATE, load_key(tmp_path / "fc.key"),
+                             tmp_path / "fc-counter.json", tmp_path / "staging", ack_timer_s=1.0)
+    try:
+        wait_for(fc, lambda: fc.events, timeout=60)  # "payload up"
+        yield fc, proc, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        fc.close()
+        emu.stop()
+
+
+def test_commands_capture_downlink_and_clean_stop(payload) -> None:
+    fc, proc, tmp = payload
+    assert command(fc, "PING", kind="none") == ResultCode.OK
+    assert command(fc, "SET_MODE", {"mode": "OPERATE"}, kind="none") == ResultCode.NOT_AUTHENTICATED
+    assert command(fc, "SET_MODE", {"mode": "OPERATE"}, kind="forged") == ResultCode.BAD_AUTH
+    assert command(fc, "START_CAPTURE", {"frame_count": 1}) == ResultCode.BUSY  # still IDLE
+    assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
+    assert command(fc, "SET_CONFIG", {"key": "run.bogus", "value": "1"}) == ResultCode.BAD_ARGUMENT
+    assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "-1"}) == ResultCode.BAD_ARGUMENT
+    assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "1.5"}) == ResultCode.OK
+    assert command(fc, "REQUEST_PRODUCT", {"name": "residue_00000000"}) == ResultCode.BAD_ARGUMENT
+    assert command(fc, "STOP_CAPTURE", kind="replay") == ResultCode.REPLAY
+
+    (frame,) = make_frames({}, 1)
+    write_frame(tmp / "drop", frame)
+    assert command(fc, "START_CAPTURE", {"frame_count": 1}) == ResultCode.OK
+    assert command(fc, "START_CAPTURE", {"frame_count": 1}) in (ResultCode.BUSY, ResultCode.OK)
+
+    def residue_down():
+        return [a for a in fc.arrivals if a.name == "residue_00000000"]
+
+    (arrival,) = wait_for(fc, residue_down, timeout=60)
+    archived = (tmp / "out" / "products" / "residue_00000000.obp").read_bytes()
+    assert arrival.sha256 is not None and arrival.error is None
+    assert arrival.product.to_bytes() == archived  # bit-exact on the ground
+    # the ground asks for it again: it comes down a second time
+    assert command(fc, "REQUEST_PRODUCT", {"name": "residue_00000000"}) == ResultCode.OK
+    wait_for(fc, lambda: len(residue_down()) == 2, timeout=30)
+
+    codes = {e.code for _, e in fc.events}
+    assert {EventCode.MODE_CHANGED, EventCode.CONFIG_CHANGED, EventCode.CAPTURE_STARTED,
+            EventCode.CAPTURE_STOPPED, EventCode.AUTH_FAILED, EventCode.PRODUCT_QUEUED,
+            EventCode.PRODUCT_DELIVERED} <= codes
+    health = fc.health[-1][1]
+    assert health["mode"] == "OPERATE" and health["frames"] == 1
+    assert health["products_spooled"] >= 3  # residue, quick-look, and the re-requested one
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stdout.read().decode()
+    summary = json.loads((tmp / "summary.json").read_text())
+    assert summary["commands"]["OK"] >= 5 and summary["commands"]["BAD_AUTH"] == 1
+
+
+def test_a_key_file_readable_by_others_is_refused_before_the_link_opens(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o644)
+    (tmp_path / "m.toml").write_text(
+        f'[link]\nkey_file = "{key}"\ncounter_file = "{tmp_path / "c.json"}"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "onboard", "run", "--port", "loop://", "--config",
+         str(tmp_path / "m.toml"), "--out", str(tmp_path / "out"), "--quiet"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"chmod 600 {key}" in out.stderr and "cannot start the payload service" in out.stderr
