@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from calibration.acquisitions import Acquisition
 from calibration.initialise import InitialGuess, fourier_coefficients, initialise
-from calibration.model_selection import MODELS, Selection, select, with_degree
+from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
 from calibration.regression import FitResult, fit, rms_normalised, series_range
 from onboard.physics.interferometers import InterferometerBank
 
@@ -51,7 +51,9 @@ LOCAL_WINDOW = 31
 def _rows_of(guess: InitialGuess, rows: NDArray) -> InitialGuess:
     return replace(guess, opd_um=guess.opd_um[rows], phase_rad=guess.phase_rad[rows],
                    reflectivity=guess.reflectivity[rows], gain_cheb=guess.gain_cheb[rows],
-                   nominal_opd_um=guess.nominal_opd_um[rows], peak_margin=guess.peak_margin[rows])
+                   nominal_opd_um=guess.nominal_opd_um[rows], peak_margin=guess.peak_margin[rows],
+                   reflectivity_cheb=None if guess.reflectivity_cheb is None
+                   else guess.reflectivity_cheb[rows])
 
 
 def _bank_rows(bank: InterferometerBank, rows: NDArray) -> InterferometerBank:
@@ -170,7 +172,7 @@ def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma:
 
 def characterise(
     acq: Acquisition,
-    models: tuple[str, ...] = tuple(MODELS),
+    models: tuple[str, ...] = DEFAULT_MODELS,
     degrees: tuple[int, ...] = (5, 8),
     robust: bool = True,
     progress=None,
@@ -195,7 +197,7 @@ def characterise(
     t2 = time.perf_counter()
     g = with_degree(guess, y, acq.sigma, selection.degree) if selection.degree != degrees[0] else guess
     result = fit(y, acq.sigma, g, harmonics=selection.harmonics,
-                 reflectivity_degree=selection.degree, robust=robust)
+                 reflectivity_degree=selection.degree, robust=robust, max_iterations=60)
     if robust:
         # lines beyond REJECT robust sigma (dead pixels, a saturated or mis-tuned line) still
         # pull a Huber fit linearly: drop them and polish from the solution; a line dropped

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from calibration.acquisitions import AcquisitionError, load_acquisition
-from calibration.model_selection import MODELS
+from calibration.model_selection import DEFAULT_MODELS, MODELS
 
 
 @click.group()
@@ -24,7 +24,7 @@ def calibrate() -> None:
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for report.json and the PNG plots (default: OUTPUT's stem + _report).")
 @click.option("--model", "models", type=click.Choice(list(MODELS)), multiple=True,
-              help="Candidate response model(s); default all, chosen by BIC.")
+              help="Candidate response model(s); default two-wave, three-wave and airy, chosen by BIC.")
 @click.option("--degree", "degrees", type=int, multiple=True,
               help="Candidate Chebyshev degree(s) of gain and reflectivity; default 5 and 8.")
 @click.option("--device", type=click.Path(exists=True, path_type=Path), default=None,
@@ -47,7 +47,7 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
         raise click.ClickException(str(exc)) from exc
     if any(d < 0 or d > 12 for d in degrees):
         raise click.BadParameter("degrees must be between 0 and 12", param_hint="--degree")
-    c = characterise(acq, models=models or tuple(MODELS), degrees=degrees or (5, 8),
+    c = characterise(acq, models=models or DEFAULT_MODELS, degrees=degrees or (5, 8),
                      progress=lambda m: click.echo(m, err=True))
     try:
         cal = build_calibration(c, device=device, n_bands=bands)

@@ -43,7 +43,7 @@ def test_recovers_truth_at_snr_100(finesse) -> None:
     assert 0.008 < np.median(c.rms) < 0.012
     # the airy model must beat the two-wave model at high finesse
     if finesse == HIGH:
-        assert c.selection.model in ("airy", "four-wave")
+        assert c.selection.model in ("airy", "three-wave")
         assert c.selection.bic["two-wave/5"] > c.selection.bic[f"{c.selection.model}/5"]
 
 
