@@ -1,4 +1,9 @@
-"""``onboard export``: ground-side model and data tooling (needs the ``export`` extra)."""
+"""``onboard export``: ground-side model and data tooling (needs the ``export`` extra).
+
+Each subcommand imports its heavy libraries inside its body, so ``onboard export --help``
+works everywhere and a missing library is named when the subcommand that needs it runs.
+Add a subcommand with ``@export.command()`` below.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +19,28 @@ def export() -> None:
 
 @export.command()
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("onboard/scene/data/spectral_library.npz"), show_default=True)
+              default=Path("onboard/scene/data/spectral_library.npz"), show_default=True,
+              help="Where to write the library (.npz).")
 def spectra(out: Path) -> None:
     """Rebuild the farmland spectral library the simulator ships (needs prosail)."""
+    try:
+        import prosail  # noqa: F401  (checked here to name the extra; used by the builder)
+    except ModuleNotFoundError as exc:
+        raise click.ClickException("'onboard export spectra' needs the Python package 'prosail': "
+                                   "pip install 'onboard[ground]'") from exc
+    import numpy as np
+
     from export.spectral_library import write
 
-    path = write(out)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    try:
+        path = write(out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with np.load(path) as arrays:
+        counts = ", ".join(f"{len(arrays[k])} {k}" for k in ("soil", "green", "residue"))
+        wl = arrays["wavelengths_nm"]
+    click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {counts} spectra, "
+               f"{wl[0]:.0f}-{wl[-1]:.0f} nm, {len(wl)} samples")
 
 
 @export.command("build", add_help_option=False,
