@@ -1,0 +1,72 @@
+"""The shipped HIL scenarios, run as CI runs them (compressed time), and proof that each can
+fail: the same scenario with its fault made worse than the system can handle fails on the
+criterion that guards it.
+
+Each run starts the real payload process (``python -m onboard run --port``) behind an
+emulated link on pseudo-terminals. The shipped set takes about 2.5 minutes on 2 cores, the
+failing variants about 1.5 minutes; both are marked slow.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hil.runner import Runner
+from hil.scenario import from_dict
+
+SCENARIOS = Path(__file__).parents[1] / "hil" / "scenarios"
+
+
+def run(name: str, change=None, duration_s: float | None = None) -> dict:
+    doc = tomllib.loads((SCENARIOS / f"{name}.toml").read_text())
+    if change is not None:
+        change(doc)
+    if duration_s is not None:
+        doc["duration_s"] = duration_s
+    return Runner(from_dict(doc, name)).run()
+
+
+def failed(report: dict) -> set[str]:
+    return {r["criterion"] for r in report["criteria"] if not r["passed"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS.glob("*.toml")))
+def test_shipped_scenario_passes(name: str) -> None:
+    report = run(name)
+    assert report["passed"], [r for r in report["criteria"] if not r["passed"]]
+
+
+def _link(**kw):
+    return lambda doc: doc["link"].update(kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, change, duration_s, guard", [
+    # a link 60x slower than the scenario was sized for: products do not all make it down
+    ("nominal", _link(bytes_per_s=2000.0), 10, {"all_products_delivered", "max_latency_p95_s"}),
+    # the link comes back only after the scenario has ended
+    ("link_cut", _link(cuts=[{"at_s": 1.5, "duration_s": 100.0}]), 10,
+     {"all_products_delivered"}),
+    # power never comes back
+    ("reboot", lambda d: d["power"][0].update(off_s=100.0), 10, {"all_products_delivered"}),
+    # a link so noisy that no frame survives: the damaged frames' events never arrive
+    ("corrupted_frames", _link(bit_error_rate=2e-3), 10, {"damaged_frames_reported"}),
+    # frames 10x faster than the loop and link can take: residue maps come down too late
+    ("deadline", lambda d: d["sensor"].update(frames=30, rate_hz=20.0), 15,
+     {"max_latency_p95_s"}),
+    # the attacker holds the key: its command is indistinguishable and is executed
+    ("command_storm", lambda d: d["commands"].append(
+        {"at_s": 0.6, "type": "SET_CONFIG", "auth": "leaked",
+         "args": {"key": "run.deadline_s", "value": "9"}}), None, {"max_bad_commands_accepted"}),
+    # the calibration is destroyed as well: the payload cannot fly at all
+    ("engine_fallback", lambda d: d["faults"].update(corrupt_calibration=True), 6,
+     {"payload_survives", "all_products_delivered", "engine_in_use"}),
+])
+def test_a_worse_fault_makes_the_scenario_fail(name, change, duration_s, guard) -> None:
+    report = run(name, change, duration_s)
+    assert not report["passed"]
+    assert guard <= failed(report), report["criteria"]
