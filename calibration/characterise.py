@@ -25,6 +25,11 @@ away from it):
 * ``moved``: fitted OPDs that left the main lobe of their starting peak.
 * ``unguarded_wrong``: for comparison, how many interferometers the periodogram's global
   maximum (no window) would put more than a resolution away from the fitted OPD.
+* ``alternative_tried`` / ``alternative_better``: every interferometer off its neighbours'
+  trend or with a low margin is refitted from the OPD its neighbours predict; where that
+  fits better the first peak was wrong and is replaced (the count is reported). An OPD
+  still off the trend afterwards is one the data prefer: the thickness series is not
+  smooth there (wfai_1 beyond interferometer 500 is an example), not a wrong peak.
 """
 
 from __future__ import annotations
@@ -33,10 +38,17 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.polynomial import chebyshev
 from numpy.typing import NDArray
 
 from calibration.acquisitions import Acquisition
-from calibration.initialise import InitialGuess, fourier_coefficients, initialise
+from calibration.initialise import (
+    InitialGuess,
+    fourier_coefficients,
+    initialise,
+    mapped,
+    quadrature_weights,
+)
 from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
 from calibration.regression import FitResult, fit, rms_normalised, series_range
 from onboard.physics.interferometers import InterferometerBank
@@ -46,6 +58,55 @@ TREND_HALF_WINDOW = 4
 #: faults only: on the real prototypes model misfit reaches 5 sigma on good lines).
 REJECT = 8.0
 LOCAL_WINDOW = 31
+
+
+def _trend_prediction(opd: NDArray, guess: InitialGuess, step: float, first_index: int
+                      ) -> NDArray[np.float64]:
+    """Each OPD as its neighbours predict it: ridge line + running median of the offsets."""
+    k = first_index + np.arange(opd.size)
+    offset, scale = guess.ridge
+    line = offset + scale * step * k
+    return line + _running_median(opd - line, TREND_HALF_WINDOW)
+
+
+def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: InitialGuess,
+                           guess: InitialGuess, selection: Selection, robust: bool
+                           ) -> tuple[FitResult, dict]:
+    """The wrong-peak guard: every interferometer whose OPD is off its neighbours' trend by
+    more than a resolution, or whose periodogram peak had a rival in its window, is refitted
+    from the OPD its neighbours predict. Where that fits better (robust cost lower by
+    0.1 %), the first peak was a wrong one and the refit replaces it."""
+    sigma = acq.sigma
+    resolution = 1.0 / float(np.ptp(sigma))
+    pred = _trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+    suspect = (np.abs(result.bank.opd_um - pred) > resolution) | (guess.peak_margin <= 1.0)
+    rows = np.flatnonzero(suspect)
+    info = {"alternative_tried": int(rows.size), "alternative_better": 0,
+            "alternative_better_index": []}
+    if rows.size == 0:
+        return result, info
+    sub = _rows_of(g, rows)
+    gain = chebyshev.chebval(mapped(sigma, g.sigma_domain), sub.gain_cheb.T)
+    z = y[rows] / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
+    z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
+    c1 = fourier_coefficients(z, sigma, pred[rows][:, None])[:, 0]
+    sub = replace(sub, opd_um=pred[rows], phase_rad=np.angle(np.conj(c1)),
+                  reflectivity=np.clip(np.abs(c1), 0.02, 0.9))
+    refit = fit(y[rows], sigma, sub, harmonics=selection.harmonics,
+                reflectivity_degree=selection.degree, robust=robust, max_iterations=60)
+    better = refit.robust_cost < 0.999 * result.robust_cost[rows]
+    info["alternative_better"] = int(better.sum())
+    info["alternative_better_index"] = rows[better].tolist()
+    if better.any():
+        keep = np.flatnonzero(better)
+        result = _merge(result, _subset_result(refit, keep), rows[better], y)
+    return result, info
+
+
+def _subset_result(r: FitResult, rows: NDArray) -> FitResult:
+    return FitResult(_bank_rows(r.bank, rows), r.residuals[rows], r.rms_normalised[rows],
+                     r.outliers[rows], r.sigma_params[rows], r.iterations, r.converged[rows],
+                     r.robust_cost[rows])
 
 
 def _rows_of(guess: InitialGuess, rows: NDArray) -> InitialGuess:
@@ -198,6 +259,7 @@ def characterise(
     g = with_degree(guess, y, acq.sigma, selection.degree) if selection.degree != degrees[0] else guess
     result = fit(y, acq.sigma, g, harmonics=selection.harmonics,
                  reflectivity_degree=selection.degree, robust=robust, max_iterations=60)
+    result, alt = _try_alternative_peaks(result, y, acq, g, guess, selection, robust)
     if robust:
         # lines beyond REJECT robust sigma (dead pixels, a saturated or mis-tuned line) still
         # pull a Huber fit linearly: drop them and polish from the solution; a line dropped
@@ -219,6 +281,7 @@ def characterise(
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um, acq.first_index)
+    checks.update(alt)
     timings["checks"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0 - timings["checks"]
     if acq.norm is not None and not acq.is_normalized:
