@@ -9,8 +9,9 @@ mean(y)`` per interferometer with ``y = data / norm`` (and the same on the recor
 reflectivity range over the whole domain (exact extrema of the series) and the count of interferometers with R outside
 [0, 1), and the OPD checks (see calibration.characterise): trend outliers (an OPD more than
 one resolution off the running median of its neighbours), periodogram peaks with margin <= 1
-in their window, OPDs that left their starting lobe, and, for comparison, how many the
-unwindowed periodogram maximum would have got wrong. The reference figures are the IRCA
+in their window, OPDs that left their starting lobe, how many the unwindowed periodogram
+maximum would have got wrong (for comparison), and the wrong-peak guard: suspects refitted
+from their neighbours' OPD, and how many of those fitted better (wrong peaks corrected). The reference figures are the IRCA
 code's, run on 2 cores (issue 3).
 
 BLAS runs single-threaded: the work is many small products, where OpenBLAS threads cost
@@ -106,7 +107,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = real(args.data)
     print("prototype     N    S  model        deg  median  p95     rec.med rec.p95  wall s  cpu s"
-          "  ref med  ref s  speedup  R range          R out  trend  margin<=1  moved  unguarded")
+          "  ref med  ref s  speedup  R range          R out  trend  margin<=1  moved  unguarded"
+          "  alt.tried  alt.better")
     for r in rows:
         print(f"{r['acquisition']:<12} {r['interferometers']:>4} {r['lines']:>4}  {r['model']:<11} "
               f"{r['degree']:>3}  {r['rms_median']:.4f}  {r['rms_p95']:.4f}  "
@@ -114,7 +116,7 @@ def main() -> None:
               f"{r['cpu_s']:6.2f}  {r['reference_rms_median']:.3f}  {r['reference_time_s']:5.0f}  "
               f"{r['speedup']:6.1f}x  [{r['r_min']:.4f}, {r['r_max']:.4f}]  {r['r_outside_0_1']:>5}"
               f"  {r['opd_trend_outliers']:>5}  {r['low_margin']:>9}  {r['moved']:>5}  "
-              f"{r['unguarded_wrong']:>9}")
+              f"{r['unguarded_wrong']:>9}  {r['alternative_tried']:>9}  {r['alternative_better']:>10}")
     for r in rows:
         for m in r.get("monochromatic", []):
             print(f"monochromatic check {r['acquisition']}: {m['found']}/{m['lines']} line peaks on "

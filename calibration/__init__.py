@@ -4,5 +4,7 @@
 ``regression`` fits every interferometer at once, ``model_selection`` picks the response
 model and polynomial degree, ``characterise`` runs the chain and checks the result,
 ``report`` writes JSON and plots, ``simulate`` writes synthetic sweeps with a known truth,
-``calfile_writer`` turns a characterisation into the runtime's calibration file.
+``calfile_writer`` turns a characterisation into the runtime's calibration file,
+``geometry`` finds the thumbnails on a flat frame, ``monochromatic`` reconstructs each
+recorded line as a check of the whole chain.
 """

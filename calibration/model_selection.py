@@ -31,7 +31,7 @@ DEGREES = (5, 8)
 SUBSET = 48
 #: Ranking candidates needs their costs to 1e-5, not the final fit's 1e-6: BIC gaps between
 #: models are hundreds of units on every prototype.
-SELECTION_FIT = {"max_iterations": 40, "tolerance": 1e-5}
+SELECTION_ITERATIONS, SELECTION_TOLERANCE = 40, 1e-5
 
 
 @dataclass
@@ -87,12 +87,13 @@ def select(
     g0 = with_degree(base, ys, sigma, d0)
     for m in models:
         res = fit(ys, sigma, g0, harmonics=MODELS[m], reflectivity_degree=d0, line_weights=lws,
-                  **SELECTION_FIT)
+                  max_iterations=SELECTION_ITERATIONS, tolerance=SELECTION_TOLERANCE)
         bic[f"{m}/{d0}"] = float(res.bic().sum())
     model = min(models, key=lambda m: bic[f"{m}/{d0}"])
     for d in degrees[1:]:
         res = fit(ys, sigma, with_degree(base, ys, sigma, d), harmonics=MODELS[model],
-                  reflectivity_degree=d, line_weights=lws, **SELECTION_FIT)
+                  reflectivity_degree=d, line_weights=lws, max_iterations=SELECTION_ITERATIONS,
+                  tolerance=SELECTION_TOLERANCE)
         bic[f"{model}/{d}"] = float(res.bic().sum())
     degree = min(degrees, key=lambda d: bic.get(f"{model}/{d}", np.inf))
     return Selection(model=model, degree=degree, bic=bic, subset=idx)

@@ -86,7 +86,7 @@ def write_sweep(folder: str | Path, spec: SweepSpec) -> tuple[Acquisition, Inter
     """Simulate and write ``folder`` (the real layout plus ``truth.npz``)."""
     acq, bank = simulate_sweep(spec)
     write_acquisition(folder, acq)
-    np.savez(Path(folder) / "truth.npz", **bank.arrays())
+    np.savez(Path(folder) / "truth.npz", **bank.arrays())  # type: ignore[arg-type]
     return acq, bank
 
 
