@@ -238,19 +238,20 @@ class FarmlandScene:
              basis: NDArray | None = None) -> SceneTile:
         """The window of ``shape`` (h, w) with top-left (row, col), wrapping around the
         field's edges. ``basis``: this scene's :meth:`basis` on the grid, when the caller
-        has it already (a flight track computes it once)."""
-        h, w = shape
+        has it already (a flight track computes it once). Every array is a fresh copy."""
         grid = np.asarray(wavelengths_nm, dtype=float)
         b = self.basis(grid) if basis is None else np.asarray(basis)
         if b.shape != (self.weights.shape[0], grid.size):
             raise ValueError(f"basis {b.shape} is not (n_basis={self.weights.shape[0]}, bands={grid.size})")
-        rows = (row + np.arange(h)) % self.size
-        cols = (col + np.arange(w)) % self.size
-        ix = np.ix_(rows, cols)
-        weights = self.weights[(slice(None), *ix)]
-        refl = (b.T.astype(np.float32) @ weights.reshape(len(b), -1)).reshape(-1, h, w)
-        return SceneTile(refl, grid, self.fractions[(slice(None), *ix)], self.tillage[ix], self.parcel_id[ix],
-                         (int(rows[0]), int(cols[0])), self.illumination[ix], b.astype(np.float32),
+        row, col = row % self.size, col % self.size
+        crop = _window(row, col, shape, self.size)
+        weights = np.array(self.weights[(slice(None), *crop)])
+        # einsum's own loop, not BLAS: a (B x n_basis) @ (n_basis x h*w) product is too small
+        # for BLAS threads, which on a busy machine cost tens of ms in wake-ups
+        refl = np.einsum("kb,khw->bhw", b.astype(np.float32), weights)
+        return SceneTile(refl, grid, np.array(self.fractions[(slice(None), *crop)]), np.array(self.tillage[crop]),
+                         np.array(self.parcel_id[crop]), (row, col), np.array(self.illumination[crop]),
+                         b.astype(np.float32),
                          self.basis_class, self.basis_names, weights)
 
     def track(self, wavelengths_nm: ArrayLike, shape: tuple[int, int], step: tuple[int, int] | None = None,
@@ -258,6 +259,17 @@ class FarmlandScene:
               fwhm_nm: ArrayLike | None = None) -> FlightTrack:
         """Successive tiles along a flight track (see :class:`FlightTrack`)."""
         return FlightTrack(self, wavelengths_nm, shape, step, start, method, fwhm_nm)
+
+
+def _window(row: int, col: int, shape: tuple[int, int], size: int) -> tuple:
+    """Index of a (h, w) window at (row, col) of a periodic size x size map: plain slices
+    (a cheap copy-free view) unless the window wraps around an edge."""
+    h, w = shape
+    rows = slice(row, row + h) if row + h <= size else (row + np.arange(h)) % size
+    cols = slice(col, col + w) if col + w <= size else (col + np.arange(w)) % size
+    if isinstance(rows, slice) or isinstance(cols, slice):
+        return rows, cols
+    return np.ix_(rows, cols)
 
 
 class FlightTrack:
