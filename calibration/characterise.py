@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.polynomial import chebyshev
+from scipy.ndimage import median_filter
 from numpy.typing import NDArray
 
 from calibration.acquisitions import Acquisition
@@ -143,14 +144,10 @@ def _merge(result: FitResult, part: FitResult, rows: NDArray, y: NDArray) -> Fit
 
 def _local_sigma(r: NDArray, width: int = LOCAL_WINDOW) -> NDArray[np.float64]:
     """Robust noise level (N, S) of each residual from its neighbours along the sweep:
-    1.4826 x the running median of |r| over ``width`` lines (NaNs ignored). The noise of
-    ``data / norm`` grows where the source is weak, so one level per interferometer would
-    call a noisy sweep end an outlier."""
-    n, s = r.shape
-    half = width // 2
-    pad = np.pad(np.abs(r), ((0, 0), (half, half)), mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(pad, width, axis=1)  # (N, S, width)
-    return 1.4826 * np.nanmedian(windows, axis=2)
+    1.4826 x the running median of |r| over ``width`` lines (the median ignores the few
+    outliers among them). The noise of ``data / norm`` grows where the source is weak, so
+    one level per interferometer would call a noisy sweep end an outlier."""
+    return 1.4826 * median_filter(np.abs(r), size=(1, width), mode="nearest")
 
 
 def _robust_sigma(r: NDArray) -> NDArray[np.float64]:
@@ -267,7 +264,7 @@ def characterise(
         keep = np.ones(y.shape, dtype=bool)
         for _ in range(3):
             r = result.residuals
-            new_keep = np.abs(r) <= REJECT * _local_sigma(np.where(keep, r, np.nan))
+            new_keep = np.abs(r) <= REJECT * _local_sigma(r)
             rows = np.flatnonzero((new_keep != keep).any(axis=1))
             if rows.size == 0:
                 break
