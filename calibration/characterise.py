@@ -39,8 +39,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.polynomial import chebyshev
-from scipy.ndimage import median_filter
 from numpy.typing import NDArray
+from scipy.ndimage import median_filter
 
 from calibration.acquisitions import Acquisition
 from calibration.initialise import (
