@@ -89,16 +89,23 @@ def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str
     bodies = [json.loads(p.payload) for p in events]
     degrade = {(b.get("frame"), b.get("level")) for b in bodies if b.get("event") == "degrade level"}
     reported = {b.get("frame") for b in bodies if b.get("event") in ("frame not replayed", "frame flagged")}
-    misses, peak, boot_max = 0, 0.0, 0
-    last_uptime = -1.0
-    for _t, h in fc.health:
-        if h.get("uptime_s", 0) < last_uptime:  # a new boot
-            misses += boot_max
-            boot_max = 0
+    misses = processed = 0
+    peak, boot_misses, boot_frames, last_uptime = 0.0, 0, 0, -1.0
+    for _t, h in fc.health:  # counters restart at each boot: sum each boot's last values
+        if h.get("uptime_s", 0) < last_uptime:
+            misses, processed = misses + boot_misses, processed + boot_frames
+            boot_misses = boot_frames = 0
         last_uptime = h.get("uptime_s", 0)
-        boot_max = max(boot_max, int(h.get("deadline_misses", 0)))
+        boot_misses = max(boot_misses, int(h.get("deadline_misses", 0)))
+        boot_frames = max(boot_frames, int(h.get("frames", 0)))
         peak = max(peak, float(h.get("peak_rss_mb", 0)))
-    misses += boot_max
+    misses, processed = misses + boot_misses, processed + boot_frames
+    frames_fed = len(facts.frames_written)
+    missing_residue: list = sorted(c for c in good_frames if c not in residues)
+    if archive is None and not facts.frames_written:
+        # real hardware: the payload's own sensor; every frame it processed needs a residue map
+        frames_fed = processed
+        missing_residue = [f"{processed - len(residues)} of {processed}"] if len(residues) < processed else []
     commands = {"valid_sent": 0, "valid_accepted": 0, "bad_sent": 0, "bad_accepted": 0,
                 "refused": 0, "unanswered": 0, "by_result": {}}
     for c in fc.commands:
@@ -118,10 +125,10 @@ def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str
         "products_missing": sorted(expected - delivered) if expected is not None else None,
         "products_corrupt": corrupt,
         "products_duplicated": duplicated,
-        "frames_written": len(facts.frames_written),
+        "frames_written": frames_fed,
         "frames_damaged": sorted(facts.damaged),
-        "frames_with_residue": len([c for c in facts.frames_written if c in residues]),
-        "frames_without_residue": sorted(c for c in good_frames if c not in residues),
+        "frames_with_residue": len(residues),
+        "frames_without_residue": missing_residue,
         "damaged_frames_unreported": sorted(facts.damaged - reported),
         "latency_p50_s": _percentile(latency, 50),
         "latency_p95_s": _percentile(latency, 95),

@@ -160,8 +160,7 @@ class Runner:
             key=lambda e: e[0])
         boot_s = None
         try:
-            if payload is not None:
-                boot_s = self._boot(payload, fc)
+            boot_s = self._boot(payload, fc)
             t0 = time.monotonic()
             if emu is not None:
                 for cut in s.link.cuts:
@@ -213,13 +212,14 @@ class Runner:
                 "passed": all(r["passed"] for r in criteria), "criteria": criteria,
                 "measures": measures, "work": None if self._tmp else str(work)}
 
-    def _boot(self, payload: PayloadProcess, fc: FlightComputer) -> float | None:
-        """Power the payload on and wait for its first telemetry: the scenario's clock starts
-        when the payload is up, as a flight computer waits for a payload it switched on.
-        None if it never came up (the scenario then runs and fails on its criteria)."""
+    def _boot(self, payload: PayloadProcess | None, fc: FlightComputer) -> float | None:
+        """Power the payload on (real hardware: it is on) and wait for its first telemetry:
+        the scenario's clock starts when the payload is up, as a flight computer waits for a
+        payload it switched on. None if it never came up (the criteria then fail)."""
         start = time.monotonic()
-        payload.on()
-        while time.monotonic() - start < BOOT_TIMEOUT_S and payload.check():
+        if payload is not None:
+            payload.on()
+        while time.monotonic() - start < BOOT_TIMEOUT_S and (payload is None or payload.check()):
             fc.poll(0.05)
             if fc.events or fc.health:
                 self.progress(f"payload up after {time.monotonic() - start:.1f} s")
@@ -230,18 +230,20 @@ class Runner:
     def _finished(self, fc: FlightComputer, feeder: SensorFeeder | None, out: Path) -> bool:
         """Everything made has reached the ground: the feeder is done, every frame it wrote
         has been processed, every archived product has arrived, and a HEALTH sent after all
-        that reports an empty spool."""
-        if feeder is None or not feeder.done or not fc.health:
+        that reports an empty spool (on real hardware: the capture is over and the spool
+        empty)."""
+        if not fc.health or (feeder is not None and not feeder.done):
             return False
         if any(c.result is None and c.kind in ("valid", "none") and c.tries <= 3 for c in fc.commands):
             return False
+        t_health, last = fc.health[-1]
+        newest = max(a.t for a in fc.arrivals) if fc.arrivals else 0.0
+        drained = t_health > newest and last.get("spool_products") == 0
+        if feeder is None:  # real hardware: its capture is over and its spool is empty
+            return drained and not last.get("capturing") and last.get("frames", 0) > 0
         manifests = {p.stem for p in (out / "frames").glob("frame_*.json")} if (out / "frames").is_dir() else set()
         if any(f"frame_{c:08d}" not in manifests for c in feeder.written):
             return False
         names = {p.stem for p in (out / "products").glob("*.obp")}
         arrived = {a.name for a in fc.arrivals}
-        if not names <= arrived:
-            return False
-        t_health, last = fc.health[-1]
-        newest = max(a.t for a in fc.arrivals) if fc.arrivals else 0.0
-        return t_health > newest and last.get("spool_products") == 0
+        return names <= arrived and drained

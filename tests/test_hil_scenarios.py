@@ -70,3 +70,48 @@ def test_a_worse_fault_makes_the_scenario_fail(name, change, duration_s, guard) 
     report = run(name, change, duration_s)
     assert not report["passed"]
     assert guard <= failed(report), report["criteria"]
+
+
+@pytest.mark.slow
+def test_real_hardware_mode_drives_a_payload_on_a_serial_port(tmp_path: Path) -> None:
+    """``--port``: the flight computer emulator opens a serial device with a payload computer
+    behind it (here a payload process on the far side of an emulated link, standing in for
+    the hardware) with the flight computer's own key and counter files."""
+    import secrets
+    import signal
+    import subprocess
+    import sys
+
+    from firmware_bridge.auth import write_key
+    from firmware_bridge.linkemu import Impairments, LinkEmulator
+
+    secret = secrets.token_bytes(32)
+    write_key(tmp_path / "payload.key", secret)
+    write_key(tmp_path / "fc.key", secret)
+    (tmp_path / "m.toml").write_text(
+        f'[link]\nkey_file = "{tmp_path / "payload.key"}"\n'
+        f'counter_file = "{tmp_path / "pc.json"}"\nrate_bytes_per_s = 115200.0\n'
+        "telemetry_period_s = 0.5\n")
+    scenario = from_dict({
+        "name": "hardware", "duration_s": 60, "link": {"bytes_per_s": 115200.0},
+        "commands": [{"at_s": 0.5, "type": "SET_MODE", "args": {"mode": "OPERATE"}},
+                     {"at_s": 0.7, "type": "START_CAPTURE", "args": {"frame_count": 2}},
+                     {"at_s": 1.0, "type": "SET_MODE", "args": {"mode": "SAFE"}, "auth": "forged"}],
+        "criteria": {"residue_every_frame": True, "valid_commands_accepted": True,
+                     "max_bad_commands_accepted": 0, "max_corrupt": 0}})
+    with LinkEmulator(Impairments(115200.0, buffer_bytes=32768)) as emu:
+        proc = subprocess.Popen([sys.executable, "-m", "onboard", "run", "--port", emu.a_path,
+                                 "--config", str(tmp_path / "m.toml"), "--out",
+                                 str(tmp_path / "out"), "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            report = Runner(scenario, tmp_path / "work", port=emu.b_path,
+                            key_file=tmp_path / "fc.key", counter_file=tmp_path / "fc.json").run()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    assert report["passed"], report["criteria"]
+    m = report["measures"]
+    assert m["products_expected"] is None  # the archive is on the payload computer
+    assert m["frames_written"] == 2 and m["frames_with_residue"] == 2
+    assert m["seconds"] < 50  # ended when the capture was down, not at the time limit
