@@ -279,7 +279,7 @@ class FlightTrack:
     overlap by ``h - step[0]`` rows; the default step is the tile's height, no overlap);
     when it passes the scene's end it moves over by ``step[1]`` columns (default: the tile's
     width) and flies on, wrapping around the field. The basis spectra are resampled once,
-    so each frame is a crop and one (B x n_basis) @ (n_basis x h*w) product: about 2 ms for a
+    so each frame is a crop and one (B x n_basis) @ (n_basis x h*w) product: a few ms for a
     96 x 96 x 30-band tile. An endless iterator; ``position`` is the next tile's top-left.
     """
 
