@@ -39,6 +39,8 @@ from onboard.products import Product
 
 #: Longest wait for a payload to boot (its first telemetry) before the scenario clock starts.
 BOOT_TIMEOUT_S = 60.0
+#: How often a progress line is printed while a scenario runs.
+PROGRESS_PERIOD_S = 5.0
 #: Telemetry period asked of the payload in emulation (end-of-run detection needs fresh HEALTH).
 TELEMETRY_PERIOD_S = 0.5
 
@@ -167,8 +169,11 @@ class Runner:
                     emu.cut(cut.duration_s, after_s=cut.at_s)
                 feeder = SensorFeeder(frames, s.sensor, work / "drop", work / "sensor-staging", t0).start()
             self.progress(f"scenario {s.name}: running for up to {s.duration_s:.0f} s")
-            powered = True
+            powered, next_progress = True, 0.0
             while (now := time.monotonic() - t0) < s.duration_s:
+                if now >= next_progress:
+                    next_progress = now + PROGRESS_PERIOD_S
+                    self._report_progress(now, fc, feeder)
                 while schedule and schedule[0][0] <= now:
                     _, what, item = schedule.pop(0)
                     if what == "command":
@@ -211,6 +216,14 @@ class Runner:
         return {"scenario": s.name, "path": s.path, "description": s.description,
                 "passed": all(r["passed"] for r in criteria), "criteria": criteria,
                 "measures": measures, "work": None if self._tmp else str(work)}
+
+    def _report_progress(self, now: float, fc: FlightComputer, feeder: SensorFeeder | None) -> None:
+        health = fc.health[-1][1] if fc.health else {}
+        fed = f"{len(feeder.written)}/{len(feeder.frames)} frames fed, " if feeder else ""
+        self.progress(f"t={now:.0f} s: {fed}{health.get('frames', '?')} processed, "
+                      f"{len(fc.arrivals)} products down, spool {health.get('spool_products', '?')}, "
+                      f"{sum(c.result is not None for c in fc.commands)}/{len(fc.commands)} "
+                      "commands answered")
 
     def _boot(self, payload: PayloadProcess | None, fc: FlightComputer) -> float | None:
         """Power the payload on (real hardware: it is on) and wait for its first telemetry:

@@ -154,6 +154,7 @@ class PayloadService:
         self.products_spooled = 0
         self.telemetry_period_s = lc.telemetry_period_s
         self.started = time.monotonic()
+        self._handler_events: list[Event] = []  # link thread only
         self._stop = threading.Event()
         self._link_thread = threading.Thread(target=self._serve_link, name="link", daemon=True)
         self._link_error: BaseException | None = None
@@ -165,7 +166,8 @@ class PayloadService:
     # -- telecommand handlers (link thread) ---------------------------------------------
 
     def _event(self, code: EventCode, text: str) -> None:
-        self.link.send(Event(code, text))
+        """An event a handler raises: sent after the command's ACK (PROTOCOL.md section 4)."""
+        self._handler_events.append(Event(code, text))
 
     def _set_mode(self, msg: Message) -> None:
         assert isinstance(msg, SetMode)
@@ -214,7 +216,7 @@ class PayloadService:
         if "/" in msg.name or not path.is_file():
             raise CommandRefused(ResultCode.BAD_ARGUMENT)
         product = Product.from_bytes(path.read_bytes())
-        self._spool(product, priority=0)
+        self._handler_events += [e.message() for e in self._spool(product, priority=0)]
 
     def _abort(self, msg: Message) -> None:
         self.capturing = False
@@ -223,12 +225,13 @@ class PayloadService:
 
     # -- products -------------------------------------------------------------------------
 
-    def _spool(self, product: Product, priority: int | None = None) -> None:
+    def _spool(self, product: Product, priority: int | None = None) -> list[SpoolEvent]:
+        """Put ``product`` in the spool (durably); the spool's events, to report."""
         prio = product.priority if priority is None else priority
         with self.spool_lock:
             events = self.spool.put(product.name, product.to_bytes(), prio, product.kind.value)
         self.products_spooled += 1
-        self._report(events)
+        return events
 
     def _report(self, events: list[SpoolEvent]) -> None:
         for e in events:
@@ -258,11 +261,16 @@ class PayloadService:
 
     # -- the link thread --------------------------------------------------------------------
 
+    def _flush_handler_events(self) -> None:
+        while self._handler_events:
+            self.link.send(self._handler_events.pop(0))
+
     def _serve_link(self) -> None:
         next_health = time.monotonic()
         try:
             while not self._stop.is_set():
                 self.endpoint.poll(0.0)
+                self._flush_handler_events()
                 with self.spool_lock:
                     sent = self.downlink.stats.packets_sent
                     self.downlink.step()
@@ -274,6 +282,7 @@ class PayloadService:
                     next_health = time.monotonic() + self.telemetry_period_s
                 if not sent:
                     self.endpoint.poll(IDLE_POLL_S)
+                    self._flush_handler_events()
         except BaseException as exc:  # surfaced to the frame thread, which stops the run
             log.exception("link thread failed")
             self._link_error = exc
@@ -320,12 +329,12 @@ class PayloadService:
         counter = int(tail) if tail.isdigit() else -1
         product = event_product(counter, time.time(), self.session.instrument,
                                 "frame not replayed", f"{stem}: {reason}")
-        self._spool(product)
+        self._report(self._spool(product))
         self.writer.write(FrameResult(counter=counter, flags=[reason], products=[product]))
 
     def _after_frame(self, result: FrameResult) -> None:
         for product in result.products:
-            self._spool(product)
+            self._report(self._spool(product))
         self.writer.write(result)  # the frame's manifest last: it marks the frame done
         if self.capturing and self.frames_left:
             self.frames_left -= 1

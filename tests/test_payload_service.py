@@ -76,6 +76,9 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     assert command(fc, "SET_MODE", {"mode": "OPERATE"}, kind="forged") == ResultCode.BAD_AUTH
     assert command(fc, "START_CAPTURE", {"frame_count": 1}) == ResultCode.BUSY  # still IDLE
     assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
+    # the handler's event follows the command's ACK (PROTOCOL.md section 4)
+    (t_event,) = wait_for(fc, lambda: [t for t, e in fc.events if "IDLE -> OPERATE" in e.text])
+    assert t_event >= fc.commands[-1].acked_at
     assert command(fc, "SET_CONFIG", {"key": "run.bogus", "value": "1"}) == ResultCode.BAD_ARGUMENT
     assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "-1"}) == ResultCode.BAD_ARGUMENT
     assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "1.5"}) == ResultCode.OK
