@@ -56,3 +56,36 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     (tmp_path / "noname.toml").write_text("duration_s = 3\n")
     with pytest.raises(ScenarioError, match="missing required key 'name'"):
         load(tmp_path / "noname.toml")
+
+
+def test_cli_refuses_a_bad_scenario_with_one_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = write(tmp_path, "[sensor]\nrate = 3\n")
+    out = subprocess.run([sys.executable, "-m", "onboard", "hil", "run", str(p)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "sensor: unknown key 'rate'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_exits_1_and_writes_the_report_when_a_criterion_fails(tmp_path: Path) -> None:
+    """The real command: a payload that cannot start (destroyed calibration) fails the run."""
+    import json
+    import subprocess
+    import sys
+
+    text = (SCENARIOS[0].parent / "engine_fallback.toml").read_text()
+    text = text.replace("duration_s = 40", "duration_s = 4").replace(
+        "[faults]\n", "[faults]\ncorrupt_calibration = true\n")
+    p = tmp_path / "broken.toml"
+    p.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "onboard", "hil", "run", str(p), "--json",
+                          str(tmp_path / "r.json"), "--work", str(tmp_path / "w")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] is False and "FAIL payload_survives" in out.stdout
+    # the payload said why it could not start
+    assert "calibration" in (tmp_path / "w" / "engine_fallback" / "payload.log").read_text()
