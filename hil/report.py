@@ -44,6 +44,7 @@ class RunFacts:
     exit_code: int | None
     seconds: float
     boot_s: float | None = None
+    cuts_mid_transfer: int = 0  # power cuts while a CFDP transfer was open on the ground
     link_stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,7 +142,8 @@ def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str
         "telemetry": {"health": len(fc.health), "events": len(fc.events)},
         "engine": fc.health[-1][1].get("engine") if fc.health else None,
         "payload": {"boots": facts.boots, "power_cuts": facts.kills, "crashes": facts.crashes,
-                    "exit_code": facts.exit_code, "boot_s": facts.boot_s},
+                    "exit_code": facts.exit_code, "boot_s": facts.boot_s,
+                    "cuts_mid_transfer": facts.cuts_mid_transfer},
         "seconds": round(facts.seconds, 1),
         "link": facts.link_stats,
     }
@@ -228,7 +230,8 @@ def table(report: dict[str, Any]):
         ("commands accepted (valid / bad)", f"{cm['valid_accepted']}/{cm['valid_sent']} / "
                                              f"{cm['bad_accepted']}/{cm['bad_sent']}"),
         ("commands refused / unanswered", f"{cm['refused']} / {cm['unanswered']}"),
-        ("payload boots / power cuts", f"{m['payload']['boots']} / {m['payload']['power_cuts']}"),
+        ("payload boots / power cuts (mid-transfer)", f"{m['payload']['boots']} / "
+         f"{m['payload']['power_cuts']} ({m['payload']['cuts_mid_transfer']})"),
         ("payload boot time (s)", m["payload"]["boot_s"]),
         ("scenario time (s)", m["seconds"]),
     ):

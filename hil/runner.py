@@ -169,7 +169,7 @@ class Runner:
                     emu.cut(cut.duration_s, after_s=cut.at_s)
                 feeder = SensorFeeder(frames, s.sensor, work / "drop", work / "sensor-staging", t0).start()
             self.progress(f"scenario {s.name}: running for up to {s.duration_s:.0f} s")
-            powered, next_progress = True, 0.0
+            powered, next_progress, cuts_mid_transfer = True, 0.0, 0
             while (now := time.monotonic() - t0) < s.duration_s:
                 if now >= next_progress:
                     next_progress = now + PROGRESS_PERIOD_S
@@ -179,7 +179,9 @@ class Runner:
                     if what == "command":
                         fc.send(item.type, item.args, item.auth)
                     elif what == "cut" and payload is not None:
-                        self.progress(f"t={now:.1f} s: power cut")
+                        busy = fc.receiver.open_transactions
+                        self.progress(f"t={now:.1f} s: power cut, {busy} transfer(s) in flight")
+                        cuts_mid_transfer += busy > 0
                         payload.cut()
                         powered = False
                     elif what == "on" and payload is not None:
@@ -208,7 +210,7 @@ class Runner:
             damaged=set(feeder.damaged) if feeder else set(),
             boots=payload.boots if payload else 0, kills=payload.kills if payload else 0,
             crashes=payload.crashes if payload else [], exit_code=exit_code,
-            seconds=time.monotonic() - t0, boot_s=boot_s,
+            seconds=time.monotonic() - t0, boot_s=boot_s, cuts_mid_transfer=cuts_mid_transfer,
             link_stats={k: asdict(v) for k, v in emu.stats.items()} if emu else {},
         )
         measures = measure(s, fc, facts)

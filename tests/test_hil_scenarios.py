@@ -9,10 +9,10 @@ failing variants about 1.5 minutes; both are marked slow.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from hil.runner import Runner
 from hil.scenario import from_dict
@@ -38,6 +38,8 @@ def failed(report: dict) -> set[str]:
 def test_shipped_scenario_passes(name: str) -> None:
     report = run(name)
     assert report["passed"], [r for r in report["criteria"] if not r["passed"]]
+    if name == "reboot":  # the power cut did hit a transfer, as the scenario means
+        assert report["measures"]["payload"]["cuts_mid_transfer"] == 1
 
 
 def _link(**kw):
