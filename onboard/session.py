@@ -192,7 +192,13 @@ def build_session(config: Config) -> Session:
                 fast = learned_stages(bundle, cal.wavelengths_nm, *classical,
                                       dataclasses.replace(engine_options, precision="int8"), denoise_config)
                 return (fast.denoise, fast.classify) if any(s.engine for s in fast.selections) else None
-        denoise, classify = stages.denoise, stages.classify
+        denoise = stages.denoise
+        if config.residue.method_for_sensor(config.run.sensor) == "learned":
+            classify = stages.classify
+        else:
+            stages.notes = [n for n in stages.notes if not n.startswith("classify:")]
+            stages.notes.append(f"classify: classical stages ([residue] method = "
+                                f"{config.residue.method!r} for {config.run.sensor})")
         notes.extend(stages.notes)
         engine_description = "; ".join(stages.notes)
         if bundle is not None:
