@@ -50,7 +50,8 @@ def bench_configuration(config, frames: int, warmup: int) -> dict:
     median_total = float(np.median(totals))
     inference = sum(float(np.median(per_stage[s])) for s in INFERENCE_STAGES if s in per_stage)
     return {
-        "engine": session.engine_description,
+        "engine": config.engine.engine,
+        "engine_description": session.engine_description,
         "sensor": session.sensor,
         "frames": len(totals),
         "stages": stages,
