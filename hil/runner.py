@@ -210,7 +210,7 @@ class Runner:
             damaged=set(feeder.damaged) if feeder else set(),
             boots=payload.boots if payload else 0, kills=payload.kills if payload else 0,
             crashes=payload.crashes if payload else [], exit_code=exit_code,
-            seconds=time.monotonic() - t0, boot_s=boot_s, cuts_mid_transfer=cuts_mid_transfer,
+            seconds=time.monotonic() - t0, ended=time.monotonic(), boot_s=boot_s, cuts_mid_transfer=cuts_mid_transfer,
             link_stats={k: asdict(v) for k, v in emu.stats.items()} if emu else {},
         )
         measures = measure(s, fc, facts)

@@ -41,8 +41,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware_bridge.auth import CounterStore, load_key
 from firmware_bridge.dispatch import CommandDispatcher, CommandRefused
@@ -70,6 +71,9 @@ from onboard.products import Product, event_product
 from onboard.replay import ReplaySource
 from onboard.session import Session
 
+if TYPE_CHECKING:
+    from onboard.run import ProductWriter
+
 log = logging.getLogger(__name__)
 
 #: How often an idle frame thread looks for a command or a new frame.
@@ -86,7 +90,7 @@ class FollowFolder:
     as ``(None, reason)`` so the caller reports them.
     """
 
-    def __init__(self, folder: Path, done) -> None:
+    def __init__(self, folder: Path, done: Callable[[int], bool]) -> None:
         self.folder = folder
         self.done = done
         self.seen: set[str] = set()
@@ -115,12 +119,15 @@ class FollowFolder:
 class PayloadService:
     """The payload's main job with a flight computer on ``config.link.port``."""
 
-    def __init__(self, config: Config, session: Session, writer, follow: Path | None = None) -> None:
+    def __init__(self, config: Config, session: Session, writer: ProductWriter,
+                 follow: Path | None = None) -> None:
         self.config = config
         self.follow = follow
         self.session = session
         self.writer = writer  # onboard.run.ProductWriter: the on-board archive
         lc = config.link
+        if lc.port is None:
+            raise ValueError("the payload service needs [link] port (or --port)")
         out = Path(config.run.out)
         self.spool = Spool(lc.spool or out / "spool", int(lc.spool_quota_mb * 1e6))
         self.spool_lock = threading.Lock()
@@ -227,7 +234,8 @@ class PayloadService:
 
     def _spool(self, product: Product, priority: int | None = None) -> list[SpoolEvent]:
         """Put ``product`` in the spool (durably); the spool's events, to report."""
-        prio = product.priority if priority is None else priority
+        prio = priority if priority is not None else product.priority
+        assert prio is not None  # Product sets its kind's default priority
         with self.spool_lock:
             events = self.spool.put(product.name, product.to_bytes(), prio, product.kind.value)
         self.products_spooled += 1
@@ -318,6 +326,7 @@ class PayloadService:
                 if not got:
                     time.sleep(IDLE_POLL_S)
             else:
+                assert simulated is not None
                 item = next(simulated, None)
                 if item is None:
                     self.capturing = False
