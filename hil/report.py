@@ -239,6 +239,7 @@ def table(report: dict[str, Any]):
         ("payload boots / power cuts (mid-transfer)", f"{m['payload']['boots']} / "
          f"{m['payload']['power_cuts']} ({m['payload']['cuts_mid_transfer']})"),
         ("payload boot time (s)", m["payload"]["boot_s"]),
+        ("ground software errors", len(m["ground_errors"])),
         ("scenario time (s)", m["seconds"]),
     ):
         t.add_row(name, fmt(value))
