@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onboard import sysinfo
-from onboard.config import ConfigError
+from onboard.config import ConfigError, override
 from onboard.config import load as load_config
 from onboard.session import SessionError, build_session
 
@@ -78,9 +78,8 @@ def bench(sensor: str, frames: int, warmup: int, config_path: Path | None, engin
     for engine in [e.strip() for e in engines.split(",") if e.strip()]:
         try:
             config = load_config(config_path)
-            config.run.sensor = sensor
-            config.engine.engine = engine  # type: ignore[assignment]
-            config.validate()
+            override(config, "run", "sensor", sensor)
+            override(config, "engine", "engine", engine)
             results.append(bench_configuration(config, frames, warmup))
         except (ConfigError, SessionError) as exc:
             results.append({"engine": engine, "error": str(exc)})

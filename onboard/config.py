@@ -225,6 +225,18 @@ def from_dict(data: dict[str, Any]) -> Config:
     return config
 
 
+def override(config: Config, section: str, key: str, value: Any) -> None:
+    """Set one key (e.g. from a command-line option) with the checks a file gets."""
+    target = getattr(config, section, None)
+    if target is None:
+        raise ConfigError(f"unknown section [{section}]")
+    hints = typing.get_type_hints(type(target))
+    if key not in hints:
+        raise ConfigError(f"[{section}] {key}: unknown key")
+    setattr(target, key, _check(section, key, value, hints[key]))
+    config.validate()
+
+
 def load(path: str | Path | None) -> Config:
     """Defaults, overridden by the TOML file at ``path`` when one is given."""
     if path is None:

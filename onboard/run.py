@@ -23,7 +23,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from onboard import metrics
-from onboard.config import Config, ConfigError
+from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
 from onboard.loop import FrameLoop
 from onboard.pipeline import FrameResult
@@ -168,14 +168,14 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     console = Console(stderr=False)
     try:
         config: Config = load_config(config_path)
+        for key, value in (("sensor", sensor), ("frames", frames), ("out", out), ("seed", seed),
+                           ("calibration", calibration), ("replay", replay), ("record", record)):
+            if value is not None:
+                override(config, "run", key, str(value) if isinstance(value, Path) else value)
+        if port is not None:
+            override(config, "link", "port", port)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    for key, value in (("sensor", sensor), ("frames", frames), ("out", out), ("seed", seed),
-                       ("calibration", calibration), ("replay", replay), ("record", record)):
-        if value is not None:
-            setattr(config.run, key, str(value) if isinstance(value, Path) else value)
-    if port is not None:
-        config.link.port = port
     # serving a flight computer, the replay folder is the sensor's drop folder, followed live
     follow = Path(config.run.replay) if config.link.port and config.run.replay else None
     if follow is not None:
