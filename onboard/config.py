@@ -60,7 +60,6 @@ class RunConfig:
     replay: str | None = None  # folder of recorded frames (onboard/replay.py) instead of the simulator
     record: str | None = None  # also record every raw frame into this folder
     bundle: str | None = None
-    port: str | None = None
 
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,

@@ -84,6 +84,9 @@ class FrameLoop:
         self._comfortable = 0
         self._stop: str | None = None
         self._last_health = clock()
+        opts = pipeline.options
+        # what the mission asked for: degradation only ever turns work off, never on
+        self._configured = (opts.quicklook, opts.cube, opts.denoise)
 
     def request_stop(self, reason: str) -> None:
         self._stop = reason
@@ -103,9 +106,10 @@ class FrameLoop:
 
     def _apply_level(self) -> None:
         opts = self.pipeline.options
-        opts.quicklook = self.level < 1
-        opts.cube = self.level < 3
-        opts.denoise = self.level < 4
+        quicklook, cube, denoise = self._configured
+        opts.quicklook = quicklook and self.level < 1
+        opts.cube = cube and self.level < 3
+        opts.denoise = denoise and self.level < 4
 
     def _change(self, result: FrameResult, new_level: int, reason: str) -> None:
         if self.level < 2 <= new_level and self.faster_inference is not None:

@@ -74,3 +74,13 @@ def test_sigterm_finishes_the_frame_in_flight(imspoc_calibration, frames) -> Non
     assert [r.counter for r in out] == [0, 1]  # frame 1 completed with its products, 2 never started
     assert ProductKind.RESIDUE in [p.kind for p in out[1].products]
     assert loop.stats.stopped_by_signal == "SIGTERM"
+
+
+def test_degradation_never_turns_on_what_the_mission_turned_off(imspoc_calibration, frames) -> None:
+    from onboard.pipeline import StageOptions
+
+    pipe = Pipeline(imspoc_calibration, lambda c: c, _classify, saturation_dn=4094,
+                    options=StageOptions(quicklook=True, cube=False))
+    loop = FrameLoop(pipe, deadline_s=10.0)
+    kinds = {p.kind for r, _ in loop.run(iter(frames)) for p in r.products}
+    assert ProductKind.CUBE not in kinds and ProductKind.QUICKLOOK in kinds
