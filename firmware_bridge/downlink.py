@@ -834,7 +834,20 @@ class DownlinkReceiver:
             self.stats.uplink_packets += 1
 
     def _after(self, key: tuple[int, int], incoming: _Incoming) -> None:
-        """Send what the handler produced, deliver a finished file, retire idle handlers."""
+        """Send what the handler produced, deliver a finished file, retire idle handlers.
+
+        cfdp-py 0.7 can fail to pack a PDU it built itself (seen once after a link cut: an
+        ACK with condition code 16); that transaction is then dropped as failed, the
+        payload's silence timeout restarts the file, and the receiver keeps running."""
+        try:
+            self._send_pending(key, incoming)
+        except (ValueError, RuntimeError) as exc:
+            if key in self._active:
+                self._close(key, FailedTransfer(key, incoming.name, f"CFDP library error: {exc}"))
+            return
+        self._finish(key, incoming)
+
+    def _send_pending(self, key: tuple[int, int], incoming: _Incoming) -> None:
         handler = incoming.handler
         while (holder := handler.get_next_packet()) is not None:
             pdu = bytes(holder.pdu.pack())  # now: cfdp-py mutates the PDU's parameters later
@@ -848,6 +861,9 @@ class DownlinkReceiver:
                 while len(self._completed) > self.REMEMBER:
                     self._completed.popitem(last=False)
             self._uplink(pdu)
+
+    def _finish(self, key: tuple[int, int], incoming: _Incoming) -> None:
+        handler = incoming.handler
         if not incoming.done and incoming.user.finished:
             incoming.done = True
             params = incoming.user.finished[0].finished_params
