@@ -69,14 +69,23 @@ def response(
     if harmonics is None:
         shape = (1.0 - r * r) / (1.0 + r * r - 2.0 * r * np.cos(x))
     else:
-        if harmonics < 1:
-            raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
-        shape = np.ones(np.broadcast(x, r).shape)
-        rk = np.ones_like(r)
-        for k in range(1, harmonics + 1):
-            rk = rk * r
-            shape = shape + 2.0 * rk * np.cos(k * x)
+        shape = _series(x, r, harmonics)
     return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
+
+
+def _series(x: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArray | None = None) -> FloatArray:
+    """``1 + 2 sum_{k=1..K} R^k cos(k x) [sinc(k damping_arg)]``: the truncated Fourier
+    series of the unit-gain response, each harmonic optionally band-averaged."""
+    if harmonics < 1:
+        raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
+    shapes = [x, r] if damping_arg is None else [x, r, damping_arg]
+    shape = np.ones(np.broadcast(*shapes).shape)
+    rk = np.ones_like(r)
+    for k in range(1, harmonics + 1):
+        rk = rk * r
+        term = 2.0 * rk * np.cos(k * x)
+        shape = shape + (term if damping_arg is None else term * np.sinc(k * damping_arg))
+    return shape
 
 
 def response_shape_and_derivatives(
@@ -143,11 +152,7 @@ def band_averaged_response(
         harmonics = harmonics_for_tolerance(float(np.max(r, initial=0.0)), tolerance)
     x = phase_argument(sigma_center, opd, phase)
     damping_arg = np.asarray(opd, dtype=float) * np.asarray(sigma_width, dtype=float)
-    shape = np.ones(np.broadcast(x, r, damping_arg).shape)
-    rk = np.ones_like(r)
-    for k in range(1, harmonics + 1):
-        rk = rk * r
-        shape = shape + 2.0 * rk * np.cos(k * x) * np.sinc(k * damping_arg)
+    shape = _series(x, r, harmonics, damping_arg)
     return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
 
 
