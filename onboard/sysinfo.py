@@ -24,7 +24,17 @@ _PLAUSIBLE_C = (-50.0, 150.0)
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far, in bytes."""
+    """Peak resident set size of this process so far, in bytes.
+
+    On Linux this is ``VmHWM`` of /proc/self/status: ``getrusage``'s ru_maxrss survives
+    fork + exec, so a payload started by a large parent (a test runner holding torch) would
+    report the parent's size as its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux counts KiB
 

@@ -60,3 +60,17 @@ def test_no_thermal_zones_and_no_jtop(tmp_path: Path) -> None:
     if importlib.util.find_spec("jtop") is None:
         assert "jetson-stats (jtop) not installed" in temps["reasons"]
     assert snap["peak_rss_bytes"] > 0
+
+
+def test_peak_rss_is_this_process_not_its_parent(tmp_path) -> None:
+    """A child exec'd from a process that once held 300 MB reports its own peak."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, subprocess, sys\n"
+            "big = np.ones(300 * 2**20 // 8)\n"
+            "print(subprocess.run([sys.executable, '-c', 'from onboard import sysinfo; "
+            "print(sysinfo.peak_rss_bytes())'], capture_output=True, text=True).stdout)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[0]) < 200 * 2**20
