@@ -57,10 +57,10 @@ def _link(**kw):
     ("reboot", lambda d: d["power"][0].update(off_s=100.0), 10, {"all_products_delivered"}),
     # a link so noisy that no frame survives: the damaged frames' events never arrive
     ("corrupted_frames", _link(bit_error_rate=2e-3), 10, {"damaged_frames_reported"}),
-    # frames 10x faster, on a link a quarter as fast: more than the degraded loop and the
+    # frames 10x faster, on a link 1/40 as fast: more than the degraded loop and the
     # link can carry, so products pile up on board
     ("deadline", lambda d: (d["sensor"].update(frames=30, rate_hz=20.0),
-                            d["link"].update(bytes_per_s=30000.0)), 15,
+                            d["link"].update(bytes_per_s=3000.0)), 15,
      {"all_products_delivered"}),
     # the attacker holds the key: its command is indistinguishable and is executed
     ("command_storm", lambda d: d["commands"].append(
