@@ -105,9 +105,9 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     assert {EventCode.MODE_CHANGED, EventCode.CONFIG_CHANGED, EventCode.CAPTURE_STARTED,
             EventCode.CAPTURE_STOPPED, EventCode.AUTH_FAILED, EventCode.PRODUCT_QUEUED,
             EventCode.PRODUCT_DELIVERED} <= codes
-    health = fc.health[-1][1]
-    assert health["mode"] == "OPERATE" and health["frames"] == 1
-    assert health["products_spooled"] >= 3  # residue, quick-look, and the re-requested one
+    # HEALTH is periodic: wait for one sent after the re-request was spooled
+    (health,) = wait_for(fc, lambda: [h for _, h in fc.health[-1:] if h["products_spooled"] >= 3], timeout=10)
+    assert health["mode"] == "OPERATE" and health["frames"] == 1  # residue, quick-look, re-request
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.stdout.read().decode()
