@@ -12,6 +12,10 @@ come from elsewhere, and this module says where each came from in the provenance
   largest OPD resolves (``span x max OPD / 2``), unless given;
 * the white reference: 1 in every band, since the sweep's responses are already divided by
   the source (a unit spectrum in, the bank's response out).
+
+A full-frame sweep (:mod:`calibration.fullframe`) measures the layout (on its flat frame),
+the maps (from its darks and flat) and the white reference (its white panel); it passes them
+in, with provenance entries saying so, and they replace the defaults above.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from calibration.characterise import Characterisation
 from onboard.calfile import Calibration, Radiometric
@@ -57,21 +62,30 @@ def default_bands(c: Characterisation) -> int:
 
 
 def build_calibration(c: Characterisation, device: str | Path | None = None,
-                      n_bands: int | None = None) -> Calibration:
-    """The calibration file's content for a characterisation."""
+                      n_bands: int | None = None, *, layout: ThumbnailLayout | None = None,
+                      radiometric: Radiometric | None = None,
+                      white_reference: NDArray[np.float64] | None = None,
+                      provenance: dict | None = None) -> Calibration:
+    """The calibration file's content for a characterisation.
+
+    ``layout``, ``radiometric`` and ``white_reference`` (on the ``n_bands`` grid) replace the
+    defaults of the module docstring where an acquisition measured them; ``provenance``
+    entries then say where they came from."""
     n = len(c.bank)
     acq_dir = Path(c.acquisition.path) if c.acquisition.path else None
-    if device is None and acq_dir is not None and (acq_dir / "device.json").is_file():
+    if layout is not None:
+        layout_src = "given"
+    elif device is None and acq_dir is not None and (acq_dir / "device.json").is_file():
         device = acq_dir / "device.json"
-    if device is not None:
+    if layout is None and device is not None:
         layout = layout_from_device(device, n)
         layout_src = f"device file {device}"
-    else:
+    elif layout is None:
         layout = ThumbnailLayout(tuple((0, i) for i in range(n)), (1, 1), (1, n))
         layout_src = "none in the acquisition: one 1 x 1 sample per interferometer"
     shape = layout.detector_shape
-    maps = Radiometric(np.zeros(shape, np.float32), np.zeros(shape, np.float32),
-                       np.ones(shape, np.float32), np.zeros(shape, bool))
+    maps = radiometric or Radiometric(np.zeros(shape, np.float32), np.zeros(shape, np.float32),
+                                      np.ones(shape, np.float32), np.zeros(shape, bool))
     lo, hi = c.bank.sigma_domain
     bands = n_bands or default_bands(c)
     wavelengths = output_grid((1000.0 / hi, 1000.0 / lo), bands)
@@ -79,7 +93,7 @@ def build_calibration(c: Characterisation, device: str | Path | None = None,
         kind="imspoc",
         instrument=c.acquisition.name,
         wavelengths_nm=wavelengths,
-        white_reference=np.ones(bands),
+        white_reference=np.ones(bands) if white_reference is None else white_reference,
         radiometric=maps,
         layout=layout,
         bank=c.bank,
@@ -91,5 +105,6 @@ def build_calibration(c: Characterisation, device: str | Path | None = None,
             "radiometric": "neutral (a sweep of averaged windows measures no detector maps)",
             "white_reference": "1 per band: the sweep's responses are source-normalised",
             "regularisation_rule": "GCV (onboard.stages.reconstruct)",
+            **(provenance or {}),
         },
     )
