@@ -30,23 +30,37 @@ def calibrate() -> None:
 @click.option("--device", type=click.Path(exists=True, path_type=Path), default=None,
               help="device.json with the thumbnail layout (default: the acquisition's own).")
 @click.option("--bands", type=int, default=None, help="Bands of the output wavelength grid.")
+@click.option("--regions", type=(int, int), default=(4, 4), show_default=True,
+              help="Full-frame sweeps: regions per thumbnail (rows, cols) characterised apart.")
 @click.option("--no-plots", is_flag=True, help="Write report.json only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def characterize(acquisition: Path, output: Path, report_dir: Path | None, models: tuple[str, ...],
-                 degrees: tuple[int, ...], device: Path | None, bands: int | None, no_plots: bool,
-                 as_json: bool) -> None:
+                 degrees: tuple[int, ...], device: Path | None, bands: int | None,
+                 regions: tuple[int, int], no_plots: bool, as_json: bool) -> None:
     """Characterise every interferometer of the sweep in ACQUISITION and write the
-    calibration file and the fit report."""
+    calibration file and the fit report.
+
+    ACQUISITION is a folder of per-interferometer responses (data.npy, the real prototypes'
+    layout) or a full-frame sweep of detector images (frames.npy; see calibration.fullframe),
+    whose darks, flat and thumbnail layout go into the calibration file too."""
     from calibration.calfile_writer import DeviceFileError, build_calibration
     from calibration.characterise import characterise
+    from calibration.fullframe import is_full_frame
     from calibration.report import write_json, write_plots
 
+    if any(d < 0 or d > 12 for d in degrees):
+        raise click.BadParameter("degrees must be between 0 and 12", param_hint="--degree")
+    if is_full_frame(acquisition):
+        if device is not None:
+            raise click.BadParameter("a full-frame sweep's layout is found on its flat frame",
+                                     param_hint="--device")
+        _characterize_full_frame(acquisition, output, report_dir, models, degrees, bands, regions,
+                                 no_plots, as_json)
+        return
     try:
         acq = load_acquisition(acquisition)
     except AcquisitionError as exc:
         raise click.ClickException(str(exc)) from exc
-    if any(d < 0 or d > 12 for d in degrees):
-        raise click.BadParameter("degrees must be between 0 and 12", param_hint="--degree")
     c = characterise(acq, models=models or DEFAULT_MODELS, degrees=degrees or (5, 8),
                      progress=lambda m: click.echo(m, err=True))
     try:
@@ -75,35 +89,144 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
     )
 
 
+def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path | None,
+                             models: tuple[str, ...], degrees: tuple[int, ...], bands: int | None,
+                             regions: tuple[int, int], no_plots: bool, as_json: bool) -> None:
+    """``characterize`` for a full-frame sweep: maps, layout, per-region fits, wedge."""
+    from calibration.fullframe import characterise_full_frame, load_full_frame
+    from calibration.report import to_json, write_plots
+
+    try:
+        acq = load_full_frame(acquisition)
+        ff = characterise_full_frame(acq, regions, models=models or DEFAULT_MODELS,
+                                     degrees=degrees or (5, 8),
+                                     progress=lambda m: click.echo(m, err=True))
+    except AcquisitionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sha = ff.calibration(n_bands=bands).write(output)
+    report_dir = report_dir or output.with_name(output.stem + "_report")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    g = ff.bank.opd_gradient_um_per_px
+    doc = {**to_json(ff.thumbnails), "full_frame": ff.summary(),
+           "wedge": [{"index": i, "opd_centre_um": float(ff.bank.opd_um[i]),
+                      "gradient_um_per_px": g[i].tolist(), "plane_rms_um": float(ff.plane_rms_um[i]),
+                      "region_opd_um": ff.region_opd_um[i].tolist()} for i in range(len(ff.bank))]}
+    (report_dir / "report.json").write_text(json.dumps(doc, indent=1))
+    plots = [] if no_plots else write_plots(ff.thumbnails, report_dir)
+    s, f = ff.thumbnails.summary(), ff.summary()
+    if as_json:
+        click.echo(json.dumps({**s, "full_frame": f, "calibration": str(output), "sha256": sha,
+                               "report": str(report_dir)}))
+        return
+    click.echo(
+        f"{s['acquisition']}: {f['thumbnails']} thumbnails of {f['thumb_shape'][0]} x "
+        f"{f['thumb_shape'][1]} found on the flat, {s['lines']} lines, model {s['model']} "
+        f"(degree {s['degree']})\n"
+        f"  {f['bad_pixels']} bad pixels; {f['saturated_thumbnail_lines']} thumbnail-lines saturated\n"
+        f"  {f['regions'][0]} x {f['regions'][1]} regions per thumbnail: residual RMS/mean median "
+        f"{f['region_rms_median']:.4f}, p95 {f['region_rms_p95']:.4f}\n"
+        f"  wedge across a thumbnail: median {1000 * f['wedge_um_across_median']:.1f} nm OPD; "
+        f"region OPDs off the plane by {1000 * f['plane_rms_um_median']:.2f} nm RMS (median)\n"
+        f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
+        + (f" ({len(plots)} plots)" if plots else "")
+    )
+
+
+#: ``simulate`` options that only one kind of acquisition takes.
+SWEEP_ONLY = ("interferometers", "sigma_range", "first_opd", "snr", "irregular")
+FULL_FRAME_ONLY = ("preset", "grid", "thumb", "wedge", "first_index")
+#: ``simulate`` options a full-frame sweep of the "default" preset (the runtime's simulated
+#: instrument, fixed by its seed) cannot take.
+SMALL_PRESET_ONLY = ("grid", "thumb", "wedge", "first_index", "opd_step", "reflectivity")
+
+
 @calibrate.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Acquisition folder to write.")
-@click.option("--interferometers", type=int, default=96, show_default=True)
-@click.option("--lines", type=int, default=300, show_default=True)
-@click.option("--sigma-range", type=(float, float), default=(1.0, 2.5), show_default=True,
-              help="Wavenumber range of the sweep (1/µm).")
-@click.option("--opd-step", type=float, default=0.175, show_default=True, help="µm")
-@click.option("--first-opd", type=float, default=3.0, show_default=True, help="µm")
-@click.option("--reflectivity", type=(float, float), default=(0.05, 0.2), show_default=True)
-@click.option("--snr", type=float, default=100.0, show_default=True)
-@click.option("--dead-fraction", type=float, default=0.0, show_default=True,
-              help="Fraction of entries that read 0 or a wrong value.")
+@click.option("--full-frame", is_flag=True,
+              help="Detector frames of the whole ImSPOC per line, with darks and a white flat "
+                   "(calibration.fullframe), instead of per-interferometer responses.")
+@click.option("--interferometers", type=int, default=None, help="[sweep, 96]")
+@click.option("--lines", type=int, default=None, help="[sweep 300, full frame 150]")
+@click.option("--sigma-range", type=(float, float), default=None,
+              help="[sweep, 1.0 2.5] Wavenumber range of the sweep (1/µm).")
+@click.option("--opd-step", type=float, default=None, help="[0.175] µm")
+@click.option("--first-opd", type=float, default=None, help="[sweep, 3.0] µm")
+@click.option("--reflectivity", type=(float, float), default=None,
+              help="[sweep 0.05 0.2, full frame 0.15 0.35]")
+@click.option("--snr", type=float, default=None, help="[sweep, 100]")
+@click.option("--dead-fraction", type=float, default=None,
+              help="[sweep: fraction of entries that read 0 or a wrong value, 0; full frame: "
+                   "the detector's dead pixels, the preset's]")
 @click.option("--saturated-line", is_flag=True, help="Clip the brightest line.")
-@click.option("--irregular", is_flag=True, help="Random (irregular) line positions.")
+@click.option("--irregular", is_flag=True, default=None, help="[sweep] Random (irregular) line positions.")
+@click.option("--preset", type=click.Choice(["small", "default"]), default=None,
+              help="[full frame, small] 'default': the instrument 'onboard run --sensor imspoc' "
+                   "simulates with the same --seed, so the calibration file can be flown.")
+@click.option("--grid", type=(int, int), default=None, help="[full frame small, 4 6] thumbnails (rows, cols)")
+@click.option("--thumb", type=int, default=None, help="[full frame small, 32] thumbnail side (pixels)")
+@click.option("--wedge", type=float, default=None,
+              help="[full frame small, 0.02] largest OPD change across a thumbnail (µm)")
+@click.option("--first-index", type=int, default=None,
+              help="[full frame small, 14] design index of the first interferometer")
 @click.option("--seed", type=int, default=0, show_default=True)
-def simulate(output: Path, interferometers: int, lines: int, sigma_range: tuple[float, float],
-             opd_step: float, first_opd: float, reflectivity: tuple[float, float], snr: float,
-             dead_fraction: float, saturated_line: bool, irregular: bool, seed: int) -> None:
-    """Write a synthetic monochromatic sweep (the real acquisitions' layout, plus truth.npz)."""
+def simulate(output: Path, full_frame: bool, seed: int, saturated_line: bool, **given) -> None:
+    """Write a synthetic monochromatic sweep with its truth (truth.npz): per-interferometer
+    responses in the real acquisitions' layout, or, with --full-frame, detector frames.
+    Defaults in brackets; an option of the other kind of acquisition is refused."""
+    given = {k: v for k, v in given.items() if v is not None}
+    wrong = [k for k in (SWEEP_ONLY if full_frame else FULL_FRAME_ONLY) if k in given]
+    if full_frame and given.get("preset") == "default":
+        wrong += [k for k in SMALL_PRESET_ONLY if k in given]
+    if wrong:
+        kind = ("a full-frame sweep of the default preset" if full_frame and given.get("preset") == "default"
+                else "a full-frame sweep" if full_frame else "a response sweep (add --full-frame?)")
+        raise click.UsageError(f"not options of {kind}: "
+                               f"{', '.join('--' + k.replace('_', '-') for k in wrong)}")
+    lo, hi = given.get("reflectivity", (0.0, 0.0))
+    if not 0 <= lo <= hi < 1:
+        raise click.BadParameter("need 0 <= low <= high < 1", param_hint="--reflectivity")
+    if not 0 <= given.get("dead_fraction", 0.0) < 0.5:
+        raise click.BadParameter("must be in [0, 0.5)", param_hint="--dead-fraction")
+    if full_frame:
+        _simulate_full_frame(output, seed, saturated_line, given)
+        return
     from calibration.simulate import SweepSpec, write_sweep
 
-    if not 0 <= reflectivity[0] <= reflectivity[1] < 1:
-        raise click.BadParameter("need 0 <= low <= high < 1", param_hint="--reflectivity")
-    spec = SweepSpec(interferometers, lines, sigma_range, opd_step, first_opd, reflectivity, snr,
-                     dead_fraction=dead_fraction, saturated_line=saturated_line,
-                     irregular=irregular, seed=seed)
+    spec = SweepSpec(**{k: v for k, v in (("n_interferometers", given.get("interferometers")),
+                                          ("n_lines", given.get("lines")),
+                                          ("sigma_range", given.get("sigma_range")),
+                                          ("opd_step_um", given.get("opd_step")),
+                                          ("first_opd_um", given.get("first_opd")),
+                                          ("reflectivity", given.get("reflectivity")),
+                                          ("snr", given.get("snr")),
+                                          ("dead_fraction", given.get("dead_fraction")),
+                                          ("irregular", given.get("irregular"))) if v is not None},
+                     saturated_line=saturated_line, seed=seed)
     acq, bank = write_sweep(output, spec)
     click.echo(f"wrote {output}: {acq.n_interferometers} interferometers x {acq.n_lines} lines, "
                f"OPD {bank.opd_um.min():.2f}-{bank.opd_um.max():.2f} µm, "
                f"R {np.min(bank.reflectivity(acq.sigma)):.2f}-"
-               f"{np.max(bank.reflectivity(acq.sigma)):.2f}, SNR {snr:g}")
+               f"{np.max(bank.reflectivity(acq.sigma)):.2f}, SNR {spec.snr:g}")
+
+
+def _simulate_full_frame(output: Path, seed: int, saturated_line: bool, given: dict) -> None:
+    from calibration.fullframe import FullFrameSpec, write_simulated
+
+    names = {"preset": "preset", "grid": "grid", "thumb": "thumb", "lines": "n_lines",
+             "first_index": "first_index", "opd_step": "opd_step_um", "reflectivity": "reflectivity",
+             "wedge": "wedge_um", "dead_fraction": "dead_fraction"}
+    spec = FullFrameSpec(**{names[k]: v for k, v in given.items()}, saturated_line=saturated_line,
+                         seed=seed)
+    if spec.n_lines < 8 or spec.thumb < 8 or min(spec.grid) < 1:
+        raise click.BadParameter("need >= 8 lines, thumbnails of >= 8 pixels and >= 1 x 1 of them")
+    acq, inst = write_simulated(output, spec, progress=lambda m: click.echo(m, err=True))
+    g = inst.bank.opd_gradient_um_per_px
+    h, w = inst.thumb_shape
+    click.echo(f"wrote {output}: {len(inst.layout)} thumbnails of {h} x {w} on a "
+               f"{inst.layout.detector_shape[0]} x {inst.layout.detector_shape[1]} detector, "
+               f"{acq.sigma.size} lines ({1000 / acq.sigma[-1]:.0f}-{1000 / acq.sigma[0]:.0f} nm), "
+               f"{acq.dark.shape[1]} darks per exposure, {acq.flat.shape[0]} flats; OPD "
+               f"{inst.bank.opd_um.min():.2f}-{inst.bank.opd_um.max():.2f} µm, wedge up to "
+               f"{1000 * (np.abs(g[:, 0]) * (h - 1) + np.abs(g[:, 1]) * (w - 1)).max():.0f} nm, "
+               f"{int(inst.detector.dead.sum())} dead pixels")

@@ -54,3 +54,41 @@ def test_characterize_real_subset_with_its_layout(tmp_path: Path) -> None:
     c = calfile.read(cal)
     assert c.layout.detector_shape == (1, 20)  # no device.json: one sample per interferometer
     assert "1 x 1 sample" in c.provenance["layout"]
+
+
+def test_full_frame_simulate_then_characterize(tmp_path: Path) -> None:
+    acq = tmp_path / "frames"
+    run = _onboard("calibrate", "simulate", "--full-frame", "-o", str(acq), "--grid", "3", "4",
+                   "--lines", "100", "--dead-fraction", "0.02", "--seed", "3")
+    assert run.returncode == 0, run.stderr
+    assert {p.name for p in acq.iterdir()} >= {"central_wavenumbers.npy", "frames.npy", "norm.npy",
+                                               "dark.npy", "flat.npy", "options.json", "truth.npz"}
+    cal = tmp_path / "ff.cal"
+    run = _onboard("calibrate", "characterize", str(acq), "-o", str(cal), "--json", "--no-plots")
+    assert run.returncode == 0, run.stderr
+    assert "region 16/16" in run.stderr  # progress goes to stderr
+    summary = json.loads(run.stdout)
+    assert summary["full_frame"]["thumbnails"] == 12 and summary["r_outside_0_1"] == 0
+    c = calfile.read(cal)
+    truth = dict(np.load(acq / "truth.npz"))
+    assert c.layout.corners == tuple(map(tuple, truth["layout/corners"].tolist()))
+    inside = c.layout.place(np.ones((12, *c.layout.thumb_shape), bool), fill=False)
+    assert np.all(c.radiometric.bad[truth["dead"] & inside])  # real maps, not neutral ones
+    assert abs(float(np.median(c.radiometric.bias_dn)) - float(truth["bias_dn"])) < 1
+    bank = InterferometerBank.from_arrays({k[5:]: v for k, v in truth.items() if k.startswith("bank/")})
+    assert np.all(np.abs(c.bank.opd_um - bank.opd_um) < 0.002)
+    assert np.all(np.abs(c.bank.opd_gradient_um_per_px - bank.opd_gradient_um_per_px) < 1e-4)
+    report = json.loads((tmp_path / "ff_report" / "report.json").read_text())
+    assert len(report["wedge"]) == 12 and len(report["wedge"][0]["region_opd_um"]) == 16
+
+
+def test_full_frame_bad_input_is_one_clear_error(tmp_path: Path) -> None:
+    acq = tmp_path / "frames"
+    assert _onboard("calibrate", "simulate", "--full-frame", "-o", str(acq), "--grid", "1", "2",
+                    "--thumb", "12", "--lines", "10").returncode == 0
+    (acq / "dark.npy").unlink()
+    run = _onboard("calibrate", "characterize", str(acq), "-o", str(tmp_path / "x.cal"))
+    assert run.returncode == 1 and "dark.npy is missing" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = _onboard("calibrate", "simulate", "--full-frame", "-o", str(acq), "--snr", "50")
+    assert run.returncode == 2 and "--snr" in run.stderr
