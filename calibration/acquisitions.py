@@ -97,20 +97,27 @@ def _load_npy(path: Path) -> NDArray[np.float64]:
     return arr
 
 
-def load_acquisition(folder: str | Path) -> Acquisition:
-    """Read and validate an acquisition folder (see the module docstring for the layout)."""
-    folder = Path(folder)
+def read_options(folder: Path, needs: str) -> tuple[Path, dict]:
+    """An acquisition folder's ``options.json`` as a dict (and its path); ``needs`` says what
+    a missing file should have given."""
     if not folder.is_dir():
         raise AcquisitionError(f"acquisition folder {folder} does not exist")
     opt_path = folder / "options.json"
     if not opt_path.is_file():
-        raise AcquisitionError(f"{opt_path} is missing: it must give opd_step (µm) and is_normalized")
+        raise AcquisitionError(f"{opt_path} is missing: {needs}")
     try:
         options = json.loads(opt_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AcquisitionError(f"{opt_path} is not valid JSON ({exc})") from exc
     if not isinstance(options, dict):
         raise AcquisitionError(f"{opt_path} must hold a JSON object")
+    return opt_path, options
+
+
+def load_acquisition(folder: str | Path) -> Acquisition:
+    """Read and validate an acquisition folder (see the module docstring for the layout)."""
+    folder = Path(folder)
+    opt_path, options = read_options(folder, "it must give opd_step (µm) and is_normalized")
     step = options.get("opd_step")
     if not isinstance(step, (int, float)) or not step > 0:
         raise AcquisitionError(f"{opt_path}: opd_step must be a positive number (µm), got {step!r}")

@@ -49,11 +49,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from calibration.acquisitions import Acquisition, AcquisitionError
+from calibration.acquisitions import Acquisition, AcquisitionError, read_options
 from calibration.calfile_writer import build_calibration, default_bands
 from calibration.characterise import Characterisation, characterise
 from calibration.geometry import GeometryError, find_thumbnails
 from calibration.model_selection import DEFAULT_MODELS
+from calibration.simulate import source_spectrum
 from onboard.calfile import Calibration, Radiometric
 from onboard.physics.detector import DetectorSpec
 from onboard.physics.imspoc import (
@@ -156,17 +157,7 @@ def _vector(path: Path) -> NDArray[np.float64]:
 def load_full_frame(folder: str | Path) -> FullFrameAcquisition:
     """Read and validate a full-frame acquisition folder (layout in the module docstring)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise AcquisitionError(f"acquisition folder {folder} does not exist")
-    opt_path = folder / "options.json"
-    if not opt_path.is_file():
-        raise AcquisitionError(f"{opt_path} is missing: a full-frame acquisition needs {', '.join(FILES)}")
-    try:
-        options = json.loads(opt_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AcquisitionError(f"{opt_path} is not valid JSON ({exc})") from exc
-    if not isinstance(options, dict):
-        raise AcquisitionError(f"{opt_path} must hold a JSON object")
+    opt_path, options = read_options(folder, f"a full-frame acquisition needs {', '.join(FILES)}")
 
     def positive(key: str) -> float:
         v = options.get(key)
@@ -321,9 +312,7 @@ def simulate_full_frame(spec: FullFrameSpec, progress: Progress | None = None
     inst = instrument_for(spec)
     rng = np.random.default_rng(spec.seed + 1000)
     sigma = sweep_wavenumbers(inst.band_nm, spec.n_lines)
-    lo, hi = sigma[0], sigma[-1]
-    # a smooth source: a tungsten-like hump times the monochromator's efficiency
-    hump = np.exp(-0.5 * ((sigma - (lo + hi) / 2) / (0.6 * (hi - lo))) ** 2)
+    hump = source_spectrum(sigma, sigma[0], sigma[-1])
     power = spec.signal_e * hump
     if spec.saturated_line:
         power[int(np.argmax(hump))] *= 3.0

@@ -43,6 +43,12 @@ class SweepSpec:
     seed: int = 0
 
 
+def source_spectrum(sigma: NDArray, a: float, b: float) -> NDArray[np.float64]:
+    """A smooth bench source at ``sigma`` for a sweep over [a, b] (1/µm), peak 1: a
+    tungsten-like hump times the monochromator's efficiency, weakest at the sweep's ends."""
+    return np.exp(-0.5 * ((sigma - (a + b) / 2) / (0.6 * (b - a))) ** 2)
+
+
 def simulate_sweep(spec: SweepSpec) -> tuple[Acquisition, InterferometerBank]:
     """An acquisition and the bank it was simulated from."""
     rng = np.random.default_rng(spec.seed)
@@ -59,8 +65,7 @@ def simulate_sweep(spec: SweepSpec) -> tuple[Acquisition, InterferometerBank]:
         sigma[None, :], spec.line_width, bank.opd_um[:, None], bank.reflectivity(sigma),
         gain=bank.gain(sigma), phase=bank.phase_rad[:, None], offset=0.0,
     )
-    # a smooth source: a tungsten-like hump times the monochromator's efficiency
-    source = 1000.0 * np.exp(-0.5 * ((sigma - (a + b) / 2) / (0.6 * (b - a))) ** 2)
+    source = 1000.0 * source_spectrum(sigma, a, b)
     norm = np.broadcast_to(source, response.shape).copy()
     clean = response * norm
     noise = clean.mean(axis=1, keepdims=True) / spec.snr
