@@ -36,7 +36,8 @@ Characterisation (:func:`characterise_full_frame`):
    model and degree), then on each region with that model;
 5. per interferometer, a least-squares plane through the region OPDs: the OPD at the
    thumbnail's centre and the wedge (µm per pixel along rows and columns); the other
-   parameters are the mean of the regions' (the wedge moves only the OPD).
+   parameters are the mean of the regions' (the wedge moves only the OPD). Failed region
+   fits and regions off the plane are set aside first (:func:`trusted_regions`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ WHITE_CORE = 4
 #: A pixel whose long dark reads this many robust standard deviations below the median is
 #: dead (the runtime estimator's bound for hot pixels, mirrored).
 COLD_SIGMA = 8.0
+#: Region fits set aside (see :func:`trusted_regions`).
+RMS_REJECT = 5.0
+PLANE_REJECT = 5.0
+OPD_TOLERANCE_UM = 0.005
+MIN_REGIONS = 4
 Progress = Callable[[str], None]
 
 
@@ -380,6 +386,7 @@ class FullFrameCharacterisation:
     region_offsets: NDArray[np.float64]
     bank: InterferometerBank
     plane_rms_um: NDArray[np.float64]
+    trusted: NDArray[np.bool_]
     counts: dict
 
     @property
@@ -392,7 +399,7 @@ class FullFrameCharacterisation:
         h, w = self.layout.thumb_shape
         g = self.bank.opd_gradient_um_per_px
         wedge = np.abs(g[:, 0]) * (h - 1) + np.abs(g[:, 1]) * (w - 1)
-        rms = np.concatenate([c.rms for c in self.regions])
+        rms = np.stack([c.rms for c in self.regions], axis=1)[self.trusted]
         return {
             "thumbnails": len(self.layout),
             "thumb_shape": list(self.layout.thumb_shape),
@@ -525,32 +532,62 @@ def _acquisition(acq: FullFrameAcquisition, data: NDArray, name: str) -> Acquisi
                        acq.opd_step_um, False, dict(acq.options), acq.path, acq.first_index)
 
 
-def wedge_plane(opd: NDArray, offsets: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+def wedge_plane(opd: NDArray, offsets: NDArray, use: NDArray | None = None
+                ) -> tuple[NDArray, NDArray, NDArray]:
     """Least-squares plane ``opd = c + g_row drow + g_col dcol`` through region OPDs (N, R) at
-    region offsets (R, 2): centre OPD (N,), gradient (N, 2) µm/px, residual RMS (N,) µm."""
+    region offsets (R, 2), over the regions ``use`` (N, R) bool (default all): centre OPD
+    (N,), gradient (N, 2) µm/px, residual RMS over the regions used (N,) µm."""
+    use = np.ones(opd.shape, bool) if use is None else use
     x = np.column_stack([np.ones(len(offsets)), offsets])
-    coef, *_ = np.linalg.lstsq(x, opd.T, rcond=None)
-    resid = opd - (x @ coef).T
-    return coef[0], coef[1:].T, np.sqrt((resid**2).mean(axis=1))
+    coef = np.empty((opd.shape[0], 3))
+    for k in range(opd.shape[0]):
+        coef[k] = np.linalg.lstsq(x[use[k]], opd[k, use[k]], rcond=None)[0]
+    resid = np.where(use, opd - coef @ x.T, 0.0)
+    return coef[:, 0], coef[:, 1:], np.sqrt((resid**2).sum(axis=1) / use.sum(axis=1))
+
+
+def trusted_regions(opd: NDArray, rms: NDArray, offsets: NDArray) -> NDArray[np.bool_]:
+    """(N, R) the region fits the wedge plane and the bank are made from.
+
+    A region is set aside when its fit failed (residual over ``RMS_REJECT`` times the median
+    of its interferometer's regions: on a thumbnail with few fringes a region can settle in
+    a local minimum), or when its OPD lies off the plane of the others by more than
+    ``PLANE_REJECT`` robust standard deviations and ``OPD_TOLERANCE_UM``. An interferometer
+    left with fewer than ``MIN_REGIONS`` keeps them all (and its plane residual shows it)."""
+    use = rms <= RMS_REJECT * np.median(rms, axis=1, keepdims=True)
+    centre, grad, _ = wedge_plane(opd, offsets, use)
+    resid = np.abs(opd - centre[:, None] - grad @ offsets.T)
+    scale = 1.4826 * np.array([np.median(r[u]) for r, u in zip(resid, use, strict=True)])
+    use &= resid <= np.maximum(PLANE_REJECT * scale, OPD_TOLERANCE_UM)[:, None]
+    use[use.sum(axis=1) < MIN_REGIONS] = True
+    return use
 
 
 def combine_regions(regions: list[Characterisation], offsets: NDArray
-                    ) -> tuple[InterferometerBank, NDArray[np.float64]]:
+                    ) -> tuple[InterferometerBank, NDArray[np.float64], NDArray[np.bool_]]:
     """One bank from the region fits: OPD at the centre and wedge from the plane, phase the
-    circular mean, gain, reflectivity and offset the mean of the regions' (a thickness wedge
-    moves only the OPD). Returns the bank and the plane's residual RMS per interferometer."""
+    circular mean, gain, reflectivity and offset the mean of the trusted regions' (a thickness
+    wedge moves only the OPD). Returns the bank, the plane's residual RMS per interferometer
+    and the trusted regions (N, R)."""
     banks = [c.bank for c in regions]
-    centre, grad, rms = wedge_plane(np.stack([b.opd_um for b in banks], axis=1), offsets)
-    phase = np.angle(np.mean([np.exp(1j * b.phase_rad) for b in banks], axis=0))
+    opd = np.stack([b.opd_um for b in banks], axis=1)
+    use = trusted_regions(opd, np.stack([c.rms for c in regions], axis=1), offsets)
+    centre, grad, rms = wedge_plane(opd, offsets, use)
+    weight = use / use.sum(axis=1, keepdims=True)
+
+    def mean(values: list[NDArray]) -> NDArray:
+        v = np.stack(values, axis=1)  # (N, R, ...)
+        return np.einsum("nr,nr...->n...", weight, v)
+
     bank = InterferometerBank(
-        opd_um=centre, phase_rad=phase,
-        gain_cheb=np.mean([b.gain_cheb for b in banks], axis=0),
-        reflectivity_cheb=np.mean([b.reflectivity_cheb for b in banks], axis=0),
-        offset=np.mean([b.offset for b in banks], axis=0),
+        opd_um=centre, phase_rad=np.angle(mean([np.exp(1j * b.phase_rad) for b in banks])),
+        gain_cheb=mean([b.gain_cheb for b in banks]),
+        reflectivity_cheb=mean([b.reflectivity_cheb for b in banks]),
+        offset=mean([b.offset for b in banks]),
         sigma_domain=banks[0].sigma_domain, harmonics=banks[0].harmonics,
         opd_gradient_um_per_px=grad,
     )
-    return bank, rms
+    return bank, rms, use
 
 
 def characterise_full_frame(acq: FullFrameAcquisition, regions: tuple[int, int] = (4, 4),
@@ -574,9 +611,9 @@ def characterise_full_frame(acq: FullFrameAcquisition, regions: tuple[int, int] 
         say(f"region {r + 1}/{means.shape[1]}")
         fits.append(characterise(_acquisition(acq, means[:, r], f"{acq.name}/region{r}"),
                                  models=(model,), degrees=(degree,)))
-    bank, rms = combine_regions(fits, offsets)
+    bank, rms, use = combine_regions(fits, offsets)
     return FullFrameCharacterisation(
-        acq, layout, maps, thumb, fits, regions, offsets, bank, rms,
+        acq, layout, maps, thumb, fits, regions, offsets, bank, rms, use,
         {"bad_pixels": int(maps.bad.sum()), "dead_added_to_estimator": dead_added,
-         "saturated_thumbnail_lines": saturated},
+         "saturated_thumbnail_lines": saturated, "regions_set_aside": int((~use).sum())},
     )

@@ -2,7 +2,7 @@
 (onboard.physics), characterised back from the frames alone, checked against the truth.
 
 The instrument: 4 x 6 interferometers of 32 x 32 pixels, design indices 14-37 (OPD
-2.45-6.5 µm, 3.7-9.6 fringes over the 400-1000 nm sweep), R 0.15-0.35, a wedge of up to
+2.45-6.5 µm, 3.7-9.6 fringes over the 400-1000 nm sweep), R 0.15-0.35 (or 0.5-0.7), a wedge of up to
 20 nm OPD across a thumbnail (both axes), 150 lines, 12-bit detector with shot and read
 noise, dark current, 1 % PRNU and dead / hot pixels.
 
@@ -11,9 +11,11 @@ Tolerances, and why:
 * OPD: the issue's 0.5 % or 5 nm, and a median under 0.5 nm: a wedge of 10-20 nm is only
   measurable if region OPDs are good to a fraction of a nanometre (measured: max 0.1 nm).
 * Wedge: each gradient component within 1e-4 µm/px (3 nm across the thumbnail, 15 % of the
-  largest wedge), the dominant (column) one within 10 % (measured: max 0.3e-4 µm/px, 4 %).
-* R < 0.02 and gain < 2 % RMS over the sweep, the issue's (measured: 2e-4 and 0.05 %: each
-  region averages 64 pixels, so the SNR is ~8 times the pixels').
+  largest wedge), the dominant (column) one within 15 % (measured: max 0.3e-4 µm/px, 3 % at
+  R 0.15-0.35; 0.8e-4 µm/px, 9 % at R 0.5-0.7).
+* R < 0.02 and gain < 2 % RMS over the sweep, the issue's (measured: 2e-4 and 0.05 % at
+  R 0.15-0.35, 0.003 and 0.9 % at R 0.5-0.7: each region averages 64 pixels, so the SNR is
+  ~8 times the pixels').
 * Maps: every dead or hot pixel inside a thumbnail found, under 0.1 % false alarms; the
   dark rate's error has the spread the dark stacks' own noise predicts (z-scores with
   standard deviation 0.85-1.15) and no bias (|mean z| < 0.05).
@@ -33,6 +35,8 @@ from calibration.fullframe import (
     FullFrameSpec,
     characterise_full_frame,
     load_full_frame,
+    trusted_regions,
+    wedge_plane,
     write_simulated,
 )
 from calibration.simulate import truth_errors
@@ -62,6 +66,14 @@ def faulty(tmp_path_factory):
     return _run(tmp_path_factory, "faulty", dead_fraction=0.02, saturated_line=True)
 
 
+@pytest.fixture(scope="module")
+def high(tmp_path_factory):
+    """Higher finesse (R 0.5-0.7; a dimmer source keeps the Airy peaks below full well),
+    with the same faults."""
+    return _run(tmp_path_factory, "high", reflectivity=(0.5, 0.7), signal_e=2500.0,
+                dead_fraction=0.02, saturated_line=True)
+
+
 def _bank_errors(acq, inst, ff) -> dict:
     e = truth_errors(ff.bank, inst.bank, acq.sigma)
     e["grad_abs"] = np.abs(ff.bank.opd_gradient_um_per_px - inst.bank.opd_gradient_um_per_px)
@@ -77,14 +89,14 @@ def test_layout_found_on_the_flat(clean, faulty) -> None:
         assert ff.layout.detector_shape == inst.layout.detector_shape
 
 
-@pytest.mark.parametrize("case", ["clean", "faulty"])
+@pytest.mark.parametrize("case", ["clean", "faulty", "high"])
 def test_opd_wedge_reflectivity_gain_against_truth(case, request) -> None:
     acq, inst, ff = request.getfixturevalue(case)
     e = _bank_errors(acq, inst, ff)
     assert np.all((e["opd_rel"] < 0.005) | (e["opd_abs_um"] < 0.005))
     assert np.median(e["opd_abs_um"]) < 0.0005
     assert e["grad_abs"].max() < 1e-4, e["grad_abs"].max()
-    assert e["grad_col_rel"].max() < 0.10
+    assert e["grad_col_rel"].max() < 0.15
     assert e["reflectivity_abs"].max() < 0.02
     assert e["gain_rel"].max() < 0.02
     # a wedge is a plane: the region OPDs must lie on it to within a nanometre
@@ -152,6 +164,23 @@ def test_calibration_file_flies_as_well_as_the_oracle(clean, tmp_path) -> None:
     diff = np.sqrt(np.mean((cubes[1].data - cubes[0].data)[:, valid] ** 2))
     assert rmse[1] < 1.15 * rmse[0], rmse
     assert diff < 0.5 * rmse[0], (diff, rmse)
+
+
+def test_a_failed_region_is_set_aside_before_the_plane() -> None:
+    rng = np.random.default_rng(0)
+    offsets = np.stack(np.meshgrid(np.arange(4) * 8 - 12.0, np.arange(4) * 8 - 12.0,
+                                   indexing="ij"), -1).reshape(-1, 2)
+    grad = np.array([[2e-4, 6e-4], [-1e-4, 9e-4]])
+    opd = np.array([[5.0], [6.0]]) + grad @ offsets.T + rng.normal(0, 2e-4, (2, 16))
+    rms = np.full((2, 16), 0.01)
+    opd[0, 5] -= 0.286  # a region stuck in a local minimum, as one was at R 0.5-0.7
+    rms[0, 5] = 0.75
+    opd[1, 9] += 0.05  # a fit that looks fine but sits 50 nm off its neighbours' plane
+    use = trusted_regions(opd, rms, offsets)
+    assert not use[0, 5] and not use[1, 9] and use.sum() == 30
+    centre, g, _ = wedge_plane(opd, offsets, use)
+    assert np.all(np.abs(centre - [5.0, 6.0]) < 2e-4) and np.all(np.abs(g - grad) < 2e-5)
+    assert np.abs(wedge_plane(opd, offsets)[1] - grad).max() > 1e-4  # the plain plane is pulled
 
 
 def _copy(src, dst):
