@@ -5,6 +5,7 @@
 model and polynomial degree, ``characterise`` runs the chain and checks the result,
 ``report`` writes JSON and plots, ``simulate`` writes synthetic sweeps with a known truth,
 ``calfile_writer`` turns a characterisation into the runtime's calibration file,
-``geometry`` finds the thumbnails on a flat frame, ``monochromatic`` reconstructs each
-recorded line as a check of the whole chain.
+``geometry`` finds the thumbnails on a flat frame, ``fullframe`` simulates and characterises
+sweeps recorded as whole detector frames (maps, layout, per-region OPD and wedge),
+``monochromatic`` reconstructs each recorded line as a check of the whole chain.
 """

@@ -456,8 +456,7 @@ def _correct(raw: NDArray, acq: FullFrameAcquisition, maps: Radiometric) -> tupl
     return frame.pixels.astype(np.float64), raw >= acq.saturation_dn
 
 
-def detector_maps(acq: FullFrameAcquisition, order: str | None = None
-                  ) -> tuple[Radiometric, ThumbnailLayout, int]:
+def detector_maps(acq: FullFrameAcquisition) -> tuple[Radiometric, ThumbnailLayout, int]:
     """Radiometric maps and the thumbnail layout from the darks and the flat.
 
     The runtime's estimator finds dead pixels on the flat only where nearly all their 7 x 7
@@ -475,7 +474,7 @@ def detector_maps(acq: FullFrameAcquisition, order: str | None = None
     signal = acq.flat.astype(np.float64).mean(0) - maps.bias_dn - maps.dark_dn_s * acq.exposure_s
     expected = acq.options.get("interferometers")
     try:
-        layout = find_thumbnails(signal, order=order or acq.order,
+        layout = find_thumbnails(signal, order=acq.order,
                                  expected=expected if isinstance(expected, int) else None)
     except GeometryError as exc:
         raise AcquisitionError(f"{acq.path}/flat.npy: {exc}") from exc
