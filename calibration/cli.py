@@ -110,6 +110,7 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
     doc = {**to_json(ff.thumbnails), "full_frame": ff.summary(),
            "wedge": [{"index": i, "opd_centre_um": float(ff.bank.opd_um[i]),
                       "gradient_um_per_px": g[i].tolist(), "plane_rms_um": float(ff.plane_rms_um[i]),
+                      "wedge_measured": bool(ff.wedge_measured[i]),
                       "region_opd_um": ff.region_opd_um[i].tolist()} for i in range(len(ff.bank))]}
     (report_dir / "report.json").write_text(json.dumps(doc, indent=1))
     plots = [] if no_plots else write_plots(ff.thumbnails, report_dir)
@@ -126,7 +127,8 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
         f"  {f['regions'][0]} x {f['regions'][1]} regions per thumbnail: residual RMS/mean median "
         f"{f['region_rms_median']:.4f}, p95 {f['region_rms_p95']:.4f}\n"
         f"  wedge across a thumbnail: median {1000 * f['wedge_um_across_median']:.1f} nm OPD; "
-        f"region OPDs off the plane by {1000 * f['plane_rms_um_median']:.2f} nm RMS (median)\n"
+        f"region OPDs off the plane by {1000 * f['plane_rms_um_median']:.2f} nm RMS (median); "
+        f"{f['wedge_not_measured']} wedges not measurable (too few fringes)\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
         + (f" ({len(plots)} plots)" if plots else "")
     )

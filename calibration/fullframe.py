@@ -37,7 +37,9 @@ Characterisation (:func:`characterise_full_frame`):
 5. per interferometer, a least-squares plane through the region OPDs: the OPD at the
    thumbnail's centre and the wedge (µm per pixel along rows and columns); the other
    parameters are the mean of the regions' (the wedge moves only the OPD). Failed region
-   fits and regions off the plane are set aside first (:func:`trusted_regions`).
+   fits and regions off the plane are set aside first (:func:`trusted_regions`); an
+   interferometer whose regions do not lie on a plane (too few fringes for a region's OPD
+   to be identifiable) keeps its whole-thumbnail fit and no wedge (:func:`combine_regions`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ RMS_REJECT = 5.0
 PLANE_REJECT = 5.0
 OPD_TOLERANCE_UM = 0.005
 MIN_REGIONS = 4
+#: Region OPDs scattering about their plane by more than this RMS (µm) measure no wedge
+#: (measured wedges leave 0.1-0.3 nm; wedges are 10-20 nm across a thumbnail).
+WEDGE_NOISE_UM = 0.002
 Progress = Callable[[str], None]
 
 
@@ -387,6 +392,7 @@ class FullFrameCharacterisation:
     bank: InterferometerBank
     plane_rms_um: NDArray[np.float64]
     trusted: NDArray[np.bool_]
+    wedge_measured: NDArray[np.bool_]
     counts: dict
 
     @property
@@ -562,31 +568,46 @@ def trusted_regions(opd: NDArray, rms: NDArray, offsets: NDArray) -> NDArray[np.
     return use
 
 
-def combine_regions(regions: list[Characterisation], offsets: NDArray
-                    ) -> tuple[InterferometerBank, NDArray[np.float64], NDArray[np.bool_]]:
+def combine_regions(regions: list[Characterisation], offsets: NDArray, whole: Characterisation
+                    ) -> tuple[InterferometerBank, NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
     """One bank from the region fits: OPD at the centre and wedge from the plane, phase the
     circular mean, gain, reflectivity and offset the mean of the trusted regions' (a thickness
-    wedge moves only the OPD). Returns the bank, the plane's residual RMS per interferometer
-    and the trusted regions (N, R)."""
+    wedge moves only the OPD).
+
+    Where the trusted regions scatter about their plane by more than ``WEDGE_NOISE_UM`` RMS
+    the wedge is not measured: with too few fringes across the sweep a region's OPD trades
+    against its gain polynomial (on the default instrument, interferometers under ~4
+    fringes), and a plane through such OPDs would shift the model's OPD by whole fringes at
+    the thumbnail's edge. Those interferometers take the whole-thumbnail fit, which
+    describes their mean response, and no wedge.
+
+    Returns the bank, the plane's residual RMS per interferometer, the trusted regions
+    (N, R) and which interferometers' wedge was measured (N,)."""
     banks = [c.bank for c in regions]
     opd = np.stack([b.opd_um for b in banks], axis=1)
     use = trusted_regions(opd, np.stack([c.rms for c in regions], axis=1), offsets)
     centre, grad, rms = wedge_plane(opd, offsets, use)
+    measured = rms <= WEDGE_NOISE_UM
     weight = use / use.sum(axis=1, keepdims=True)
 
-    def mean(values: list[NDArray]) -> NDArray:
-        v = np.stack(values, axis=1)  # (N, R, ...)
-        return np.einsum("nr,nr...->n...", weight, v)
+    def mean(values: list[NDArray], fallback: NDArray) -> NDArray:
+        v = np.einsum("nr,nr...->n...", weight, np.stack(values, axis=1))
+        if v.ndim == 2:  # Chebyshev series of different degrees: pad the shorter with zeros
+            cols = max(v.shape[1], fallback.shape[1])
+            v, fallback = (np.pad(a, ((0, 0), (0, cols - a.shape[1]))) for a in (v, fallback))
+        return np.where(measured.reshape(-1, *([1] * (v.ndim - 1))), v, fallback)
 
+    w = whole.bank
     bank = InterferometerBank(
-        opd_um=centre, phase_rad=np.angle(mean([np.exp(1j * b.phase_rad) for b in banks])),
-        gain_cheb=mean([b.gain_cheb for b in banks]),
-        reflectivity_cheb=mean([b.reflectivity_cheb for b in banks]),
-        offset=mean([b.offset for b in banks]),
+        opd_um=np.where(measured, centre, w.opd_um),
+        phase_rad=np.angle(mean([np.exp(1j * b.phase_rad) for b in banks], np.exp(1j * w.phase_rad))),
+        gain_cheb=mean([b.gain_cheb for b in banks], w.gain_cheb),
+        reflectivity_cheb=mean([b.reflectivity_cheb for b in banks], w.reflectivity_cheb),
+        offset=mean([b.offset for b in banks], w.offset),
         sigma_domain=banks[0].sigma_domain, harmonics=banks[0].harmonics,
-        opd_gradient_um_per_px=grad,
+        opd_gradient_um_per_px=np.where(measured[:, None], grad, 0.0),
     )
-    return bank, rms, use
+    return bank, rms, use, measured
 
 
 def characterise_full_frame(acq: FullFrameAcquisition, regions: tuple[int, int] = (4, 4),
@@ -610,9 +631,10 @@ def characterise_full_frame(acq: FullFrameAcquisition, regions: tuple[int, int] 
         say(f"region {r + 1}/{means.shape[1]}")
         fits.append(characterise(_acquisition(acq, means[:, r], f"{acq.name}/region{r}"),
                                  models=(model,), degrees=(degree,)))
-    bank, rms, use = combine_regions(fits, offsets)
+    bank, rms, use, measured = combine_regions(fits, offsets, thumb)
     return FullFrameCharacterisation(
-        acq, layout, maps, thumb, fits, regions, offsets, bank, rms, use,
+        acq, layout, maps, thumb, fits, regions, offsets, bank, rms, use, measured,
         {"bad_pixels": int(maps.bad.sum()), "dead_added_to_estimator": dead_added,
-         "saturated_thumbnail_lines": saturated, "regions_set_aside": int((~use).sum())},
+         "saturated_thumbnail_lines": saturated, "regions_set_aside": int((~use).sum()),
+         "wedge_not_measured": int((~measured).sum())},
     )
