@@ -183,6 +183,22 @@ def test_a_failed_region_is_set_aside_before_the_plane() -> None:
     assert np.abs(wedge_plane(opd, offsets)[1] - grad).max() > 1e-4  # the plain plane is pulled
 
 
+def test_wedge_not_measured_where_regions_cannot_fix_the_opd(tmp_path_factory) -> None:
+    """Interferometers with 1-8 fringes across the sweep: below ~3 a region's OPD trades
+    against its gain series, its regions scatter off any plane, and the wedge is not
+    claimed; the others' wedges are measured."""
+    acq, inst, ff = _run(tmp_path_factory, "few", grid=(2, 4), first_index=1, opd_step_um=0.7,
+                         n_lines=120)
+    fringes = inst.bank.opd_um * np.ptp(acq.sigma)
+    assert ff.wedge_measured[fringes >= 4].all() and not ff.wedge_measured[fringes < 2.5].any()
+    assert ff.counts["wedge_not_measured"] == int((~ff.wedge_measured).sum())
+    off = ~ff.wedge_measured
+    assert np.all(ff.bank.opd_gradient_um_per_px[off] == 0)
+    np.testing.assert_array_equal(ff.bank.opd_um[off], ff.thumbnails.bank.opd_um[off])
+    g_err = np.abs(ff.bank.opd_gradient_um_per_px - inst.bank.opd_gradient_um_per_px)
+    assert g_err[ff.wedge_measured].max() < 1e-4
+
+
 def _copy(src, dst):
     dst.mkdir()
     for p in src.iterdir():
