@@ -123,9 +123,12 @@ def _ridge(power: NDArray, grid: NDArray, step: float, first_index: int) -> tupl
     return arg
 
 
-def _running_median(x: NDArray, half: int) -> NDArray[np.float64]:
-    n = x.size
-    return np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(n)])
+def running_median(x: NDArray, half: int) -> NDArray[np.float64]:
+    """Median of ``x[i - half : i + half + 1]`` for every i (windows shortened at the ends,
+    never padded: an end value is not repeated into its neighbours' medians)."""
+    x = np.asarray(x, dtype=float)
+    padded = np.pad(x, half, constant_values=np.nan)
+    return np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
 
 
 def _windowed_peak(power: NDArray, grid: NDArray, centre: NDArray, half_width: NDArray
@@ -176,7 +179,7 @@ def initialise(
     wide = np.isfinite(wide)
     first = grid[idx]
     # second pass: a window around the running median of the neighbours' peaks (+- 2 steps)
-    local = _running_median(first - nominal, 4) + nominal
+    local = running_median(first - nominal, 4) + nominal
     half = np.full(n, max(2.0 * opd_step_um, 2.0 * resolution))
     idx, _ = _windowed_peak(power, grid, local, half)
     # refine: parabolic interpolation of the peak on the oversampled grid (the regression

@@ -13,11 +13,12 @@ All N problems advance together: the Jacobian is (N, S, P), the normal matrices 
 are solved in one batched call, and each interferometer has its own damping, so one hard
 interferometer does not slow the others. Details:
 
-* **Robust loss**: Huber on residuals scaled by each interferometer's robust noise level
-  (1.4826 x MAD), solved by iteratively reweighted least squares: an outlier line (a dead
-  pixel, a saturated or mis-tuned line) costs linearly, not quadratically.
-* **Bounds** ``0 <= R(sigma) < 1`` and ``G(sigma) >= 0`` on every line of the sweep and on a
-  dense grid over the domain: a stiff quadratic penalty on violations while iterating (a
+* **Robust loss** (optional): Huber on residuals scaled by their robust noise level (one
+  per interferometer, 1.4826 x MAD, or one per line when the caller knows it), solved by
+  iteratively reweighted least squares: an outlier line (a dead pixel, a saturated or
+  mis-tuned line) costs linearly, not quadratically.
+* **Bounds** ``0 <= R(sigma) < 1`` and ``G(sigma) >= 0`` on a dense grid over the whole
+  domain (hence on every line): a stiff quadratic penalty on violations while iterating (a
   step cut short at a bound stalls there; a penalty lets the solution slide along it), then
   the constant term is shifted by the small remaining violation, so the stored series never
   leaves the physical range.
@@ -40,7 +41,8 @@ from onboard.physics.interferometers import MAX_REFLECTIVITY, InterferometerBank
 #: Huber threshold in robust standard deviations: 95 % efficiency on Gaussian noise.
 HUBER_C = 1.345
 #: Points of the mapped domain [-1, 1] where the penalty watches the bounds while iterating
-#: (with the lines); the final shift uses each series' exact extrema.
+#: (Chebyshev points, denser than any line spacing a degree <= 12 series can resolve);
+#: the final shift uses each series' exact extrema.
 BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 129))
 #: Upper bound kept strictly below the bank's clip so the fit never relies on clipping.
 R_UPPER = MAX_REFLECTIVITY - 0.005
@@ -105,6 +107,13 @@ def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None
     a, a_x, a_r = fabry_perot.response_shape_and_derivatives(x, refl, harmonics)
     gx = gain * a_x
     return gain * a, (gx * b.two_pi_sigma, -gx, a, gain * a_r)
+
+
+def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> NDArray[np.float64]:
+    """The model (N, S) alone (a trial step needs no derivatives)."""
+    opd, phase, gc, rc = _unpack(theta, dg)
+    return fabry_perot.response(b.sigma[None, :], opd[:, None], rc @ b.vr.T, gc @ b.vg.T,
+                                phase[:, None], 0.0, harmonics)
 
 
 def _normal_equations(w: NDArray, r: NDArray, parts: tuple, b: _Basis, dg: int, dr: int
@@ -239,6 +248,7 @@ def fit(
     start: InterferometerBank | None = None,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
+    noise: NDArray | None = None,
 ) -> FitResult:
     """Fit all interferometers' responses ``y`` (N, S) at ``sigma`` (S,) from ``guess``.
 
@@ -246,6 +256,9 @@ def fit(
     ``line_weights`` (N, S) or (S,): each residual is multiplied by its weight (the inverse
     of its noise level), e.g. the source's power when ``y`` is data divided by it; 0 drops
     a line. ``start``: continue from a fitted bank (same degrees) instead of ``guess``.
+    ``noise`` (N, S): each residual's noise level, the Huber threshold's unit where it varies
+    along the sweep (default: one level per interferometer, 1.4826 x the MAD of the
+    residuals at the start).
     """
     y = np.asarray(y, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -255,8 +268,7 @@ def fit(
     dr = reflectivity_degree
     t = mapped(sigma, domain)
     basis = _Basis(sigma, chebyshev.chebvander(t, dg), chebyshev.chebvander(t, dr))
-    # bounds hold on the lines and on a dense grid over the whole domain
-    tb = np.concatenate([t, BOUND_GRID])
+    tb = BOUND_GRID
     vgb, vrb = chebyshev.chebvander(tb, dg), chebyshev.chebvander(tb, dr)
     theta = np.zeros((n, 4 + dg + dr))
     theta[:, 0] = guess.opd_um
@@ -278,14 +290,18 @@ def fit(
     lw = np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s))
     f, parts = _model(theta, basis, dg, harmonics)
     r = f - y
-    scale = np.ones(n)
-    if robust:
+    scale = np.ones((n, 1))
+    if robust and noise is not None:
+        scale = np.maximum(np.broadcast_to(noise, (n, s)) * lw,
+                           1e-9 * np.abs(y * lw).mean(axis=1, keepdims=True) + 1e-300)
+    elif robust:
         u = r * lw
         scale = 1.4826 * np.median(np.abs(u - np.median(u, axis=1, keepdims=True)), axis=1)
-        scale = np.maximum(scale, 1e-9 * np.abs(y * lw).mean(axis=1) + 1e-300)
+        scale = np.maximum(scale, 1e-9 * np.abs(y * lw).mean(axis=1) + 1e-300)[:, None]
     # a bound violation of 0.01 costs as much as 100 lines at 3 robust sigma
     level = np.abs(y * lw).mean(axis=1)
-    kappa = 300.0 * np.sqrt(s / tb.size) * np.maximum(scale, 1e-3 * level) * np.sqrt(10.0)
+    row_scale = np.median(scale, axis=1)
+    kappa = 300.0 * np.sqrt(s / tb.size) * np.maximum(row_scale, 1e-3 * level) * np.sqrt(10.0)
     pen_r = _BoundPenalty(vrb, 0.0, R_UPPER, kappa)
     pen_g = _BoundPenalty(vgb, 0.0, np.inf, kappa / np.maximum(level, 1e-300))
 
@@ -296,10 +312,24 @@ def fit(
         pen = pen_r.cost(th[:, sr], rows) + pen_g.cost(th[:, sg], rows)
         if not robust:
             return 0.5 * (u**2).sum(1) + pen, lw[rows] ** 2
-        c, w = _huber(u / scale[rows, None])
-        return (c * scale[rows, None] ** 2).sum(1) + pen, w * lw[rows] ** 2
+        c, w = _huber(u / scale[rows])
+        return (c * scale[rows] ** 2).sum(1) + pen, w * lw[rows] ** 2
+
+    def normal(rows: NDArray | slice, parts_rows: tuple | None = None) -> tuple[NDArray, NDArray]:
+        """Normal matrix (n, P, P) and gradient (n, P) of the cost, penalty included, at
+        ``theta[rows]``."""
+        th = theta[rows]
+        if parts_rows is None:
+            _, parts_rows = _model(th, basis, dg, harmonics)
+        a, g = _normal_equations(w[rows], r[rows], parts_rows, basis, dg, dr)
+        for pen, sl in ((pen_r, sr), (pen_g, sg)):
+            h, gp = pen.normal(th[:, sl], rows)
+            a[:, sl, sl] += h
+            g[:, sl] += gp
+        return a, g
 
     cost, w = cost_and_weights(r, theta)
+    normal_all, grad_all = normal(slice(None), parts)
     lam = np.full(n, 1e-3)
     converged = np.zeros(n, dtype=bool)
     eye = np.eye(theta.shape[1])
@@ -307,28 +337,21 @@ def fit(
     cost_10 = cost.copy()
     while iterations < max_iterations and not converged.all():
         iterations += 1
-        # only the interferometers still moving are computed
+        # only the interferometers still moving are computed; a trial is evaluated without
+        # derivatives, and the normal equations are rebuilt only where a step was taken
+        # (about half the trials are rejected, and a rejected row keeps its matrix)
         act = np.flatnonzero(~converged)
-        th = theta[act]
-        sub_parts = tuple(q[act] for q in parts)
-        a, g = _normal_equations(w[act], r[act], sub_parts, basis, dg, dr)
-        for pen, sl in ((pen_r, sr), (pen_g, sg)):
-            h, gp = pen.normal(th[:, sl], act)
-            a[:, sl, sl] += h
-            g[:, sl] += gp
+        a = normal_all[act]
         d = np.maximum(np.einsum("npp->np", a), 1e-12)
         lhs = a + lam[act, None, None] * d[:, :, None] * eye[None]
-        trial = th - np.linalg.solve(lhs, g[:, :, None])[:, :, 0]
-        f_t, parts_t = _model(trial, basis, dg, harmonics)
-        r_t = f_t - y[act]
+        trial = theta[act] - np.linalg.solve(lhs, grad_all[act][:, :, None])[:, :, 0]
+        r_t = _values(trial, basis, dg, harmonics) - y[act]
         cost_t, w_t = cost_and_weights(r_t, trial, act)
         better = cost_t < cost[act]
         rel = (cost[act] - cost_t) / np.maximum(cost[act], 1e-300)
         ok = act[better]
         theta[ok] = trial[better]
         r[ok], w[ok], cost[ok] = r_t[better], w_t[better], cost_t[better]
-        for q, q_t in zip(parts, parts_t, strict=True):
-            q[ok] = q_t[better]
         lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9), np.minimum(lam[act] * 4.0, 1e9))
         converged[act] = (better & (rel < tolerance)) | (lam[act] >= 1e9)
         if iterations % 10 == 0:
@@ -336,6 +359,9 @@ def fit(
             crawl = (cost_10 - cost) / np.maximum(cost_10, 1e-300) < 10 * tolerance
             converged |= crawl
             cost_10 = cost.copy()
+        moving = ok[~converged[ok]]
+        if moving.size:
+            normal_all[moving], grad_all[moving] = normal(moving)
     # the penalty leaves violations of order 1e-3 at most: shift them out
     theta[:, sr] = _lift_into_bounds(theta[:, sr], 0.0, R_UPPER)
     theta[:, sg] = _lift_into_bounds(theta[:, sg], 0.0, np.inf)
