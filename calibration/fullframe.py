@@ -77,9 +77,6 @@ FILES = ("central_wavenumbers.npy", "frames.npy", "norm.npy", "dark.npy", "flat.
 #: Half side (pixels) of the central core whose white-panel signal gives the white reference
 #: (the reconstruction's operator for that block is the bank's at the thumbnail centre).
 WHITE_CORE = 4
-#: A pixel whose long dark reads this many robust standard deviations below the median is
-#: dead (the runtime estimator's bound for hot pixels, mirrored).
-COLD_SIGMA = 8.0
 #: Region fits set aside (see :func:`trusted_regions`).
 RMS_REJECT = 5.0
 PLANE_REJECT = 5.0
@@ -465,18 +462,13 @@ def _correct(raw: NDArray, acq: FullFrameAcquisition, maps: Radiometric) -> tupl
 def detector_maps(acq: FullFrameAcquisition) -> tuple[Radiometric, ThumbnailLayout, int]:
     """Radiometric maps and the thumbnail layout from the darks and the flat.
 
-    The runtime's estimator finds dead pixels on the flat only where nearly all their 7 x 7
-    neighbours are lit, so it leaves each thumbnail's outer two pixels and the gaps alone.
-    Two rules complete it: a pixel whose long dark reads ``COLD_SIGMA`` robust standard
-    deviations below the median is dead anywhere; once the layout is known, a thumbnail pixel
-    below half or above 1.5 times its thumbnail's median flat signal is dead too (a white panel
-    lights a thumbnail uniformly; the estimator's own bounds). Returns the maps, the layout
-    and how many bad pixels those rules added."""
+    The runtime's estimator judges flat-field response only where nearly all of a pixel's
+    7 x 7 neighbours are lit (it finds stuck-low pixels anywhere from the darks). Once the
+    layout is known, one rule completes it: a thumbnail pixel below half or above 1.5 times
+    its thumbnail's median flat signal is dead too (a white panel lights a thumbnail
+    uniformly; the estimator's own bounds). Returns the maps, the layout and how many bad
+    pixels that rule added."""
     maps = radiometric.estimate(acq.dark[0], acq.dark[1], acq.dark_exposures_s, acq.flat, acq.exposure_s)
-    # dead pixels read nothing in the darks either: the estimator's hot rule, mirrored
-    d2 = acq.dark[1].astype(np.float64).mean(0)
-    med = np.median(d2)
-    cold = d2 < med - COLD_SIGMA * (1.4826 * np.median(np.abs(d2 - med)) + 1e-9)
     signal = acq.flat.astype(np.float64).mean(0) - maps.bias_dn - maps.dark_dn_s * acq.exposure_s
     expected = acq.options.get("interferometers")
     try:
@@ -487,7 +479,7 @@ def detector_maps(acq: FullFrameAcquisition) -> tuple[Radiometric, ThumbnailLayo
     thumbs = layout.extract(signal)
     level = np.median(thumbs.reshape(len(layout), -1), axis=1)[:, None, None]
     ratio = thumbs / np.maximum(level, 1e-9)
-    dead_in = (layout.place((ratio < 0.5) | (ratio > 1.5), fill=False) | cold) & ~maps.bad
+    dead_in = layout.place((ratio < 0.5) | (ratio > 1.5), fill=False) & ~maps.bad
     flat = np.where(dead_in, np.float32(1.0), maps.flat)
     return (Radiometric(maps.bias_dn, maps.dark_dn_s, flat.astype(np.float32), maps.bad | dead_in),
             layout, int(dead_in.sum()))

@@ -80,7 +80,11 @@ def estimate(
     ``along_axis`` (its cross-track axis), which keeps each band's stripes and nothing else.
     Hot pixels
     read, in the longer dark, ``hot_sigma`` robust standard deviations above the median; dead pixels
-    respond at less than half, or more than 1.5 times, their neighbours.
+    read as far below it (stuck low: they read nothing in the darks either, wherever they
+    are), or respond on the flat at less than half, or more than 1.5 times, their
+    neighbours. The flat rule judges only pixels whose 7 x 7 neighbourhood is nearly all lit,
+    so without the dark rule a dead pixel in a thumbnail's outer two pixels went unflagged
+    (43 of 185 on the simulated default ImSPOC, 39 of 4096 scene pixels corrupted per frame).
     """
     t1, t2 = exposures_s
     if not t2 > t1 >= 0:
@@ -102,6 +106,7 @@ def estimate(
     med = np.median(d2)
     mad = 1.4826 * np.median(np.abs(d2 - med)) + 1e-9
     hot = d2 > med + hot_sigma * mad
-    dead = inside & ~hot & ((ratio < 0.5) | (ratio > 1.5))
+    stuck_low = d2 < med - hot_sigma * mad
+    dead = stuck_low | (inside & ~hot & ((ratio < 0.5) | (ratio > 1.5)))
     flat = np.where(inside & ~dead & ~hot, ratio, 1.0)
     return Radiometric(bias.astype(np.float32), rate.astype(np.float32), flat.astype(np.float32), hot | dead)
