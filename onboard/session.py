@@ -96,11 +96,27 @@ def _cache_dir() -> Path:
     return Path(root) / "onboard"
 
 
-def _simulated_calibration(kind: str, key: str, make) -> tuple[Calibration, str]:
-    """The simulated instrument's calibration, made once and cached on disk (it takes ~1 s)."""
-    from onboard import __version__
+#: The modules a simulated calibration is computed by: their source is part of its cache key.
+_CALIBRATION_SOURCES = ("physics", "simulated.py", "calfile.py", "stages/radiometric.py",
+                        "stages/reconstruct.py")
 
-    digest = hashlib.sha256(f"{__version__}:{kind}:{key}".encode()).hexdigest()[:16]
+
+def _source_digest() -> str:
+    """Digest of the code that makes a simulated calibration, so that a cached file made by
+    other code (an upgrade, a local change) is never taken for this code's."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in _CALIBRATION_SOURCES:
+        p = root / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _simulated_calibration(kind: str, key: str, make) -> tuple[Calibration, str]:
+    """The simulated instrument's calibration, made once and cached on disk (it takes ~1 s),
+    under a key of the code that made it."""
+    digest = hashlib.sha256(f"{_source_digest()}:{kind}:{key}".encode()).hexdigest()[:16]
     path = _cache_dir() / f"simulated-{kind}-{digest}.cal"
     if path.is_file():
         try:
