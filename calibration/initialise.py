@@ -88,11 +88,16 @@ def fourier_coefficients(z: NDArray, sigma: NDArray, opd: NDArray) -> NDArray[np
     """First Fourier coefficients ``sum_j w_j z_ij exp(-2 pi i sigma_j opd_d)``.
 
     z: (N, S); opd: (D,) a common grid -> (N, D) as one matrix product, or (N, D) per row ->
-    (N, D) batched."""
+    (N, D) batched. A grid is a periodogram, which only has to locate peaks: its products
+    run in single precision (twice as fast; relative error ~1e-6 of the peak power), the
+    phase is taken modulo 2 pi in double precision first."""
     zw = z * quadrature_weights(sigma)
     if opd.ndim == 1:
-        arg = 2.0 * np.pi * np.outer(sigma, opd)
-        return zw @ np.cos(arg) - 1j * (zw @ np.sin(arg))
+        arg = np.mod(np.outer(sigma, opd), 1.0) * (2.0 * np.pi)
+        zw32 = zw.astype(np.float32)
+        re = zw32 @ np.cos(arg).astype(np.float32)
+        im = zw32 @ np.sin(arg).astype(np.float32)
+        return (re - 1j * im).astype(np.complex128)
     arg = 2.0 * np.pi * sigma[None, :, None] * opd[:, None, :]
     return np.einsum("ns,nsd->nd", zw, np.cos(arg)) - 1j * np.einsum("ns,nsd->nd", zw, np.sin(arg))
 

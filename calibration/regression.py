@@ -13,10 +13,9 @@ All N problems advance together: the Jacobian is (N, S, P), the normal matrices 
 are solved in one batched call, and each interferometer has its own damping, so one hard
 interferometer does not slow the others. Details:
 
-* **Robust loss** (optional): Huber on residuals scaled by their robust noise level (one
-  per interferometer, 1.4826 x MAD, or one per line when the caller knows it), solved by
-  iteratively reweighted least squares: an outlier line (a dead pixel, a saturated or
-  mis-tuned line) costs linearly, not quadratically.
+* **Robust loss** (optional): Huber on residuals scaled by each interferometer's robust
+  noise level (1.4826 x MAD), solved by iteratively reweighted least squares: an outlier
+  line (a dead pixel, a saturated or mis-tuned line) costs linearly, not quadratically.
 * **Bounds** ``0 <= R(sigma) < 1`` and ``G(sigma) >= 0`` on a dense grid over the whole
   domain (hence on every line): a stiff quadratic penalty on violations while iterating (a
   step cut short at a bound stalls there; a penalty lets the solution slide along it), then
@@ -53,7 +52,7 @@ class FitResult:
     """A fitted bank and its diagnostics (N interferometers, S lines, P parameters).
 
     rms_normalised (N,): RMS(fit - data) / mean(data), the figure of merit reported.
-    residuals (N, S): fit - data. outliers (N, S): lines beyond 3 robust sigma.
+    residuals (N, S): fit - data. outliers (N, S): lines left out (weight 0).
     sigma_params (N, P): one-sigma uncertainties of [opd, phase, gain_cheb.., refl_cheb..].
     iterations: LM iterations used. converged (N,): relative cost change below tolerance.
     """
@@ -248,7 +247,7 @@ def fit(
     start: InterferometerBank | None = None,
     max_iterations: int = 100,
     tolerance: float = 1e-6,
-    noise: NDArray | None = None,
+    uncertainty: bool = True,
 ) -> FitResult:
     """Fit all interferometers' responses ``y`` (N, S) at ``sigma`` (S,) from ``guess``.
 
@@ -256,9 +255,8 @@ def fit(
     ``line_weights`` (N, S) or (S,): each residual is multiplied by its weight (the inverse
     of its noise level), e.g. the source's power when ``y`` is data divided by it; 0 drops
     a line. ``start``: continue from a fitted bank (same degrees) instead of ``guess``.
-    ``noise`` (N, S): each residual's noise level, the Huber threshold's unit where it varies
-    along the sweep (default: one level per interferometer, 1.4826 x the MAD of the
-    residuals at the start).
+    ``uncertainty=False`` leaves ``sigma_params`` NaN (a fit that only ranks candidates
+    saves the normal matrix and its pseudo-inverse at the solution).
     """
     y = np.asarray(y, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -290,18 +288,14 @@ def fit(
     lw = np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s))
     f, parts = _model(theta, basis, dg, harmonics)
     r = f - y
-    scale = np.ones((n, 1))
-    if robust and noise is not None:
-        scale = np.maximum(np.broadcast_to(noise, (n, s)) * lw,
-                           1e-9 * np.abs(y * lw).mean(axis=1, keepdims=True) + 1e-300)
-    elif robust:
+    scale = np.ones(n)
+    if robust:
         u = r * lw
         scale = 1.4826 * np.median(np.abs(u - np.median(u, axis=1, keepdims=True)), axis=1)
-        scale = np.maximum(scale, 1e-9 * np.abs(y * lw).mean(axis=1) + 1e-300)[:, None]
+        scale = np.maximum(scale, 1e-9 * np.abs(y * lw).mean(axis=1) + 1e-300)
     # a bound violation of 0.01 costs as much as 100 lines at 3 robust sigma
     level = np.abs(y * lw).mean(axis=1)
-    row_scale = np.median(scale, axis=1)
-    kappa = 300.0 * np.sqrt(s / tb.size) * np.maximum(row_scale, 1e-3 * level) * np.sqrt(10.0)
+    kappa = 300.0 * np.sqrt(s / tb.size) * np.maximum(scale, 1e-3 * level) * np.sqrt(10.0)
     pen_r = _BoundPenalty(vrb, 0.0, R_UPPER, kappa)
     pen_g = _BoundPenalty(vgb, 0.0, np.inf, kappa / np.maximum(level, 1e-300))
 
@@ -312,8 +306,8 @@ def fit(
         pen = pen_r.cost(th[:, sr], rows) + pen_g.cost(th[:, sg], rows)
         if not robust:
             return 0.5 * (u**2).sum(1) + pen, lw[rows] ** 2
-        c, w = _huber(u / scale[rows])
-        return (c * scale[rows] ** 2).sum(1) + pen, w * lw[rows] ** 2
+        c, w = _huber(u / scale[rows, None])
+        return (c * scale[rows, None] ** 2).sum(1) + pen, w * lw[rows] ** 2
 
     def normal(rows: NDArray | slice, parts_rows: tuple | None = None) -> tuple[NDArray, NDArray]:
         """Normal matrix (n, P, P) and gradient (n, P) of the cost, penalty included, at
@@ -365,26 +359,29 @@ def fit(
     # the penalty leaves violations of order 1e-3 at most: shift them out
     theta[:, sr] = _lift_into_bounds(theta[:, sr], 0.0, R_UPPER)
     theta[:, sg] = _lift_into_bounds(theta[:, sg], 0.0, np.inf)
-    f, parts = _model(theta, basis, dg, harmonics)
-    r = f - y
-    _, w = cost_and_weights(r, theta)
-    # uncertainty from the weighted normal matrix at the solution
-    a, _ = _normal_equations(w, r, parts, basis, dg, dr)
-    dof = max(s - theta.shape[1], 1)
-    s2 = (w * r * r).sum(1) / dof
-    cov = np.linalg.pinv(a) * s2[:, None, None]
-    sig = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
+    sig = np.full(theta.shape, np.nan)
+    if uncertainty:
+        f, parts = _model(theta, basis, dg, harmonics)
+        r = f - y
+        _, w = cost_and_weights(r, theta)
+        # from the weighted normal matrix at the solution
+        a, _ = _normal_equations(w, r, parts, basis, dg, dr)
+        dof = max(s - theta.shape[1], 1)
+        s2 = (w * r * r).sum(1) / dof
+        cov = np.linalg.pinv(a) * s2[:, None, None]
+        sig = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
+    else:
+        r = _values(theta, basis, dg, harmonics) - y
     opd, phase, gcf, rcf = _unpack(theta, dg)
     bank = InterferometerBank(
         opd_um=opd.copy(), phase_rad=np.angle(np.exp(1j * phase)), gain_cheb=gcf.copy(),
         reflectivity_cheb=rcf.copy(), offset=np.zeros(n), sigma_domain=domain, harmonics=harmonics,
     )
-    robust_sigma = 1.4826 * np.median(np.abs(r - np.median(r, axis=1, keepdims=True)), axis=1)
     return FitResult(
         bank=bank,
         residuals=r,
         rms_normalised=rms_normalised(r, y),
-        outliers=np.abs(r) > 3.0 * robust_sigma[:, None],
+        outliers=lw == 0,
         sigma_params=sig,
         iterations=iterations,
         converged=converged,
