@@ -62,7 +62,7 @@ LOCAL_WINDOW = 31
 #: A fit whose residual is this many times its neighbours' median is restarted (on
 #: imspoc_uv_2 the fits stuck in a local minimum are 2-3 times their neighbours).
 RESTART_RATIO = 2.0
-FEW_FRINGES = 6
+FEW_FRINGES = 4
 #: Iterations allowed to a restart (measured on imspoc_uv_2: with 30 instead of 60, 8
 #: restarts win instead of 11 and the median and 95th-percentile residuals do not move).
 RESTART_ITERATIONS = 30
@@ -155,29 +155,22 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
     # from the starting gain and R, at the OPD and phase found (a corrected peak stays)
     start = replace(_rows_of(g, rows), opd_um=result.bank.opd_um[rows],
                     phase_rad=result.bank.phase_rad[rows])
-    rob = fit(y[rows], sigma, start, robust=True, **fit_kw)
-    result = _merge(result, rob, rows, y)
-    return _reject_outliers(result, keep, y, sigma, g, selection)
-
-
-def _reject_outliers(result: FitResult, keep: NDArray, y: NDArray, sigma: NDArray,
-                     g: InitialGuess, selection: Selection, rounds: int = 3
-                     ) -> tuple[FitResult, NDArray]:
-    """Drop the lines beyond ``REJECT`` local robust sigma (they still pull a Huber fit
-    linearly) and polish the interferometers whose set of lines changed; repeated, since a
-    line dropped against a fit biased by an outlier comes back once the polish explains
-    it."""
-    for _ in range(rounds):
-        new_keep = np.abs(result.residuals) <= REJECT * _local_sigma(result.residuals)
-        rows = np.flatnonzero((new_keep != keep).any(axis=1))
-        if rows.size == 0:
+    result = _merge(result, fit(y[rows], sigma, start, robust=True, **fit_kw), rows, y)
+    # lines beyond REJECT still pull a Huber fit linearly: drop them and polish; repeated,
+    # since a line dropped against a fit biased by an outlier comes back once the polish
+    # explains it
+    for _ in range(3):
+        r = result.residuals[rows]
+        new_keep = np.abs(r) <= REJECT * _local_sigma(r)
+        changed = np.flatnonzero((new_keep != keep[rows]).any(axis=1))
+        if changed.size == 0:
             break
-        keep = new_keep
-        polished = fit(y[rows], sigma, _rows_of(g, rows), harmonics=selection.harmonics,
-                       reflectivity_degree=selection.degree, robust=True,
-                       line_weights=keep[rows].astype(float), start=_bank_rows(result.bank, rows),
-                       max_iterations=MAX_ITERATIONS)
-        result = _merge(result, polished, rows, y)
+        keep[rows] = new_keep
+        sub = rows[changed]
+        polished = fit(y[sub], sigma, _rows_of(g, sub), robust=True,
+                       line_weights=keep[sub].astype(float), start=_bank_rows(result.bank, sub),
+                       **fit_kw)
+        result = _merge(result, polished, sub, y)
     return result, keep
 
 

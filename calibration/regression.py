@@ -115,7 +115,7 @@ def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> NDArra
                                 phase[:, None], 0.0, harmonics)
 
 
-def _normal_equations(w: NDArray, r: NDArray, parts: tuple, b: _Basis, dg: int, dr: int
+def _normal_equations(w: NDArray | None, r: NDArray, parts: tuple, b: _Basis, dg: int, dr: int
                       ) -> tuple[NDArray, NDArray]:
     """``J^T W J`` (N, P, P) and ``J^T W r`` (N, P) by blocks, as (N, S) x (S, k) products:
     no (N, S, P) Jacobian is ever formed."""
@@ -125,10 +125,13 @@ def _normal_equations(w: NDArray, r: NDArray, parts: tuple, b: _Basis, dg: int, 
     p = 2 + ng + nr
     sg, sr = slice(2, 2 + ng), slice(2 + ng, p)
     m = np.empty((n, p, p))
-    wa, wgr = w * a, w * ga_r
+    def weighted(q: NDArray) -> NDArray:
+        return q if w is None else w * q  # unit weights (None): no product
+
+    wa, wgr = weighted(a), weighted(ga_r)
     scal = (j_opd, j_ph)
     for i, ji in enumerate(scal):
-        wji = w * ji
+        wji = weighted(ji)
         for k in range(i, 2):
             m[:, i, k] = m[:, k, i] = (wji * scal[k]).sum(1)
         m[:, i, sg] = m[:, sg, i] = (wji * a) @ b.vg
@@ -138,7 +141,7 @@ def _normal_equations(w: NDArray, r: NDArray, parts: tuple, b: _Basis, dg: int, 
     m[:, sg, sr] = gr
     m[:, sr, sg] = gr.transpose(0, 2, 1)
     m[:, sr, sr] = ((wgr * ga_r) @ b.vrr).reshape(n, nr, nr)
-    wr = w * r
+    wr = weighted(r)
     g = np.empty((n, p))
     g[:, 0] = (wr * j_opd).sum(1)
     g[:, 1] = (wr * j_ph).sum(1)
@@ -285,7 +288,9 @@ def fit(
         theta[:, 2 : 3 + dg], theta[:, 3 + dg :] = start.gain_cheb, start.reflectivity_cheb
     sg, sr = slice(2, 3 + dg), slice(3 + dg, None)
 
-    lw = np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s))
+    # unit weights (least squares, no line weights) are None: their products are skipped
+    lw = None if line_weights is None and not robust else (
+        np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s)))
     f, parts = _model(theta, basis, dg, harmonics)
     r = f - y
     scale = np.ones(n)
@@ -294,7 +299,7 @@ def fit(
         scale = 1.4826 * np.median(np.abs(u - np.median(u, axis=1, keepdims=True)), axis=1)
         scale = np.maximum(scale, 1e-9 * np.abs(y * lw).mean(axis=1) + 1e-300)
     # a bound violation of 0.01 costs as much as 100 lines at 3 robust sigma
-    level = np.abs(y * lw).mean(axis=1)
+    level = np.abs(y if lw is None else y * lw).mean(axis=1)
     kappa = 300.0 * np.sqrt(s / tb.size) * np.maximum(scale, 1e-3 * level) * np.sqrt(10.0)
     pen_r = _BoundPenalty(vrb, 0.0, R_UPPER, kappa)
     pen_g = _BoundPenalty(vgb, 0.0, np.inf, kappa / np.maximum(level, 1e-300))
@@ -302,8 +307,10 @@ def fit(
     def cost_and_weights(res: NDArray, th: NDArray, rows: NDArray | slice = slice(None)
                          ) -> tuple[NDArray, NDArray]:
         """Cost and IRLS weights (of the unweighted residuals) of some rows."""
-        u = res * lw[rows]
         pen = pen_r.cost(th[:, sr], rows) + pen_g.cost(th[:, sg], rows)
+        if lw is None:
+            return 0.5 * (res**2).sum(1) + pen, None
+        u = res * lw[rows]
         if not robust:
             return 0.5 * (u**2).sum(1) + pen, lw[rows] ** 2
         c, w = _huber(u / scale[rows, None])
@@ -315,7 +322,7 @@ def fit(
         th = theta[rows]
         if parts_rows is None:
             _, parts_rows = _model(th, basis, dg, harmonics)
-        a, g = _normal_equations(w[rows], r[rows], parts_rows, basis, dg, dr)
+        a, g = _normal_equations(None if w is None else w[rows], r[rows], parts_rows, basis, dg, dr)
         for pen, sl in ((pen_r, sr), (pen_g, sg)):
             h, gp = pen.normal(th[:, sl], rows)
             a[:, sl, sl] += h
@@ -345,7 +352,9 @@ def fit(
         rel = (cost[act] - cost_t) / np.maximum(cost[act], 1e-300)
         ok = act[better]
         theta[ok] = trial[better]
-        r[ok], w[ok], cost[ok] = r_t[better], w_t[better], cost_t[better]
+        r[ok], cost[ok] = r_t[better], cost_t[better]
+        if w is not None:
+            w[ok] = w_t[better]
         lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9), np.minimum(lam[act] * 4.0, 1e9))
         converged[act] = (better & (rel < tolerance)) | (lam[act] >= 1e9)
         if iterations % 10 == 0:
@@ -367,7 +376,7 @@ def fit(
         # from the weighted normal matrix at the solution
         a, _ = _normal_equations(w, r, parts, basis, dg, dr)
         dof = max(s - theta.shape[1], 1)
-        s2 = (w * r * r).sum(1) / dof
+        s2 = ((1.0 if w is None else w) * r * r).sum(1) / dof
         cov = np.linalg.pinv(a) * s2[:, None, None]
         sig = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
     else:
@@ -381,7 +390,7 @@ def fit(
         bank=bank,
         residuals=r,
         rms_normalised=rms_normalised(r, y),
-        outliers=lw == 0,
+        outliers=np.zeros((n, s), dtype=bool) if lw is None else lw == 0,
         sigma_params=sig,
         iterations=iterations,
         converged=converged,
