@@ -19,8 +19,13 @@ from calibration.characterise import characterise
 SUBSETS = Path(__file__).parent / "data" / "imspoc"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "imspoc"
 PROTOTYPES = ["imspoc_uv_1", "imspoc_uv_2", "imagaz_1", "wfai_1"]
-# the IRCA reference's median residual on each whole bank (issue 3)
+# the IRCA reference's median residual on each whole bank, on the recorded data (issue 3)
 REFERENCE_MEDIAN = {"imspoc_uv_1": 0.193, "imspoc_uv_2": 0.126, "imagaz_1": 0.065, "wfai_1": 0.212}
+# its 95th percentile there, and its median and 95th percentile on data / norm, measured by
+# running its code (bench/bench_characterisation.py says how)
+REFERENCE_P95 = {"imspoc_uv_1": 0.2653, "imspoc_uv_2": 0.1969, "imagaz_1": 0.1042, "wfai_1": 0.3134}
+REFERENCE_NORM = {"imspoc_uv_1": (0.2176, 0.2862), "imspoc_uv_2": (0.1762, 0.2830),
+                  "imagaz_1": (0.0661, 0.1043), "wfai_1": (0.2123, 0.3134)}
 
 
 @pytest.fixture(scope="module", params=PROTOTYPES)
@@ -59,9 +64,12 @@ def test_whole_bank_against_reference_and_subset(name: str) -> None:
     c = characterise(full)
     s = c.summary()
     assert s["r_outside_0_1"] == 0 and s["g_negative"] == 0
-    # no worse than the reference's median on the recorded data, at the 3 decimals the
-    # reference is given to (see the bench for p95 and for the data / norm figures)
+    # no worse than the reference on the recorded data (median at the 3 decimals the issue
+    # gives) and on data / norm
     assert round(s["rms_recorded_median"], 3) <= REFERENCE_MEDIAN[name]
+    assert s["rms_recorded_p95"] <= REFERENCE_P95[name]
+    norm_median, norm_p95 = REFERENCE_NORM[name]
+    assert s["rms_median"] <= norm_median and s["rms_p95"] <= norm_p95
     sub = load_acquisition(SUBSETS / name)
     cs = characterise(sub)
     rows = slice(sub.first_index, sub.first_index + sub.n_interferometers)
