@@ -117,7 +117,7 @@ def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: I
     result, better = _restart(result, y, acq.sigma, g, selection, np.flatnonzero(peak | misfit),
                               pred)
     tried, moved = set(np.flatnonzero(peak).tolist()), set((better & peak).nonzero()[0].tolist())
-    info = {"restarts_tried": int((misfit & ~peak).sum()),
+    info: dict[str, object] = {"restarts_tried": int((misfit & ~peak).sum()),
             "restarts_better": int((better & ~peak).sum())}
     kept = tried - moved
     for _ in range(GUARD_ROUNDS - 1):
@@ -129,7 +129,8 @@ def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: I
         result, better = _restart(result, y, acq.sigma, g, selection, np.flatnonzero(off), pred)
         tried |= set(np.flatnonzero(off).tolist())
         moved |= set(np.flatnonzero(better).tolist())
-        kept = (kept - set(np.flatnonzero(better).tolist())) | set(np.flatnonzero(off & ~better).tolist())
+        kept = ((kept - set(np.flatnonzero(better).tolist()))
+                | set(np.flatnonzero(off & ~better).tolist()))
     info.update({"alternative_tried": len(tried), "alternative_better": len(moved),
                  "alternative_tried_index": sorted(tried), "alternative_better_index": sorted(moved),
                  "alternative_kept_index": sorted(kept)})
@@ -187,12 +188,12 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
                            ).any(axis=1))
     if rows.size == 0:
         return result, keep
-    fit_kw = {"harmonics": selection.harmonics, "reflectivity_degree": selection.degree,
-              "max_iterations": MAX_ITERATIONS}
+    fit_kw: dict = {"harmonics": selection.harmonics, "reflectivity_degree": selection.degree,
+              "max_iterations": MAX_ITERATIONS, "robust": True}
     # from the starting gain and R, at the OPD and phase found (a corrected peak stays)
     start = replace(_rows_of(g, rows), opd_um=result.bank.opd_um[rows],
                     phase_rad=result.bank.phase_rad[rows])
-    result = _merge(result, fit(y[rows], sigma, start, robust=True, **fit_kw), rows, y)
+    result = _merge(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
     # lines beyond REJECT still pull a Huber fit linearly: drop them and polish; repeated,
     # since a line dropped against a fit biased by an outlier comes back once the polish
     # explains it
@@ -204,9 +205,8 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
             break
         keep[rows] = new_keep
         sub = rows[changed]
-        polished = fit(y[sub], sigma, _rows_of(g, sub), robust=True,
-                       line_weights=keep[sub].astype(float), start=_bank_rows(result.bank, sub),
-                       **fit_kw)
+        polished = fit(y[sub], sigma, _rows_of(g, sub), line_weights=keep[sub].astype(float),
+                       start=_bank_rows(result.bank, sub), **fit_kw)
         result = _merge(result, polished, sub, y)
     return result, keep
 

@@ -108,7 +108,7 @@ def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None
     return gain * a, (gx * b.two_pi_sigma, -gx, a, gain * a_r)
 
 
-def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> NDArray[np.float64]:
+def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> NDArray:
     """The model (N, S) alone (a trial step needs no derivatives)."""
     opd, phase, gc, rc = _unpack(theta, dg)
     return fabry_perot.response(b.sigma[None, :], opd[:, None], rc @ b.vr.T, gc @ b.vg.T,
@@ -305,8 +305,8 @@ def fit(
     pen_g = _BoundPenalty(vgb, 0.0, np.inf, kappa / np.maximum(level, 1e-300))
 
     def cost_and_weights(res: NDArray, th: NDArray, rows: NDArray | slice = slice(None)
-                         ) -> tuple[NDArray, NDArray]:
-        """Cost and IRLS weights (of the unweighted residuals) of some rows."""
+                         ) -> tuple[NDArray, NDArray | None]:
+        """Cost and IRLS weights (of the unweighted residuals) of some rows (None: unit)."""
         pen = pen_r.cost(th[:, sr], rows) + pen_g.cost(th[:, sg], rows)
         if lw is None:
             return 0.5 * (res**2).sum(1) + pen, None
@@ -353,7 +353,7 @@ def fit(
         ok = act[better]
         theta[ok] = trial[better]
         r[ok], cost[ok] = r_t[better], cost_t[better]
-        if w is not None:
+        if w is not None and w_t is not None:
             w[ok] = w_t[better]
         lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9), np.minimum(lam[act] * 4.0, 1e9))
         converged[act] = (better & (rel < tolerance)) | (lam[act] >= 1e9)
