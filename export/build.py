@@ -46,12 +46,10 @@ from export.onnx_export import export_onnx
 from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
 from onboard.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
-from onboard.scene.farmland import nominal_endmembers
 from onboard.stages import radiometric
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
 from onboard.stages.reconstruct import Reconstructor
-from onboard.stages.residue import unmix_fcls
 
 PRECISIONS = ("fp32", "int8", "fp16")
 #: Evaluation sets: name -> (data kind, noise kinds for synthetic).
@@ -77,7 +75,7 @@ class BuildOptions:
     seed: int = 0
     quick: bool = False
     progress: bool = True
-    eval_cubes: int = 6
+    eval_cubes: int = 16
     tensorrt: bool = True
 
 
@@ -189,7 +187,7 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
                           "tillage class probabilities (intensive, reduced, conservation)"),
                TensorSpec("fractions", (1, 3, "H", "W"), "float32",
                           "residue, soil, green fractions (softmax: >= 0, sum 1)"))
-    cubes = [denoise_subspace(s.cube, data.denoise_config(s)) for s in evals]
+    cubes = [data.denoised(s) for s in evals]
     feeds = [{"cube": np.where(c.valid, c.data, 0.0)[None].astype(np.float32)}
              for c in cubes]
     fp32 = export_onnx(rm.net, torch.from_numpy(feeds[0]["cube"]), out / f"{name}.fp32.onnx",
@@ -200,7 +198,7 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
             return [t.numpy() for t in rm.net(torch.from_numpy(feed["cube"]))]
 
     train_cubes = data.residue_set(data.take(data.samples(kind, "train", opts.seed + 301),  # type: ignore[arg-type]
-                                             2 if cfg.quick else 4))
+                                             2 if cfg.quick else 16))
     calib = [{"cube": c[None]} for c in train_cubes.cubes]
     files = {"fp32": fp32,
              "int8": quantize.quantize_int8(fp32, out / f"{name}.int8.onnx", calib),
@@ -209,9 +207,9 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     for p in ("int8", "fp16"):
         parities[p] = {"reference": "onnxruntime fp32",
                        **parity.output_parity(lambda f: parity.ort_run(fp32, f), files[p], feeds)}
-    endmembers = nominal_endmembers(rm.grid_nm)
-    classical = parity.residue_accuracy(lambda c: unmix_fcls(c, endmembers), cubes, evals)
-    classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: unmix_fcls(cubes[0], endmembers)), 3)
+    classify = parity.classical_residue(kind, rm.grid_nm)
+    classical = parity.residue_accuracy(classify, cubes, evals)
+    classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: classify(cubes[0])), 3)
     accuracy = {}
     for p, path in files.items():
         engine = _engine(path, inputs, outputs, p)
@@ -223,8 +221,9 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     artifacts = [Artifact.from_file(out, f.name, format="onnx", precision=p,
                                     parity=parities[p], accuracy=accuracy[p])
                  for p, f in files.items()]
-    meta = {"architecture": f"ResidueNet width {rm.net.width}: 1x1 spectral convs, two 3x3 "
-                            "context convs, softmax class and fraction heads",
+    meta = {"architecture": f"ResidueNet width {rm.net.width}: 1x1 spectral convs, 3x3 context "
+                            f"convs dilated {rm.net.dilations} ({rm.net.context_px}x"
+                            f"{rm.net.context_px} context), softmax class and fraction heads",
             "parameters": parameter_count(rm.net), "training": rm.info,
             "classical": {k: round(v, 5) for k, v in classical.items()},
             "input_cubes": "classically denoised", "frame": f"{cubes[0].data.shape}"}
@@ -349,7 +348,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
               help="Bundle folder to write (created).")
 @click.option("--seed", default=0, show_default=True, help="Seed of data and training.")
 @click.option("--quick", is_flag=True, help="Seconds-long training (tests); not for flight.")
-@click.option("--eval-cubes", default=6, show_default=True,
+@click.option("--eval-cubes", default=16, show_default=True,
               help="Held-out cubes per evaluation set.")
 @click.option("--no-tensorrt", is_flag=True, help="Do not build TensorRT plans.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -32,11 +32,17 @@ whitened units; k, H, W dynamic.
 
 Residue classifier
 ------------------
-Per pixel with a 5 x 5 context: the spectrum divided by its band mean (brightness-free
+Per pixel with a 17 x 17 context: the spectrum divided by its band mean (brightness-free
 shape) and the log of that mean, then 1 x 1 convolutions over the bands (a learned
-spectral feature extractor, like an MLP on each spectrum), two 3 x 3 convolutions for the
-context, and two softmax heads: tillage class probabilities and residue / soil / green
-fractions (softmax: non-negative, summing to one). The band grid is fixed per model (the
+spectral feature extractor, like an MLP on each spectrum), four 3 x 3 convolutions with
+dilations 1, 1, 2, 4 for the context, and two softmax heads: tillage class probabilities and residue / soil / green
+fractions (softmax: non-negative, summing to one). Why that much context: a tillage class
+belongs to a parcel (tens of pixels across), and a 24-band snapshot reconstruction carries
+~0.02 reflectance of noise per pixel, so the class is read from the neighbourhood. Measured
+on the ImSPOC (160 training tiles, 24 held-out, 1500 steps): a 5 x 5 context gave 84.4 %
+tillage accuracy / 0.048 residue MAE, 17 x 17 90.4 % / 0.041 (the classical stage: 69.5 % /
+0.071). The features of the spectrum itself are concatenated to the context's, so a pixel
+at a parcel border keeps its own spectrum's say. The band grid is fixed per model (the
 manifest records it); input ``cube`` (1, B, H, W) reflectance, outputs
 ``probabilities`` and ``fractions`` (1, 3, H, W).
 """
@@ -78,16 +84,21 @@ class EigenRefiner(nn.Module):
 
 
 class ResidueNet(nn.Module):
-    """Per-pixel residue classifier with a 5 x 5 context: (1, B, H, W) -> probabilities,
-    fractions (1, 3, H, W) each, softmax over the channel axis."""
+    """Per-pixel residue classifier with a spatial context: (1, B, H, W) -> probabilities,
+    fractions (1, 3, H, W) each, softmax over the channel axis. ``dilations``: one 3 x 3
+    context convolution per entry (context side ``1 + 2 sum(dilations)`` pixels)."""
 
-    def __init__(self, bands: int, width: int = 32) -> None:
+    def __init__(self, bands: int, width: int = 32, dilations: tuple[int, ...] = (1, 1, 2, 4)
+                 ) -> None:
         super().__init__()
         self.spectral = nn.Sequential(
             nn.Conv2d(bands + 1, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU())
-        self.context = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU())
+        context: list[nn.Module] = []
+        for d in dilations:
+            context += [nn.Conv2d(width, width, 3, padding=d, dilation=d,
+                                  padding_mode="replicate"), nn.ReLU()]
+        self.context = nn.Sequential(*context)
+        self.dilations = tuple(dilations)
         # Per-feature standardisation of (shape, log brightness), set from the training data
         # (``set_standardisation``): subtle spectral differences become of unit order.
         self.register_buffer("feature_mean", torch.zeros(1, bands + 1, 1, 1))
@@ -95,6 +106,11 @@ class ResidueNet(nn.Module):
         self.classes = nn.Conv2d(2 * width, 3, 1)
         self.fractions = nn.Conv2d(2 * width, 3, 1)
         self.bands, self.width = bands, width
+
+    @property
+    def context_px(self) -> int:
+        """Side of the square of pixels each output sees."""
+        return 1 + 2 * sum(self.dilations)
 
     def inputs(self, cube: torch.Tensor) -> torch.Tensor:
         """Brightness (illumination, slope, exposure) scales a whole spectrum: the spectral

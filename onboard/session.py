@@ -207,9 +207,11 @@ def build_session(config: Config) -> Session:
             def faster() -> tuple[Callable, Callable] | None:
                 fast = learned_stages(bundle, cal.wavelengths_nm, *classical,
                                       dataclasses.replace(engine_options, precision="int8"), denoise_config)
-                return (fast.denoise, fast.classify) if any(s.engine for s in fast.selections) else None
+                if not any(s.engine for s in fast.selections):
+                    return None
+                return fast.denoise, fast.classify if config.residue.method == "learned" else classical[1]
         denoise = stages.denoise
-        if config.residue.method_for_sensor(config.run.sensor) == "learned":
+        if config.residue.method == "learned":
             classify = stages.classify
         else:
             stages.notes = [n for n in stages.notes if not n.startswith("classify:")]
