@@ -148,25 +148,34 @@ def _restart(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         return result, replaced
     resolution = 1.0 / float(np.ptp(sigma))
     opd = result.bank.opd_um
-    starts = [pred[rows], opd[rows], opd[rows] - 0.5 * resolution, opd[rows] + 0.5 * resolution]
-    cand = np.tile(rows, len(starts))
-    start_opd = np.concatenate(starts)
+    # from the trend's OPD only where it is a resolution away (elsewhere the own-OPD start
+    # covers it)
+    far = np.abs(pred[rows] - opd[rows]) > resolution
+    starts = [opd[rows], opd[rows] - 0.5 * resolution, opd[rows] + 0.5 * resolution]
+    cand = np.concatenate([rows[far], np.tile(rows, len(starts))])
+    start_opd = np.concatenate([pred[rows][far], *starts])
     sub = _rows_of(g, cand)
     gain = chebyshev.chebval(mapped(sigma, g.sigma_domain), sub.gain_cheb.T)
     z = y[cand] / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
     z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
     c1 = fourier_coefficients(z, sigma, start_opd[:, None])[:, 0]
-    r0 = np.where(np.arange(cand.size) < rows.size, np.clip(np.abs(c1), 0.02, 0.9), 0.2)
+    r0 = np.where(np.arange(cand.size) < far.sum(), np.clip(np.abs(c1), 0.02, 0.9), 0.2)
     sub = replace(sub, opd_um=start_opd, phase_rad=np.angle(np.conj(c1)), reflectivity=r0,
                   reflectivity_cheb=None)
     refit = fit(y[cand], sigma, sub, harmonics=selection.harmonics,
                 reflectivity_degree=selection.degree, robust=False,
                 max_iterations=RESTART_ITERATIONS)
-    cost = refit.robust_cost.reshape(len(starts), rows.size)
+    # (start, row) table of costs, inf where a row had no trend start
+    cost = np.full((1 + len(starts), rows.size), np.inf)
+    cost[0, far] = refit.robust_cost[: far.sum()]
+    cost[1:] = refit.robust_cost[far.sum():].reshape(len(starts), rows.size)
+    index = np.full(cost.shape, -1)
+    index[0, far] = np.arange(far.sum())
+    index[1:] = far.sum() + np.arange(len(starts) * rows.size).reshape(len(starts), rows.size)
     best = np.argmin(cost, axis=0)
     better = cost[best, np.arange(rows.size)] < 0.999 * result.robust_cost[rows]
     if better.any():
-        pick = best[better] * rows.size + np.flatnonzero(better)
+        pick = index[best[better], np.flatnonzero(better)]
         result = _merge(result, _subset_result(refit, pick), rows[better], y)
     replaced[rows[better]] = True
     return result, replaced
@@ -314,8 +323,9 @@ def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma:
     # the unguarded alternative: global maximum of the periodogram of y / gain - 1
     gain = bank.gain(sigma)
     z = y / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
+    # a quarter-resolution grid: only whether the maximum is a resolution away matters
     grid = np.arange(resolution, max(1.6 * k[-1] * opd_step_um, bank.opd_um.max() + 5 * resolution),
-                     resolution / 8)
+                     resolution / 4)
     power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
     unguarded = np.abs(grid[np.argmax(power, axis=1)] - bank.opd_um) > resolution
     r_lo, r_hi = series_range(bank.reflectivity_cheb)
