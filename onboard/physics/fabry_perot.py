@@ -81,9 +81,14 @@ def _series(x: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArra
     shapes = [x, r] if damping_arg is None else [x, r, damping_arg]
     shape = np.ones(np.broadcast(*shapes).shape)
     rk = np.ones_like(r)
+    # cos(kx) by the Chebyshev recurrence: one trigonometric call for any K
+    c1 = np.cos(x)
+    ck, c_prev = c1, np.ones_like(c1)
     for k in range(1, harmonics + 1):
+        if k > 1:
+            ck, c_prev = 2.0 * c1 * ck - c_prev, ck
         rk = rk * r
-        term = 2.0 * rk * np.cos(k * x)
+        term = 2.0 * rk * ck
         shape = shape + (term if damping_arg is None else term * np.sinc(k * damping_arg))
     return shape
 
