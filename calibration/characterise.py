@@ -38,7 +38,7 @@ away from it):
   fits better the first peak was wrong and is replaced (the count is reported), in rounds
   until the trend settles. An OPD still off the trend whose refit from the trend fitted
   worse (``alternative_kept_index``) is one the data prefer: the thickness series is not
-  smooth there (wfai_1 beyond interferometer 500 is an example), not a wrong peak;
+  smooth there (wfai_1 has some all along its bank), not a wrong peak;
   ``trend_unsettled`` counts the trend outliers for which that was not shown.
 """
 
@@ -73,7 +73,7 @@ LOCAL_WINDOW = 31
 #: imspoc_uv_2 the fits stuck in a local minimum are 2-3 times their neighbours).
 RESTART_RATIO = 2.0
 FEW_FRINGES = 4
-GUARD_ROUNDS = 4
+GUARD_ROUNDS = 8
 #: Iterations allowed to a restart (measured on imspoc_uv_2: with 30 instead of 60, 8
 #: restarts win instead of 11 and the median and 95th-percentile residuals do not move).
 RESTART_ITERATIONS = 30
