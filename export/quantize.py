@@ -32,6 +32,15 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
+#: Operators given Q/DQ: the convolutions, where the compute is. Left to its defaults the
+#: quantiser also quantises element-wise arithmetic and the softmax outputs: the residue
+#: classifier's input normalisation (spectrum / its mean, about 1 +- 0.3) lost the few-percent
+#: shape differences that tell residue from soil in an 8-bit step, and the fractions came
+#: out on a 1/127 grid; the push-broom classifier lost 3.1 points of tillage accuracy and
+#: gained 0.012 of MAE that way (48 held-out tiles).
+QUANTIZED_OPS = ("Conv",)
+
+
 class FeedReader(CalibrationDataReader):
     """ONNX Runtime calibration reader over model inputs ``{name: array}`` (one per frame)."""
 
@@ -93,6 +102,7 @@ def quantize_int8(fp32: str | Path, out: str | Path, feeds: Iterable[dict[str, n
             str(pre), str(out), FeedReader(feeds), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=method, nodes_to_exclude=edge_convs(onnx.load(str(pre))),
+            op_types_to_quantize=list(QUANTIZED_OPS),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                            "CalibTensorRangeSymmetric": True},
         )
