@@ -31,7 +31,6 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-
 #: Operators given Q/DQ: the convolutions, where the compute is. Left to its defaults the
 #: quantiser also quantises element-wise arithmetic and the softmax outputs: the residue
 #: classifier's input normalisation (spectrum / its mean, about 1 +- 0.3) lost the few-percent
