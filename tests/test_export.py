@@ -106,6 +106,32 @@ def test_int8_is_qdq_symmetric_per_channel(exported):
     assert not any(n.op_type in ("QLinearConv", "ConvInteger") for n in model.graph.node)
 
 
+def test_int8_quantises_convolutions_only(tmp_path):
+    """The residue classifier's input normalisation (spectrum / mean, log) and its softmax
+    outputs stay float: every quantised tensor is a convolution's input or output."""
+    net = ResidueNet(bands=24, width=16).eval()
+    path = export_onnx(net, torch.rand(1, 24, 32, 32), tmp_path / "r.onnx", "cube",
+                       ["probabilities", "fractions"], {2: "H", 3: "W"})
+    rng = np.random.default_rng(3)
+    feeds = [{"cube": rng.uniform(0.05, 0.5, (1, 24, 32, 32)).astype(np.float32)} for _ in range(3)]
+    model = onnx.load(str(quantize.quantize_int8(path, tmp_path / "r.int8.onnx", feeds)))
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for q in qs:
+        made_by_conv = q.input[0] in producers and producers[q.input[0]].op_type == "Conv"
+        for dq in consumers[q.output[0]]:
+            assert dq.op_type == "DequantizeLinear"
+            read_by = {c.op_type for c in consumers[dq.output[0]]}
+            assert made_by_conv or read_by == {"Conv"}, q.input[0]
+    outputs = {o.name for o in model.graph.output}
+    assert {producers[o].op_type for o in outputs} == {"Softmax"}
+
+
 def test_int8_and_fp16_close_to_fp32(exported):
     fp32, int8, fp16, feeds = exported
     ref = output_parity(lambda f: _run(fp32, f), fp32, feeds[:2])
