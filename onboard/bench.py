@@ -20,14 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from onboard import sysinfo
-from onboard.config import ConfigError, override
+from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
 from onboard.session import SessionError, build_session
 
 INFERENCE_STAGES = ("denoise", "classify")
 
 
-def bench_configuration(config, frames: int, warmup: int) -> dict:
+def bench_configuration(config: Config, frames: int, warmup: int) -> dict:
     """Time one configuration: start-up, then ``frames`` frames after ``warmup`` more."""
     t0 = time.perf_counter()
     session = build_session(config)

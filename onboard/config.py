@@ -42,7 +42,7 @@ def _check(section: str, key: str, value: Any, hint: Any) -> Any:
     return value
 
 
-def _positive(section: str, **values: float) -> None:
+def _positive(section: str, **values: float | None) -> None:
     for key, v in values.items():
         if v is not None and v <= 0:
             raise ConfigError(f"[{section}] {key}: must be > 0, got {v}")
@@ -112,7 +112,7 @@ class ResidueConfig:
     method: typing.Literal["learned", "classical"] = "learned"
     context_px: int = 5  # odd window side over which fractions are averaged (onboard/stages/classify.py)
 
-    def for_sensor(self, sensor: str) -> str:
+    def for_sensor(self, sensor: str) -> typing.Literal["prior", "free", "sum-to-one"]:
         if self.brightness != "auto":
             return self.brightness
         return "sum-to-one" if sensor == "imspoc" else "prior"

@@ -23,15 +23,20 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from onboard.pipeline import FrameResult, Pipeline
 from onboard.products import ProductKind, event_product, json_product
+from onboard.types import Frame
 
 LEVELS = ("nominal", "no quick-look", "faster inference", "no cube product", "no denoising")
 RECOVER_AFTER = 5
 RECOVER_MARGIN = 0.6  # a frame under 60 % of its deadline counts towards recovery
+
+#: What travels with each frame, untouched by the loop (the simulator's truth, or None).
+T = TypeVar("T")
 
 
 @dataclass
@@ -141,7 +146,7 @@ class FrameLoop:
         else:
             self._comfortable = 0
 
-    def run(self, frames: Iterable) -> Iterator[tuple[FrameResult, object]]:
+    def run(self, frames: Iterable[tuple[Frame, T]]) -> Iterator[tuple[FrameResult, T]]:
         """Process frames; yields (result, truth) so the caller can write products at once."""
         self._apply_level()
         for frame, truth in frames:

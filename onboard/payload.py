@@ -70,6 +70,8 @@ from onboard.pipeline import FrameResult
 from onboard.products import Product, event_product
 from onboard.replay import ReplaySource
 from onboard.session import Session
+from onboard.sources import Truth
+from onboard.types import Frame, RawFrame
 
 if TYPE_CHECKING:
     from onboard.run import ProductWriter
@@ -96,7 +98,7 @@ class FollowFolder:
         self.seen: set[str] = set()
         self._reader: ReplaySource | None = None
 
-    def poll(self) -> Iterator[tuple[object, str | None, str]]:
+    def poll(self) -> Iterator[tuple[RawFrame | None, str | None, str]]:
         """(frame or None, reason when damaged, stem) for each new complete frame."""
         if not self.folder.is_dir():
             return
@@ -302,13 +304,13 @@ class PayloadService:
         self.loop.request_stop(reason)
         self._stop.set()
 
-    def _frames(self) -> Iterator[tuple[object, object]]:
+    def _frames(self) -> Iterator[tuple[Frame, Truth | None]]:
         """Frames while a capture is commanded; waits (polling) while there is none."""
         def done(counter: int) -> bool:
             return (self.writer.frames_dir / f"frame_{counter:08d}.json").is_file()
 
         follow = FollowFolder(self.follow, done) if self.follow is not None else None
-        simulated = None if follow else iter(self.session.source)  # type: ignore[call-overload]
+        simulated = None if follow else iter(self.session.source)
         while not self._stop.is_set():
             if not self.capturing:
                 time.sleep(IDLE_POLL_S)

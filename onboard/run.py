@@ -106,6 +106,9 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
                    accuracy: Accuracy) -> tuple[Table, dict]:
     stages = list(dict.fromkeys(s for r in results for s in r.seconds))
     latency = {s: statistics.median(r.seconds.get(s, 0.0) for r in results) for s in stages}
+    median_frame_s = statistics.median(sum(r.seconds.values()) for r in results) if results else 0.0
+    flagged_frames = sum(1 for r in results if r.flags)
+    accuracy_summary = accuracy.summary()
     summary = {
         "sensor": session.sensor,
         "instrument": session.instrument,
@@ -114,11 +117,11 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
         "frame_shape": list(session.frame_shape),
         "cube_shape": session.cube_shape,
         "median_latency_s": latency,
-        "median_frame_s": statistics.median(sum(r.seconds.values()) for r in results) if results else 0.0,
+        "median_frame_s": median_frame_s,
         "products_written": writer.count,
         "product_bytes": writer.bytes,
-        "flagged_frames": sum(1 for r in results if r.flags),
-        "accuracy": accuracy.summary(),
+        "flagged_frames": flagged_frames,
+        "accuracy": accuracy_summary,
     }
     table = Table(title=f"onboard run: {session.sensor} ({session.instrument})", show_header=True)
     table.add_column("measure")
@@ -128,9 +131,9 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
     table.add_row("cube (bands x rows x cols)", " x ".join(map(str, session.cube_shape)))
     for s, v in latency.items():
         table.add_row(f"median {s}", f"{1000 * v:.1f} ms")
-    table.add_row("median frame total", f"{1000 * summary['median_frame_s']:.1f} ms")
+    table.add_row("median frame total", f"{1000 * median_frame_s:.1f} ms")
     table.add_row("products written", f"{writer.count} ({writer.bytes / 1024:.0f} KiB)")
-    table.add_row("flagged frames", str(summary["flagged_frames"]))
+    table.add_row("flagged frames", str(flagged_frames))
     labels = {
         "rmse_reconstructed": ("RMSE reconstructed", "{:.4f}"),
         "rmse_denoised": ("RMSE denoised", "{:.4f}"),
@@ -140,7 +143,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
         "residue_fraction_mae": ("residue fraction MAE", "{:.3f}"),
         "tillage_accuracy": ("tillage class accuracy", "{:.1%}"),
     }
-    for k, v in summary["accuracy"].items():
+    for k, v in accuracy_summary.items():
         name, fmt = labels[k]
         table.add_row(f"{name} (vs truth)", fmt.format(v))
     return table, summary

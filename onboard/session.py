@@ -25,12 +25,12 @@ from onboard.pipeline import Pipeline, StageOptions
 from onboard.replay import ReplaySource, write_frame
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
-from onboard.sources import SimulatedImspoc, SimulatedPushbroom, Tile, Truth
+from onboard.sources import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import learned_stages
 from onboard.stages.residue import UnmixConfig
-from onboard.types import RawFrame
+from onboard.types import Frame
 
 
 class SessionError(RuntimeError):
@@ -45,7 +45,7 @@ class Session:
     frame_shape: tuple[int, ...]
     cube_shape: list[int]
     pipeline: Pipeline
-    source: object
+    source: FrameSource
     notes: list[str] = field(default_factory=list)
     engine_description: str = "classical stages"
 
@@ -81,8 +81,8 @@ class Session:
             self._nominal = None
         return True
 
-    def frames(self, n: int) -> Iterator[tuple[RawFrame | list[RawFrame], Truth | None]]:
-        for i, item in enumerate(self.source):  # type: ignore[attr-defined]
+    def frames(self, n: int) -> Iterator[tuple[Frame, Truth | None]]:
+        for i, item in enumerate(self.source):
             if i >= n:
                 return
             if self.record is not None:
@@ -164,7 +164,7 @@ def build_session(config: Config) -> Session:
         notes.append(f"sensor: simulated {inst.name} (no camera configured), "
                      f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
         endmembers = nominal_endmembers(cal.wavelengths_nm)
-        source: object = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
+        source: FrameSource = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
                                  seed=config.run.seed)
         frame_shape: tuple[int, ...] = inst.layout.detector_shape
         cube_shape = [len(cal.wavelengths_nm), *inst.thumb_shape]
@@ -180,8 +180,6 @@ def build_session(config: Config) -> Session:
         fine = pb.wavelengths_nm
         source = SimulatedPushbroom(pb, _tiles(config, fine, (config.pushbroom.lines_per_frame, pb.cross_track)),
                                     seed=config.run.seed)
-        if config.imspoc.exposure_s is not None:
-            inst.exposure_s = config.imspoc.exposure_s
         frame_shape = tuple(pb.detector_spec.shape)
         cube_shape = [len(pb.wavelengths_nm), config.pushbroom.lines_per_frame, pb.cross_track]
         saturation = pb.detector_spec.max_dn - 1

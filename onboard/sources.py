@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,7 +18,7 @@ from numpy.typing import NDArray
 from onboard.physics.imspoc import ImspocInstrument, band_edges_nm
 from onboard.physics.pushbroom import PushbroomInstrument
 from onboard.scene.farmland import SceneTile as Tile
-from onboard.types import RawFrame
+from onboard.types import Frame, RawFrame
 
 
 @dataclass
@@ -31,6 +32,13 @@ class Truth:
     reflectance: NDArray[np.float32]
     fractions: NDArray[np.float32]
     tillage: NDArray[np.uint8]
+
+
+class FrameSource(Protocol):
+    """What a run takes frames from (the simulators, a replay): each item is a frame, or a
+    block of push-broom lines, with its truth, None where the scene is not known."""
+
+    def __iter__(self) -> Iterator[tuple[Frame, Truth | None]]: ...
 
 
 def band_average(reflectance: NDArray, grid_nm: NDArray, out_nm: NDArray) -> NDArray[np.float32]:

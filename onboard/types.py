@@ -7,6 +7,7 @@ these types and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +46,10 @@ class RawFrame:
     pose: tuple[float, ...] | None = None  # (lat deg, lon deg, alt m, roll, pitch, yaw deg)
     sensor: str = "imspoc"
     valid: NDArray[np.bool_] | None = None
+
+
+#: What the pipeline takes per step: one ImSPOC frame, or one block of push-broom lines.
+Frame: TypeAlias = RawFrame | list[RawFrame]
 
 
 @dataclass
