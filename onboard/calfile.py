@@ -138,7 +138,7 @@ class Calibration:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds may fill allow_pickle
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from onboard.types import RawFrame
+
+if TYPE_CHECKING:  # OpenCV is optional: imported where a camera is opened
+    import cv2
 
 
 class Camera(Protocol):
@@ -48,7 +51,7 @@ class OpenCVCamera:
             ) from exc
         self.device = device
         self.exposure_s = exposure_s
-        self._cap = None
+        self._cap: cv2.VideoCapture | None = None
 
     def __enter__(self) -> OpenCVCamera:
         import cv2

@@ -29,7 +29,7 @@ def psnr_db(estimate: NDArray, truth: NDArray, valid: NDArray, peak: float | Non
     """Peak signal-to-noise ratio (dB); the peak defaults to the truth's maximum."""
     t = _pixels(truth, valid)
     peak = float(t.max()) if peak is None else peak
-    mse = np.mean((_pixels(estimate, valid) - t) ** 2)
+    mse = float(np.mean((_pixels(estimate, valid) - t) ** 2))
     return float(10.0 * np.log10(peak**2 / max(mse, 1e-20)))
 
 

@@ -138,7 +138,11 @@ class Pipeline:
                 data = np.stack([ln.pixels for ln in lines]).transpose(2, 0, 1)
                 exposure = np.array([ln.exposure_s for ln in lines])[None, :, None]
                 data = data / (cal.white_reference[:, None, None] * exposure)
-                valid = np.stack([ln.valid.all(axis=1) for ln in lines])
+                rows_valid = []
+                for ln in lines:
+                    assert ln.valid is not None  # radiometric.correct sets every line's mask
+                    rows_valid.append(ln.valid.all(axis=1))
+                valid = np.stack(rows_valid)
             return Cube(data.astype(np.float32), cal.wavelengths_nm, valid,
                         counter=frame[0].counter, timestamp=frame[0].timestamp)
         if self.reconstructor is None:

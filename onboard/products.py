@@ -147,7 +147,7 @@ class Product:
 def encode_arrays(**arrays: np.ndarray) -> bytes:
     """Arrays as a compressed ``.npz`` payload (readable with ``numpy.load``)."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds may fill allow_pickle
     return buf.getvalue()
 
 

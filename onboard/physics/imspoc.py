@@ -108,7 +108,8 @@ class ThumbnailLayout:
     def centre_offsets(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Pixel offsets (drow (h, 1), dcol (1, w)) from a thumbnail's centre."""
         h, w = self.thumb_shape
-        return (np.arange(h) - (h - 1) / 2.0)[:, None], (np.arange(w) - (w - 1) / 2.0)[None, :]
+        return ((np.arange(h, dtype=np.float64) - (h - 1) / 2.0)[:, None],
+                (np.arange(w, dtype=np.float64) - (w - 1) / 2.0)[None, :])
 
 
 @dataclass

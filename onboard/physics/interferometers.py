@@ -26,6 +26,10 @@ from onboard.physics import fabry_perot
 #: Reflectivity is kept strictly below 1 so the Airy function stays finite.
 MAX_REFLECTIVITY = 0.995
 
+#: ``opd_gradient_um_per_px``'s default, "no wedge": ``__post_init__`` replaces it by zeros of the
+#: bank's size (a sentinel, not None, so the field is an array for every reader).
+_NO_WEDGE: NDArray[np.float64] = np.zeros((0, 2))
+
 
 @dataclass
 class InterferometerBank:
@@ -44,7 +48,7 @@ class InterferometerBank:
     offset: NDArray[np.float64]
     sigma_domain: tuple[float, float]
     harmonics: int | None = None
-    opd_gradient_um_per_px: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    opd_gradient_um_per_px: NDArray[np.float64] = field(default_factory=lambda: _NO_WEDGE)
 
     def __post_init__(self) -> None:
         n = self.opd_um.shape[0]
@@ -53,7 +57,7 @@ class InterferometerBank:
         self.offset = np.broadcast_to(np.asarray(self.offset, dtype=float), (n,)).copy()
         self.gain_cheb = np.atleast_2d(np.asarray(self.gain_cheb, dtype=float))
         self.reflectivity_cheb = np.atleast_2d(np.asarray(self.reflectivity_cheb, dtype=float))
-        if self.opd_gradient_um_per_px is None:
+        if self.opd_gradient_um_per_px is _NO_WEDGE:
             self.opd_gradient_um_per_px = np.zeros((n, 2))
         for name in ("gain_cheb", "reflectivity_cheb", "opd_gradient_um_per_px"):
             if getattr(self, name).shape[0] != n:
@@ -96,7 +100,7 @@ class InterferometerBank:
 
     def gain(self, sigma: ArrayLike) -> NDArray[np.float64]:
         """Gain, (N, S) for S wavenumbers."""
-        return chebyshev.chebval(self.mapped(sigma), self.gain_cheb.T)
+        return np.asarray(chebyshev.chebval(self.mapped(sigma), self.gain_cheb.T), dtype=np.float64)
 
     def reflectivity(self, sigma: ArrayLike) -> NDArray[np.float64]:
         """Reflectivity, (N, S), clipped to the physical [0, MAX_REFLECTIVITY]."""
@@ -112,7 +116,7 @@ class InterferometerBank:
         """
         s = np.atleast_1d(np.asarray(sigma, dtype=float))
         opd = self.opd_um[:, None] + np.asarray(opd_shift_um, dtype=float)
-        return fabry_perot.response(
+        return np.asarray(fabry_perot.response(
             s[None, :],
             opd,
             self.reflectivity(s),
@@ -120,7 +124,7 @@ class InterferometerBank:
             phase=self.phase_rad[:, None],
             offset=self.offset[:, None],
             harmonics=self.harmonics,
-        )
+        ), dtype=np.float64)
 
     def opd_shift(self, drow: ArrayLike, dcol: ArrayLike) -> NDArray[np.float64]:
         """OPD shift (N, ...) at pixel offsets (drow, dcol) from the thumbnail centre."""

@@ -56,25 +56,21 @@ def frame_products(
     model_versions: dict | None = None,
 ) -> list[Product]:
     """Products of one frame, highest downlink priority first."""
-    common = dict(
-        frame_counter=cube.counter,
-        created_utc=cube.timestamp,
-        instrument=instrument,
-        model_versions=model_versions or {},
-    )
+    versions = model_versions or {}
+
+    def product(kind: ProductKind, payload: bytes, encoding: str, product_meta: dict) -> Product:
+        """One of the frame's products, with what every product of the frame shares."""
+        return Product(kind=kind, payload=payload, encoding=encoding, meta=product_meta,
+                       frame_counter=cube.counter, created_utc=cube.timestamp,
+                       instrument=instrument, model_versions=versions)
+
     out = [
-        Product(
-            kind=ProductKind.RESIDUE,
-            payload=encode_arrays(tillage=residue.tillage, fractions=residue.fractions.astype(np.float32)),
-            encoding="npz",
-            meta={**meta, "method": residue.method},
-            **common,
-        )
+        product(ProductKind.RESIDUE,
+                encode_arrays(tillage=residue.tillage, fractions=residue.fractions.astype(np.float32)),
+                "npz", {**meta, "method": residue.method})
     ]
     if quicklook:
-        out.append(Product(kind=ProductKind.QUICKLOOK, payload=quicklook_png(cube), encoding="png",
-                           meta=meta, **common))
+        out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png", meta))
     if with_cube:
-        out.append(Product(kind=ProductKind.CUBE, payload=encode_arrays(**cube_arrays(cube, cube_float16)),
-                           encoding="npz", meta=meta, **common))
+        out.append(product(ProductKind.CUBE, encode_arrays(**cube_arrays(cube, cube_float16)), "npz", meta))
     return out

@@ -154,7 +154,7 @@ class Reconstructor:
         layout = self.calibration.layout
         assert layout is not None
         thumbs = layout.extract(frame.pixels)
-        valid = layout.extract(frame.valid).all(axis=0)
+        valid = np.asarray(layout.extract(frame.valid).all(axis=0))  # (h, w), never a scalar
         if lam is None:
             lam = self.choose_lambda(thumbs, valid, frame.exposure_s) if valid.any() else 1.0
         ops = self._operators(lam, frame.exposure_s)
