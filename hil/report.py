@@ -162,6 +162,13 @@ def judge(criteria: Criteria, m: dict[str, Any]) -> list[dict[str, Any]]:
     def row(name: str, limit: Any, value: Any, passed: bool) -> None:
         rows.append({"criterion": name, "limit": limit, "value": value, "passed": bool(passed)})
 
+    def at_most(name: str, key: str) -> None:
+        """The criterion ``name`` (a limit, None: not set) on the measure ``key`` (None: not
+        measured, which fails)."""
+        limit, v = getattr(criteria, name), m[key]
+        if limit is not None:
+            row(name, limit, v, v is not None and v <= limit)
+
     c = criteria
     if c.all_products_delivered:
         ok = m["products_expected"] is None or (m["products_delivered"] == m["products_expected"]
@@ -170,23 +177,14 @@ def judge(criteria: Criteria, m: dict[str, Any]) -> list[dict[str, Any]]:
     if c.residue_every_frame:
         row("residue_every_frame", "every good frame", f"missing {m['frames_without_residue']}",
             not m["frames_without_residue"] and m["frames_written"] > 0)
-    if c.max_corrupt is not None:
-        row("max_corrupt", c.max_corrupt, m["products_corrupt"], m["products_corrupt"] <= c.max_corrupt)
-    if c.max_duplicated is not None:
-        row("max_duplicated", c.max_duplicated, m["products_duplicated"],
-            m["products_duplicated"] <= c.max_duplicated)
-    if c.max_latency_p95_s is not None:
-        v = m["latency_p95_s"]
-        row("max_latency_p95_s", c.max_latency_p95_s, v, v is not None and v <= c.max_latency_p95_s)
+    at_most("max_corrupt", "products_corrupt")
+    at_most("max_duplicated", "products_duplicated")
+    at_most("max_latency_p95_s", "latency_p95_s")
     if c.min_degrade_events is not None:
         row("min_degrade_events", c.min_degrade_events, m["degrade_events"],
             m["degrade_events"] >= c.min_degrade_events)
-    if c.max_deadline_misses is not None:
-        row("max_deadline_misses", c.max_deadline_misses, m["deadline_misses"],
-            m["deadline_misses"] <= c.max_deadline_misses)
-    if c.max_peak_rss_mb is not None:
-        v = m["peak_rss_mb"]
-        row("max_peak_rss_mb", c.max_peak_rss_mb, v, v is not None and v <= c.max_peak_rss_mb)
+    at_most("max_deadline_misses", "deadline_misses")
+    at_most("max_peak_rss_mb", "peak_rss_mb")
     if c.damaged_frames_reported:
         row("damaged_frames_reported", "all", f"unreported {m['damaged_frames_unreported']}",
             not m["damaged_frames_unreported"])
