@@ -68,9 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from firmware_bridge.messages import Mode, MsgType
+from onboard.config import check_scalar, read_toml
 
 AUTH_KINDS = ("valid", "none", "forged", "replay", "garbage", "leaked")
 
@@ -173,11 +172,7 @@ def _value(where: str, value: Any, hint: Any) -> Any:
         return value
     if dataclasses.is_dataclass(hint):
         return _build(where, value, hint)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (hint is int and isinstance(value, bool)) or not isinstance(value, hint):
-        raise ScenarioError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
+    return check_scalar(where, value, hint, ScenarioError)
 
 
 def _build(where: str, data: Any, cls: type) -> Any:
@@ -229,12 +224,7 @@ def from_dict(data: dict[str, Any], path: str = "") -> Scenario:
 def load(path: str | Path) -> Scenario:
     """Read and check a scenario file; ScenarioError says what is wrong and where."""
     p = Path(path)
-    if not p.is_file():
-        raise ScenarioError(f"scenario file {p} does not exist")
-    try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{p} is not valid TOML: {exc}") from exc
+    data = read_toml(p, ScenarioError, "scenario file")
     try:
         return from_dict(data, str(p))
     except ScenarioError as exc:

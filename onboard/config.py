@@ -35,11 +35,30 @@ def _check(section: str, key: str, value: Any, hint: Any) -> Any:
         if value is None:
             return None
         return _check(section, key, value, args[0])
+    return check_scalar(where, value, hint, ConfigError)
+
+
+def check_scalar(where: str, value: Any, hint: type, error: type[Exception]) -> Any:
+    """``value`` as the scalar type ``hint`` (int, float, bool, str): an int is taken as a float,
+    a bool is not an int; anything else raises ``error`` naming ``where``. Shared with the HIL
+    scenario loader so every TOML input refuses a value in the same words."""
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    if (hint is int and isinstance(value, bool)) or not isinstance(value, hint):
+        raise error(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def read_toml(path: str | Path, error: type[Exception], what: str) -> dict[str, Any]:
+    """The TOML document at ``path``; ``error`` says the ``what`` (e.g. "scenario file") is
+    missing or not TOML. Shared with the HIL scenario loader, for the same reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid TOML: {exc}") from exc
 
 
 def _positive(section: str, **values: float | None) -> None:
@@ -234,11 +253,4 @@ def load(path: str | Path | None) -> Config:
     """Defaults, overridden by the TOML file at ``path`` when one is given."""
     if path is None:
         return from_dict({})
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return from_dict(data)
+    return from_dict(read_toml(path, ConfigError, "configuration file"))
