@@ -117,6 +117,23 @@ class SceneConfig:
 
 
 @dataclass
+class DenoiseConfig:
+    """Which denoising stage runs: "learned" (the bundle's denoiser where it loads, else the
+    classical stage, saying why), "classical" always, or "auto": per sensor, the one measured
+    better on held-out cubes (bench/bench_denoise.py, same noisy cubes): the classical
+    subspace stage for the ImSPOC (38.1 vs 37.4 dB: its 24 reconstructed bands leave the
+    refiner little to add to the subspace estimate), learned for the push-broom (49.3 vs
+    47.7 dB)."""
+
+    method: typing.Literal["auto", "learned", "classical"] = "auto"
+
+    def for_sensor(self, sensor: str) -> typing.Literal["learned", "classical"]:
+        if self.method != "auto":
+            return self.method
+        return "classical" if sensor == "imspoc" else "learned"
+
+
+@dataclass
 class ResidueConfig:
     """Classical unmixing: how a pixel's brightness is treated (onboard/stages/residue.py).
     "auto" picks per sensor what measured best on held-out scenes: "sum-to-one" for the
@@ -202,6 +219,7 @@ class Config:
     pushbroom: PushbroomConfig = field(default_factory=PushbroomConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
     products: ProductsConfig = field(default_factory=ProductsConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     residue: ResidueConfig = field(default_factory=ResidueConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     link: LinkConfig = field(default_factory=LinkConfig)

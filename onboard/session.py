@@ -28,7 +28,7 @@ from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sources import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
-from onboard.stages.learned import learned_stages
+from onboard.stages.learned import LearnedStages, learned_stages
 from onboard.stages.residue import UnmixConfig
 from onboard.types import Frame
 
@@ -198,23 +198,28 @@ def build_session(config: Config) -> Session:
             notes.append(f"models: {why}")
         engine_options = EngineOptions(**dataclasses.asdict(config.engine))
         stages = learned_stages(bundle, cal.wavelengths_nm, denoise, classify, engine_options, denoise_config)
+        classical = (denoise, classify)
+        learned = {"denoise": config.denoise.for_sensor(config.run.sensor) == "learned",
+                   "classify": config.residue.method == "learned"}
+
+        def chosen(s: LearnedStages) -> tuple[Callable, Callable]:
+            """The learned stages the mission asks for, the classical ones for the others."""
+            return (s.denoise if learned["denoise"] else classical[0],
+                    s.classify if learned["classify"] else classical[1])
+
         if any(sel.engine is not None and sel.artifact is not None and sel.artifact.precision != "int8"
                for sel in stages.selections):
-            classical = (denoise, classify)
-
             def faster() -> tuple[Callable, Callable] | None:
                 fast = learned_stages(bundle, cal.wavelengths_nm, *classical,
                                       dataclasses.replace(engine_options, precision="int8"), denoise_config)
-                if not any(s.engine for s in fast.selections):
-                    return None
-                return fast.denoise, fast.classify if config.residue.method == "learned" else classical[1]
-        denoise = stages.denoise
-        if config.residue.method == "learned":
-            classify = stages.classify
-        else:
-            stages.notes = [n for n in stages.notes if not n.startswith("classify:")]
-            stages.notes.append(f"classify: classical stages ([residue] method = "
-                                f"{config.residue.method!r} for {config.run.sensor})")
+                return chosen(fast) if any(s.engine for s in fast.selections) else None
+        denoise, classify = chosen(stages)
+        for stage, section, method in (("denoise", "denoise", config.denoise.method),
+                                       ("classify", "residue", config.residue.method)):
+            if not learned[stage]:
+                stages.notes = [n for n in stages.notes if not n.startswith(f"{stage}:")]
+                stages.notes.append(f"{stage}: classical stage ([{section}] method = {method!r} "
+                                    f"for {config.run.sensor})")
         notes.extend(stages.notes)
         engine_description = "; ".join(stages.notes)
         if bundle is not None:
