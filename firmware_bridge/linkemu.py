@@ -34,6 +34,8 @@ import tty
 from collections import deque
 from dataclasses import dataclass, field
 
+from firmware_bridge.link import interrupt_on_stop_signals
+
 #: Largest piece delivered at once; smaller pieces make the throttled delivery smoother.
 PIECE = 64
 
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drop", type=float, default=0.0, help="frame drop probability")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    interrupt_on_stop_signals()
     imp = Impairments(args.rate, args.latency, args.ber, args.drop)
     with LinkEmulator(imp, seed=args.seed) as emu:
         print(f"end A: {emu.a_path}\nend B: {emu.b_path}\nCtrl-C to stop", flush=True)

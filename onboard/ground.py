@@ -347,9 +347,10 @@ def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float |
     """Listen on a serial link, answer CFDP and decode products into OUT (Ctrl-C stops)."""
     import serial
 
-    from firmware_bridge.link import ByteRate, Link
+    from firmware_bridge.link import ByteRate, Link, interrupt_on_stop_signals
     from firmware_bridge.messages import MsgType, unpack_message
 
+    interrupt_on_stop_signals()
     out.mkdir(parents=True, exist_ok=True)
     sink = ProductSink(out)
     try:

@@ -106,3 +106,19 @@ def test_command_line_emulator_joins_two_ports() -> None:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "a_to_b DirectionStats(bytes_in=" in out
+
+
+def test_command_line_emulator_stops_on_sigint_even_if_started_ignoring_it() -> None:
+    """A shell starts background commands with SIGINT ignored; the tool still stops on it
+    (and on SIGTERM) and prints its summary."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware_bridge.linkemu"], stdout=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("end A: ")
+        proc.stdout.readline()
+        proc.stdout.readline()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "a_to_b DirectionStats(bytes_in=" in out, out
