@@ -154,7 +154,7 @@ def _restart(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     starts = [opd[rows], opd[rows] - 0.5 * resolution, opd[rows] + 0.5 * resolution]
     cand = np.concatenate([rows[far], np.tile(rows, len(starts))])
     start_opd = np.concatenate([pred[rows][far], *starts])
-    sub = _rows_of(g, cand)
+    sub = g.rows(cand)
     gain = chebyshev.chebval(mapped(sigma, g.sigma_domain), sub.gain_cheb.T)
     z = y[cand] / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
     z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
@@ -200,7 +200,7 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
     fit_kw: dict = {"harmonics": selection.harmonics, "reflectivity_degree": selection.degree,
               "max_iterations": MAX_ITERATIONS, "robust": True}
     # from the starting gain and R, at the OPD and phase found (a corrected peak stays)
-    start = replace(_rows_of(g, rows), opd_um=result.bank.opd_um[rows],
+    start = replace(g.rows(rows), opd_um=result.bank.opd_um[rows],
                     phase_rad=result.bank.phase_rad[rows])
     result = _merge(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
     # lines beyond REJECT still pull a Huber fit linearly: drop them and polish; repeated,
@@ -214,7 +214,7 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
             break
         keep[rows] = new_keep
         sub = rows[changed]
-        polished = fit(y[sub], sigma, _rows_of(g, sub), line_weights=keep[sub].astype(float),
+        polished = fit(y[sub], sigma, g.rows(sub), line_weights=keep[sub].astype(float),
                        start=_bank_rows(result.bank, sub), **fit_kw)
         result = _merge(result, polished, sub, y)
     return result, keep
@@ -224,14 +224,6 @@ def _subset_result(r: FitResult, rows: NDArray) -> FitResult:
     return FitResult(_bank_rows(r.bank, rows), r.residuals[rows], r.rms_normalised[rows],
                      r.outliers[rows], r.sigma_params[rows], r.iterations, r.converged[rows],
                      r.robust_cost[rows])
-
-
-def _rows_of(guess: InitialGuess, rows: NDArray) -> InitialGuess:
-    return replace(guess, opd_um=guess.opd_um[rows], phase_rad=guess.phase_rad[rows],
-                   reflectivity=guess.reflectivity[rows], gain_cheb=guess.gain_cheb[rows],
-                   nominal_opd_um=guess.nominal_opd_um[rows], peak_margin=guess.peak_margin[rows],
-                   reflectivity_cheb=None if guess.reflectivity_cheb is None
-                   else guess.reflectivity_cheb[rows])
 
 
 def _bank_rows(bank: InterferometerBank, rows: NDArray) -> InterferometerBank:

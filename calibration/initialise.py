@@ -24,7 +24,7 @@ Three guarded steps, all batched over the N interferometers:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.polynomial import chebyshev
@@ -57,6 +57,14 @@ class InitialGuess:
     peak_margin: NDArray[np.float64]
     ridge: tuple[float, float]
     reflectivity_cheb: NDArray[np.float64] | None = None
+
+    def rows(self, idx: NDArray) -> InitialGuess:
+        """The starting values of the interferometers ``idx`` only."""
+        return replace(self, opd_um=self.opd_um[idx], phase_rad=self.phase_rad[idx],
+                       reflectivity=self.reflectivity[idx], gain_cheb=self.gain_cheb[idx],
+                       nominal_opd_um=self.nominal_opd_um[idx], peak_margin=self.peak_margin[idx],
+                       reflectivity_cheb=None if self.reflectivity_cheb is None
+                       else self.reflectivity_cheb[idx])
 
 
 def mapped(sigma: NDArray, domain: tuple[float, float]) -> NDArray[np.float64]:

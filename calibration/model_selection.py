@@ -62,14 +62,6 @@ def subset_of(n: int, size: int = SUBSET) -> NDArray[np.intp]:
     return np.unique(np.linspace(0, n - 1, min(size, n)).round().astype(int))
 
 
-def _sub(guess: InitialGuess, idx: NDArray) -> InitialGuess:
-    return replace(guess, opd_um=guess.opd_um[idx], phase_rad=guess.phase_rad[idx],
-                   reflectivity=guess.reflectivity[idx], gain_cheb=guess.gain_cheb[idx],
-                   nominal_opd_um=guess.nominal_opd_um[idx], peak_margin=guess.peak_margin[idx],
-                   reflectivity_cheb=None if guess.reflectivity_cheb is None
-                   else guess.reflectivity_cheb[idx])
-
-
 def select(
     y: NDArray,
     sigma: NDArray,
@@ -85,7 +77,7 @@ def select(
     idx = subset_of(y.shape[0])
     ys = y[idx]
     lws = None if line_weights is None else np.broadcast_to(line_weights, y.shape)[idx]
-    base = _sub(guess, idx)
+    base = guess.rows(idx)
     bic: dict[str, float] = {}
     d0 = degrees[0]
     g0 = with_degree(base, ys, sigma, d0)
