@@ -26,7 +26,9 @@ import numpy as np
 import onboard
 from export import data, parity
 from onboard import bundle as bundle_mod
+from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.session import classical_classifier
 from onboard.stages.learned import LearnedResidue
 
 #: (label, instrument, ImSPOC illumination range or None for the instrument's default)
@@ -57,7 +59,7 @@ def main() -> None:
             engine = OnnxRuntimeEngine(b.path(a), spec.inputs, spec.outputs, a.precision,
                                        providers=[CPU_PROVIDER], intra_op_threads=1).activate()
             methods[f"learned {a.precision}"] = LearnedResidue(engine, grid, name)
-        methods["classical stage"] = parity.classical_residue(kind, grid)
+        methods["classical stage"] = classical_classifier(kind, grid, ResidueConfig())
         report[label] = {}
         for m, fn in methods.items():
             t0 = time.process_time()

@@ -45,7 +45,9 @@ from export.models import parameter_count
 from export.onnx_export import export_onnx
 from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
 from onboard.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
+from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.session import classical_classifier
 from onboard.stages import radiometric
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
@@ -207,7 +209,7 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     for p in ("int8", "fp16"):
         parities[p] = {"reference": "onnxruntime fp32",
                        **parity.output_parity(lambda f: parity.ort_run(fp32, f), files[p], feeds)}
-    classify = parity.classical_residue(kind, rm.grid_nm)
+    classify = classical_classifier(kind, rm.grid_nm, ResidueConfig())
     classical = parity.residue_accuracy(classify, cubes, evals)
     classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: classify(cubes[0])), 3)
     accuracy = {}

@@ -20,10 +20,6 @@ import numpy as np
 
 from export.data import Sample
 from onboard import metrics
-from onboard.config import ResidueConfig
-from onboard.scene.farmland import nominal_endmembers
-from onboard.stages.classify import classify_classical
-from onboard.stages.residue import UnmixConfig
 from onboard.types import Cube, ResidueMap
 
 
@@ -80,12 +76,3 @@ def residue_accuracy(classify: Callable[[Cube], ResidueMap], cubes: Sequence[Cub
         mae.append(metrics.fraction_mae(r.fractions, s.fractions, ok))
     return {"tillage_accuracy": float(np.mean(acc)), "fraction_mae": float(np.mean(mae))}
 
-
-def classical_residue(sensor: str, grid_nm: Sequence[float]) -> Callable[[Cube], ResidueMap]:
-    """The pipeline's classical residue stage for ``sensor`` with the default ``[residue]``
-    settings (what a learned classifier must beat): FCLS against the nominal library seen
-    through the cube's response, the sensor's brightness mode, the configured context."""
-    config = ResidueConfig()
-    endmembers = nominal_endmembers(np.asarray(grid_nm, dtype=float))
-    unmix = UnmixConfig(brightness=config.for_sensor(sensor))
-    return lambda cube: classify_classical(cube, endmembers, unmix, config.context_px)

@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from onboard import calfile, sysinfo
 from onboard.bundle import find_bundle
 from onboard.calfile import Calibration, CalibrationFileError
-from onboard.config import Config
+from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
 from onboard.loop import LEVELS, LoopStats
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
@@ -30,7 +33,7 @@ from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import LearnedStages, learned_stages
 from onboard.stages.residue import UnmixConfig
-from onboard.types import Frame
+from onboard.types import Cube, Frame, ResidueMap
 
 
 class SessionError(RuntimeError):
@@ -134,6 +137,17 @@ def _tiles(config: Config, grid, shape: tuple[int, int]) -> Iterator[Tile]:
     return scene.track(grid, shape)
 
 
+def classical_classifier(sensor: str, wavelengths_nm: ArrayLike,
+                         residue: ResidueConfig) -> Callable[[Cube], ResidueMap]:
+    """The classical residue stage as a mission's ``[residue]`` configures it for ``sensor``:
+    FCLS against the nominal library seen through the cube's response, the sensor's
+    brightness mode, the configured context (also what a learned classifier is measured
+    against: ``export.build``, ``bench/bench_residue.py``)."""
+    endmembers = nominal_endmembers(np.asarray(wavelengths_nm, dtype=float))
+    unmix = UnmixConfig(brightness=residue.for_sensor(sensor))
+    return lambda cube: classify_classical(cube, endmembers, unmix, residue.context_px)
+
+
 def build_session(config: Config) -> Session:
     """Everything ``onboard run`` needs, from a validated Config."""
     notes: list[str] = []
@@ -163,7 +177,6 @@ def build_session(config: Config) -> Session:
             notes.append(f"calibration: simulated ground calibration of the simulated instrument ({path})")
         notes.append(f"sensor: simulated {inst.name} (no camera configured), "
                      f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
-        endmembers = nominal_endmembers(cal.wavelengths_nm)
         source: FrameSource = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
                                  seed=config.run.seed)
         frame_shape: tuple[int, ...] = inst.layout.detector_shape
@@ -176,7 +189,6 @@ def build_session(config: Config) -> Session:
         notes.append(f"sensor: simulated {pb.name} push-broom (no camera configured), "
                      f"{pb.cross_track} cross-track x {len(pb.wavelengths_nm)} bands")
         notes.append(f"calibration: simulated ground calibration ({path})")
-        endmembers = nominal_endmembers(cal.wavelengths_nm)
         fine = pb.wavelengths_nm
         source = SimulatedPushbroom(pb, _tiles(config, fine, (config.pushbroom.lines_per_frame, pb.cross_track)),
                                     seed=config.run.seed)
@@ -184,10 +196,7 @@ def build_session(config: Config) -> Session:
         cube_shape = [len(pb.wavelengths_nm), config.pushbroom.lines_per_frame, pb.cross_track]
         saturation = pb.detector_spec.max_dn - 1
 
-    unmix_config = UnmixConfig(brightness=config.residue.for_sensor(config.run.sensor))
-
-    def classify(cube):
-        return classify_classical(cube, endmembers, unmix_config, config.residue.context_px)
+    classify = classical_classifier(config.run.sensor, cal.wavelengths_nm, config.residue)
 
     engine_description = "classical stages"
     model_versions: dict = {}
