@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from collections import deque
@@ -314,12 +313,3 @@ class PayloadEndpoint:
                 self._bad_reported = bad
                 self.link.send(event)
 
-
-def interrupt_on_stop_signals() -> None:
-    """Make SIGINT and SIGTERM raise KeyboardInterrupt in this (main-thread) process,
-    whatever it inherited: a shell starts a background command with SIGINT ignored, and a
-    service manager stops with SIGTERM; either way the link tools must still close the port
-    and print their summary. Measured: under ``sh -c '... &'`` the ground receiver and the
-    link emulator ignored Ctrl-C and had to be killed."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)

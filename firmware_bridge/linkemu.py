@@ -34,7 +34,7 @@ import tty
 from collections import deque
 from dataclasses import dataclass, field
 
-from firmware_bridge.link import interrupt_on_stop_signals
+from firmware_bridge.stopping import stop_on_signals
 
 #: Largest piece delivered at once; smaller pieces make the throttled delivery smoother.
 PIECE = 64
@@ -266,18 +266,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drop", type=float, default=0.0, help="frame drop probability")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    interrupt_on_stop_signals()
     imp = Impairments(args.rate, args.latency, args.ber, args.drop)
-    with LinkEmulator(imp, seed=args.seed) as emu:
+    with stop_on_signals() as stop, LinkEmulator(imp, seed=args.seed) as emu:
         print(f"end A: {emu.a_path}\nend B: {emu.b_path}\nCtrl-C to stop", flush=True)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        for name, st in emu.stats.items():
-            print(name, st)
-
+        while not stop:
+            time.sleep(0.1)
+    for name, st in emu.stats.items():
+        print(name, st)
 
 if __name__ == "__main__":
     main()

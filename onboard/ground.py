@@ -347,50 +347,49 @@ def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float |
     """Listen on a serial link, answer CFDP and decode products into OUT (Ctrl-C stops)."""
     import serial
 
-    from firmware_bridge.link import ByteRate, Link, interrupt_on_stop_signals
+    from firmware_bridge.link import ByteRate, Link
     from firmware_bridge.messages import MsgType, unpack_message
+    from firmware_bridge.stopping import stop_on_signals
 
-    interrupt_on_stop_signals()
-    out.mkdir(parents=True, exist_ok=True)
-    sink = ProductSink(out)
-    try:
-        link = Link.open(port, baudrate=baud, rate=ByteRate(rate) if rate else None)
-    except (serial.SerialException, ValueError) as exc:
-        raise click.ClickException(f"cannot open the link {port}: {exc}") from exc
-    writer = CaptureWriter(capture or out / "downlink.cap")
+    with stop_on_signals() as stop:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = ProductSink(out)
+        try:
+            link = Link.open(port, baudrate=baud, rate=ByteRate(rate) if rate else None)
+        except (serial.SerialException, ValueError) as exc:
+            raise click.ClickException(f"cannot open the link {port}: {exc}") from exc
+        writer = CaptureWriter(capture or out / "downlink.cap")
 
-    def uplink(packet: bytes) -> None:
-        writer.write(UP, packet)
-        link.send_data(packet)
+        def uplink(packet: bytes) -> None:
+            writer.write(UP, packet)
+            link.send_data(packet)
 
-    config = DownlinkConfig(ack_timer_s=ack_timer, nak_timer_s=ack_timer)
-    receiver = DownlinkReceiver(out / ".staging", sink.receive, None if no_uplink else uplink,
-                                config, sink.failed)
-    click.echo(f"listening on {port} ({'class 1, no uplink' if no_uplink else 'class 2'}); "
-               f"capture {writer.path}", err=True)
-    last = time.monotonic()
-    try:
-        while idle_exit is None or time.monotonic() - last < idle_exit:
-            frame = link.receive(0.05)
-            while frame is not None:
-                last = time.monotonic()
-                if frame.msg_type == MsgType.DATA:
-                    writer.write(DOWN, frame.body)
-                    receiver.on_packet(frame.body)
-                else:
-                    try:
-                        msg = unpack_message(frame.msg_type, frame.body)
-                        sink.append_jsonl("telemetry.jsonl", {"t": time.time(), "type": type(msg).__name__,
-                                                      "message": repr(msg)})
-                    except ValueError as exc:
-                        sink.append_jsonl("telemetry.jsonl", {"t": time.time(), "error": str(exc)})
-                frame = link.receive(0.0)
-            receiver.poll()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        link.close()
-        writer.close()
+        config = DownlinkConfig(ack_timer_s=ack_timer, nak_timer_s=ack_timer)
+        receiver = DownlinkReceiver(out / ".staging", sink.receive, None if no_uplink else uplink,
+                                    config, sink.failed)
+        click.echo(f"listening on {port} ({'class 1, no uplink' if no_uplink else 'class 2'}); "
+                   f"capture {writer.path}", err=True)
+        last = time.monotonic()
+        try:
+            while not stop and (idle_exit is None or time.monotonic() - last < idle_exit):
+                frame = link.receive(0.05)
+                while frame is not None:
+                    last = time.monotonic()
+                    if frame.msg_type == MsgType.DATA:
+                        writer.write(DOWN, frame.body)
+                        receiver.on_packet(frame.body)
+                    else:
+                        try:
+                            msg = unpack_message(frame.msg_type, frame.body)
+                            sink.append_jsonl("telemetry.jsonl", {"t": time.time(), "type": type(msg).__name__,
+                                                          "message": repr(msg)})
+                        except ValueError as exc:
+                            sink.append_jsonl("telemetry.jsonl", {"t": time.time(), "error": str(exc)})
+                    frame = link.receive(0.0)
+                receiver.poll()
+        finally:
+            link.close()
+            writer.close()
     if link.decoder.bad_frames:
         click.echo(f"link: {link.decoder.bad_frames} bad frames refused "
                    f"({dict(link.decoder.bad)})", err=True)

@@ -17,7 +17,6 @@ and its products written before the loop returns.
 
 from __future__ import annotations
 
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +26,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from firmware_bridge.stopping import StopRequest, stop_on_signals
 from onboard.pipeline import FrameResult, Pipeline
 from onboard.products import ProductKind, event_product, json_product
 from onboard.types import Frame
@@ -87,27 +87,20 @@ class FrameLoop:
         self.level = 0
         self.stats = LoopStats()
         self._comfortable = 0
-        self._stop: str | None = None
+        self._stop = StopRequest()
         self._last_health = clock()
         opts = pipeline.options
         # what the mission asked for: degradation only ever turns work off, never on
         self._configured = (opts.quicklook, opts.cube, opts.denoise)
 
     def request_stop(self, reason: str) -> None:
-        self._stop = reason
+        self._stop.request(reason)
 
     @contextmanager
     def signals(self) -> Iterator[None]:
         """SIGINT and SIGTERM finish the frame in flight, then stop the loop."""
-        def handler(signum, _frame):
-            self.request_stop(signal.Signals(signum).name)
-
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with stop_on_signals(self._stop):
             yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
 
     def _apply_level(self) -> None:
         opts = self.pipeline.options
@@ -162,4 +155,4 @@ class FrameLoop:
                     ProductKind.HEALTH, result.counter, time.time(), self.health(self.stats, self.level),
                     self.pipeline.calibration.instrument))
             yield result, truth
-        self.stats.stopped_by_signal = self._stop
+        self.stats.stopped_by_signal = self._stop.reason

@@ -19,7 +19,6 @@ from onboard.stages import radiometric
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace_report
 from onboard.types import Cube
 
-
 #: Detector elements (cross-track, band) that died after the ground calibration.
 DIED_SINCE_CALIBRATION = (np.array([17, 64, 100]), np.array([10, 40, 70]))
 
