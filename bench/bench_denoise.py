@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 import onboard  # noqa: E402
 from export.build import eval_sets  # noqa: E402
 from export.data import Sample, denoise_config  # noqa: E402
-from onboard import bundle as bundle_mod  # noqa: E402
 from onboard import metrics  # noqa: E402
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine  # noqa: E402
+from onboard.formats import bundle as bundle_mod  # noqa: E402
 from onboard.stages.denoise import denoise_subspace  # noqa: E402
 from onboard.stages.learned import DENOISER, LearnedDenoiser  # noqa: E402
 

@@ -25,9 +25,9 @@ import numpy as np
 
 import onboard
 from export import data, parity
-from onboard import bundle as bundle_mod
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.formats import bundle as bundle_mod
 from onboard.session import classical_classifier
 from onboard.stages.learned import LearnedResidue
 

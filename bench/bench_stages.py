@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = str(args.threads)
     import numpy as np  # after the thread settings, which BLAS reads once at load
 
+    from onboard.formats.types import ENDMEMBERS, Cube
     from onboard.scene.farmland import FarmlandScene, nominal_endmembers
     from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace_report
     from onboard.stages.residue import UnmixConfig, unmix_fcls
-    from onboard.types import ENDMEMBERS, Cube
 
     scene = FarmlandScene.generate(size=256, seed=args.seed, split="eval")
 

@@ -1,4 +1,4 @@
-"""Turn a characterisation into the runtime's calibration file (:mod:`onboard.calfile`).
+"""Turn a characterisation into the runtime's calibration file (:mod:`onboard.formats.calfile`).
 
 A monochromatic sweep gives the interferometer bank. The other parts of a calibration file
 come from elsewhere, and this module says where each came from in the provenance:
@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibration.characterise import Characterisation
-from onboard.calfile import Calibration, Radiometric
+from onboard.formats.calfile import Calibration, Radiometric
 from onboard.physics.imspoc import ThumbnailLayout
 from onboard.stages.reconstruct import output_grid
 

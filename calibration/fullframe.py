@@ -58,7 +58,8 @@ from calibration.characterise import Characterisation, characterise
 from calibration.geometry import GeometryError, find_thumbnails
 from calibration.model_selection import DEFAULT_MODELS
 from calibration.simulate import source_spectrum
-from onboard.calfile import Calibration, Radiometric
+from onboard.formats.calfile import Calibration, Radiometric
+from onboard.formats.types import RawFrame
 from onboard.physics.detector import DetectorSpec
 from onboard.physics.imspoc import (
     ImspocInstrument,
@@ -71,7 +72,6 @@ from onboard.physics.interferometers import InterferometerBank
 from onboard.simulated import DARK_EXPOSURES_S, STACK
 from onboard.stages import radiometric
 from onboard.stages.reconstruct import output_grid, white_reference
-from onboard.types import RawFrame
 
 FILES = ("central_wavenumbers.npy", "frames.npy", "norm.npy", "dark.npy", "flat.npy", "options.json")
 #: Half side (pixels) of the central core whose white-panel signal gives the white reference

@@ -1,7 +1,7 @@
 """``onboard export build``: train, export, quantise, compile and measure; write the bundle.
 
 Steps (each measured, everything recorded in the bundle manifest through
-:class:`onboard.bundle.Manifest`):
+:class:`onboard.formats.bundle.Manifest`):
 
 1. Held-out evaluation cubes (``split="eval"``): ImSPOC reconstructions, push-broom cubes,
    and synthetic cubes with i.i.d., band-dependent, and band-dependent + stripes + dead-pixel
@@ -44,9 +44,9 @@ from export import data, parity, quantize, reconstruction_graph, tensorrt_build
 from export.models import parameter_count
 from export.onnx_export import export_onnx
 from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
-from onboard.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.formats.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
 from onboard.session import classical_classifier
 from onboard.stages import radiometric
 from onboard.stages.denoise import denoise_subspace

@@ -1,6 +1,6 @@
 """Training and evaluation data from the simulators: seeded, reproducible, nothing downloaded.
 
-Every sample is a noisy :class:`~onboard.types.Cube` with the truth it was made from
+Every sample is a noisy :class:`~onboard.formats.types.Cube` with the truth it was made from
 (reflectance on the cube's band grid, residue / soil / green fractions, tillage class). Three
 kinds, so the learned models see both instruments' noise:
 
@@ -33,7 +33,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.calfile import Calibration
+from onboard.formats.calfile import Calibration
+from onboard.formats.types import Cube, ResidueMap
 from onboard.physics.imspoc import ImspocInstrument, default_instrument
 from onboard.physics.pushbroom import PushbroomInstrument, finch_like
 from onboard.pipeline import Pipeline, StageOptions
@@ -42,7 +43,6 @@ from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sources import band_average
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import decompose, refiner_input
-from onboard.types import Cube, ResidueMap
 
 Kind = Literal["imspoc", "pushbroom", "synthetic"]
 NoiseKind = Literal["iid", "band", "band+stripes+dead"]

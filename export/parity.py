@@ -20,7 +20,7 @@ import numpy as np
 
 from export.data import Sample
 from onboard import metrics
-from onboard.types import Cube, ResidueMap
+from onboard.formats.types import Cube, ResidueMap
 
 
 def ort_run(path: str | Path, feed: dict[str, np.ndarray], threads: int = 1) -> list[np.ndarray]:

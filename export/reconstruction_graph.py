@@ -27,9 +27,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_export import OPSET
-from onboard.calfile import Calibration
+from onboard.formats.calfile import Calibration
+from onboard.formats.types import RawFrame
 from onboard.stages.reconstruct import Reconstructor
-from onboard.types import RawFrame
 
 INPUT = "thumbnails"
 OUTPUT = "cube"

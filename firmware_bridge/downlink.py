@@ -115,7 +115,7 @@ log = logging.getLogger(__name__)
 PAYLOAD_ENTITY = UnsignedByteField(1, 2)
 GROUND_ENTITY = UnsignedByteField(2, 2)
 
-#: Downlink APID of each product kind (kinds as in ``onboard.products.ProductKind``).
+#: Downlink APID of each product kind (kinds as in ``onboard.formats.products.ProductKind``).
 APID_BY_KIND: dict[str, int] = {
     "health": 0x100,
     "event": 0x101,

@@ -1,6 +1,6 @@
 """The downlink spool: products waiting for the ground, on disk, safe against power loss.
 
-The spool stores opaque bytes (a product file, ``onboard.products.Product.to_bytes()``) under
+The spool stores opaque bytes (a product file, ``onboard.formats.products.Product.to_bytes()``) under
 a name, a kind and a priority; it never parses them. The downlink (``downlink.py``) takes the
 next entry, delivers it and calls :meth:`Spool.delivered`.
 
@@ -12,7 +12,7 @@ Layout of a spool directory::
     state.json                      {"next_seq": .., "next_transaction": ..}
 
 **Order of delivery.** Priority ascending (0 first: health and events, then residue maps,
-then quick-looks and calibration reports, then cubes, as ``onboard.products``'s
+then quick-looks and calibration reports, then cubes, as ``onboard.formats.products``'s
 DEFAULT_PRIORITY says), and within a priority the oldest first (spool sequence number).
 
 **Quota and eviction.** The spool holds at most ``quota_bytes`` of product files. To make

@@ -6,7 +6,7 @@ telecommands with the shared key and a persisted counter (``firmware_bridge.auth
 retransmits a telecommand whose ACK does not come (PROTOCOL.md section 7), and runs the
 ground's CFDP entity (``firmware_bridge.downlink.DownlinkReceiver``) on the DATA frames,
 answering class 2 transfers. Every product that arrives is parsed and its SHA-256 checked
-(``onboard.products.Product.from_bytes``) and kept with its arrival time.
+(``onboard.formats.products.Product.from_bytes``) and kept with its arrival time.
 
 Telecommand kinds for fault injection: ``valid`` (signed with the right key and a fresh
 counter), ``none`` (no authentication), ``forged`` (signed with a wrong key), ``replay`` (a
@@ -44,7 +44,7 @@ from firmware_bridge.messages import (
     StopCapture,
     unpack_message,
 )
-from onboard.products import Product, ProductFormatError
+from onboard.formats.products import Product, ProductFormatError
 
 #: PROTOCOL.md section 7: retransmit an unanswered telecommand up to 3 times.
 RETRIES = 3

@@ -29,7 +29,7 @@ from typing import Any
 from firmware_bridge.messages import ResultCode
 from hil.flight_computer import FlightComputer
 from hil.scenario import Criteria, Scenario
-from onboard.products import Product, ProductKind
+from onboard.formats.products import Product, ProductKind
 
 
 @dataclass

@@ -34,8 +34,8 @@ from hil.power import PayloadProcess
 from hil.report import RunFacts, judge, measure
 from hil.scenario import Scenario
 from hil.sensor import SensorFeeder, make_frames
-from onboard.bundle import find_bundle
-from onboard.products import Product
+from onboard.formats.bundle import find_bundle
+from onboard.formats.products import Product
 
 #: Longest wait for a payload to boot (its first telemetry) before the scenario clock starts.
 BOOT_TIMEOUT_S = 60.0

@@ -22,9 +22,9 @@ import numpy as np
 
 from hil.scenario import SensorSpec
 from onboard.config import from_dict
+from onboard.formats.types import RawFrame
 from onboard.replay import ReplaySource, write_frame
 from onboard.session import build_session
-from onboard.types import RawFrame
 
 
 def make_frames(payload_config: dict, n: int, recorded: Path | None = None) -> list[RawFrame]:

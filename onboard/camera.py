@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from onboard.types import RawFrame
+from onboard.formats.types import RawFrame
 
 if TYPE_CHECKING:  # OpenCV is optional: imported where a camera is opened
     import cv2

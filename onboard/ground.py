@@ -6,7 +6,7 @@ the flight computer's far end, answers CFDP class 2 transfers (ACK, NAK, Finishe
 ``onboard ground decode CAPTURE -o DIR`` does the same from a capture, offline.
 
 Each file a CFDP transaction delivers has passed CFDP's CRC-32; it must then parse as a
-product (``onboard.products.Product.from_bytes``, which checks the payload's SHA-256) and
+product (``onboard.formats.products.Product.from_bytes``, which checks the payload's SHA-256) and
 its kind must match its APID. A product already in DIR with the same name and SHA-256 is a
 duplicate (a retransmission after a payload reboot) and is counted, not written again; a
 different product under a name already used gets ``_<sha8>`` appended.
@@ -64,7 +64,7 @@ from firmware_bridge.downlink import (
     ReceivedFile,
 )
 from firmware_bridge.messages import MAX_BODY
-from onboard.products import Product, ProductFormatError, ProductKind, decode_arrays
+from onboard.formats.products import Product, ProductFormatError, ProductKind, decode_arrays
 
 CAPTURE_MAGIC = b"OBDLCAP1"
 _RECORD = struct.Struct(">BQH")

@@ -20,8 +20,8 @@ from typing import Any
 import click
 
 from onboard import __version__, sysinfo
-from onboard import bundle as model_bundle
 from onboard.engines.select import EngineOptions, probe_engines, select_engine
+from onboard.formats import bundle as model_bundle
 
 # what `onboard info` reports a version of: name -> (importable module, distributions)
 _PACKAGES = {
@@ -67,7 +67,7 @@ def _bundle_report(b: model_bundle.Bundle, options: EngineOptions) -> dict[str, 
 
 
 def _calibration_report(path: Path) -> dict[str, Any]:
-    from onboard import calfile  # numpy-only, but only needed when a file is given
+    from onboard.formats import calfile  # numpy-only, but only needed when a file is given
 
     report: dict[str, Any] = {"path": str(path)}
     if path.is_file():
@@ -98,7 +98,7 @@ def collect(bundle_dir: Path | None = None, calibration: Path | None = None,
     if found is not None:
         info["bundle"] = _bundle_report(found, options)
     if calibration is not None:
-        from onboard.calfile import CalibrationFileError
+        from onboard.formats.calfile import CalibrationFileError
 
         try:
             info["calibration"] = _calibration_report(Path(calibration))

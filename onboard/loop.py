@@ -27,9 +27,9 @@ from typing import TypeVar
 import numpy as np
 
 from firmware_bridge.stopping import StopRequest, stop_on_signals
+from onboard.formats.products import ProductKind, event_product, json_product
+from onboard.formats.types import Frame
 from onboard.pipeline import FrameResult, Pipeline
-from onboard.products import ProductKind, event_product, json_product
-from onboard.types import Frame
 
 LEVELS = ("nominal", "no quick-look", "faster inference", "no cube product", "no denoising")
 RECOVER_AFTER = 5

@@ -65,13 +65,13 @@ from firmware_bridge.messages import (
 from firmware_bridge.spool import Spool, SpoolEvent
 from onboard import sysinfo
 from onboard.config import Config
+from onboard.formats.products import Product, event_product
+from onboard.formats.types import Frame, RawFrame
 from onboard.loop import FrameLoop
 from onboard.pipeline import FrameResult
-from onboard.products import Product, event_product
 from onboard.replay import ReplaySource
 from onboard.session import Session
 from onboard.sources import Truth
-from onboard.types import Frame, RawFrame
 
 if TYPE_CHECKING:
     from onboard.run import ProductWriter

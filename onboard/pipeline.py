@@ -18,13 +18,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from onboard.calfile import Calibration
-from onboard.products import Product, event_product
+from onboard.formats.calfile import Calibration
+from onboard.formats.products import Product, event_product
+from onboard.formats.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
 from onboard.stages import radiometric
 from onboard.stages.package import frame_products
 from onboard.stages.radiometric import FrameError
 from onboard.stages.reconstruct import Reconstructor
-from onboard.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
 
 DenoiseFn = Callable[[Cube], Cube]
 ClassifyFn = Callable[[Cube], ResidueMap]

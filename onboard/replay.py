@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onboard.types import RawFrame
+from onboard.formats.types import RawFrame
 
 SIDECAR_KEYS = ("counter", "timestamp", "exposure_s", "temperature_c", "pose", "sensor")
 

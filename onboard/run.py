@@ -25,9 +25,9 @@ from tqdm import tqdm
 from onboard import metrics
 from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
+from onboard.formats.products import Product, event_product
 from onboard.loop import FrameLoop
 from onboard.pipeline import FrameResult
-from onboard.products import Product, event_product
 from onboard.session import Session, SessionError, build_session
 from onboard.sources import Truth
 

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from onboard import calfile, sysinfo
-from onboard.bundle import find_bundle
-from onboard.calfile import Calibration, CalibrationFileError
+from onboard import sysinfo
 from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
+from onboard.formats import calfile
+from onboard.formats.bundle import find_bundle
+from onboard.formats.calfile import Calibration, CalibrationFileError
+from onboard.formats.types import Cube, Frame, ResidueMap
 from onboard.loop import LEVELS, LoopStats
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
@@ -33,7 +35,6 @@ from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import LearnedStages, learned_stages
 from onboard.stages.residue import UnmixConfig
-from onboard.types import Cube, Frame, ResidueMap
 
 
 class SessionError(RuntimeError):
@@ -100,7 +101,7 @@ def _cache_dir() -> Path:
 
 
 #: The modules a simulated calibration is computed by: their source is part of its cache key.
-_CALIBRATION_SOURCES = ("physics", "simulated.py", "calfile.py", "stages/radiometric.py",
+_CALIBRATION_SOURCES = ("physics", "simulated.py", "formats/calfile.py", "stages/radiometric.py",
                         "stages/reconstruct.py")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onboard.calfile import Calibration
+from onboard.formats.calfile import Calibration
 from onboard.physics.imspoc import ImspocInstrument, transfer_matrix
 from onboard.physics.pushbroom import PushbroomInstrument
 from onboard.stages import radiometric

@@ -15,10 +15,10 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.formats.types import Frame, RawFrame
 from onboard.physics.imspoc import ImspocInstrument, band_edges_nm
 from onboard.physics.pushbroom import PushbroomInstrument
 from onboard.scene.farmland import SceneTile as Tile
-from onboard.types import Frame, RawFrame
 
 
 @dataclass

@@ -13,8 +13,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onboard import bundle as mb
-from onboard.bundle import Artifact, BundleError, Manifest, ModelSpec, Normalisation, TensorSpec
+from onboard.formats import bundle as mb
+from onboard.formats.bundle import (
+    Artifact,
+    BundleError,
+    Manifest,
+    ModelSpec,
+    Normalisation,
+    TensorSpec,
+)
 
 BANDS, OUT = 6, 3
 QSCALE_X = 0.02  # input quantisation step of the int8 conv: inputs in [-2.5, 2.5] fit int8

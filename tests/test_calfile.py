@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from onboard import calfile
-from onboard.calfile import CalibrationFileError
+from onboard.formats import calfile
+from onboard.formats.calfile import CalibrationFileError
 
 
 def test_round_trip_is_exact(imspoc_calibration, tmp_path) -> None:

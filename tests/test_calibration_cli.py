@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.simulate import truth_errors
-from onboard import calfile
+from onboard.formats import calfile
 from onboard.physics.interferometers import InterferometerBank
 
 

@@ -40,7 +40,7 @@ from calibration.fullframe import (
     write_simulated,
 )
 from calibration.simulate import truth_errors
-from onboard import calfile
+from onboard.formats import calfile
 from onboard.simulated import calibrate_imspoc
 from onboard.stages import radiometric
 from onboard.stages.reconstruct import Reconstructor

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onboard.formats.types import Cube
 from onboard.stages.denoise import (
     MIN_BANDS,
     SubspaceDenoiseConfig,
@@ -23,7 +24,6 @@ from onboard.stages.denoise import (
     denoise_subspace_report,
     estimate_stripes,
 )
-from onboard.types import Cube
 
 
 def smooth_spectra(wavelengths_nm: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

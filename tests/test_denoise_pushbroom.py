@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from test_denoise import column_residual
 
+from onboard.formats.types import Cube
 from onboard.physics.pushbroom import finch_like
 from onboard.scene.farmland import FarmlandScene
 from onboard.simulated import calibrate_pushbroom
 from onboard.stages import radiometric
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace_report
-from onboard.types import Cube
 
 #: Detector elements (cross-track, band) that died after the ground calibration.
 DIED_SINCE_CALIBRATION = (np.array([17, 64, 100]), np.array([10, 40, 70]))

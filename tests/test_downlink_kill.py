@@ -33,7 +33,7 @@ from firmware_bridge.spool import Spool
 PRODUCT_SRC = textwrap.dedent(
     """
     import random
-    from onboard.products import Product, ProductKind
+    from onboard.formats.products import Product, ProductKind
 
     KINDS = [ProductKind.HEALTH, ProductKind.RESIDUE, ProductKind.QUICKLOOK, ProductKind.CUBE,
              ProductKind.EVENT]

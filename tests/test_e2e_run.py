@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from onboard.products import ProductKind
+from onboard.formats.products import ProductKind
 from onboard.run import products_of
 
 

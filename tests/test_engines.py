@@ -26,12 +26,12 @@ from test_bundle import (
     matmul_onnx,
 )
 
-from onboard import bundle as mb
-from onboard.bundle import TensorSpec
 from onboard.engines import EngineError, select_engine
 from onboard.engines.onnxruntime_engine import GPU_PROVIDERS, OnnxRuntimeEngine
 from onboard.engines.select import CLASSICAL, EngineOptions
 from onboard.engines.tensorrt_engine import PlanKey
+from onboard.formats import bundle as mb
+from onboard.formats.bundle import TensorSpec
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 ORT_HAS_GPU = any(p in onnxruntime.get_available_providers() for p in GPU_PROVIDERS)
@@ -242,8 +242,8 @@ def test_plan_key_refusal_names_what_differs() -> None:
 
 
 def test_importing_the_engine_layer_imports_no_heavy_library() -> None:
-    code = ("import sys, onboard.engines, onboard.bundle, onboard.engines.select\n"
-            "from onboard.bundle import tool_versions; tool_versions('torch', 'onnx')\n"
+    code = ("import sys, onboard.engines, onboard.formats.bundle, onboard.engines.select\n"
+            "from onboard.formats.bundle import tool_versions; tool_versions('torch', 'onnx')\n"
             "print([m for m in ('torch', 'onnxruntime', 'tensorrt', 'cuda', 'scipy', 'onnx')"
             " if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

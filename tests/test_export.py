@@ -183,9 +183,9 @@ def test_tensorrt_plan_matches_onnxruntime(exported, tmp_path):
     reason = tensorrt_build.unavailable_reason()
     if reason:
         pytest.skip(f"TensorRT plan not built here: {reason}")
-    from onboard.bundle import TensorSpec
-    from onboard.calfile import file_sha256
     from onboard.engines.tensorrt_engine import PlanKey, TensorRTEngine
+    from onboard.formats.bundle import TensorSpec
+    from onboard.formats.calfile import file_sha256
 
     fp32, _, _, feeds = exported
     info = tensorrt_build.build_plan(fp32, tmp_path / "m.plan", "fp32",

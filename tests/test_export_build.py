@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from onboard import bundle as bundle_mod  # noqa: E402
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine  # noqa: E402
+from onboard.formats import bundle as bundle_mod  # noqa: E402
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue  # noqa: E402
 
 

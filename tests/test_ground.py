@@ -19,6 +19,7 @@ from test_downlink import FAST, exchange
 
 from firmware_bridge.downlink import DownlinkConfig, DownlinkReceiver, DownlinkSender, ReceivedFile
 from firmware_bridge.spool import Spool
+from onboard.formats.products import Product, ProductKind, decode_arrays, encode_arrays
 from onboard.ground import (
     CAPTURE_MAGIC,
     CaptureError,
@@ -27,13 +28,12 @@ from onboard.ground import (
     decode_capture,
     read_capture,
 )
-from onboard.products import Product, ProductKind, decode_arrays, encode_arrays
 
 ROWS, COLS, BANDS = 24, 20, 16
 
 
 def make_product(i: int, kind: ProductKind) -> Product:
-    """A deterministic product of each kind, with the payload layouts of onboard.products."""
+    """A deterministic product of each kind, with the payload layouts of onboard.formats.products."""
     rng = np.random.default_rng(i)
     meta: dict = {"seed": i}
     if kind == ProductKind.RESIDUE:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_bundle import corrupt, make_bundle
 
-from onboard.calfile import file_sha256
+from onboard.formats.calfile import file_sha256
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -16,9 +16,10 @@ import onnxruntime as ort
 import pytest
 
 import onboard
-from onboard import bundle as bundle_mod
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.engines.select import EngineOptions
+from onboard.formats import bundle as bundle_mod
+from onboard.formats.types import INVALID_CLASS, Cube, ResidueMap
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import (
     DENOISER,
@@ -30,7 +31,6 @@ from onboard.stages.learned import (
     refiner_input,
     residue_model_for,
 )
-from onboard.types import INVALID_CLASS, Cube, ResidueMap
 
 BUNDLE = Path(onboard.__file__).parent / "models" / "default"  # the committed bundle
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import smooth_reflectance
 
+from onboard.formats.products import ProductKind
+from onboard.formats.types import ResidueMap
 from onboard.loop import LEVELS, RECOVER_AFTER, FrameLoop
 from onboard.pipeline import Pipeline
-from onboard.products import ProductKind
-from onboard.types import ResidueMap
 
 
 def _classify(cube):

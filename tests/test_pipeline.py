@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import smooth_reflectance
 
+from onboard.formats.products import Product, ProductKind, decode_arrays
+from onboard.formats.types import INVALID_CLASS, RawFrame
 from onboard.pipeline import Pipeline
-from onboard.products import Product, ProductKind, decode_arrays
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.residue import Endmembers, unmix_fcls
-from onboard.types import INVALID_CLASS, RawFrame
 
 
 @pytest.fixture(scope="module")

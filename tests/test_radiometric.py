@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from onboard.formats.types import RawFrame
 from onboard.stages import radiometric
 from onboard.stages.radiometric import FrameError
-from onboard.types import RawFrame
 
 
 def test_estimated_maps_match_the_detector_truth(imspoc, imspoc_calibration) -> None:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from onboard.camera import CameraUnavailable, OpenCVCamera
+from onboard.formats.types import RawFrame
 from onboard.replay import ReplaySource, write_frame
-from onboard.types import RawFrame
 
 
 def test_record_and_replay_round_trip(tmp_path) -> None:

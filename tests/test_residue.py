@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
+from onboard.formats.types import ENDMEMBERS, INVALID_CLASS, Cube
 from onboard.stages.residue import Endmembers, UnmixConfig, solve_constrained_ls, unmix_fcls
-from onboard.types import ENDMEMBERS, INVALID_CLASS, Cube
 
 WAVELENGTHS = np.linspace(450.0, 950.0, 30)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onboard.formats.types import Cube
 from onboard.physics.imspoc import default_instrument
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.scene.library import load
 from onboard.stages.reconstruct import output_grid
 from onboard.stages.residue import Endmembers, UnmixConfig, unmix_fcls
-from onboard.types import Cube
 
 GRIDS = {
     "imspoc": output_grid(default_instrument(seed=0).band_nm, 24),  # the run's ImSPOC bands

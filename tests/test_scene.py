@@ -4,6 +4,7 @@ unmixing sanity with the true endmembers, flight tracks."""
 import numpy as np
 import pytest
 
+from onboard.formats.types import ENDMEMBERS, TILLAGE_THRESHOLDS, tillage_class
 from onboard.scene.farmland import (
     COVER_RANGES,
     VARIABILITY,
@@ -11,7 +12,6 @@ from onboard.scene.farmland import (
     FlightTrack,
     nominal_endmembers,
 )
-from onboard.types import ENDMEMBERS, TILLAGE_THRESHOLDS, tillage_class
 
 GRID = np.arange(452.5, 1000, 5.0)  # an ImSPOC-like visible/NIR grid
 R, S, G = (ENDMEMBERS.index(k) for k in ("residue", "soil", "green"))

@@ -1,7 +1,7 @@
 """The one interface every inference engine has (after Polygraphy's runners).
 
 An engine runs one model file: ``run(inputs) -> outputs``, both dicts from tensor name to
-array, names, shapes and dtypes as the bundle manifest's :class:`~onboard.bundle.TensorSpec`
+array, names, shapes and dtypes as the bundle manifest's :class:`~onboard.formats.bundle.TensorSpec`
 says. Constructing an engine is cheap and imports nothing heavy; :meth:`Engine.activate`
 loads the model and allocates (sessions, CUDA buffers), :meth:`Engine.deactivate` frees, and
 an engine is a context manager doing both. An engine that cannot be used raises
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from onboard.bundle import TensorSpec
+from onboard.formats.bundle import TensorSpec
 
 log = logging.getLogger("onboard.engines")
 

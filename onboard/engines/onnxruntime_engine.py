@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from onboard.bundle import TensorSpec
 from onboard.engines.base import Engine, EngineError
+from onboard.formats.bundle import TensorSpec
 
 #: Best first. The CPU provider is always last and always present.
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

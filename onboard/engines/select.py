@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from onboard.bundle import PRECISIONS, Artifact, Bundle
 from onboard.engines import onnxruntime_engine as ortx
 from onboard.engines import tensorrt_engine as trtx
 from onboard.engines.base import Engine, EngineError
+from onboard.formats.bundle import PRECISIONS, Artifact, Bundle
 
 #: Best first.
 CANDIDATES = ("tensorrt", "onnxruntime-gpu", "onnxruntime-cpu")

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from onboard.bundle import Artifact, TensorSpec
 from onboard.engines.base import Engine, EngineError
+from onboard.formats.bundle import Artifact, TensorSpec
 
 _JETSON_HINT = "pip install 'onboard[jetson]'"
 

@@ -25,11 +25,11 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.formats.types import RawFrame
 from onboard.physics import fabry_perot
 from onboard.physics.detector import Detector, DetectorSpec
 from onboard.physics.illumination import solar_illumination
 from onboard.physics.interferometers import InterferometerBank
-from onboard.types import RawFrame
 
 _FD_STEP_UM = 0.002  # finite-difference step for the wedge's Taylor terms
 

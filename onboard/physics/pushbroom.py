@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.formats.types import RawFrame
 from onboard.physics.detector import Detector, DetectorSpec
 from onboard.physics.illumination import solar_illumination
-from onboard.types import RawFrame
 
 
 def ingaas_quantum_efficiency(wavelength_nm: NDArray) -> NDArray[np.float64]:

@@ -9,7 +9,7 @@ intensive, 15-30 % reduced, > 30 % conservation; ``COVER_RANGES`` keep 2-3 point
 thresholds), a green-vegetation cover (weeds, volunteer crop, 0-30 % of what residue leaves)
 and bare soil for the rest. Smooth random textures vary the covers inside a parcel, the
 residue cover staying inside the practice's range, so a pixel's class (from its own cover,
-``onboard.types.tillage_class``) is its parcel's practice.
+``onboard.formats.types.tillage_class``) is its parcel's practice.
 
 Every pixel is a linear mixture of soil, residue and green vegetation, and every endmember
 varies from pixel to pixel, because a simulator with fixed endmembers makes unmixing trivial
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from onboard.formats.types import ENDMEMBERS, TILLAGE_THRESHOLDS, tillage_class
 from onboard.scene.library import SpectralLibrary, load
 from onboard.stages.residue import Endmembers
-from onboard.types import ENDMEMBERS, TILLAGE_THRESHOLDS, tillage_class
 
 #: Residue-cover range of each tillage practice (intensive, reduced, conservation).
 COVER_RANGES = ((0.02, TILLAGE_THRESHOLDS[0] - 0.02), (TILLAGE_THRESHOLDS[0] + 0.02, TILLAGE_THRESHOLDS[1] - 0.02),

@@ -6,6 +6,6 @@ through an inference engine), ``residue`` (Cube -> ResidueMap, classical unmixin
 ``classify`` runs with the cube's spectral response and a spatial context, and ``package``
 (results -> Products). ``filters``: small spatial filters they share.
 
-Each stage is a function of typed inputs (``onboard.types``) and an explicit configuration,
+Each stage is a function of typed inputs (``onboard.formats.types``) and an explicit configuration,
 with no hidden state, so it can be run, tested and timed alone. numpy only.
 """

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from onboard.formats.types import INVALID_CLASS, Cube, ResidueMap, tillage_class
 from onboard.stages.filters import box_mean
 from onboard.stages.residue import Endmembers, UnmixConfig, unmix_fcls
-from onboard.types import INVALID_CLASS, Cube, ResidueMap, tillage_class
 
 
 def seen_through(endmembers: Endmembers, response: np.ndarray | None) -> Endmembers:

@@ -61,7 +61,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.types import Cube
+from onboard.formats.types import Cube
 
 #: Fewest bands the subspace denoiser accepts: below this there is no room for a signal
 #: subspace smaller than the band count, and the band-noise regression has too few regressors.

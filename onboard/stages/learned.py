@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.bundle import Bundle
 from onboard.engines.base import Engine
 from onboard.engines.select import EngineOptions, Selection, select_engine
+from onboard.formats.bundle import Bundle
+from onboard.formats.types import INVALID_CLASS, Cube, ResidueMap
 from onboard.stages.denoise import (
     SubspaceDecomposition,
     SubspaceDenoiseConfig,
@@ -43,7 +44,6 @@ from onboard.stages.denoise import (
     denoise_subspace,
 )
 from onboard.stages.denoise import decompose as subspace_decompose
-from onboard.types import INVALID_CLASS, Cube, ResidueMap
 
 #: Model names in a bundle.
 DENOISER = "denoiser"

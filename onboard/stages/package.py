@@ -2,7 +2,7 @@
 
 Per frame: the residue map (tillage class and fractions), a false-colour quick-look PNG and
 the denoised cube. Every product carries the frame counter, time, instrument, software and
-model versions and its checksum (:mod:`onboard.products`).
+model versions and its checksum (:mod:`onboard.formats.products`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from onboard.products import Product, ProductKind, encode_arrays
-from onboard.types import Cube, ResidueMap
+from onboard.formats.products import Product, ProductKind, encode_arrays
+from onboard.formats.types import Cube, ResidueMap
 
 #: Quick-look bands (nm) as (red, green, blue): colour-infrared for the visible/NIR ImSPOC,
 #: SWIR false colour for a 900-1700 nm push-broom.

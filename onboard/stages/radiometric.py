@@ -13,9 +13,9 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.calfile import Radiometric
+from onboard.formats.calfile import Radiometric
+from onboard.formats.types import RawFrame
 from onboard.stages.filters import box_mean
-from onboard.types import RawFrame
 
 
 class FrameError(ValueError):

@@ -24,9 +24,9 @@ from itertools import pairwise
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.calfile import Calibration
+from onboard.formats.calfile import Calibration
+from onboard.formats.types import Cube, RawFrame
 from onboard.physics.imspoc import transfer_matrix
-from onboard.types import Cube, RawFrame
 
 #: Candidate regularisation weights, relative to trace(A'^T A') / trace(D^T D).
 LAMBDA_GRID = np.logspace(-7, 1, 33)

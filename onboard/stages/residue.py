@@ -54,7 +54,7 @@ gradient was rounding noise; freeing it again would cycle). The solution is feas
 every iteration; it agrees with scipy's NNLS to 1e-8 even for the 12 near-collinear
 variants of the farmland library (condition number 1e12).
 
-Output (a :class:`onboard.types.ResidueMap`): ``fractions`` (3, rows, cols) float32 in
+Output (a :class:`onboard.formats.types.ResidueMap`): ``fractions`` (3, rows, cols) float32 in
 ``ENDMEMBERS`` order, each valid pixel non-negative and summing to one; NaN where the pixel
 is invalid, and ``tillage`` is then ``INVALID_CLASS``. A pixel is invalid when the cube says
 so, when its spectrum is not finite, or when no endmember correlates positively with it
@@ -73,7 +73,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.types import ENDMEMBERS, INVALID_CLASS, Cube, ResidueMap, tillage_class
+from onboard.formats.types import ENDMEMBERS, INVALID_CLASS, Cube, ResidueMap, tillage_class
 
 #: Most endmember spectra in a library: the solver tabulates one KKT inverse per subset.
 MAX_ENDMEMBERS = 12

@@ -62,14 +62,14 @@ from typing import Any
 import numpy as np
 
 from onboard import __version__
-from onboard.calfile import file_sha256
+from onboard.formats.calfile import file_sha256
 
 FORMAT = "onboard-model-bundle"
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
 #: Where the runtime looks when no bundle is configured (export/ writes the default bundle here).
-DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "models" / "default"
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
 PRECISIONS = ("fp32", "fp16", "int8")
