@@ -69,7 +69,7 @@ from onboard.physics.imspoc import (
     transfer_matrix,
 )
 from onboard.physics.interferometers import InterferometerBank
-from onboard.simulated import DARK_EXPOSURES_S, STACK
+from onboard.sources.simulated import DARK_EXPOSURES_S, STACK
 from onboard.stages import radiometric
 from onboard.stages.reconstruct import output_grid, white_reference
 

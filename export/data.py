@@ -39,8 +39,8 @@ from onboard.physics.imspoc import ImspocInstrument, default_instrument
 from onboard.physics.pushbroom import PushbroomInstrument, finch_like
 from onboard.pipeline import Pipeline, StageOptions
 from onboard.scene.farmland import FarmlandScene
-from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
-from onboard.sources import band_average
+from onboard.sources.base import band_average
+from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import decompose, refiner_input
 

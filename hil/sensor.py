@@ -2,7 +2,7 @@
 
 Frames come from the same simulated instrument and farmland the payload's configuration
 describes (``onboard.session.build_session``, so the physics is defined once), or from a
-folder of recorded frames (``onboard/replay.py`` format). They are made before the scenario
+folder of recorded frames (``onboard/sources/replay.py`` format). They are made before the scenario
 starts, so the feeder's own CPU use does not disturb the payload's timing, and written at
 ``start_s + i / rate_hz`` in the replay format: the image first, then the sidecar, each by
 an atomic rename, so the payload never sees half a frame unless the scenario asks for one.
@@ -23,8 +23,8 @@ import numpy as np
 from hil.scenario import SensorSpec
 from onboard.config import from_dict
 from onboard.formats.types import RawFrame
-from onboard.replay import ReplaySource, write_frame
 from onboard.session import build_session
+from onboard.sources.replay import ReplaySource, write_frame
 
 
 def make_frames(payload_config: dict, n: int, recorded: Path | None = None) -> list[RawFrame]:

@@ -76,7 +76,7 @@ class RunConfig:
     deadline_s: float = 2.0
     health_period_s: float = 10.0
     calibration: str | None = None
-    replay: str | None = None  # folder of recorded frames (onboard/replay.py) instead of the simulator
+    replay: str | None = None  # folder of recorded frames (onboard/sources/replay.py) instead of the simulator
     record: str | None = None  # also record every raw frame into this folder
     bundle: str | None = None
 

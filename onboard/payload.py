@@ -25,7 +25,7 @@ capture and returns to IDLE; spooled products keep going down.
 
 **Frames.** From the session's source (the simulator by default), or, with a replay folder,
 from frames arriving in that folder while the service runs (the sensor's drop folder, in the
-``onboard/replay.py`` format; a frame counts once both its files are there). A frame whose
+``onboard/sources/replay.py`` format; a frame counts once both its files are there). A frame whose
 ``out/frames/frame_N.json`` manifest exists was processed before a restart and is skipped; a
 damaged frame becomes an event product. After a power cut the spool delivers what it holds.
 
@@ -69,9 +69,9 @@ from onboard.formats.products import Product, event_product
 from onboard.formats.types import Frame, RawFrame
 from onboard.loop import FrameLoop
 from onboard.pipeline import FrameResult
-from onboard.replay import ReplaySource
 from onboard.session import Session
-from onboard.sources import Truth
+from onboard.sources.base import Truth
+from onboard.sources.replay import ReplaySource
 
 if TYPE_CHECKING:
     from onboard.run import ProductWriter
@@ -85,7 +85,7 @@ CONFIG_KEYS = ("run.deadline_s", "run.health_period_s", "link.telemetry_period_s
 
 
 class FollowFolder:
-    """Frames as they arrive in ``folder`` (onboard/replay.py format), in counter order.
+    """Frames as they arrive in ``folder`` (onboard/sources/replay.py format), in counter order.
 
     A frame is taken once its sidecar (written after the image) exists; ``done(counter)``
     says a frame was processed before a restart and is skipped. Damaged frames are yielded

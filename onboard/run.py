@@ -29,7 +29,7 @@ from onboard.formats.products import Product, event_product
 from onboard.loop import FrameLoop
 from onboard.pipeline import FrameResult
 from onboard.session import Session, SessionError, build_session
-from onboard.sources import Truth
+from onboard.sources.base import Truth
 
 
 @dataclass
@@ -157,7 +157,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.option("--calibration", type=click.Path(path_type=Path), help="Calibration file (.cal).")
 @click.option("--seed", type=int, help="Seed of the simulated scene and noise.")
 @click.option("--replay", type=click.Path(file_okay=False, path_type=Path),
-              help="Process recorded frames from this folder (onboard/replay.py format).")
+              help="Process recorded frames from this folder (onboard/sources/replay.py format).")
 @click.option("--record", type=click.Path(file_okay=False, path_type=Path),
               help="Also record every raw frame into this folder.")
 @click.option("--port", help="Serve a flight computer on this serial port (pyserial URL): "

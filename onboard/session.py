@@ -27,10 +27,10 @@ from onboard.loop import LEVELS, LoopStats
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
 from onboard.pipeline import Pipeline, StageOptions
-from onboard.replay import ReplaySource, write_frame
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
-from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
-from onboard.sources import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
+from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
+from onboard.sources.replay import ReplaySource, write_frame
+from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import LearnedStages, learned_stages
@@ -101,7 +101,7 @@ def _cache_dir() -> Path:
 
 
 #: The modules a simulated calibration is computed by: their source is part of its cache key.
-_CALIBRATION_SOURCES = ("physics", "simulated.py", "formats/calfile.py", "stages/radiometric.py",
+_CALIBRATION_SOURCES = ("physics", "sources/simulated.py", "formats/calfile.py", "stages/radiometric.py",
                         "stages/reconstruct.py")
 
 

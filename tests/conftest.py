@@ -21,7 +21,7 @@ def imspoc() -> ImspocInstrument:
 
 @pytest.fixture(scope="session")
 def imspoc_calibration(imspoc: ImspocInstrument):
-    from onboard.simulated import calibrate_imspoc
+    from onboard.sources.simulated import calibrate_imspoc
 
     return calibrate_imspoc(imspoc)
 

@@ -41,7 +41,7 @@ from calibration.fullframe import (
 )
 from calibration.simulate import truth_errors
 from onboard.formats import calfile
-from onboard.simulated import calibrate_imspoc
+from onboard.sources.simulated import calibrate_imspoc
 from onboard.stages import radiometric
 from onboard.stages.reconstruct import Reconstructor
 

@@ -15,7 +15,7 @@ from test_denoise import column_residual
 from onboard.formats.types import Cube
 from onboard.physics.pushbroom import finch_like
 from onboard.scene.farmland import FarmlandScene
-from onboard.simulated import calibrate_pushbroom
+from onboard.sources.simulated import calibrate_pushbroom
 from onboard.stages import radiometric
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace_report
 

@@ -154,7 +154,7 @@ def test_int8_and_fp16_close_to_fp32(exported):
 
 def test_reconstruction_graph_matches_the_stage(tmp_path):
     from onboard.physics.imspoc import default_instrument
-    from onboard.simulated import calibrate_imspoc
+    from onboard.sources.simulated import calibrate_imspoc
     from onboard.stages import radiometric
     from onboard.stages.reconstruct import Reconstructor
 

@@ -20,7 +20,7 @@ from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.messages import EventCode, ResultCode
 from hil.flight_computer import FlightComputer
 from hil.sensor import make_frames
-from onboard.replay import write_frame
+from onboard.sources.replay import write_frame
 
 RATE = 115200.0  # bytes/s: 10x a 115200 baud UART, to keep the test short
 

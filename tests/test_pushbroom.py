@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from onboard.physics.pushbroom import finch_like, ingaas_quantum_efficiency
-from onboard.simulated import calibrate_pushbroom
+from onboard.sources.simulated import calibrate_pushbroom
 from onboard.stages import radiometric
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from onboard.camera import CameraUnavailable, OpenCVCamera
 from onboard.formats.types import RawFrame
-from onboard.replay import ReplaySource, write_frame
+from onboard.sources.camera import CameraUnavailable, OpenCVCamera
+from onboard.sources.replay import ReplaySource, write_frame
 
 
 def test_record_and_replay_round_trip(tmp_path) -> None:

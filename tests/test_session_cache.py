@@ -32,7 +32,7 @@ def test_cached_calibration_is_made_once_then_read(tmp_path, monkeypatch) -> Non
 
     def make():
         from onboard.physics.imspoc import default_instrument
-        from onboard.simulated import calibrate_imspoc
+        from onboard.sources.simulated import calibrate_imspoc
 
         made.append(1)
         return calibrate_imspoc(default_instrument(seed=3), n_bands=12)
