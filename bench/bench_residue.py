@@ -28,7 +28,7 @@ from export import data, parity
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.formats import bundle as bundle_mod
-from onboard.session import classical_classifier
+from onboard.runtime.session import classical_classifier
 from onboard.stages.learned import LearnedResidue
 
 #: (label, instrument, ImSPOC illumination range or None for the instrument's default)

@@ -47,7 +47,7 @@ from export.train import ResidueModel, TrainConfig, train_denoiser, train_residu
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.formats.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
-from onboard.session import classical_classifier
+from onboard.runtime.session import classical_classifier
 from onboard.stages import radiometric
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input

@@ -37,7 +37,7 @@ from onboard.formats.calfile import Calibration
 from onboard.formats.types import Cube, ResidueMap
 from onboard.physics.imspoc import ImspocInstrument, default_instrument
 from onboard.physics.pushbroom import PushbroomInstrument, finch_like
-from onboard.pipeline import Pipeline, StageOptions
+from onboard.runtime.pipeline import Pipeline, StageOptions
 from onboard.scene.farmland import FarmlandScene
 from onboard.sources.base import band_average
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom

@@ -4,7 +4,7 @@ The payload runs exactly as on the flight computer: ``python -m onboard run --po
 --config MISSION.toml --replay DROP --out OUT`` in its own process (its own session, its own
 pyserial port). A power cut is SIGKILL: no handler runs, nothing is flushed, as when the
 supply drops. Power back starts the same command again. The end of a scenario is SIGTERM
-(the clean stop of onboard/payload.py), and the exit status is recorded.
+(the clean stop of onboard/runtime/payload.py), and the exit status is recorded.
 """
 
 from __future__ import annotations

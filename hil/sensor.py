@@ -1,7 +1,7 @@
 """The sensor feeder: raw frames into the payload's drop folder at the scenario's rate.
 
 Frames come from the same simulated instrument and farmland the payload's configuration
-describes (``onboard.session.build_session``, so the physics is defined once), or from a
+describes (``onboard.runtime.session.build_session``, so the physics is defined once), or from a
 folder of recorded frames (``onboard/sources/replay.py`` format). They are made before the scenario
 starts, so the feeder's own CPU use does not disturb the payload's timing, and written at
 ``start_s + i / rate_hz`` in the replay format: the image first, then the sidecar, each by
@@ -23,7 +23,7 @@ import numpy as np
 from hil.scenario import SensorSpec
 from onboard.config import from_dict
 from onboard.formats.types import RawFrame
-from onboard.session import build_session
+from onboard.runtime.session import build_session
 from onboard.sources.replay import ReplaySource, write_frame
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from onboard import sysinfo
 from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
-from onboard.session import SessionError, build_session
+from onboard.runtime.session import SessionError, build_session
 
 INFERENCE_STAGES = ("denoise", "classify")
 

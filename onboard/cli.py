@@ -14,7 +14,7 @@ import click
 
 # name -> (module, attribute, extra that provides its dependencies, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
-    "run": ("onboard.run", "run", None, "Ingest frames, process them and downlink products."),
+    "run": ("onboard.runtime.run", "run", None, "Ingest frames, process them and downlink products."),
     "info": ("onboard.info", "info", None, "Engines, versions, calibration and models in use."),
     "bench": ("onboard.bench", "bench", None, "Per-stage latency, throughput and memory here."),
     "ground": ("onboard.ground", "ground", "ground", "Ground segment: receive and decode downlinks."),

@@ -184,7 +184,7 @@ class EngineConfig:
 
 @dataclass
 class LinkConfig:
-    """The serial link to the flight computer (``onboard run --port``, onboard/payload.py).
+    """The serial link to the flight computer (``onboard run --port``, onboard/runtime/payload.py).
     ``rate_bytes_per_s`` 0: the UART rate of ``baud`` 8N1 (11520 B/s at 115200 baud); set it
     to the slowest hop (1200 for a 9.6 kbit/s radio). Without ``key_file`` only PING is
     accepted. ``uplink`` false: no CFDP answers from the ground, class 1 transfers.

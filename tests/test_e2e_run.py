@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from onboard.formats.products import ProductKind
-from onboard.run import products_of
+from onboard.runtime.run import products_of
 
 
 def _run(args, tmp_path, check=True):

@@ -29,7 +29,7 @@ def _heavy(mods: set[str]) -> list[str]:
 
 
 def test_import_onboard_is_lean(tmp_path) -> None:
-    mods = _modules_after("import onboard, onboard.cli, onboard.pipeline, onboard.session", tmp_path)
+    mods = _modules_after("import onboard, onboard.cli, onboard.runtime.pipeline, onboard.runtime.session", tmp_path)
     assert _heavy(mods) == []
 
 
@@ -43,7 +43,7 @@ def test_a_whole_run_never_imports_torch(tmp_path) -> None:
         "    assert not e.code, e.code\n"
     )
     mods = _modules_after(code, tmp_path)
-    assert "onboard.run" in mods  # the run really happened in this interpreter
+    assert "onboard.runtime.run" in mods  # the run really happened in this interpreter
     assert _heavy(mods) == []
 
 

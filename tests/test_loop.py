@@ -10,8 +10,8 @@ from conftest import smooth_reflectance
 
 from onboard.formats.products import ProductKind
 from onboard.formats.types import ResidueMap
-from onboard.loop import LEVELS, RECOVER_AFTER, FrameLoop
-from onboard.pipeline import Pipeline
+from onboard.runtime.loop import LEVELS, RECOVER_AFTER, FrameLoop
+from onboard.runtime.pipeline import Pipeline
 
 
 def _classify(cube):
@@ -77,7 +77,7 @@ def test_sigterm_finishes_the_frame_in_flight(imspoc_calibration, frames) -> Non
 
 
 def test_degradation_never_turns_on_what_the_mission_turned_off(imspoc_calibration, frames) -> None:
-    from onboard.pipeline import StageOptions
+    from onboard.runtime.pipeline import StageOptions
 
     pipe = Pipeline(imspoc_calibration, lambda c: c, _classify, saturation_dn=4094,
                     options=StageOptions(quicklook=True, cube=False))

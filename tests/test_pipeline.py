@@ -8,7 +8,7 @@ from conftest import smooth_reflectance
 
 from onboard.formats.products import Product, ProductKind, decode_arrays
 from onboard.formats.types import INVALID_CLASS, RawFrame
-from onboard.pipeline import Pipeline
+from onboard.runtime.pipeline import Pipeline
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.residue import Endmembers, unmix_fcls
 

@@ -3,13 +3,13 @@
 import shutil
 from pathlib import Path
 
-from onboard import session
+from onboard.runtime import session
 
 
 def test_cache_key_follows_the_calibration_code(tmp_path, monkeypatch) -> None:
     """A copy of the sources gives the same digest; one changed byte in the radiometric
     stage gives another, so a calibration cached by older code is not reused."""
-    src = Path(session.__file__).parent
+    src = Path(session.__file__).parents[1]
     copy = tmp_path / "onboard"
     for name in session._CALIBRATION_SOURCES:
         p = src / name
@@ -19,7 +19,7 @@ def test_cache_key_follows_the_calibration_code(tmp_path, monkeypatch) -> None:
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(p, copy / name)
     original = session._source_digest()
-    monkeypatch.setattr(session, "__file__", str(copy / "session.py"))
+    monkeypatch.setattr(session, "__file__", str(copy / "runtime" / "session.py"))
     assert session._source_digest() == original
     target = copy / "stages" / "radiometric.py"
     target.write_text(target.read_text() + "\n# changed\n")

@@ -3,7 +3,7 @@
 import pytest
 
 from onboard import config as config_mod
-from onboard.session import build_session
+from onboard.runtime.session import build_session
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue
 
 

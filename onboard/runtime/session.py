@@ -23,10 +23,10 @@ from onboard.formats import calfile
 from onboard.formats.bundle import find_bundle
 from onboard.formats.calfile import Calibration, CalibrationFileError
 from onboard.formats.types import Cube, Frame, ResidueMap
-from onboard.loop import LEVELS, LoopStats
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
-from onboard.pipeline import Pipeline, StageOptions
+from onboard.runtime.loop import LEVELS, LoopStats
+from onboard.runtime.pipeline import Pipeline, StageOptions
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
 from onboard.sources.replay import ReplaySource, write_frame
@@ -108,7 +108,7 @@ _CALIBRATION_SOURCES = ("physics", "sources/simulated.py", "formats/calfile.py",
 def _source_digest() -> str:
     """Digest of the code that makes a simulated calibration, so that a cached file made by
     other code (an upgrade, a local change) is never taken for this code's."""
-    root = Path(__file__).parent
+    root = Path(__file__).parents[1]  # onboard/
     h = hashlib.sha256()
     for name in _CALIBRATION_SOURCES:
         p = root / name

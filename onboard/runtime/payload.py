@@ -2,7 +2,7 @@
 
 Two threads share one :class:`PayloadService`:
 
-* the **frame thread** (the caller's) runs the :class:`~onboard.loop.FrameLoop` while a
+* the **frame thread** (the caller's) runs the :class:`~onboard.runtime.loop.FrameLoop` while a
   capture is commanded, archives each frame's products (``out/products``, as ``onboard run``
   does) and puts every product into the power-safe downlink spool;
 * the **link thread** serves the serial link: telecommands go through the authenticating
@@ -67,14 +67,14 @@ from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, event_product
 from onboard.formats.types import Frame, RawFrame
-from onboard.loop import FrameLoop
-from onboard.pipeline import FrameResult
-from onboard.session import Session
+from onboard.runtime.loop import FrameLoop
+from onboard.runtime.pipeline import FrameResult
+from onboard.runtime.session import Session
 from onboard.sources.base import Truth
 from onboard.sources.replay import ReplaySource
 
 if TYPE_CHECKING:
-    from onboard.run import ProductWriter
+    from onboard.runtime.run import ProductWriter
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class PayloadService:
         self.config = config
         self.follow = follow
         self.session = session
-        self.writer = writer  # onboard.run.ProductWriter: the on-board archive
+        self.writer = writer  # onboard.runtime.run.ProductWriter: the on-board archive
         lc = config.link
         if lc.port is None:
             raise ValueError("the payload service needs [link] port (or --port)")

@@ -26,9 +26,9 @@ from onboard import metrics
 from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
 from onboard.formats.products import Product, event_product
-from onboard.loop import FrameLoop
-from onboard.pipeline import FrameResult
-from onboard.session import Session, SessionError, build_session
+from onboard.runtime.loop import FrameLoop
+from onboard.runtime.pipeline import FrameResult
+from onboard.runtime.session import Session, SessionError, build_session
 from onboard.sources.base import Truth
 
 
@@ -161,7 +161,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.option("--record", type=click.Path(file_okay=False, path_type=Path),
               help="Also record every raw frame into this folder.")
 @click.option("--port", help="Serve a flight computer on this serial port (pyserial URL): "
-              "frames are captured on command and products downlinked (onboard/payload.py).")
+              "frames are captured on command and products downlinked (onboard/runtime/payload.py).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(sensor: str | None, frames: int | None, out: Path | None, config_path: Path | None,
@@ -238,7 +238,7 @@ def _serve(config: Config, session: Session, writer: ProductWriter, json_path: P
 
     from firmware_bridge.auth import CounterStoreError, KeyFileError
     from firmware_bridge.spool import SpoolError
-    from onboard.payload import PayloadService
+    from onboard.runtime.payload import PayloadService
 
     try:
         service = PayloadService(config, session, writer, follow)

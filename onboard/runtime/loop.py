@@ -29,7 +29,7 @@ import numpy as np
 from firmware_bridge.stopping import StopRequest, stop_on_signals
 from onboard.formats.products import ProductKind, event_product, json_product
 from onboard.formats.types import Frame
-from onboard.pipeline import FrameResult, Pipeline
+from onboard.runtime.pipeline import FrameResult, Pipeline
 
 LEVELS = ("nominal", "no quick-look", "faster inference", "no cube product", "no denoising")
 RECOVER_AFTER = 5
