@@ -24,7 +24,7 @@ file has been sent; the preempted product is sent again from scratch afterwards.
 keeps the product until the ground confirmed it, and after a restart the transfer starts
 again from scratch under a new transaction sequence number (persisted by the spool, so it
 never repeats); the ground drops the old half-received transaction when the new one starts
-and drops whole duplicates by product name and SHA-256 (``onboard.ground``).
+and drops whole duplicates by product name and SHA-256 (``ground.sink``).
 
 **Entities.** The payload is CFDP entity ``PAYLOAD_ENTITY`` and the ground ``GROUND_ENTITY``
 (2-byte entity IDs, 4-byte transaction sequence numbers).

@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "run": ("onboard.runtime.run", "run", None, "Ingest frames, process them and downlink products."),
     "info": ("onboard.info", "info", None, "Engines, versions, calibration and models in use."),
     "bench": ("onboard.bench", "bench", None, "Per-stage latency, throughput and memory here."),
-    "ground": ("onboard.ground", "ground", "ground", "Ground segment: receive and decode downlinks."),
+    "ground": ("ground.cli", "ground", "ground", "Ground segment: receive and decode downlinks."),
     "calibrate": ("calibration.cli", "calibrate", "ground", "Characterise the instrument."),
     "export": ("export.cli", "export", "export", "Train, export, quantise and compile models."),
     "hil": ("hil.cli", "hil", "dev", "Hardware-in-the-loop scenarios."),

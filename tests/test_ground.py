@@ -19,15 +19,10 @@ from test_downlink import FAST, exchange
 
 from firmware_bridge.downlink import DownlinkConfig, DownlinkReceiver, DownlinkSender, ReceivedFile
 from firmware_bridge.spool import Spool
+from ground.capture import CAPTURE_MAGIC, CaptureError, CaptureWriter, read_capture
+from ground.decode import decode_capture
+from ground.sink import ProductSink
 from onboard.formats.products import Product, ProductKind, decode_arrays, encode_arrays
-from onboard.ground import (
-    CAPTURE_MAGIC,
-    CaptureError,
-    CaptureWriter,
-    ProductSink,
-    decode_capture,
-    read_capture,
-)
 
 ROWS, COLS, BANDS = 24, 20, 16
 
@@ -110,7 +105,7 @@ def ground_cli(*args: str):
     """The same click command in this process (faster; stdout and stderr apart)."""
     from click.testing import CliRunner
 
-    from onboard.ground import ground
+    from ground.cli import ground
 
     return CliRunner().invoke(ground, list(args))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "scipy", "matplotlib", "export", "calibration", "hil", "prosail", "numba")
+HEAVY = ("torch", "scipy", "matplotlib", "export", "calibration", "hil", "ground", "prosail", "numba")
 
 
 def _modules_after(code: str, tmp_path: Path) -> set[str]:

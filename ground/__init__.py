@@ -1,0 +1,34 @@
+"""The ground segment, ``onboard ground``: receive a downlink, keep a capture of it, decode products to user formats.
+
+``onboard ground receive --port URL -o DIR`` listens on a serial link (any pyserial URL) as
+the flight computer's far end, answers CFDP class 2 transfers (ACK, NAK, Finished) unless
+``--no-uplink``, writes every space packet to a capture file and decodes products into DIR.
+``onboard ground decode CAPTURE -o DIR`` does the same from a capture, offline.
+
+Each file a CFDP transaction delivers has passed CFDP's CRC-32; it must then parse as a
+product (``onboard.formats.products.Product.from_bytes``, which checks the payload's SHA-256) and
+its kind must match its APID. A product already in DIR with the same name and SHA-256 is a
+duplicate (a retransmission after a payload reboot) and is counted, not written again; a
+different product under a name already used gets ``_<sha8>`` appended.
+
+Output in DIR:
+
+* ``raw/NAME.obpr``: the product file exactly as spooled on board.
+* residue maps: ``NAME_tillage.tif`` (uint8 class map, rows x cols) and
+  ``NAME_fractions.tif`` (float32, 3 x rows x cols: residue, soil, green vegetation), TIFF
+  written by tifffile; GeoTIFF tags (ModelPixelScale, ModelTiepoint, GeoKeyDirectory) when
+  the product's meta carries ``geotransform`` (GDAL order: x0, dx, 0, y0, 0, dy) and ``epsg``.
+* quick-looks: ``NAME.png`` (the payload as sent).
+* cubes: ENVI ``NAME.hdr``/``NAME.img`` (float32, band-sequential, ``wavelength`` in nm in
+  the header; float16 cubes are widened losslessly) and ``NAME_valid.hdr/.img`` (uint8
+  validity mask), written by Spectral Python.
+* health and events: one JSON line per product in ``health.jsonl`` / ``events.jsonl``
+  (the product header plus its payload under ``"data"``).
+* other kinds: the payload with its encoding's extension (``.json``, ``.npz``, ``.png``).
+* ``index.jsonl``: one line per accepted product (name, kind, sha256, files, CFDP
+  transaction); ``rejected.jsonl``: transfers and files refused, with the reason.
+
+Modules: ``capture`` (the capture file), ``user_formats`` (GeoTIFF, ENVI), ``sink``
+(verify, deduplicate, write a delivered product), ``decode`` (a capture, offline), ``cli``
+(``onboard ground``).
+"""

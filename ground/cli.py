@@ -1,0 +1,121 @@
+"""``onboard ground``: ``receive`` from a serial link, ``decode`` a capture."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from firmware_bridge.downlink import (
+    DownlinkConfig,
+    DownlinkReceiver,
+)
+from ground.capture import DOWN, UP, CaptureWriter
+from ground.decode import decode_capture
+from ground.sink import ProductSink
+
+
+def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> None:
+    s, r = sink.stats, receiver.stats
+    summary = {"products": s.products, "by_kind": s.by_kind, "duplicates": s.duplicates,
+               "rejected": s.rejected, "failed_transfers": s.failed_transfers,
+               "packets": r.packets, "bad_packets": r.bad_packets,
+               "bad_reasons": r.bad_reasons, "transactions": r.transactions}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    kinds = ", ".join(f"{v} {k}" for k, v in sorted(s.by_kind.items())) or "none"
+    click.echo(f"{s.products} products ({kinds}) from {r.packets} packets in {r.transactions} "
+               f"CFDP transactions; {s.duplicates} duplicates dropped, {s.rejected} rejected, "
+               f"{s.failed_transfers} transfers incomplete, {r.bad_packets} bad packets")
+
+
+@click.group()
+def ground() -> None:
+    """Ground segment: receive a downlink, decode captures into product files."""
+
+
+@ground.command()
+@click.argument("capture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for the decoded products.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def decode(capture: Path, out: Path, as_json: bool) -> None:
+    """Turn a downlink CAPTURE back into product files in OUT."""
+    sink, receiver, error = decode_capture(capture, out)
+    _summary(sink, receiver, as_json)
+    if error is not None:
+        click.echo(f"error: {error}; the records before it were decoded", err=True)
+        sys.exit(2)
+
+
+@ground.command()
+@click.option("--port", required=True, help="pyserial URL of the link: /dev/ttyUSB0, a pty, "
+              "socket://host:port.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--capture", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Capture file to append to (default OUT/downlink.cap).")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--rate", type=float, default=None,
+              help="Uplink pacing in bytes/s (default: the UART rate of --baud).")
+@click.option("--no-uplink", is_flag=True, help="Listen only (class 1 transfers).")
+@click.option("--idle-exit", type=float, default=None,
+              help="Exit after this many seconds without a packet.")
+@click.option("--ack-timer", type=float, default=10.0, show_default=True,
+              help="Seconds before the Finished PDU / NAK sequence is repeated.")
+@click.option("--json", "as_json", is_flag=True)
+def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float | None,
+            no_uplink: bool, idle_exit: float | None, ack_timer: float, as_json: bool) -> None:
+    """Listen on a serial link, answer CFDP and decode products into OUT (Ctrl-C stops)."""
+    import serial
+
+    from firmware_bridge.link import ByteRate, Link
+    from firmware_bridge.messages import MsgType, unpack_message
+    from firmware_bridge.stopping import stop_on_signals
+
+    with stop_on_signals() as stop:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = ProductSink(out)
+        try:
+            link = Link.open(port, baudrate=baud, rate=ByteRate(rate) if rate else None)
+        except (serial.SerialException, ValueError) as exc:
+            raise click.ClickException(f"cannot open the link {port}: {exc}") from exc
+        writer = CaptureWriter(capture or out / "downlink.cap")
+
+        def uplink(packet: bytes) -> None:
+            writer.write(UP, packet)
+            link.send_data(packet)
+
+        config = DownlinkConfig(ack_timer_s=ack_timer, nak_timer_s=ack_timer)
+        receiver = DownlinkReceiver(out / ".staging", sink.receive, None if no_uplink else uplink,
+                                    config, sink.failed)
+        click.echo(f"listening on {port} ({'class 1, no uplink' if no_uplink else 'class 2'}); "
+                   f"capture {writer.path}", err=True)
+        last = time.monotonic()
+        try:
+            while not stop and (idle_exit is None or time.monotonic() - last < idle_exit):
+                frame = link.receive(0.05)
+                while frame is not None:
+                    last = time.monotonic()
+                    if frame.msg_type == MsgType.DATA:
+                        writer.write(DOWN, frame.body)
+                        receiver.on_packet(frame.body)
+                    else:
+                        try:
+                            msg = unpack_message(frame.msg_type, frame.body)
+                            sink.append_jsonl("telemetry.jsonl", {"t": time.time(), "type": type(msg).__name__,
+                                                          "message": repr(msg)})
+                        except ValueError as exc:
+                            sink.append_jsonl("telemetry.jsonl", {"t": time.time(), "error": str(exc)})
+                    frame = link.receive(0.0)
+                receiver.poll()
+        finally:
+            link.close()
+            writer.close()
+    if link.decoder.bad_frames:
+        click.echo(f"link: {link.decoder.bad_frames} bad frames refused "
+                   f"({dict(link.decoder.bad)})", err=True)
+    _summary(sink, receiver, as_json)
