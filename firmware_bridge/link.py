@@ -6,7 +6,7 @@ configured byte rate, because a pseudo-terminal ignores the baud rate and a radi
 the flight computer is slower than the UART: a frame is written only when the previous
 ones have had time to leave at that rate.
 
-The seam for the downlink (``spool.py``/``downlink.py``):
+The seam for the downlink (``spool.py``/``cfdp/``):
 
 * send one CCSDS space packet: ``link.send_data(packet)`` (``len(packet) <= MAX_BODY``);
 * uplinked CFDP PDUs arrive as DATA frames: ``PayloadEndpoint.open(url, handlers, on_data,

@@ -1,7 +1,7 @@
 """The downlink spool: products waiting for the ground, on disk, safe against power loss.
 
 The spool stores opaque bytes (a product file, ``onboard.formats.products.Product.to_bytes()``) under
-a name, a kind and a priority; it never parses them. The downlink (``downlink.py``) takes the
+a name, a kind and a priority; it never parses them. The downlink (``cfdp/``) takes the
 next entry, delivers it and calls :meth:`Spool.delivered`.
 
 Layout of a spool directory::

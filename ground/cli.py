@@ -9,10 +9,8 @@ from pathlib import Path
 
 import click
 
-from firmware_bridge.downlink import (
-    DownlinkConfig,
-    DownlinkReceiver,
-)
+from firmware_bridge.cfdp.common import DownlinkConfig
+from firmware_bridge.cfdp.receiver import DownlinkReceiver
 from ground.capture import DOWN, UP, CaptureWriter
 from ground.decode import decode_capture
 from ground.sink import ProductSink

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware_bridge.downlink import (
-    DownlinkConfig,
-    DownlinkReceiver,
-)
+from firmware_bridge.cfdp.common import DownlinkConfig
+from firmware_bridge.cfdp.receiver import DownlinkReceiver
 from ground.capture import DOWN, CaptureError, read_capture
 from ground.sink import ProductSink
 

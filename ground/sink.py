@@ -11,10 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from firmware_bridge.downlink import (
-    FailedTransfer,
-    ReceivedFile,
-)
+from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from ground.user_formats import write_envi, write_tiff
 from onboard.formats.products import Product, ProductFormatError, ProductKind, decode_arrays
 

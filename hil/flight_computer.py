@@ -4,7 +4,7 @@ It plays what the flight computer and the ground do together: it opens its end o
 link with pyserial (a pseudo-terminal in emulation, a real UART with ``--port``), signs
 telecommands with the shared key and a persisted counter (``firmware_bridge.auth``),
 retransmits a telecommand whose ACK does not come (PROTOCOL.md section 7), and runs the
-ground's CFDP entity (``firmware_bridge.downlink.DownlinkReceiver``) on the DATA frames,
+ground's CFDP entity (``firmware_bridge.cfdp.receiver.DownlinkReceiver``) on the DATA frames,
 answering class 2 transfers. Every product that arrives is parsed and its SHA-256 checked
 (``onboard.formats.products.Product.from_bytes``) and kept with its arrival time.
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_bridge.auth import AuthKey, CommandSigner, CounterStore, sign
-from firmware_bridge.downlink import DownlinkConfig, DownlinkReceiver, FailedTransfer, ReceivedFile
+from firmware_bridge.cfdp.common import DownlinkConfig
+from firmware_bridge.cfdp.receiver import DownlinkReceiver, FailedTransfer, ReceivedFile
 from firmware_bridge.framing import DELIMITER, Frame, wire_size
 from firmware_bridge.link import ByteRate, Link
 from firmware_bridge.messages import (

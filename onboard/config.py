@@ -188,7 +188,7 @@ class LinkConfig:
     ``rate_bytes_per_s`` 0: the UART rate of ``baud`` 8N1 (11520 B/s at 115200 baud); set it
     to the slowest hop (1200 for a 9.6 kbit/s radio). Without ``key_file`` only PING is
     accepted. ``uplink`` false: no CFDP answers from the ground, class 1 transfers.
-    ``spool`` defaults to ``<out>/spool``. CFDP timers as in firmware_bridge/downlink.py."""
+    ``spool`` defaults to ``<out>/spool``. CFDP timers as in firmware_bridge/cfdp/."""
 
     port: str | None = None
     baud: int = 115200

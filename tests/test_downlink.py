@@ -15,20 +15,16 @@ from hypothesis import strategies as st
 from spacepackets.ccsds.spacepacket import PacketType
 from spacepackets.cfdp.pdu import AckPdu, FinishedPdu
 
-from firmware_bridge.downlink import (
+from firmware_bridge.cfdp.common import (
     APID_BY_KIND,
     APID_CONTROL,
     APID_UPLINK,
     DownlinkConfig,
-    DownlinkReceiver,
-    DownlinkSender,
-    FailedTransfer,
     PacketSequencer,
-    ReceivedFile,
-    drain_estimate,
     parse_pdu,
-    transfer_packet_sizes,
 )
+from firmware_bridge.cfdp.receiver import DownlinkReceiver, FailedTransfer, ReceivedFile
+from firmware_bridge.cfdp.sender import DownlinkSender, drain_estimate, transfer_packet_sizes
 from firmware_bridge.link import RADIO_9600, UART_115200
 from firmware_bridge.messages import EventCode
 from firmware_bridge.spool import Spool
@@ -395,7 +391,7 @@ def test_estimate_from_the_command_line(tmp_path: Path) -> None:
 
     spool = Spool(tmp_path, 10_000_000)
     spool.put("cube_00000001", bytes(100_000), 3, "cube")
-    out = subprocess.run([sys.executable, "-m", "firmware_bridge.downlink", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "firmware_bridge.cfdp", str(tmp_path),
                           "--estimate"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     expected = drain_estimate(spool.entries(), RADIO_9600)
@@ -409,7 +405,7 @@ def test_the_flight_side_needs_no_numpy() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, firmware_bridge.downlink, firmware_bridge.spool; "
+    code = ("import sys, firmware_bridge.cfdp.sender, firmware_bridge.cfdp.receiver, firmware_bridge.spool; "
             "print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.downlink import DownlinkConfig, DownlinkReceiver, ReceivedFile
+from firmware_bridge.cfdp.common import DownlinkConfig
+from firmware_bridge.cfdp.receiver import DownlinkReceiver, ReceivedFile
 from firmware_bridge.link import UNPACED, Link
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.messages import MsgType
@@ -56,7 +57,8 @@ ZYGOTE = PRODUCT_SRC + textwrap.dedent(
     f"""
     import os, sys
     from firmware_bridge.dispatch import CommandDispatcher
-    from firmware_bridge.downlink import DownlinkConfig, DownlinkSender
+    from firmware_bridge.cfdp.common import DownlinkConfig
+    from firmware_bridge.cfdp.sender import DownlinkSender
     from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
     from firmware_bridge.spool import Spool
 

@@ -1,5 +1,5 @@
 """The downlink end to end over the serial link: two real processes (the payload serving its
-spool with ``python -m firmware_bridge.downlink``, the ground running ``onboard ground
+spool with ``python -m firmware_bridge.cfdp``, the ground running ``onboard ground
 receive``) joined by the pty link emulator with bit errors, frame drops and a cut."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
         assert "listening on" in ground.stderr.readline()
         emu.cut(1.0, after_s=1.5)
         payload = subprocess.run(
-            [sys.executable, "-m", "firmware_bridge.downlink", str(tmp_path / "spool"),
+            [sys.executable, "-m", "firmware_bridge.cfdp", str(tmp_path / "spool"),
              "--port", emu.a_path, "--rate", "11520", "--until-empty", "--ack-timer", "0.5",
              "--inactivity", "2"],
             capture_output=True, text=True, timeout=120)

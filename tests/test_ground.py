@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_downlink import FAST, exchange
 
-from firmware_bridge.downlink import DownlinkConfig, DownlinkReceiver, DownlinkSender, ReceivedFile
+from firmware_bridge.cfdp.common import DownlinkConfig
+from firmware_bridge.cfdp.receiver import DownlinkReceiver, ReceivedFile
+from firmware_bridge.cfdp.sender import DownlinkSender
 from firmware_bridge.spool import Spool
 from ground.capture import CAPTURE_MAGIC, CaptureError, CaptureWriter, read_capture
 from ground.decode import decode_capture

@@ -8,7 +8,7 @@ Two threads share one :class:`PayloadService`:
 * the **link thread** serves the serial link: telecommands go through the authenticating
   dispatcher (``firmware_bridge.dispatch``) to the handlers below, and between them it sends
   telemetry (ACKs, events, periodic HEALTH) and advances the CFDP downlink of the spool
-  (``firmware_bridge.downlink``), one space packet at a time, at the link's byte rate.
+  (``firmware_bridge.cfdp``), one space packet at a time, at the link's byte rate.
 
 The spool has one lock: the frame thread holds it to put, the link thread to step the
 downlink. Memory is bounded: no queue of frames or products is kept in memory (products go
@@ -46,8 +46,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from firmware_bridge.auth import CounterStore, load_key
+from firmware_bridge.cfdp.common import DownlinkConfig
+from firmware_bridge.cfdp.sender import DownlinkSender
 from firmware_bridge.dispatch import CommandDispatcher, CommandRefused
-from firmware_bridge.downlink import DownlinkConfig, DownlinkSender
 from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
 from firmware_bridge.messages import (
     Event,
