@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from firmware_bridge.auth import CounterStore, load_key
 from firmware_bridge.cfdp.common import DownlinkConfig
@@ -71,11 +70,9 @@ from onboard.formats.types import Frame, RawFrame
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
 from onboard.runtime.session import Session
+from onboard.runtime.writer import ProductWriter
 from onboard.sources.base import Truth
 from onboard.sources.replay import ReplaySource
-
-if TYPE_CHECKING:
-    from onboard.runtime.run import ProductWriter
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +124,7 @@ class PayloadService:
         self.config = config
         self.follow = follow
         self.session = session
-        self.writer = writer  # onboard.runtime.run.ProductWriter: the on-board archive
+        self.writer = writer  # the on-board archive
         lc = config.link
         if lc.port is None:
             raise ValueError("the payload service needs [link] port (or --port)")
