@@ -145,7 +145,7 @@ def test_declaration_tables_in_protocol_match_code() -> None:
 
 
 def test_firmware_bridge_imports_no_numpy() -> None:
-    """DESIGN.md: firmware_bridge knows bytes, frames and messages; no numpy, no onboard."""
+    """docs/design.md: firmware_bridge knows bytes, frames and messages; no numpy, no onboard."""
     code = (
         "import sys, firmware_bridge.link, firmware_bridge.linkemu, firmware_bridge.dispatch;"
         "bad = [m for m in ('numpy', 'onboard') if m in sys.modules]; print(bad)"

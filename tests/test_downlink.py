@@ -401,7 +401,7 @@ def test_estimate_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_the_flight_side_needs_no_numpy() -> None:
-    """DESIGN.md: firmware_bridge imports no numpy (nor do cfdp-py and spacepackets)."""
+    """docs/design.md: firmware_bridge imports no numpy (nor do cfdp-py and spacepackets)."""
     import subprocess
     import sys
 

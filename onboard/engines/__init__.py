@@ -1,5 +1,5 @@
 """Inference engines behind one interface: TensorRT plans, ONNX Runtime, and ``auto``
-selection that says which one loaded and why the others did not (DESIGN.md, "Inference
+selection that says which one loaded and why the others did not (docs/design.md, "Inference
 engines"). Importing this package imports neither onnxruntime nor tensorrt."""
 
 from onboard.engines.base import Engine, EngineError

@@ -1,4 +1,4 @@
-"""The data that flows through the pipeline (DESIGN.md, "The data that flows").
+"""The data that flows through the pipeline (docs/design.md, "The data that flows").
 
 Every array says its shape, dtype, units and band order here, once; stages take and return
 these types and nothing else.

@@ -1,4 +1,4 @@
-"""The frame pipeline: stages wired in DESIGN.md's order, timed, and never losing a frame.
+"""The frame pipeline: stages wired in docs/design.md's order, timed, and never losing a frame.
 
     RawFrame -radiometric-> RawFrame -reconstruct-> Cube -denoise-> Cube -classify-> ResidueMap
                                                                   \\__________ package -> Products

@@ -1,4 +1,4 @@
-"""Pipeline stages of the flight runtime, in the order data flows (DESIGN.md):
+"""Pipeline stages of the flight runtime, in the order data flows (docs/design.md):
 
 ``radiometric`` (RawFrame -> RawFrame), ``reconstruct`` (RawFrame -> Cube),
 ``denoise`` (Cube -> Cube, classical) or ``learned`` (Cube -> Cube and Cube -> ResidueMap

@@ -1,4 +1,4 @@
-"""Packaging: a frame's results become products (DESIGN.md, "Product").
+"""Packaging: a frame's results become products (docs/design.md, "Product").
 
 Per frame: the residue map (tillage class and fractions), a false-colour quick-look PNG and
 the denoised cube. Every product carries the frame counter, time, instrument, software and
