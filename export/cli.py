@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from onboard.cli import require_packages
+
 
 @click.group()
 def export() -> None:
@@ -23,11 +25,7 @@ def export() -> None:
               help="Where to write the library (.npz).")
 def spectra(out: Path) -> None:
     """Rebuild the farmland spectral library the simulator ships (needs prosail)."""
-    try:
-        import prosail  # noqa: F401  (checked here to name the extra; used by the builder)
-    except ModuleNotFoundError as exc:
-        raise click.ClickException("'onboard export spectra' needs the Python package 'prosail': "
-                                   "pip install 'onboard[ground]'") from exc
+    require_packages("export spectra", "ground", "prosail")
     import numpy as np
 
     from export.spectral_library import write
@@ -49,6 +47,7 @@ def spectra(out: Path) -> None:
 def build(ctx: click.Context) -> None:
     """Train, export ONNX, quantise, build TensorRT plans where possible; write the model
     bundle (onboard export build --help for the options)."""
+    require_packages("export build", "export", "torch", "onnx")
     from export.build import build_command  # torch is imported only for this subcommand
 
     build_command.main(args=ctx.args, prog_name=ctx.command_path)

@@ -8,7 +8,10 @@ subcommand whose heavy libraries are missing says which extra to install.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
 import os
+import sys
 
 import click
 
@@ -22,6 +25,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "export": ("export.cli", "export", "export", "Train, export, quantise and compile models."),
     "hil": ("hil.cli", "hil", "dev", "Hardware-in-the-loop scenarios."),
 }
+
+
+def require_packages(command: str, extra: str, *modules: str) -> None:
+    """Stop before any work if a ground-side subcommand's libraries are missing, naming the
+    extra that installs them (instead of a ModuleNotFoundError traceback half-way through)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(
+            f"'onboard {command}' needs the Python package{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}, not installed here: pip install 'onboard[{extra}]'")
 
 
 class LazyGroup(click.Group):
@@ -57,8 +70,15 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="onboard")
-def cli() -> None:
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, envvar="ONBOARD_LOG_LEVEL",
+              help="Least severe log record printed to stderr (env ONBOARD_LOG_LEVEL).")
+def cli(log_level: str) -> None:
     """Hyperspectral processing aboard a drone or CubeSat."""
+    # the link, the downlink and the engines report through logging; without a handler their
+    # INFO records (a transfer restarted, a product set aside) would be lost
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main() -> None:
