@@ -9,11 +9,13 @@ gain of denoising, residue fraction MAE, tillage class accuracy).
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import click
 import numpy as np
@@ -22,7 +24,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from onboard import metrics
-from onboard.config import Config, ConfigError, override
+from onboard.config import Config, ConfigError, RunConfig, override
 from onboard.config import load as load_config
 from onboard.formats.products import Product, event_product
 from onboard.runtime.loop import FrameLoop
@@ -112,7 +114,10 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.command()
 @click.option("--sensor", type=click.Choice(["imspoc", "pushbroom"]), help="Instrument (default imspoc).")
 @click.option("--frames", type=click.IntRange(min=1), help="Frames to process (default 5).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help=f"Output folder (default {RunConfig.out}; [run] out in a mission file).")
+@click.option("--overwrite", is_flag=True,
+              help="Delete the products and frame manifests of an earlier run in --out first.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Mission TOML file.")
 @click.option("--calibration", type=click.Path(path_type=Path), help="Calibration file (.cal).")
 @click.option("--seed", type=int, help="Seed of the simulated scene and noise.")
@@ -123,11 +128,14 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.option("--port", help="Serve a flight computer on this serial port (pyserial URL): "
               "frames are captured on command and products downlinked (onboard/runtime/payload.py).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(sensor: str | None, frames: int | None, out: Path | None, config_path: Path | None,
-        calibration: Path | None, seed: int | None, replay: Path | None, record: Path | None,
-        port: str | None, json_path: Path | None, quiet: bool) -> None:
-    """Ingest frames, calibrate, reconstruct, denoise, classify and write products."""
+@click.option("--quiet", is_flag=True, help="No progress.")
+def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: bool,
+        config_path: Path | None, calibration: Path | None, seed: int | None, replay: Path | None,
+        record: Path | None, port: str | None, json_path: Path | None, quiet: bool) -> None:
+    """Ingest frames, calibrate, reconstruct, denoise, classify and write products.
+
+    Exits 0 when every frame was processed, 130 after Ctrl-C and 143 after SIGTERM (the
+    products of every processed frame are written either way), 1 on an error."""
     console = Console(stderr=False)
     try:
         config: Config = load_config(config_path)
@@ -143,14 +151,22 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     follow = Path(config.run.replay) if config.link.port and config.run.replay else None
     if follow is not None:
         config.run.replay = None
+    out_dir = Path(config.run.out)
+    # output paths are checked before any work: a run must not end in a traceback after the job
+    if config.link.port is None:
+        _claim_output(out_dir, overwrite)
+    if json_path is not None:
+        _check_writable(json_path)
     try:
         session = build_session(config)
     except SessionError as exc:
         raise click.ClickException(str(exc)) from exc
     for line in session.notes:
         click.echo(line, err=True)
-    out_dir = Path(config.run.out)
-    writer = ProductWriter(out_dir)
+    try:
+        writer = ProductWriter(out_dir)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write products to {out_dir}: {exc.strerror or exc}") from exc
     if config.link.port is not None:
         _serve(config, session, writer, json_path, follow)
         return
@@ -159,7 +175,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     loop = FrameLoop(session.pipeline, config.run.deadline_s, faster_inference=session.faster_inference,
                      health=session.health,
                      health_period_s=config.run.health_period_s)
-    bar = tqdm(total=config.run.frames, desc="frames", unit="frame", disable=quiet, file=sys.stderr)
+    bar = _progress(config.run.frames, quiet)
     with loop.signals():
         for result, truth in loop.run(session.frames(config.run.frames)):
             writer.write(result)
@@ -189,6 +205,61 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     click.echo(f"products in {out_dir / 'products'}")
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2))
+    if loop.stats.stopped_by_signal:
+        sys.exit(128 + signal.Signals[loop.stats.stopped_by_signal].value)
+
+
+def _claim_output(out_dir: Path, overwrite: bool) -> None:
+    """Make ``out_dir`` ready for one run's products: writable, and holding no products of an
+    earlier run (two runs mixed in one folder cannot be told apart), unless ``overwrite``."""
+    try:
+        ProductWriter(out_dir)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write products to {out_dir}: {exc.strerror or exc}") from exc
+    earlier = sorted([*(out_dir / "products").glob("*.obp"), *(out_dir / "frames").glob("frame_*.json")])
+    if earlier and not overwrite:
+        raise click.ClickException(
+            f"{out_dir} already holds {len(earlier)} products and frame manifests of an earlier "
+            "run; choose another --out, or add --overwrite to delete them first")
+    for path in earlier:
+        path.unlink()
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, in one line, if the JSON summary could not be written at the end."""
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the JSON summary to {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        path.unlink()
+
+
+class _PlainProgress:
+    """Progress as one line per frame, for logs and pipes (a bar's carriage returns would
+    make one endless line there)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.n = total, 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+        print(f"frame {self.n}/{self.total}", file=sys.stderr, flush=True)
+
+    def write(self, line: str, file: TextIO = sys.stderr) -> None:
+        print(line, file=file, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, quiet: bool) -> tqdm | _PlainProgress:
+    """A progress bar on a terminal, plain lines elsewhere, nothing but warnings if ``quiet``."""
+    if quiet or sys.stderr.isatty():
+        return tqdm(total=total, desc="frames", unit="frame", disable=quiet, file=sys.stderr)
+    return _PlainProgress(total)
 
 
 def _serve(config: Config, session: Session, writer: ProductWriter, json_path: Path | None,
