@@ -158,14 +158,20 @@ def read(path: str | os.PathLike) -> Calibration:
     """Read and validate a calibration file; :class:`CalibrationFileError` says what is wrong."""
     path = Path(path)
     rebuild = "rebuild it with 'onboard calibrate characterize ACQ -o FILE'"
+    if path.is_dir():
+        raise CalibrationFileError(f"{path} is a folder, not a calibration file: give the .cal file "
+                                   "itself ('onboard calibrate characterize ACQ -o FILE.cal' writes one)")
     if not path.is_file():
         raise CalibrationFileError(f"calibration file {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        # numpy's text for anything that is not an NPZ/NPY advises loading it with pickles
+        # enabled: a file from elsewhere is never unpickled, so that advice is not passed on
+        why = "not an NPZ archive of plain arrays" if "allow_pickle" in str(exc) else exc
         raise CalibrationFileError(
-            f"{path} is not a readable calibration file ({exc}); {rebuild}"
+            f"{path} is not a readable calibration file ({why}); {rebuild}"
         ) from exc
     not_arrays = [k for k, v in a.items() if not isinstance(v, np.ndarray)]
     if not_arrays:
