@@ -127,6 +127,8 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"model bundle: {b['root']} (schema {b['schema_version']}, made "
                      f"{b['created_utc']} by {b['producer']}; manifest sha256 "
                      f"{_short(b['manifest_sha256'])})")
+        # why an engine is missing from this machine is said once, above, not once per model
+        absent = {e["detail"] for e in info["engines"] if not e["available"]}
         for name, m in b["models"].items():
             lines.append(f"  {name} ({m['task']}): would run on {m['would_use']}")
             for f in m["files"]:
@@ -135,7 +137,8 @@ def render(info: dict[str, Any]) -> str:
                              f"sha256 {_short(f['sha256'])} {state}")
             for s in m["selection"]["skipped"]:
                 where = f" ({s['file']})" if s["file"] else ""
-                lines.append(f"    skipped {s['engine']}{where}: {s['reason']}")
+                reason = "not available on this machine (above)" if s["reason"] in absent else s["reason"]
+                lines.append(f"    skipped {s['engine']}{where}: {reason}")
     c = info["calibration"]
     if c is not None:
         lines.append(f"calibration: {c['path']} sha256 {_short(c['sha256'])} ({c['kind']}, "
