@@ -23,16 +23,18 @@ Run ``python -m firmware_bridge.linkemu --help`` to use it from a shell.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
 import select
+import sys
 import threading
 import time
 import tty
 from collections import deque
 from dataclasses import dataclass, field
+
+import click
 
 from firmware_bridge.stopping import stop_on_signals
 
@@ -258,21 +260,22 @@ class LinkEmulator:
             raise
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=11520.0, help="bytes/s (11520: 115200 8N1)")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds")
-    parser.add_argument("--ber", type=float, default=0.0, help="bit error rate")
-    parser.add_argument("--drop", type=float, default=0.0, help="frame drop probability")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    imp = Impairments(args.rate, args.latency, args.ber, args.drop)
-    with stop_on_signals() as stop, LinkEmulator(imp, seed=args.seed) as emu:
-        print(f"end A: {emu.a_path}\nend B: {emu.b_path}\nCtrl-C to stop", flush=True)
+@click.command(help=(__doc__ or "").splitlines()[0],
+               context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--rate", type=float, default=11520.0, show_default=True, help="bytes/s (11520: 115200 8N1)")
+@click.option("--latency", type=float, default=0.0, show_default=True, help="seconds")
+@click.option("--ber", type=float, default=0.0, show_default=True, help="bit error rate")
+@click.option("--drop", type=float, default=0.0, show_default=True, help="frame drop probability")
+@click.option("--seed", type=int, default=0, show_default=True)
+def main(rate: float, latency: float, ber: float, drop: float, seed: int) -> None:
+    imp = Impairments(rate, latency, ber, drop)
+    with stop_on_signals() as stop, LinkEmulator(imp, seed=seed) as emu:
+        click.echo(f"end A: {emu.a_path}\nend B: {emu.b_path}\nCtrl-C to stop")
+        sys.stdout.flush()
         while not stop:
             time.sleep(0.1)
     for name, st in emu.stats.items():
-        print(name, st)
+        click.echo(f"{name} {st}")
 
 if __name__ == "__main__":
     main()

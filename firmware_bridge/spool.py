@@ -120,6 +120,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _entry(path: Path) -> SpoolEntry:
+    """The queued product a spool file name describes; SpoolError for any other file."""
+    m = _FILE_RE.match(path.name)
+    if m is None or not path.is_file():
+        raise SpoolError(f"unexpected file {path} in the spool queue: move it out of {path.parent}")
+    return SpoolEntry(int(m[1]), int(m[2]), m[3], m[4], path, path.stat().st_size)
+
+
+def queued(root: str | os.PathLike[str]) -> list[SpoolEntry]:
+    """The products queued in the spool at ``root``, in delivery order, read without writing
+    anything (no recovery, no folder made): for estimates and inspection of a spool another
+    process owns. Partial ``.tmp`` files are not products and are not listed."""
+    queue_dir = Path(root) / QUEUE_DIR
+    if not queue_dir.is_dir():
+        raise SpoolError(f"{root} is not a spool (it has no {QUEUE_DIR}/ folder)")
+    entries = [_entry(p) for p in queue_dir.iterdir() if not p.name.endswith(TMP_SUFFIX)]
+    return sorted(entries, key=lambda e: e.order)
+
+
 class Spool:
     """A directory of products waiting for downlink. Not thread-safe: one owner."""
 
@@ -160,12 +179,7 @@ class Spool:
                 discarded_bytes += path.stat().st_size
                 path.unlink()
                 continue
-            m = _FILE_RE.match(path.name)
-            if m is None or not path.is_file():
-                raise SpoolError(
-                    f"unexpected file {path} in the spool queue: move it out of {self.queue_dir}"
-                )
-            entry = SpoolEntry(int(m[1]), int(m[2]), m[3], m[4], path, path.stat().st_size)
+            entry = _entry(path)
             self._entries[entry.seq] = entry
         if discarded:
             _fsync_dir(self.queue_dir)

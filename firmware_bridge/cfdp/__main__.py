@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-from collections.abc import Iterable
 from pathlib import Path
+
+import click
 
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.sender import DownlinkSender, drain_estimate
 from firmware_bridge.link import ByteRate
-from firmware_bridge.spool import Spool
+from firmware_bridge.spool import Spool, SpoolError, queued
 
 # -- a payload-side server ----------------------------------------------------------------
 
@@ -36,38 +36,43 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
     return sender
 
 
-def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a downlink spool over a serial link.")
-    parser.add_argument("spool", type=Path)
-    parser.add_argument("--port", help="pyserial URL: /dev/ttyTHS1, a pty, socket://")
-    parser.add_argument("--estimate", action="store_true",
-                        help="print how long the queue takes to drain at --rate, 115200 baud "
-                             "and 9.6 kbit/s, and exit")
-    parser.add_argument("--quota-mb", type=float, default=512.0)
-    parser.add_argument("--rate", type=float, default=11520.0, help="bytes/s (11520: 115200 8N1)")
-    parser.add_argument("--no-uplink", action="store_true", help="class 1: no ACK/NAK from the ground")
-    parser.add_argument("--until-empty", action="store_true", help="exit when the spool is empty")
-    parser.add_argument("--ack-timer", type=float, default=10.0,
-                        help="seconds before an unacknowledged EOF is sent again")
-    parser.add_argument("--inactivity", type=float, default=60.0,
-                        help="seconds of silence from the ground before a transfer restarts")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=logging.INFO)
-    spool = Spool(args.spool, int(args.quota_mb * 1e6))
-    if args.estimate:
-        for label, rate in (("--rate", ByteRate(args.rate)), ("115200 baud", ByteRate.uart(115200)),
-                            ("9.6 kbit/s", ByteRate.bits(9600))):
-            e = drain_estimate(spool.entries(), rate)
-            print(f"{e.products} products, {e.product_bytes} B in {e.packets} packets "
-                  f"({e.packet_bytes} B): {e.seconds:.1f} s at {label} "
-                  f"({rate.bytes_per_s:.0f} B/s)")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("spool", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", help="pyserial URL: /dev/ttyTHS1, a pty, socket://")
+@click.option("--estimate", is_flag=True,
+              help="Print how long the queue takes to drain at --rate, 115200 baud and 9.6 kbit/s, "
+                   "and exit (reads the spool, writes nothing).")
+@click.option("--quota-mb", type=click.FloatRange(min=0, min_open=True), default=512.0, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=11520.0, show_default=True,
+              help="bytes/s (11520: 115200 8N1)")
+@click.option("--no-uplink", is_flag=True, help="Class 1: no ACK/NAK from the ground.")
+@click.option("--until-empty", is_flag=True, help="Exit when the spool is empty.")
+@click.option("--ack-timer", type=float, default=10.0, show_default=True,
+              help="Seconds before an unacknowledged EOF is sent again.")
+@click.option("--inactivity", type=float, default=60.0, show_default=True,
+              help="Seconds of silence from the ground before a transfer restarts.")
+def main(spool: Path, port: str | None, estimate: bool, quota_mb: float, rate: float,
+         no_uplink: bool, until_empty: bool, ack_timer: float, inactivity: float) -> None:
+    """Serve a downlink SPOOL over a serial link."""
+    if estimate:
+        try:
+            entries = queued(spool)
+        except SpoolError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for label, r in (("--rate", ByteRate(rate)), ("115200 baud", ByteRate.uart(115200)),
+                         ("9.6 kbit/s", ByteRate.bits(9600))):
+            e = drain_estimate(entries, r)
+            click.echo(f"{e.products} products, {e.product_bytes} B in {e.packets} packets "
+                       f"({e.packet_bytes} B): {e.seconds:.1f} s at {label} "
+                       f"({r.bytes_per_s:.0f} B/s)")
         return
-    if args.port is None:
-        parser.error("--port is required to serve the spool")
-    config = DownlinkConfig(acknowledged=not args.no_uplink, ack_timer_s=args.ack_timer,
-                            inactivity_s=args.inactivity)
-    sender = serve(spool, args.port, config, args.rate, args.until_empty)
-    print(sender.stats)
+    if port is None:
+        raise click.UsageError("--port is required to serve the spool")
+    logging.basicConfig(level=logging.INFO)
+    config = DownlinkConfig(acknowledged=not no_uplink, ack_timer_s=ack_timer,
+                            inactivity_s=inactivity)
+    sender = serve(Spool(spool, int(quota_mb * 1e6)), port, config, rate, until_empty)
+    click.echo(sender.stats)
 
 
 if __name__ == "__main__":
