@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.errors import OnboardError
+
 REQUIRED = ("central_wavenumbers.npy", "data.npy", "options.json")
 
 
-class AcquisitionError(ValueError):
+class AcquisitionError(OnboardError, ValueError):
     """An acquisition folder that cannot be characterised; the message says why."""
 
 

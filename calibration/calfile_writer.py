@@ -27,12 +27,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibration.characterise import Characterisation
+from onboard.errors import OnboardError
 from onboard.formats.calfile import Calibration, Radiometric
 from onboard.physics.imspoc import ThumbnailLayout
 from onboard.stages.reconstruct import output_grid
 
 
-class DeviceFileError(ValueError):
+class DeviceFileError(OnboardError, ValueError):
     """A device.json that does not describe a thumbnail layout."""
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.errors import OnboardError
 from onboard.physics.imspoc import ThumbnailLayout
 
 
-class GeometryError(ValueError):
+class GeometryError(OnboardError, ValueError):
     """A flat frame from which no consistent thumbnail grid can be read."""
 
 

@@ -18,13 +18,14 @@ from typing import Any
 
 from onboard.engines.base import EngineError
 from onboard.engines.tensorrt_engine import import_tensorrt, probe
+from onboard.errors import OnboardError
 
 Shape = tuple[int, ...]
 #: Builder workspace limit (bytes): small models, and a Jetson Orin Nano has 8 GB shared.
 WORKSPACE_BYTES = 1 << 28
 
 
-class PlanBuildError(RuntimeError):
+class PlanBuildError(OnboardError, RuntimeError):
     """TensorRT could not parse or build the model; the message carries its errors."""
 
 

@@ -20,6 +20,7 @@ import os
 import stat
 from pathlib import Path
 
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.framing import FLAG_AUTH, MAC_LEN, Frame
 from firmware_bridge.messages import Message
 
@@ -28,11 +29,11 @@ MAX_COUNTER = 2**64 - 1
 _COUNTER_FORMAT = "firmware_bridge.counter"
 
 
-class KeyFileError(Exception):
+class KeyFileError(BridgeError):
     """The key file cannot be used: wrong permissions, unreadable or malformed."""
 
 
-class CounterStoreError(Exception):
+class CounterStoreError(BridgeError):
     """The persisted counter cannot be read or written; replays cannot be refused safely."""
 
 

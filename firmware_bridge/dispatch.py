@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 from firmware_bridge.auth import AuthKey, CounterStore, CounterStoreError
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.framing import Frame
 from firmware_bridge.messages import (
     Ack,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Message], "ResultCode | None"]
 
 
-class CommandRefused(Exception):
+class CommandRefused(BridgeError):
     """Raised by a handler to refuse a command with a specific result code (e.g. BUSY)."""
 
     def __init__(self, result: ResultCode, reason: str = "") -> None:

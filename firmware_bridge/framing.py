@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from cobs import cobs
 
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.messages import MAX_BODY, Message, unpack_message
 
 PROTOCOL_VERSION = 1
@@ -47,7 +48,7 @@ def crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, 0xFFFF)
 
 
-class FrameError(ValueError):
+class FrameError(BridgeError, ValueError):
     """A received frame failed a check. ``reason`` is one word, used in link statistics:
     cobs, short, crc, version, flags, length, oversize."""
 

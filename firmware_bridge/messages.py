@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, ClassVar
 
+from firmware_bridge.errors import BridgeError
+
 #: Largest frame body in bytes (PROTOCOL.md, "Sizes"). A DATA body (one CCSDS space packet)
 #: may use all of it.
 MAX_BODY = 1024
 
 
-class MessageError(ValueError):
+class MessageError(BridgeError, ValueError):
     """A frame body is not a valid message of its declared type."""
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge.auth import atomic_write
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.messages import Event, EventCode
 
 #: Names and kinds are used in file names and CFDP file names: keep them plain.
@@ -56,7 +57,7 @@ QUEUE_DIR = "queue"
 TMP_SUFFIX = ".tmp"
 
 
-class SpoolError(RuntimeError):
+class SpoolError(BridgeError, RuntimeError):
     """The spool cannot do what was asked (bad name, unreadable state, ...)."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from firmware_bridge.messages import MAX_BODY
+from onboard.errors import OnboardError
 
 CAPTURE_MAGIC = b"OBDLCAP1"
 _RECORD = struct.Struct(">BQH")
@@ -30,7 +31,7 @@ _CRC = struct.Struct(">I")
 DOWN, UP = 0, 1
 
 
-class CaptureError(ValueError):
+class CaptureError(OnboardError, ValueError):
     """A capture file is truncated or corrupt."""
 
 

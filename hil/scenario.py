@@ -70,11 +70,12 @@ from typing import Any
 
 from firmware_bridge.messages import Mode, MsgType
 from onboard.config import check_scalar, read_toml
+from onboard.errors import OnboardError
 
 AUTH_KINDS = ("valid", "none", "forged", "replay", "garbage", "leaked")
 
 
-class ScenarioError(ValueError):
+class ScenarioError(OnboardError, ValueError):
     """A scenario file that cannot be run; the message names the key."""
 
 

@@ -12,8 +12,11 @@ import importlib.util
 import logging
 import os
 import sys
+from typing import Any
 
 import click
+
+from onboard.errors import OnboardError
 
 # name -> (module, attribute, extra that provides its dependencies, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
@@ -61,6 +64,14 @@ class LazyGroup(click.Group):
                 f"installed{hint}"
             ) from exc
         return getattr(module, attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """The one place where an :class:`OnboardError` from any subcommand becomes a one-line
+        message and exit status 1; any other exception is a bug and keeps its traceback."""
+        try:
+            return super().invoke(ctx)
+        except OnboardError as exc:
+            raise click.ClickException(str(exc)) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SUBCOMMANDS[name][3]) for name in self.list_commands(ctx)]

@@ -17,8 +17,10 @@ from typing import Any
 
 import tomllib
 
+from onboard.errors import OnboardError
 
-class ConfigError(ValueError):
+
+class ConfigError(OnboardError, ValueError):
     """A configuration that cannot be used; the message names the key."""
 
 

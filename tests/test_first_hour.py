@@ -155,3 +155,37 @@ def test_a_drain_estimate_writes_nothing(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "not a spool" in proc.stderr, proc.stderr
     assert list(folder.iterdir()) == []
+
+
+def test_any_onboard_error_from_a_subcommand_is_one_line(monkeypatch) -> None:
+    """The command line turns the error root into one line in one place (issue 12)."""
+    import types
+
+    import click
+    from click.testing import CliRunner
+
+    from onboard import cli as cli_mod
+    from onboard.errors import BridgeError, OnboardError
+
+    class Refused(BridgeError, ValueError):
+        pass
+
+    @click.command()
+    def boom() -> None:
+        raise Refused("the spool at /x is full: free space or raise [link] quota_mb")
+
+    @click.command()
+    def bug() -> None:
+        raise KeyError("not ours")
+
+    module = types.ModuleType("fake_subcommands")
+    module.boom, module.bug = boom, bug  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_subcommands", module)
+    monkeypatch.setitem(cli_mod.SUBCOMMANDS, "boom", ("fake_subcommands", "boom", None, "x"))
+    monkeypatch.setitem(cli_mod.SUBCOMMANDS, "bug", ("fake_subcommands", "bug", None, "x"))
+    result = CliRunner().invoke(cli_mod.cli, ["boom"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: the spool at /x is full: free space or raise [link] quota_mb"
+    assert issubclass(Refused, OnboardError)
+    result = CliRunner().invoke(cli_mod.cli, ["bug"])
+    assert isinstance(result.exception, KeyError)  # a bug is not dressed up as a user error

@@ -5,7 +5,7 @@ import pytest
 
 from onboard.formats.types import RawFrame
 from onboard.stages import radiometric
-from onboard.stages.radiometric import FrameError
+from onboard.stages.radiometric import UnusableFrameError
 
 
 def test_estimated_maps_match_the_detector_truth(imspoc, imspoc_calibration) -> None:
@@ -57,7 +57,7 @@ def test_bad_frames_are_refused_with_the_reason(imspoc_calibration, pixels, mess
     maps = imspoc_calibration.radiometric
     if pixels is None:
         pixels = np.zeros(maps.shape, np.float64)
-    with pytest.raises(FrameError, match=message):
+    with pytest.raises(UnusableFrameError, match=message):
         radiometric.correct(RawFrame(pixels, 7, 0.0, 0.01), maps, 4000)
-    with pytest.raises(FrameError, match="exposure"):
+    with pytest.raises(UnusableFrameError, match="exposure"):
         radiometric.correct(RawFrame(np.zeros(maps.shape, np.uint16), 7, 0.0, float("nan")), maps, 4000)

@@ -34,6 +34,7 @@ from spacepackets.cfdp import (
 from spacepackets.cfdp.pdu.helper import GenericPduPacket, PduFactory
 from spacepackets.util import UnsignedByteField
 
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.messages import MAX_BODY
 
 PAYLOAD_ENTITY = UnsignedByteField(1, 2)
@@ -61,7 +62,7 @@ FILE_SUFFIX = ".obpr"
 DEST_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\.obpr$")
 
 
-class DownlinkError(ValueError):
+class DownlinkError(BridgeError, ValueError):
     """A packet or PDU is not one this downlink accepts."""
 
 

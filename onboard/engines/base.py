@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from onboard.errors import OnboardError
 from onboard.formats.bundle import TensorSpec
 
 log = logging.getLogger("onboard.engines")
 
 
-class EngineError(RuntimeError):
+class EngineError(OnboardError, RuntimeError):
     """An engine that cannot load or run its model; the message says why and what to do."""
 
 

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from onboard import __version__
+from onboard.errors import OnboardError
 from onboard.formats.calfile import file_sha256
 
 FORMAT = "onboard-model-bundle"
@@ -80,7 +81,7 @@ _DIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REBUILD = "rebuild the bundle with 'onboard export build --out DIR'"
 
 
-class BundleError(ValueError):
+class BundleError(OnboardError, ValueError):
     """A bundle or manifest this runtime cannot use; the message says why and what to do."""
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from onboard import __version__
+from onboard.errors import OnboardError
 from onboard.physics.imspoc import ThumbnailLayout
 from onboard.physics.interferometers import InterferometerBank
 
@@ -48,7 +49,7 @@ KINDS = ("imspoc", "pushbroom")
 _RADIOMETRIC = ("bias_dn", "dark_dn_s", "flat", "bad")
 
 
-class CalibrationFileError(ValueError):
+class CalibrationFileError(OnboardError, ValueError):
     """A calibration file that this runtime cannot use; the message says why and what to do."""
 
 

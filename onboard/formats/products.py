@@ -21,6 +21,7 @@ from enum import Enum
 import numpy as np
 
 from onboard import __version__
+from onboard.errors import OnboardError
 
 MAGIC = b"OBPR"
 FORMAT_VERSION = 1
@@ -49,7 +50,7 @@ DEFAULT_PRIORITY: dict[ProductKind, int] = {
 }
 
 
-class ProductFormatError(ValueError):
+class ProductFormatError(OnboardError, ValueError):
     """A product's bytes are not a product this software can read."""
 
 

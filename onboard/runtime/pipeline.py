@@ -23,7 +23,7 @@ from onboard.formats.products import Product, event_product
 from onboard.formats.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
 from onboard.stages import radiometric
 from onboard.stages.package import frame_products
-from onboard.stages.radiometric import FrameError
+from onboard.stages.radiometric import UnusableFrameError
 from onboard.stages.reconstruct import Reconstructor
 
 DenoiseFn = Callable[[Cube], Cube]
@@ -89,7 +89,7 @@ class Pipeline:
         result = FrameResult(counter=first.counter)
         try:
             cube = self._to_cube(frame, result)
-        except FrameError as exc:
+        except UnusableFrameError as exc:
             result.flags.append(str(exc))
             result.products.append(self._event(first, "frame refused", str(exc)))
             return result
@@ -131,7 +131,7 @@ class Pipeline:
         cal = self.calibration
         if isinstance(frame, list):
             if cal.kind != "pushbroom":
-                raise FrameError(f"got push-broom lines but the calibration is for {cal.kind}")
+                raise UnusableFrameError(f"got push-broom lines but the calibration is for {cal.kind}")
             with self._timed(result, "radiometric"):
                 lines = [radiometric.correct(f, cal.radiometric, self.saturation_dn) for f in frame]
                 # (lines, cross, bands) -> (bands, lines, cross): along-track rows, channels first
@@ -146,7 +146,7 @@ class Pipeline:
             return Cube(data.astype(np.float32), cal.wavelengths_nm, valid,
                         counter=frame[0].counter, timestamp=frame[0].timestamp)
         if self.reconstructor is None:
-            raise FrameError(f"got an ImSPOC frame but the calibration is for {cal.kind}")
+            raise UnusableFrameError(f"got an ImSPOC frame but the calibration is for {cal.kind}")
         with self._timed(result, "radiometric"):
             corrected = radiometric.correct(frame, cal.radiometric, self.saturation_dn)
         with self._timed(result, "reconstruct"):

@@ -29,7 +29,7 @@ from onboard.config import load as load_config
 from onboard.formats.products import Product, event_product
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
-from onboard.runtime.session import Session, SessionError, build_session
+from onboard.runtime.session import Session, build_session
 from onboard.runtime.writer import ProductWriter
 from onboard.sources.base import Truth
 
@@ -157,10 +157,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
         _claim_output(out_dir, overwrite)
     if json_path is not None:
         _check_writable(json_path)
-    try:
-        session = build_session(config)
-    except SessionError as exc:
-        raise click.ClickException(str(exc)) from exc
+    session = build_session(config)  # a SessionError is said in one line by onboard.cli
     for line in session.notes:
         click.echo(line, err=True)
     try:

@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike
 from onboard import sysinfo
 from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
+from onboard.errors import OnboardError
 from onboard.formats import calfile
 from onboard.formats.bundle import find_bundle
 from onboard.formats.calfile import Calibration, CalibrationFileError
@@ -37,7 +38,7 @@ from onboard.stages.learned import LearnedStages, learned_stages
 from onboard.stages.residue import UnmixConfig
 
 
-class SessionError(RuntimeError):
+class SessionError(OnboardError, RuntimeError):
     """The run cannot be set up; the message says what to change."""
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from onboard.errors import OnboardError
 from onboard.formats.types import RawFrame
 
 if TYPE_CHECKING:  # OpenCV is optional: imported where a camera is opened
@@ -31,7 +32,7 @@ class Camera(Protocol):
         ...
 
 
-class CameraUnavailable(RuntimeError):
+class CameraUnavailable(OnboardError, RuntimeError):
     """The camera cannot be used here; the message says why and what to do."""
 
 

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 
 from onboard.engines.base import Engine
 from onboard.engines.select import EngineOptions, Selection, select_engine
+from onboard.errors import OnboardError
 from onboard.formats.bundle import Bundle
 from onboard.formats.types import INVALID_CLASS, Cube, ResidueMap
 from onboard.stages.denoise import (
@@ -53,7 +54,7 @@ RESIDUE_TASK = "residue"
 GRID_TOLERANCE_NM = 0.5
 
 
-class NoiseFree(ValueError):
+class NoiseFree(OnboardError, ValueError):
     """A cube with no measurable noise (constant, synthetic): nothing to denoise."""
 
 

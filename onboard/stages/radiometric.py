@@ -13,12 +13,13 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.errors import OnboardError
 from onboard.formats.calfile import Radiometric
 from onboard.formats.types import RawFrame
 from onboard.stages.filters import box_mean
 
 
-class FrameError(ValueError):
+class UnusableFrameError(OnboardError, ValueError):
     """A frame that cannot be processed; the message says what is wrong with it."""
 
 
@@ -26,13 +27,13 @@ def check_frame(frame: RawFrame, shape: tuple[int, int]) -> None:
     """Refuse a frame of the wrong shape, dtype, exposure or content, saying which."""
     px = frame.pixels
     if not isinstance(px, np.ndarray):
-        raise FrameError(f"frame {frame.counter}: pixels are {type(px).__name__}, not a numpy array")
+        raise UnusableFrameError(f"frame {frame.counter}: pixels are {type(px).__name__}, not a numpy array")
     if px.shape != tuple(shape):
-        raise FrameError(f"frame {frame.counter}: shape {px.shape}, the detector is {tuple(shape)}")
+        raise UnusableFrameError(f"frame {frame.counter}: shape {px.shape}, the detector is {tuple(shape)}")
     if px.dtype != np.uint16:
-        raise FrameError(f"frame {frame.counter}: dtype {px.dtype}, the detector delivers uint16")
+        raise UnusableFrameError(f"frame {frame.counter}: dtype {px.dtype}, the detector delivers uint16")
     if not (np.isfinite(frame.exposure_s) and frame.exposure_s > 0):
-        raise FrameError(f"frame {frame.counter}: exposure {frame.exposure_s} s is not positive")
+        raise UnusableFrameError(f"frame {frame.counter}: exposure {frame.exposure_s} s is not positive")
 
 
 def correct(frame: RawFrame, maps: Radiometric, saturation_dn: int) -> RawFrame:
