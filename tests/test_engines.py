@@ -143,6 +143,30 @@ def test_auto_selection_on_a_clean_bundle_picks_fp32_on_cpu(tmp_path: Path) -> N
     assert not sel.engine.is_active  # closing the selection freed the session
 
 
+def test_a_new_candidate_is_one_object_in_the_list(tmp_path: Path, monkeypatch) -> None:
+    """Engines are candidate objects the selector loops over: a candidate put first is tried
+    first, in its own precision order, and its refusal after activation is recorded."""
+    from onboard.engines import select as sel_mod
+
+    make_bundle(tmp_path)
+    built: list[str] = []
+
+    def build(path, spec, a, options):
+        built.append(a.file)
+        return OnnxRuntimeEngine(path, spec.inputs, spec.outputs, a.precision)
+
+    picky = sel_mod.Candidate("picky", "onnx", ("int8", "fp32"), lambda device: "always here", build,
+                              reject=lambda engine: "refuses everything after activation")
+    eager = sel_mod.Candidate("eager", "onnx", ("int8",), lambda device: "always here", build)
+    monkeypatch.setattr(sel_mod, "CANDIDATES", (picky, eager, *sel_mod.CANDIDATES))
+    with select_engine(mb.load(tmp_path), "conv") as sel:
+        assert sel.candidate == "eager" and sel.artifact.file == "conv.int8.onnx"
+    assert built == ["conv.int8.onnx", "conv.int8.onnx"]  # picky's first choice, then eager's
+    assert [(s.engine, s.file, s.reason) for s in sel.skipped] == [
+        ("picky", "conv.int8.onnx", "refuses everything after activation"),
+        ("eager", "conv.fp32.onnx", "fp32 is not used by eager unless asked for")]
+
+
 def test_int8_qdq_model_runs_and_matches_its_quantised_reference(tmp_path: Path) -> None:
     make_bundle(tmp_path)
     x = cube(16, 16, seed=4)

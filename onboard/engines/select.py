@@ -12,34 +12,94 @@ cannot run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from onboard.engines import onnxruntime_engine as ortx
 from onboard.engines import tensorrt_engine as trtx
 from onboard.engines.base import Engine, EngineError
-from onboard.formats.bundle import PRECISIONS, Artifact, Bundle
+from onboard.formats.bundle import PRECISIONS, Artifact, Bundle, ModelSpec
 
-#: Best first.
-CANDIDATES = ("tensorrt", "onnxruntime-gpu", "onnxruntime-cpu")
 #: What runs when no candidate loads.
 CLASSICAL = "classical"
-#: Precision order per candidate: fastest that keeps accuracy first. fp16 is left out on the
-#: CPU, where ONNX Runtime runs it through casts (slower than fp32); ask for it explicitly.
-DEFAULT_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "tensorrt": ("int8", "fp16", "fp32"),
-    "onnxruntime-gpu": ("fp16", "int8", "fp32"),
-    "onnxruntime-cpu": ("fp32", "int8"),
-}
-_FORMAT = {"tensorrt": "tensorrt-plan", "onnxruntime-gpu": "onnx", "onnxruntime-cpu": "onnx"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One kind of engine the selector can try: what files it runs, in which precision order
+    (fastest that keeps accuracy first), how to tell whether it can run here at all, and how to
+    make an engine for one file. Adding an engine is adding one of these to :data:`CANDIDATES`.
+
+    ``probe(device)`` returns what makes the candidate possible (versions, device) or raises
+    :class:`EngineError` with the reason it is not; ``build`` makes an inactive engine;
+    ``reject`` looks at an activated engine and returns why it must not be used (None: use it).
+    """
+
+    name: str
+    file_format: str
+    precisions: tuple[str, ...]
+    probe: Callable[[int], str]
+    build: Callable[[Path, ModelSpec, Artifact, EngineOptions], Engine]
+    reject: Callable[[Engine], str | None] = lambda engine: None
+
+
+def _probe_tensorrt(device: int) -> str:
+    p = trtx.probe(device)
+    return f"TensorRT {p['tensorrt']} on {p['device']} (compute capability {p['compute_capability']})"
+
+
+def _probe_ort_gpu(device: int) -> str:
+    ort = ortx.import_onnxruntime()
+    gpu = [p for p in ortx.available_providers() if p in ortx.GPU_PROVIDERS]
+    if not gpu:
+        raise EngineError(f"this onnxruntime {ort.__version__} has no GPU provider (it has "
+                          f"{', '.join(ort.get_available_providers())}): install "
+                          "onnxruntime-gpu (JetPack's wheel on a Jetson)")
+    return f"onnxruntime {ort.__version__} with {', '.join(gpu)}"
+
+
+def _probe_ort_cpu(device: int) -> str:
+    return f"onnxruntime {ortx.import_onnxruntime().__version__} with {ortx.CPU_PROVIDER}"
+
+
+def _build_tensorrt(path: Path, spec: ModelSpec, a: Artifact, options: EngineOptions) -> Engine:
+    return trtx.TensorRTEngine(path, spec.inputs, spec.outputs, built_for=trtx.PlanKey.of_artifact(a),
+                               model_sha256=spec.artifact(str(a.source)).sha256, device=options.device)
+
+
+def _build_ort(providers: tuple[str, ...]) -> Callable[[Path, ModelSpec, Artifact, EngineOptions], Engine]:
+    def build(path: Path, spec: ModelSpec, a: Artifact, options: EngineOptions) -> Engine:
+        return ortx.OnnxRuntimeEngine(path, spec.inputs, spec.outputs, a.precision,
+                                      providers=providers, intra_op_threads=options.intra_op_threads,
+                                      inter_op_threads=options.inter_op_threads,
+                                      trt_cache_dir=options.trt_cache_dir)
+    return build
+
+
+def _fell_back_to_cpu(engine: Engine) -> str | None:
+    """ONNX Runtime falls back to the CPU with only a warning: that is not the GPU candidate."""
+    return None if getattr(engine, "on_gpu", False) else "; ".join(engine.warnings)
+
+
+#: Best first. fp16 is left out on the CPU, where ONNX Runtime runs it through casts (slower
+#: than fp32); ask for it explicitly.
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("tensorrt", "tensorrt-plan", ("int8", "fp16", "fp32"), _probe_tensorrt, _build_tensorrt),
+    Candidate("onnxruntime-gpu", "onnx", ("fp16", "int8", "fp32"), _probe_ort_gpu,
+              _build_ort((*ortx.GPU_PROVIDERS, ortx.CPU_PROVIDER)), _fell_back_to_cpu),
+    Candidate("onnxruntime-cpu", "onnx", ("fp32", "int8"), _probe_ort_cpu,
+              _build_ort((ortx.CPU_PROVIDER,))),
+)
+CANDIDATE_NAMES = tuple(c.name for c in CANDIDATES)
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """How to choose and configure engines (the mission config's engine settings).
 
-    ``engine``: "auto", one of :data:`CANDIDATES`, or "classical" (no learned model).
+    ``engine``: "auto", one of :data:`CANDIDATE_NAMES`, or "classical" (no learned model).
     ``precision``: None for each candidate's default order, else only that precision.
     ``intra_op_threads``/``inter_op_threads``: ONNX Runtime thread pools (0: one per core).
     ``device``: CUDA device index. ``trt_cache_dir``: where ONNX Runtime's TensorRT provider
@@ -53,8 +113,8 @@ class EngineOptions:
     trt_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", *CANDIDATES, CLASSICAL):
-            raise ValueError(f"engine {self.engine!r}: expected auto, {', '.join(CANDIDATES)} "
+        if self.engine not in ("auto", *CANDIDATE_NAMES, CLASSICAL):
+            raise ValueError(f"engine {self.engine!r}: expected auto, {', '.join(CANDIDATE_NAMES)} "
                              f"or {CLASSICAL}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
@@ -120,32 +180,14 @@ class EngineProbe:
     detail: str  # versions and device when available, the reason when not
 
 
-def _probe(candidate: str, device: int) -> str:
-    """What makes ``candidate`` possible here; EngineError with the reason when it is not."""
-    if candidate == "tensorrt":
-        p = trtx.probe(device)
-        return f"TensorRT {p['tensorrt']} on {p['device']} (compute capability " \
-               f"{p['compute_capability']})"
-    ort = ortx.import_onnxruntime()
-    have = ortx.available_providers()
-    if candidate == "onnxruntime-gpu":
-        gpu = [p for p in have if p in ortx.GPU_PROVIDERS]
-        if not gpu:
-            raise EngineError(f"this onnxruntime {ort.__version__} has no GPU provider (it has "
-                              f"{', '.join(ort.get_available_providers())}): install "
-                              "onnxruntime-gpu (JetPack's wheel on a Jetson)")
-        return f"onnxruntime {ort.__version__} with {', '.join(gpu)}"
-    return f"onnxruntime {ort.__version__} with {ortx.CPU_PROVIDER}"
-
-
 def probe_engines(device: int = 0) -> list[EngineProbe]:
     """Every candidate plus the classical fallback, available or not and why."""
     out = []
     for c in CANDIDATES:
         try:
-            out.append(EngineProbe(c, True, _probe(c, device)))
+            out.append(EngineProbe(c.name, True, c.probe(device)))
         except EngineError as exc:
-            out.append(EngineProbe(c, False, str(exc)))
+            out.append(EngineProbe(c.name, False, str(exc)))
     out.append(EngineProbe(CLASSICAL, True, "non-learned stages, always available"))
     return out
 
@@ -155,57 +197,40 @@ def _ordered(artifacts: list[Artifact], order: tuple[str, ...]) -> Iterator[Arti
                       key=lambda a: order.index(a.precision))
 
 
-def _engine_for(bundle: Bundle, model: str, candidate: str, a: Artifact,
-                options: EngineOptions) -> Engine:
-    spec = bundle.model(model)
-    path = bundle.path(a)
-    if candidate == "tensorrt":
-        return trtx.TensorRTEngine(path, spec.inputs, spec.outputs,
-                                   built_for=trtx.PlanKey.of_artifact(a),
-                                   model_sha256=spec.artifact(str(a.source)).sha256,
-                                   device=options.device)
-    providers = ((*ortx.GPU_PROVIDERS, ortx.CPU_PROVIDER) if candidate == "onnxruntime-gpu"
-                 else (ortx.CPU_PROVIDER,))
-    return ortx.OnnxRuntimeEngine(path, spec.inputs, spec.outputs, a.precision,
-                                  providers=providers, intra_op_threads=options.intra_op_threads,
-                                  inter_op_threads=options.inter_op_threads,
-                                  trt_cache_dir=options.trt_cache_dir)
-
-
-def _try_candidate(bundle: Bundle, model: str, candidate: str, options: EngineOptions,
+def _try_candidate(bundle: Bundle, model: str, candidate: Candidate, options: EngineOptions,
                    skipped: list[Skip]) -> Selection | None:
-    files = bundle.model(model).artifacts
-    mine = [a for a in files if a.format == _FORMAT[candidate]]
+    name, spec = candidate.name, bundle.model(model)
+    mine = [a for a in spec.artifacts if a.format == candidate.file_format]
     try:
-        _probe(candidate, options.device)
+        candidate.probe(options.device)
     except EngineError as exc:  # nothing of this kind runs here: one skip for all its files
-        skipped.append(Skip(candidate, str(exc), ", ".join(a.file for a in mine) or None))
+        skipped.append(Skip(name, str(exc), ", ".join(a.file for a in mine) or None))
         return None
     if not mine:
-        skipped.append(Skip(candidate, f"the bundle has no {_FORMAT[candidate]} file for "
-                                       f"{model}"))
+        skipped.append(Skip(name, f"the bundle has no {candidate.file_format} file for {model}"))
         return None
-    order = (options.precision,) if options.precision else DEFAULT_PRECISIONS[candidate]
+    order = (options.precision,) if options.precision else candidate.precisions
     for a in mine:
         if a.precision not in order:
             why = ("not the precision asked for" if options.precision else
-                   f"{a.precision} is not used by {candidate} unless asked for")
-            skipped.append(Skip(candidate, why, a.file))
+                   f"{a.precision} is not used by {name} unless asked for")
+            skipped.append(Skip(name, why, a.file))
     for a in _ordered(mine, order):
         if a.file in bundle.problems:
-            skipped.append(Skip(candidate, bundle.problems[a.file], a.file))
+            skipped.append(Skip(name, bundle.problems[a.file], a.file))
             continue
-        engine = _engine_for(bundle, model, candidate, a, options)
+        engine = candidate.build(bundle.path(a), spec, a, options)
         try:
             engine.activate()
         except EngineError as exc:
-            skipped.append(Skip(candidate, str(exc), a.file))
+            skipped.append(Skip(name, str(exc), a.file))
             continue
-        if candidate == "onnxruntime-gpu" and not engine.on_gpu:  # type: ignore[attr-defined]
+        rejected = candidate.reject(engine)
+        if rejected is not None:
             engine.deactivate()
-            skipped.append(Skip(candidate, "; ".join(engine.warnings), a.file))
+            skipped.append(Skip(name, rejected, a.file))
             return None
-        return Selection(model, engine, candidate, a, skipped)
+        return Selection(model, engine, name, a, skipped)
     return None
 
 
@@ -226,8 +251,8 @@ def select_engine(bundle: Bundle | None, model: str,
                                       f"{', '.join(sorted(bundle.manifest.models))})"))
         return Selection(model, None, CLASSICAL, None, skipped)
     for candidate in CANDIDATES:
-        if options.engine not in ("auto", candidate):
-            skipped.append(Skip(candidate, f"not asked for (engine = {options.engine})"))
+        if options.engine not in ("auto", candidate.name):
+            skipped.append(Skip(candidate.name, f"not asked for (engine = {options.engine})"))
             continue
         chosen = _try_candidate(bundle, model, candidate, options, skipped)
         if chosen is not None:
