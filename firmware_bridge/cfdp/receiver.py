@@ -87,7 +87,7 @@ class _DestHandler(DestHandler):
     """cfdp-py 0.7's ``_AckedModeParams`` shares one ``LostSegmentTracker`` default object
     between all transactions of all handlers (a dataclass default instance), so segments
     lost in a cancelled transfer would be NAKed in the next one. Each transaction gets its
-    own tracker here."""
+    own tracker here (the report for upstream: docs/upstream/cfdp-py-lost-segment-tracker.md)."""
 
     def _common_first_packet_handler(self, pdu: GenericPduPacket) -> bool | None:
         result = super()._common_first_packet_handler(pdu)
