@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
 from test_bundle import (
@@ -32,6 +31,8 @@ from onboard.engines.select import CLASSICAL, EngineOptions
 from onboard.engines.tensorrt_engine import PlanKey
 from onboard.formats import bundle as mb
 from onboard.formats.bundle import TensorSpec
+
+onnx = pytest.importorskip("onnx", reason="builds test models with onnx (pip install 'onboard[export]')")
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 ORT_HAS_GPU = any(p in onnxruntime.get_available_providers() for p in GPU_PROVIDERS)

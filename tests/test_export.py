@@ -11,11 +11,11 @@ the quantisation step they imply (below).
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the export extra (pip install 'onboard[export]')")
+onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'onboard[export]')")
 
 from export import quantize, reconstruction_graph, tensorrt_build  # noqa: E402
 from export.models import EigenRefiner, ResidueNet  # noqa: E402

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import nnls
 
 from onboard.formats.types import ENDMEMBERS, INVALID_CLASS, Cube
 from onboard.stages.residue import Endmembers, UnmixConfig, solve_constrained_ls, unmix_fcls
@@ -101,6 +100,7 @@ def test_constraints_hold_on_any_input(brightness):
 def test_solver_is_the_constrained_optimum(brightness):
     """Against an independent solver: scipy's NNLS (Lawson-Hanson), with the sum-to-one row
     appended at weight 1e4 for FCLS (which leaves an error ~1e-8 in the abundances)."""
+    nnls = pytest.importorskip("scipy.optimize", reason="the reference solver is scipy's (ground extra)").nnls
     lib = library()
     rng = np.random.default_rng(3)
     _, x = mixtures(lib, 300, seed=4)
