@@ -22,7 +22,8 @@ from rich.table import Table
 from onboard import sysinfo
 from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
-from onboard.runtime.session import SessionError, build_session
+from onboard.runtime.sensors import SessionError
+from onboard.runtime.session import build_session
 
 INFERENCE_STAGES = ("denoise", "classify")
 

@@ -103,6 +103,21 @@ def test_calibration_paths_that_are_not_calibration_files(tmp_path: Path) -> Non
     assert "pickle" not in line.lower() and "random.cal" in line
 
 
+def test_a_calibration_file_s_band_grid_is_said_to_win_over_n_bands(tmp_path: Path) -> None:
+    """The README's [imspoc] n_bands = 24 was silently overridden by a 10-band calibration."""
+    from onboard.physics.imspoc import default_instrument
+    from onboard.sources.simulated import calibrate_imspoc
+
+    cal = tmp_path / "ten.cal"
+    calibrate_imspoc(default_instrument(seed=0), n_bands=10).write(cal)
+    mission = tmp_path / "m.toml"
+    mission.write_text("[imspoc]\nn_bands = 24\n")
+    proc = _onboard(tmp_path, "run", "--frames", "1", "--quiet", "--out", str(tmp_path / "o"),
+                    "--config", str(mission), "--calibration", str(cal))
+    assert proc.returncode == 0, proc.stderr
+    assert "sets 10 bands; [imspoc] n_bands (24) applies only to a simulated calibration" in proc.stderr
+
+
 def test_run_help_shows_the_default_output_folder(tmp_path: Path) -> None:
     proc = _onboard(tmp_path, "run", "--help")
     assert proc.returncode == 0

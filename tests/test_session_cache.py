@@ -3,27 +3,27 @@
 import shutil
 from pathlib import Path
 
-from onboard.runtime import session
+from onboard.runtime import sensors
 
 
 def test_cache_key_follows_the_calibration_code(tmp_path, monkeypatch) -> None:
     """A copy of the sources gives the same digest; one changed byte in the radiometric
     stage gives another, so a calibration cached by older code is not reused."""
-    src = Path(session.__file__).parents[1]
+    src = Path(sensors.__file__).parents[1]
     copy = tmp_path / "onboard"
-    for name in session._CALIBRATION_SOURCES:
+    for name in sensors._CALIBRATION_SOURCES:
         p = src / name
         if p.is_dir():
             shutil.copytree(p, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(p, copy / name)
-    original = session._source_digest()
-    monkeypatch.setattr(session, "__file__", str(copy / "runtime" / "session.py"))
-    assert session._source_digest() == original
+    original = sensors._source_digest()
+    monkeypatch.setattr(sensors, "__file__", str(copy / "runtime" / "sensors.py"))
+    assert sensors._source_digest() == original
     target = copy / "stages" / "radiometric.py"
     target.write_text(target.read_text() + "\n# changed\n")
-    assert session._source_digest() != original
+    assert sensors._source_digest() != original
 
 
 def test_cached_calibration_is_made_once_then_read(tmp_path, monkeypatch) -> None:
@@ -37,7 +37,7 @@ def test_cached_calibration_is_made_once_then_read(tmp_path, monkeypatch) -> Non
         made.append(1)
         return calibrate_imspoc(default_instrument(seed=3), n_bands=12)
 
-    first, path = session._simulated_calibration("imspoc", "test:3:12", make)
-    second, path2 = session._simulated_calibration("imspoc", "test:3:12", make)
+    first, path = sensors.simulated_calibration("imspoc", "test:3:12", make)
+    second, path2 = sensors.simulated_calibration("imspoc", "test:3:12", make)
     assert made == [1] and path == path2 and Path(path).parent == tmp_path / "onboard"
     assert (second.wavelengths_nm == first.wavelengths_nm).all()

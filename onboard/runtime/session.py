@@ -7,11 +7,8 @@ Kept apart from the command line so benchmarks, the HIL harness and tests build 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -19,27 +16,18 @@ from numpy.typing import ArrayLike
 from onboard import sysinfo
 from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
-from onboard.errors import OnboardError
-from onboard.formats import calfile
 from onboard.formats.bundle import find_bundle
-from onboard.formats.calfile import Calibration, CalibrationFileError
 from onboard.formats.types import Cube, Frame, ResidueMap
-from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
-from onboard.physics.pushbroom import finch_like
 from onboard.runtime.loop import LEVELS, LoopStats
 from onboard.runtime.pipeline import Pipeline, StageOptions
-from onboard.scene.farmland import FarmlandScene, nominal_endmembers
-from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
-from onboard.sources.replay import ReplaySource, write_frame
-from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
+from onboard.runtime.sensors import SENSORS
+from onboard.scene.farmland import nominal_endmembers
+from onboard.sources.base import FrameSource, Truth
+from onboard.sources.replay import write_frame
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import LearnedStages, learned_stages
 from onboard.stages.residue import UnmixConfig
-
-
-class SessionError(OnboardError, RuntimeError):
-    """The run cannot be set up; the message says what to change."""
 
 
 @dataclass
@@ -96,49 +84,6 @@ class Session:
             yield item
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "onboard"
-
-
-#: The modules a simulated calibration is computed by: their source is part of its cache key.
-_CALIBRATION_SOURCES = ("physics", "sources/simulated.py", "formats/calfile.py", "stages/radiometric.py",
-                        "stages/reconstruct.py")
-
-
-def _source_digest() -> str:
-    """Digest of the code that makes a simulated calibration, so that a cached file made by
-    other code (an upgrade, a local change) is never taken for this code's."""
-    root = Path(__file__).parents[1]  # onboard/
-    h = hashlib.sha256()
-    for name in _CALIBRATION_SOURCES:
-        p = root / name
-        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
-            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
-def _simulated_calibration(kind: str, key: str, make) -> tuple[Calibration, str]:
-    """The simulated instrument's calibration, made once and cached on disk (it takes ~1 s),
-    under a key of the code that made it."""
-    digest = hashlib.sha256(f"{_source_digest()}:{kind}:{key}".encode()).hexdigest()[:16]
-    path = _cache_dir() / f"simulated-{kind}-{digest}.cal"
-    if path.is_file():
-        try:
-            return calfile.read(path), str(path)
-        except CalibrationFileError:
-            path.unlink()
-    cal = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cal.write(path)
-    return cal, str(path)
-
-
-def _tiles(config: Config, grid, shape: tuple[int, int]) -> Iterator[Tile]:
-    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split)
-    return scene.track(grid, shape)
-
-
 def classical_classifier(sensor: str, wavelengths_nm: ArrayLike,
                          residue: ResidueConfig) -> Callable[[Cube], ResidueMap]:
     """The classical residue stage as a mission's ``[residue]`` configures it for ``sensor``:
@@ -152,51 +97,15 @@ def classical_classifier(sensor: str, wavelengths_nm: ArrayLike,
 
 def build_session(config: Config) -> Session:
     """Everything ``onboard run`` needs, from a validated Config."""
-    notes: list[str] = []
-    # the ImSPOC reconstructs each pixel from many detector pixels: no column stripes survive
-    denoise_config = SubspaceDenoiseConfig(destripe="none" if config.run.sensor == "imspoc" else "gain")
+    sensor = SENSORS[config.run.sensor]
+    setup = sensor.setup(config)
+    if config.run.replay:
+        setup = sensor.replay(config.run.replay, setup)
+    cal, notes = setup.calibration, setup.notes
+    denoise_config = SubspaceDenoiseConfig(destripe=sensor.destripe)
 
     def denoise(cube):
         return denoise_subspace(cube, denoise_config)
-
-    if config.run.sensor == "imspoc":
-        inst: ImspocInstrument = (default_instrument if config.imspoc.preset == "default" else imspoc_uv2)(
-            seed=config.run.seed)
-        if config.imspoc.exposure_s is not None:
-            inst.exposure_s = config.imspoc.exposure_s
-        if config.run.calibration:
-            try:
-                cal = calfile.read(config.run.calibration)
-            except CalibrationFileError as exc:
-                raise SessionError(str(exc)) from exc
-            if cal.kind != "imspoc":
-                raise SessionError(f"{config.run.calibration} calibrates a {cal.kind}, not an imspoc")
-            notes.append(f"calibration: {config.run.calibration}")
-        else:
-            cal, path = _simulated_calibration(
-                "imspoc", f"{config.imspoc.preset}:{config.run.seed}:{config.imspoc.n_bands}",
-                lambda: calibrate_imspoc(inst, n_bands=config.imspoc.n_bands))
-            notes.append(f"calibration: simulated ground calibration of the simulated instrument ({path})")
-        notes.append(f"sensor: simulated {inst.name} (no camera configured), "
-                     f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
-        source: FrameSource = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape), cal.wavelengths_nm,
-                                 seed=config.run.seed)
-        frame_shape: tuple[int, ...] = inst.layout.detector_shape
-        cube_shape = [len(cal.wavelengths_nm), *inst.thumb_shape]
-        saturation = inst.detector_spec.max_dn - 1
-    else:
-        pb = finch_like(cross_track=config.pushbroom.cross_track, seed=config.run.seed)
-        cal, path = _simulated_calibration(
-            "pushbroom", f"{config.pushbroom.cross_track}:{config.run.seed}", lambda: calibrate_pushbroom(pb))
-        notes.append(f"sensor: simulated {pb.name} push-broom (no camera configured), "
-                     f"{pb.cross_track} cross-track x {len(pb.wavelengths_nm)} bands")
-        notes.append(f"calibration: simulated ground calibration ({path})")
-        fine = pb.wavelengths_nm
-        source = SimulatedPushbroom(pb, _tiles(config, fine, (config.pushbroom.lines_per_frame, pb.cross_track)),
-                                    seed=config.run.seed)
-        frame_shape = tuple(pb.detector_spec.shape)
-        cube_shape = [len(pb.wavelengths_nm), config.pushbroom.lines_per_frame, pb.cross_track]
-        saturation = pb.detector_spec.max_dn - 1
 
     classify = classical_classifier(config.run.sensor, cal.wavelengths_nm, config.residue)
 
@@ -237,17 +146,7 @@ def build_session(config: Config) -> Session:
             model_versions = {"bundle": str(bundle.root), "producer": bundle.manifest.producer}
     options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
                            cube_float16=config.products.cube_float16)
-    pipeline = Pipeline(cal, denoise, classify, saturation, options, model_versions=model_versions)
-    simulated = True
-    if config.run.replay:
-        if config.run.sensor != "imspoc":
-            raise SessionError("replay reads ImSPOC frames; push-broom replay is not supported yet")
-        try:
-            source = ReplaySource(config.run.replay)
-        except FileNotFoundError as exc:
-            raise SessionError(str(exc)) from exc
-        simulated = False
-        notes = [n for n in notes if not n.startswith("sensor:")]
-        notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {config.run.replay}")
-    return Session(config.run.sensor, cal.instrument, simulated, frame_shape, cube_shape, pipeline, source,
-                   notes, engine_description=engine_description, record=config.run.record, faster=faster)
+    pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions)
+    return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
+                   setup.source, notes, engine_description=engine_description, record=config.run.record,
+                   faster=faster)

@@ -1,0 +1,188 @@
+"""The instruments a session can fly, one object each: what differs between an ImSPOC snapshot
+spectrometer and a push-broom is said here, once, instead of in tests of the sensor's name
+across the session.
+
+A :class:`Sensor` builds its calibration (the mission's file, or the simulated instrument's
+ground calibration), its frame source, the shapes of its frames and cubes, its saturation level
+and what the denoiser must remove (column stripes survive only where one detector column makes
+one image column). ``SENSORS[name]`` is the one for ``[run] sensor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from numpy.typing import ArrayLike
+
+from onboard.config import Config
+from onboard.errors import OnboardError
+from onboard.formats import calfile
+from onboard.formats.calfile import Calibration, CalibrationFileError
+from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
+from onboard.physics.pushbroom import finch_like
+from onboard.scene.farmland import FarmlandScene
+from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile
+from onboard.sources.replay import ReplaySource
+from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
+
+
+class SessionError(OnboardError, RuntimeError):
+    """The run cannot be set up; the message says what to change."""
+
+
+@dataclass
+class SensorSetup:
+    """What a sensor brings to a session."""
+
+    calibration: Calibration
+    source: FrameSource
+    frame_shape: tuple[int, ...]
+    cube_shape: list[int]
+    saturation: int
+    simulated: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+class Sensor(ABC):
+    """One kind of instrument."""
+
+    name: ClassVar[Literal["imspoc", "pushbroom"]]
+    #: the column-stripe model the denoiser removes (``SubspaceDenoiseConfig.destripe``)
+    destripe: ClassVar[Literal["none", "gain", "offset"]]
+
+    @abstractmethod
+    def setup(self, config: Config) -> SensorSetup:
+        """Calibration, frame source and shapes for the mission ``config``."""
+
+    def replay(self, folder: str, setup: SensorSetup) -> SensorSetup:
+        """``setup`` with its frames read from recorded ``folder`` instead of simulated."""
+        raise SessionError(f"replay reads ImSPOC frames; {self.name} replay is not supported yet")
+
+
+class Imspoc(Sensor):
+    """A multi-aperture Fabry-Perot snapshot spectrometer: one detector, a grid of thumbnails.
+    Each cube pixel is reconstructed from many detector pixels, so no column stripes survive."""
+
+    name = "imspoc"
+    destripe = "none"
+
+    def setup(self, config: Config) -> SensorSetup:
+        make = default_instrument if config.imspoc.preset == "default" else imspoc_uv2
+        inst: ImspocInstrument = make(seed=config.run.seed)
+        if config.imspoc.exposure_s is not None:
+            inst.exposure_s = config.imspoc.exposure_s
+        notes = []
+        if config.run.calibration:
+            cal = _read_calibration(config.run.calibration, self.name)
+            notes.append(f"calibration: {config.run.calibration}")
+            if len(cal.wavelengths_nm) != config.imspoc.n_bands:
+                notes.append(f"bands: the calibration file sets {len(cal.wavelengths_nm)} bands; "
+                             f"[imspoc] n_bands ({config.imspoc.n_bands}) applies only to a "
+                             "simulated calibration")
+        else:
+            cal, path = simulated_calibration(
+                self.name, f"{config.imspoc.preset}:{config.run.seed}:{config.imspoc.n_bands}",
+                lambda: calibrate_imspoc(inst, n_bands=config.imspoc.n_bands))
+            notes.append(f"calibration: simulated ground calibration of the simulated instrument ({path})")
+        notes.append(f"sensor: simulated {inst.name} (no camera configured), "
+                     f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
+        source = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape),
+                                 cal.wavelengths_nm, seed=config.run.seed)
+        return SensorSetup(cal, source, inst.layout.detector_shape,
+                           [len(cal.wavelengths_nm), *inst.thumb_shape],
+                           inst.detector_spec.max_dn - 1, notes=notes)
+
+    def replay(self, folder: str, setup: SensorSetup) -> SensorSetup:
+        try:
+            source = ReplaySource(folder)
+        except FileNotFoundError as exc:
+            raise SessionError(str(exc)) from exc
+        notes = [n for n in setup.notes if not n.startswith("sensor:")]
+        notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {folder}")
+        return SensorSetup(setup.calibration, source, setup.frame_shape, setup.cube_shape,
+                           setup.saturation, simulated=False, notes=notes)
+
+
+class Pushbroom(Sensor):
+    """A push-broom imaging spectrometer: one detector row per cross-track pixel, one column per
+    band; a column's gain error stripes the whole image column."""
+
+    name = "pushbroom"
+    destripe = "gain"
+
+    def setup(self, config: Config) -> SensorSetup:
+        pb = finch_like(cross_track=config.pushbroom.cross_track, seed=config.run.seed)
+        cal, path = simulated_calibration(
+            self.name, f"{config.pushbroom.cross_track}:{config.run.seed}", lambda: calibrate_pushbroom(pb))
+        notes = [f"sensor: simulated {pb.name} push-broom (no camera configured), "
+                 f"{pb.cross_track} cross-track x {len(pb.wavelengths_nm)} bands",
+                 f"calibration: simulated ground calibration ({path})"]
+        lines = config.pushbroom.lines_per_frame
+        source = SimulatedPushbroom(pb, _tiles(config, pb.wavelengths_nm, (lines, pb.cross_track)),
+                                    seed=config.run.seed)
+        return SensorSetup(cal, source, tuple(pb.detector_spec.shape),
+                           [len(pb.wavelengths_nm), lines, pb.cross_track],
+                           pb.detector_spec.max_dn - 1, notes=notes)
+
+
+#: ``[run] sensor`` -> the sensor.
+SENSORS: dict[str, Sensor] = {s.name: s for s in (Imspoc(), Pushbroom())}
+
+
+def _read_calibration(path: str, kind: str) -> Calibration:
+    try:
+        cal = calfile.read(path)
+    except CalibrationFileError as exc:
+        raise SessionError(str(exc)) from exc
+    if cal.kind != kind:
+        raise SessionError(f"{path} calibrates a {cal.kind}, not an {kind}")
+    return cal
+
+
+def _tiles(config: Config, grid: ArrayLike, shape: tuple[int, int]) -> Iterator[Tile]:
+    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split)
+    return scene.track(grid, shape)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "onboard"
+
+
+#: The modules a simulated calibration is computed by: their source is part of its cache key.
+_CALIBRATION_SOURCES = ("physics", "sources/simulated.py", "formats/calfile.py", "stages/radiometric.py",
+                        "stages/reconstruct.py")
+
+
+def _source_digest() -> str:
+    """Digest of the code that makes a simulated calibration, so that a cached file made by
+    other code (an upgrade, a local change) is never taken for this code's."""
+    root = Path(__file__).parents[1]  # onboard/
+    h = hashlib.sha256()
+    for name in _CALIBRATION_SOURCES:
+        p = root / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def simulated_calibration(kind: str, key: str, make: Callable[[], Calibration]) -> tuple[Calibration, str]:
+    """The simulated instrument's calibration, made once and cached on disk (it takes ~1 s),
+    under a key of the code that made it."""
+    digest = hashlib.sha256(f"{_source_digest()}:{kind}:{key}".encode()).hexdigest()[:16]
+    path = _cache_dir() / f"simulated-{kind}-{digest}.cal"
+    if path.is_file():
+        try:
+            return calfile.read(path), str(path)
+        except CalibrationFileError:
+            path.unlink()
+    cal = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cal.write(path)
+    return cal, str(path)
