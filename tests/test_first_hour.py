@@ -70,6 +70,11 @@ def test_unwritable_output_paths_fail_first_in_one_line(tmp_path: Path) -> None:
     assert "/proc/x.json" in line
     assert "products in" not in proc.stdout  # nothing was run
     assert not (tmp_path / "o" / "frames").exists() or not any((tmp_path / "o" / "frames").iterdir())
+    # a summary inside a folder the run makes (as the HIL harness asks) is fine
+    proc = _onboard(tmp_path, "run", "--frames", "1", "--quiet", "--out", str(tmp_path / "o3"),
+                    "--json", str(tmp_path / "o3" / "sub" / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "o3" / "sub" / "s.json").read_text())["frames"] == 1
 
 
 def test_a_second_run_into_the_same_folder_is_refused_unless_asked_to_overwrite(tmp_path: Path) -> None:

@@ -226,6 +226,7 @@ def _check_writable(path: Path) -> None:
     """Fail now, in one line, if the JSON summary could not be written at the end."""
     existed = path.exists()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
             pass
     except OSError as exc:
