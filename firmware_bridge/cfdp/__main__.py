@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,14 +17,21 @@ from firmware_bridge.spool import Spool
 
 
 def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s: float,
-          until_empty: bool = False) -> DownlinkSender:
-    """Deliver ``spool`` over the serial link at ``port_url`` (see ``link.Link.open``)."""
+          until_empty: bool = False, key_file: Path | None = None,
+          counter_file: Path | None = None) -> tuple[DownlinkSender, dict[str, int]]:
+    """Deliver ``spool`` over the serial link at ``port_url`` (see ``link.Link.open``); the
+    ground's PDUs are accepted only when signed with the key in ``key_file`` (PROTOCOL.md
+    section 4). Returns the sender and the uplinked DATA frames by result (OK: accepted)."""
     from firmware_bridge.dispatch import CommandDispatcher
     from firmware_bridge.link import Link, PayloadEndpoint
 
+    if config.acknowledged and key_file is None:
+        raise ValueError("class 2 needs the ground's PDUs authenticated: give --key-file and "
+                         "--counter-file, or --no-uplink")
+    dispatcher = CommandDispatcher.from_files({}, key_file, counter_file)
     link = Link.open(port_url, rate=ByteRate(rate_bytes_per_s))
     sender = DownlinkSender(spool, link.send_data, config)
-    endpoint = PayloadEndpoint(link, CommandDispatcher({}), sender.on_packet)
+    endpoint = PayloadEndpoint(link, dispatcher, sender.on_packet)
     try:
         while True:
             endpoint.poll(0.0)
@@ -33,7 +41,7 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
                 endpoint.poll(0.05)
     finally:
         link.close()
-    return sender
+    return sender, {r.name: n for r, n in endpoint.dispatcher.data_results.items()}
 
 
 def main(argv: Iterable[str] | None = None) -> None:
@@ -51,6 +59,10 @@ def main(argv: Iterable[str] | None = None) -> None:
                         help="seconds before an unacknowledged EOF is sent again")
     parser.add_argument("--inactivity", type=float, default=60.0,
                         help="seconds of silence from the ground before a transfer restarts")
+    parser.add_argument("--key-file", type=Path, help="the uplink key (mode 0600); needed for "
+                        "class 2, whose PDUs from the ground are authenticated")
+    parser.add_argument("--counter-file", type=Path,
+                        help="this end's counter file, created with the key")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO)
     spool = Spool(args.spool, int(args.quota_mb * 1e6))
@@ -66,8 +78,15 @@ def main(argv: Iterable[str] | None = None) -> None:
         parser.error("--port is required to serve the spool")
     config = DownlinkConfig(acknowledged=not args.no_uplink, ack_timer_s=args.ack_timer,
                             inactivity_s=args.inactivity)
-    sender = serve(spool, args.port, config, args.rate, args.until_empty)
+    from firmware_bridge.auth import CounterStoreError, KeyFileError
+
+    try:
+        sender, uplink = serve(spool, args.port, config, args.rate, args.until_empty,
+                               args.key_file, args.counter_file)
+    except (ValueError, KeyFileError, CounterStoreError) as exc:
+        parser.error(str(exc))
     print(sender.stats)
+    print(json.dumps({"uplink_frames": uplink}))
 
 
 if __name__ == "__main__":
