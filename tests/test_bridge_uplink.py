@@ -217,3 +217,35 @@ def test_forged_and_replayed_uplink_pdus_of_every_cfdp_type_move_nothing(tmp_pat
                        "BAD_AUTH": sent["wrong key"] + sent["tampered"],
                        "REPLAY": sent["replayed"]}
     assert len(attack) == 8
+
+
+def _run(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_payload_with_a_key_but_no_counter_file_refuses_to_start(tmp_path: Path) -> None:
+    """A lost counter file used to count from 0 again (recorded commands replayed): the
+    payload now refuses to start and says how to recover; and it refuses an uplink it could
+    not authenticate (class 2 without a key)."""
+    provision(tmp_path / "p.key", tmp_path / "p.counter")
+    (tmp_path / "p.counter").unlink()
+    (tmp_path / "m.toml").write_text(
+        f'[link]\nkey_file = "{tmp_path / "p.key"}"\ncounter_file = "{tmp_path / "p.counter"}"\n')
+    lost = _run("onboard", "run", "--port", "loop://", "--config", tmp_path / "m.toml",
+                "--out", tmp_path / "out", "--quiet")
+    assert lost.returncode != 0
+    assert "cannot start the payload service" in lost.stderr
+    assert "does not exist" in lost.stderr and "set-counter" in lost.stderr
+    keyless = _run("onboard", "run", "--port", "loop://", "--out", tmp_path / "out", "--quiet")
+    assert keyless.returncode != 0 and "uplink = true needs key_file" in keyless.stderr
+
+
+def test_the_ground_signs_its_uplink_or_does_not_answer(tmp_path: Path) -> None:
+    unsigned = _run("onboard", "ground", "receive", "--port", "loop://", "-o", tmp_path / "g")
+    assert unsigned.returncode == 2 and "--key-file" in unsigned.stderr
+    (tmp_path / "g.key").write_text(bytes(range(32)).hex())
+    (tmp_path / "g.key").chmod(0o600)  # a key without its counter file
+    lost = _run("onboard", "ground", "receive", "--port", "loop://", "-o", tmp_path / "g",
+                "--key-file", tmp_path / "g.key", "--counter-file", tmp_path / "g.counter")
+    assert lost.returncode == 1 and "does not exist" in lost.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.auth import load_key, write_key
+from firmware_bridge.auth import load_key, provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.messages import EventCode, ResultCode
 from hil.flight_computer import FlightComputer
@@ -44,8 +44,8 @@ def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: 
 @pytest.fixture
 def payload(tmp_path: Path):
     secret = secrets.token_bytes(32)
-    write_key(tmp_path / "payload.key", secret)
-    write_key(tmp_path / "fc.key", secret)
+    provision(tmp_path / "payload.key", tmp_path / "counter.json", secret)
+    provision(tmp_path / "fc.key", tmp_path / "fc-counter.json", secret)
     emu = LinkEmulator(Impairments(RATE, buffer_bytes=32768)).start()
     (tmp_path / "mission.toml").write_text(
         "[products]\ncube = false\n[link]\n"
