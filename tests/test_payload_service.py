@@ -97,7 +97,9 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     archived = (tmp / "out" / "products" / "residue_00000000.obp").read_bytes()
     assert arrival.sha256 is not None and arrival.error is None
     assert arrival.product.to_bytes() == archived  # bit-exact on the ground
-    # the ground asks for it again: it comes down a second time
+    # the ground asks for it again: it comes down a second time. Asked before the payload has
+    # taken the ground's Finished PDU in, the request finds it still queued and is a no-op.
+    wait_for(fc, lambda: [e for _, e in fc.events if e.text.startswith("delivered residue_00000000")])
     assert command(fc, "REQUEST_PRODUCT", {"name": "residue_00000000"}) == ResultCode.OK
     wait_for(fc, lambda: len(residue_down()) == 2, timeout=30)
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from firmware_bridge.auth import CounterStoreError, KeyFileError
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.sender import DownlinkSender, drain_estimate
 from firmware_bridge.link import ByteRate
@@ -78,8 +79,6 @@ def main(argv: Iterable[str] | None = None) -> None:
         parser.error("--port is required to serve the spool")
     config = DownlinkConfig(acknowledged=not args.no_uplink, ack_timer_s=args.ack_timer,
                             inactivity_s=args.inactivity)
-    from firmware_bridge.auth import CounterStoreError, KeyFileError
-
     try:
         sender, uplink = serve(spool, args.port, config, args.rate, args.until_empty,
                                args.key_file, args.counter_file)
