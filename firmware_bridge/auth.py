@@ -57,7 +57,8 @@ RECOVERY = (
     "NEW_COUNTER on every end: a new key starts every counter at 0), or write the counter "
     "file again with values at least the senders' current ones (python -m "
     "firmware_bridge.auth set-counter FILE --telecommand N --data M, N from the flight "
-    "computer's counter file, M from the ground's)."
+    "computer's counter file, M from the ground's). Do not restore an old copy: every frame "
+    "sent since it was made would be accepted again."
 )
 
 

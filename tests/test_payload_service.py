@@ -115,6 +115,8 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     assert proc.wait(30) == 0, proc.stdout.read().decode()
     summary = json.loads((tmp / "summary.json").read_text())
     assert summary["commands"]["OK"] >= 5 and summary["commands"]["BAD_AUTH"] == 1
+    # the ground's CFDP PDUs went up signed, and every one was accepted
+    assert summary["uplink_data"]["OK"] >= 4 and set(summary["uplink_data"]) == {"OK"}
 
 
 def test_a_key_file_readable_by_others_is_refused_before_the_link_opens(tmp_path: Path) -> None:

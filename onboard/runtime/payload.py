@@ -383,4 +383,6 @@ class PayloadService:
         return {**self.health(), "link_bytes_sent": self.link.bytes_sent,
                 "bad_frames": self.link.decoder.bad_frames,
                 "commands": {r.name: n for r, n in self.dispatcher.results.items()},
+                "commands_unanswered": self.dispatcher.unanswered,
+                "uplink_data": {r.name: n for r, n in self.dispatcher.data_results.items()},
                 "downlink": json.loads(json.dumps(self.downlink.stats.__dict__))}
