@@ -175,6 +175,17 @@ def test_auth_command_line_provisions_and_restores(tmp_path: Path) -> None:
     assert CounterStore(tmp_path / "p.counter").last(TELECOMMAND) == 41
 
 
+def test_signer_reserves_counters_and_never_reuses_one_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "fc.counter"
+    signer = UplinkSigner(AuthKey(SECRET), CounterStore.create(path), reserve=64)
+    assert [signer.sign(Ping(), i).counter for i in range(3)] == [1, 2, 3]
+    assert CounterStore(path).last(TELECOMMAND) == 64  # one write reserved the block
+    assert signer.sign(Data(b"x"), 3).counter == 1  # the data channel counts on its own
+    restarted = UplinkSigner(AuthKey(SECRET), CounterStore(path), reserve=64)
+    assert restarted.sign(Ping(), 0).counter == 65  # the rest of the block is skipped
+    assert CounterStore(path).last(TELECOMMAND) == 128
+
+
 def test_version_1_counter_file_still_loads(tmp_path: Path) -> None:
     """A counter file from before DATA frames were signed: its telecommand counter stands."""
     path = tmp_path / "old.counter"
@@ -277,7 +288,7 @@ def test_dispatcher_basic_paths(tmp_path: Path) -> None:
     replies = disp.dispatch(signer.sign(RequestProduct("boom"), 5))
     assert _result(replies) == ResultCode.FAILED
     assert isinstance(replies[1], Event) and "handler bug" in replies[1].text
-    counter = signer.store.last() + 1
+    counter = signer.last() + 1
     bad_body = sign_raw(Frame(MsgType.SET_MODE, 6, b"\x07", FLAG_AUTH, counter, bytes(16)), key)
     assert _result(disp.dispatch(bad_body)) == ResultCode.BAD_ARGUMENT
     assert disp.counters is not None and disp.counters.last() == counter  # consumed anyway
@@ -429,7 +440,7 @@ def test_adversarial_campaign(tmp_path: Path) -> None:
             genuine.append(msg)
             captured.append(frame)
         seq = rng.randrange(0x10000)
-        fresh = signer.store.last() + rng.randrange(1, 2**40)
+        fresh = signer.last() + rng.randrange(1, 2**40)
         msg = rng.choice(commands)
         kind = i % 8
         if kind == 0:  # forged: fresh counter, random MAC
@@ -461,8 +472,8 @@ def test_adversarial_campaign(tmp_path: Path) -> None:
 
     assert payload.executed == genuine
     assert disp.counters is not None
-    assert disp.counters.last() == signer.store.last()
-    assert CounterStore(tmp_path / "payload.counter").last() == signer.store.last()
+    assert disp.counters.last() == signer.last()
+    assert CounterStore(tmp_path / "payload.counter").last() == signer.last()
     total_refused = refused_by_framing + sum(refused_by_dispatcher.values())
     assert total_refused == ATTACKS
     assert set(refused_by_dispatcher) >= {

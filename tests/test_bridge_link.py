@@ -329,7 +329,7 @@ def test_payload_endpoint_in_another_process(tmp_path: Path) -> None:
         finally:
             proc.kill()
     store = CounterStore(tmp_path / "payload.counter")
-    assert store.last() == signer.store.last() and store.last("data") == 1
+    assert store.last() == signer.last() and store.last("data") == 1
 
 
 def test_garbage_between_processes_is_counted_not_fatal() -> None:
