@@ -9,9 +9,11 @@ ones have had time to leave at that rate.
 The seam for the downlink (``spool.py``/``cfdp/``):
 
 * send one CCSDS space packet: ``link.send_data(packet)`` (``len(packet) <= MAX_BODY``);
+  the ground signs what it uplinks: ``link.send_data(packet, signer=UplinkSigner(...))``;
 * uplinked CFDP PDUs arrive as DATA frames: ``PayloadEndpoint.open(url, handlers, on_data,
   key_file=..., counter_file=...)`` (or ``PayloadEndpoint(link, dispatcher, on_data)``)
-  calls ``on_data(packet: bytes)`` for each from ``poll()``; telecommands go to the
+  calls ``on_data(packet: bytes)`` from ``poll()`` for each one that authenticates (the
+  dispatcher checks its MAC and counter exactly as a telecommand's); telecommands go to the
   dispatcher, whose ACKs and events go back on the link;
 * how long until the queue is out: ``link.drain_time_s(packets)``.
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import serial
 
-from firmware_bridge.auth import CommandSigner, CounterStore, load_key
+from firmware_bridge.auth import UplinkSigner
 from firmware_bridge.dispatch import CommandDispatcher, EventLimiter, Handler
 from firmware_bridge.framing import DELIMITER, MAX_SEQ, Frame, FrameDecoder, encode, wire_size
 from firmware_bridge.messages import Data, Direction, EventCode, Message, MsgType
@@ -130,7 +132,7 @@ class Link:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(self, message: Message, *, signer: CommandSigner | None = None) -> Frame:
+    def send(self, message: Message, *, signer: UplinkSigner | None = None) -> Frame:
         """Frame ``message`` (signed with a fresh counter if ``signer``), pace, write.
 
         Blocks until the line is free at the configured rate. Control messages (everything
@@ -150,9 +152,10 @@ class Link:
         """Write a frame exactly as given, seq included (retransmission, fault injection)."""
         return self._send(lambda _: frame, urgent=frame.msg_type != MsgType.DATA, new_seq=False)
 
-    def send_data(self, packet: bytes) -> Frame:
-        """Send one CCSDS space packet (1 to MAX_BODY bytes) as a DATA message."""
-        return self.send(Data(packet))
+    def send_data(self, packet: bytes, signer: UplinkSigner | None = None) -> Frame:
+        """Send one CCSDS space packet (1 to MAX_BODY bytes) as a DATA message; uplinked
+        ones are signed (``signer``), downlinked ones need not be."""
+        return self.send(Data(packet), signer=signer)
 
     def _send(self, build: Callable[[int], Frame], urgent: bool, new_seq: bool) -> Frame:
         with self._cond:
@@ -227,8 +230,9 @@ _TELEMETRY = frozenset(t for t in MsgType if t.direction is Direction.TM)
 
 class PayloadEndpoint:
     """The payload's end of the link: telecommands to a dispatcher (ACK and events go back),
-    DATA bodies to ``on_data`` (uplinked CFDP PDUs in space packets), bad-frame counts
-    reported as BAD_FRAMES events."""
+    DATA bodies that authenticate to ``on_data`` (uplinked CFDP PDUs in space packets; the
+    rest are dropped with a rate-limited event), bad-frame counts reported as BAD_FRAMES
+    events."""
 
     def __init__(
         self,
@@ -260,15 +264,11 @@ class PayloadEndpoint:
     ) -> PayloadEndpoint:
         """The payload's end from its settings: the port, the key file (mode 0600) and the
         file holding the last accepted counter. Without a key only allow-listed commands run.
-        Raises ``KeyFileError``/``CounterStoreError`` with what to fix before opening the port.
+        Raises ``KeyFileError``/``CounterStoreError`` with what to fix before opening the port
+        (a key file without its counter file among them).
         """
-        if (key_file is None) != (counter_file is None):
-            raise ValueError("give both key_file and counter_file, or neither")
-        key = load_key(key_file) if key_file is not None else None
-        counters = CounterStore(counter_file) if counter_file is not None else None
-        dispatcher = CommandDispatcher(
-            handlers, key=key, counters=counters, allow_unauthenticated=allow_unauthenticated
-        )
+        dispatcher = CommandDispatcher.from_files(
+            handlers, key_file, counter_file, allow_unauthenticated=allow_unauthenticated)
         return cls(Link.open(url, baudrate=baudrate, rate=rate), dispatcher, on_data)
 
     def close(self) -> None:
@@ -288,6 +288,11 @@ class PayloadEndpoint:
     def handle(self, frame: Frame) -> None:
         """Route one frame."""
         if frame.msg_type == MsgType.DATA:
+            accepted, refused = self.dispatcher.accept_data(frame)
+            if refused is not None:
+                self.link.send(refused)
+            if not accepted:
+                return
             try:
                 self.on_data(frame.body)
             except Exception as exc:  # a bad uplinked packet must not stop the command path

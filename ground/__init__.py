@@ -1,8 +1,9 @@
 """The ground segment, ``onboard ground``: receive a downlink, keep a capture of it, decode products to user formats.
 
-``onboard ground receive --port URL -o DIR`` listens on a serial link (any pyserial URL) as
-the flight computer's far end, answers CFDP class 2 transfers (ACK, NAK, Finished) unless
-``--no-uplink``, writes every space packet to a capture file and decodes products into DIR.
+``onboard ground receive --port URL -o DIR --key-file K --counter-file C`` listens on a
+serial link (any pyserial URL) as the flight computer's far end, answers CFDP class 2
+transfers (ACK, NAK, Finished; each signed with the uplink key and the ground's counter,
+firmware_bridge/PROTOCOL.md section 4) unless ``--no-uplink``, writes every space packet to a capture file and decodes products into DIR.
 ``onboard ground decode CAPTURE -o DIR`` does the same from a capture, offline.
 
 Each file a CFDP transaction delivers has passed CFDP's CRC-32; it must then parse as a

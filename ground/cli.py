@@ -60,20 +60,37 @@ def decode(capture: Path, out: Path, as_json: bool) -> None:
 @click.option("--rate", type=float, default=None,
               help="Uplink pacing in bytes/s (default: the UART rate of --baud).")
 @click.option("--no-uplink", is_flag=True, help="Listen only (class 1 transfers).")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The uplink key (mode 0600, owned by you): every CFDP PDU sent up is signed "
+              "(firmware_bridge/PROTOCOL.md section 4). Needed unless --no-uplink.")
+@click.option("--counter-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The ground's counter file, made with the key (python -m "
+              "firmware_bridge.auth provision KEY COUNTER --same-key-as PAYLOAD_KEY).")
 @click.option("--idle-exit", type=float, default=None,
               help="Exit after this many seconds without a packet.")
 @click.option("--ack-timer", type=float, default=10.0, show_default=True,
               help="Seconds before the Finished PDU / NAK sequence is repeated.")
 @click.option("--json", "as_json", is_flag=True)
 def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float | None,
-            no_uplink: bool, idle_exit: float | None, ack_timer: float, as_json: bool) -> None:
+            no_uplink: bool, key_file: Path | None, counter_file: Path | None,
+            idle_exit: float | None, ack_timer: float, as_json: bool) -> None:
     """Listen on a serial link, answer CFDP and decode products into OUT (Ctrl-C stops)."""
     import serial
 
+    from firmware_bridge.auth import CounterStoreError, KeyFileError, UplinkSigner
     from firmware_bridge.link import ByteRate, Link
     from firmware_bridge.messages import MsgType, unpack_message
     from firmware_bridge.stopping import stop_on_signals
 
+    signer = None
+    if not no_uplink:
+        if key_file is None or counter_file is None:
+            raise click.UsageError("answering by CFDP (class 2) signs the uplink: give --key-file "
+                                   "and --counter-file, or --no-uplink to listen only")
+        try:
+            signer = UplinkSigner.load(key_file, counter_file)
+        except (KeyFileError, CounterStoreError) as exc:
+            raise click.ClickException(str(exc)) from exc
     with stop_on_signals() as stop:
         out.mkdir(parents=True, exist_ok=True)
         sink = ProductSink(out)
@@ -85,7 +102,7 @@ def receive(port: str, out: Path, capture: Path | None, baud: int, rate: float |
 
         def uplink(packet: bytes) -> None:
             writer.write(UP, packet)
-            link.send_data(packet)
+            link.send_data(packet, signer=signer)
 
         config = DownlinkConfig(ack_timer_s=ack_timer, nak_timer_s=ack_timer)
         receiver = DownlinkReceiver(out / ".staging", sink.receive, None if no_uplink else uplink,

@@ -25,9 +25,11 @@ def hil() -> None:
 @click.option("--port", help="Real hardware: the flight computer emulator talks to the payload "
               "computer on this serial device (e.g. /dev/ttyUSB0); no emulated link, sensor or power.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --port: the telecommand key file (mode 0600).")
+              help="With --port: the uplink key file (mode 0600, owned by you): telecommands "
+              "and the ground's CFDP PDUs are signed with it.")
 @click.option("--counter-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --port: the flight computer's persisted telecommand counter.")
+              help="With --port: the flight computer's counter file, made with the key (python -m "
+              "firmware_bridge.auth provision).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the run's files (payload log, archive, spool) in this folder.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -3,7 +3,7 @@
 It plays what the flight computer and the ground do together: it opens its end of the serial
 link with pyserial (a pseudo-terminal in emulation, a real UART with ``--port``), signs
 telecommands with the shared key and a persisted counter (``firmware_bridge.auth``),
-retransmits a telecommand whose ACK does not come (PROTOCOL.md section 7), and runs the
+signs the ground's uplinked CFDP PDUs the same way (their own counter channel), retransmits a telecommand whose ACK does not come (PROTOCOL.md section 7), and runs the
 ground's CFDP entity (``firmware_bridge.cfdp.receiver.DownlinkReceiver``) on the DATA frames,
 answering class 2 transfers. Every product that arrives is parsed and its SHA-256 checked
 (``onboard.formats.products.Product.from_bytes``) and kept with its arrival time.
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge.auth import AuthKey, CommandSigner, CounterStore, sign
+from firmware_bridge.auth import AuthKey, CounterStore, UplinkSigner, sign
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.receiver import DownlinkReceiver, FailedTransfer, ReceivedFile
 from firmware_bridge.framing import DELIMITER, Frame, wire_size
@@ -104,7 +104,7 @@ class FlightComputer:
     """The emulated flight computer and ground on one end of the link."""
 
     link: Link
-    signer: CommandSigner | None
+    signer: UplinkSigner | None
     staging: Path
     uplink: bool = True
     ack_timer_s: float = 2.0
@@ -121,7 +121,7 @@ class FlightComputer:
         config = DownlinkConfig(acknowledged=self.uplink, ack_timer_s=self.ack_timer_s,
                                 nak_timer_s=self.ack_timer_s, inactivity_s=30 * self.ack_timer_s)
         self.receiver = DownlinkReceiver(self.staging, self._on_file,
-                                         self.link.send_data if self.uplink else None,
+                                         self._uplink if self.uplink else None,
                                          config, self.failed_transfers.append)
         self._by_seq: dict[tuple[int, int], list[SentCommand]] = {}
         self._valid_frames: list[Frame] = []
@@ -132,11 +132,16 @@ class FlightComputer:
              staging: Path, uplink: bool = True, ack_timer_s: float = 2.0,
              seed: int = 0) -> FlightComputer:
         link = Link.open(url, rate=ByteRate(rate_bytes_per_s))
-        signer = CommandSigner(key, CounterStore(counter_file)) if key is not None else None
+        signer = UplinkSigner(key, CounterStore(counter_file)) if key is not None else None
         return cls(link, signer, staging, uplink, ack_timer_s, random.Random(seed))
 
     def close(self) -> None:
         self.link.close()
+
+    def _uplink(self, packet: bytes) -> None:
+        """The ground's CFDP PDUs go up signed (without the key, unsigned: the payload
+        refuses them, and the scenario shows it)."""
+        self.link.send_data(packet, signer=self.signer)
 
     # -- telecommands ---------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.auth import load_key, write_key
+from firmware_bridge.auth import load_key, provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from hil.flight_computer import FlightComputer
 from hil.power import PayloadProcess
@@ -136,9 +136,9 @@ class Runner:
         emu = payload = feeder = None
         if emulated:
             secret = secrets.token_bytes(32)
-            write_key(work / "payload.key", secret)
-            write_key(work / "fc.key", secret)
-            key = load_key(work / "fc.key")
+            # each end's key comes with its counter file (the payload refuses a key without one)
+            provision(work / "payload.key", work / "payload-counter.json", secret)
+            key = provision(work / "fc.key", work / "fc-counter.json", secret)
             counter = work / "fc-counter.json"
             self.progress(f"making {s.sensor.frames} sensor frames")
             frames = make_frames(s.payload, s.sensor.frames)

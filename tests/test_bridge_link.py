@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from firmware_bridge.auth import CommandSigner, CounterStore, load_key, write_key
+from firmware_bridge.auth import CounterStore, UplinkSigner, provision
 from firmware_bridge.dispatch import CommandDispatcher
 from firmware_bridge.framing import Frame, encode, wire_size
 from firmware_bridge.link import RADIO_9600, UART_115200, UNPACED, ByteRate, Link, PayloadEndpoint
@@ -234,7 +234,7 @@ PAYLOAD_PROCESS = textwrap.dedent(
 class FlightComputer:
     """This test's flight computer: sorts what the payload sends into ACKs, events, data."""
 
-    def __init__(self, link: Link, signer: CommandSigner) -> None:
+    def __init__(self, link: Link, signer: UplinkSigner) -> None:
         self.link = link
         self.signer = signer
         self.acks: dict[int, Ack] = {}
@@ -287,10 +287,13 @@ class FlightComputer:
 def test_payload_endpoint_in_another_process(tmp_path: Path) -> None:
     """The flight computer (here) commands the payload (a child process) over a pty pair:
     authenticated commands run, unauthenticated and replayed ones are refused with events,
-    uplinked DATA reaches the payload's on_data, requested products come down as DATA."""
+    uplinked DATA reaches the payload's on_data only when signed, requested products come
+    down as DATA."""
     key_file = tmp_path / "bridge.key"
-    write_key(key_file, bytes(range(100, 132)))
-    signer = CommandSigner(load_key(key_file), CounterStore(tmp_path / "fc.counter"))
+    secret = bytes(range(100, 132))
+    provision(key_file, tmp_path / "payload.counter", secret)
+    signer = UplinkSigner(provision(tmp_path / "fc.key", tmp_path / "fc.counter", secret),
+                          CounterStore(tmp_path / "fc.counter"))
     with LinkEmulator(Impairments(bytes_per_s=11520, latency_s=0.002)) as emu:
         proc = subprocess.Popen(
             [
@@ -316,7 +319,8 @@ def test_payload_endpoint_in_another_process(tmp_path: Path) -> None:
                 link.send_frame(good)  # the identical frame again: a replay
                 assert fc.result_of(good, EventCode.REPLAY_REFUSED) == ResultCode.REPLAY
                 uplink = b"\x18\x00\xc0\x00\x00\x07cfdp-ack"  # stands for a CFDP PDU packet
-                link.send_data(uplink)
+                link.send_data(b"forged" + uplink)  # unsigned: refused
+                link.send_data(uplink, signer=signer)
                 assert fc.command(RequestProduct("residue_00000001")) == ResultCode.OK
                 assert fc.command(Abort()) == ResultCode.OK
                 fc.pump(lambda: len(fc.data) == 2)
@@ -324,7 +328,8 @@ def test_payload_endpoint_in_another_process(tmp_path: Path) -> None:
             assert proc.wait(10) == 0
         finally:
             proc.kill()
-    assert CounterStore(tmp_path / "payload.counter").last == signer.store.last
+    store = CounterStore(tmp_path / "payload.counter")
+    assert store.last() == signer.last() and store.last("data") == 1
 
 
 def test_garbage_between_processes_is_counted_not_fatal() -> None:
@@ -340,7 +345,8 @@ def test_endpoint_reports_bad_frames_and_counts_unexpected_telemetry() -> None:
     with LinkEmulator(Impairments(bytes_per_s=1e6)) as emu:
         with Link.open(emu.a_path, rate=UNPACED) as pl, Link.open(emu.b_path, rate=UNPACED) as fc:
             uplinked: list[bytes] = []
-            endpoint = PayloadEndpoint(pl, CommandDispatcher({}), uplinked.append)
+            bench = CommandDispatcher({}, allow_unauthenticated=(MsgType.PING, MsgType.DATA))
+            endpoint = PayloadEndpoint(pl, bench, uplinked.append)
             fc.port.write(b"\x01\x02\x03\x00" * 2)  # two bad frames
             fc.send(Health({"from": "fc"}))  # telemetry has no business going this way
             ping = fc.send(Ping())
@@ -395,7 +401,8 @@ def test_on_data_failure_is_reported_not_fatal() -> None:
             def on_data(packet: bytes) -> None:
                 raise ValueError("not a CFDP PDU")
 
-            endpoint = PayloadEndpoint(pl, CommandDispatcher({}), on_data)
+            bench = CommandDispatcher({}, allow_unauthenticated=(MsgType.PING, MsgType.DATA))
+            endpoint = PayloadEndpoint(pl, bench, on_data)
             fc.send_data(b"\x01junk")
             ping = fc.send(Ping())
             deadline = time.monotonic() + 5

@@ -69,6 +69,7 @@ def test_protocol_has_vectors_for_every_message_type() -> None:
     covered = {v["message"].split()[0] for v in VECTORS}
     assert covered >= {"PING", "SET_MODE", "SET_CONFIG", "ACK", "EVENT", "HEALTH", "DATA"}
     assert any("key" in v for v in VECTORS)
+    assert any("key" in v and v["message"].startswith("DATA") for v in VECTORS)  # uplink
 
 
 @pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
@@ -134,6 +135,31 @@ def test_data_vector_is_a_real_space_packet() -> None:
     ).pack()
     data = next(v for v in VECTORS if v["message"].startswith("DATA"))
     assert _hex(data["body"]) == packet
+
+
+def test_uplink_data_vector_is_a_signed_cfdp_finished_pdu(tmp_path: Path) -> None:
+    """The uplink DATA vector carries the ground's Finished PDU in a TC space packet, signed
+    on the data channel: the payload admits it once and refuses it replayed or unsigned."""
+    from spacepackets.cfdp.pdu import FinishedPdu
+
+    from firmware_bridge.auth import DATA, TELECOMMAND, CounterStore
+    from firmware_bridge.cfdp.adapters import finished_ok
+    from firmware_bridge.cfdp.common import APID_UPLINK, parse_pdu, unwrap
+    from firmware_bridge.dispatch import CommandDispatcher
+
+    vec = next(v for v in VECTORS if v["name"] == "data-uplink-finished-authenticated")
+    header, data = unwrap(_hex(vec["body"]), PacketType.TC)
+    pdu = parse_pdu(data)
+    assert header.apid == APID_UPLINK and header.seq_count == 0
+    assert isinstance(pdu, FinishedPdu) and finished_ok(pdu.finished_params)
+    assert pdu.transaction_seq_num.value == 7
+    frame = decode(_hex(vec["wire"])[:-1])
+    disp = CommandDispatcher({}, key=AuthKey(_hex(vec["key"])),
+                             counters=CounterStore.create(tmp_path / "c.json"))
+    assert disp.accept_data(frame)[0]
+    assert not disp.accept_data(frame)[0]  # replayed
+    assert not disp.accept_data(Frame.of(frame.message(), frame.seq))[0]  # MAC stripped
+    assert (disp.counters.last(DATA), disp.counters.last(TELECOMMAND)) == (1, 0)
 
 
 def test_declaration_tables_in_protocol_match_code() -> None:

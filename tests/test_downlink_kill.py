@@ -60,6 +60,7 @@ ZYGOTE = PRODUCT_SRC + textwrap.dedent(
     from firmware_bridge.cfdp.common import DownlinkConfig
     from firmware_bridge.cfdp.sender import DownlinkSender
     from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
+    from firmware_bridge.messages import MsgType
     from firmware_bridge.spool import Spool
 
     spool_dir, port = sys.argv[1], sys.argv[2]
@@ -69,7 +70,8 @@ ZYGOTE = PRODUCT_SRC + textwrap.dedent(
         spool = Spool(spool_dir, 50_000_000)
         link = Link.open(port, rate=ByteRate({RATE}))
         sender = DownlinkSender(spool, link.send_data, DownlinkConfig(**{CONFIG!r}))
-        endpoint = PayloadEndpoint(link, CommandDispatcher({{}}), sender.on_packet)
+        bench = CommandDispatcher({{}}, allow_unauthenticated=(MsgType.PING, MsgType.DATA))
+        endpoint = PayloadEndpoint(link, bench, sender.on_packet)  # a bench link, no key
         for i in range(start, start + count):
             p = product(i)
             spool.put(p.name, p.to_bytes(), p.priority, p.kind.value)

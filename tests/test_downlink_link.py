@@ -5,6 +5,7 @@ receive``) joined by the pty link emulator with bit errors, frame drops and a cu
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from test_ground import check_outputs, products
 
+from firmware_bridge.auth import provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.spool import Spool
 
@@ -23,11 +25,15 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
     for p in prods:
         spool.put(p.name, p.to_bytes(), p.priority, p.kind.value)
     out = tmp_path / "ground"
+    secret = secrets.token_bytes(32)  # the ground signs its CFDP PDUs (PROTOCOL.md section 4)
+    provision(tmp_path / "payload.key", tmp_path / "payload.counter", secret)
+    provision(tmp_path / "ground.key", tmp_path / "ground.counter", secret)
     imp = Impairments(bytes_per_s=11520, latency_s=0.005, bit_error_rate=1e-5, frame_drop=0.02)
     with LinkEmulator(imp, seed=3) as emu:
         ground = subprocess.Popen(
             [sys.executable, "-m", "onboard", "ground", "receive", "--port", emu.b_path,
-             "-o", str(out), "--ack-timer", "0.5", "--json"],
+             "-o", str(out), "--ack-timer", "0.5", "--json", "--key-file",
+             str(tmp_path / "ground.key"), "--counter-file", str(tmp_path / "ground.counter")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # pyserial empties the input buffer when it opens a port: start once the ground listens
         assert "listening on" in ground.stderr.readline()
@@ -35,7 +41,8 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
         payload = subprocess.run(
             [sys.executable, "-m", "firmware_bridge.cfdp", str(tmp_path / "spool"),
              "--port", emu.a_path, "--rate", "11520", "--until-empty", "--ack-timer", "0.5",
-             "--inactivity", "2"],
+             "--inactivity", "2", "--key-file", str(tmp_path / "payload.key"),
+             "--counter-file", str(tmp_path / "payload.counter")],
             capture_output=True, text=True, timeout=120)
         assert payload.returncode == 0, payload.stderr
         time.sleep(0.5)  # the ground hears the ACK of its last Finished PDU

@@ -86,12 +86,12 @@ def test_real_hardware_mode_drives_a_payload_on_a_serial_port(tmp_path: Path) ->
     import subprocess
     import sys
 
-    from firmware_bridge.auth import write_key
+    from firmware_bridge.auth import provision
     from firmware_bridge.linkemu import Impairments, LinkEmulator
 
     secret = secrets.token_bytes(32)
-    write_key(tmp_path / "payload.key", secret)
-    write_key(tmp_path / "fc.key", secret)
+    provision(tmp_path / "payload.key", tmp_path / "pc.json", secret)
+    provision(tmp_path / "fc.key", tmp_path / "fc.json", secret)
     (tmp_path / "m.toml").write_text(
         f'[link]\nkey_file = "{tmp_path / "payload.key"}"\n'
         f'counter_file = "{tmp_path / "pc.json"}"\nrate_bytes_per_s = 115200.0\n'

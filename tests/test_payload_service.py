@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.auth import load_key, write_key
+from firmware_bridge.auth import load_key, provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.messages import EventCode, ResultCode
 from hil.flight_computer import FlightComputer
@@ -44,8 +44,8 @@ def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: 
 @pytest.fixture
 def payload(tmp_path: Path):
     secret = secrets.token_bytes(32)
-    write_key(tmp_path / "payload.key", secret)
-    write_key(tmp_path / "fc.key", secret)
+    provision(tmp_path / "payload.key", tmp_path / "counter.json", secret)
+    provision(tmp_path / "fc.key", tmp_path / "fc-counter.json", secret)
     emu = LinkEmulator(Impairments(RATE, buffer_bytes=32768)).start()
     (tmp_path / "mission.toml").write_text(
         "[products]\ncube = false\n[link]\n"
@@ -97,7 +97,9 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     archived = (tmp / "out" / "products" / "residue_00000000.obp").read_bytes()
     assert arrival.sha256 is not None and arrival.error is None
     assert arrival.product.to_bytes() == archived  # bit-exact on the ground
-    # the ground asks for it again: it comes down a second time
+    # the ground asks for it again: it comes down a second time. Asked before the payload has
+    # taken the ground's Finished PDU in, the request finds it still queued and is a no-op.
+    wait_for(fc, lambda: [e for _, e in fc.events if e.text.startswith("delivered residue_00000000")])
     assert command(fc, "REQUEST_PRODUCT", {"name": "residue_00000000"}) == ResultCode.OK
     wait_for(fc, lambda: len(residue_down()) == 2, timeout=30)
 
@@ -113,6 +115,8 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     assert proc.wait(30) == 0, proc.stdout.read().decode()
     summary = json.loads((tmp / "summary.json").read_text())
     assert summary["commands"]["OK"] >= 5 and summary["commands"]["BAD_AUTH"] == 1
+    # the ground's CFDP PDUs went up signed, and every one was accepted
+    assert summary["uplink_data"]["OK"] >= 4 and set(summary["uplink_data"]) == {"OK"}
 
 
 def test_a_key_file_readable_by_others_is_refused_before_the_link_opens(tmp_path: Path) -> None:

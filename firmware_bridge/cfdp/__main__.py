@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import click
 
+from firmware_bridge.auth import CounterStoreError, KeyFileError
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.sender import DownlinkSender, drain_estimate
 from firmware_bridge.link import ByteRate
@@ -16,14 +18,21 @@ from firmware_bridge.spool import Spool, SpoolError, queued
 
 
 def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s: float,
-          until_empty: bool = False) -> DownlinkSender:
-    """Deliver ``spool`` over the serial link at ``port_url`` (see ``link.Link.open``)."""
+          until_empty: bool = False, key_file: Path | None = None,
+          counter_file: Path | None = None) -> tuple[DownlinkSender, dict[str, int]]:
+    """Deliver ``spool`` over the serial link at ``port_url`` (see ``link.Link.open``); the
+    ground's PDUs are accepted only when signed with the key in ``key_file`` (PROTOCOL.md
+    section 4). Returns the sender and the uplinked DATA frames by result (OK: accepted)."""
     from firmware_bridge.dispatch import CommandDispatcher
     from firmware_bridge.link import Link, PayloadEndpoint
 
+    if config.acknowledged and key_file is None:
+        raise ValueError("class 2 needs the ground's PDUs authenticated: give --key-file and "
+                         "--counter-file, or --no-uplink")
+    dispatcher = CommandDispatcher.from_files({}, key_file, counter_file)
     link = Link.open(port_url, rate=ByteRate(rate_bytes_per_s))
     sender = DownlinkSender(spool, link.send_data, config)
-    endpoint = PayloadEndpoint(link, CommandDispatcher({}), sender.on_packet)
+    endpoint = PayloadEndpoint(link, dispatcher, sender.on_packet)
     try:
         while True:
             endpoint.poll(0.0)
@@ -33,7 +42,7 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
                 endpoint.poll(0.05)
     finally:
         link.close()
-    return sender
+    return sender, {r.name: n for r, n in endpoint.dispatcher.data_results.items()}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,8 +60,14 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
               help="Seconds before an unacknowledged EOF is sent again.")
 @click.option("--inactivity", type=float, default=60.0, show_default=True,
               help="Seconds of silence from the ground before a transfer restarts.")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The uplink key (mode 0600); needed for class 2, whose PDUs from the ground "
+                   "are authenticated.")
+@click.option("--counter-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="This end's counter file, created with the key.")
 def main(spool: Path, port: str | None, estimate: bool, quota_mb: float, rate: float,
-         no_uplink: bool, until_empty: bool, ack_timer: float, inactivity: float) -> None:
+         no_uplink: bool, until_empty: bool, ack_timer: float, inactivity: float,
+         key_file: Path | None, counter_file: Path | None) -> None:
     """Serve a downlink SPOOL over a serial link."""
     if estimate:
         try:
@@ -71,8 +86,13 @@ def main(spool: Path, port: str | None, estimate: bool, quota_mb: float, rate: f
     logging.basicConfig(level=logging.INFO)
     config = DownlinkConfig(acknowledged=not no_uplink, ack_timer_s=ack_timer,
                             inactivity_s=inactivity)
-    sender = serve(Spool(spool, int(quota_mb * 1e6)), port, config, rate, until_empty)
+    try:
+        sender, uplink = serve(Spool(spool, int(quota_mb * 1e6)), port, config, rate, until_empty,
+                               key_file, counter_file)
+    except (ValueError, KeyFileError, CounterStoreError, SpoolError) as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(sender.stats)
+    click.echo(json.dumps({"uplink_frames": uplink}))
 
 
 if __name__ == "__main__":

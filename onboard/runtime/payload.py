@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from firmware_bridge.auth import CounterStore, load_key
+from firmware_bridge.auth import KeyFileError
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.sender import DownlinkSender
 from firmware_bridge.dispatch import CommandDispatcher, CommandRefused
@@ -128,16 +128,12 @@ class PayloadService:
         lc = config.link
         if lc.port is None:
             raise ValueError("the payload service needs [link] port (or --port)")
-        out = Path(config.run.out)
-        self.spool = Spool(lc.spool or out / "spool", int(lc.spool_quota_mb * 1e6))
-        self.spool_lock = threading.Lock()
-        rate = ByteRate(lc.rate_bytes_per_s) if lc.rate_bytes_per_s else ByteRate.uart(lc.baud)
-        self.link = Link.open(lc.port, baudrate=lc.baud, rate=rate)
-        self.downlink = DownlinkSender(self.spool, self.link.send_data, DownlinkConfig(
-            acknowledged=lc.uplink, ack_timer_s=lc.ack_timer_s, nak_timer_s=lc.ack_timer_s,
-            inactivity_s=lc.inactivity_s))
-        key = load_key(lc.key_file) if lc.key_file else None
-        counters = CounterStore(lc.counter_file) if lc.counter_file else None
+        if lc.uplink and lc.key_file is None:
+            raise KeyFileError(
+                "[link] uplink = true needs key_file and counter_file: the ground's CFDP PDUs "
+                "are authenticated like telecommands (firmware_bridge/PROTOCOL.md section 4; "
+                "python -m firmware_bridge.auth provision KEY COUNTER makes both), or set "
+                "uplink = false for unacknowledged (class 1) transfers")
         handlers = {
             MsgType.SET_MODE: self._set_mode,
             MsgType.START_CAPTURE: self._start_capture,
@@ -146,7 +142,16 @@ class PayloadService:
             MsgType.REQUEST_PRODUCT: self._request_product,
             MsgType.ABORT: self._abort,
         }
-        self.dispatcher = CommandDispatcher(handlers, key=key, counters=counters)
+        # the key and its counter are checked before the port opens
+        self.dispatcher = CommandDispatcher.from_files(handlers, lc.key_file, lc.counter_file)
+        out = Path(config.run.out)
+        self.spool = Spool(lc.spool or out / "spool", int(lc.spool_quota_mb * 1e6))
+        self.spool_lock = threading.Lock()
+        rate = ByteRate(lc.rate_bytes_per_s) if lc.rate_bytes_per_s else ByteRate.uart(lc.baud)
+        self.link = Link.open(lc.port, baudrate=lc.baud, rate=rate)
+        self.downlink = DownlinkSender(self.spool, self.link.send_data, DownlinkConfig(
+            acknowledged=lc.uplink, ack_timer_s=lc.ack_timer_s, nak_timer_s=lc.ack_timer_s,
+            inactivity_s=lc.inactivity_s))
         self.endpoint = PayloadEndpoint(self.link, self.dispatcher, self.downlink.on_packet)
         self.loop = FrameLoop(session.pipeline, config.run.deadline_s,
                               faster_inference=session.faster_inference, health=session.health,
@@ -378,4 +383,6 @@ class PayloadService:
         return {**self.health(), "link_bytes_sent": self.link.bytes_sent,
                 "bad_frames": self.link.decoder.bad_frames,
                 "commands": {r.name: n for r, n in self.dispatcher.results.items()},
+                "commands_unanswered": self.dispatcher.unanswered,
+                "uplink_data": {r.name: n for r, n in self.dispatcher.data_results.items()},
                 "downlink": json.loads(json.dumps(self.downlink.stats.__dict__))}
