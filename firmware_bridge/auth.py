@@ -22,6 +22,7 @@ from pathlib import Path
 
 from firmware_bridge.framing import FLAG_AUTH, MAC_LEN, Frame
 from firmware_bridge.messages import Message
+from firmware_bridge.storage import atomic_write
 
 MIN_KEY_BYTES = 16
 MAX_COUNTER = 2**64 - 1
@@ -99,26 +100,6 @@ def write_key(path: str | os.PathLike[str], secret: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret.hex() + "\n")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a power cut leaves the old or the new content.
-
-    Temporary file in the same directory, fsync, rename over the target, fsync the directory.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class CounterStore:

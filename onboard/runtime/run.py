@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from firmware_bridge.storage import StorageBudget
 from onboard import metrics
 from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
@@ -150,7 +151,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     for line in session.notes:
         click.echo(line, err=True)
     out_dir = Path(config.run.out)
-    writer = ProductWriter(out_dir)
+    writer = ProductWriter(out_dir, StorageBudget(int(config.run.disk_floor_mb * 1e6)))
     if config.link.port is not None:
         _serve(config, session, writer, json_path, follow)
         return
@@ -162,7 +163,8 @@ def run(sensor: str | None, frames: int | None, out: Path | None, config_path: P
     bar = tqdm(total=config.run.frames, desc="frames", unit="frame", disable=quiet, file=sys.stderr)
     with loop.signals():
         for result, truth in loop.run(session.frames(config.run.frames)):
-            writer.write(result)
+            for shed in writer.write(result):
+                bar.write(f"storage: {shed.message().text}", file=sys.stderr)
             for flag in result.flags:
                 bar.write(f"warning: {flag}", file=sys.stderr)
             for event in loop.stats.events:
