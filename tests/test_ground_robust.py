@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from spacepackets.ccsds.spacepacket import PacketType
 from spacepackets.cfdp import ChecksumType
 from spacepackets.cfdp.pdu import FinishedPdu, MetadataPdu
-from spacepackets.util import UnsignedByteField
 from test_downlink import FAST, exchange
 from test_ground import ground_cli, make_product, onboard
 
-from firmware_bridge.cfdp.common import DownlinkConfig, PacketSequencer, parse_pdu, unwrap
+from firmware_bridge.cfdp.common import DownlinkConfig, parse_pdu, unwrap
 from firmware_bridge.cfdp.receiver import DownlinkReceiver, FailedTransfer, ReceivedFile
 from firmware_bridge.cfdp.sender import DownlinkSender
 from firmware_bridge.spool import Spool
@@ -26,20 +26,18 @@ from ground.capture import CaptureWriter
 from ground.decode import decode_capture
 from onboard.formats.products import Product, ProductKind
 
+BENCH = Path(__file__).parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+from bench_ground_fuzz import class1_downlink, header_edit, restamp  # noqa: E402
+
 CLASS1 = DownlinkConfig(acknowledged=False)
 
 
 def class1_packets(tmp: Path, items: list[tuple[str, str, int, bytes]]) -> list[bytes]:
     """The space packets of a class 1 downlink of ``items`` (name, kind, priority, bytes),
     sent in the order given."""
-    spool = Spool(tmp / "spool", 100_000_000)
-    for name, kind, _priority, data in items:
-        spool.put(name, data, 50, kind)  # one priority: delivered oldest first
-    down: list[bytes] = []
-    sender = DownlinkSender(spool, down.append, CLASS1)
-    while sender.busy:
-        sender.step()
-    return down
+    per = class1_downlink(tmp / "spool", [(name, kind, data) for name, kind, _p, data in items])
+    return [packet for product in per for packet in product]
 
 
 def write_capture(path: Path, packets: list[bytes]) -> Path:
@@ -52,16 +50,6 @@ def write_capture(path: Path, packets: list[bytes]) -> Path:
 
 def item(p: Product, data: bytes | None = None) -> tuple[str, str, int, bytes]:
     return (p.name, p.kind.value, p.priority or 0, p.to_bytes() if data is None else data)
-
-
-def header_edit(p: Product, edit: Callable[[dict], object]) -> bytes:
-    """``p``'s bytes with its JSON header edited (the payload and its SHA-256 unchanged)."""
-    blob = p.to_bytes()
-    n = int.from_bytes(blob[5:9], "big")  # prefix: magic (4), version (1), header length (4)
-    h = json.loads(blob[9:9 + n])
-    h = edit(h) or h
-    head = json.dumps(h).encode()
-    return blob[:5] + len(head).to_bytes(4, "big") + head + blob[9 + n:]
 
 
 MALFORMED = {
@@ -80,7 +68,7 @@ def test_malformed_product_headers_are_quarantined_and_the_next_products_decode(
     for (_why, edit), p, bad in zip(MALFORMED.items(), good, range(100, 200), strict=False):
         items.append(item(p))
         q = make_product(bad, ProductKind.HEALTH)
-        items.append(item(q, header_edit(q, edit)))
+        items.append(item(q, header_edit(q.to_bytes(), edit)))
     items.append(item(good[-1]))
     capture = write_capture(tmp_path / "c.cap", class1_packets(tmp_path, items))
     result = onboard("ground", "decode", str(capture), "-o", str(tmp_path / "out"), "--json")
@@ -109,10 +97,15 @@ def test_a_payload_no_format_can_read_is_quarantined_not_fatal(tmp_path: Path) -
     assert (tmp_path / "out" / "raw" / f"{after.name}.obpr").read_bytes() == after.to_bytes()
 
 
-def test_the_finished_pdu_is_sent_only_after_the_file_is_kept(tmp_path: Path) -> None:
+def one_residue_spool(tmp_path: Path) -> Spool:
     spool = Spool(tmp_path / "spool", 10_000_000)
     p = make_product(1, ProductKind.RESIDUE)
     spool.put(p.name, p.to_bytes(), 1, "residue")
+    return spool
+
+
+def test_the_finished_pdu_is_sent_only_after_the_file_is_kept(tmp_path: Path) -> None:
+    spool = one_residue_spool(tmp_path)
     down: list[bytes] = []
     up: list[bytes] = []
     seen_at_delivery: list[tuple[int, bool]] = []
@@ -131,9 +124,7 @@ def test_the_finished_pdu_is_sent_only_after_the_file_is_kept(tmp_path: Path) ->
 
 
 def test_a_file_the_ground_cannot_keep_is_not_acknowledged(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool", 10_000_000)
-    p = make_product(1, ProductKind.RESIDUE)
-    spool.put(p.name, p.to_bytes(), 1, "residue")
+    spool = one_residue_spool(tmp_path)
     down: list[bytes] = []
     up: list[bytes] = []
     failures: list[FailedTransfer] = []
@@ -155,19 +146,6 @@ def test_a_file_the_ground_cannot_keep_is_not_acknowledged(tmp_path: Path) -> No
             break
     assert failures and "cannot keep the file" in failures[0].reason
     assert tx.stats.delivered == 0 and len(spool) == 1  # the payload still has it
-
-
-def restamp(packet: bytes, number: int | None = None, **params) -> bytes:
-    """A downlink packet with its PDU's transaction number or Metadata parameters changed
-    (CRCs recomputed: what a buggy or hostile sender could send)."""
-    header, data = unwrap(packet, PacketType.TM)
-    pdu = parse_pdu(data)
-    if number is not None:
-        old = pdu.pdu_header.transaction_seq_num
-        pdu.pdu_header.transaction_seq_num = UnsignedByteField(number, old.byte_len)
-    for k, v in params.items():
-        setattr(pdu.params, k, v)
-    return PacketSequencer(PacketType.TM).wrap(header.apid, bytes(pdu.pack()))
 
 
 def offline_receiver(tmp_path: Path, config: DownlinkConfig = CLASS1):
@@ -234,3 +212,20 @@ def test_a_torn_last_index_line_does_not_stop_decode(tmp_path: Path) -> None:
     names = [json.loads(x)["name"] for x in index.read_text().splitlines()]
     assert names == [first.name, second.name]
     assert (tmp_path / "out" / "index.jsonl.torn").read_bytes() == whole[: len(whole) // 2] + b"\n"
+
+
+def test_the_ground_survives_mutated_captures_and_decodes_every_untouched_product(
+        tmp_path: Path) -> None:
+    """A few hundred captures of bench/bench_ground_fuzz.py (the benchmark runs 10 000)."""
+    out = tmp_path / "fuzz.json"
+    bench = BENCH / "bench_ground_fuzz.py"
+    done = subprocess.run([sys.executable, str(bench), "--captures", "300", "--seed", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["crashes"] == 0, res["crash_samples"]
+    assert res["untouched_lost"] == 0
+    by = res["by_mutation"]
+    assert all(by[m]["captures"] == 60 for m in by)
+    assert by["product"]["quarantined"] >= 50 and by["pdu"]["refused"] > 0
+    assert res["rss_end_mb"] - res["rss_start_mb"] < 64  # no growth with the captures
