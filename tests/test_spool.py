@@ -118,3 +118,10 @@ def test_unreadable_state_and_stray_files_are_clear_errors(tmp_path: Path) -> No
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(SpoolError, match="must be 1-64"):
         Spool(tmp_path, 100).put(name, b"x", 0, "health")
+
+
+def test_a_spool_of_the_older_layout_keeps_its_counters(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"next_seq": 3, "next_transaction": 7}')
+    assert Spool(tmp_path, 100).reserve_transaction() == 7
+    assert Spool(tmp_path, 100).reserve_transaction() == 8  # from state.bin from now on
+    assert json.loads(SlotRecord(tmp_path / "state.bin").read() or b"")["next_transaction"] == 9
