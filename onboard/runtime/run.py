@@ -211,7 +211,10 @@ def _serve(config: Config, session: Session, writer: ProductWriter, json_path: P
     summary = service.summary()
     click.echo(json.dumps(summary), err=True)
     if json_path is not None:
-        json_path.write_text(json.dumps(summary, indent=2))
+        try:  # a full disk must not turn a clean stop into a failure: the summary is above
+            json_path.write_text(json.dumps(summary, indent=2))
+        except OSError as exc:
+            click.echo(f"warning: summary not written to {json_path}: {exc.strerror}", err=True)
 
 
 def products_of(out: Path) -> list[Product]:
