@@ -40,6 +40,7 @@ from pathlib import Path
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.framing import FLAG_AUTH, MAC_LEN, Frame
 from firmware_bridge.messages import Message, MsgType
+from firmware_bridge.storage import atomic_write
 
 MIN_KEY_BYTES = 16
 MAX_COUNTER = 2**64 - 1
@@ -185,26 +186,6 @@ def provision(key_file: str | os.PathLike[str], counter_file: str | os.PathLike[
     write_key(key_file, secret)
     CounterStore.create(counter_file)
     return AuthKey(secret, source=str(key_file))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a power cut leaves the old or the new content.
-
-    Temporary file in the same directory, fsync, rename over the target, fsync the directory.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class CounterStore:

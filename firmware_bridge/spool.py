@@ -9,7 +9,10 @@ Layout of a spool directory::
     queue/PP.SSSSSSSSSS.KIND.NAME   one file per product, its bytes exactly as given
                                     (PP priority, S spool sequence number, both zero-padded)
     queue/*.tmp                     a write in progress; deleted when the spool is opened
-    state.json                      {"next_seq": .., "next_transaction": ..}
+    state.bin                       {"next_seq": .., "next_transaction": ..} (JSON) in a
+                                    ``firmware_bridge.storage.SlotRecord``: updated in place,
+                                    so it needs no free disk space (a spool written by an
+                                    older version keeps it in ``state.json``, read once)
 
 **Order of delivery.** Priority ascending (0 first: health and events, then residue maps,
 then quick-looks and calibration reports, then cubes, as ``onboard.formats.products``'s
@@ -25,13 +28,22 @@ never evicted. Every eviction and every refusal returns a :class:`SpoolEvent` (k
 (:meth:`SpoolEvent.message`); so does :meth:`Spool.discard` (a product the downlink cannot
 send, e.g. its file vanished). Nothing is dropped silently.
 
+**Full disk.** With a :class:`~firmware_bridge.storage.StorageBudget`, a put also keeps the
+file system's free space above the budget's floor: it first has the archive's copies shed
+(the budget's ``shed_archive``), then evicts products by the quota's rule (lower priority
+first, oldest first among equals, never a more important one) and, if that cannot make
+room, refuses the new product. A write that fails all the same (another writer filled the
+disk) is a ``refused`` event, never an exception and never a truncated file. Delivering and
+evicting only delete, and the transaction counter is updated in place, so the downlink goes
+on with no free byte at all.
+
 **Power loss.** A product file is written to ``NAME.tmp``, fsynced, renamed into place and
 the directory fsynced, so after a power cut a product is either whole in the queue or absent
 (and :meth:`put` had not returned). Opening the spool deletes leftover ``.tmp`` files and
 reports them in :attr:`Spool.recovery`. A delivered product's file is unlinked and the
 directory fsynced; if power fails between the ground's confirmation and the unlink, the
 product is sent again after the restart and the ground drops the duplicate (it keys products
-by name and SHA-256). ``state.json`` is replaced atomically and holds the counters that must
+by name and SHA-256). ``state.bin`` is updated slot by slot and holds the counters that must
 never go backwards: the next spool sequence number and the next CFDP transaction sequence
 number (``cfdp-py`` keeps transfers in memory only, so a transfer cut by a reboot is started
 again from scratch under a new transaction number and the ground never mixes the two).
@@ -39,22 +51,23 @@ again from scratch under a new transaction number and the ground never mixes the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_bridge.auth import atomic_write
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.messages import Event, EventCode
+from firmware_bridge.storage import TMP_SUFFIX, SlotRecord, StorageBudget, atomic_write, fsync_dir
 
 #: Names and kinds are used in file names and CFDP file names: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILE_RE = re.compile(r"^(\d{2})\.(\d{10})\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,64})$")
-STATE_FILE = "state.json"
+STATE_FILE = "state.bin"
+LEGACY_STATE_FILE = "state.json"
 QUEUE_DIR = "queue"
-TMP_SUFFIX = ".tmp"
 
 
 class SpoolError(BridgeError, RuntimeError):
@@ -81,7 +94,8 @@ class SpoolEntry:
 @dataclass(frozen=True)
 class SpoolEvent:
     """Something the flight computer should hear about: ``what`` is ``queued``,
-    ``evicted``, ``refused`` or ``delivered``."""
+    ``evicted``, ``refused``, ``delivered`` or ``shed`` (an archive copy deleted or not
+    written to keep the disk's free-space floor, ``onboard/runtime/writer.py``)."""
 
     what: str
     name: str
@@ -94,6 +108,7 @@ class SpoolEvent:
         "queued": EventCode.PRODUCT_QUEUED,
         "evicted": EventCode.SPOOL_EVICTED,
         "refused": EventCode.SPOOL_EVICTED,
+        "shed": EventCode.SPOOL_EVICTED,
         "delivered": EventCode.PRODUCT_DELIVERED,
     }
 
@@ -111,14 +126,6 @@ class RecoveryReport:
     queued_bytes: int
     partial_files_discarded: int
     partial_bytes_discarded: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _entry(path: Path) -> SpoolEntry:
@@ -143,15 +150,23 @@ def queued(root: str | os.PathLike[str]) -> list[SpoolEntry]:
 class Spool:
     """A directory of products waiting for downlink. Not thread-safe: one owner."""
 
-    def __init__(self, root: str | os.PathLike[str], quota_bytes: int) -> None:
+    def __init__(self, root: str | os.PathLike[str], quota_bytes: int,
+                 budget: StorageBudget | None = None) -> None:
         if quota_bytes <= 0:
             raise ValueError(f"quota_bytes must be > 0, got {quota_bytes}")
         self.root = Path(root)
         self.queue_dir = self.root / QUEUE_DIR
         self.quota_bytes = quota_bytes
+        self.budget = budget
+        self._state_record = SlotRecord(self.root / STATE_FILE)
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self._in_flight: int | None = None  # seq of the entry being delivered
         self._state = self._read_state()
+        if not self._state_record.path.exists():
+            # Created now, while there is room, so that later updates need none; on a full
+            # disk the first reserve_transaction tries again.
+            with contextlib.suppress(OSError):
+                self._state_record.create(json.dumps(self._state).encode())
         self._entries: dict[int, SpoolEntry] = {}
         self.recovery = self._recover()
 
@@ -159,17 +174,22 @@ class Spool:
 
     def _read_state(self) -> dict[str, int]:
         path = self.root / STATE_FILE
-        if not path.exists():
-            return {"next_seq": 0, "next_transaction": 0}
         try:
-            state = json.loads(path.read_text())
+            raw = self._state_record.read()
+            if raw is None:
+                path = self.root / LEGACY_STATE_FILE
+                if not path.exists():
+                    return {"next_seq": 0, "next_transaction": 0}
+                raw = path.read_bytes()
+            state = json.loads(raw)
             return {"next_seq": int(state["next_seq"]),
                     "next_transaction": int(state["next_transaction"])}
         except (ValueError, KeyError, TypeError) as exc:
             # Never guess the counters: a reused transaction number could merge two transfers.
             raise SpoolError(
-                f"spool state {path} is unreadable ({exc}); if the spool is to be kept, write "
-                '{"next_seq": N, "next_transaction": M} with numbers above any used, or delete it'
+                f"spool state {path} is unreadable ({exc}); if the spool is to be kept, delete "
+                f"it and write {self.root / LEGACY_STATE_FILE} holding "
+                '{"next_seq": N, "next_transaction": M} with numbers above any used'
             ) from exc
 
     def _recover(self) -> RecoveryReport:
@@ -183,7 +203,7 @@ class Spool:
             entry = _entry(path)
             self._entries[entry.seq] = entry
         if discarded:
-            _fsync_dir(self.queue_dir)
+            fsync_dir(self.queue_dir)
         if self._entries:
             self._state["next_seq"] = max(self._state["next_seq"], max(self._entries) + 1)
         return RecoveryReport(len(self._entries), self.used_bytes, discarded, discarded_bytes)
@@ -231,31 +251,49 @@ class Spool:
             if e.name == name and e.size == len(data) and e.path.read_bytes() == data:
                 return []
         size = len(data)
-        events: list[SpoolEvent] = []
-        victims = self._victims(size, priority)
-        if victims is None:
+        quota_victims = self._victims(self.used_bytes + size - self.quota_bytes, priority, [])
+        if quota_victims is None:
             why = (f"spool quota {self.quota_bytes} B: {self.used_bytes} B queued and no "
                    f"product of priority >= {priority} can make room")
             return [SpoolEvent("refused", name, kind, priority, size, why)]
-        for v in victims:
+        events = [SpoolEvent("evicted", v.name, v.kind, v.priority, v.size,
+                             f"quota {self.quota_bytes} B, room for {name}") for v in quota_victims]
+        disk_victims: list[SpoolEntry] = []
+        if self.budget is not None:
+            shed = self.budget.shed_archive_for(self.queue_dir, size)
+            need = self.budget.deficit(self.queue_dir, size) - sum(v.size for v in quota_victims)
+            found = self._victims(need, priority, quota_victims)
+            if found is None:
+                why = (f"free space below the floor of {self.budget.floor_bytes} B and no "
+                       f"product of priority >= {priority} can make room")
+                return [*shed, SpoolEvent("refused", name, kind, priority, size, why)]
+            events += shed
+            disk_victims = found
+            events += [SpoolEvent("evicted", v.name, v.kind, v.priority, v.size,
+                                  f"disk free space floor {self.budget.floor_bytes} B, room for "
+                                  f"{name}") for v in disk_victims]
+        for v in (*quota_victims, *disk_victims):
             self._remove(v)
-            events.append(SpoolEvent("evicted", v.name, v.kind, v.priority, v.size,
-                                     f"quota {self.quota_bytes} B, room for {name}"))
         seq = self._state["next_seq"]
         path = self.queue_dir / f"{priority:02d}.{seq:010d}.{kind}.{name}"
-        atomic_write(path, data)
+        try:
+            atomic_write(path, data)
+        except OSError as exc:
+            return [*events, SpoolEvent("refused", name, kind, priority, size,
+                                        f"cannot write it: {exc.strerror or exc}")]
         self._state["next_seq"] = seq + 1
         self._entries[seq] = SpoolEntry(priority, seq, kind, name, path, size)
         events.append(SpoolEvent("queued", name, kind, priority, size))
         return events
 
-    def _victims(self, size: int, priority: int) -> list[SpoolEntry] | None:
-        """Entries to evict so that ``size`` more bytes fit, or None if impossible."""
-        need = self.used_bytes + size - self.quota_bytes
+    def _victims(self, need: int, priority: int,
+                 taken: list[SpoolEntry]) -> list[SpoolEntry] | None:
+        """Entries (besides ``taken``) to evict to free ``need`` bytes, or None if impossible."""
         if need <= 0:
             return []
         candidates = sorted(
-            (e for e in self._entries.values() if e.priority >= priority and e.seq != self._in_flight),
+            (e for e in self._entries.values()
+             if e.priority >= priority and e.seq != self._in_flight and e not in taken),
             key=lambda e: (-e.priority, e.seq),
         )
         victims: list[SpoolEntry] = []
@@ -285,12 +323,12 @@ class Spool:
             entry.path.unlink()
         except FileNotFoundError:
             pass
-        _fsync_dir(self.queue_dir)
+        fsync_dir(self.queue_dir)
 
     def reserve_transaction(self) -> int:
         """A CFDP transaction sequence number never used before, even across power cuts:
         the counter is persisted before the number is handed out."""
         number = self._state["next_transaction"]
         self._state["next_transaction"] = number + 1
-        atomic_write(self.root / STATE_FILE, json.dumps(self._state).encode())
+        self._state_record.write(json.dumps(self._state).encode())
         return number

@@ -27,7 +27,10 @@ Output in DIR:
   (the product header plus its payload under ``"data"``).
 * other kinds: the payload with its encoding's extension (``.json``, ``.npz``, ``.png``).
 * ``index.jsonl``: one line per accepted product (name, kind, sha256, files, CFDP
-  transaction); ``rejected.jsonl``: transfers and files refused, with the reason.
+  transaction); ``rejected.jsonl``: transfers and files refused, with the reason;
+  ``quarantine/``: every delivered file that is not a usable product, kept as received
+  (its ``rejected.jsonl`` line names it). A bad product never stops decoding, and the
+  payload is told a file arrived only once it is kept durably (``sink``).
 
 Modules: ``capture`` (the capture file), ``user_formats`` (GeoTIFF, ENVI), ``sink``
 (verify, deduplicate, write a delivered product), ``decode`` (a capture, offline), ``cli``

@@ -19,7 +19,8 @@ from ground.sink import ProductSink
 def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> None:
     s, r = sink.stats, receiver.stats
     summary = {"products": s.products, "by_kind": s.by_kind, "duplicates": s.duplicates,
-               "rejected": s.rejected, "failed_transfers": s.failed_transfers,
+               "rejected": s.rejected, "quarantined": s.quarantined,
+               "failed_transfers": s.failed_transfers,
                "packets": r.packets, "bad_packets": r.bad_packets,
                "bad_reasons": r.bad_reasons, "transactions": r.transactions}
     if as_json:
@@ -27,7 +28,8 @@ def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> No
         return
     kinds = ", ".join(f"{v} {k}" for k, v in sorted(s.by_kind.items())) or "none"
     click.echo(f"{s.products} products ({kinds}) from {r.packets} packets in {r.transactions} "
-               f"CFDP transactions; {s.duplicates} duplicates dropped, {s.rejected} rejected, "
+               f"CFDP transactions; {s.duplicates} duplicates dropped, {s.rejected} rejected "
+               f"({s.quarantined} kept in quarantine/), "
                f"{s.failed_transfers} transfers incomplete, {r.bad_packets} bad packets")
 
 

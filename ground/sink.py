@@ -1,9 +1,28 @@
-"""Where delivered files become products: verified, deduplicated, written in user formats."""
+"""Where delivered files become products: verified, deduplicated, written in user formats.
+
+**Durable before acknowledged.** :meth:`ProductSink.receive` returns only once the file is
+on disk for good (``raw/NAME.obpr`` written atomically and fsynced, then its ``index.jsonl``
+line appended and fsynced): the receiver sends the Finished PDU that lets the payload delete
+its copy only after that (``firmware_bridge/cfdp/receiver.py``).
+
+**A bad product is set aside, never a stop.** A file that does not parse as a product, whose
+kind or name disagrees with how it came, or whose payload cannot be written in a user
+format is kept in ``quarantine/`` and a ``rejected.jsonl`` line says why and where; the next
+product is decoded as usual. Only OSError (the ground's own disk) propagates, so that the
+file is not acknowledged.
+
+**A torn index.** A power cut can leave ``index.jsonl`` ending in half a line: opening the
+sink moves that tail to ``index.jsonl.torn`` and goes on (the product it described is not
+counted as received, so a retransmission is kept again); a damaged line elsewhere is
+skipped with a warning.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +31,9 @@ import click
 import numpy as np
 
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
+from firmware_bridge.storage import atomic_write
 from ground.user_formats import write_envi, write_tiff
-from onboard.formats.products import Product, ProductFormatError, ProductKind, decode_arrays
+from onboard.formats.products import Product, ProductKind, decode_arrays
 
 
 @dataclass
@@ -21,6 +41,7 @@ class GroundStats:
     products: int = 0
     duplicates: int = 0
     rejected: int = 0
+    quarantined: int = 0
     failed_transfers: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -37,20 +58,42 @@ class ProductSink:
         (out / "raw").mkdir(parents=True, exist_ok=True)
         self.index_path = out / "index.jsonl"
         self.seen: dict[str, set[str]] = {}
-        if self.index_path.exists():
-            for line in self.index_path.read_text().splitlines():
-                rec = json.loads(line)
-                self.seen.setdefault(rec["name"], set()).add(rec["sha256"])
+        self._load_index()
         self.stats = GroundStats()
 
+    def _load_index(self) -> None:
+        if not self.index_path.exists():
+            return
+        raw = self.index_path.read_bytes()
+        body, _, tail = raw.rpartition(b"\n")
+        if tail:  # the last line has no end: a write was cut
+            torn = self.index_path.with_name(self.index_path.name + ".torn")
+            with open(torn, "ab") as fh:
+                fh.write(tail + b"\n")
+            with open(self.index_path, "r+b") as fh:
+                fh.truncate(len(raw) - len(tail))
+                os.fsync(fh.fileno())
+            click.echo(f"warning: {self.index_path} ended in a torn line ({len(tail)} B), "
+                       f"moved to {torn}", err=True)
+        for n, line in enumerate(body.split(b"\n") if body else [], 1):
+            try:
+                rec = json.loads(line)
+                self.seen.setdefault(str(rec["name"]), set()).add(str(rec["sha256"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                click.echo(f"warning: {self.index_path} line {n} skipped: {exc}", err=True)
+
     def append_jsonl(self, file: str, record: dict) -> None:
+        """Append one line and make it durable."""
         with open(self.out / file, "a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
-    def reject(self, what: str, reason: str, transaction: tuple[int, int] | None = None) -> None:
+    def reject(self, what: str, reason: str, transaction: tuple[int, int] | None = None,
+               **where: str) -> None:
         self.stats.rejected += 1
-        self.append_jsonl("rejected.jsonl", {"what": what, "reason": reason,
-                                     "transaction": list(transaction) if transaction else None})
+        self.append_jsonl("rejected.jsonl", {"what": what, "reason": reason, **where,
+                                             "transaction": list(transaction) if transaction else None})
         click.echo(f"rejected {what}: {reason}", err=True)
 
     def failed(self, failure: FailedTransfer) -> None:
@@ -59,18 +102,19 @@ class ProductSink:
                                      "transaction": list(failure.transaction)})
 
     def receive(self, f: ReceivedFile) -> None:
+        """Keep one delivered file durably: as a product, or in quarantine with the reason."""
         try:
             product = Product.from_bytes(f.data)
-        except ProductFormatError as exc:
-            self.reject(f.name, f"not a valid product: {exc}", f.transaction)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (any parse failure: the file goes aside)
+            self.quarantine(f, f"not a valid product: {type(exc).__name__}: {exc}")
             return
         if f.kind is not None and product.kind.value != f.kind:
-            self.reject(f.name, f"product kind {product.kind.value} came on the APID of "
-                                f"{f.kind}", f.transaction)
+            self.quarantine(f, f"product kind {product.kind.value} came on the APID of {f.kind}")
             return
         if product.name != f.name:
-            self.reject(f.name, f"file name says {f.name}, product header says {product.name}",
-                        f.transaction)
+            self.quarantine(f, f"file name says {f.name}, product header says {product.name}")
             return
         sha = product.sha256
         names = self.seen.setdefault(product.name, set())
@@ -78,15 +122,32 @@ class ProductSink:
             self.stats.duplicates += 1
             return
         stem = product.name if not names else f"{product.name}_{sha[:8]}"
-        (self.out / "raw" / f"{stem}.obpr").write_bytes(f.data)
-        files = [f"raw/{stem}.obpr", *self._write_formats(product, stem)]
+        atomic_write(self.out / "raw" / f"{stem}.obpr", f.data, mode=0o644)
+        try:
+            files = [f"raw/{stem}.obpr", *self._write_formats(product, stem)]
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (a payload its format cannot be read from)
+            (self.out / "raw" / f"{stem}.obpr").unlink()
+            self.quarantine(f, f"payload not decodable: {type(exc).__name__}: {exc}")
+            return
         names.add(sha)
         self.stats.products += 1
         self.stats.by_kind[product.kind.value] = self.stats.by_kind.get(product.kind.value, 0) + 1
         self.append_jsonl("index.jsonl", {"name": product.name, "kind": product.kind.value,
-                                  "sha256": sha, "files": files,
-                                  "transaction": list(f.transaction),
-                                  "received_utc": time.time()})
+                                          "sha256": sha, "files": files,
+                                          "transaction": list(f.transaction),
+                                          "received_utc": time.time()})
+
+    def quarantine(self, f: ReceivedFile, reason: str) -> None:
+        """Keep a delivered file that is not a usable product in ``quarantine/`` (durably),
+        with a ``rejected.jsonl`` line saying why."""
+        digest = hashlib.sha256(f.data).hexdigest()
+        path = self.out / "quarantine" / f"{f.name}_{digest[:8]}.obpr"
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, f.data, mode=0o644)
+        self.stats.quarantined += 1
+        self.reject(f.name, reason, f.transaction, file=f"quarantine/{path.name}", sha256=digest)
 
     def _write_formats(self, p: Product, stem: str) -> list[str]:
         out = self.out

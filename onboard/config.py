@@ -85,10 +85,15 @@ class RunConfig:
     replay: str | None = None  # folder of recorded frames (onboard/sources/replay.py) instead of the simulator
     record: str | None = None  # also record every raw frame into this folder
     bundle: str | None = None
+    #: free space (MB) every write keeps on the output's file system: archive copies are shed,
+    #: then low-priority products (firmware_bridge/storage.py)
+    disk_floor_mb: float = 4.0
 
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,
                   health_period_s=self.health_period_s)
+        if not 0 <= self.disk_floor_mb < 1e9:
+            raise ConfigError(f"[run] disk_floor_mb: must be >= 0, got {self.disk_floor_mb}")
 
 
 @dataclass

@@ -131,3 +131,26 @@ def test_a_key_file_readable_by_others_is_refused_before_the_link_opens(tmp_path
         capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert f"chmod 600 {key}" in out.stderr and "cannot start the payload service" in out.stderr
+
+
+@pytest.mark.slow
+def test_the_payload_survives_a_full_disk_and_drains_after_a_restart_on_it(tmp_path: Path) -> None:
+    """bench/bench_disk_full.py, shortened: the real payload with its output on a 3 MB tmpfs
+    (1 MB spool quota) for 40 frames, then restarted with 0 bytes free."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the disk-full soak mounts a tmpfs: that needs root")
+    bench = Path(__file__).parents[1] / "bench" / "bench_disk_full.py"
+    out = tmp_path / "soak.json"
+    done = subprocess.run([sys.executable, str(bench), "--frames", "40", "--fs-mb", "3",
+                           "--quota-mb", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["first_run_exit"] == 0 and res["second_run_exit"] == 0  # never died
+    assert res["queued_not_delivered_without_event"] == []
+    assert res["not_bit_exact"] == [] and res["ground_errors"] == []
+    assert res["archive_shed"] > 0  # the disk did fill: the archive went first
+    assert res["free_at_restart_b"] == 0 and res["delivered_after_restart"] > 0
+    assert done.returncode == 0

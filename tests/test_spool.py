@@ -10,6 +10,7 @@ import pytest
 
 from firmware_bridge.messages import Event, EventCode, Severity
 from firmware_bridge.spool import Spool, SpoolError
+from firmware_bridge.storage import SlotRecord
 
 
 def blob(i: int, size: int) -> bytes:
@@ -98,7 +99,7 @@ def test_recovery_discards_partial_writes_and_keeps_whole_files(tmp_path: Path) 
 def test_transaction_numbers_never_repeat_across_restarts(tmp_path: Path) -> None:
     numbers = [Spool(tmp_path, 100).reserve_transaction() for _ in range(5)]
     assert numbers == [0, 1, 2, 3, 4]
-    state = json.loads((tmp_path / "state.json").read_text())
+    state = json.loads(SlotRecord(tmp_path / "state.bin").read() or b"")
     assert state["next_transaction"] == 5
 
 
@@ -108,7 +109,7 @@ def test_unreadable_state_and_stray_files_are_clear_errors(tmp_path: Path) -> No
     with pytest.raises(SpoolError, match="unexpected file .*notes.txt"):
         Spool(tmp_path, 100)
     os.remove(tmp_path / "queue" / "notes.txt")
-    (tmp_path / "state.json").write_text("{garbage")
+    (tmp_path / "state.bin").write_bytes(b"{garbage")
     with pytest.raises(SpoolError, match="unreadable"):
         Spool(tmp_path, 100)
 
@@ -117,3 +118,10 @@ def test_unreadable_state_and_stray_files_are_clear_errors(tmp_path: Path) -> No
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(SpoolError, match="must be 1-64"):
         Spool(tmp_path, 100).put(name, b"x", 0, "health")
+
+
+def test_a_spool_of_the_older_layout_keeps_its_counters(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"next_seq": 3, "next_transaction": 7}')
+    assert Spool(tmp_path, 100).reserve_transaction() == 7
+    assert Spool(tmp_path, 100).reserve_transaction() == 8  # from state.bin from now on
+    assert json.loads(SlotRecord(tmp_path / "state.bin").read() or b"")["next_transaction"] == 9

@@ -93,12 +93,20 @@ class DownlinkConfig:
     preempt_below: float = 0.5
     class1_repeats: int = 1  # class 1: how many times each product is sent
     max_packet: int = MAX_PACKET
+    #: ground: the largest file a transaction may declare (a product is at most the spool's
+    #: quota, 256 MB by default)
+    max_file_bytes: int = 256 * 2**20
+    #: ground: transactions open at once; the payload runs one at a time (two overlap while
+    #: a Finished PDU waits for its ACK)
+    max_open_transactions: int = 16
 
     def __post_init__(self) -> None:
         if not 64 <= self.max_packet <= MAX_PACKET:
             raise ValueError(f"max_packet must be 64-{MAX_PACKET}, got {self.max_packet}")
         if self.class1_repeats < 1:
             raise ValueError("class1_repeats must be >= 1")
+        if self.max_file_bytes < 1 or self.max_open_transactions < 1:
+            raise ValueError("max_file_bytes and max_open_transactions must be >= 1")
 
     @property
     def mode(self) -> TransmissionMode:

@@ -1,4 +1,18 @@
-"""The ground side of the downlink: one cfdp-py destination handler per transaction."""
+"""The ground side of the downlink: one cfdp-py destination handler per transaction.
+
+**Durable, then acknowledged.** A file that CFDP delivered complete goes to ``on_file``
+before the Finished PDU that tells the payload to delete it is sent: ``on_file`` returns
+once the file is kept durably (or set aside), and if it raises OSError (the ground's disk is
+full) no Finished PDU is sent, the transaction is failed, and the payload sends the file
+again later. The staged copy is deleted only after ``on_file`` returned.
+
+**Declared sizes and counts are not trusted.** A Metadata PDU declaring more than
+``max_file_bytes`` or a checksum other than the configured one (CRC-32: a NULL checksum
+would accept anything), file data beyond the declared size, and an EOF whose size differs
+from the Metadata's fail the transaction before anything is written. At most
+``max_open_transactions`` are open at once; a new one fails the oldest first. Each of these
+is a :class:`FailedTransfer` (``on_failure``), i.e. an event on the ground.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +33,13 @@ from spacepackets.ccsds.spacepacket import (
     PacketType,
 )
 from spacepackets.cfdp import (
+    ChecksumType,
     Direction,
 )
 from spacepackets.cfdp.pdu import (
     AckPdu,
     EofPdu,
+    FileDataPdu,
     FinishedPdu,
     MetadataPdu,
 )
@@ -81,6 +97,7 @@ class ReceiverStats:
     failed: int = 0
     superseded: int = 0  # transactions dropped because the sender restarted
     uplink_packets: int = 0
+    refused: int = 0  # transactions failed for a declared size, checksum type or count
 
 
 class _DestHandler(DestHandler):
@@ -102,6 +119,7 @@ class _Incoming:
     apid: int
     staging: Path
     name: str | None = None
+    size: int | None = None  # as the Metadata PDU declared it
     done: bool = False
     last_heard: float = 0.0
 
@@ -136,6 +154,7 @@ class DownlinkReceiver:
         self._active: dict[tuple[int, int], _Incoming] = {}
         self._completed: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # Finished PDUs
         self._newest: dict[int, int] = {}  # highest transaction number seen per source
+        self._refused: OrderedDict[tuple[int, int], None] = OrderedDict()
         self.stats = ReceiverStats()
 
     @property
@@ -165,6 +184,9 @@ class DownlinkReceiver:
             self._bad(f"PDU from unknown entity {pdu.source_entity_id.value}")
             return
         key = (pdu.source_entity_id.value, pdu.transaction_seq_num.value)
+        if key in self._refused:
+            self._bad("PDU of a refused transaction")
+            return
         if key in self._completed and isinstance(pdu, EofPdu):
             self._answer_completed(key, pdu)
             return
@@ -183,11 +205,47 @@ class DownlinkReceiver:
         incoming.last_heard = self._clock()
         if isinstance(pdu, MetadataPdu):
             incoming.name = (pdu.dest_file_name or "")[: -len(FILE_SUFFIX)]
+        refusal = self._refusal(pdu, incoming)
+        if refusal is not None:
+            self._bad(refusal.split(":")[0])
+            self._refuse(key, refusal)
+            return
+        if isinstance(pdu, MetadataPdu):
+            incoming.size = pdu.file_size
         try:
             incoming.handler.state_machine(pdu)
         except CfdpError as exc:
             self._bad(type(exc).__name__)
         self._after(key, incoming)
+
+    def _refuse(self, key: tuple[int, int], reason: str) -> None:
+        """Fail an open transaction for good: its later PDUs are dropped, not reopened."""
+        self.stats.refused += 1
+        self._refused[key] = None
+        while len(self._refused) > self.REMEMBER:
+            self._refused.popitem(last=False)
+        self._close(key, FailedTransfer(key, self._active[key].name, reason))
+
+    def _refusal(self, pdu: GenericPduPacket, incoming: _Incoming) -> str | None:
+        """Why ``pdu`` fails its transaction before cfdp-py sees it, or None."""
+        limit = self.config.max_file_bytes
+        if isinstance(pdu, MetadataPdu):
+            if pdu.checksum_type != ChecksumType.CRC_32:
+                return (f"checksum type {pdu.checksum_type.name}: the downlink requires "
+                        f"{ChecksumType.CRC_32.name}")
+            if pdu.file_size > limit:
+                return f"declared file size: {pdu.file_size} B exceeds the limit of {limit} B"
+        elif isinstance(pdu, FileDataPdu):
+            end = pdu.offset + len(pdu.file_data)
+            if end > (limit if incoming.size is None else incoming.size):
+                return (f"file data beyond the declared size: up to byte {end} of "
+                        f"{incoming.size if incoming.size is not None else limit} B")
+        elif isinstance(pdu, EofPdu):
+            size = pdu.file_size
+            if size > limit or (incoming.size is not None and size != incoming.size):
+                return (f"EOF file size: {size} B, declared {incoming.size} B, "
+                        f"limit {limit} B")
+        return None
 
     def _open(self, key: tuple[int, int], apid: int) -> _Incoming:
         # The payload runs one transfer at a time and numbers them in increasing order: a
@@ -199,6 +257,10 @@ class DownlinkReceiver:
                 self.stats.superseded += 1
                 self._close(old_key, FailedTransfer(
                     old_key, old.name, "superseded: the sender started a new transaction"))
+        while len(self._active) >= self.config.max_open_transactions:
+            oldest = next(iter(self._active))  # dicts keep the order transactions opened in
+            self._refuse(oldest, f"too many open transactions: {len(self._active)}, the "
+                                 "limit; the oldest is failed to make room")
         staging = self.staging / f"{key[0]}-{key[1]}"
         staging.mkdir(parents=True, exist_ok=True)
         user = User(RestrictedFilestore(staging))
@@ -221,52 +283,63 @@ class DownlinkReceiver:
             self.stats.uplink_packets += 1
 
     def _after(self, key: tuple[int, int], incoming: _Incoming) -> None:
-        """Send what the handler produced, deliver a finished file, retire idle handlers.
+        """Deliver a finished file, then send what the handler produced (its Finished PDU
+        only once the file is kept), and retire idle handlers.
 
         cfdp-py 0.7 can fail to pack a PDU it built itself (seen once after a link cut: an
         ACK with condition code 16); that transaction is then dropped as failed, the
         payload's silence timeout restarts the file, and the receiver keeps running."""
         try:
-            self._send_pending(key, incoming)
+            pending = self._pending(key, incoming)
         except (ValueError, RuntimeError) as exc:
             if key in self._active:
                 self._close(key, FailedTransfer(key, incoming.name, f"CFDP library error: {exc}"))
             return
-        self._finish(key, incoming)
-
-    def _send_pending(self, key: tuple[int, int], incoming: _Incoming) -> None:
-        handler = incoming.handler
-        while (holder := handler.get_next_packet()) is not None:
-            pdu = bytes(holder.pdu.pack())  # now: cfdp-py mutates the PDU's parameters later
-            if isinstance(holder.pdu, FinishedPdu):
-                if key in self._completed and pdu != self._completed[key]:
-                    # cfdp-py cancels a transaction whose Finished PDU was never acknowledged
-                    # and reports that in a second Finished PDU; the file's fate was told in
-                    # the first, and the payload would needlessly resend the file.
-                    continue
+        try:
+            self._finish(key, incoming)
+        except OSError as exc:
+            # not kept, so not acknowledged: the payload keeps the product and sends it again
+            self._close(key, FailedTransfer(key, incoming.name,
+                                            f"cannot keep the file: {exc.strerror or exc}"))
+            return
+        for pdu, finished in pending:
+            if finished:
                 self._completed[key] = pdu
                 while len(self._completed) > self.REMEMBER:
                     self._completed.popitem(last=False)
             self._uplink(pdu)
+        if incoming.handler.state == CfdpState.IDLE or (incoming.done and self._send is None):
+            self._close(key, None)
+
+    def _pending(self, key: tuple[int, int], incoming: _Incoming) -> list[tuple[bytes, bool]]:
+        """The PDUs the handler wants sent, packed, each with whether it is a Finished PDU."""
+        out = []
+        handler = incoming.handler
+        while (holder := handler.get_next_packet()) is not None:
+            pdu = bytes(holder.pdu.pack())  # now: cfdp-py mutates the PDU's parameters later
+            finished = isinstance(holder.pdu, FinishedPdu)
+            if finished and key in self._completed and pdu != self._completed[key]:
+                # cfdp-py cancels a transaction whose Finished PDU was never acknowledged
+                # and reports that in a second Finished PDU; the file's fate was told in
+                # the first, and the payload would needlessly resend the file.
+                continue
+            out.append((pdu, finished))
+        return out
 
     def _finish(self, key: tuple[int, int], incoming: _Incoming) -> None:
-        handler = incoming.handler
         if not incoming.done and incoming.user.finished:
-            incoming.done = True
             params = incoming.user.finished[0].finished_params
             self._deliver(key, incoming, params)
-        if handler.state == CfdpState.IDLE or (incoming.done and self._send is None):
-            self._close(key, None)
+            incoming.done = True
 
     def _deliver(self, key: tuple[int, int], incoming: _Incoming, params: FinishedParams) -> None:
         name = incoming.name
         path = incoming.staging / f"{name}{FILE_SUFFIX}"
         if finished_ok(params) and name and path.is_file():
-            data = path.read_bytes()
-            path.unlink()  # the handler may still repeat its Finished PDU; it needs no file
-            self.stats.files += 1
             self.on_file(ReceivedFile(key, incoming.apid, KIND_BY_APID.get(incoming.apid), name,
-                                      data))
+                                      path.read_bytes()))
+            path.unlink()  # kept by on_file; the handler may repeat its Finished PDU without it
+            self.stats.files += 1
             return
         reason = (f"CFDP condition {params.condition_code.name}, "
                   f"delivery {params.delivery_code.name}")

@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_bridge.storage import atomic_write
 from onboard import __version__
 from onboard.errors import OnboardError
 from onboard.formats.calfile import file_sha256
@@ -496,12 +497,7 @@ class Manifest:
             raise BundleError("manifest does not match the files in "
                               f"{root}: " + "; ".join(f"{f}: {r}" for f, r in problems.items()))
         path = root / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, text.encode(), mode=0o644)
         return path
 
 

@@ -27,6 +27,7 @@ not read, lacks an entry, or whose shapes disagree. It never guesses.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from firmware_bridge.storage import atomic_write
 from onboard import __version__
 from onboard.errors import OnboardError
 from onboard.physics.imspoc import ThumbnailLayout
@@ -120,7 +122,7 @@ class Calibration:
         }
 
     def write(self, path: str | os.PathLike) -> str:
-        """Write atomically (temporary file, fsync, rename); returns the file's SHA-256."""
+        """Write atomically (firmware_bridge.storage.atomic_write); returns the file's SHA-256."""
         arrays: dict[str, NDArray] = {
             "header": np.frombuffer(json.dumps(self.header(), sort_keys=True).encode(), np.uint8),
             "wavelengths_nm": np.asarray(self.wavelengths_nm, dtype=np.float64),
@@ -137,12 +139,9 @@ class Calibration:
             arrays["layout/detector_shape"] = np.asarray(self.layout.detector_shape, dtype=np.int64)
             arrays.update({f"bank/{k}": v for k, v in self.bank.arrays().items()})
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds may fill allow_pickle
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds may fill allow_pickle
+        atomic_write(path, buf.getvalue(), mode=0o644)
         return file_sha256(path)
 
 

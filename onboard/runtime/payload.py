@@ -14,6 +14,13 @@ The spool has one lock: the frame thread holds it to put, the link thread to ste
 downlink. Memory is bounded: no queue of frames or products is kept in memory (products go
 to disk at once; a frame is processed before the next is read).
 
+**Full disk.** The archive, the spool and the spool's state share one free-space floor
+(``[run] disk_floor_mb``, a :class:`~firmware_bridge.storage.StorageBudget`): archive copies
+are shed first, then low-priority products, each reported as an EVENT; a product that cannot
+be kept is a ``refused`` event. Nothing the frame thread writes raises on ENOSPC, and the
+downlink needs no free space (delivering deletes; the transaction counter is updated in
+place), so a payload restarted on a full disk drains its spool.
+
 **Commands** (PROTOCOL.md section 6). The payload boots in IDLE, not capturing.
 SET_MODE: IDLE stops a capture, SAFE too (and refuses START_CAPTURE), OPERATE allows one.
 START_CAPTURE n: process the next n frames (0: until STOP_CAPTURE); BUSY when a capture
@@ -145,7 +152,9 @@ class PayloadService:
         # the key and its counter are checked before the port opens
         self.dispatcher = CommandDispatcher.from_files(handlers, lc.key_file, lc.counter_file)
         out = Path(config.run.out)
-        self.spool = Spool(lc.spool or out / "spool", int(lc.spool_quota_mb * 1e6))
+        # one free-space floor over the archive, the spool and its state (writer.py)
+        self.spool = Spool(lc.spool or out / "spool", int(lc.spool_quota_mb * 1e6),
+                           budget=writer.budget)
         self.spool_lock = threading.Lock()
         rate = ByteRate(lc.rate_bytes_per_s) if lc.rate_bytes_per_s else ByteRate.uart(lc.baud)
         self.link = Link.open(lc.port, baudrate=lc.baud, rate=rate)
@@ -344,12 +353,13 @@ class PayloadService:
         product = event_product(counter, time.time(), self.session.instrument,
                                 "frame not replayed", f"{stem}: {reason}")
         self._report(self._spool(product))
-        self.writer.write(FrameResult(counter=counter, flags=[reason], products=[product]))
+        self._report(self.writer.write(FrameResult(counter=counter, flags=[reason],
+                                                   products=[product])))
 
     def _after_frame(self, result: FrameResult) -> None:
         for product in result.products:
             self._report(self._spool(product))
-        self.writer.write(result)  # the frame's manifest last: it marks the frame done
+        self._report(self.writer.write(result))  # the manifest last: it marks the frame done
         if self.capturing and self.frames_left:
             self.frames_left -= 1
             if self.frames_left == 0:

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from firmware_bridge.storage import StorageBudget
 from onboard import metrics
 from onboard.config import Config, ConfigError, RunConfig, override
 from onboard.config import load as load_config
@@ -161,7 +162,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
     for line in session.notes:
         click.echo(line, err=True)
     try:
-        writer = ProductWriter(out_dir)
+        writer = ProductWriter(out_dir, StorageBudget(int(config.run.disk_floor_mb * 1e6)))
     except OSError as exc:
         raise click.ClickException(f"cannot write products to {out_dir}: {exc.strerror or exc}") from exc
     if config.link.port is not None:
@@ -175,7 +176,8 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
     bar = _progress(config.run.frames, quiet)
     with loop.signals():
         for result, truth in loop.run(session.frames(config.run.frames)):
-            writer.write(result)
+            for shed in writer.write(result):
+                bar.write(f"storage: {shed.message().text}", file=sys.stderr)
             for flag in result.flags:
                 bar.write(f"warning: {flag}", file=sys.stderr)
             for event in loop.stats.events:
@@ -278,7 +280,10 @@ def _serve(config: Config, session: Session, writer: ProductWriter, json_path: P
     summary = service.summary()
     click.echo(json.dumps(summary), err=True)
     if json_path is not None:
-        json_path.write_text(json.dumps(summary, indent=2))
+        try:  # a full disk must not turn a clean stop into a failure: the summary is above
+            json_path.write_text(json.dumps(summary, indent=2))
+        except OSError as exc:
+            click.echo(f"warning: summary not written to {json_path}: {exc.strerror}", err=True)
 
 
 def products_of(out: Path) -> list[Product]:

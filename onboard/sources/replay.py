@@ -13,6 +13,7 @@ inconsistent is reported (``ReplayProblem``) and skipped; the rest of the folder
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_bridge.storage import atomic_write
 from onboard.formats.types import RawFrame
 
 SIDECAR_KEYS = ("counter", "timestamp", "exposure_s", "temperature_c", "pose", "sensor")
@@ -35,19 +37,17 @@ class ReplayProblem:
 
 
 def write_frame(folder: str | os.PathLike, frame: RawFrame) -> Path:
-    """Record one frame (atomically: each file is written to a temporary name, then renamed)."""
+    """Record one frame (each file atomically, the sidecar last: a reader takes a frame once
+    its sidecar exists)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"frame_{frame.counter:08d}"
-    tmp = stem.with_suffix(".npy.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(frame.pixels), allow_pickle=False)
-    os.replace(tmp, stem.with_suffix(".npy"))
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(frame.pixels), allow_pickle=False)
+    atomic_write(stem.with_suffix(".npy"), buf.getvalue(), mode=0o644)
     side = {k: getattr(frame, k) for k in SIDECAR_KEYS}
     side["pose"] = list(frame.pose) if frame.pose is not None else None
-    tmp = stem.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(side))
-    os.replace(tmp, stem.with_suffix(".json"))
+    atomic_write(stem.with_suffix(".json"), json.dumps(side).encode(), mode=0o644)
     return stem.with_suffix(".npy")
 
 
