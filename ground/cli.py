@@ -14,6 +14,7 @@ from firmware_bridge.cfdp.receiver import DownlinkReceiver
 from ground.capture import DOWN, UP, CaptureWriter
 from ground.decode import decode_capture
 from ground.sink import ProductSink
+from onboard.cli import require_packages
 
 
 def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> None:
@@ -36,6 +37,7 @@ def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> No
 @click.group()
 def ground() -> None:
     """Ground segment: receive a downlink, decode captures into product files."""
+    require_packages("ground", "ground", "tifffile", "spectral")  # the user formats
 
 
 @ground.command()

@@ -20,20 +20,21 @@ skipped with a warning.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import numpy as np
 
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
 from ground.user_formats import write_envi, write_tiff
 from onboard.formats.products import Product, ProductKind, decode_arrays
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,10 +51,6 @@ class ProductSink:
     """Verifies delivered files as products, drops duplicates, writes user formats."""
 
     def __init__(self, out: Path) -> None:
-        missing = [m for m in ("tifffile", "spectral") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise click.ClickException(
-                f"writing products needs {', '.join(missing)}: pip install 'onboard[ground]'")
         self.out = out
         (out / "raw").mkdir(parents=True, exist_ok=True)
         self.index_path = out / "index.jsonl"
@@ -73,14 +70,13 @@ class ProductSink:
             with open(self.index_path, "r+b") as fh:
                 fh.truncate(len(raw) - len(tail))
                 os.fsync(fh.fileno())
-            click.echo(f"warning: {self.index_path} ended in a torn line ({len(tail)} B), "
-                       f"moved to {torn}", err=True)
+            log.warning("%s ended in a torn line (%d B), moved to %s", self.index_path, len(tail), torn)
         for n, line in enumerate(body.split(b"\n") if body else [], 1):
             try:
                 rec = json.loads(line)
                 self.seen.setdefault(str(rec["name"]), set()).add(str(rec["sha256"]))
             except (ValueError, KeyError, TypeError) as exc:
-                click.echo(f"warning: {self.index_path} line {n} skipped: {exc}", err=True)
+                log.warning("%s line %d skipped: %s", self.index_path, n, exc)
 
     def append_jsonl(self, file: str, record: dict) -> None:
         """Append one line and make it durable."""
@@ -94,7 +90,7 @@ class ProductSink:
         self.stats.rejected += 1
         self.append_jsonl("rejected.jsonl", {"what": what, "reason": reason, **where,
                                              "transaction": list(transaction) if transaction else None})
-        click.echo(f"rejected {what}: {reason}", err=True)
+        log.warning("rejected %s: %s", what, reason)
 
     def failed(self, failure: FailedTransfer) -> None:
         self.stats.failed_transfers += 1

@@ -111,3 +111,21 @@ def test_layers() -> None:
             if top == "onboard" and other not in ("onboard", "firmware_bridge") and a != "onboard.cli":
                 bad.append(f"{a}:{line} imports {b}")
     assert bad == []
+
+
+#: The modules that are command lines: only they may use click (library code raises the
+#: project's errors, which the CLI says in one line, and logs instead of echoing).
+COMMAND_LINES = {"onboard.cli", "onboard.runtime.run", "onboard.info", "onboard.bench", "ground.cli",
+                 "calibration.cli", "export.cli", "export.build", "hil.cli", "firmware_bridge.linkemu",
+                 "firmware_bridge.cfdp.__main__"}
+
+
+def test_only_command_lines_use_click() -> None:
+    users = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "click" for a in node.names):
+                users.add(name)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "click":
+                users.add(name)
+    assert users - COMMAND_LINES == set()
