@@ -61,7 +61,16 @@ from calibration.initialise import (
     running_median,
 )
 from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
-from calibration.regression import FitResult, fit, rms_normalised, series_range
+from calibration.opd_search import SearchResult, search
+from calibration.regression import (
+    FitResult,
+    bank_rows,
+    fit,
+    merge_rows,
+    rms_normalised,
+    series_range,
+    subset_result,
+)
 from onboard.physics.interferometers import InterferometerBank
 
 TREND_HALF_WINDOW = 4
@@ -176,7 +185,7 @@ def _restart(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     better = cost[best, np.arange(rows.size)] < 0.999 * result.robust_cost[rows]
     if better.any():
         pick = index[best[better], np.flatnonzero(better)]
-        result = _merge(result, _subset_result(refit, pick), rows[better], y)
+        result = merge_rows(result, subset_result(refit, pick), rows[better], y)
     replaced[rows[better]] = True
     return result, replaced
 
@@ -187,7 +196,8 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
     saturated or mis-tuned line) are outliers. An interferometer with any is refitted with
     the robust (Huber) loss from its starting gain and R, so the outliers cannot bias the fit
     that names them (a dead pixel at a fringe minimum is only a few sigma off a biased
-    fit), then polished without the lines the robust fit puts beyond ``REJECT``.
+    fit), then polished without the lines the robust fit puts beyond ``REJECT`` and finally
+    refitted by least squares without them.
 
     The others keep their least-squares fit, which minimises the figure of merit: Huber
     also down-weights the sweep ends, where ``data / norm`` is noisy (2 % of median RMS on
@@ -202,7 +212,7 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
     # from the starting gain and R, at the OPD and phase found (a corrected peak stays)
     start = replace(g.rows(rows), opd_um=result.bank.opd_um[rows],
                     phase_rad=result.bank.phase_rad[rows])
-    result = _merge(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
+    result = merge_rows(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
     # lines beyond REJECT still pull a Huber fit linearly: drop them and polish; repeated,
     # since a line dropped against a fit biased by an outlier comes back once the polish
     # explains it
@@ -215,39 +225,14 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
         keep[rows] = new_keep
         sub = rows[changed]
         polished = fit(y[sub], sigma, g.rows(sub), line_weights=keep[sub].astype(float),
-                       start=_bank_rows(result.bank, sub), **fit_kw)
-        result = _merge(result, polished, sub, y)
-    return result, keep
-
-
-def _subset_result(r: FitResult, rows: NDArray) -> FitResult:
-    return FitResult(_bank_rows(r.bank, rows), r.residuals[rows], r.rms_normalised[rows],
-                     r.outliers[rows], r.sigma_params[rows], r.iterations, r.converged[rows],
-                     r.robust_cost[rows])
-
-
-def _bank_rows(bank: InterferometerBank, rows: NDArray) -> InterferometerBank:
-    return InterferometerBank.from_arrays(
-        {k: (v[rows] if k not in ("sigma_domain", "harmonics") else v)
-         for k, v in bank.arrays().items()})
-
-
-def _merge(result: FitResult, part: FitResult, rows: NDArray, y: NDArray) -> FitResult:
-    """``result`` with the interferometers ``rows`` replaced by ``part``'s."""
-    a = {k: v.copy() for k, v in result.bank.arrays().items()}
-    for k, v in part.bank.arrays().items():
-        if k not in ("sigma_domain", "harmonics"):
-            a[k][rows] = v
-    res = result.residuals.copy()
-    res[rows] = part.residuals
-    sig = result.sigma_params.copy()
-    sig[rows] = part.sigma_params
-    conv = result.converged.copy()
-    conv[rows] = part.converged
-    cost = result.robust_cost.copy()
-    cost[rows] = part.robust_cost
-    return FitResult(InterferometerBank.from_arrays(a), res, rms_normalised(res, y),
-                     result.outliers, sig, result.iterations + part.iterations, conv, cost)
+                       start=bank_rows(result.bank, sub), **fit_kw)
+        result = merge_rows(result, polished, sub, y)
+    # every row ends as a least-squares fit without its outlier lines, from the robust
+    # solution: least squares is the figure of merit (a row whose outliers the Huber fit
+    # explained kept a Huber fit 2-3 % worse by it), and costs then compare across starts
+    final = fit(y[rows], sigma, g.rows(rows), line_weights=keep[rows].astype(float),
+                start=bank_rows(result.bank, rows), **{**fit_kw, "robust": False})
+    return merge_rows(result, final, rows, y), keep
 
 
 def _local_sigma(r: NDArray, width: int = LOCAL_WINDOW) -> NDArray[np.float64]:
@@ -282,6 +267,7 @@ class Characterisation:
     rms_recorded: NDArray[np.float64]
     checks: dict
     timings_s: dict = field(default_factory=dict)
+    search: SearchResult | None = None
 
     def summary(self) -> dict:
         """Small JSON-able summary (the calibration file's provenance carries it)."""
@@ -371,11 +357,15 @@ def characterise(
     keep = np.ones(y.shape, dtype=bool)
     if robust:
         result, keep = _robust_where_outliers(result, y, acq.sigma, g, selection)
+    trend = _trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+    result, found = search(result, y, acq.sigma, g, selection.harmonics, selection.degree, trend,
+                           keep)
     result.outliers = ~keep
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um, acq.first_index)
     checks.update(alt)
+    checks.update(found.summary())
     # off the trend although the last refit from the trend fitted better (still moving when
     # the guard's rounds ran out): these are not shown to be the data's choice
     checks["trend_unsettled"] = len(set(checks["trend_outlier_index"]) - set(alt["alternative_kept_index"]))
@@ -386,4 +376,4 @@ def characterise(
     else:
         rec = result.rms_normalised
     return Characterisation(acq, result.bank, result, guess, selection, result.rms_normalised,
-                            rec, checks, timings)
+                            rec, checks, timings, found)
