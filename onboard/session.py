@@ -169,6 +169,13 @@ def build_session(config: Config) -> Session:
                 raise SessionError(str(exc)) from exc
             if cal.kind != "imspoc":
                 raise SessionError(f"{config.run.calibration} calibrates a {cal.kind}, not an imspoc")
+            problem = cal.flight_problem()
+            if problem is None and cal.layout is not None \
+                    and tuple(cal.layout.detector_shape) != tuple(inst.layout.detector_shape):
+                problem = (f"its detector is {tuple(cal.layout.detector_shape)}, the simulated "
+                           f"{inst.name}'s is {tuple(inst.layout.detector_shape)}")
+            if problem:
+                raise SessionError(f"{config.run.calibration}: {problem}")
             notes.append(f"calibration: {config.run.calibration}")
         else:
             cal, path = _simulated_calibration(
