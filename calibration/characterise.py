@@ -90,7 +90,7 @@ RESTART_ITERATIONS = 30
 MAX_ITERATIONS = 60
 
 
-def _trend_prediction(opd: NDArray, guess: InitialGuess, step: float, first_index: int
+def trend_prediction(opd: NDArray, guess: InitialGuess, step: float, first_index: int
                       ) -> NDArray[np.float64]:
     """Each OPD as its neighbours predict it: ridge line + running median of the offsets."""
     k = first_index + np.arange(opd.size)
@@ -117,7 +117,7 @@ def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: I
     refit from the trend was worse is one the data prefer (``alternative_kept_index``)."""
     resolution = 1.0 / float(np.ptp(acq.sigma))
     opd = result.bank.opd_um
-    pred = _trend_prediction(opd, guess, acq.opd_step_um, acq.first_index)
+    pred = trend_prediction(opd, guess, acq.opd_step_um, acq.first_index)
     peak = (np.abs(opd - pred) > resolution) | (guess.peak_margin <= 1.0)
     misfit = result.rms_normalised > RESTART_RATIO * running_median(result.rms_normalised,
                                                                      TREND_HALF_WINDOW)
@@ -131,7 +131,7 @@ def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: I
             "restarts_better": int((better & ~peak).sum())}
     kept = tried - moved
     for _ in range(GUARD_ROUNDS - 1):
-        pred = _trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+        pred = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
         off = np.abs(result.bank.opd_um - pred) > resolution
         off[list(kept)] = False
         if not off.any():
@@ -368,7 +368,7 @@ def _characterise(acq: Acquisition, models: tuple[str, ...], degrees: tuple[int,
     keep = np.ones(y.shape, dtype=bool)
     if robust:
         result, keep = _robust_where_outliers(result, y, acq.sigma, g, selection)
-    trend = _trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+    trend = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
     result, found = search(result, y, acq.sigma, g, selection.harmonics, selection.degree, trend,
                            keep)
     result.outliers = ~keep

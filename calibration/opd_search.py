@@ -9,17 +9,22 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
 1. **Starts** per interferometer: a scan of the OPD over ``SCAN_CELLS`` resolution cells
    around the fit, the ``PEAKS`` highest periodogram peaks (of ``y / gain - 1``) outside
    the fit's main lobe within ``PEAK_WINDOW_CELLS`` of it, and the OPD its neighbours'
-   trend predicts. Each start keeps the fit's gain and reflectivity series, with the phase
-   of the data's first Fourier coefficient at the start's OPD.
-2. **Screening**: at each start the OPD is held and the rest fitted for
-   ``SCAN_ITERATIONS`` (a point of the cost's profile in OPD, from above).
+   trend predicts.
+2. **Screening** (:func:`_screen`): each start's cost with the data's phase at its OPD, the
+   fit's reflectivity and the gain series refitted linearly: one response evaluation per
+   start, no derivatives. Interferometers with under ``FEW_FRINGES`` fringes across the
+   sweep are also profiled finely (``RUGGED_*``: the OPD held, the rest fitted), since
+   their gain and reflectivity trade against the OPD and their minima lie a fraction of a
+   cell apart, where the screen cannot follow.
 3. **Refinement**: each interferometer's best start is fitted freely (all parameters)
    where its screened cost is under the fit's plus the noise margin; the refined fit
-   replaces the current one where it lowers the cost by ``IMPROVEMENT``.
+   replaces the current one where it lowers the cost by ``IMPROVEMENT``. Those that moved
+   are searched again from where they landed (``ROUNDS``).
 4. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
    apart or more and their costs differ by less than the noise (``AMBIGUOUS_CHI2`` in
-   units of the residual variance: ``(S - P) delta_cost / cost``), the interferometer is
-   ambiguous; both OPDs are reported.
+   units of the residual variance: ``(S - P) delta_cost / cost < AMBIGUOUS_CHI2``, a
+   likelihood ratio of e^2 at most), the interferometer is ambiguous; both OPDs are
+   reported.
 
 The cost compared is the fit's own: least squares on ``y`` with the outlier lines weighted
 0 (:func:`calibration.characterise._robust_where_outliers` ends with such a fit).
@@ -47,8 +52,12 @@ from onboard.physics.interferometers import InterferometerBank
 SCAN_CELLS = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
 #: Periodogram peaks tried per interferometer, and how far from the fit they are looked for.
 PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
-#: Iterations of a screening fit (OPD held).
-SCAN_ITERATIONS = 3
+#: Under this many fringes across the sweep an interferometer's OPD is also profiled finely
+#: (+- RUGGED_CELLS, RUGGED_STEP_CELLS apart, OPD held, RUGGED_ITERATIONS each).
+FEW_FRINGES = 6
+RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.2, 6
+#: Rounds of the search (the next round searches only the interferometers that moved).
+ROUNDS = 4
 #: Iterations of the refinement of the best start.
 REFINE_ITERATIONS = 30
 #: A refined start replaces the fit where its cost is lower by this fraction.
@@ -144,7 +153,7 @@ def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um
 
 def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                   harmonics: int | None, degree: int, rows: NDArray, opd_um: NDArray,
-                  keep: NDArray[np.bool_] | None = None, iterations: int | None = None,
+                  keep: NDArray[np.bool_] | None = None, iterations: int = 30,
                   exact_bounds: bool = False) -> FitResult:
     """The cost profile in OPD: each ``rows[i]`` fitted with its OPD held at ``opd_um[i]``
     (everything else from the fit, the phase from the data), batched. ``exact_bounds``: a
@@ -152,7 +161,7 @@ def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess
     the penalised cost (enough to rank starts)."""
     start = _start_bank(result, rows, opd_um, _start_phase(result, y, sigma, rows, opd_um))
     return fit(y[rows], sigma, g.rows(rows), start=start, line_weights=_weights(keep, rows),
-               max_iterations=SCAN_ITERATIONS if iterations is None else iterations, fixed_opd=True, exact_bounds=exact_bounds,
+               max_iterations=iterations, fixed_opd=True, exact_bounds=exact_bounds,
                **_fit_kw(harmonics, degree))
 
 
@@ -178,7 +187,37 @@ def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> 
 def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
            harmonics: int | None, degree: int, trend_opd_um: NDArray,
            keep: NDArray[np.bool_] | None = None) -> tuple[FitResult, SearchResult]:
-    """The search of the module docstring on every interferometer of ``result``."""
+    """The search of the module docstring on every interferometer of ``result``, in rounds:
+    an interferometer that moved is searched again from where it landed (few-fringe ones
+    have chains of minima a fraction of a cell apart, each lower than the last), up to
+    ``ROUNDS`` times."""
+    n = y.shape[0]
+    found = SearchResult(np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan),
+                         np.full(n, np.nan), 0, 0)
+    rows = np.arange(n)
+    for _ in range(ROUNDS):
+        part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
+                               harmonics, degree, trend_opd_um[rows],
+                               None if keep is None else keep[rows])
+        result = merge_rows(result, part, rows, y)
+        found.moved[rows] |= f.moved
+        found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
+        found.alternative_opd_um[rows[f.ambiguous]] = f.alternative_opd_um[f.ambiguous]
+        found.alternative_cost[rows[f.ambiguous]] = f.alternative_cost[f.ambiguous]
+        found.starts += f.starts
+        found.refined += f.refined
+        rows = rows[f.moved]
+        if rows.size == 0:
+            break
+    found.alternative_opd_um[~found.ambiguous] = np.nan
+    found.alternative_cost[~found.ambiguous] = np.nan
+    return result, found
+
+
+def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
+                 harmonics: int | None, degree: int, trend_opd_um: NDArray,
+                 keep: NDArray[np.bool_] | None = None) -> tuple[FitResult, SearchResult]:
+    """One round of the search on every interferometer of ``result``."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
     opd = result.bank.opd_um
@@ -193,24 +232,42 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     table[row, col] = screened
     best = np.argmin(table, axis=1)
     best_cost = table[np.arange(n), best]
+    pick = np.searchsorted(np.flatnonzero(ok.ravel()), np.arange(n) * cand.shape[1] + best)
+    pick = pick.clip(0, max(row.size - 1, 0))
+    start = _start_bank(result, np.arange(n), cand[np.arange(n), best], phase[pick], gain[pick])
+    # few fringes: gain and reflectivity trade against the OPD and minima lie a fraction of
+    # a cell apart, where the screen's fixed reflectivity cannot follow: a fine profile
+    rugged = np.flatnonzero(opd < FEW_FRINGES * resolution)
+    starts = len(row)
+    if rugged.size:
+        fine = np.arange(-RUGGED_CELLS, RUGGED_CELLS + 1e-9, RUGGED_STEP_CELLS) * resolution
+        r_rows = np.repeat(rugged, fine.size)
+        prof = profile_costs(result, y, sigma, g, harmonics, degree, r_rows,
+                             opd[r_rows] + np.tile(fine, rugged.size), keep, RUGGED_ITERATIONS)
+        costs = prof.robust_cost.reshape(rugged.size, fine.size)
+        j = np.argmin(costs, axis=1)
+        lower = costs[np.arange(rugged.size), j] < best_cost[rugged]
+        if lower.any():
+            at = np.flatnonzero(lower) * fine.size + j[lower]
+            a = start.arrays()
+            for k, v in bank_rows(prof.bank, at).arrays().items():
+                if k not in ("sigma_domain", "harmonics"):
+                    a[k][rugged[lower]] = v
+            start = InterferometerBank.from_arrays(a)
+            best_cost[rugged[lower]] = costs[np.flatnonzero(lower), j[lower]]
+        starts += r_rows.size
     p = 2 + result.bank.gain_cheb.shape[1] + result.bank.reflectivity_cheb.shape[1]
     lines = s if keep is None else keep.sum(1)
     margin = AMBIGUOUS_CHI2 / np.maximum(lines - p, 1)
     cost = result.robust_cost
-    import os
-    if os.environ.get("DBG"):
-        rr = best_cost / cost
-        print("DBG ratio q", np.round(np.quantile(rr, [0, .01, .05, .1, .5]), 3), [(rr < 1 + m).sum() for m in (0.01, .05, .1, .2)])
     todo = np.flatnonzero(best_cost < cost * (1.0 + margin))
     moved = np.zeros(n, dtype=bool)
     ambiguous = np.zeros(n, dtype=bool)
     alt_opd = np.full(n, np.nan)
     alt_cost = np.full(n, np.nan)
     if todo.size:
-        pick = np.searchsorted(np.flatnonzero(ok.ravel()), todo * cand.shape[1] + best[todo])
-        start = _start_bank(result, todo, cand[todo, best[todo]], phase[pick], gain[pick])
-        refined = fit(y[todo], sigma, g.rows(todo), start=start, line_weights=_weights(keep, todo),
-                      max_iterations=REFINE_ITERATIONS,
+        refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
+                      line_weights=_weights(keep, todo), max_iterations=REFINE_ITERATIONS,
                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
         new_cost = refined.robust_cost
         distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
@@ -224,4 +281,4 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, int(row.size), int(todo.size))
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size))
