@@ -26,13 +26,14 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
    likelihood ratio of e^2 at most), the interferometer is ambiguous; both OPDs are
    reported.
 
-The cost compared is the fit's own: least squares on ``y`` with the outlier lines weighted
-0 (:func:`calibration.characterise._robust_where_outliers` ends with such a fit).
+The cost compared is the fit's own least squares on ``y``; interferometers with outlier
+lines keep their robust (Huber) fit and are not searched (a Huber cost depends on each
+fit's own noise scale, so costs from different starts do not compare).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.polynomial import chebyshev
@@ -75,6 +76,8 @@ class SearchResult:
     moved: the fit was replaced by a lower minimum a tenth of a cell away or more.
     ambiguous: the best two minima are within the noise; ``alternative_opd_um`` and
     ``alternative_cost`` (NaN elsewhere) are the other one's. starts: starts screened.
+    searched: the interferometers searched (not those with outlier lines, whose robust fit
+    has no least-squares cost to compare).
     """
 
     moved: NDArray[np.bool_]
@@ -83,11 +86,12 @@ class SearchResult:
     alternative_cost: NDArray[np.float64]
     starts: int
     refined: int
-    checks: dict = field(default_factory=dict)
+    searched: NDArray[np.bool_]
 
     def summary(self) -> dict:
         return {"search_starts": self.starts, "search_refined": self.refined,
                 "search_moved": int(self.moved.sum()), "ambiguous": int(self.ambiguous.sum()),
+                "search_skipped_outlier_rows": int((~self.searched).sum()),
                 "search_moved_index": np.flatnonzero(self.moved).tolist(),
                 "ambiguous_index": np.flatnonzero(self.ambiguous).tolist()}
 
@@ -125,8 +129,8 @@ def _start_bank(result: FitResult, rows: NDArray, opd_um: NDArray, phase_rad: ND
                    gain_cheb=bank.gain_cheb if gain_cheb is None else gain_cheb)
 
 
-def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um: NDArray,
-            keep: NDArray[np.bool_] | None) -> tuple[NDArray, NDArray, NDArray]:
+def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um: NDArray
+            ) -> tuple[NDArray, NDArray, NDArray]:
     """Cost (M,), phase (M,) and gain series (M, Dg+1) of each start: OPD ``opd_um``, the
     data's phase there, the fit's reflectivity, the gain series refitted by linear least
     squares (the model is linear in it). One response evaluation per start, no
@@ -142,13 +146,11 @@ def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um
     q = vg.shape[1]
     vgg = np.einsum("sj,sk->sjk", vg, vg).reshape(sigma.size, -1)
     ys = y[rows]
-    aw = a if keep is None else a * keep[rows]  # weights 0 / 1: w^2 = w
-    m = ((aw * a) @ vgg).reshape(-1, q, q)
+    m = ((a * a) @ vgg).reshape(-1, q, q)
     m += 1e-12 * np.einsum("npp->np", m).max(axis=1)[:, None, None] * np.eye(q)[None]
-    rhs = (aw * ys) @ vg
+    rhs = (a * ys) @ vg
     coef = np.linalg.solve(m, rhs[:, :, None])[:, :, 0]
-    yy = (ys * ys).sum(1) if keep is None else (keep[rows] * ys * ys).sum(1)
-    return 0.5 * (yy - (coef * rhs).sum(1)), phase, coef
+    return 0.5 * ((ys * ys).sum(1) - (coef * rhs).sum(1)), phase, coef
 
 
 def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
@@ -185,20 +187,22 @@ def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> 
 
 
 def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
-           harmonics: int | None, degree: int, trend_opd_um: NDArray,
-           keep: NDArray[np.bool_] | None = None) -> tuple[FitResult, SearchResult]:
-    """The search of the module docstring on every interferometer of ``result``, in rounds:
-    an interferometer that moved is searched again from where it landed (few-fringe ones
-    have chains of minima a fraction of a cell apart, each lower than the last), up to
-    ``ROUNDS`` times."""
+           harmonics: int | None, degree: int, trend_opd_um: NDArray, rows: NDArray
+           ) -> tuple[FitResult, SearchResult]:
+    """The search of the module docstring on the interferometers ``rows`` of ``result``
+    (least-squares fits on every line), in rounds: one that moved is searched again from
+    where it landed (few-fringe ones have chains of minima a fraction of a cell apart, each
+    lower than the last), up to ``ROUNDS`` times."""
     n = y.shape[0]
+    searched = np.zeros(n, bool)
+    searched[rows] = True
     found = SearchResult(np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan),
-                         np.full(n, np.nan), 0, 0)
-    rows = np.arange(n)
+                         np.full(n, np.nan), 0, 0, searched)
     for _ in range(ROUNDS):
+        if rows.size == 0:
+            break
         part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
-                               harmonics, degree, trend_opd_um[rows],
-                               None if keep is None else keep[rows])
+                               harmonics, degree, trend_opd_um[rows])
         result = merge_rows(result, part, rows, y)
         found.moved[rows] |= f.moved
         found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
@@ -207,16 +211,14 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         found.starts += f.starts
         found.refined += f.refined
         rows = rows[f.moved]
-        if rows.size == 0:
-            break
     found.alternative_opd_um[~found.ambiguous] = np.nan
     found.alternative_cost[~found.ambiguous] = np.nan
     return result, found
 
 
 def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
-                 harmonics: int | None, degree: int, trend_opd_um: NDArray,
-                 keep: NDArray[np.bool_] | None = None) -> tuple[FitResult, SearchResult]:
+                 harmonics: int | None, degree: int, trend_opd_um: NDArray
+                 ) -> tuple[FitResult, SearchResult]:
     """One round of the search on every interferometer of ``result``."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
@@ -227,7 +229,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     far = np.abs(cand - opd[:, None]) >= 0.5 * resolution - 1e-9
     ok = np.isfinite(cand) & (cand > 0.5 * resolution) & far
     row, col = np.nonzero(ok)
-    screened, phase, gain = _screen(result, y, sigma, row, cand[row, col], keep)
+    screened, phase, gain = _screen(result, y, sigma, row, cand[row, col])
     table = np.full(cand.shape, np.inf)
     table[row, col] = screened
     best = np.argmin(table, axis=1)
@@ -243,7 +245,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         fine = np.arange(-RUGGED_CELLS, RUGGED_CELLS + 1e-9, RUGGED_STEP_CELLS) * resolution
         r_rows = np.repeat(rugged, fine.size)
         prof = profile_costs(result, y, sigma, g, harmonics, degree, r_rows,
-                             opd[r_rows] + np.tile(fine, rugged.size), keep, RUGGED_ITERATIONS)
+                             opd[r_rows] + np.tile(fine, rugged.size), None, RUGGED_ITERATIONS)
         costs = prof.robust_cost.reshape(rugged.size, fine.size)
         j = np.argmin(costs, axis=1)
         lower = costs[np.arange(rugged.size), j] < best_cost[rugged]
@@ -257,8 +259,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
             best_cost[rugged[lower]] = costs[np.flatnonzero(lower), j[lower]]
         starts += r_rows.size
     p = 2 + result.bank.gain_cheb.shape[1] + result.bank.reflectivity_cheb.shape[1]
-    lines = s if keep is None else keep.sum(1)
-    margin = AMBIGUOUS_CHI2 / np.maximum(lines - p, 1)
+    margin = AMBIGUOUS_CHI2 / max(s - p, 1)
     cost = result.robust_cost
     todo = np.flatnonzero(best_cost < cost * (1.0 + margin))
     moved = np.zeros(n, dtype=bool)
@@ -267,13 +268,13 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     alt_cost = np.full(n, np.nan)
     if todo.size:
         refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
-                      line_weights=_weights(keep, todo), max_iterations=REFINE_ITERATIONS,
+                      max_iterations=REFINE_ITERATIONS,
                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
         new_cost = refined.robust_cost
         distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
         better = new_cost < (1.0 - IMPROVEMENT) * cost[todo]
         lo, hi = np.minimum(new_cost, cost[todo]), np.maximum(new_cost, cost[todo])
-        amb = distinct & ((hi - lo) / np.maximum(lo, 1e-300) < margin[todo])
+        amb = distinct & ((hi - lo) / np.maximum(lo, 1e-300) < margin)
         ambiguous[todo[amb]] = True
         alt_opd[todo[amb]] = np.where(better[amb], opd[todo[amb]], refined.bank.opd_um[amb])
         alt_cost[todo[amb]] = np.where(better[amb], cost[todo[amb]], new_cost[amb])
@@ -281,4 +282,5 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size))
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size),
+                                np.ones(n, bool))
