@@ -56,9 +56,9 @@ from calibration.acquisitions import Acquisition
 from calibration.initialise import (
     InitialGuess,
     fourier_coefficients,
+    fringes,
     initialise,
     mapped,
-    quadrature_weights,
     running_median,
 )
 from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
@@ -166,8 +166,7 @@ def _restart(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     start_opd = np.concatenate([pred[rows][far], *starts])
     sub = g.rows(cand)
     gain = chebyshev.chebval(mapped(sigma, g.sigma_domain), sub.gain_cheb.T)
-    z = y[cand] / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
-    z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
+    z = fringes(y[cand], gain, sigma)
     c1 = fourier_coefficients(z, sigma, start_opd[:, None])[:, 0]
     r0 = np.where(np.arange(cand.size) < far.sum(), np.clip(np.abs(c1), 0.02, 0.9), 0.2)
     sub = replace(sub, opd_um=start_opd, phase_rad=np.angle(np.conj(c1)), reflectivity=r0,

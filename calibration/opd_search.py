@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from calibration.initialise import (
     InitialGuess,
     fourier_coefficients,
+    fringes,
     mapped,
     quadrature_weights,
 )
@@ -113,10 +114,7 @@ def _start_phase(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray,
     """The phase of the first Fourier coefficient of ``y / gain - 1`` of ``rows[i]`` at
     ``opd_um[i]``: the data's own phase at a start's OPD (for every model the first
     harmonic's)."""
-    gain = result.bank.gain(sigma)
-    z = y / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
-    zw = z * quadrature_weights(sigma)
-    zw = (zw - zw.sum(1, keepdims=True) * quadrature_weights(sigma))[rows]
+    zw = (fringes(y, result.bank.gain(sigma), sigma) * quadrature_weights(sigma))[rows]
     arg = np.mod(sigma[None, :] * opd_um[:, None], 1.0) * (2.0 * np.pi)
     return np.arctan2((zw * np.sin(arg)).sum(1), (zw * np.cos(arg)).sum(1))
 
@@ -174,10 +172,8 @@ def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> 
     opd = result.bank.opd_um
     grid = np.arange(0.5 * resolution, opd.max() + (PEAK_WINDOW_CELLS + 1) * resolution,
                      resolution / 8)
-    gain = result.bank.gain(sigma)
-    z = y / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
-    z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
-    power = np.abs(fourier_coefficients(z, sigma, grid)) ** 2
+    power = np.abs(fourier_coefficients(fringes(y, result.bank.gain(sigma), sigma), sigma,
+                                        grid)) ** 2
     is_max = np.zeros_like(power, dtype=bool)
     is_max[:, 1:-1] = (power[:, 1:-1] > power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
     dist = np.abs(grid[None, :] - opd[:, None])
