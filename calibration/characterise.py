@@ -3,8 +3,10 @@
 initialise (gain, windowed periodogram OPD, first-coefficient phase and R) -> choose the model
 and degree by BIC on a subset -> batched bounded least-squares regression of all
 interferometers on ``y = data / norm`` -> wrong-peak guard and restarts -> a robust (Huber)
-refit, with outlier lines dropped, of the interferometers that have outlier lines -> checks.
-The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
+refit, with outlier lines dropped, of the interferometers that have outlier lines -> the
+search for each least-squares fit's global minimum in OPD, with the interferometers whose
+best two minima are within the noise reported ambiguous (:mod:`calibration.opd_search`) ->
+checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
 diagnostics the report shows.
 
 Least squares wherever there are no outliers because the fit must minimise the figure of
