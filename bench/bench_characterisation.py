@@ -12,8 +12,8 @@ one resolution off the running median of its neighbours), periodogram peaks with
 in their window, OPDs that left their starting lobe, how many the unwindowed periodogram
 maximum would have got wrong (for comparison), and the wrong-peak guard: suspects refitted
 from their neighbours' OPD, and how many of those fitted better (wrong peaks corrected);
-``unsettled``: trend outliers whose last refit from the trend fitted better (not shown to be
-the data's choice; every other trend outlier was refitted from the trend and fitted worse).
+``unsettled``: trend outliers whose cost with the OPD held at the trend's is lower than the
+fit's (not shown to be the data's choice; see calibration.characterise).
 
 The reference figures are the IRCA code's: the issue's median and time (2 cores), and its 95th percentile on both measures, from
 running its published code (commit ec038ee, its own options files, the design's OPD step as

@@ -40,8 +40,12 @@ away from it):
   fits better the first peak was wrong and is replaced (the count is reported), in rounds
   until the trend settles. An OPD still off the trend whose refit from the trend fitted
   worse (``alternative_kept_index``) is one the data prefer: the thickness series is not
-  smooth there (wfai_1 has some all along its bank), not a wrong peak;
-  ``trend_unsettled`` counts the trend outliers for which that was not shown.
+  smooth there (wfai_1 has some all along its bank), not a wrong peak.
+  ``trend_unsettled`` counts the trend outliers for which the data's preference is not
+  shown: the cost with the OPD held at the trend's (the rest fitted) is lower than the
+  fit's (for an interferometer with outlier lines: the guard's refit from the trend fitted
+  better). The OPD search (:mod:`calibration.opd_search`) moves OPDs off the trend where
+  that lowers the cost.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from calibration.initialise import (
     running_median,
 )
 from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
-from calibration.opd_search import SearchResult, search
+from calibration.opd_search import IMPROVEMENT, SearchResult, profile_costs, search
 from calibration.regression import (
     FitResult,
     bank_rows,
@@ -294,6 +298,25 @@ class Characterisation:
         }
 
 
+def _trend_unsettled(result: FitResult, y: NDArray, acq: Acquisition, g: InitialGuess,
+                     guess: InitialGuess, selection: Selection, off: list[int],
+                     kept: list[int]) -> int:
+    """Trend outliers not shown to be the data's choice: the cost with the OPD held where
+    the neighbours put it (the rest fitted) is lower than the fit's, or, for an
+    interferometer with outlier lines (a Huber fit, no least-squares cost), the guard's last
+    refit from the trend fitted better."""
+    rows = np.asarray(off, dtype=int)
+    if rows.size == 0:
+        return 0
+    robust = result.outliers[rows].any(axis=1)
+    pred = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+    ls = rows[~robust]
+    there = profile_costs(result, y, acq.sigma, g, selection.harmonics, selection.degree, ls,
+                          pred[ls], None, MAX_ITERATIONS, exact_bounds=True).robust_cost
+    lower = there < (1.0 - IMPROVEMENT) * result.robust_cost[ls]
+    return int(lower.sum()) + len(set(rows[robust].tolist()) - set(kept))
+
+
 def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma: NDArray,
                opd_step_um: float, first_index: int = 0) -> dict:
     """The wrong-peak checks of the module docstring, and the reflectivity range."""
@@ -385,9 +408,9 @@ def _characterise(acq: Acquisition, models: tuple[str, ...], degrees: tuple[int,
     checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um, acq.first_index)
     checks.update(alt)
     checks.update(found.summary())
-    # off the trend although the last refit from the trend fitted better (still moving when
-    # the guard's rounds ran out): these are not shown to be the data's choice
-    checks["trend_unsettled"] = len(set(checks["trend_outlier_index"]) - set(alt["alternative_kept_index"]))
+    checks["trend_unsettled"] = _trend_unsettled(result, y, acq, g, guess, selection,
+                                                 checks["trend_outlier_index"],
+                                                 alt["alternative_kept_index"])
     timings["checks"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0 - timings["checks"]
     if acq.norm is not None and not acq.is_normalized:
