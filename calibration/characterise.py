@@ -68,7 +68,7 @@ from calibration.initialise import (
     running_median,
 )
 from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
-from calibration.opd_search import IMPROVEMENT, SearchResult, profile_costs, search
+from calibration.opd_search import FEW_FRINGES, IMPROVEMENT, SearchResult, profile_costs, search
 from calibration.regression import (
     FitResult,
     bank_rows,
@@ -88,7 +88,6 @@ LOCAL_WINDOW = 31
 #: A fit whose residual is this many times its neighbours' median is restarted (on
 #: imspoc_uv_2 the fits stuck in a local minimum are 2-3 times their neighbours).
 RESTART_RATIO = 2.0
-FEW_FRINGES = 4
 GUARD_ROUNDS = 8
 #: Iterations allowed to a restart (measured on imspoc_uv_2: with 30 instead of 60, 8
 #: restarts win instead of 11 and the median and 95th-percentile residuals do not move).

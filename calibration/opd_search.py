@@ -56,7 +56,7 @@ SCAN_CELLS = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
 PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
 #: Under this many fringes across the sweep an interferometer's OPD is also profiled finely
 #: (+- RUGGED_CELLS, RUGGED_STEP_CELLS apart, OPD held, RUGGED_ITERATIONS each).
-FEW_FRINGES = 6
+FEW_FRINGES = 4
 RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.2, 6
 #: Rounds of the search (the next round searches only the interferometers that moved).
 ROUNDS = 4
