@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from calibration.simulate import truth_errors
 from onboard import calfile
@@ -147,3 +148,22 @@ def test_characterize_without_the_ground_extra_says_so_before_any_work(tmp_path:
     assert "matplotlib" in run.stderr and "threadpoolctl" in run.stderr
     assert "initialising" not in run.stderr  # no work started
     assert not cal.exists() and not (tmp_path / "x_report").exists()
+
+
+@pytest.mark.slow
+def test_readme_flow_with_the_default_preset_flies(tmp_path: Path) -> None:
+    """The README's flyable flow: a full-frame sweep of the instrument 'onboard run'
+    simulates, characterised, passes 'info' and flies: products, accuracy against truth."""
+    acq, cal, out = tmp_path / "acq", tmp_path / "acq.cal", tmp_path / "out"
+    assert _onboard("calibrate", "simulate", "--full-frame", "--preset", "default", "-o",
+                    str(acq)).returncode == 0
+    made = _onboard("calibrate", "characterize", str(acq), "-o", str(cal), "--no-plots")
+    assert made.returncode == 0 and "cannot fly" not in made.stdout, made.stderr
+    info = _onboard("info", "--calibration", str(cal))
+    assert info.returncode == 0 and "CANNOT FLY" not in info.stdout, info.stdout
+    run = _onboard("run", "--calibration", str(cal), "--frames", "2", "--out", str(out),
+                   "--json", str(tmp_path / "s.json"), "--quiet")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 2 and summary["products_written"] >= 2
+    assert summary["accuracy"]["psnr_gain_db"] > 0
