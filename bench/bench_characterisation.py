@@ -12,8 +12,8 @@ one resolution off the running median of its neighbours), periodogram peaks with
 in their window, OPDs that left their starting lobe, how many the unwindowed periodogram
 maximum would have got wrong (for comparison), and the wrong-peak guard: suspects refitted
 from their neighbours' OPD, and how many of those fitted better (wrong peaks corrected);
-``unsettled``: trend outliers whose last refit from the trend fitted better (not shown to be
-the data's choice; every other trend outlier was refitted from the trend and fitted worse).
+``unsettled``: trend outliers whose cost with the OPD held at the trend's is lower than the
+fit's (not shown to be the data's choice; see calibration.characterise).
 
 The reference figures are the IRCA code's: the issue's median and time (2 cores), and its 95th percentile on both measures, from
 running its published code (commit ec038ee, its own options files, the design's OPD step as
@@ -24,6 +24,23 @@ are the like-for-like columns; on ``data / norm`` its residuals are higher (colu
 n.med`` / ``ref n.p95``).
 
 ``--only NAME`` runs one prototype (and skips the simulated cases).
+
+``--baseline DIR`` (a checkout of other code, e.g. ``git worktree add /tmp/base e0eb24a``)
+characterises every prototype with that code too, in the same run: each characterisation is
+a fresh subprocess (this file's ``--worker`` mode, importing ``calibration`` from the code it
+is given), old and new alternating, ``--repeats`` times each; the table gives the fastest
+wall and CPU time of each (the machine is shared: the fastest is the least disturbed), the
+new / old ratios, the old residuals, and how many OPDs moved by a tenth of a resolution
+cell or more.
+
+``--verify`` checks every reported fit against a dense scan of its cost over +- 2
+resolution cells around its OPD, a tenth of a cell apart: at each point the OPD is held and
+everything else fitted (30 iterations, from the reported fit, the phase from the data), on
+the fit's own cost (least squares, its outlier lines left out), the series shifted into
+their bounds. ``lower`` counts interferometers where a point costs less than the reported
+fit by more than the search's ``IMPROVEMENT`` (0.1 %), among those not reported ambiguous
+and without outlier lines (those keep a robust Huber fit, not a least-squares minimum;
+their count is printed); with ``--baseline`` the old fits are scanned the same way.
 
 BLAS runs single-threaded: the work is many small products, where OpenBLAS threads cost
 more than they give (10x slower on a loaded 2-core machine).
@@ -38,12 +55,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from calibration.acquisitions import load_acquisition  # noqa: E402
+from calibration.acquisitions import Acquisition, load_acquisition  # noqa: E402
 from calibration.calfile_writer import default_bands  # noqa: E402
 from calibration.characterise import characterise  # noqa: E402
 from calibration.monochromatic import check_lines  # noqa: E402
@@ -65,27 +85,134 @@ REFERENCE = {
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imspoc"
 
 
-def real(data: Path, only: str | None = None) -> list[dict]:
+def _characterise_here(name: str, data: Path, out: Path, mono: bool) -> None:
+    """Worker: characterise one prototype with whatever ``calibration`` is importable and
+    write the summary, times and fitted bank to ``out`` (npz; API common to old and new)."""
+    acq = load_acquisition(data / name)
+    t0, c0 = time.perf_counter(), time.process_time()
+    c = characterise(acq)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    s = {**c.summary(), "wall_s": wall, "cpu_s": cpu, "bic": c.selection.bic,
+         "timings_s": c.timings_s}
+    if mono:
+        y, bands = acq.responses(), default_bands(c)
+        s["monochromatic"] = [vars(check_lines(c.bank, acq.sigma, y, bands, prior))
+                              for prior in ("ridge", "smooth")]
+    np.savez(out, summary=json.dumps(s, default=int), outliers=c.result.outliers,
+             ambiguous=np.asarray(c.checks.get("ambiguous_index", []), dtype=int),
+             harmonics_model=np.asarray(-1 if c.selection.harmonics is None
+                                        else c.selection.harmonics),
+             degree=np.asarray(c.selection.degree),
+             **{f"bank_{k}": v for k, v in c.bank.arrays().items()})
+
+
+def _run_worker(code: Path, name: str, data: Path, mono: bool) -> dict:
+    """One characterisation in a fresh process importing ``calibration`` from ``code``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "fit.npz"
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--data",
+               str(data), "--out", str(out)] + (["--mono"] if mono else [])
+        subprocess.run(cmd, env=env, check=True, cwd=code)
+        z = np.load(out)
+        fit_ = {k: z[k] for k in z.files}
+    doc = json.loads(str(fit_.pop("summary")))
+    doc["fit"] = fit_
+    return doc
+
+
+def real(data: Path, only: str | None = None, baseline: Path | None = None,
+         repeats: int = 1) -> list[dict]:
+    """Per prototype: new (and old) code, ``repeats`` alternating fresh runs, fastest times."""
+    here = Path(__file__).resolve().parents[1]
     rows = []
     for name, ref in REFERENCE.items():
         if only is not None and name != only:
             continue
-        acq = load_acquisition(data / name)
-        t0, c0 = time.perf_counter(), time.process_time()
-        c = characterise(acq)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        s = c.summary()
-        rows.append({**s, "wall_s": wall, "cpu_s": cpu, "reference": ref,
-                     "speedup": ref["time_s"] / wall,
-                     "bic": c.selection.bic, "timings_s": c.timings_s})
-        if name == "imspoc_uv_2":
-            y = acq.responses()
-            bands = default_bands(c)
-            rows[-1]["monochromatic"] = [
-                vars(check_lines(c.bank, acq.sigma, y, bands, prior))
-                for prior in ("ridge", "smooth")
-            ]
+        runs: dict[str, list[dict]] = {"new": [], "old": []}
+        for r in range(repeats):
+            if baseline is not None:
+                runs["old"].append(_run_worker(baseline, name, data, False))
+            runs["new"].append(_run_worker(here, name, data, r == 0 and name == "imspoc_uv_2"))
+        new = runs["new"][0]
+        row = {**new, "wall_s": min(x["wall_s"] for x in runs["new"]),
+               "cpu_s": min(x["cpu_s"] for x in runs["new"]), "reference": ref}
+        row["speedup"] = ref["time_s"] / row["wall_s"]
+        if baseline is not None:
+            old = runs["old"][0]
+            row["old"] = {**{k: old[k] for k in ("rms_median", "rms_p95", "rms_recorded_median",
+                                                 "rms_recorded_p95", "model", "degree")},
+                          "wall_s": min(x["wall_s"] for x in runs["old"]),
+                          "cpu_s": min(x["cpu_s"] for x in runs["old"]), "fit": old["fit"]}
+            res = row["resolution_um"]
+            moved = np.abs(new["fit"]["bank_opd_um"] - old["fit"]["bank_opd_um"]) >= 0.1 * res
+            row["moved_vs_old"] = int(moved.sum())
+            row["moved_vs_old_index"] = np.flatnonzero(moved).tolist()
+        rows.append(row)
     return rows
+
+
+def _bank(fit_: dict):
+    from onboard.physics.interferometers import InterferometerBank
+
+    return InterferometerBank.from_arrays({k[5:]: v for k, v in fit_.items() if k.startswith("bank_")})
+
+
+def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0.1,
+               chunk: int = 4096) -> dict:
+    """The ``--verify`` scan of one fitted bank (see the module docstring)."""
+    # imported here: a --worker of older code has none of these
+    from calibration.initialise import initialise
+    from calibration.model_selection import with_degree
+    from calibration.opd_search import IMPROVEMENT, profile_costs
+    from calibration.regression import fit
+
+    y, sigma = acq.responses(), acq.sigma
+    bank = _bank(fit_)
+    keep = ~fit_["outliers"]
+    h = int(fit_["harmonics_model"])
+    harmonics, degree = (None if h < 0 else h), int(fit_["degree"])
+    g = with_degree(initialise(y, sigma, acq.opd_step_um, first_index=acq.first_index), y,
+                    sigma, bank.gain_cheb.shape[1] - 1)
+    n = len(bank)
+    # the reported fit's cost, on the same definition (0 iterations from the fit itself)
+    reported = fit(y, sigma, g, harmonics=harmonics, reflectivity_degree=degree, robust=False,
+                   line_weights=None if keep.all() else keep.astype(float), start=bank,
+                   max_iterations=0, uncertainty=False).robust_cost
+    res = 1.0 / float(np.ptp(sigma))
+    offsets = np.arange(-cells, cells + step / 2, step) * res
+    rows = np.repeat(np.arange(n), offsets.size)
+    opd = bank.opd_um[rows] + np.tile(offsets, n)
+    cost = np.empty(rows.size)
+    current = _as_result(bank, n, y.shape[1])
+    for i in range(0, rows.size, chunk):
+        sl = slice(i, i + chunk)
+        cost[sl] = profile_costs(current, y, sigma, g, harmonics, degree, rows[sl], opd[sl],
+                                 keep, 30, exact_bounds=True).robust_cost
+    cost = cost.reshape(n, offsets.size)
+    lowest = cost.min(axis=1)
+    ambiguous = np.zeros(n, bool)
+    ambiguous[fit_["ambiguous"]] = True
+    # interferometers with outlier lines carry a robust (Huber) fit: not a least-squares
+    # minimum, so not checked against one
+    robust = ~keep.all(axis=1)
+    lower = (lowest < (1.0 - IMPROVEMENT) * reported) & ~robust
+    where = offsets[np.argmin(cost, axis=1)] / res
+    return {"lower": int((lower & ~ambiguous).sum()), "lower_ambiguous": int((lower & ambiguous).sum()),
+            "ambiguous": int(ambiguous.sum()), "robust_not_checked": int(robust.sum()),
+            "lower_index": np.flatnonzero(lower & ~ambiguous).tolist(),
+            "lower_at_cells": where[lower & ~ambiguous].round(2).tolist(),
+            "lower_by": (1 - lowest / reported)[lower & ~ambiguous].round(4).tolist(),
+            "points": int(rows.size)}
+
+
+def _as_result(bank, n: int, s: int):
+    """A FitResult holding only a bank (what the scan starts from)."""
+    from calibration.regression import FitResult
+
+    nan = np.full(n, np.nan)
+    return FitResult(bank, np.zeros((n, s)), nan, np.zeros((n, s), bool), nan[:, None], 0,
+                     np.ones(n, bool), nan)
 
 
 def simulated() -> list[dict]:
@@ -125,12 +252,25 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-simulated", action="store_true")
     ap.add_argument("--only", choices=list(REFERENCE), default=None)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of the code to compare with, run in the same session")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--verify", action="store_true",
+                    help="dense cost scan over +- 2 resolution cells around every fit")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--mono", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rows = real(args.data, args.only)
-    print("residuals: rec = on the recorded data (the reference's measure), n = on data / norm")
+    if args.worker:
+        _characterise_here(args.worker, args.data, args.out, args.mono)
+        return
+    rows = real(args.data, args.only, args.baseline, args.repeats)
+    print(f"residuals: rec = on the recorded data (the reference's measure), n = on data / norm; "
+          f"times: fastest of {args.repeats} fresh runs")
     print("prototype     N    S  model        deg  rec.med rec.p95 ref.med ref.p95  n.med   n.p95 "
           "  ref n.med ref n.p95  wall s  cpu s  ref s  speedup  R range          R out  trend"
-          " unsettled  margin<=1  moved  unguarded  alt.tried  alt.better  restarts")
+          " unsettled  margin<=1  moved  unguarded  alt.tried  alt.better  restarts  search"
+          " moved  ambiguous")
     for r in rows:
         ref = r["reference"]
         print(f"{r['acquisition']:<12} {r['interferometers']:>4} {r['lines']:>4}  {r['model']:<11} "
@@ -141,12 +281,40 @@ def main() -> None:
               f"{r['speedup']:6.1f}x  [{r['r_min']:.4f}, {r['r_max']:.4f}]  {r['r_outside_0_1']:>5}"
               f"  {r['opd_trend_outliers']:>5}  {r['trend_unsettled']:>9}  {r['low_margin']:>9}  {r['moved']:>5}  "
               f"{r['unguarded_wrong']:>9}  {r['alternative_tried']:>9}  {r['alternative_better']:>10}"
-              f"  {r['restarts_better']:>3}/{r['restarts_tried']:<3}")
+              f"  {r['restarts_better']:>3}/{r['restarts_tried']:<3}  {r['search_moved']:>4}/"
+              f"{r['search_refined']:<4} {r['ambiguous']:>9}")
     for r in rows:
         for m in r.get("monochromatic", []):
             print(f"monochromatic check {r['acquisition']}: {m['found']}/{m['lines']} line peaks on "
                   f"the true band ({m['within_one_band']} within one band), {m['bands']} bands, "
                   f"{m['prior']} prior, GCV weight per line (reference: 423/451)")
+    if args.baseline is not None:
+        print(f"\nnew against {args.baseline} (same session, fresh processes, alternating)")
+        print("prototype     n.med          n.p95          rec.med        rec.p95        "
+              "wall s (old, new, x)   cpu s (old, new, x)   OPDs moved >= 0.1 cell")
+        for r in rows:
+            o = r["old"]
+            cols = "".join(f"{o[k]:.4f}->{r[k]:.4f}  " for k in ("rms_median", "rms_p95",
+                                                                  "rms_recorded_median",
+                                                                  "rms_recorded_p95"))
+            print(f"{r['acquisition']:<12}  {cols}{o['wall_s']:5.2f} {r['wall_s']:5.2f} "
+                  f"{r['wall_s'] / o['wall_s']:4.2f}x     {o['cpu_s']:5.2f} {r['cpu_s']:5.2f} "
+                  f"{r['cpu_s'] / o['cpu_s']:4.2f}x     {r['moved_vs_old']}")
+    if args.verify:
+        print("\ndense scan +- 2 resolution cells, 0.1 cell apart: interferometers with a lower "
+              "cost than the reported fit (by > 0.1 %), beyond those reported ambiguous")
+        print("prototype       N  lower (new)  ambiguous  lower among ambiguous  with outlier lines"
+              + ("  lower (old)" if args.baseline is not None else ""))
+        for r in rows:
+            acq = load_acquisition(args.data / r["acquisition"])
+            r["verify"] = dense_scan(acq, r["fit"])
+            line = (f"{r['acquisition']:<12} {r['interferometers']:>4}  {r['verify']['lower']:>11}  "
+                    f"{r['verify']['ambiguous']:>9}  {r['verify']['lower_ambiguous']:>21}  "
+                    f"{r['verify']['robust_not_checked']:>18}")
+            if args.baseline is not None:
+                r["old"]["verify"] = dense_scan(acq, r["old"]["fit"])
+                line += f"  {r['old']['verify']['lower']:>11}"
+            print(line, flush=True)
     sims = [] if args.skip_simulated or args.only else simulated()
     if sims:
         print("\nsimulated truth (SNR 100, interferometers with >= 6 fringes)")
@@ -157,6 +325,9 @@ def main() -> None:
                   f"  {s['opd_err_p95_nm']:9.2f}  {s['r_err_p95']:.4f}  {s['gain_err_p95_pct']:6.2f}"
                   f"  {s['opd_err_max_nm']:10.2f}  {s['r_err_max']:.4f}  {s['gain_err_max_pct']:6.2f}")
     if args.json:
+        for r in rows:
+            r.pop("fit", None)
+            r.get("old", {}).pop("fit", None)
         args.json.write_text(json.dumps({"real": rows, "simulated": sims}, indent=1))
 
 

@@ -3,8 +3,10 @@
 initialise (gain, windowed periodogram OPD, first-coefficient phase and R) -> choose the model
 and degree by BIC on a subset -> batched bounded least-squares regression of all
 interferometers on ``y = data / norm`` -> wrong-peak guard and restarts -> a robust (Huber)
-refit, with outlier lines dropped, of the interferometers that have outlier lines -> checks.
-The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
+refit, with outlier lines dropped, of the interferometers that have outlier lines -> the
+search for each least-squares fit's global minimum in OPD, with the interferometers whose
+best two minima are within the noise reported ambiguous (:mod:`calibration.opd_search`) ->
+checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
 diagnostics the report shows.
 
 Least squares wherever there are no outliers because the fit must minimise the figure of
@@ -38,8 +40,12 @@ away from it):
   fits better the first peak was wrong and is replaced (the count is reported), in rounds
   until the trend settles. An OPD still off the trend whose refit from the trend fitted
   worse (``alternative_kept_index``) is one the data prefer: the thickness series is not
-  smooth there (wfai_1 has some all along its bank), not a wrong peak;
-  ``trend_unsettled`` counts the trend outliers for which that was not shown.
+  smooth there (wfai_1 has some all along its bank), not a wrong peak.
+  ``trend_unsettled`` counts the trend outliers for which the data's preference is not
+  shown: the cost with the OPD held at the trend's (the rest fitted) is lower than the
+  fit's (for an interferometer with outlier lines: the guard's refit from the trend fitted
+  better). The OPD search (:mod:`calibration.opd_search`) moves OPDs off the trend where
+  that lowers the cost.
 """
 
 from __future__ import annotations
@@ -50,18 +56,28 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.polynomial import chebyshev
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from calibration.acquisitions import Acquisition
 from calibration.initialise import (
     InitialGuess,
     fourier_coefficients,
+    fringes,
     initialise,
     mapped,
-    quadrature_weights,
     running_median,
 )
 from calibration.model_selection import DEFAULT_MODELS, Selection, select, with_degree
-from calibration.regression import FitResult, fit, rms_normalised, series_range
+from calibration.opd_search import FEW_FRINGES, IMPROVEMENT, SearchResult, profile_costs, search
+from calibration.regression import (
+    FitResult,
+    bank_rows,
+    fit,
+    merge_rows,
+    rms_normalised,
+    series_range,
+    subset_result,
+)
 from onboard.physics.interferometers import InterferometerBank
 
 TREND_HALF_WINDOW = 4
@@ -72,7 +88,6 @@ LOCAL_WINDOW = 31
 #: A fit whose residual is this many times its neighbours' median is restarted (on
 #: imspoc_uv_2 the fits stuck in a local minimum are 2-3 times their neighbours).
 RESTART_RATIO = 2.0
-FEW_FRINGES = 4
 GUARD_ROUNDS = 8
 #: Iterations allowed to a restart (measured on imspoc_uv_2: with 30 instead of 60, 8
 #: restarts win instead of 11 and the median and 95th-percentile residuals do not move).
@@ -80,7 +95,7 @@ RESTART_ITERATIONS = 30
 MAX_ITERATIONS = 60
 
 
-def _trend_prediction(opd: NDArray, guess: InitialGuess, step: float, first_index: int
+def trend_prediction(opd: NDArray, guess: InitialGuess, step: float, first_index: int
                       ) -> NDArray[np.float64]:
     """Each OPD as its neighbours predict it: ridge line + running median of the offsets."""
     k = first_index + np.arange(opd.size)
@@ -107,7 +122,7 @@ def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: I
     refit from the trend was worse is one the data prefer (``alternative_kept_index``)."""
     resolution = 1.0 / float(np.ptp(acq.sigma))
     opd = result.bank.opd_um
-    pred = _trend_prediction(opd, guess, acq.opd_step_um, acq.first_index)
+    pred = trend_prediction(opd, guess, acq.opd_step_um, acq.first_index)
     peak = (np.abs(opd - pred) > resolution) | (guess.peak_margin <= 1.0)
     misfit = result.rms_normalised > RESTART_RATIO * running_median(result.rms_normalised,
                                                                      TREND_HALF_WINDOW)
@@ -121,7 +136,7 @@ def _try_alternative_peaks(result: FitResult, y: NDArray, acq: Acquisition, g: I
             "restarts_better": int((better & ~peak).sum())}
     kept = tried - moved
     for _ in range(GUARD_ROUNDS - 1):
-        pred = _trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+        pred = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
         off = np.abs(result.bank.opd_um - pred) > resolution
         off[list(kept)] = False
         if not off.any():
@@ -156,8 +171,7 @@ def _restart(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     start_opd = np.concatenate([pred[rows][far], *starts])
     sub = g.rows(cand)
     gain = chebyshev.chebval(mapped(sigma, g.sigma_domain), sub.gain_cheb.T)
-    z = y[cand] / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
-    z = z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
+    z = fringes(y[cand], gain, sigma)
     c1 = fourier_coefficients(z, sigma, start_opd[:, None])[:, 0]
     r0 = np.where(np.arange(cand.size) < far.sum(), np.clip(np.abs(c1), 0.02, 0.9), 0.2)
     sub = replace(sub, opd_um=start_opd, phase_rad=np.angle(np.conj(c1)), reflectivity=r0,
@@ -176,7 +190,7 @@ def _restart(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     better = cost[best, np.arange(rows.size)] < 0.999 * result.robust_cost[rows]
     if better.any():
         pick = index[best[better], np.flatnonzero(better)]
-        result = _merge(result, _subset_result(refit, pick), rows[better], y)
+        result = merge_rows(result, subset_result(refit, pick), rows[better], y)
     replaced[rows[better]] = True
     return result, replaced
 
@@ -187,7 +201,8 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
     saturated or mis-tuned line) are outliers. An interferometer with any is refitted with
     the robust (Huber) loss from its starting gain and R, so the outliers cannot bias the fit
     that names them (a dead pixel at a fringe minimum is only a few sigma off a biased
-    fit), then polished without the lines the robust fit puts beyond ``REJECT``.
+    fit), then polished without the lines the robust fit puts beyond ``REJECT``; one where
+    the robust fit finds none is refitted by least squares.
 
     The others keep their least-squares fit, which minimises the figure of merit: Huber
     also down-weights the sweep ends, where ``data / norm`` is noisy (2 % of median RMS on
@@ -202,7 +217,7 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
     # from the starting gain and R, at the OPD and phase found (a corrected peak stays)
     start = replace(g.rows(rows), opd_um=result.bank.opd_um[rows],
                     phase_rad=result.bank.phase_rad[rows])
-    result = _merge(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
+    result = merge_rows(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
     # lines beyond REJECT still pull a Huber fit linearly: drop them and polish; repeated,
     # since a line dropped against a fit biased by an outlier comes back once the polish
     # explains it
@@ -215,39 +230,19 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
         keep[rows] = new_keep
         sub = rows[changed]
         polished = fit(y[sub], sigma, g.rows(sub), line_weights=keep[sub].astype(float),
-                       start=_bank_rows(result.bank, sub), **fit_kw)
-        result = _merge(result, polished, sub, y)
+                       start=bank_rows(result.bank, sub), **fit_kw)
+        result = merge_rows(result, polished, sub, y)
+    # a row whose robust fit dropped no line had no outlier after all: least squares, the
+    # figure of merit, from the robust solution (a Huber fit there was 2-3 % worse by it on
+    # imspoc_uv_2). Rows with dropped lines keep their Huber fit, robust to the moderate
+    # outliers the threshold leaves in (a least-squares polish put 2 of 90 simulated
+    # interferometers out of tolerance with 2 % dead entries and a saturated line).
+    clean = rows[keep[rows].all(axis=1)]
+    if clean.size:
+        final = fit(y[clean], sigma, g.rows(clean), start=bank_rows(result.bank, clean),
+                    **{**fit_kw, "robust": False})
+        result = merge_rows(result, final, clean, y)
     return result, keep
-
-
-def _subset_result(r: FitResult, rows: NDArray) -> FitResult:
-    return FitResult(_bank_rows(r.bank, rows), r.residuals[rows], r.rms_normalised[rows],
-                     r.outliers[rows], r.sigma_params[rows], r.iterations, r.converged[rows],
-                     r.robust_cost[rows])
-
-
-def _bank_rows(bank: InterferometerBank, rows: NDArray) -> InterferometerBank:
-    return InterferometerBank.from_arrays(
-        {k: (v[rows] if k not in ("sigma_domain", "harmonics") else v)
-         for k, v in bank.arrays().items()})
-
-
-def _merge(result: FitResult, part: FitResult, rows: NDArray, y: NDArray) -> FitResult:
-    """``result`` with the interferometers ``rows`` replaced by ``part``'s."""
-    a = {k: v.copy() for k, v in result.bank.arrays().items()}
-    for k, v in part.bank.arrays().items():
-        if k not in ("sigma_domain", "harmonics"):
-            a[k][rows] = v
-    res = result.residuals.copy()
-    res[rows] = part.residuals
-    sig = result.sigma_params.copy()
-    sig[rows] = part.sigma_params
-    conv = result.converged.copy()
-    conv[rows] = part.converged
-    cost = result.robust_cost.copy()
-    cost[rows] = part.robust_cost
-    return FitResult(InterferometerBank.from_arrays(a), res, rms_normalised(res, y),
-                     result.outliers, sig, result.iterations + part.iterations, conv, cost)
 
 
 def _local_sigma(r: NDArray, width: int = LOCAL_WINDOW) -> NDArray[np.float64]:
@@ -282,6 +277,7 @@ class Characterisation:
     rms_recorded: NDArray[np.float64]
     checks: dict
     timings_s: dict = field(default_factory=dict)
+    search: SearchResult | None = None
 
     def summary(self) -> dict:
         """Small JSON-able summary (the calibration file's provenance carries it)."""
@@ -299,6 +295,25 @@ class Characterisation:
             "time_s": float(self.timings_s.get("total", 0.0)),
             **{k: v for k, v in self.checks.items() if not isinstance(v, list)},
         }
+
+
+def _trend_unsettled(result: FitResult, y: NDArray, acq: Acquisition, g: InitialGuess,
+                     guess: InitialGuess, selection: Selection, off: list[int],
+                     kept: list[int]) -> int:
+    """Trend outliers not shown to be the data's choice: the cost with the OPD held where
+    the neighbours put it (the rest fitted) is lower than the fit's, or, for an
+    interferometer with outlier lines (a Huber fit, no least-squares cost), the guard's last
+    refit from the trend fitted better."""
+    rows = np.asarray(off, dtype=int)
+    if rows.size == 0:
+        return 0
+    robust = result.outliers[rows].any(axis=1)
+    pred = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+    ls = rows[~robust]
+    there = profile_costs(result, y, acq.sigma, g, selection.harmonics, selection.degree, ls,
+                          pred[ls], None, MAX_ITERATIONS, exact_bounds=True).robust_cost
+    lower = there < (1.0 - IMPROVEMENT) * result.robust_cost[ls]
+    return int(lower.sum()) + len(set(rows[robust].tolist()) - set(kept))
 
 
 def opd_checks(bank: InterferometerBank, guess: InitialGuess, y: NDArray, sigma: NDArray,
@@ -346,7 +361,17 @@ def characterise(
     robust: bool = True,
     progress=None,
 ) -> Characterisation:
-    """Characterise every interferometer of ``acq``; ``progress(message)`` is told each step."""
+    """Characterise every interferometer of ``acq``; ``progress(message)`` is told each step.
+
+    BLAS runs on one thread here whatever the process's setting: the work is many small
+    batched products, where OpenBLAS threads cost more than they give (an in-process call
+    took 5.4-6.5 s with the default threads against 0.46-0.50 s with one, same data)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _characterise(acq, models, degrees, robust, progress)
+
+
+def _characterise(acq: Acquisition, models: tuple[str, ...], degrees: tuple[int, ...],
+                  robust: bool, progress) -> Characterisation:
     say = progress or (lambda _m: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -371,14 +396,20 @@ def characterise(
     keep = np.ones(y.shape, dtype=bool)
     if robust:
         result, keep = _robust_where_outliers(result, y, acq.sigma, g, selection)
+    trend = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
+    # the search compares least-squares costs: interferometers with outlier lines keep
+    # their robust fit
+    result, found = search(result, y, acq.sigma, g, selection.harmonics, selection.degree, trend,
+                           np.flatnonzero(keep.all(axis=1)))
     result.outliers = ~keep
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     checks = opd_checks(result.bank, guess, y, acq.sigma, acq.opd_step_um, acq.first_index)
     checks.update(alt)
-    # off the trend although the last refit from the trend fitted better (still moving when
-    # the guard's rounds ran out): these are not shown to be the data's choice
-    checks["trend_unsettled"] = len(set(checks["trend_outlier_index"]) - set(alt["alternative_kept_index"]))
+    checks.update(found.summary())
+    checks["trend_unsettled"] = _trend_unsettled(result, y, acq, g, guess, selection,
+                                                 checks["trend_outlier_index"],
+                                                 alt["alternative_kept_index"])
     timings["checks"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0 - timings["checks"]
     if acq.norm is not None and not acq.is_normalized:
@@ -386,4 +417,4 @@ def characterise(
     else:
         rec = result.rms_normalised
     return Characterisation(acq, result.bank, result, guess, selection, result.rms_normalised,
-                            rec, checks, timings)
+                            rec, checks, timings, found)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
 from calibration.acquisitions import AcquisitionError, load_acquisition
 from calibration.model_selection import DEFAULT_MODELS, MODELS
+from onboard.cli import require_packages
+
+if TYPE_CHECKING:
+    from calibration.characterise import Characterisation
+    from onboard.formats.calfile import Calibration
+
+
+#: The ground-side packages ``characterize`` imports, all in the ``ground`` extra (matplotlib
+#: only for the plots).
+CHARACTERIZE_NEEDS = ("threadpoolctl", "matplotlib")
 
 
 @click.group()
@@ -43,6 +54,8 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
     ACQUISITION is a folder of per-interferometer responses (data.npy, the real prototypes'
     layout) or a full-frame sweep of detector images (frames.npy; see calibration.fullframe),
     whose darks, flat and thumbnail layout go into the calibration file too."""
+    require_packages("calibrate characterize", "ground",
+                     *(m for m in CHARACTERIZE_NEEDS if not (no_plots and m == "matplotlib")))
     from calibration.calfile_writer import DeviceFileError, build_calibration
     from calibration.characterise import characterise
     from calibration.fullframe import is_full_frame
@@ -75,7 +88,7 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
     s = c.summary()
     if as_json:
         click.echo(json.dumps({**s, "calibration": str(output), "sha256": sha,
-                               "report": str(report_dir)}))
+                               "report": str(report_dir), "flight_problem": cal.flight_problem()}))
         return
     click.echo(
         f"{s['acquisition']}: {s['interferometers']} interferometers, {s['lines']} lines, "
@@ -86,7 +99,25 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
         f"{s['opd_trend_outliers']}, low periodogram margins {s['low_margin']}\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
         + (f" ({len(plots)} plots)" if plots else "")
+        + _ambiguous_line(c) + _flight_line(cal)
     )
+
+
+def _ambiguous_line(c: Characterisation) -> str:
+    """The interferometers whose best two OPD minima the data do not tell apart."""
+    found = c.search
+    if found is None or not found.ambiguous.any():
+        return ""
+    rows = np.flatnonzero(found.ambiguous)
+    pairs = ", ".join(f"{i}: {c.bank.opd_um[i]:.3f} or {found.alternative_opd_um[i]:.3f} µm"
+                      for i in rows[:8])
+    return (f"\n  {rows.size} interferometers ambiguous in OPD (two minima within the noise; "
+            f"both in report.json): {pairs}" + (" ..." if rows.size > 8 else ""))
+
+
+def _flight_line(cal: Calibration) -> str:
+    problem = cal.flight_problem()
+    return "" if problem is None else f"\n  WARNING: this file {problem}"
 
 
 def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path | None,

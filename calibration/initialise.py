@@ -84,6 +84,13 @@ def quadrature_weights(sigma: NDArray) -> NDArray[np.float64]:
     return w / w.sum()
 
 
+def fringes(y: NDArray, gain: NDArray, sigma: NDArray) -> NDArray[np.float64]:
+    """``y / gain - 1`` with its quadrature-weighted mean removed (N, S): the fringe signal
+    whose first Fourier coefficient at an OPD is ``R exp(-i phase)`` for every model."""
+    z = y / np.where(np.abs(gain) > 1e-9, gain, 1e-9) - 1.0
+    return z - (z * quadrature_weights(sigma)).sum(1, keepdims=True)
+
+
 def flat_field_gain(y: NDArray, sigma: NDArray, domain: tuple[float, float], degree: int) -> NDArray:
     """Chebyshev coefficients (N, degree+1) of each response's smooth level (weighted LS)."""
     v = chebyshev.chebvander(mapped(sigma, domain), degree)

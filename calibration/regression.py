@@ -75,8 +75,12 @@ class FitResult:
         return s * np.log(rss / s) + p * np.log(s)
 
 
-def _unpack(theta: NDArray, dg: int) -> tuple[NDArray, NDArray, NDArray, NDArray]:
-    return theta[:, 0], theta[:, 1], theta[:, 2 : 3 + dg], theta[:, 3 + dg :]
+def _unpack(theta: NDArray, dg: int, centre: float) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """OPD, phase, gain and reflectivity series of ``theta``, whose second column is the
+    phase at the domain's centre wavenumber ``psi = phase - 2 pi centre opd`` (see
+    :class:`_Basis`)."""
+    opd = theta[:, 0]
+    return opd, theta[:, 1] + 2.0 * np.pi * centre * opd, theta[:, 2 : 3 + dg], theta[:, 3 + dg :]
 
 
 @dataclass
@@ -86,9 +90,14 @@ class _Basis:
     sigma: NDArray  # (S,)
     vg: NDArray  # (S, Dg+1)
     vr: NDArray  # (S, Dr+1)
+    centre: float  # centre wavenumber of the domain
 
     def __post_init__(self) -> None:
-        self.two_pi_sigma = 2.0 * np.pi * self.sigma
+        # the phase is fitted as the phase at the centre of the domain, so the OPD's column
+        # is the derivative at fixed centre phase: ``2 pi (sigma - centre)``. With the phase
+        # at sigma = 0 instead, OPD and phase are almost collinear (sigma spans a fraction of
+        # its value) and the solver stalls short of the minimum.
+        self.two_pi_sigma = 2.0 * np.pi * (self.sigma - self.centre)
         self.vgg = np.einsum("sj,sk->sjk", self.vg, self.vg).reshape(len(self.sigma), -1)
         self.vgr = np.einsum("sj,sk->sjk", self.vg, self.vr).reshape(len(self.sigma), -1)
         self.vrr = np.einsum("sj,sk->sjk", self.vr, self.vr).reshape(len(self.sigma), -1)
@@ -99,7 +108,7 @@ def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None
     """Model (N, S) and the factors of its Jacobian: the OPD column ``d_opd`` (N, S), the
     phase column is ``-d_opd / (2 pi sigma)``, gain columns ``A T_j`` and reflectivity
     columns ``G dA/dR T_j`` (returned as A (N, S) and G dA/dR (N, S))."""
-    opd, phase, gc, rc = _unpack(theta, dg)
+    opd, phase, gc, rc = _unpack(theta, dg, b.centre)
     gain = gc @ b.vg.T  # (N, S)
     refl = rc @ b.vr.T
     x = fabry_perot.phase_argument(b.sigma[None, :], opd[:, None], phase[:, None])
@@ -110,7 +119,7 @@ def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None
 
 def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> NDArray:
     """The model (N, S) alone (a trial step needs no derivatives)."""
-    opd, phase, gc, rc = _unpack(theta, dg)
+    opd, phase, gc, rc = _unpack(theta, dg, b.centre)
     return fabry_perot.response(b.sigma[None, :], opd[:, None], rc @ b.vr.T, gc @ b.vg.T,
                                 phase[:, None], 0.0, harmonics)
 
@@ -251,6 +260,8 @@ def fit(
     max_iterations: int = 100,
     tolerance: float = 1e-6,
     uncertainty: bool = True,
+    fixed_opd: bool = False,
+    exact_bounds: bool = True,
 ) -> FitResult:
     """Fit all interferometers' responses ``y`` (N, S) at ``sigma`` (S,) from ``guess``.
 
@@ -259,7 +270,11 @@ def fit(
     of its noise level), e.g. the source's power when ``y`` is data divided by it; 0 drops
     a line. ``start``: continue from a fitted bank (same degrees) instead of ``guess``.
     ``uncertainty=False`` leaves ``sigma_params`` NaN (a fit that only ranks candidates
-    saves the normal matrix and its pseudo-inverse at the solution).
+    saves the normal matrix and its pseudo-inverse at the solution). ``fixed_opd``: the OPDs
+    stay at their starting values and everything else is fitted (a point of the cost's
+    profile in OPD; its ``sigma_params`` are NaN). ``exact_bounds=False`` leaves the series
+    where the bound penalty put them (violations of order 1e-3) and the penalty in the
+    cost: enough to rank starts, without the exact range search of the shift.
     """
     y = np.asarray(y, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -268,7 +283,8 @@ def fit(
     dg = guess.gain_cheb.shape[1] - 1
     dr = reflectivity_degree
     t = mapped(sigma, domain)
-    basis = _Basis(sigma, chebyshev.chebvander(t, dg), chebyshev.chebvander(t, dr))
+    centre = 0.5 * (domain[0] + domain[1])
+    basis = _Basis(sigma, chebyshev.chebvander(t, dg), chebyshev.chebvander(t, dr), centre)
     tb = BOUND_GRID
     vgb, vrb = chebyshev.chebvander(tb, dg), chebyshev.chebvander(tb, dr)
     theta = np.zeros((n, 4 + dg + dr))
@@ -286,6 +302,7 @@ def fit(
     if start is not None:
         theta[:, 0], theta[:, 1] = start.opd_um, start.phase_rad
         theta[:, 2 : 3 + dg], theta[:, 3 + dg :] = start.gain_cheb, start.reflectivity_cheb
+    theta[:, 1] -= 2.0 * np.pi * centre * theta[:, 0]
     sg, sr = slice(2, 3 + dg), slice(3 + dg, None)
 
     # unit weights (least squares, no line weights) are None: their products are skipped
@@ -345,7 +362,12 @@ def fit(
         a = normal_all[act]
         d = np.maximum(np.einsum("npp->np", a), 1e-12)
         lhs = a + lam[act, None, None] * d[:, :, None] * eye[None]
-        trial = theta[act] - np.linalg.solve(lhs, grad_all[act][:, :, None])[:, :, 0]
+        grad = grad_all[act]
+        if fixed_opd:  # the OPD's row and column decoupled, its gradient zero: no OPD step
+            lhs[:, 0, :] = lhs[:, :, 0] = 0.0
+            lhs[:, 0, 0] = 1.0
+            grad[:, 0] = 0.0
+        trial = theta[act] - np.linalg.solve(lhs, grad[:, :, None])[:, :, 0]
         r_t = _values(trial, basis, dg, harmonics) - y[act]
         cost_t, w_t = cost_and_weights(r_t, trial, act)
         better = cost_t < cost[act]
@@ -363,13 +385,14 @@ def fit(
             converged |= crawl
             cost_10 = cost.copy()
         moving = ok[~converged[ok]]
-        if moving.size:
+        if moving.size and iterations < max_iterations:  # (the last step needs no rebuild)
             normal_all[moving], grad_all[moving] = normal(moving)
-    # the penalty leaves violations of order 1e-3 at most: shift them out
-    theta[:, sr] = _lift_into_bounds(theta[:, sr], 0.0, R_UPPER)
-    theta[:, sg] = _lift_into_bounds(theta[:, sg], 0.0, np.inf)
     sig = np.full(theta.shape, np.nan)
-    if uncertainty:
+    if exact_bounds:
+        # the penalty leaves violations of order 1e-3 at most: shift them out
+        theta[:, sr] = _lift_into_bounds(theta[:, sr], 0.0, R_UPPER)
+        theta[:, sg] = _lift_into_bounds(theta[:, sg], 0.0, np.inf)
+    if uncertainty and not fixed_opd:
         f, parts = _model(theta, basis, dg, harmonics)
         r = f - y
         _, w = cost_and_weights(r, theta)
@@ -378,10 +401,18 @@ def fit(
         dof = max(s - theta.shape[1], 1)
         s2 = ((1.0 if w is None else w) * r * r).sum(1) / dof
         cov = np.linalg.pinv(a) * s2[:, None, None]
-        sig = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
-    else:
+        var = np.einsum("npp->np", cov)
+        # the phase's variance from the centre phase's: phase = psi + 2 pi centre opd
+        k = 2.0 * np.pi * centre
+        var[:, 1] = var[:, 1] + k * k * cov[:, 0, 0] + 2.0 * k * cov[:, 0, 1]
+        sig = np.sqrt(np.maximum(var, 0.0))
+    elif exact_bounds:
         r = _values(theta, basis, dg, harmonics) - y
-    opd, phase, gcf, rcf = _unpack(theta, dg)
+    if exact_bounds:
+        # the cost of the bank returned (after the shift into the bounds), so that fits
+        # from different starts compare by what they report
+        cost, _ = cost_and_weights(r, theta)
+    opd, phase, gcf, rcf = _unpack(theta, dg, centre)
     bank = InterferometerBank(
         opd_um=opd.copy(), phase_rad=np.angle(np.exp(1j * phase)), gain_cheb=gcf.copy(),
         reflectivity_cheb=rcf.copy(), offset=np.zeros(n), sigma_domain=domain, harmonics=harmonics,
@@ -401,3 +432,35 @@ def fit(
 def rms_normalised(residuals: NDArray, y: NDArray) -> NDArray[np.float64]:
     """Mean-normalised RMS residual per interferometer: ``RMS(fit - data) / mean(data)``."""
     return np.sqrt((residuals**2).mean(axis=1)) / np.abs(np.asarray(y).mean(axis=1))
+
+
+def subset_result(r: FitResult, rows: NDArray) -> FitResult:
+    """The interferometers ``rows`` of a fit."""
+    return FitResult(bank_rows(r.bank, rows), r.residuals[rows], r.rms_normalised[rows],
+                     r.outliers[rows], r.sigma_params[rows], r.iterations, r.converged[rows],
+                     r.robust_cost[rows])
+
+
+def bank_rows(bank: InterferometerBank, rows: NDArray) -> InterferometerBank:
+    """The interferometers ``rows`` of a bank (repeats allowed: one row per start)."""
+    return InterferometerBank.from_arrays(
+        {k: (v[rows] if k not in ("sigma_domain", "harmonics") else v)
+         for k, v in bank.arrays().items()})
+
+
+def merge_rows(result: FitResult, part: FitResult, rows: NDArray, y: NDArray) -> FitResult:
+    """``result`` with the interferometers ``rows`` replaced by ``part``'s."""
+    a = {k: v.copy() for k, v in result.bank.arrays().items()}
+    for k, v in part.bank.arrays().items():
+        if k not in ("sigma_domain", "harmonics"):
+            a[k][rows] = v
+    res = result.residuals.copy()
+    res[rows] = part.residuals
+    sig = result.sigma_params.copy()
+    sig[rows] = part.sigma_params
+    conv = result.converged.copy()
+    conv[rows] = part.converged
+    cost = result.robust_cost.copy()
+    cost[rows] = part.robust_cost
+    return FitResult(InterferometerBank.from_arrays(a), res, rms_normalised(res, y),
+                     result.outliers, sig, result.iterations + part.iterations, conv, cost)

@@ -1,13 +1,14 @@
 """The fit report: JSON for machines, PNG plots for people.
 
 ``report.json``: the summary (model, degree, BIC of every candidate, median / 95th
-percentile residuals, timings, the OPD and reflectivity checks) and one record per
-interferometer (residual, OPD with its one-sigma uncertainty, phase, mean reflectivity and
-gain, outlier lines, convergence).
+percentile residuals, timings, the OPD and reflectivity checks, the OPD search's counts) and
+one record per interferometer (residual, OPD with its one-sigma uncertainty, phase, mean
+reflectivity and gain, outlier lines, convergence, least-squares cost, and for an
+interferometer ambiguous in OPD the other minimum's OPD and cost).
 
 Plots: measured against fitted response for four interferometers (the 10th, 50th and 90th
-percentile of the residual, and the worst), OPD against the nominal ridge line, and the
-residual per interferometer.
+percentile of the residual, and the worst), OPD against the nominal ridge line (ambiguous
+interferometers with their other minimum), and the residual per interferometer.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ def to_json(c: Characterisation) -> dict:
     r_mean = c.bank.reflectivity(sigma).mean(axis=1)
     g_mean = c.bank.gain(sigma).mean(axis=1)
     sp = c.result.sigma_params
+    found = c.search
+    amb = np.zeros(len(c.bank), bool) if found is None else found.ambiguous
+
+    def alternative(i: int) -> dict:
+        """The other minimum of an ambiguous interferometer (None elsewhere)."""
+        if not amb[i]:
+            return {"opd_alternative_um": None, "cost_alternative": None}
+        assert found is not None
+        return {"opd_alternative_um": float(found.alternative_opd_um[i]),
+                "cost_alternative": float(found.alternative_cost[i])}
+
     rows = [
         {
             "index": i,
@@ -40,6 +52,9 @@ def to_json(c: Characterisation) -> dict:
             "outlier_lines": np.flatnonzero(c.result.outliers[i]).tolist(),
             "converged": bool(c.result.converged[i]),
             "periodogram_margin": float(min(c.guess.peak_margin[i], 1e6)),
+            "cost": float(c.result.robust_cost[i]),
+            "ambiguous": bool(amb[i]),
+            **alternative(i),
         }
         for i in range(len(c.bank))
     ]
@@ -100,10 +115,17 @@ def write_plots(c: Characterisation, folder: str | Path) -> list[Path]:
     axes[0].plot(k, k * acq.opd_step_um, "-", lw=0.8, label="index x design step")
     axes[0].plot(k, line, "--", lw=0.8, label="ridge line (offset + scale x index x step)")
     axes[0].set_ylabel("OPD (µm)")
-    axes[0].legend(fontsize=8)
     axes[1].plot(k, c.bank.opd_um - line, ".", ms=3)
     bad = c.checks.get("trend_outlier_index", [])
-    axes[1].plot(bad, (c.bank.opd_um - line)[bad], "x", color="tab:red", label="trend outliers")
+    axes[1].plot(k[bad], (c.bank.opd_um - line)[bad], "x", color="tab:red", label="trend outliers")
+    if c.search is not None and c.search.ambiguous.any():
+        a = np.flatnonzero(c.search.ambiguous)
+        for ax, ref in ((axes[0], 0.0), (axes[1], line[a])):
+            ax.vlines(k[a], c.bank.opd_um[a] - ref, c.search.alternative_opd_um[a] - ref,
+                      color="tab:orange", lw=0.8)
+            ax.plot(k[a], c.search.alternative_opd_um[a] - ref, "o", mfc="none", ms=4,
+                    color="tab:orange", label="ambiguous: the other minimum")
+    axes[0].legend(fontsize=8)
     axes[1].set_ylabel("OPD - ridge line (µm)")
     axes[1].set_xlabel("interferometer index")
     axes[1].legend(fontsize=8)

@@ -76,7 +76,8 @@ def _calibration_report(path: Path) -> dict[str, Any]:
     wl = cal.wavelengths_nm
     report.update(kind=cal.kind, instrument=cal.instrument, bands=int(wl.size),
                   wavelengths_nm=[float(wl.min()), float(wl.max())],
-                  created_utc=cal.created_utc, software_version=cal.software_version)
+                  created_utc=cal.created_utc, software_version=cal.software_version,
+                  flight_problem=cal.flight_problem())
     return report
 
 
@@ -144,6 +145,8 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"calibration: {c['path']} sha256 {_short(c['sha256'])} ({c['kind']}, "
                      f"{c['instrument']}, {c['bands']} bands {c['wavelengths_nm'][0]:.0f}-"
                      f"{c['wavelengths_nm'][1]:.0f} nm, software {c['software_version']})")
+        if c["flight_problem"]:
+            lines.append(f"  CANNOT FLY: {c['flight_problem']}")
     elif info["calibration_error"]:
         lines += ["calibration:", f"  {info['calibration_error']}"]
     else:
@@ -169,10 +172,11 @@ def info(ctx: click.Context, bundle_dir: Path | None, calibration: Path | None,
     """Engines, versions, calibration and models in use, and why others are not.
 
     Exits with status 1 when a bundle or calibration file given on the command line cannot
-    be used at all (the report still says why)."""
+    be used at all, or the calibration cannot fly (the report still says why)."""
     report = collect(bundle_dir, calibration)
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
     refused = (bundle_dir is not None and report["bundle"] is None) or \
-        (calibration is not None and report["calibration"] is None)
+        (calibration is not None and (report["calibration"] is None
+                                      or report["calibration"]["flight_problem"] is not None))
     if refused:
         ctx.exit(1)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from calibration.simulate import truth_errors
 from onboard.formats import calfile
@@ -92,3 +93,69 @@ def test_full_frame_bad_input_is_one_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
     run = _onboard("calibrate", "simulate", "--full-frame", "-o", str(acq), "--snr", "50")
     assert run.returncode == 2 and "--snr" in run.stderr
+
+
+def test_readme_flow_makes_no_unflyable_file_unnoticed(tmp_path: Path) -> None:
+    """The README's flow on a response sweep: the file has no detector geometry, so
+    characterize warns, info flags it (status 1) and run refuses it, each naming the
+    commands that make a flyable one; the README documents them."""
+    acq, cal = tmp_path / "acq", tmp_path / "acq.cal"
+    assert _onboard("calibrate", "simulate", "-o", str(acq), "--interferometers", "12",
+                    "--lines", "120").returncode == 0
+    made = _onboard("calibrate", "characterize", str(acq), "-o", str(cal), "--no-plots")
+    assert made.returncode == 0, made.stderr
+    assert "cannot fly" in made.stdout
+    info = _onboard("info", "--calibration", str(cal))
+    assert info.returncode == 1
+    assert "CANNOT FLY" in info.stdout and "--full-frame --preset default" in info.stdout
+    info_json = _onboard("info", "--calibration", str(cal), "--json")
+    assert "no detector geometry" in json.loads(info_json.stdout)["calibration"]["flight_problem"]
+    run = _onboard("run", "--calibration", str(cal), "--frames", "1", "--out", str(tmp_path / "o"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "no detector geometry" in run.stderr and "--full-frame --preset default" in run.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "--preset default" in readme
+
+
+#: Runs the real CLI with some packages made unimportable, as in a runtime-only install.
+_WITHOUT = """
+import sys
+sys.modules.update(dict.fromkeys({blocked!r}))  # None in sys.modules: Python's own "not installed"
+from onboard.cli import main
+sys.argv = ["onboard", *{args!r}]
+main()
+"""
+
+
+def test_characterize_without_the_ground_extra_says_so_before_any_work(tmp_path: Path) -> None:
+    src = Path(__file__).parent / "data" / "imspoc" / "imagaz_1"
+    cal = tmp_path / "x.cal"
+    code = _WITHOUT.format(blocked={"matplotlib", "threadpoolctl"},
+                           args=["calibrate", "characterize", str(src), "-o", str(cal)])
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
+    assert "pip install 'onboard[ground]'" in run.stderr
+    assert "matplotlib" in run.stderr and "threadpoolctl" in run.stderr
+    assert "initialising" not in run.stderr  # no work started
+    assert not cal.exists() and not (tmp_path / "x_report").exists()
+
+
+@pytest.mark.slow
+def test_readme_flow_with_the_default_preset_flies(tmp_path: Path) -> None:
+    """The README's flyable flow: a full-frame sweep of the instrument 'onboard run'
+    simulates, characterised, passes 'info' and flies: products, accuracy against truth."""
+    acq, cal, out = tmp_path / "acq", tmp_path / "acq.cal", tmp_path / "out"
+    assert _onboard("calibrate", "simulate", "--full-frame", "--preset", "default", "-o",
+                    str(acq)).returncode == 0
+    made = _onboard("calibrate", "characterize", str(acq), "-o", str(cal), "--no-plots")
+    assert made.returncode == 0 and "cannot fly" not in made.stdout, made.stderr
+    info = _onboard("info", "--calibration", str(cal))
+    assert info.returncode == 0 and "CANNOT FLY" not in info.stdout, info.stdout
+    run = _onboard("run", "--calibration", str(cal), "--frames", "2", "--out", str(out),
+                   "--json", str(tmp_path / "s.json"), "--quiet")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 2 and summary["products_written"] >= 2
+    assert summary["accuracy"]["psnr_gain_db"] > 0

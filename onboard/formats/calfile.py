@@ -110,6 +110,21 @@ class Calibration:
                     f"{self.layout.detector_shape}"
                 )
 
+    def flight_problem(self) -> str | None:
+        """Why this calibration cannot fly, or None. An ImSPOC layout of 1 x 1 thumbnails
+        holds no detector geometry: it comes from a sweep of averaged per-interferometer
+        responses characterised without a device file, and a flight frame would be compared
+        with a (1, N) detector and make no products. The message names the commands that
+        make a flyable file."""
+        if self.kind != "imspoc" or self.layout is None or tuple(self.layout.thumb_shape) != (1, 1):
+            return None
+        return (f"no detector geometry (1 x 1 thumbnails on a {self.layout.detector_shape} "
+                "'detector': characterised from averaged responses without a device file), so "
+                "it cannot fly. For the instrument 'onboard run' simulates: 'onboard calibrate "
+                "simulate --full-frame --preset default -o ACQ' then 'onboard calibrate "
+                "characterize ACQ -o FILE.cal'; for a real instrument, characterize its "
+                "full-frame sweep, or its responses with --device device.json")
+
     def header(self) -> dict:
         return {
             "format": FORMAT,

@@ -152,13 +152,14 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
     follow = Path(config.run.replay) if config.link.port and config.run.replay else None
     if follow is not None:
         config.run.replay = None
+    session = build_session(config)  # a SessionError is said in one line by onboard.cli
     out_dir = Path(config.run.out)
-    # output paths are checked before any work: a run must not end in a traceback after the job
+    # output paths are checked before any frame: a run must not end in a traceback after the
+    # job; a run refused for its set-up (above) leaves no folder behind
     if config.link.port is None:
         _claim_output(out_dir, overwrite)
     if json_path is not None:
         _check_writable(json_path)
-    session = build_session(config)  # a SessionError is said in one line by onboard.cli
     for line in session.notes:
         click.echo(line, err=True)
     try:

@@ -80,6 +80,13 @@ class Imspoc(Sensor):
         notes = []
         if config.run.calibration:
             cal = _read_calibration(config.run.calibration, self.name)
+            problem = cal.flight_problem()
+            if problem is None and cal.layout is not None \
+                    and tuple(cal.layout.detector_shape) != tuple(inst.layout.detector_shape):
+                problem = (f"its detector is {tuple(cal.layout.detector_shape)}, the simulated "
+                           f"{inst.name}'s is {tuple(inst.layout.detector_shape)}")
+            if problem:
+                raise SessionError(f"{config.run.calibration}: {problem}")
             notes.append(f"calibration: {config.run.calibration}")
             if len(cal.wavelengths_nm) != config.imspoc.n_bands:
                 notes.append(f"bands: the calibration file sets {len(cal.wavelengths_nm)} bands; "

@@ -1,0 +1,282 @@
+"""The global minimum in OPD of every interferometer's fit, and the ones the data leave open.
+
+A least-squares fit from one start stops in the minimum of that start's basin. In OPD the
+cost has several: the periodogram's side lobes a resolution cell ``1 / span(sigma)`` apart,
+and, with the gain and reflectivity series free, minima a fraction of a cell apart (on
+imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum at 9.856 µm,
+0.346). The search, batched over all interferometers:
+
+1. **Starts** per interferometer: a scan of the OPD over ``SCAN_CELLS`` resolution cells
+   around the fit, the ``PEAKS`` highest periodogram peaks (of ``y / gain - 1``) outside
+   the fit's main lobe within ``PEAK_WINDOW_CELLS`` of it, and the OPD its neighbours'
+   trend predicts.
+2. **Screening** (:func:`_screen`): each start's cost with the data's phase at its OPD, the
+   fit's reflectivity and the gain series refitted linearly: one response evaluation per
+   start, no derivatives. Interferometers with under ``FEW_FRINGES`` fringes across the
+   sweep are also profiled finely (``RUGGED_*``: the OPD held, the rest fitted), since
+   their gain and reflectivity trade against the OPD and their minima lie a fraction of a
+   cell apart, where the screen cannot follow.
+3. **Refinement**: each interferometer's best start is fitted freely (all parameters)
+   where its screened cost is under the fit's plus the noise margin; the refined fit
+   replaces the current one where it lowers the cost by ``IMPROVEMENT``. Those that moved
+   are searched again from where they landed (``ROUNDS``).
+4. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
+   apart or more and their costs differ by less than the noise (``AMBIGUOUS_CHI2`` in
+   units of the residual variance: ``(S - P) delta_cost / cost < AMBIGUOUS_CHI2``, a
+   likelihood ratio of e^2 at most), the interferometer is ambiguous; both OPDs are
+   reported.
+
+The cost compared is the fit's own least squares on ``y``; interferometers with outlier
+lines keep their robust (Huber) fit and are not searched (a Huber cost depends on each
+fit's own noise scale, so costs from different starts do not compare).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.polynomial import chebyshev
+from numpy.typing import NDArray
+
+from calibration.initialise import (
+    InitialGuess,
+    fourier_coefficients,
+    fringes,
+    mapped,
+    quadrature_weights,
+)
+from calibration.regression import FitResult, bank_rows, fit, merge_rows, subset_result
+from onboard.physics import fabry_perot
+from onboard.physics.interferometers import InterferometerBank
+
+#: OPD offsets of the scan around the fit, in resolution cells.
+SCAN_CELLS = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
+#: Periodogram peaks tried per interferometer, and how far from the fit they are looked for.
+PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
+#: Under this many fringes across the sweep an interferometer's OPD is also profiled finely
+#: (+- RUGGED_CELLS, RUGGED_STEP_CELLS apart, OPD held, RUGGED_ITERATIONS each).
+FEW_FRINGES = 4
+RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.2, 6
+#: Rounds of the search (the next round searches only the interferometers that moved).
+ROUNDS = 4
+#: Iterations of the refinement of the best start.
+REFINE_ITERATIONS = 30
+#: A refined start replaces the fit where its cost is lower by this fraction.
+IMPROVEMENT = 1e-3
+#: Two minima whose costs differ by less than this many residual variances are ambiguous.
+AMBIGUOUS_CHI2 = 4.0
+#: Minima closer than this (resolution cells) are the same minimum.
+DISTINCT_CELLS = 0.1
+
+
+@dataclass
+class SearchResult:
+    """What the search found, per interferometer (N,).
+
+    moved: the fit was replaced by a lower minimum a tenth of a cell away or more.
+    ambiguous: the best two minima are within the noise; ``alternative_opd_um`` and
+    ``alternative_cost`` (NaN elsewhere) are the other one's. starts: starts screened.
+    searched: the interferometers searched (not those with outlier lines, whose robust fit
+    has no least-squares cost to compare).
+    """
+
+    moved: NDArray[np.bool_]
+    ambiguous: NDArray[np.bool_]
+    alternative_opd_um: NDArray[np.float64]
+    alternative_cost: NDArray[np.float64]
+    starts: int
+    refined: int
+    searched: NDArray[np.bool_]
+
+    def summary(self) -> dict:
+        return {"search_starts": self.starts, "search_refined": self.refined,
+                "search_moved": int(self.moved.sum()), "ambiguous": int(self.ambiguous.sum()),
+                "search_skipped_outlier_rows": int((~self.searched).sum()),
+                "search_moved_index": np.flatnonzero(self.moved).tolist(),
+                "ambiguous_index": np.flatnonzero(self.ambiguous).tolist()}
+
+
+def _fit_kw(harmonics: int | None, degree: int) -> dict:
+    return {"harmonics": harmonics, "reflectivity_degree": degree, "robust": False,
+            "uncertainty": False}
+
+
+def _weights(keep: NDArray[np.bool_] | None, rows: NDArray) -> NDArray | None:
+    """Line weights of ``rows`` (None where every line is kept: the fast unit-weight path)."""
+    if keep is None or keep[rows].all():
+        return None
+    return keep[rows].astype(float)
+
+
+def _start_phase(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray,
+                 opd_um: NDArray) -> NDArray[np.float64]:
+    """The phase of the first Fourier coefficient of ``y / gain - 1`` of ``rows[i]`` at
+    ``opd_um[i]``: the data's own phase at a start's OPD (for every model the first
+    harmonic's)."""
+    zw = (fringes(y, result.bank.gain(sigma), sigma) * quadrature_weights(sigma))[rows]
+    arg = np.mod(sigma[None, :] * opd_um[:, None], 1.0) * (2.0 * np.pi)
+    return np.arctan2((zw * np.sin(arg)).sum(1), (zw * np.cos(arg)).sum(1))
+
+
+def _start_bank(result: FitResult, rows: NDArray, opd_um: NDArray, phase_rad: NDArray,
+                gain_cheb: NDArray | None = None) -> InterferometerBank:
+    """The fit of ``rows`` (one start per entry) moved to ``opd_um`` and ``phase_rad``."""
+    bank = bank_rows(result.bank, rows)
+    return replace(bank, opd_um=np.asarray(opd_um, dtype=float), phase_rad=phase_rad,
+                   gain_cheb=bank.gain_cheb if gain_cheb is None else gain_cheb)
+
+
+def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um: NDArray
+            ) -> tuple[NDArray, NDArray, NDArray]:
+    """Cost (M,), phase (M,) and gain series (M, Dg+1) of each start: OPD ``opd_um``, the
+    data's phase there, the fit's reflectivity, the gain series refitted by linear least
+    squares (the model is linear in it). One response evaluation per start, no
+    derivatives: a tenth of a fit's cost, and it ranks the starts (a screening fit of
+    one to three iterations with everything else free picked the same starts on imspoc_uv_2
+    and wfai_1)."""
+    bank = result.bank
+    phase = _start_phase(result, y, sigma, rows, opd_um)
+    refl = bank.reflectivity(sigma)[rows]
+    a = fabry_perot.response(sigma[None, :], opd_um[:, None], refl, 1.0, phase[:, None], 0.0,
+                             bank.harmonics)
+    vg = chebyshev.chebvander(mapped(sigma, bank.sigma_domain), bank.gain_cheb.shape[1] - 1)
+    q = vg.shape[1]
+    vgg = np.einsum("sj,sk->sjk", vg, vg).reshape(sigma.size, -1)
+    ys = y[rows]
+    m = ((a * a) @ vgg).reshape(-1, q, q)
+    m += 1e-12 * np.einsum("npp->np", m).max(axis=1)[:, None, None] * np.eye(q)[None]
+    rhs = (a * ys) @ vg
+    coef = np.linalg.solve(m, rhs[:, :, None])[:, :, 0]
+    return 0.5 * ((ys * ys).sum(1) - (coef * rhs).sum(1)), phase, coef
+
+
+def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
+                  harmonics: int | None, degree: int, rows: NDArray, opd_um: NDArray,
+                  keep: NDArray[np.bool_] | None = None, iterations: int = 30,
+                  exact_bounds: bool = False) -> FitResult:
+    """The cost profile in OPD: each ``rows[i]`` fitted with its OPD held at ``opd_um[i]``
+    (everything else from the fit, the phase from the data), batched. ``exact_bounds``: a
+    cost of series shifted into the bounds (a point the search could report) rather than
+    the penalised cost (enough to rank starts)."""
+    start = _start_bank(result, rows, opd_um, _start_phase(result, y, sigma, rows, opd_um))
+    return fit(y[rows], sigma, g.rows(rows), start=start, line_weights=_weights(keep, rows),
+               max_iterations=iterations, fixed_opd=True, exact_bounds=exact_bounds,
+               **_fit_kw(harmonics, degree))
+
+
+def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> NDArray:
+    """The ``PEAKS`` highest local maxima (N, PEAKS) of each periodogram of ``y / gain - 1``
+    within ``PEAK_WINDOW_CELLS`` of the fit, outside its main lobe (NaN where fewer). One
+    grid for all rows (one single-precision matrix product), an eighth of a cell apart."""
+    opd = result.bank.opd_um
+    grid = np.arange(0.5 * resolution, opd.max() + (PEAK_WINDOW_CELLS + 1) * resolution,
+                     resolution / 8)
+    power = np.abs(fourier_coefficients(fringes(y, result.bank.gain(sigma), sigma), sigma,
+                                        grid)) ** 2
+    is_max = np.zeros_like(power, dtype=bool)
+    is_max[:, 1:-1] = (power[:, 1:-1] > power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
+    dist = np.abs(grid[None, :] - opd[:, None])
+    is_max &= (dist >= resolution) & (dist <= PEAK_WINDOW_CELLS * resolution)
+    ranked = np.argsort(np.where(is_max, -power, np.inf), axis=1)[:, :PEAKS]
+    return np.where(np.take_along_axis(is_max, ranked, axis=1), grid[ranked], np.nan)
+
+
+def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
+           harmonics: int | None, degree: int, trend_opd_um: NDArray, rows: NDArray
+           ) -> tuple[FitResult, SearchResult]:
+    """The search of the module docstring on the interferometers ``rows`` of ``result``
+    (least-squares fits on every line), in rounds: one that moved is searched again from
+    where it landed (few-fringe ones have chains of minima a fraction of a cell apart, each
+    lower than the last), up to ``ROUNDS`` times."""
+    n = y.shape[0]
+    searched = np.zeros(n, bool)
+    searched[rows] = True
+    found = SearchResult(np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan),
+                         np.full(n, np.nan), 0, 0, searched)
+    for _ in range(ROUNDS):
+        if rows.size == 0:
+            break
+        part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
+                               harmonics, degree, trend_opd_um[rows])
+        result = merge_rows(result, part, rows, y)
+        found.moved[rows] |= f.moved
+        found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
+        found.alternative_opd_um[rows[f.ambiguous]] = f.alternative_opd_um[f.ambiguous]
+        found.alternative_cost[rows[f.ambiguous]] = f.alternative_cost[f.ambiguous]
+        found.starts += f.starts
+        found.refined += f.refined
+        rows = rows[f.moved]
+    found.alternative_opd_um[~found.ambiguous] = np.nan
+    found.alternative_cost[~found.ambiguous] = np.nan
+    return result, found
+
+
+def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
+                 harmonics: int | None, degree: int, trend_opd_um: NDArray
+                 ) -> tuple[FitResult, SearchResult]:
+    """One round of the search on every interferometer of ``result``."""
+    n, s = y.shape
+    resolution = 1.0 / float(np.ptp(sigma))
+    opd = result.bank.opd_um
+    cand = np.concatenate([opd[:, None] + np.asarray(SCAN_CELLS)[None, :] * resolution,
+                           _peaks(result, y, sigma, resolution), trend_opd_um[:, None]], axis=1)
+    # a start must be new: off the fit's main lobe centre by the scan's spacing, positive
+    far = np.abs(cand - opd[:, None]) >= 0.5 * resolution - 1e-9
+    ok = np.isfinite(cand) & (cand > 0.5 * resolution) & far
+    row, col = np.nonzero(ok)
+    screened, phase, gain = _screen(result, y, sigma, row, cand[row, col])
+    table = np.full(cand.shape, np.inf)
+    table[row, col] = screened
+    best = np.argmin(table, axis=1)
+    best_cost = table[np.arange(n), best]
+    pick = np.searchsorted(np.flatnonzero(ok.ravel()), np.arange(n) * cand.shape[1] + best)
+    pick = pick.clip(0, max(row.size - 1, 0))
+    start = _start_bank(result, np.arange(n), cand[np.arange(n), best], phase[pick], gain[pick])
+    # few fringes: gain and reflectivity trade against the OPD and minima lie a fraction of
+    # a cell apart, where the screen's fixed reflectivity cannot follow: a fine profile
+    rugged = np.flatnonzero(opd < FEW_FRINGES * resolution)
+    starts = len(row)
+    if rugged.size:
+        fine = np.arange(-RUGGED_CELLS, RUGGED_CELLS + 1e-9, RUGGED_STEP_CELLS) * resolution
+        r_rows = np.repeat(rugged, fine.size)
+        prof = profile_costs(result, y, sigma, g, harmonics, degree, r_rows,
+                             opd[r_rows] + np.tile(fine, rugged.size), None, RUGGED_ITERATIONS)
+        costs = prof.robust_cost.reshape(rugged.size, fine.size)
+        j = np.argmin(costs, axis=1)
+        lower = costs[np.arange(rugged.size), j] < best_cost[rugged]
+        if lower.any():
+            at = np.flatnonzero(lower) * fine.size + j[lower]
+            a = start.arrays()
+            for k, v in bank_rows(prof.bank, at).arrays().items():
+                if k not in ("sigma_domain", "harmonics"):
+                    a[k][rugged[lower]] = v
+            start = InterferometerBank.from_arrays(a)
+            best_cost[rugged[lower]] = costs[np.flatnonzero(lower), j[lower]]
+        starts += r_rows.size
+    p = 2 + result.bank.gain_cheb.shape[1] + result.bank.reflectivity_cheb.shape[1]
+    margin = AMBIGUOUS_CHI2 / max(s - p, 1)
+    cost = result.robust_cost
+    todo = np.flatnonzero(best_cost < cost * (1.0 + margin))
+    moved = np.zeros(n, dtype=bool)
+    ambiguous = np.zeros(n, dtype=bool)
+    alt_opd = np.full(n, np.nan)
+    alt_cost = np.full(n, np.nan)
+    if todo.size:
+        refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
+                      max_iterations=REFINE_ITERATIONS,
+                      **{**_fit_kw(harmonics, degree), "uncertainty": True})
+        new_cost = refined.robust_cost
+        distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
+        better = new_cost < (1.0 - IMPROVEMENT) * cost[todo]
+        lo, hi = np.minimum(new_cost, cost[todo]), np.maximum(new_cost, cost[todo])
+        amb = distinct & ((hi - lo) / np.maximum(lo, 1e-300) < margin)
+        ambiguous[todo[amb]] = True
+        alt_opd[todo[amb]] = np.where(better[amb], opd[todo[amb]], refined.bank.opd_um[amb])
+        alt_cost[todo[amb]] = np.where(better[amb], cost[todo[amb]], new_cost[amb])
+        moved[todo[better & distinct]] = True
+        if better.any():
+            part = subset_result(refined, np.flatnonzero(better))
+            result = merge_rows(result, part, todo[better], y)
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size),
+                                np.ones(n, bool))
