@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from firmware_bridge.auth import load_key, write_key
+from firmware_bridge.auth import load_key, provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.messages import EventCode
 from firmware_bridge.storage import free_bytes
@@ -93,8 +93,8 @@ def spool_events(fc: FlightComputer) -> list[tuple[str, str, str, int, int]]:
 
 def soak(tmp: Path, fs: Path, frames: int, quota_mb: float, floor_mb: float, rate: float) -> dict:
     secret = secrets.token_bytes(32)
-    write_key(tmp / "payload.key", secret)
-    write_key(tmp / "fc.key", secret)
+    provision(tmp / "payload.key", tmp / "counter.json", secret)  # each key with its counter file
+    provision(tmp / "fc.key", tmp / "fc-counter.json", secret)
     (tmp / "mission.toml").write_text(
         f"[run]\ndisk_floor_mb = {floor_mb}\ndeadline_s = 30\n[link]\n"
         f'key_file = "{tmp / "payload.key"}"\ncounter_file = "{tmp / "counter.json"}"\n'
