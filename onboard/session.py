@@ -151,8 +151,7 @@ def classical_classifier(sensor: str, wavelengths_nm: ArrayLike,
 def build_session(config: Config) -> Session:
     """Everything ``onboard run`` needs, from a validated Config."""
     notes: list[str] = []
-    # the ImSPOC reconstructs each pixel from many detector pixels: no column stripes survive
-    denoise_config = SubspaceDenoiseConfig(destripe="none" if config.run.sensor == "imspoc" else "gain")
+    denoise_config = SubspaceDenoiseConfig.for_sensor(config.run.sensor)
 
     def denoise(cube):
         return denoise_subspace(cube, denoise_config)

@@ -167,7 +167,8 @@ def test_eigenimage_transform_is_exact_and_noise_level_is_measured():
     z = rng.standard_normal((3, 40, 56))
     # Threshold scale 0: every coefficient kept, so the transform must invert exactly.
     assert np.allclose(denoise_eigenimages(z, 3, threshold_scale=0.0), z, atol=1e-12)
-    # Pure white noise of known sigma: BayesShrink finds no signal and removes nearly all.
+    # Pure white noise of sigma 2 (above the whitened 1: understated noise, measured on the
+    # weakest image): the Wiener gain finds no signal and removes nearly all.
     out = denoise_eigenimages(2.0 * z, 3)
     assert np.std(out) < 0.25 * 2.0
 

@@ -1,0 +1,90 @@
+"""The real benchmark cubes of ``shared/data/real_cubes`` (README there), read as clean truth.
+
+Four public scenes with real spatial texture and spectral variability, which the farmland
+simulator does not have: the denoiser is trained on :data:`TRAIN` and every number we report
+is on :data:`TEST` (split by cube, so no pixel of a reported scene was seen in training). The
+held-out cubes are both AVIRIS scenes, the sensor the denoiser is also judged on outside the
+repository; the training cubes are the two VNIR ones (Samson, ROSIS beach).
+
+Each cube is scaled to [0, 1] as a whole (one offset and one scale, so spectra keep their
+shapes), after dropping bands that are constant or saturated (AVIRIS water-vapour channels
+of the urban scene). Wavelength grids are approximate (the files carry none; README).
+The files are read with SciPy (ground tool: export, benches, tests), never in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Environment variable naming the folder of the cubes (else the nearest ``shared/data/real_cubes``
+#: above this checkout).
+ENV = "ONBOARD_REAL_CUBES"
+TRAIN = ("samson", "beach")
+TEST = ("jasper", "urban")
+#: AVIRIS channel centres, approximately: 224 channels over 365-2497 nm.
+_AVIRIS_NM = np.linspace(365.0, 2497.0, 224)
+
+
+@dataclass(frozen=True)
+class RealCube:
+    """A clean real cube: ``data`` (B, H, W) float64 in [0, 1], ``wavelengths_nm`` (B,)
+    (approximate), ``name`` and ``sensor``."""
+
+    name: str
+    sensor: str
+    data: NDArray[np.float64]
+    wavelengths_nm: NDArray[np.float64]
+
+
+def folder() -> Path | None:
+    """The cubes' folder, or None where this checkout has no shared data."""
+    env = os.environ.get(ENV)
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "data" / "real_cubes"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _read(name: str, root: Path) -> tuple[NDArray, NDArray, str]:
+    """(cube (H, W, B) raw, grid (B,), sensor) as the README lays each file out."""
+    from scipy.io import loadmat
+
+    if name == "samson":
+        m = loadmat(root / "samson_1.mat")
+        return m["V"].T.reshape(95, 95, 156, order="F"), np.linspace(401.0, 889.0, 156), "Samson VNIR"
+    if name == "jasper":
+        m = loadmat(root / "jasperRidge2_R198.mat")
+        grid = _AVIRIS_NM[m["SlectBands"].ravel().astype(int) - 1]
+        return m["Y"].T.reshape(100, 100, 198, order="F"), grid, "AVIRIS"
+    if name == "urban":
+        m = loadmat(root / "abu-urban-2.mat")
+        return m["data"], np.linspace(400.0, 2500.0, m["data"].shape[2]), "AVIRIS"
+    if name == "beach":
+        m = loadmat(root / "abu-beach-4.mat")
+        return m["data"], np.linspace(430.0, 860.0, m["data"].shape[2]), "ROSIS-03"
+    raise ValueError(f"unknown real cube {name!r}; known: {', '.join(TRAIN + TEST)}")
+
+
+def load(name: str, root: Path | None = None) -> RealCube:
+    """A real cube, bands first, scaled to [0, 1]; bands that are constant or reach the
+    cube's maximum in more than 1 % of the pixels (saturated) are dropped. Raises
+    FileNotFoundError where the shared data are absent."""
+    root = root or folder()
+    if root is None:
+        raise FileNotFoundError(f"no shared/data/real_cubes found; set {ENV}")
+    raw, grid, sensor = _read(name, root)
+    x = np.asarray(raw, dtype=np.float64).transpose(2, 0, 1)
+    flat = x.reshape(x.shape[0], -1)
+    top = flat.max()
+    keep = (flat.std(axis=1) > 0) & ((flat >= top).mean(axis=1) <= 0.01)
+    x, grid = x[keep], grid[keep]
+    lo, hi = x.min(), x.max()
+    return RealCube(name, sensor, (x - lo) / (hi - lo), np.asarray(grid, dtype=np.float64))
