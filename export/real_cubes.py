@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +27,9 @@ from numpy.typing import NDArray
 ENV = "ONBOARD_REAL_CUBES"
 TRAIN = ("samson", "beach")
 TEST = ("jasper", "urban")
+NoiseCase = Literal["iid-0.05", "iid-0.10", "band", "mixed"]
+#: The noise cases of issue 13, as the HyDe and HSDT papers add them to clean real cubes.
+NOISE_CASES: tuple[NoiseCase, ...] = ("iid-0.05", "iid-0.10", "band", "mixed")
 #: AVIRIS channel centres, approximately: 224 channels over 365-2497 nm.
 _AVIRIS_NM = np.linspace(365.0, 2497.0, 224)
 
@@ -88,3 +92,35 @@ def load(name: str, root: Path | None = None) -> RealCube:
     x, grid = x[keep], grid[keep]
     lo, hi = x.min(), x.max()
     return RealCube(name, sensor, (x - lo) / (hi - lo), np.asarray(grid, dtype=np.float64))
+
+
+def add_noise(clean: NDArray[np.float64], case: NoiseCase, rng: np.random.Generator
+              ) -> NDArray[np.float64]:
+    """Noisy copy (B, H, W) of a clean cube in [0, 1] (nothing is flagged invalid: every
+    method gets the same cube and must find the defects itself).
+
+    ``iid-0.05`` / ``iid-0.10``: Gaussian, one standard deviation. ``band``: Gaussian, each
+    band's standard deviation drawn in U(0.01, 0.10). ``mixed``: ``band``, plus, each in a
+    third of the bands drawn independently, column stripes (5-15 % of the columns offset
+    by U(-0.25, 0.25)), dead lines (3-10 % of the columns at 0) and impulses (salt and
+    pepper, 0 or 1, on 10-30 % of the pixels)."""
+    b, h, w = clean.shape
+    if case in ("iid-0.05", "iid-0.10"):
+        return clean + float(case[4:]) * rng.standard_normal(clean.shape)
+    if case not in ("band", "mixed"):
+        raise ValueError(f"unknown noise case {case!r}; known: {', '.join(NOISE_CASES)}")
+    sigma = rng.uniform(0.01, 0.10, b)
+    noisy = clean + sigma[:, None, None] * rng.standard_normal(clean.shape)
+    if case == "band":
+        return noisy
+    third = b // 3
+    for k in rng.choice(b, third, replace=False):
+        cols = rng.choice(w, int(rng.uniform(0.05, 0.15) * w), replace=False)
+        noisy[k][:, cols] += rng.uniform(-0.25, 0.25, cols.size)
+    for k in rng.choice(b, third, replace=False):
+        cols = rng.choice(w, int(rng.uniform(0.03, 0.10) * w), replace=False)
+        noisy[k][:, cols] = 0.0
+    for k in rng.choice(b, third, replace=False):
+        hit = rng.uniform(size=(h, w)) < rng.uniform(0.1, 0.3)
+        noisy[k][hit] = rng.integers(0, 2, int(hit.sum())).astype(float)
+    return noisy

@@ -241,14 +241,14 @@ def test_noise_free_cube_is_preserved():
 
 def test_dead_detector_element_is_repaired_but_a_road_is_not():
     """One band of one column reading 0 over the whole frame (a detector element dead
-    since calibration) is repaired from its neighbours; a bright one-column road along
+    since calibration) is imputed from the other bands; a bright one-column road along
     track, in every band, is scene and stays."""
     wl, clean = parcel_scene(bands=30, materials=4, seed=19)
     clean[:, :, 40] *= 1.6  # the road
     noisy = clean + 0.005 * np.random.default_rng(20).standard_normal(clean.shape)
     noisy[12, :, 17] = 0.0
     out, report = denoise_subspace_report(cube_of(noisy, wl))
-    assert report.repaired_columns == 1
+    assert report.line_defects == 1
     assert np.abs(out.data[12, :, 17] - clean[12, :, 17]).mean() < 0.02
     assert np.abs(out.data[:, :, 40] - clean[:, :, 40]).mean() < 0.02
 
@@ -271,3 +271,29 @@ def test_decomposition_is_the_front_end_of_the_stage():
     weakest = parts.z[-1]
     hh = (weakest[:-1, :-1] - weakest[1:, :-1] - weakest[:-1, 1:] + weakest[1:, 1:]) / 2
     assert 0.8 < np.median(np.abs(hh)) / 0.6745 < 1.2
+
+
+def test_stripes_of_some_bands_and_impulses_are_imputed_from_the_other_bands():
+    """Offset stripes in a third of the bands only (the pooled common-drift destriper
+    sees none) and salt and pepper in a few bands: found against the other bands and
+    imputed, where a least-squares subspace keeps them."""
+    wl, clean = parcel_scene(bands=30, materials=4, seed=40)
+    rng = np.random.default_rng(41)
+    noisy = clean + 0.01 * rng.standard_normal(clean.shape)
+    striped = rng.choice(30, 10, replace=False)
+    for k in striped:
+        cols = rng.choice(clean.shape[2], 8, replace=False)
+        noisy[k][:, cols] += rng.choice([-0.1, 0.1], cols.size)
+    for k in rng.choice(30, 3, replace=False):
+        hit = rng.uniform(size=clean.shape[1:]) < 0.2
+        noisy[k][hit] = rng.integers(0, 2, int(hit.sum()))
+    cube = cube_of(noisy, wl)
+    out, report = denoise_subspace_report(cube, SubspaceDenoiseConfig(destripe="none"))
+    plain, _ = denoise_subspace_report(cube, SubspaceDenoiseConfig(destripe="none", outliers=False))
+
+    def err(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((x - clean) ** 2)))
+
+    # measured 0.0019 against 0.0198
+    assert err(out.data) < 0.2 * err(plain.data), (err(out.data), err(plain.data))
+    assert report.line_defects >= 60 and report.impulses > 1000

@@ -8,14 +8,17 @@ subspace spatially:
 1. **Dead pixels** (``valid`` False, or a non-finite value) are filled by normalised
    convolution from their valid neighbours so that no later step sees them; the output
    keeps them flagged invalid (their values are in-painted, not measured).
-2. **Column stripes** (a push-broom detector pixel whose response drifts from its flat
-   field leaves a line along track in one band) are estimated per band and column from the
+2. **Impulses and line defects of single bands** (a column of one band dead, stuck or
+   offset since calibration; the striping of only some bands; salt and pepper) are found
+   as values that the other bands cannot predict and imputed from them
+   (:mod:`onboard.stages.outliers`, ``outliers=True``; off for the ImSPOC, whose
+   reconstruction spreads a detector defect over every band and its neighbours).
+   **Column stripes common to the bands** (a push-broom detector pixel whose response
+   drifts from its flat field the same way in every band) are estimated per band and column from the
    median over rows of the step between neighbouring columns, which a scene feature that
    does not run the whole frame cannot move, integrated into a pattern by a Wiener (MAP)
    estimate whose variances come from the frame itself (:func:`estimate_stripes`), and
-   divided out (``gain``) or subtracted (``offset``). Detector elements far off their
-   neighbours in one band (dead since calibration) are repaired first
-   (:func:`repair_column_defects`). ``none`` for snapshot sensors (on an ImSPOC cube the
+   divided out (``gain``) or subtracted (``offset``). ``none`` for snapshot sensors (on an ImSPOC cube the
    stripe estimate shrinks to 0 anyway, measured; ``none`` saves the time).
 3. **Noise covariance.** ``noise="spatial"`` measures it on the second
    differences across columns, ``(x[r,c-1] - 2 x[r,c] + x[r,c+1]) / sqrt(6)``, which carry
@@ -27,7 +30,8 @@ subspace spatially:
    cannot predict is noise; in closed form the residual energy of band ``i`` is
    ``1 / (R^-1)_ii``. It is the default: texture that the other bands share is predicted,
    so it is not counted as noise (on the clean real cubes the spatial estimate finds a
-   median "noise" of 0.002-0.010, the regression 0.0002-0.0015). It assumes noise independent across bands and fails on reconstructed
+   median "noise" of 0.002-0.010, the regression 0.0002-0.0015). It assumes noise
+   independent across bands and fails on reconstructed
    cubes: on the default ImSPOC frame it finds 1-3 % of the noise standard deviation where
    the spatial estimate is within 5 % (tests/test_denoise_imspoc.py).
 4. The cube is **whitened** by the noise covariance and its **signal subspace** is the leading
@@ -65,6 +69,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from onboard.stages.filters import box_sum
+from onboard.stages.outliers import impute_outliers, regression_precision
 from onboard.types import Cube
 
 #: Fewest bands the subspace denoiser accepts: below this there is no room for a signal
@@ -73,8 +78,6 @@ MIN_BANDS = 5
 #: Columns over which the scene's slow gradients are measured (and removed) before the
 #: column-to-column steps are integrated into a stripe pattern; odd.
 STRIPE_TREND = 15
-#: Relative departure of a (band, column) from its neighbours beyond which it is a defect.
-DEFECT_RATIO = 0.25
 #: Most pixel triples the noise covariance is measured on (sampling error ~2 % in sigma).
 NOISE_SAMPLES = 4096
 #: Half side of the window over which a wavelet coefficient's local signal energy is measured.
@@ -102,6 +105,7 @@ class SubspaceDenoiseConfig:
     rank_margin: float = 0.1
     max_rank: int = 16
     wavelet_levels: int = 3
+    outliers: bool = True
     threshold_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -127,7 +131,7 @@ class SubspaceDenoiseConfig:
         sensor measuring each band directly) has gain stripes and band-independent noise:
         the regression, which scene texture does not fool."""
         if sensor == "imspoc":
-            return cls(destripe="none", noise="spatial")
+            return cls(destripe="none", noise="spatial", outliers=False)
         return cls(destripe="gain", noise="regression")
 
 
@@ -139,8 +143,8 @@ class SubspaceReport:
     destriping. ``eigenvalues``: (bands,) whitened covariance eigenvalues, descending.
     ``rank``: the signal-subspace dimension kept. ``stripes``: (bands, cols) the removed
     stripe pattern (gains, or offsets in the cube's units), None when not destriped.
-    ``filled``: number of invalid pixels in-painted. ``repaired_columns``: number of
-    (band, column) detector elements found defective and repaired (:func:`repair_column_defects`).
+    ``filled``: number of invalid pixels in-painted. ``line_defects``: (band, column) line
+    defects and ``impulses``: single values, imputed from the other bands (step 2).
     """
 
     band_noise: NDArray[np.float64]
@@ -148,7 +152,8 @@ class SubspaceReport:
     rank: int
     stripes: NDArray[np.float64] | None
     filled: int
-    repaired_columns: int = 0
+    line_defects: int = 0
+    impulses: int = 0
 
 
 def denoise_subspace(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> Cube:
@@ -226,35 +231,64 @@ def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> Subspa
         )
     filled = fill_invalid(x, valid)
 
+    outliers = None
+    if config.outliers:
+        filled, outliers = impute_outliers(filled, valid)
     stripes = None
-    repaired = 0
     if config.destripe != "none" and w >= 3:
-        filled, defects = repair_column_defects(filled)
-        repaired = int(defects.sum())
         stripes = estimate_stripes(filled, config.destripe)
         filled = filled / stripes[:, None, :] if config.destripe == "gain" else filled - stripes[:, None, :]
+    replaced = outliers.fraction(valid) if outliers is not None else np.zeros(b)
+    sub = _signal_subspace(filled, valid, config, replaced)
+    flat = filled.reshape(b, -1) - sub.mean[:, None]
+    counts = dict(filled=int((~valid).sum()), line_defects=int(outliers.lines.sum()) if outliers is not None else 0,
+                  impulses=outliers.impulses if outliers is not None else 0)
+    if sub.whiten is None:  # a noise-free (e.g. constant) cube: keep it all
+        report = SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, **counts)
+        return SubspaceDecomposition(sub.mean, np.eye(b), np.eye(b), flat.reshape(b, h, w), valid, report)
+    basis = sub.eigvec[:, :sub.rank]  # (B, k), whitened units
+    project = (sub.whiten @ basis).T
+    report = SubspaceReport(np.sqrt(np.diag(sub.noise_cov)), sub.eigval, sub.rank, stripes, **counts)
+    return SubspaceDecomposition(sub.mean, project, sub.unwhiten @ basis,
+                                 (project @ flat).reshape(sub.rank, h, w), valid, report)
 
-    pixels = filled[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
+
+@dataclass
+class _Subspace:
+    """Noise covariance and signal subspace of a cube (step 3-4); ``whiten`` None for a
+    cube without measurable noise."""
+
+    mean: NDArray[np.float64]
+    noise_cov: NDArray[np.float64]
+    whiten: NDArray[np.float64] | None
+    unwhiten: NDArray[np.float64]
+    eigval: NDArray[np.float64]
+    eigvec: NDArray[np.float64]
+    rank: int
+
+
+def _signal_subspace(x: NDArray[np.float64], valid: NDArray[np.bool_], config: SubspaceDenoiseConfig,
+                     replaced: NDArray[np.float64]) -> _Subspace:
+    """Steps 3-4 on a filled cube (B, H, W). ``replaced`` (B,): fraction of each band's
+    valid pixels imputed by :func:`impute_outliers`; they carry no noise, so the band's
+    regression residual energy is spread over the others only."""
+    b = x.shape[0]
+    pixels = x[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
+    n_valid = pixels.shape[1]
     mean = pixels.mean(axis=1)
     centred = pixels - mean[:, None]
     if config.noise == "spatial":
-        noise_cov = noise_covariance_spatial(filled, valid)
+        noise_cov = noise_covariance_spatial(x, valid)
     else:
-        noise_cov = np.diag(band_noise_regression(centred) ** 2)
-    flat = filled.reshape(b, -1) - mean[:, None]
-    if not np.diag(noise_cov).max() > 0:  # a noise-free (e.g. constant) cube: keep it all
-        report = SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum()), repaired)
-        return SubspaceDecomposition(mean, np.eye(b), np.eye(b), flat.reshape(b, h, w), valid, report)
+        sigma = band_noise_regression(centred) / np.sqrt(np.maximum(1.0 - replaced, 0.05))
+        noise_cov = np.diag(sigma**2)
+    if not np.diag(noise_cov).max() > 0:
+        return _Subspace(mean, noise_cov, None, np.eye(b), np.zeros(b), np.eye(b), b)
     whiten, unwhiten = _whitening(noise_cov)
     eigval, eigvec = np.linalg.eigh(whiten @ (centred @ centred.T / n_valid) @ whiten)
     eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
-    rank = subspace_rank(eigval, n_valid, config)
-    basis = eigvec[:, :rank]  # (B, k), whitened units
-    project = (whiten @ basis).T
-    report = SubspaceReport(np.sqrt(np.diag(noise_cov)), eigval, rank, stripes,
-                            int((~valid).sum()), repaired)
-    return SubspaceDecomposition(mean, project, unwhiten @ basis,
-                                 (project @ flat).reshape(rank, h, w), valid, report)
+    return _Subspace(mean, noise_cov, whiten, unwhiten, eigval, eigvec,
+                     subspace_rank(eigval, n_valid, config))
 
 
 def _whitening(cov: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -284,41 +318,6 @@ def _box3(a: NDArray[np.float64]) -> NDArray[np.float64]:
     p = np.pad(a, ((0, 0), (1, 1), (1, 1)))
     rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
     return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-
-
-def repair_column_defects(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Cube (B, H, W) with defective detector elements repaired, and where they were (B, W).
-
-    A push-broom detector element that died or drifted far after its ground calibration
-    (and so is not in the bad-pixel map) leaves one band of one column far off its
-    neighbours over the whole frame: not a stripe to divide out (a dead element's gain is
-    0). An element is defective when its column's median over rows differs from the
-    5-column running median by more than :data:`DEFECT_RATIO` of the latter and by more
-    than 5 times that column's median deviation over all bands (a scene feature along
-    track shows in every band, a defect in one). Its values are replaced, row by row, by
-    the mean of the nearest good columns on either side, as radiometric correction does
-    for known bad pixels; the pixel stays valid (its other bands are measured)."""
-    b, h, w = x.shape
-    level = np.median(x, axis=1)  # (B, W)
-    ref = _running_median(level, 5)
-    dev = np.abs(level - ref) / np.maximum(np.abs(ref), 1e-12)
-    typical = np.median(dev, axis=0, keepdims=True)
-    defect = (dev > DEFECT_RATIO) & (dev > 5.0 * typical)
-    if not defect.any():
-        return x, defect
-    out = x.copy()
-    cols = np.arange(w)
-    for band in np.flatnonzero(defect.any(axis=1)):
-        good = cols[~defect[band]]
-        if good.size == 0:
-            continue
-        bad = cols[defect[band]]
-        right = np.searchsorted(good, bad).clip(max=good.size - 1)
-        left = (right - 1).clip(min=0)
-        right = np.where(good[right] < bad, left, right)  # no good column to the right
-        left = np.where(good[left] > bad, right, left)  # none to the left
-        out[band][:, bad] = 0.5 * (x[band][:, good[left]] + x[band][:, good[right]])
-    return out, defect
 
 
 def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -> NDArray[np.float64]:
@@ -357,8 +356,9 @@ def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -
     trend = _running_median(full, STRIPE_TREND)
     step_var = _robust_var(full - trend)  # 2 S + E per band
     error_var = _robust_var(top - bottom) / 4.0  # E per band, full frame
-    # S: a detector pixel's drift is much the same in every band, and one band's 60-odd
-    # steps measure it poorly where noise dominates, so the bands' estimates are pooled.
+    # S: a drift common to the bands is what this step removes (a column defect of some
+    # bands only was imputed before, step 2), and one band's 60-odd steps measure it
+    # poorly where noise dominates, so the bands' estimates are pooled.
     stripe_var = np.full_like(step_var, np.median(np.maximum(step_var - error_var, 0.0)) / 2.0)
     limit = 4.0 * np.sqrt(step_var)[:, None]
     steps = np.where(np.abs(full - trend) > limit, trend, full)
@@ -465,19 +465,15 @@ def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float32], median_
 def band_noise_regression(x: NDArray[np.float64]) -> NDArray[np.float64]:
     """Noise standard deviation per band (B,) of mean-removed pixels ``x`` (B, N) by
     multiple regression of each band on all the others (HySime): residual energy
-    ``1 / (R^-1)_ii`` over ``N - B`` degrees of freedom.
-
-    A tiny ridge (1e-9 of the mean band energy) keeps ``R`` invertible for noise-free data;
-    the estimate is floored at 1e-6 of the band's own spread (0 for a constant band).
-    """
+    ``1 / (R^-1)_ii`` (:func:`~onboard.stages.outliers.regression_precision`) over
+    ``N - B`` degrees of freedom; floored at 1e-6 of the band's own spread (0 for a
+    constant band)."""
     bands, n = x.shape
-    r = x @ x.T
-    energy = float(np.trace(r)) / bands
-    if not energy > 0:  # every band constant: no noise at all
+    rinv = regression_precision(x)
+    if rinv is None:  # every band constant: no noise at all
         return np.zeros(bands)
-    rinv = np.linalg.inv(r + 1e-9 * energy * np.eye(bands))
     var = 1.0 / np.diag(rinv) / max(n - bands, 1)
-    return np.sqrt(np.maximum(var, 1e-12 * np.diag(r) / n))
+    return np.sqrt(np.maximum(var, 1e-12 * np.sum(x * x, axis=1) / n))
 
 
 def subspace_rank(eigval: NDArray[np.float64], n_pixels: int, config: SubspaceDenoiseConfig) -> int:
