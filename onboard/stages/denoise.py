@@ -62,7 +62,7 @@ about 25 ms of CPU for 30 x 64 x 64 and 160-200 ms for 81 x 64 x 128 on one core
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -162,10 +162,11 @@ def denoise_subspace(cube: Cube, config: SubspaceDenoiseConfig | None = None) ->
 
     The output ``valid`` is the input's, also False wherever the input held a non-finite
     value; data under invalid pixels are in-painted from their neighbours (finite, but not
-    measurements). A cube with no measurable noise (constant, synthetic) comes back filled
-    and destriped but otherwise unchanged. Raises ValueError for fewer than
-    :data:`MIN_BANDS` bands, or too few valid pixels to estimate the noise and the subspace
-    (skip the stage for that frame).
+    measurements). A cube with no measurable noise (synthetic) comes back filled and
+    destriped but otherwise unchanged, and so do its constant bands. Raises
+    :class:`NotDenoised` (a ValueError), saying why, for a cube it cannot denoise: fewer
+    than :data:`MIN_BANDS` (varying) bands, a band of NaNs, too few valid pixels to estimate
+    the noise and the subspace (the pipeline passes it on undenoised, with an event).
     """
     return denoise_subspace_report(cube, config)[0]
 
@@ -210,25 +211,88 @@ class SubspaceDecomposition:
         return out.reshape(-1, h, w).astype(np.float32)
 
 
+class NotDenoised(ValueError):
+    """A cube the stage cannot denoise, with the reason in words; the caller passes the
+    cube on undenoised (the pipeline flags the frame and sends an event product)."""
+
+
 def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> SubspaceDecomposition:
     """Steps 1-4 of the stage: fill, destripe, measure the noise, find the signal subspace,
-    project. Raises ValueError for fewer than :data:`MIN_BANDS` bands, or too few valid
-    pixels to estimate the noise and the subspace (skip denoising for that frame)."""
+    project. Bands constant over the valid pixels (a dead or saturated channel) carry
+    neither signal nor noise: they are left out of the subspace and come back as they are.
+    Raises :class:`NotDenoised` (a ValueError) with the reason for a cube it cannot
+    denoise (:func:`check_input`)."""
     config = config or SubspaceDenoiseConfig()
-    b, h, w = cube.data.shape
+    varying = check_input(cube)
+    if varying.all():
+        return _decompose(cube, config)
+    inner = _decompose(Cube(cube.data[varying], cube.wavelengths_nm[varying], cube.valid), config)
+    return _embed(inner, varying, cube.data, config)
+
+
+def check_input(cube: Cube) -> NDArray[np.bool_]:
+    """Which bands (B,) vary over the valid pixels, or :class:`NotDenoised` with the reason:
+    fewer than :data:`MIN_BANDS` bands (or varying bands), a band without a finite value,
+    no more valid (finite) pixels than bands."""
+    b = cube.data.shape[0]
+    lam = cube.wavelengths_nm
     if b < MIN_BANDS:
-        raise ValueError(
+        raise NotDenoised(
             f"the subspace denoiser needs at least {MIN_BANDS} bands, the cube has {b}: "
-            "skip denoising for this sensor or reconstruct more bands"
-        )
-    x = cube.data.astype(np.float64)
-    valid = cube.valid & np.isfinite(x).all(axis=0)
+            "skip denoising for this sensor or reconstruct more bands")
+    finite = np.isfinite(cube.data)
+    empty = np.flatnonzero(~finite.reshape(b, -1).any(axis=1))
+    if empty.size:
+        raise NotDenoised(
+            f"{empty.size} of {b} bands hold no finite value (NaN or inf everywhere; first: "
+            f"band {empty[0]} at {lam[empty[0]]:.0f} nm): the cube is passed on undenoised")
+    valid = cube.valid & finite.all(axis=0)
     n_valid = int(valid.sum())
     if n_valid <= b:
-        raise ValueError(
-            f"the cube has {n_valid} valid pixels for {b} bands; the subspace denoiser needs "
-            "more valid pixels than bands: skip denoising for this frame"
-        )
+        bad = int((cube.valid & ~finite.all(axis=0)).sum())
+        raise NotDenoised(
+            f"the cube has {n_valid} valid pixels for {b} bands ({bad} more hold NaN or inf); "
+            "the subspace denoiser needs more valid pixels than bands: skip denoising for this frame")
+    pixels = cube.data[:, valid]
+    varying = pixels.max(axis=1) > pixels.min(axis=1)
+    if varying.sum() < MIN_BANDS:
+        what = "every band is" if not varying.any() else f"{b - int(varying.sum())} of {b} bands are"
+        raise NotDenoised(
+            f"{what} constant over the valid pixels (a blank, saturated or dead channel): "
+            f"{int(varying.sum())} varying bands, the subspace denoiser needs {MIN_BANDS}")
+    return varying
+
+
+def _embed(inner: SubspaceDecomposition, varying: NDArray[np.bool_], data: NDArray,
+           config: SubspaceDenoiseConfig) -> SubspaceDecomposition:
+    """A decomposition of the varying bands extended to the whole cube: the constant bands
+    keep their value (mean), take no part in the projection and come back unchanged."""
+    b = len(varying)
+    k = inner.z.shape[0]
+    mean = np.asarray(data[:, inner.valid].mean(axis=1), dtype=np.float64)
+    mean[varying] = inner.mean
+    project = np.zeros((k, b))
+    project[:, varying] = inner.project
+    back = np.zeros((b, k))
+    back[varying] = inner.back
+    r = inner.report
+    noise = np.zeros(b)
+    noise[varying] = r.band_noise
+    eig = np.zeros(b)
+    eig[: len(r.eigenvalues)] = r.eigenvalues
+    stripes = None
+    if r.stripes is not None:
+        stripes = np.full((b, r.stripes.shape[1]), 1.0 if config.destripe == "gain" else 0.0)
+        stripes[varying] = r.stripes
+    report = replace(r, band_noise=noise, eigenvalues=eig, stripes=stripes)
+    return SubspaceDecomposition(mean, project, back, inner.z, inner.valid, report)
+
+
+def _decompose(cube: Cube, config: SubspaceDenoiseConfig) -> SubspaceDecomposition:
+    """:func:`decompose` of a cube that :func:`check_input` accepted, every band varying."""
+    b, h, w = cube.data.shape
+    x = cube.data.astype(np.float64)
+    valid = cube.valid & np.isfinite(x).all(axis=0)
     filled = fill_invalid(x, valid)
 
     outliers = None
