@@ -17,10 +17,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+from onboard.types import Cube
+
+if TYPE_CHECKING:
+    from export.data import Sample
 
 #: Environment variable naming the folder of the cubes (else the nearest ``shared/data/real_cubes``
 #: above this checkout).
@@ -124,3 +129,57 @@ def add_noise(clean: NDArray[np.float64], case: NoiseCase, rng: np.random.Genera
         hit = rng.uniform(size=(h, w)) < rng.uniform(0.1, 0.3)
         noisy[k][hit] = rng.integers(0, 2, int(hit.sum())).astype(float)
     return noisy
+
+
+def sample(rc: RealCube, case: NoiseCase, seed: int, bands: int | None = None,
+           side: int | None = None) -> Sample:
+    """A benchmark :class:`~export.data.Sample` of a real cube under a noise case: the
+    clean cube is the truth; ``bands``/``side`` take every other band up to ``bands`` and
+    the top-left ``side`` x ``side`` pixels (the size of the AVIRIS scene the issue was
+    measured on). Its stripe model is the runtime default's (gain)."""
+    from export.data import Sample  # the simulators' module: imported only when needed
+
+    clean = rc.data
+    if bands is not None:
+        clean = clean[:: max(1, len(clean) // bands)][:bands]
+    if side is not None:
+        clean = clean[:, :side, :side]
+    grid = rc.wavelengths_nm[:: max(1, len(rc.data) // bands)][:bands] if bands else rc.wavelengths_nm
+    noisy = add_noise(clean, case, np.random.default_rng([seed, NOISE_CASES.index(case)]))
+    h, w = clean.shape[1:]
+    truth = clean.astype(np.float32)
+    cube = Cube(noisy.astype(np.float32), np.asarray(grid, dtype=np.float64), np.ones((h, w), bool))
+    return Sample(cube, truth, truth, np.zeros((3, h, w), np.float32), np.zeros((h, w), np.uint8),
+                  f"real-{rc.name}", "gain")
+
+
+def training_samples(seed: int, n: int, names: tuple[str, ...] = TRAIN) -> list[Sample]:
+    """``n`` noisy samples of the training cubes for the learned refiner: each a random band
+    subset (every 1st-3rd band) and 64 x 64 crop (the simulated tiles' size) of one cube, under i.i.d.
+    noise (sigma log-uniform 0.003-0.12), per-band noise (each band U(0.1, 1) of such a
+    sigma), or the mixed case; never the held-out cubes."""
+    from export.data import TILE, Sample
+
+    cubes = [load(name) for name in names]
+    rng = np.random.default_rng([seed, 13])
+    out = []
+    for i in range(n):
+        rc = cubes[i % len(cubes)]
+        step = int(rng.integers(1, 4))
+        side = TILE
+        r0 = int(rng.integers(0, rc.data.shape[1] - side + 1))
+        c0 = int(rng.integers(0, rc.data.shape[2] - side + 1))
+        clean = rc.data[::step, r0:r0 + side, c0:c0 + side]
+        sigma = float(np.exp(rng.uniform(np.log(0.003), np.log(0.12))))
+        kind = ("iid", "band", "mixed")[i % 3]
+        if kind == "mixed":
+            noisy = add_noise(clean, "mixed", rng)
+        else:
+            per_band = sigma * (rng.uniform(0.1, 1.0, len(clean)) if kind == "band" else 1.0)
+            noisy = clean + np.reshape(per_band, (-1, 1, 1)) * rng.standard_normal(clean.shape)
+        truth = clean.astype(np.float32)
+        valid = np.ones((side, side), bool)
+        cube = Cube(noisy.astype(np.float32), rc.wavelengths_nm[::step], valid)
+        out.append(Sample(cube, truth, truth, np.zeros((3, side, side), np.float32),
+                          np.zeros((side, side), np.uint8), f"real-{rc.name}", "gain"))
+    return out

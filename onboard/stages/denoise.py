@@ -54,9 +54,10 @@ subspace spatially:
 
 Steps 1-4 are :func:`decompose`, so a learned eigen-image denoiser can reuse them.
 
-numpy only; the cost is a few array passes over the cube plus ``B x B`` linear algebra:
-about 25 ms of CPU for 30 x 64 x 64 and 160-200 ms for 81 x 64 x 128 on one core
-(``bench/bench_stages.py``).
+numpy only; the cost is a few array passes over the cube plus ``B x B`` linear algebra,
+once per outlier round (step 2, at most 5): on one core about 60 ms for 45 x 64 x 64,
+150 ms for the push-broom's 81 x 64 x 64, 0.4-0.9 s for a 198 x 100 x 100 AVIRIS cube
+(``bench/bench_denoise.py``; FastHyDe takes 4-6 s there).
 """
 
 from __future__ import annotations
