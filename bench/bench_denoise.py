@@ -1,6 +1,7 @@
 """Denoisers on the same noisy cubes: PSNR, spectral angle, CPU time; real scenes and simulated.
 
     python bench/bench_denoise.py [--bundle DIR] [--cubes N] [--json out.json] [--no-slow]
+                                  [--no-hyde] [--no-simulated]
 
 Sets:
 
@@ -169,6 +170,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-slow", action="store_true", help="leave L1HyMixDe out (~2 min a cube)")
     ap.add_argument("--no-simulated", action="store_true", help="real cubes only")
+    ap.add_argument("--no-hyde", action="store_true", help="the project's denoisers only")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -178,7 +180,7 @@ def main() -> None:
     methods: dict[str, Method] = {}
     methods.update(learned_methods(args.bundle))
     methods["classical subspace"] = classical
-    hyde, why = hyde_methods(slow=not args.no_slow)
+    hyde, why = ({}, "not asked for (--no-hyde)") if args.no_hyde else hyde_methods(slow=not args.no_slow)
     methods.update(hyde)
     results: dict[str, dict[str, dict]] = {}
     for set_name, samples in sets.items():
