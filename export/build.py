@@ -29,6 +29,7 @@ of two otherwise idle cores).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from export.onnx_export import export_onnx
 from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
+from onboard.formats import bundle as bundle_mod
 from onboard.formats.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
 from onboard.runtime.session import classical_classifier
 from onboard.stages import radiometric
@@ -71,7 +73,9 @@ DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """``out``: the bundle folder. ``eval_cubes``: held-out cubes per evaluation set."""
+    """``out``: the bundle folder. ``eval_cubes``: held-out cubes per evaluation set.
+    ``only``: "denoiser" rebuilds that model alone into the existing bundle in ``out``,
+    leaving every other model's files and manifest entry as they are."""
 
     out: Path
     seed: int = 0
@@ -79,6 +83,7 @@ class BuildOptions:
     progress: bool = True
     eval_cubes: int = 16
     tensorrt: bool = True
+    only: str | None = None
 
 
 def eval_sets(seed: int, n: int) -> dict[str, list[data.Sample]]:
@@ -301,6 +306,10 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     cfg = TrainConfig(seed=opts.seed, quick=opts.quick, progress=opts.progress)
     summary: dict[str, Any] = {"seed": opts.seed, "quick": opts.quick}
     evals = eval_sets(opts.seed, opts.eval_cubes)
+    if opts.only == "denoiser":
+        return _rebuild_denoiser(opts, cfg, evals, summary, t0)
+    if opts.only is not None:
+        raise ValueError(f"--only {opts.only!r}: only the denoiser can be rebuilt alone")
     models = [build_denoiser(opts, cfg, evals, summary),
               build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
               build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary),
@@ -313,6 +322,25 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     manifest.write(opts.out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _rebuild_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[data.Sample]],
+                      summary: dict[str, Any], t0: float) -> dict[str, Any]:
+    """The denoiser rebuilt into the bundle in ``opts.out``: its files and its manifest entry
+    replaced, the other models' untouched (another model may be retrained in parallel);
+    ``summary.json`` keeps the other models' entries."""
+    old = bundle_mod.load(opts.out).manifest
+    spec = add_plans(build_denoiser(opts, cfg, evals, summary), opts, summary)
+    command = f"onboard export build --seed {opts.seed} --only denoiser" + (" --quick" if opts.quick else "")
+    spec = dataclasses.replace(spec, metadata={**spec.metadata, "built_by": command})
+    dataclasses.replace(old, models={**old.models, "denoiser": spec}).write(opts.out)
+    path = opts.out / "summary.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    if "tensorrt" in summary:
+        summary["tensorrt"] = {**previous.get("tensorrt", {}), **summary["tensorrt"]}
+    summary = {**previous, **summary, "denoiser_seconds": round(time.perf_counter() - t0, 1)}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -353,18 +381,20 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
 @click.option("--eval-cubes", default=16, show_default=True,
               help="Held-out cubes per evaluation set.")
 @click.option("--no-tensorrt", is_flag=True, help="Do not build TensorRT plans.")
+@click.option("--only", type=click.Choice(["denoiser"]),
+              help="Rebuild this model alone into the existing bundle OUT.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the summary as JSON here.")
 def build_command(out: Path, seed: int, quick: bool, eval_cubes: int, no_tensorrt: bool,
-                  json_path: Path | None) -> None:
+                  only: str | None, json_path: Path | None) -> None:
     """Train, export ONNX, quantise (INT8 Q/DQ, FP16), build TensorRT plans where possible,
     measure parity and accuracy, and write the model bundle to OUT."""
     from rich.console import Console
     from rich.table import Table
 
     summary = build(BuildOptions(out=out, seed=seed, quick=quick, eval_cubes=eval_cubes,
-                                 tensorrt=not no_tensorrt))
-    table = Table(title=f"model bundle {out} ({summary['seconds']} s)")
+                                 tensorrt=not no_tensorrt, only=only))
+    table = Table(title=f"model bundle {out} ({summary.get('denoiser_seconds', summary.get('seconds'))} s)")
     for col in ("model", "precision", "bytes", "parity max |err|", "held-out accuracy"):
         table.add_column(col)
     for row in summary_rows(summary):

@@ -85,8 +85,8 @@ class Sample:
 
 
 def denoise_config(sample: Sample) -> SubspaceDenoiseConfig:
-    """The subspace settings for a sample's sensor (stripe model)."""
-    return SubspaceDenoiseConfig(destripe=sample.destripe)
+    """The subspace settings for a sample's sensor (noise estimate, stripe model)."""
+    return replace(SubspaceDenoiseConfig.for_sensor(sample.kind), destripe=sample.destripe)
 
 
 # --- scenes ---------------------------------------------------------------------------------

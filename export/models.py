@@ -6,9 +6,10 @@ A farmland cube is spectrally low-rank, and the classical stage
 (:mod:`onboard.stages.denoise`) already does everything a subspace method needs, for any
 band count >= ``MIN_BANDS``: dead-pixel fill, column-stripe removal, the band noise
 covariance (band-dependent and band-correlated noise), whitening and the signal subspace.
-What it does not do well is the last step, denoising the eigen-images: BayesShrink on an
-undecimated Haar transform is a fixed rule that blurs parcel borders and leaves texture.
-That step is learned here.
+What it does least well is the last step, denoising the eigen-images: a local Wiener
+gain on an undecimated Haar transform is a fixed rule that blurs parcel borders and leaves
+some noise in texture. That step is learned here, on simulated parcels and on real texture
+(the training-split real cubes, ``export/real_cubes.py``).
 
 Why this split and not a network over the whole cube (3-D or band-sliding convolutions):
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm import tqdm
 
-from export import data
+from export import data, real_cubes
 from export.models import EigenRefiner, ResidueNet, parameter_count
 
 
@@ -38,6 +38,13 @@ class TrainConfig:
         if self.quick:
             return {"imspoc": 1, "pushbroom": 2, "synthetic": 3}
         return {"imspoc": 36, "pushbroom": 36, "synthetic": 72}
+
+    @property
+    def real_cubes(self) -> int:
+        """Noisy crops of the training-split real cubes (``export.real_cubes.TRAIN``): real
+        texture, which the farmland simulator's parcels lack (0 where the shared data are
+        absent)."""
+        return 2 if self.quick else 96
 
     @property
     def residue_cubes(self) -> int:
@@ -86,13 +93,16 @@ def _crops(rng: np.random.Generator, arrays: list[NDArray], n: int, size: int
 
 
 def denoiser_training_set(cfg: TrainConfig, split: str = "train") -> data.RefinerSet:
-    """Eigen-image pairs from every data kind, drawn with ``cfg.seed``."""
+    """Eigen-image pairs from every data kind, drawn with ``cfg.seed``, and from the
+    training-split real cubes where the shared data are present."""
     batches = []
     for kind, n in cfg.cubes.items():
         it = data.samples(kind, split, cfg.seed)  # type: ignore[arg-type]
         got = list(tqdm(zip(range(n), it, strict=False), total=n, desc=f"simulate {kind}",
                         disable=not cfg.progress, leave=False))
         batches.append(data.refiner_pairs([s for _, s in got]))
+    if real_cubes.folder() is not None and cfg.real_cubes:
+        batches.append(data.refiner_pairs(real_cubes.training_samples(cfg.seed, cfg.real_cubes)))
     return data.RefinerSet(np.concatenate([b.inputs for b in batches]),
                            np.concatenate([b.targets for b in batches]))
 

@@ -38,8 +38,7 @@ def reconstructed(imspoc, imspoc_calibration):
 def test_spatial_noise_estimate_matches_the_true_noise(reconstructed):
     (a, b), _ = reconstructed
     true_sigma = ((a.data - b.data) / np.sqrt(2)).reshape(a.bands, -1).std(axis=1)
-    config = SubspaceDenoiseConfig(destripe="none")
-    _, spatial = denoise_subspace_report(a, config)
+    _, spatial = denoise_subspace_report(a, SubspaceDenoiseConfig.for_sensor("imspoc"))
     _, regression = denoise_subspace_report(a, SubspaceDenoiseConfig(destripe="none", noise="regression"))
     # 4096 pixels give ~2 % sampling error on each; the scene's smooth texture adds a
     # little (measured: within 3 %). 10 % still separates it from the regression estimate,
@@ -50,7 +49,7 @@ def test_spatial_noise_estimate_matches_the_true_noise(reconstructed):
 
 def test_denoising_a_reconstructed_cube_gains_psnr(reconstructed):
     (cube, _), truth = reconstructed
-    out, report = denoise_subspace_report(cube, SubspaceDenoiseConfig(destripe="none"))
+    out, report = denoise_subspace_report(cube, SubspaceDenoiseConfig.for_sensor("imspoc"))
     v = cube.valid
 
     def psnr(x: np.ndarray) -> float:  # reflectance: peak 1

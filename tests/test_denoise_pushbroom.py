@@ -51,12 +51,12 @@ def test_pushbroom_noise_stripes_and_defects_are_removed(pushbroom_cube):
         return float(10 * np.log10(1.0 / np.mean((x[:, v] - truth[:, v]) ** 2)))
 
     out, report = denoise_subspace_report(cube)
-    plain, _ = denoise_subspace_report(cube, SubspaceDenoiseConfig(destripe="none"))
+    plain, _ = denoise_subspace_report(cube, SubspaceDenoiseConfig(destripe="none", outliers=False))
     # Measured: 34.7 dB in, 52.6 dB out; 40.7 dB without the stripe and defect step
     # (DIED_SINCE_CALIBRATION: 3 elements read as 0 that the calibration did not flag).
     assert psnr(out.data) > psnr(cube.data) + 12.0
     assert psnr(out.data) > psnr(plain.data) + 5.0
-    assert report.repaired_columns >= 1
+    assert report.line_defects >= 1
     # Stripes: the column-averaged error drops to a small part of the input's (measured
     # 19 %, and 86 % without the step).
     assert column_residual(out.data, truth) < 0.3 * column_residual(cube.data, truth)

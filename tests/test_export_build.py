@@ -102,3 +102,27 @@ def test_training_is_reproducible_bit_for_bit():
         assert torch.equal(first[k], second[k]), k
     other = train.train_denoiser(train.TrainConfig(seed=1, quick=True, progress=False), pairs)[0]
     assert any(not torch.equal(v, other.state_dict()[k]) for k, v in first.items())
+
+
+@pytest.mark.slow
+def test_denoiser_alone_is_rebuilt_into_an_existing_bundle(built, tmp_path):
+    """``--only denoiser``: the denoiser's files and manifest entry are replaced, every other
+    model's are left byte for byte (another model may be retrained in parallel)."""
+    import shutil
+
+    src, _ = built
+    out = tmp_path / "bundle"
+    shutil.copytree(src, out)
+    before = bundle_mod.load(out).manifest
+    subprocess.run([sys.executable, "-m", "onboard", "export", "build", "--out", str(out),
+                    "--quick", "--seed", "3", "--only", "denoiser", "--eval-cubes", "1",
+                    "--no-tensorrt"], check=True, capture_output=True, text=True)
+    after = bundle_mod.load(out)
+    assert not after.problems
+    for name in ("residue_imspoc", "residue_pushbroom", "reconstruction"):
+        assert after.manifest.models[name] == before.models[name]
+        for a in before.models[name].artifacts:
+            assert (out / a.file).read_bytes() == (src / a.file).read_bytes()
+    new = after.manifest.models["denoiser"]
+    assert new.metadata["built_by"].endswith("--only denoiser --quick")
+    assert [a.sha256 for a in new.artifacts] != [a.sha256 for a in before.models["denoiser"].artifacts]

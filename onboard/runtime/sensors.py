@@ -3,9 +3,8 @@ spectrometer and a push-broom is said here, once, instead of in tests of the sen
 across the session.
 
 A :class:`Sensor` builds its calibration (the mission's file, or the simulated instrument's
-ground calibration), its frame source, the shapes of its frames and cubes, its saturation level
-and what the denoiser must remove (column stripes survive only where one detector column makes
-one image column). ``SENSORS[name]`` is the one for ``[run] sensor``.
+ground calibration), its frame source, the shapes of its frames and cubes and its saturation
+level. ``SENSORS[name]`` is the one for ``[run] sensor``.
 """
 
 from __future__ import annotations
@@ -53,8 +52,6 @@ class Sensor(ABC):
     """One kind of instrument."""
 
     name: ClassVar[Literal["imspoc", "pushbroom"]]
-    #: the column-stripe model the denoiser removes (``SubspaceDenoiseConfig.destripe``)
-    destripe: ClassVar[Literal["none", "gain", "offset"]]
 
     @abstractmethod
     def setup(self, config: Config) -> SensorSetup:
@@ -67,10 +64,9 @@ class Sensor(ABC):
 
 class Imspoc(Sensor):
     """A multi-aperture Fabry-Perot snapshot spectrometer: one detector, a grid of thumbnails.
-    Each cube pixel is reconstructed from many detector pixels, so no column stripes survive."""
+    What its cubes need from the denoiser: ``SubspaceDenoiseConfig.for_sensor``."""
 
     name = "imspoc"
-    destripe = "none"
 
     def setup(self, config: Config) -> SensorSetup:
         make = default_instrument if config.imspoc.preset == "default" else imspoc_uv2
@@ -121,7 +117,6 @@ class Pushbroom(Sensor):
     band; a column's gain error stripes the whole image column."""
 
     name = "pushbroom"
-    destripe = "gain"
 
     def setup(self, config: Config) -> SensorSetup:
         pb = finch_like(cross_track=config.pushbroom.cross_track, seed=config.run.seed)

@@ -102,7 +102,7 @@ def build_session(config: Config) -> Session:
     if config.run.replay:
         setup = sensor.replay(config.run.replay, setup)
     cal, notes = setup.calibration, setup.notes
-    denoise_config = SubspaceDenoiseConfig(destripe=sensor.destripe)
+    denoise_config = SubspaceDenoiseConfig.for_sensor(sensor.name)
 
     def denoise(cube):
         return denoise_subspace(cube, denoise_config)

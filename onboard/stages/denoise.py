@@ -8,16 +8,19 @@ subspace spatially:
 1. **Dead pixels** (``valid`` False, or a non-finite value) are filled by normalised
    convolution from their valid neighbours so that no later step sees them; the output
    keeps them flagged invalid (their values are in-painted, not measured).
-2. **Column stripes** (a push-broom detector pixel whose response drifts from its flat
-   field leaves a line along track in one band) are estimated per band and column from the
+2. **Impulses and line defects of single bands** (a column of one band dead, stuck or
+   offset since calibration; the striping of only some bands; salt and pepper) are found
+   as values that the other bands cannot predict and imputed from them
+   (:mod:`onboard.stages.outliers`, ``outliers=True``; off for the ImSPOC, whose
+   reconstruction spreads a detector defect over every band and its neighbours).
+   **Column stripes common to the bands** (a push-broom detector pixel whose response
+   drifts from its flat field the same way in every band) are estimated per band and column from the
    median over rows of the step between neighbouring columns, which a scene feature that
    does not run the whole frame cannot move, integrated into a pattern by a Wiener (MAP)
    estimate whose variances come from the frame itself (:func:`estimate_stripes`), and
-   divided out (``gain``) or subtracted (``offset``). Detector elements far off their
-   neighbours in one band (dead since calibration) are repaired first
-   (:func:`repair_column_defects`). ``none`` for snapshot sensors (on an ImSPOC cube the
+   divided out (``gain``) or subtracted (``offset``). ``none`` for snapshot sensors (on an ImSPOC cube the
    stripe estimate shrinks to 0 anyway, measured; ``none`` saves the time).
-3. **Noise covariance.** ``noise="spatial"`` (default) measures it on the second
+3. **Noise covariance.** ``noise="spatial"`` measures it on the second
    differences across columns, ``(x[r,c-1] - 2 x[r,c] + x[r,c+1]) / sqrt(6)``, which carry
    white-in-space noise at its full covariance, however correlated across bands (ImSPOC's
    regularised reconstruction correlates neighbouring bands strongly), and what is left of
@@ -25,7 +28,10 @@ subspace spatially:
    estimate (:func:`noise_covariance_spatial`). ``noise="regression"`` is HySime's
    (Bioucas-Dias and Nascimento 2008): each band regressed on all the others, what they
    cannot predict is noise; in closed form the residual energy of band ``i`` is
-   ``1 / (R^-1)_ii``. It assumes noise independent across bands and fails on reconstructed
+   ``1 / (R^-1)_ii``. It is the default: texture that the other bands share is predicted,
+   so it is not counted as noise (on the clean real cubes the spatial estimate finds a
+   median "noise" of 0.002-0.010, the regression 0.0002-0.0015). It assumes noise
+   independent across bands and fails on reconstructed
    cubes: on the default ImSPOC frame it finds 1-3 % of the noise standard deviation where
    the spatial estimate is within 5 % (tests/test_denoise_imspoc.py).
 4. The cube is **whitened** by the noise covariance and its **signal subspace** is the leading
@@ -38,30 +44,35 @@ subspace spatially:
    then cleans: measured 0-2.5 dB better on synthetic parcels, within 0.25 dB on ImSPOC
    reconstructions, where HySime keeps 3 dimensions and the noise floor 7-11.
 5. The **eigen-images** are denoised spatially with an undecimated (translation-invariant)
-   Haar wavelet transform and soft thresholds chosen per sub-band by BayesShrink
-   (Chang, Yu and Vetterli 2000), the noise level of each eigen-image measured on the
-   image itself (median absolute deviation of its finest diagonal detail). Haar suits
-   fields made of parcels: it keeps their straight borders sharp, where a Gaussian or
-   Fourier (Wiener) filter would blur them.
+   Haar wavelet transform and a local empirical Wiener gain per coefficient
+   (:func:`denoise_eigenimages`), the noise level 1 that the whitening gives (checked
+   against each image's own fine-scale deviation). Haar suits fields made of parcels: it
+   keeps their straight borders sharp, where a Gaussian or Fourier (Wiener) filter would
+   blur them; the local gain keeps real texture where one threshold per sub-band
+   (BayesShrink, used before) removed it.
 6. Back-projection and un-whitening give the cube again.
 
 Steps 1-4 are :func:`decompose`, so a learned eigen-image denoiser can reuse them.
 
-numpy only; the cost is a few array passes over the cube plus ``B x B`` linear algebra:
-about 25 ms of CPU for 30 x 64 x 64 and 160-200 ms for 81 x 64 x 128 on one core
-(``bench/bench_stages.py``).
+numpy only; the cost is a few array passes over the cube plus ``B x B`` linear algebra,
+once per outlier round (step 2, at most 5): on one core about 60 ms for 45 x 64 x 64,
+150 ms for the push-broom's 81 x 64 x 64, 0.4-0.9 s for a 198 x 100 x 100 AVIRIS cube
+(``bench/bench_denoise.py``; FastHyDe takes 4-6 s there).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.errors import OnboardError
 from onboard.formats.types import Cube
+from onboard.stages.filters import box_sum
+from onboard.stages.outliers import impute_outliers, regression_precision
 
 #: Fewest bands the subspace denoiser accepts: below this there is no room for a signal
 #: subspace smaller than the band count, and the band-noise regression has too few regressors.
@@ -69,10 +80,10 @@ MIN_BANDS = 5
 #: Columns over which the scene's slow gradients are measured (and removed) before the
 #: column-to-column steps are integrated into a stripe pattern; odd.
 STRIPE_TREND = 15
-#: Relative departure of a (band, column) from its neighbours beyond which it is a defect.
-DEFECT_RATIO = 0.25
 #: Most pixel triples the noise covariance is measured on (sampling error ~2 % in sigma).
 NOISE_SAMPLES = 4096
+#: Half side of the window over which a wavelet coefficient's local signal energy is measured.
+WIENER_RADIUS = 2
 #: Median absolute deviation of a unit Gaussian.
 _MAD_GAUSS = 0.6744897501960817
 
@@ -86,15 +97,17 @@ class SubspaceDenoiseConfig:
     has no column structure). ``rank_rule`` / ``rank_margin`` / ``max_rank``: how the
     signal-subspace dimension is chosen (module docstring, step 4). ``wavelet_levels``:
     depth of the spatial Haar transform (each level doubles the scale). ``threshold_scale``
-    multiplies every BayesShrink threshold (1 is the rule as published).
+    multiplies the noise level the eigen-image shrinkage assumes (1: as measured; 0 keeps
+    every coefficient).
     """
 
     destripe: Literal["gain", "offset", "none"] = "gain"
-    noise: Literal["spatial", "regression"] = "spatial"
+    noise: Literal["spatial", "regression"] = "regression"
     rank_rule: Literal["noise-floor", "hysime"] = "noise-floor"
     rank_margin: float = 0.1
     max_rank: int = 16
     wavelet_levels: int = 3
+    outliers: bool = True
     threshold_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -111,6 +124,18 @@ class SubspaceDenoiseConfig:
         if self.rank_margin < 0 or self.threshold_scale < 0:
             raise ValueError("rank_margin and threshold_scale must be >= 0")
 
+    @classmethod
+    def for_sensor(cls, sensor: str) -> SubspaceDenoiseConfig:
+        """The settings for a sensor's cubes. The ImSPOC reconstructs each pixel from many
+        detector pixels: no column stripes survive, and the regularised reconstruction
+        correlates the noise of neighbouring bands, which the band regression cannot see
+        (module docstring, step 3), so its noise is measured spatially. A push-broom (or any
+        sensor measuring each band directly) has gain stripes and band-independent noise:
+        the regression, which scene texture does not fool."""
+        if sensor == "imspoc":
+            return cls(destripe="none", noise="spatial", outliers=False)
+        return cls(destripe="gain", noise="regression")
+
 
 @dataclass
 class SubspaceReport:
@@ -120,8 +145,8 @@ class SubspaceReport:
     destriping. ``eigenvalues``: (bands,) whitened covariance eigenvalues, descending.
     ``rank``: the signal-subspace dimension kept. ``stripes``: (bands, cols) the removed
     stripe pattern (gains, or offsets in the cube's units), None when not destriped.
-    ``filled``: number of invalid pixels in-painted. ``repaired_columns``: number of
-    (band, column) detector elements found defective and repaired (:func:`repair_column_defects`).
+    ``filled``: number of invalid pixels in-painted. ``line_defects``: (band, column) line
+    defects and ``impulses``: single values, imputed from the other bands (step 2).
     """
 
     band_noise: NDArray[np.float64]
@@ -129,7 +154,8 @@ class SubspaceReport:
     rank: int
     stripes: NDArray[np.float64] | None
     filled: int
-    repaired_columns: int = 0
+    line_defects: int = 0
+    impulses: int = 0
 
 
 def denoise_subspace(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> Cube:
@@ -138,10 +164,11 @@ def denoise_subspace(cube: Cube, config: SubspaceDenoiseConfig | None = None) ->
 
     The output ``valid`` is the input's, also False wherever the input held a non-finite
     value; data under invalid pixels are in-painted from their neighbours (finite, but not
-    measurements). A cube with no measurable noise (constant, synthetic) comes back filled
-    and destriped but otherwise unchanged. Raises ValueError for fewer than
-    :data:`MIN_BANDS` bands, or too few valid pixels to estimate the noise and the subspace
-    (skip the stage for that frame).
+    measurements). A cube with no measurable noise (synthetic) comes back filled and
+    destriped but otherwise unchanged, and so do its constant bands. Raises
+    :class:`NotDenoised` (a ValueError), saying why, for a cube it cannot denoise: fewer
+    than :data:`MIN_BANDS` (varying) bands, a band of NaNs, too few valid pixels to estimate
+    the noise and the subspace (the pipeline passes it on undenoised, with an event).
     """
     return denoise_subspace_report(cube, config)[0]
 
@@ -186,56 +213,148 @@ class SubspaceDecomposition:
         return out.reshape(-1, h, w).astype(np.float32)
 
 
+class NotDenoised(OnboardError, ValueError):
+    """A cube the stage cannot denoise, with the reason in words; the caller passes the
+    cube on undenoised (the pipeline flags the frame and sends an event product)."""
+
+
 def decompose(cube: Cube, config: SubspaceDenoiseConfig | None = None) -> SubspaceDecomposition:
     """Steps 1-4 of the stage: fill, destripe, measure the noise, find the signal subspace,
-    project. Raises ValueError for fewer than :data:`MIN_BANDS` bands, or too few valid
-    pixels to estimate the noise and the subspace (skip denoising for that frame)."""
+    project. Bands constant over the valid pixels (a dead or saturated channel) carry
+    neither signal nor noise: they are left out of the subspace and come back as they are.
+    Raises :class:`NotDenoised` (a ValueError) with the reason for a cube it cannot
+    denoise (:func:`check_input`)."""
     config = config or SubspaceDenoiseConfig()
-    b, h, w = cube.data.shape
+    varying = check_input(cube)
+    if varying.all():
+        return _decompose(cube, config)
+    inner = _decompose(Cube(cube.data[varying], cube.wavelengths_nm[varying], cube.valid), config)
+    return _embed(inner, varying, cube.data, config)
+
+
+def check_input(cube: Cube) -> NDArray[np.bool_]:
+    """Which bands (B,) vary over the valid pixels, or :class:`NotDenoised` with the reason:
+    fewer than :data:`MIN_BANDS` bands (or varying bands), a band without a finite value,
+    no more valid (finite) pixels than bands."""
+    b = cube.data.shape[0]
+    lam = cube.wavelengths_nm
     if b < MIN_BANDS:
-        raise ValueError(
+        raise NotDenoised(
             f"the subspace denoiser needs at least {MIN_BANDS} bands, the cube has {b}: "
-            "skip denoising for this sensor or reconstruct more bands"
-        )
-    x = cube.data.astype(np.float64)
-    valid = cube.valid & np.isfinite(x).all(axis=0)
+            "skip denoising for this sensor or reconstruct more bands")
+    finite = np.isfinite(cube.data)
+    empty = np.flatnonzero(~finite.reshape(b, -1).any(axis=1))
+    if empty.size:
+        raise NotDenoised(
+            f"{empty.size} of {b} bands hold no finite value (NaN or inf everywhere; first: "
+            f"band {empty[0]} at {lam[empty[0]]:.0f} nm): the cube is passed on undenoised")
+    valid = cube.valid & finite.all(axis=0)
     n_valid = int(valid.sum())
     if n_valid <= b:
-        raise ValueError(
-            f"the cube has {n_valid} valid pixels for {b} bands; the subspace denoiser needs "
-            "more valid pixels than bands: skip denoising for this frame"
-        )
+        bad = int((cube.valid & ~finite.all(axis=0)).sum())
+        raise NotDenoised(
+            f"the cube has {n_valid} valid pixels for {b} bands ({bad} more hold NaN or inf); "
+            "the subspace denoiser needs more valid pixels than bands: skip denoising for this frame")
+    pixels = cube.data[:, valid]
+    varying = pixels.max(axis=1) > pixels.min(axis=1)
+    if varying.sum() < MIN_BANDS:
+        what = "every band is" if not varying.any() else f"{b - int(varying.sum())} of {b} bands are"
+        raise NotDenoised(
+            f"{what} constant over the valid pixels (a blank, saturated or dead channel): "
+            f"{int(varying.sum())} varying bands, the subspace denoiser needs {MIN_BANDS}")
+    return varying
+
+
+def _embed(inner: SubspaceDecomposition, varying: NDArray[np.bool_], data: NDArray,
+           config: SubspaceDenoiseConfig) -> SubspaceDecomposition:
+    """A decomposition of the varying bands extended to the whole cube: the constant bands
+    keep their value (mean), take no part in the projection and come back unchanged."""
+    b = len(varying)
+    k = inner.z.shape[0]
+    mean = np.asarray(data[:, inner.valid].mean(axis=1), dtype=np.float64)
+    mean[varying] = inner.mean
+    project = np.zeros((k, b))
+    project[:, varying] = inner.project
+    back = np.zeros((b, k))
+    back[varying] = inner.back
+    r = inner.report
+    noise = np.zeros(b)
+    noise[varying] = r.band_noise
+    eig = np.zeros(b)
+    eig[: len(r.eigenvalues)] = r.eigenvalues
+    stripes = None
+    if r.stripes is not None:
+        stripes = np.full((b, r.stripes.shape[1]), 1.0 if config.destripe == "gain" else 0.0)
+        stripes[varying] = r.stripes
+    report = replace(r, band_noise=noise, eigenvalues=eig, stripes=stripes)
+    return SubspaceDecomposition(mean, project, back, inner.z, inner.valid, report)
+
+
+def _decompose(cube: Cube, config: SubspaceDenoiseConfig) -> SubspaceDecomposition:
+    """:func:`decompose` of a cube that :func:`check_input` accepted, every band varying."""
+    b, h, w = cube.data.shape
+    x = cube.data.astype(np.float64)
+    valid = cube.valid & np.isfinite(x).all(axis=0)
     filled = fill_invalid(x, valid)
 
+    outliers = None
+    if config.outliers:
+        filled, outliers = impute_outliers(filled, valid)
     stripes = None
-    repaired = 0
     if config.destripe != "none" and w >= 3:
-        filled, defects = repair_column_defects(filled)
-        repaired = int(defects.sum())
         stripes = estimate_stripes(filled, config.destripe)
         filled = filled / stripes[:, None, :] if config.destripe == "gain" else filled - stripes[:, None, :]
+    replaced = outliers.fraction(valid) if outliers is not None else np.zeros(b)
+    sub = _signal_subspace(filled, valid, config, replaced)
+    flat = filled.reshape(b, -1) - sub.mean[:, None]
+    counts = dict(filled=int((~valid).sum()), line_defects=int(outliers.lines.sum()) if outliers is not None else 0,
+                  impulses=outliers.impulses if outliers is not None else 0)
+    if sub.whiten is None:  # a noise-free (e.g. constant) cube: keep it all
+        report = SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, **counts)
+        return SubspaceDecomposition(sub.mean, np.eye(b), np.eye(b), flat.reshape(b, h, w), valid, report)
+    basis = sub.eigvec[:, :sub.rank]  # (B, k), whitened units
+    project = (sub.whiten @ basis).T
+    report = SubspaceReport(np.sqrt(np.diag(sub.noise_cov)), sub.eigval, sub.rank, stripes, **counts)
+    return SubspaceDecomposition(sub.mean, project, sub.unwhiten @ basis,
+                                 (project @ flat).reshape(sub.rank, h, w), valid, report)
 
-    pixels = filled[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
+
+@dataclass
+class _Subspace:
+    """Noise covariance and signal subspace of a cube (step 3-4); ``whiten`` None for a
+    cube without measurable noise."""
+
+    mean: NDArray[np.float64]
+    noise_cov: NDArray[np.float64]
+    whiten: NDArray[np.float64] | None
+    unwhiten: NDArray[np.float64]
+    eigval: NDArray[np.float64]
+    eigvec: NDArray[np.float64]
+    rank: int
+
+
+def _signal_subspace(x: NDArray[np.float64], valid: NDArray[np.bool_], config: SubspaceDenoiseConfig,
+                     replaced: NDArray[np.float64]) -> _Subspace:
+    """Steps 3-4 on a filled cube (B, H, W). ``replaced`` (B,): fraction of each band's
+    valid pixels imputed by :func:`impute_outliers`; they carry no noise, so the band's
+    regression residual energy is spread over the others only."""
+    b = x.shape[0]
+    pixels = x[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
+    n_valid = pixels.shape[1]
     mean = pixels.mean(axis=1)
     centred = pixels - mean[:, None]
     if config.noise == "spatial":
-        noise_cov = noise_covariance_spatial(filled, valid)
+        noise_cov = noise_covariance_spatial(x, valid)
     else:
-        noise_cov = np.diag(band_noise_regression(centred) ** 2)
-    flat = filled.reshape(b, -1) - mean[:, None]
-    if not np.diag(noise_cov).max() > 0:  # a noise-free (e.g. constant) cube: keep it all
-        report = SubspaceReport(np.zeros(b), np.zeros(b), b, stripes, int((~valid).sum()), repaired)
-        return SubspaceDecomposition(mean, np.eye(b), np.eye(b), flat.reshape(b, h, w), valid, report)
+        sigma = band_noise_regression(centred) / np.sqrt(np.maximum(1.0 - replaced, 0.05))
+        noise_cov = np.diag(sigma**2)
+    if not np.diag(noise_cov).max() > 0:
+        return _Subspace(mean, noise_cov, None, np.eye(b), np.zeros(b), np.eye(b), b)
     whiten, unwhiten = _whitening(noise_cov)
     eigval, eigvec = np.linalg.eigh(whiten @ (centred @ centred.T / n_valid) @ whiten)
     eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
-    rank = subspace_rank(eigval, n_valid, config)
-    basis = eigvec[:, :rank]  # (B, k), whitened units
-    project = (whiten @ basis).T
-    report = SubspaceReport(np.sqrt(np.diag(noise_cov)), eigval, rank, stripes,
-                            int((~valid).sum()), repaired)
-    return SubspaceDecomposition(mean, project, unwhiten @ basis,
-                                 (project @ flat).reshape(rank, h, w), valid, report)
+    return _Subspace(mean, noise_cov, whiten, unwhiten, eigval, eigvec,
+                     subspace_rank(eigval, n_valid, config))
 
 
 def _whitening(cov: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -265,41 +384,6 @@ def _box3(a: NDArray[np.float64]) -> NDArray[np.float64]:
     p = np.pad(a, ((0, 0), (1, 1), (1, 1)))
     rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
     return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-
-
-def repair_column_defects(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Cube (B, H, W) with defective detector elements repaired, and where they were (B, W).
-
-    A push-broom detector element that died or drifted far after its ground calibration
-    (and so is not in the bad-pixel map) leaves one band of one column far off its
-    neighbours over the whole frame: not a stripe to divide out (a dead element's gain is
-    0). An element is defective when its column's median over rows differs from the
-    5-column running median by more than :data:`DEFECT_RATIO` of the latter and by more
-    than 5 times that column's median deviation over all bands (a scene feature along
-    track shows in every band, a defect in one). Its values are replaced, row by row, by
-    the mean of the nearest good columns on either side, as radiometric correction does
-    for known bad pixels; the pixel stays valid (its other bands are measured)."""
-    b, h, w = x.shape
-    level = np.median(x, axis=1)  # (B, W)
-    ref = _running_median(level, 5)
-    dev = np.abs(level - ref) / np.maximum(np.abs(ref), 1e-12)
-    typical = np.median(dev, axis=0, keepdims=True)
-    defect = (dev > DEFECT_RATIO) & (dev > 5.0 * typical)
-    if not defect.any():
-        return x, defect
-    out = x.copy()
-    cols = np.arange(w)
-    for band in np.flatnonzero(defect.any(axis=1)):
-        good = cols[~defect[band]]
-        if good.size == 0:
-            continue
-        bad = cols[defect[band]]
-        right = np.searchsorted(good, bad).clip(max=good.size - 1)
-        left = (right - 1).clip(min=0)
-        right = np.where(good[right] < bad, left, right)  # no good column to the right
-        left = np.where(good[left] > bad, right, left)  # none to the left
-        out[band][:, bad] = 0.5 * (x[band][:, good[left]] + x[band][:, good[right]])
-    return out, defect
 
 
 def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -> NDArray[np.float64]:
@@ -338,8 +422,9 @@ def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -
     trend = _running_median(full, STRIPE_TREND)
     step_var = _robust_var(full - trend)  # 2 S + E per band
     error_var = _robust_var(top - bottom) / 4.0  # E per band, full frame
-    # S: a detector pixel's drift is much the same in every band, and one band's 60-odd
-    # steps measure it poorly where noise dominates, so the bands' estimates are pooled.
+    # S: a drift common to the bands is what this step removes (a column defect of some
+    # bands only was imputed before, step 2), and one band's 60-odd steps measure it
+    # poorly where noise dominates, so the bands' estimates are pooled.
     stripe_var = np.full_like(step_var, np.median(np.maximum(step_var - error_var, 0.0)) / 2.0)
     limit = 4.0 * np.sqrt(step_var)[:, None]
     steps = np.where(np.abs(full - trend) > limit, trend, full)
@@ -446,19 +531,15 @@ def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float32], median_
 def band_noise_regression(x: NDArray[np.float64]) -> NDArray[np.float64]:
     """Noise standard deviation per band (B,) of mean-removed pixels ``x`` (B, N) by
     multiple regression of each band on all the others (HySime): residual energy
-    ``1 / (R^-1)_ii`` over ``N - B`` degrees of freedom.
-
-    A tiny ridge (1e-9 of the mean band energy) keeps ``R`` invertible for noise-free data;
-    the estimate is floored at 1e-6 of the band's own spread (0 for a constant band).
-    """
+    ``1 / (R^-1)_ii`` (:func:`~onboard.stages.outliers.regression_precision`) over
+    ``N - B`` degrees of freedom; floored at 1e-6 of the band's own spread (0 for a
+    constant band)."""
     bands, n = x.shape
-    r = x @ x.T
-    energy = float(np.trace(r)) / bands
-    if not energy > 0:  # every band constant: no noise at all
+    rinv = regression_precision(x)
+    if rinv is None:  # every band constant: no noise at all
         return np.zeros(bands)
-    rinv = np.linalg.inv(r + 1e-9 * energy * np.eye(bands))
     var = 1.0 / np.diag(rinv) / max(n - bands, 1)
-    return np.sqrt(np.maximum(var, 1e-12 * np.diag(r) / n))
+    return np.sqrt(np.maximum(var, 1e-12 * np.sum(x * x, axis=1) / n))
 
 
 def subspace_rank(eigval: NDArray[np.float64], n_pixels: int, config: SubspaceDenoiseConfig) -> int:
@@ -474,9 +555,16 @@ def subspace_rank(eigval: NDArray[np.float64], n_pixels: int, config: SubspaceDe
 
 def denoise_eigenimages(z: NDArray[np.float64], levels: int, threshold_scale: float = 1.0
                         ) -> NDArray[np.float64]:
-    """Spatially denoised eigen-images (k, H, W): undecimated Haar transform with
-    ``levels`` levels, soft thresholds per sub-band by BayesShrink, each eigen-image's
-    noise level measured on the image itself.
+    """Spatially denoised eigen-images (k, H, W): undecimated Haar transform with ``levels``
+    levels, each detail coefficient scaled by its local empirical Wiener gain
+    (:func:`_local_wiener`); ``threshold_scale`` multiplies the noise level assumed (0 keeps
+    every coefficient).
+
+    The noise level: the whitening made it 1 in every eigen-image, if the band noise was
+    measured right. The fine-scale (finest diagonal detail) deviation of an image also
+    counts its texture, so it is trusted downwards only (noise overstated); upwards, only
+    what the weakest eigen-image shows (least signal, so least texture) raises the level
+    of all, for a cube whose noise was understated.
 
     The images are mirrored by ``2**levels`` pixels on each side so the transform's
     circular shifts do not wrap one border onto the other."""
@@ -492,11 +580,12 @@ def denoise_eigenimages(z: NDArray[np.float64], levels: int, threshold_scale: fl
         hl, hh = _haar_split(hi_r, s, axis=2)
         if sigma is None:
             # Finest diagonal detail of white noise sigma has std sigma / 2 (see below).
-            sigma = 2.0 * np.median(np.abs(hh.reshape(k, -1)), axis=1) / _MAD_GAUSS
+            measured = 2.0 * np.median(np.abs(hh.reshape(k, -1)), axis=1) / _MAD_GAUSS
+            sigma = threshold_scale * np.minimum(measured, max(1.0, float(measured.min())))
         # With 1/2 filters each level-j detail sums 4**(j+1) noise samples with weights
         # of size 4**-(j+1): white noise sigma gives std sigma / 2**(j + 1).
         noise = sigma / 2.0 ** (j + 1)
-        coarse.append([_bayes_shrink(d, noise, threshold_scale) for d in (lh, hl, hh)])
+        coarse.append([_local_wiener(d, noise) for d in (lh, hl, hh)])
         a = ll
     for j in reversed(range(levels)):
         s = 2**j
@@ -515,14 +604,24 @@ def _haar_merge(lo: NDArray, hi: NDArray, s: int, axis: int) -> NDArray:
     return ((lo + hi) + np.roll(lo - hi, s, axis=axis)) * 0.5
 
 
-def _bayes_shrink(d: NDArray, noise: NDArray, scale: float) -> NDArray:
-    """Soft-threshold detail images d (k, H, W) at BayesShrink's ``noise^2 / signal_std``
-    per image, ``noise`` (k,) the detail noise std; all-noise images are zeroed."""
+def _local_wiener(d: NDArray, noise: NDArray) -> NDArray:
+    """Detail images d (k, H, W) times an empirical Wiener gain ``e / (e + n^2)``, ``n`` (k,)
+    the detail noise std and ``e`` the signal energy around each coefficient: that of a
+    pilot estimate (BayesShrink's soft threshold per sub-band, Chang, Yu and Vetterli 2000)
+    averaged over a :data:`WIENER_RADIUS` window (Ghael, Sayeed and Baraniuk 1997). A
+    textured neighbourhood keeps its detail and a flat one loses its noise, where the one
+    threshold per sub-band of the pilot must trade the two. Measured against the pilot
+    alone: +0.8-1.4 dB on synthetic and push-broom cubes, +0.1-0.5 dB on the real cubes,
+    -0.07 dB on ImSPOC reconstructions."""
     k = d.shape[0]
     power = np.mean(d.reshape(k, -1) ** 2, axis=1)
     signal = np.sqrt(np.maximum(power - noise**2, 0.0))
     largest = np.abs(d.reshape(k, -1)).max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = scale * np.where(signal > 0, noise**2 / signal, largest)
-    t = t[:, None, None]
-    return np.sign(d) * np.maximum(np.abs(d) - t, 0.0)
+        t = np.where(signal > 0, noise**2 / signal, largest)[:, None, None]
+    pilot = np.maximum(np.abs(d) - t, 0.0)
+    energy = box_sum(pilot * pilot, WIENER_RADIUS) / (2 * WIENER_RADIUS + 1) ** 2
+    n2 = (noise**2)[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(energy > 0, energy / (energy + n2), 0.0)
+    return d * gain

@@ -6,7 +6,7 @@ Denoising (the model is ``export.models.EigenRefiner``; why this design: its doc
    (:func:`onboard.stages.denoise.decompose`): dead pixels filled,
    column stripes removed, band noise covariance measured, cube whitened, signal subspace
    kept; eigen-images ``z`` (k, H, W) in whitened units (noise standard deviation 1) and
-   their classical BayesShrink estimate ``y0``.
+   their classical (wavelet Wiener) estimate ``y0``.
 2. :func:`refiner_input` stacks what the network takes: ``(z - y0, y0 / scale)``
    (k, 2, H, W) float32, every channel within a few units (INT8-friendly).
 3. The engine returns a correction (k, 1, H, W); :func:`compose` back-projects
@@ -63,7 +63,7 @@ class EigenDecomposition:
     """A cube in its signal subspace (the classical stage's
     :class:`~onboard.stages.denoise.SubspaceDecomposition`: ``mean``, ``project``, ``back``,
     eigen-images ``z`` (k, H, W) in whitened units, ``valid``) and ``y0`` (k, H, W), the
-    classical (BayesShrink) estimate of the eigen-images."""
+    classical (wavelet Wiener) estimate of the eigen-images."""
 
     parts: SubspaceDecomposition
     y0: NDArray[np.float64]

@@ -1,0 +1,117 @@
+"""Sparse corruption of single bands: impulses and line defects, found against the other bands.
+
+Gaussian noise touches every pixel of every band a little; some corruption touches few
+values a lot: impulses (salt and pepper, a cosmic-ray hit, a bit flip on the link), and line
+defects of one band (a detector column of one band dead, stuck or offset: the striping of
+only some bands). A least-squares subspace fit spreads such values over everything: an
+impulse band raises the rank and leaks into its neighbours. They are instead *found* here,
+as values that the other bands cannot explain, and *imputed* from them (the sparse term of
+the robust low-rank models, HyMiNoR, L1HyMixDe), iterating a few times:
+
+1. ``fit``: the cube's low-rank (signal subspace) estimate with the values flagged so far
+   replaced by their last fit (the caller's projection, :func:`onboard.stages.denoise.decompose`);
+2. residual ``r = x - fit`` and its robust spread per band ``s`` (median absolute
+   deviation: the corrupted values are a minority of each band, so they do not move it);
+3. a **line** is a (band, column) whose residual median over the rows is off zero by more
+   than :data:`LINE_SIGMAS` times that median's standard error ``1.2533 s / sqrt(rows)``:
+   a scene feature along the track is in every band and so in the fit, a column defect of
+   one band is not; the whole column of that band is flagged;
+4. an **impulse** is a value whose residual exceeds :data:`IMPULSE_SIGMAS` ``s``.
+
+Flagged values are replaced by the fit, so the spatial and spectral steps that follow see
+a cube without them. A false alarm costs little: the value is replaced by the subspace
+estimate that the stage returns anyway, less its own noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Fit-and-flag rounds: the first fit is pulled by the corruption, the second mostly not.
+ITERATIONS = 5
+#: Standard errors a column's residual median must be off zero to be a line defect.
+LINE_SIGMAS = 6.0
+#: Robust standard deviations a residual must exceed to be an impulse.
+IMPULSE_SIGMAS = 3.5
+#: Residuals per band the robust spread is measured on (sampling error about 2 %).
+SPREAD_SAMPLES = 4096
+#: Median absolute deviation of a unit Gaussian.
+_MAD_GAUSS = 0.6744897501960817
+#: Standard error of a median of n Gaussian samples, times sqrt(n) / sigma.
+_MEDIAN_SE = 1.2533141373155001
+
+
+@dataclass
+class Outliers:
+    """What :func:`impute_outliers` found: ``flagged`` (B, H, W) values replaced,
+    ``lines`` (B, W) line defects, ``impulses`` number of single values replaced."""
+
+    flagged: NDArray[np.bool_]
+    lines: NDArray[np.bool_]
+    impulses: int
+
+    def fraction(self, valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+        """Fraction (B,) of each band's valid pixels that were replaced."""
+        return self.flagged[:, valid].mean(axis=1) if valid.any() else np.zeros(len(self.flagged))
+
+
+def regression_precision(x: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """``R^-1`` (B, B), ``R = x x^T`` of mean-removed pixels ``x`` (B, N), with a tiny ridge
+    (1e-9 of the mean band energy) that keeps it invertible for noise-free data; None when
+    every band is constant. Regressing band ``i`` on all the others (HySime) leaves the
+    residual ``(R^-1 x)_i / (R^-1)_ii``, of energy ``1 / (R^-1)_ii``."""
+    bands = x.shape[0]
+    r = x @ x.T
+    energy = float(np.trace(r)) / bands
+    if not energy > 0:
+        return None
+    inv: NDArray[np.float64] = np.linalg.inv(r + 1e-9 * energy * np.eye(bands))
+    return inv
+
+
+def impute_outliers(x: NDArray[np.float64], valid: NDArray[np.bool_]
+                    ) -> tuple[NDArray[np.float64], Outliers]:
+    """The cube (B, H, W) with its impulses and line defects replaced by what the other
+    bands predict, and what was replaced (module docstring). ``valid`` (H, W): the pixels
+    to judge and to fit on (others, already in-painted, are left as they are)."""
+    b, h, w = x.shape
+    flagged = np.zeros(x.shape, dtype=bool)
+    lines = np.zeros((b, w), dtype=bool)
+    current = x
+    sample = np.flatnonzero(valid.ravel())
+    sample = sample[:: max(1, sample.size // SPREAD_SAMPLES)]  # an even sample for the spread
+    for _ in range(ITERATIONS):
+        pixels = current[:, valid]
+        mean = pixels.mean(axis=1, keepdims=True)
+        inv = regression_precision(pixels - mean)
+        if inv is None:
+            break
+        flat = current.reshape(b, -1) - mean
+        # each band predicted from the others' current values (HySime's regression)
+        predicted = current - ((inv @ flat) / np.diag(inv)[:, None]).reshape(b, h, w)
+        r = x - predicted
+        spread = _spread(r.reshape(b, -1)[:, sample], flagged.reshape(b, -1)[:, sample])
+        column = np.median(r, axis=1)  # (B, W); in-painted pixels count, they are few
+        lines = np.abs(column) > LINE_SIGMAS * _MEDIAN_SE * spread[:, None] / np.sqrt(h)
+        new = (np.abs(r) > IMPULSE_SIGMAS * spread[:, None, None]) | lines[:, None, :]
+        # a band the others predict exactly (no noise) has nothing to flag
+        new &= valid[None] & (spread > 0)[:, None, None]
+        if np.array_equal(new, flagged):
+            break
+        flagged = new
+        current = np.where(flagged, predicted, x)
+    return current, Outliers(flagged, lines, int((flagged & ~lines[:, None, :]).sum()))
+
+
+def _spread(r: NDArray[np.float64], flagged: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Robust standard deviation (B,) of the residuals ``r`` (B, n) not flagged yet: a band
+    with many impulses would otherwise hide them behind its own inflated spread."""
+    out = np.zeros(len(r))
+    for i, (row, bad) in enumerate(zip(r, flagged, strict=True)):
+        kept = row[~bad]
+        if kept.size:
+            out[i] = np.median(np.abs(kept)) / _MAD_GAUSS
+    return out
