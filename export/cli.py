@@ -22,12 +22,13 @@ def export() -> None:
               default=Path("onboard/scene/data/spectral_library.npz"), show_default=True,
               help="Where to write the library (.npz).")
 def spectra(out: Path) -> None:
-    """Rebuild the farmland spectral library the simulator ships (needs prosail)."""
-    try:
-        import prosail  # noqa: F401  (checked here to name the extra; used by the builder)
-    except ModuleNotFoundError as exc:
-        raise click.ClickException("'onboard export spectra' needs the Python package 'prosail': "
-                                   "pip install 'onboard[ground]'") from exc
+    """Rebuild the farmland spectral library the simulator ships (needs prosail, earthlib)."""
+    for package in ("prosail", "earthlib"):
+        try:
+            __import__(package)  # checked here to name the extra; used by the builder
+        except ModuleNotFoundError as exc:
+            raise click.ClickException(f"'onboard export spectra' needs the Python package "
+                                       f"'{package}': pip install 'onboard[ground]'") from exc
     import numpy as np
 
     from export.spectral_library import write
@@ -37,10 +38,13 @@ def spectra(out: Path) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     with np.load(path) as arrays:
-        counts = ", ".join(f"{len(arrays[k])} {k}" for k in ("soil", "green", "residue"))
+        pairs = list(zip(arrays["kinds"].tolist(), arrays["splits"].tolist(), strict=True))
+        counts = ", ".join(f"{k} {'/'.join(str(pairs.count((k, s))) for s in ('train', 'val', 'test'))}"
+                           for k in ("soil", "residue", "green"))
         wl = arrays["wavelengths_nm"]
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {counts} spectra, "
-               f"{wl[0]:.0f}-{wl[-1]:.0f} nm, {len(wl)} samples")
+               f"{wl[0]:.0f}-{wl[-1]:.0f} nm, {len(wl)} samples (train/val/test; "
+               f"shared ones not counted)")
 
 
 @export.command("build", add_help_option=False,
