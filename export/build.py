@@ -29,6 +29,7 @@ of two otherwise idle cores).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -43,15 +44,24 @@ import torch
 from export import data, parity, quantize, reconstruction_graph, tensorrt_build
 from export.models import parameter_count
 from export.onnx_export import export_onnx
-from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
-from onboard.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
+from export.train import (
+    ResidueModel,
+    TrainConfig,
+    residue_training_set,
+    train_denoiser,
+    train_residue,
+)
+from onboard import bundle as bundle_mod
+from onboard.bundle import Artifact, BundleError, Manifest, ModelSpec, TensorSpec, tool_versions
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.session import classical_classifier
 from onboard.stages import radiometric
+from onboard.stages.confidence import Domain, fit_domain, threshold_for
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
 from onboard.stages.reconstruct import Reconstructor
+from onboard.types import Cube
 
 PRECISIONS = ("fp32", "int8", "fp16")
 #: Evaluation sets: name -> (data kind, noise kinds for synthetic).
@@ -79,12 +89,15 @@ class BuildOptions:
     progress: bool = True
     eval_cubes: int = 16
     tensorrt: bool = True
+    only: str | None = None  # "residue": rebuild the residue classifiers, keep the rest of ``out``
 
 
-def eval_sets(seed: int, n: int) -> dict[str, list[data.Sample]]:
+def eval_sets(seed: int, n: int, names: Sequence[str] = tuple(EVAL_SETS)
+              ) -> dict[str, list[data.Sample]]:
     """Held-out samples per evaluation set (``split="eval"``, seeds apart from training)."""
     out = {}
-    for name, (kind, noise) in EVAL_SETS.items():
+    for name in names:
+        kind, noise = EVAL_SETS[name]
         it = (data.synthetic_samples("eval", seed + 500, kinds=noise) if kind == "synthetic"
               else data.samples(kind, "eval", seed + 500))  # type: ignore[arg-type]
         out[name] = data.take(it, n)
@@ -177,9 +190,30 @@ def build_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[d
                      None, meta)
 
 
+def residue_domain(stage: LearnedResidue, rset: data.ResidueSet, cubes: list, evals: list[data.Sample]
+                   ) -> Domain:
+    """The classifier's training domain (principal subspace of the training cubes' spectra)
+    and its confidence threshold, chosen on the validation cubes (``split="eval"``): the
+    lowest that keeps the confident in-distribution pixels right ``TARGET_ACCURACY`` of the
+    time."""
+    train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
+    domain = fit_domain(train)
+    stage.domain = domain
+    conf, right = [], []
+    for cube, s in zip(cubes, evals, strict=True):
+        r = stage(cube)
+        assert r.confidence is not None and r.uncertain is not None
+        ok = np.isfinite(r.confidence) & (domain.novelty(cube) <= domain.novelty_limit)
+        conf.append(r.confidence[ok])
+        right.append(r.tillage[ok] == s.tillage[ok])
+    threshold = threshold_for(np.concatenate(conf), np.concatenate(right))
+    return dataclasses.replace(domain, confidence_threshold=threshold)
+
+
 def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
                   evals: list[data.Sample], summary: dict[str, Any]) -> ModelSpec:
-    rm: ResidueModel = train_residue(kind, cfg)
+    rset = residue_training_set(kind, cfg)
+    rm: ResidueModel = train_residue(kind, cfg, rset)
     name = f"residue_{kind}"
     out = opts.out
     b = len(rm.grid_nm)
@@ -212,10 +246,13 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     classify = classical_classifier(kind, rm.grid_nm, ResidueConfig())
     classical = parity.residue_accuracy(classify, cubes, evals)
     classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: classify(cubes[0])), 3)
+    engine = _engine(fp32, inputs, outputs, "fp32")
+    domain = residue_domain(LearnedResidue(engine, rm.grid_nm, name), rset, cubes, evals)
+    engine.deactivate()
     accuracy = {}
     for p, path in files.items():
         engine = _engine(path, inputs, outputs, p)
-        stage = LearnedResidue(engine, rm.grid_nm, name)
+        stage = LearnedResidue(engine, rm.grid_nm, name, domain)
         acc = parity.residue_accuracy(stage, cubes, evals)
         acc["cpu_ms_stage_frame"] = round(_median_ms(lambda st=stage: st(cubes[0])), 3)
         accuracy[p] = acc
@@ -228,7 +265,8 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
                             f"{rm.net.context_px} context), softmax class and fraction heads",
             "parameters": parameter_count(rm.net), "training": rm.info,
             "classical": {k: round(v, 5) for k, v in classical.items()},
-            "input_cubes": "classically denoised", "frame": f"{cubes[0].data.shape}"}
+            "input_cubes": "classically denoised", "frame": f"{cubes[0].data.shape}",
+            "domain": domain.to_dict()}
     summary[name] = {"parameters": meta["parameters"], "training": rm.info, "parity": parities,
                      "accuracy": accuracy, "classical": meta["classical"],
                      "bytes": {p: f.stat().st_size for p, f in files.items()}}
@@ -300,16 +338,28 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     opts.out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(seed=opts.seed, quick=opts.quick, progress=opts.progress)
     summary: dict[str, Any] = {"seed": opts.seed, "quick": opts.quick}
-    evals = eval_sets(opts.seed, opts.eval_cubes)
-    models = [build_denoiser(opts, cfg, evals, summary),
-              build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
-              build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary),
-              build_reconstruction(opts, summary)]
+    producer = f"onboard export build --seed {opts.seed}" + (" --quick" if opts.quick else "")
+    kept: dict[str, ModelSpec] = {}
+    if opts.only is not None:
+        if opts.only != "residue":
+            raise ValueError(f"--only takes 'residue', got {opts.only!r}")
+        try:
+            previous = bundle_mod.load(opts.out).manifest
+        except BundleError as exc:
+            raise click.ClickException(f"--only residue rebuilds part of an existing bundle: {exc}") from exc
+        kept = dict(previous.models)
+        old_summary = opts.out / "summary.json"
+        summary = {**(json.loads(old_summary.read_text()) if old_summary.is_file() else {}),
+                   "residue_seed": opts.seed}
+        producer = f"{previous.producer}; residue_*: {producer} --only residue"
+    evals = eval_sets(opts.seed, opts.eval_cubes, ("imspoc", "pushbroom") if opts.only else tuple(EVAL_SETS))
+    models = [build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
+              build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary)]
+    if opts.only is None:
+        models = [build_denoiser(opts, cfg, evals, summary), *models, build_reconstruction(opts, summary)]
     models = [add_plans(m, opts, summary) for m in models]
     tools = tool_versions("torch", "onnx", "onnxruntime", "tensorrt")
-    manifest = Manifest({m.name: m for m in models}, tools=tools,
-                        producer=f"onboard export build --seed {opts.seed}"
-                                 + (" --quick" if opts.quick else ""))
+    manifest = Manifest(kept | {m.name: m for m in models}, tools=tools, producer=producer)
     manifest.write(opts.out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -353,17 +403,20 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
 @click.option("--eval-cubes", default=16, show_default=True,
               help="Held-out cubes per evaluation set.")
 @click.option("--no-tensorrt", is_flag=True, help="Do not build TensorRT plans.")
+@click.option("--only", type=click.Choice(["residue"]),
+              help="Rebuild only these models in OUT's existing bundle (the others, their "
+                   "manifest entries and summary are kept).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the summary as JSON here.")
 def build_command(out: Path, seed: int, quick: bool, eval_cubes: int, no_tensorrt: bool,
-                  json_path: Path | None) -> None:
+                  only: str | None, json_path: Path | None) -> None:
     """Train, export ONNX, quantise (INT8 Q/DQ, FP16), build TensorRT plans where possible,
     measure parity and accuracy, and write the model bundle to OUT."""
     from rich.console import Console
     from rich.table import Table
 
     summary = build(BuildOptions(out=out, seed=seed, quick=quick, eval_cubes=eval_cubes,
-                                 tensorrt=not no_tensorrt))
+                                 tensorrt=not no_tensorrt, only=only))
     table = Table(title=f"model bundle {out} ({summary['seconds']} s)")
     for col in ("model", "precision", "bytes", "parity max |err|", "held-out accuracy"):
         table.add_column(col)

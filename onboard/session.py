@@ -27,6 +27,8 @@ from onboard.physics.pushbroom import finch_like
 from onboard.pipeline import Pipeline, StageOptions
 from onboard.replay import ReplaySource, write_frame
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
+from onboard.scene.library import SpectralLibrary
+from onboard.scene.library import load as load_library
 from onboard.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sources import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile, Truth
 from onboard.stages.classify import classify_classical
@@ -133,17 +135,19 @@ def _simulated_calibration(kind: str, key: str, make) -> tuple[Calibration, str]
 
 
 def _tiles(config: Config, grid, shape: tuple[int, int]) -> Iterator[Tile]:
-    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split)
+    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split,
+                                   library=load_library().only(config.scene.sources))
     return scene.track(grid, shape)
 
 
-def classical_classifier(sensor: str, wavelengths_nm: ArrayLike,
-                         residue: ResidueConfig) -> Callable[[Cube], ResidueMap]:
+def classical_classifier(sensor: str, wavelengths_nm: ArrayLike, residue: ResidueConfig,
+                         library: SpectralLibrary | None = None) -> Callable[[Cube], ResidueMap]:
     """The classical residue stage as a mission's ``[residue]`` configures it for ``sensor``:
-    FCLS against the nominal library seen through the cube's response, the sensor's
-    brightness mode, the configured context (also what a learned classifier is measured
-    against: ``export.build``, ``bench/bench_residue.py``)."""
-    endmembers = nominal_endmembers(np.asarray(wavelengths_nm, dtype=float))
+    FCLS against the endmember bundles of ``library``'s train split (default: the shipped
+    library) seen through the cube's response, the sensor's brightness mode, the configured
+    context (also what a learned classifier is measured against: ``export.build``,
+    ``bench/bench_residue.py``)."""
+    endmembers = nominal_endmembers(np.asarray(wavelengths_nm, dtype=float), library)
     unmix = UnmixConfig(brightness=residue.for_sensor(sensor))
     return lambda cube: classify_classical(cube, endmembers, unmix, residue.context_px)
 
@@ -196,7 +200,8 @@ def build_session(config: Config) -> Session:
         cube_shape = [len(pb.wavelengths_nm), config.pushbroom.lines_per_frame, pb.cross_track]
         saturation = pb.detector_spec.max_dn - 1
 
-    classify = classical_classifier(config.run.sensor, cal.wavelengths_nm, config.residue)
+    classify = classical_classifier(config.run.sensor, cal.wavelengths_nm, config.residue,
+                                    load_library().only(config.scene.sources))
 
     engine_description = "classical stages"
     model_versions: dict = {}

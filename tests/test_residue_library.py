@@ -93,7 +93,7 @@ def variants() -> dict[str, Endmembers]:
 # as it depends on how many parcels sit near a class threshold.
 
 
-@pytest.mark.parametrize("sensor,max_mae,min_accuracy", [("imspoc", 0.10, 0.8), ("finch", 0.06, 0.9)])
+@pytest.mark.parametrize("sensor,max_mae,min_accuracy", [("imspoc", 0.10, 0.8), ("finch", 0.08, 0.85)])
 def test_defaults_meet_the_mission_on_their_own(scene, sensor, max_mae, min_accuracy):
     """The mission asks residue MAE <= 0.10 and tillage accuracy >= 80 % of the whole
     pipeline; the stage with its defaults must meet that on SNR-100 spectra by itself."""
@@ -121,7 +121,8 @@ def test_brightness_prior_pays_once_the_library_spans_the_variants(scene, varian
 
 def test_one_soil_spectrum_is_not_enough(scene):
     """REFERENCES.md: with soil moisture varying, a single soil spectrum gets residue MAE
-    0.22-0.38 where dry and wet soil as two endmembers get 0.01-0.03."""
+    0.22-0.38 where dry and wet soil as two endmembers get 0.01-0.03. With moistening as a
+    water film (export/spectral_library.py) the gap is smaller: 0.144 against 0.077 here."""
     grid = GRIDS["finch"]
     both = mean_library(grid)
     keep = [i for i, name in enumerate(both.names) if name != "soil-wet"]
@@ -129,15 +130,16 @@ def test_one_soil_spectrum_is_not_enough(scene):
                           tuple(both.names[i] for i in keep))
     mae_both, _ = scores(scene, grid, both)
     mae_dry, _ = scores(scene, grid, dry_only)
-    assert mae_dry > 3 * mae_both, (mae_dry, mae_both)
+    assert mae_dry > 1.5 * mae_both, (mae_dry, mae_both)
 
 
-def test_fcls_is_the_right_default_for_a_mean_library(scene):
-    """With one mean spectrum per class, the freedom the brightness models give is spent
-    fitting the library's shape mismatch: FCLS is best, the free model far worse."""
+def test_brightness_models_pay_when_moisture_darkens_flatly(scene):
+    """Moistening darkens a soil by a near-flat factor (a water film, export/spectral_library.py),
+    a brightness change the brightness models absorb: with one mean spectrum per class on the
+    ImSPOC bands, the prior and the free model beat FCLS (0.050, 0.049 against 0.059 here;
+    with the former prosail dry/wet soil pair FCLS was best)."""
     grid = GRIDS["imspoc"]
     lib = mean_library(grid)
     mae = {mode: scores(scene, grid, lib, UnmixConfig(brightness=mode))[0]
            for mode in ("sum-to-one", "prior", "free")}
-    assert mae["sum-to-one"] <= min(mae.values()) + 0.005, mae
-    assert mae["free"] > 1.5 * mae["sum-to-one"], mae
+    assert mae["prior"] < 0.95 * mae["sum-to-one"] and mae["free"] < 0.95 * mae["sum-to-one"], mae
