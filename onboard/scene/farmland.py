@@ -68,24 +68,18 @@ class Variability:
 
     Soil brightness is ``1 + brightness_sd * F`` and illumination ``1 + shade_sd * F``
     (clipped to 0.8-1.2), F a unit Gaussian random field; the wet-soil share is
-    ``logistic(moisture_gain * F + N(0, moisture_bias_sd))``. ``spectral_sd``: each spectrum a
-    scene uses is multiplied by ``exp(spectral_sd * G)``, G a smooth unit Gaussian curve over
-    wavelength (correlation ~100 nm), drawn per scene and spectrum: training only, so that a
-    model learns the kinds of spectra rather than the few hundred library spectra themselves
-    (held-out scenes use the library's spectra as measured)."""
+    ``logistic(moisture_gain * F + N(0, moisture_bias_sd))``."""
 
     brightness_sd: float
     shade_sd: float
     moisture_gain: float
     moisture_bias_sd: float
-    spectral_sd: float = 0.0
 
 
 #: Per split: held-out scenes span wider ranges than training ones.
 _HELD_OUT = Variability(brightness_sd=0.10, shade_sd=0.07, moisture_gain=1.5, moisture_bias_sd=0.5)
 VARIABILITY = {
-    "train": Variability(brightness_sd=0.06, shade_sd=0.04, moisture_gain=1.2, moisture_bias_sd=0.3,
-                         spectral_sd=0.04),
+    "train": Variability(brightness_sd=0.06, shade_sd=0.04, moisture_gain=1.2, moisture_bias_sd=0.3),
     "eval": _HELD_OUT,
     "test": _HELD_OUT,
 }
@@ -174,7 +168,6 @@ class FarmlandScene:
     illumination: NDArray[np.float32]
     soil_moisture: NDArray[np.float32]
     soil_brightness: NDArray[np.float32]
-    spectral_gain: NDArray[np.float32] | None = None
 
     @classmethod
     def generate(cls, size: int = 512, seed: int = 0, split: str = "eval",
@@ -236,15 +229,9 @@ class FarmlandScene:
                     ids[slot], weights[slot] = base, cover_k * share
                     slot += 1
         weights *= shade[None]
-        gain = None
-        if var.spectral_sd > 0:  # (n_basis, S) on the library grid, basis_ids order
-            n_ids, n_nm = np.unique(ids).size, lib.wavelengths_nm.size
-            step = float(np.median(np.diff(lib.wavelengths_nm)))
-            curves = np.stack([smooth_field(rng, (1, n_nm), 100.0 / step / 2.0)[0] for _ in range(n_ids)])
-            gain = np.exp(var.spectral_sd * curves).astype(np.float32)
         return cls(fractions, tillage_class(residue), parcel, practice, ids, weights.astype(np.float32),
                    lib, split, cover, green_cover, shade.astype(np.float32),
-                   moisture.astype(np.float32), brightness.astype(np.float32), gain)
+                   moisture.astype(np.float32), brightness.astype(np.float32))
 
     @property
     def size(self) -> int:
@@ -268,10 +255,8 @@ class FarmlandScene:
               fwhm_nm: ArrayLike | None = None) -> NDArray[np.float64]:
         """(n_basis, B) spectra of ``basis_ids`` on a grid (nm, inside the library's range);
         ``method``/``fwhm_nm`` as in :func:`onboard.scene.library.resample`."""
-        spectra = spectra_of(self.library, self.basis_ids)
-        if self.spectral_gain is not None:
-            spectra = spectra * self.spectral_gain
-        return self.library.resample(spectra, wavelengths_nm, method, fwhm_nm)
+        return self.library.resample(spectra_of(self.library, self.basis_ids), wavelengths_nm,
+                                     method, fwhm_nm)
 
     def tile(self, wavelengths_nm: ArrayLike, row: int, col: int, shape: tuple[int, int],
              basis: NDArray | None = None) -> SceneTile:
