@@ -340,6 +340,8 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     summary: dict[str, Any] = {"seed": opts.seed, "quick": opts.quick}
     producer = f"onboard export build --seed {opts.seed}" + (" --quick" if opts.quick else "")
     kept: dict[str, ModelSpec] = {}
+    top: dict[str, Any] = {"tools": tool_versions("torch", "onnx", "onnxruntime", "tensorrt"),
+                           "producer": producer}
     if opts.only is not None:
         if opts.only != "residue":
             raise ValueError(f"--only takes 'residue', got {opts.only!r}")
@@ -351,15 +353,20 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         old_summary = opts.out / "summary.json"
         summary = {**(json.loads(old_summary.read_text()) if old_summary.is_file() else {}),
                    "residue_seed": opts.seed}
-        producer = f"{previous.producer}; residue_*: {producer} --only residue"
+        # only the rebuilt models' entries change (another build owns the rest): the top
+        # level stays, and each rebuilt entry records the command and tools that made it
+        top = {"tools": previous.tools, "producer": previous.producer, "created_utc": previous.created_utc}
     evals = eval_sets(opts.seed, opts.eval_cubes, ("imspoc", "pushbroom") if opts.only else tuple(EVAL_SETS))
     models = [build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
               build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary)]
     if opts.only is None:
         models = [build_denoiser(opts, cfg, evals, summary), *models, build_reconstruction(opts, summary)]
     models = [add_plans(m, opts, summary) for m in models]
-    tools = tool_versions("torch", "onnx", "onnxruntime", "tensorrt")
-    manifest = Manifest(kept | {m.name: m for m in models}, tools=tools, producer=producer)
+    if opts.only is not None:
+        built = {"producer": f"{producer} --only {opts.only}",
+                 "tools": tool_versions("torch", "onnx", "onnxruntime", "tensorrt")}
+        models = [dataclasses.replace(m, metadata={**m.metadata, "built": built}) for m in models]
+    manifest = Manifest(kept | {m.name: m for m in models}, **top)
     manifest.write(opts.out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
