@@ -44,13 +44,28 @@ import torch
 from export import data, parity, quantize, reconstruction_graph, tensorrt_build
 from export.models import parameter_count
 from export.onnx_export import export_onnx
-from export.train import ResidueModel, TrainConfig, train_denoiser, train_residue
+from export.train import (
+    ResidueModel,
+    TrainConfig,
+    residue_training_set,
+    train_denoiser,
+    train_residue,
+)
 from onboard.config import ResidueConfig
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.formats import bundle as bundle_mod
-from onboard.formats.bundle import Artifact, Manifest, ModelSpec, TensorSpec, tool_versions
+from onboard.formats.bundle import (
+    Artifact,
+    BundleError,
+    Manifest,
+    ModelSpec,
+    TensorSpec,
+    tool_versions,
+)
+from onboard.formats.types import Cube
 from onboard.runtime.session import classical_classifier
 from onboard.stages import radiometric
+from onboard.stages.confidence import Domain, fit_domain, threshold_for
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
 from onboard.stages.reconstruct import Reconstructor
@@ -69,6 +84,8 @@ DENOISER_IN = TensorSpec("eigenimages", ("k", 2, "H", "W"), "float32",
                          "(onboard.stages.learned.refiner_input)")
 DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
                           "correction to the classical estimate y0, whitened units")
+#: What ``--only`` can rebuild into an existing bundle.
+ONLY = ("denoiser", "residue")
 
 
 @dataclass(frozen=True)
@@ -83,13 +100,16 @@ class BuildOptions:
     progress: bool = True
     eval_cubes: int = 16
     tensorrt: bool = True
+    #: "denoiser" or "residue": rebuild those models only, keep the rest of ``out``'s bundle
     only: str | None = None
 
 
-def eval_sets(seed: int, n: int) -> dict[str, list[data.Sample]]:
+def eval_sets(seed: int, n: int, names: Sequence[str] = tuple(EVAL_SETS)
+              ) -> dict[str, list[data.Sample]]:
     """Held-out samples per evaluation set (``split="eval"``, seeds apart from training)."""
     out = {}
-    for name, (kind, noise) in EVAL_SETS.items():
+    for name in names:
+        kind, noise = EVAL_SETS[name]
         it = (data.synthetic_samples("eval", seed + 500, kinds=noise) if kind == "synthetic"
               else data.samples(kind, "eval", seed + 500))  # type: ignore[arg-type]
         out[name] = data.take(it, n)
@@ -182,9 +202,30 @@ def build_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[d
                      None, meta)
 
 
+def residue_domain(stage: LearnedResidue, rset: data.ResidueSet, cubes: list, evals: list[data.Sample]
+                   ) -> Domain:
+    """The classifier's training domain (principal subspace of the training cubes' spectra)
+    and its confidence threshold, chosen on the validation cubes (``split="eval"``): the
+    lowest that keeps the confident in-distribution pixels right ``TARGET_ACCURACY`` of the
+    time."""
+    train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
+    domain = fit_domain(train)
+    stage.domain = domain
+    conf, right = [], []
+    for cube, s in zip(cubes, evals, strict=True):
+        r = stage(cube)
+        assert r.confidence is not None and r.uncertain is not None
+        ok = np.isfinite(r.confidence) & (domain.novelty(cube) <= domain.novelty_limit)
+        conf.append(r.confidence[ok])
+        right.append(r.tillage[ok] == s.tillage[ok])
+    threshold = threshold_for(np.concatenate(conf), np.concatenate(right))
+    return dataclasses.replace(domain, confidence_threshold=threshold)
+
+
 def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
                   evals: list[data.Sample], summary: dict[str, Any]) -> ModelSpec:
-    rm: ResidueModel = train_residue(kind, cfg)
+    rset = residue_training_set(kind, cfg)
+    rm: ResidueModel = train_residue(kind, cfg, rset)
     name = f"residue_{kind}"
     out = opts.out
     b = len(rm.grid_nm)
@@ -217,10 +258,13 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     classify = classical_classifier(kind, rm.grid_nm, ResidueConfig())
     classical = parity.residue_accuracy(classify, cubes, evals)
     classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: classify(cubes[0])), 3)
+    engine = _engine(fp32, inputs, outputs, "fp32")
+    domain = residue_domain(LearnedResidue(engine, rm.grid_nm, name), rset, cubes, evals)
+    engine.deactivate()
     accuracy = {}
     for p, path in files.items():
         engine = _engine(path, inputs, outputs, p)
-        stage = LearnedResidue(engine, rm.grid_nm, name)
+        stage = LearnedResidue(engine, rm.grid_nm, name, domain)
         acc = parity.residue_accuracy(stage, cubes, evals)
         acc["cpu_ms_stage_frame"] = round(_median_ms(lambda st=stage: st(cubes[0])), 3)
         accuracy[p] = acc
@@ -233,7 +277,8 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
                             f"{rm.net.context_px} context), softmax class and fraction heads",
             "parameters": parameter_count(rm.net), "training": rm.info,
             "classical": {k: round(v, 5) for k, v in classical.items()},
-            "input_cubes": "classically denoised", "frame": f"{cubes[0].data.shape}"}
+            "input_cubes": "classically denoised", "frame": f"{cubes[0].data.shape}",
+            "domain": domain.to_dict()}
     summary[name] = {"parameters": meta["parameters"], "training": rm.info, "parity": parities,
                      "accuracy": accuracy, "classical": meta["classical"],
                      "bytes": {p: f.stat().st_size for p, f in files.items()}}
@@ -305,42 +350,43 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     opts.out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(seed=opts.seed, quick=opts.quick, progress=opts.progress)
     summary: dict[str, Any] = {"seed": opts.seed, "quick": opts.quick}
-    evals = eval_sets(opts.seed, opts.eval_cubes)
-    if opts.only == "denoiser":
-        return _rebuild_denoiser(opts, cfg, evals, summary, t0)
+    producer = f"onboard export build --seed {opts.seed}" + (" --quick" if opts.quick else "")
+    kept: dict[str, ModelSpec] = {}
+    top: dict[str, Any] = {"tools": tool_versions("torch", "onnx", "onnxruntime", "tensorrt"),
+                           "producer": producer}
     if opts.only is not None:
-        raise ValueError(f"--only {opts.only!r}: only the denoiser can be rebuilt alone")
-    models = [build_denoiser(opts, cfg, evals, summary),
-              build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
-              build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary),
-              build_reconstruction(opts, summary)]
+        if opts.only not in ONLY:
+            raise ValueError(f"--only takes {' or '.join(ONLY)}, got {opts.only!r}")
+        try:
+            previous = bundle_mod.load(opts.out).manifest
+        except BundleError as exc:
+            raise ValueError(f"--only {opts.only} rebuilds part of an existing bundle: {exc}") from exc
+        kept = dict(previous.models)
+        old_summary = opts.out / "summary.json"
+        summary = {**(json.loads(old_summary.read_text()) if old_summary.is_file() else {}),
+                   f"{opts.only}_seed": opts.seed}
+        # only the rebuilt models' entries change (another build may own the rest): the top
+        # level stays, and each rebuilt entry records the command and tools that made it
+        top = {"tools": previous.tools, "producer": previous.producer, "created_utc": previous.created_utc}
+    residue_only = opts.only == "residue"
+    evals = eval_sets(opts.seed, opts.eval_cubes, ("imspoc", "pushbroom") if residue_only else tuple(EVAL_SETS))
+    models: list[ModelSpec] = []
+    if opts.only in (None, "denoiser"):
+        models.append(build_denoiser(opts, cfg, evals, summary))
+    if opts.only in (None, "residue"):
+        models += [build_residue("imspoc", opts, cfg, evals["imspoc"], summary),
+                   build_residue("pushbroom", opts, cfg, evals["pushbroom"], summary)]
+    if opts.only is None:
+        models.append(build_reconstruction(opts, summary))
     models = [add_plans(m, opts, summary) for m in models]
-    tools = tool_versions("torch", "onnx", "onnxruntime", "tensorrt")
-    manifest = Manifest({m.name: m for m in models}, tools=tools,
-                        producer=f"onboard export build --seed {opts.seed}"
-                                 + (" --quick" if opts.quick else ""))
+    if opts.only is not None:
+        built = {"producer": f"{producer} --only {opts.only}",
+                 "tools": tool_versions("torch", "onnx", "onnxruntime", "tensorrt")}
+        models = [dataclasses.replace(m, metadata={**m.metadata, "built": built}) for m in models]
+    manifest = Manifest(kept | {m.name: m for m in models}, **top)
     manifest.write(opts.out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _rebuild_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[data.Sample]],
-                      summary: dict[str, Any], t0: float) -> dict[str, Any]:
-    """The denoiser rebuilt into the bundle in ``opts.out``: its files and its manifest entry
-    replaced, the other models' untouched (another model may be retrained in parallel);
-    ``summary.json`` keeps the other models' entries."""
-    old = bundle_mod.load(opts.out).manifest
-    spec = add_plans(build_denoiser(opts, cfg, evals, summary), opts, summary)
-    command = f"onboard export build --seed {opts.seed} --only denoiser" + (" --quick" if opts.quick else "")
-    spec = dataclasses.replace(spec, metadata={**spec.metadata, "built_by": command})
-    dataclasses.replace(old, models={**old.models, "denoiser": spec}).write(opts.out)
-    path = opts.out / "summary.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    if "tensorrt" in summary:
-        summary["tensorrt"] = {**previous.get("tensorrt", {}), **summary["tensorrt"]}
-    summary = {**previous, **summary, "denoiser_seconds": round(time.perf_counter() - t0, 1)}
-    path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -381,8 +427,9 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
 @click.option("--eval-cubes", default=16, show_default=True,
               help="Held-out cubes per evaluation set.")
 @click.option("--no-tensorrt", is_flag=True, help="Do not build TensorRT plans.")
-@click.option("--only", type=click.Choice(["denoiser"]),
-              help="Rebuild this model alone into the existing bundle OUT.")
+@click.option("--only", type=click.Choice(ONLY),
+              help="Rebuild only these models in OUT's existing bundle (the others, their "
+                   "manifest entries and summary are kept).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the summary as JSON here.")
 def build_command(out: Path, seed: int, quick: bool, eval_cubes: int, no_tensorrt: bool,
@@ -394,7 +441,7 @@ def build_command(out: Path, seed: int, quick: bool, eval_cubes: int, no_tensorr
 
     summary = build(BuildOptions(out=out, seed=seed, quick=quick, eval_cubes=eval_cubes,
                                  tensorrt=not no_tensorrt, only=only))
-    table = Table(title=f"model bundle {out} ({summary.get('denoiser_seconds', summary.get('seconds'))} s)")
+    table = Table(title=f"model bundle {out} ({summary['seconds']} s)")
     for col in ("model", "precision", "bytes", "parity max |err|", "held-out accuracy"):
         table.add_column(col)
     for row in summary_rows(summary):

@@ -24,8 +24,8 @@ def export() -> None:
               default=Path("onboard/scene/data/spectral_library.npz"), show_default=True,
               help="Where to write the library (.npz).")
 def spectra(out: Path) -> None:
-    """Rebuild the farmland spectral library the simulator ships (needs prosail)."""
-    require_packages("export spectra", "ground", "prosail")
+    """Rebuild the farmland spectral library the simulator ships (needs prosail, earthlib)."""
+    require_packages("export spectra", "ground", "prosail", "earthlib")
     import numpy as np
 
     from export.spectral_library import write
@@ -35,10 +35,13 @@ def spectra(out: Path) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     with np.load(path) as arrays:
-        counts = ", ".join(f"{len(arrays[k])} {k}" for k in ("soil", "green", "residue"))
+        pairs = list(zip(arrays["kinds"].tolist(), arrays["splits"].tolist(), strict=True))
+        counts = ", ".join(f"{k} {'/'.join(str(pairs.count((k, s))) for s in ('train', 'val', 'test'))}"
+                           for k in ("soil", "residue", "green"))
         wl = arrays["wavelengths_nm"]
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {counts} spectra, "
-               f"{wl[0]:.0f}-{wl[-1]:.0f} nm, {len(wl)} samples")
+               f"{wl[0]:.0f}-{wl[-1]:.0f} nm, {len(wl)} samples (train/val/test; "
+               f"shared ones not counted)")
 
 
 @export.command("build", add_help_option=False,

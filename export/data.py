@@ -17,8 +17,11 @@ kinds, so the learned models see both instruments' noise:
   function on held-out tiles.
 
 Scenes come from :class:`onboard.scene.farmland.FarmlandScene` with ``split="train"`` for
-training and ``split="eval"`` (held-out parcels, spectra and layouts) for every number we
-report. A seed fixes everything; the same seed gives the same samples bit for bit.
+training (the library's train spectra), ``split="eval"`` (validation spectra, held-out
+layouts) for the build's evaluation and model choice, and ``split="test"`` (test spectra) for
+the reported numbers only. ``library`` restricts the spectra (``SpectralLibrary.only``: the
+simulated set is ``("prosail",)``; the default is every source). A seed fixes everything; the
+same seed gives the same samples bit for bit.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from onboard.physics.imspoc import ImspocInstrument, default_instrument
 from onboard.physics.pushbroom import PushbroomInstrument, finch_like
 from onboard.runtime.pipeline import Pipeline, StageOptions
 from onboard.scene.farmland import FarmlandScene
+from onboard.scene.library import SpectralLibrary
 from onboard.sources.base import band_average
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
@@ -91,8 +95,8 @@ def denoise_config(sample: Sample) -> SubspaceDenoiseConfig:
 
 # --- scenes ---------------------------------------------------------------------------------
 
-def scene_tiles(split: str, seed: int, grid_nm: NDArray, shape: tuple[int, int] = (TILE, TILE)
-                ) -> Iterator:
+def scene_tiles(split: str, seed: int, grid_nm: NDArray, shape: tuple[int, int] = (TILE, TILE),
+                library: SpectralLibrary | None = None) -> Iterator:
     """Tiles of simulated farmlands along flight tracks, reflectance on ``grid_nm``;
     endless: ``TILES_PER_FIELD`` successive tiles of one field's track, then a new field
     (next seed). Many small fields rather than one large one: a field draws its own
@@ -101,7 +105,8 @@ def scene_tiles(split: str, seed: int, grid_nm: NDArray, shape: tuple[int, int] 
     Each tile has ``reflectance`` (B, h, w), ``wavelengths_nm``, ``fractions`` (3, h, w) and
     ``tillage`` (h, w)."""
     for k in range(1_000_000):
-        scene = FarmlandScene.generate(size=SCENE_SIZE, seed=seed * 1000 + k, split=split)
+        scene = FarmlandScene.generate(size=SCENE_SIZE, seed=seed * 1000 + k, split=split,
+                                       library=library)
         yield from itertools.islice(scene.track(grid_nm, shape), TILES_PER_FIELD)
 
 
@@ -156,13 +161,14 @@ def noise_free_reconstruction(pipe: Pipeline, truth: NDArray, lam: float, exposu
 
 
 def imspoc_samples(split: str, seed: int, instrument_seed: int = 0,
-                   illumination: tuple[float, float] = ILLUMINATION) -> Iterator[Sample]:
+                   illumination: tuple[float, float] = ILLUMINATION,
+                   library: SpectralLibrary | None = None) -> Iterator[Sample]:
     """Reconstructed ImSPOC cubes (24 bands) with truth; illumination drawn uniformly in
     ``illumination`` x nominal."""
     inst, cal, pipe = _imspoc(instrument_seed)
     rng = np.random.default_rng([seed, 1])
     grid = inst.scene_grid()
-    for counter, tile in enumerate(scene_tiles(split, seed, grid, inst.thumb_shape)):
+    for counter, tile in enumerate(scene_tiles(split, seed, grid, inst.thumb_shape, library)):
         scale = float(rng.uniform(*illumination))
         frame = inst.frame(tile.reflectance, grid, rng, counter=counter, illumination_scale=scale)
         result = pipe.process(frame)
@@ -175,13 +181,14 @@ def imspoc_samples(split: str, seed: int, instrument_seed: int = 0,
                      "imspoc", "none")
 
 
-def pushbroom_samples(split: str, seed: int, instrument_seed: int = 0) -> Iterator[Sample]:
+def pushbroom_samples(split: str, seed: int, instrument_seed: int = 0,
+                      library: SpectralLibrary | None = None) -> Iterator[Sample]:
     """Push-broom cubes (81 bands, TILE lines x TILE cross-track) with truth."""
     pb, cal, pipe = _pushbroom(instrument_seed)
     rng = np.random.default_rng([seed, 2])
     wl = np.asarray(pb.wavelengths_nm, dtype=float)
     line = 0
-    for tile in scene_tiles(split, seed, wl, (TILE, pb.cross_track)):
+    for tile in scene_tiles(split, seed, wl, (TILE, pb.cross_track), library):
         refl = band_average(tile.reflectance, tile.wavelengths_nm, wl)
         scale = float(rng.uniform(0.6, 1.4))
         lines = []
@@ -233,12 +240,13 @@ def add_noise(clean: NDArray, kind: NoiseKind, rng: np.random.Generator,
 
 
 def synthetic_samples(split: str, seed: int, kinds: tuple[NoiseKind, ...] = NOISE_KINDS,
-                      grid: NDArray | None = None) -> Iterator[Sample]:
+                      grid: NDArray | None = None, library: SpectralLibrary | None = None
+                      ) -> Iterator[Sample]:
     """Clean tiles on random band grids (or ``grid``) with :func:`add_noise`, cycling
     through ``kinds``."""
     rng = np.random.default_rng([seed, 3])
     fine = np.arange(400.0, 1750.0, 5.0)
-    for i, tile in enumerate(scene_tiles(split, seed + 7919, fine)):
+    for i, tile in enumerate(scene_tiles(split, seed + 7919, fine, library=library)):
         g = random_grid(rng) if grid is None else np.asarray(grid, dtype=float)
         clean = band_average(tile.reflectance, tile.wavelengths_nm, g)
         clean = clean * float(rng.uniform(0.6, 1.4))
@@ -249,9 +257,10 @@ def synthetic_samples(split: str, seed: int, kinds: tuple[NoiseKind, ...] = NOIS
                      f"synthetic-{kind}", "gain" if "stripes" in kind else "none")
 
 
-def samples(kind: Kind, split: str, seed: int) -> Iterator[Sample]:
+def samples(kind: Kind, split: str, seed: int, library: SpectralLibrary | None = None
+            ) -> Iterator[Sample]:
     return {"imspoc": imspoc_samples, "pushbroom": pushbroom_samples,
-            "synthetic": synthetic_samples}[kind](split, seed)
+            "synthetic": synthetic_samples}[kind](split, seed, library=library)
 
 
 def take(it: Iterator[Sample], n: int) -> list[Sample]:

@@ -37,7 +37,10 @@ Per pixel with a 17 x 17 context: the spectrum divided by its band mean (brightn
 shape) and the log of that mean, then 1 x 1 convolutions over the bands (a learned
 spectral feature extractor, like an MLP on each spectrum), four 3 x 3 convolutions with
 dilations 1, 1, 2, 4 for the context, and two softmax heads: tillage class probabilities and residue / soil / green
-fractions (softmax: non-negative, summing to one). Why that much context: a tillage class
+fractions (softmax: non-negative, summing to one). Bands inside the atmospheric water bands
+(``onboard.stages.residue.WATER_BANDS_NM``) are multiplied by zero inside the graph, before
+anything else: what a sensor reads there is the atmosphere, and the real spectral libraries
+have no samples there (a bridge), so the model must not learn from them. Why that much context: a tillage class
 belongs to a parcel (tens of pixels across), and a 24-band snapshot reconstruction carries
 ~0.02 reflectance of noise per pixel, so the class is read from the neighbourhood. Measured
 on the ImSPOC (160 training tiles, 24 held-out, 1500 steps): a 5 x 5 context gave 84.4 %
@@ -49,6 +52,8 @@ manifest records it); input ``cube`` (1, B, H, W) reflectance, outputs
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -89,9 +94,15 @@ class ResidueNet(nn.Module):
     fractions (1, 3, H, W) each, softmax over the channel axis. ``dilations``: one 3 x 3
     context convolution per entry (context side ``1 + 2 sum(dilations)`` pixels)."""
 
-    def __init__(self, bands: int, width: int = 32, dilations: tuple[int, ...] = (1, 1, 2, 4)
-                 ) -> None:
+    def __init__(self, bands: int, width: int = 32, dilations: tuple[int, ...] = (1, 1, 2, 4),
+                 usable: Sequence[bool] | None = None) -> None:
         super().__init__()
+        mask = torch.ones(bands) if usable is None else torch.tensor([float(u) for u in usable])
+        if mask.numel() != bands or not mask.any():
+            raise ValueError(f"usable marks {mask.numel()} bands, none of them usable or not {bands}")
+        # (1, B, 1, 1): 1 for the bands read, 0 for the water bands
+        self.register_buffer("band_weight", mask.reshape(1, bands, 1, 1))
+        self.usable_count = float(mask.sum())
         self.spectral = nn.Sequential(
             nn.Conv2d(bands + 1, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU())
         context: list[nn.Module] = []
@@ -115,9 +126,10 @@ class ResidueNet(nn.Module):
 
     def inputs(self, cube: torch.Tensor) -> torch.Tensor:
         """Brightness (illumination, slope, exposure) scales a whole spectrum: the spectral
-        layers see the shape (spectrum / its band mean) and the log brightness apart,
-        (1, B + 1, H, W), before standardisation."""
-        level = cube.mean(dim=1, keepdim=True).abs() + BRIGHTNESS_FLOOR
+        layers see the shape (spectrum / its mean over the usable bands) and the log brightness
+        apart, (1, B + 1, H, W), before standardisation; water bands are zero."""
+        cube = cube * self.band_weight
+        level = cube.sum(dim=1, keepdim=True).abs() / self.usable_count + BRIGHTNESS_FLOOR
         return torch.cat([cube / level, torch.log(level)], dim=1)
 
     def set_standardisation(self, cubes: torch.Tensor) -> None:

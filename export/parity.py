@@ -67,12 +67,20 @@ def denoise_accuracy(denoise: Callable[[Cube], Cube], samples: Sequence[Sample]
 def residue_accuracy(classify: Callable[[Cube], ResidueMap], cubes: Sequence[Cube],
                      samples: Sequence[Sample]) -> dict[str, float]:
     """Tillage class accuracy and residue-fraction MAE of ``classify`` on ``cubes`` (the
-    samples' cubes after denoising) against the samples' truth, over valid pixels."""
-    acc, mae = [], []
+    samples' cubes after denoising) against the samples' truth, over valid pixels (mean
+    over cubes); and the accuracy on the pixels not marked uncertain with their share of
+    the valid pixels (over all pixels)."""
+    acc, mae, kept, right = [], [], 0, 0
+    total = 0
     for cube, s in zip(cubes, samples, strict=True):
         r = classify(cube)
         ok = cube.valid & np.isfinite(r.fractions).all(axis=0)
         acc.append(metrics.class_accuracy(r.tillage, s.tillage, ok))
         mae.append(metrics.fraction_mae(r.fractions, s.fractions, ok))
-    return {"tillage_accuracy": float(np.mean(acc)), "fraction_mae": float(np.mean(mae))}
+        sure = ok if r.uncertain is None else ok & ~r.uncertain
+        kept += int(sure.sum())
+        right += int((r.tillage[sure] == s.tillage[sure]).sum())
+        total += int(ok.sum())
+    return {"tillage_accuracy": float(np.mean(acc)), "fraction_mae": float(np.mean(mae)),
+            "confident_accuracy": right / max(kept, 1), "confident_share": kept / max(total, 1)}
 

@@ -121,7 +121,15 @@ class PushbroomConfig:
 class SceneConfig:
     seed: int = 0
     size: int = 512  # side of the simulated farmland in pixels
-    split: typing.Literal["train", "eval"] = "eval"
+    split: typing.Literal["train", "eval", "test"] = "eval"
+    # which library spectra the simulated farmland (and the classical stage's bundles) draw
+    # from: measured ones, the project's simulated ones, or both (onboard/scene/library.py)
+    spectra: typing.Literal["all", "real", "simulated"] = "all"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return {"all": ("earthlib", "usgs1995", "prosail"), "real": ("earthlib", "usgs1995"),
+                "simulated": ("prosail",)}[self.spectra]
 
     def validate(self) -> None:
         _positive("scene", size=self.size)

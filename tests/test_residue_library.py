@@ -1,10 +1,12 @@
-"""Residue unmixing on the project's farmland simulator and its shipped spectral library.
+"""Residue unmixing on the project's farmland simulator, simulated set (the library's
+prosail / PROSPECT-D spectra, ``SpectralLibrary.only(("prosail",))``).
 
 The scene (``onboard.scene.farmland``, eval split) varies every endmember pixel to pixel:
-soil moisture and brightness, which residue and canopy variants, shading; the unmixing
-library (``nominal_endmembers``) holds dry and wet soil and the *training* variants' mean
-residue and canopy, never the held-out spectra. Noise is added at SNR 100, what the
-classical stage sees before denoising (FINCH's stated SNR).
+soil moisture and brightness, which residue and canopy variants, shading. Unmixing
+libraries: the stage's bundles (``nominal_endmembers``: medoids of the *training* spectra
+per class, each soil with its wet version), or one mean per class (dry and wet soil, the
+training variants' mean residue and canopy), never the held-out spectra. Noise is added at
+SNR 100, what the classical stage sees before denoising (FINCH's stated SNR).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import pytest
 
 from onboard.formats.types import Cube
 from onboard.physics.imspoc import default_instrument
-from onboard.scene.farmland import FarmlandScene, nominal_endmembers
-from onboard.scene.library import load
+from onboard.scene.farmland import FarmlandScene, nominal_endmembers, spectra_of
+from onboard.scene.library import SpectralLibrary, load
 from onboard.stages.reconstruct import output_grid
 from onboard.stages.residue import Endmembers, UnmixConfig, unmix_fcls
 
@@ -25,9 +27,27 @@ GRIDS = {
 }
 
 
+SIMULATED: SpectralLibrary = load().only(("prosail",))
+
+
 @pytest.fixture(scope="module")
 def scene() -> FarmlandScene:
-    return FarmlandScene.generate(size=256, seed=3, split="eval")  # about 10 parcels
+    return FarmlandScene.generate(size=256, seed=3, split="eval", library=SIMULATED)  # ~10 parcels
+
+
+def bundles(grid: np.ndarray) -> Endmembers:
+    return nominal_endmembers(grid, library=SIMULATED)
+
+
+def mean_library(grid: np.ndarray) -> Endmembers:
+    """Dry and wet soil, the mean training residue and the mean training canopy."""
+    lib = SIMULATED
+    soil = 2 * lib.indices("soil", "train")[0]
+    spectra = np.concatenate([spectra_of(lib, np.array([soil, soil + 1])),
+                              lib.spectra[lib.indices("residue", "train")].mean(0, keepdims=True),
+                              lib.spectra[lib.indices("green", "train")].mean(0, keepdims=True)])
+    return Endmembers(lib.resample(spectra, grid), grid, ("soil", "soil", "residue", "green"),
+                      ("soil-dry", "soil-wet", "residue-mean", "green-mean"))
 
 
 def noisy_tiles(scene: FarmlandScene, grid: np.ndarray, seed: int = 0):
@@ -56,39 +76,37 @@ def scores(scene: FarmlandScene, grid: np.ndarray, endmembers: Endmembers,
 def variants() -> dict[str, Endmembers]:
     """Several spectra per class: dry and wet soil and every training residue and canopy
     variant as its own endmember (12), on each sensor's grid."""
-    lib = load()
-    residue, green = lib.variants("residue", "train"), lib.variants("green", "train")
-    spectra = np.concatenate([lib.soil, lib.residue[residue], lib.green[green]])
+    lib = SIMULATED
+    residue, green = lib.indices("residue", "train"), lib.indices("green", "train")
+    soil = 2 * lib.indices("soil", "train")[0]
+    spectra = np.concatenate([spectra_of(lib, np.array([soil, soil + 1])), lib.spectra[residue],
+                              lib.spectra[green]])
     classes = ("soil", "soil") + ("residue",) * len(residue) + ("green",) * len(green)
-    names = (("soil-dry", "soil-wet") + tuple(lib.residue_names[i] for i in residue)
-             + tuple(lib.green_names[i] for i in green))
+    names = ("soil-dry", "soil-wet") + tuple(lib.names[i] for i in np.concatenate([residue, green]))
     return {sensor: Endmembers(lib.resample(spectra, grid), grid, classes, names)
             for sensor, grid in GRIDS.items()}
 
 
-# Measured on this field (residue MAE, tillage accuracy), ImSPOC / FINCH bands:
-#   nominal library, FCLS (the defaults)       0.078, 0.85 / 0.045, 0.96
-#   12 variants, FCLS                          0.035, 0.99 / 0.041, 0.96
-#   12 variants, brightness prior              0.032, 0.98 / 0.033, 0.97
-#   nominal library, dry soil only             0.214, 0.55 / 0.194, 0.59
-# Other fields (seeds 0, 7) agree within ~0.01 in MAE; tillage accuracy swings more, as
-# it depends on how many parcels sit near a class threshold.
+# Measured on this field (simulated set, 10 nm library), ImSPOC bands: residue MAE 0.051 with
+# one mean per class, 0.041 with the 12 training spectra as endmembers (0.035 / 0.078 with the
+# former 1 nm library). Other fields agree within ~0.01 in MAE; tillage accuracy swings more,
+# as it depends on how many parcels sit near a class threshold.
 
 
-@pytest.mark.parametrize("sensor,max_mae,min_accuracy", [("imspoc", 0.10, 0.8), ("finch", 0.06, 0.9)])
+@pytest.mark.parametrize("sensor,max_mae,min_accuracy", [("imspoc", 0.10, 0.8), ("finch", 0.08, 0.85)])
 def test_defaults_meet_the_mission_on_their_own(scene, sensor, max_mae, min_accuracy):
     """The mission asks residue MAE <= 0.10 and tillage accuracy >= 80 % of the whole
     pipeline; the stage with its defaults must meet that on SNR-100 spectra by itself."""
     grid = GRIDS[sensor]
-    mae, accuracy = scores(scene, grid, nominal_endmembers(grid))
+    mae, accuracy = scores(scene, grid, bundles(grid))
     assert mae < max_mae and accuracy > min_accuracy, (mae, accuracy)
 
 
 def test_training_variants_as_endmembers_beat_their_mean(scene, variants):
     grid = GRIDS["imspoc"]
-    mae_mean, _ = scores(scene, grid, nominal_endmembers(grid))
+    mae_mean, _ = scores(scene, grid, mean_library(grid))
     mae_variants, accuracy = scores(scene, grid, variants["imspoc"])
-    assert mae_variants < 0.6 * mae_mean, (mae_variants, mae_mean)
+    assert mae_variants < 0.85 * mae_mean, (mae_variants, mae_mean)
     assert accuracy > 0.95
 
 
@@ -103,23 +121,25 @@ def test_brightness_prior_pays_once_the_library_spans_the_variants(scene, varian
 
 def test_one_soil_spectrum_is_not_enough(scene):
     """REFERENCES.md: with soil moisture varying, a single soil spectrum gets residue MAE
-    0.22-0.38 where dry and wet soil as two endmembers get 0.01-0.03."""
+    0.22-0.38 where dry and wet soil as two endmembers get 0.01-0.03. With moistening as a
+    water film (export/spectral_library.py) the gap is smaller: 0.144 against 0.077 here."""
     grid = GRIDS["finch"]
-    both = nominal_endmembers(grid)
+    both = mean_library(grid)
     keep = [i for i, name in enumerate(both.names) if name != "soil-wet"]
     dry_only = Endmembers(both.spectra[keep], grid, tuple(both.classes[i] for i in keep),
                           tuple(both.names[i] for i in keep))
     mae_both, _ = scores(scene, grid, both)
     mae_dry, _ = scores(scene, grid, dry_only)
-    assert mae_dry > 3 * mae_both, (mae_dry, mae_both)
+    assert mae_dry > 1.5 * mae_both, (mae_dry, mae_both)
 
 
-def test_fcls_is_the_right_default_for_the_nominal_library(scene):
-    """With one mean spectrum per class, the freedom the brightness models give is spent
-    fitting the library's shape mismatch: FCLS is best, the free model far worse."""
+def test_brightness_models_pay_when_moisture_darkens_flatly(scene):
+    """Moistening darkens a soil by a near-flat factor (a water film, export/spectral_library.py),
+    a brightness change the brightness models absorb: with one mean spectrum per class on the
+    ImSPOC bands, the prior and the free model beat FCLS (0.050, 0.049 against 0.059 here;
+    with the former prosail dry/wet soil pair FCLS was best)."""
     grid = GRIDS["imspoc"]
-    lib = nominal_endmembers(grid)
+    lib = mean_library(grid)
     mae = {mode: scores(scene, grid, lib, UnmixConfig(brightness=mode))[0]
            for mode in ("sum-to-one", "prior", "free")}
-    assert mae["sum-to-one"] <= min(mae.values()) + 0.005, mae
-    assert mae["free"] > 1.5 * mae["sum-to-one"], mae
+    assert mae["prior"] < 0.95 * mae["sum-to-one"] and mae["free"] < 0.95 * mae["sum-to-one"], mae

@@ -1,5 +1,5 @@
 """The farmland simulator: determinism, covers and classes, physics, held-out splits,
-unmixing sanity with the true endmembers, flight tracks."""
+unmixing sanity with the true endmembers, the classical bundles, flight tracks."""
 
 import numpy as np
 import pytest
@@ -34,7 +34,8 @@ def fcls(spectra: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def test_deterministic_from_seed(scene) -> None:
     again = FarmlandScene.generate(size=256, seed=3, split="eval")
-    np.testing.assert_array_equal(again.weights, scene.weights)
+    np.testing.assert_array_equal(again.slot_ids, scene.slot_ids)
+    np.testing.assert_array_equal(again.slot_weights, scene.slot_weights)
     np.testing.assert_array_equal(again.tile(GRID, 5, 7, (32, 32)).reflectance,
                                   scene.tile(GRID, 5, 7, (32, 32)).reflectance)
     other = FarmlandScene.generate(size=256, seed=4, split="eval")
@@ -103,11 +104,20 @@ def test_tile_reflectance_is_the_recorded_mixture(scene) -> None:
     np.testing.assert_array_equal(t.fractions, np.roll(scene.fractions, (-200, -230), axis=(1, 2))[:, :48, :64])
 
 
-def test_eval_holds_out_variants_and_ranges() -> None:
-    tr = FarmlandScene.generate(size=128, seed=0, split="train")
-    ev = FarmlandScene.generate(size=128, seed=0, split="eval")
-    assert set(tr.residue_idx).isdisjoint(ev.residue_idx) and set(tr.green_idx).isdisjoint(ev.green_idx)
-    assert not set(tr.basis_names[2:]) & set(ev.basis_names[2:])
+def test_splits_hold_out_spectra_and_ranges() -> None:
+    """Train, eval (validation spectra) and test scenes never share a spectrum (prosail's
+    single soil, shared by design, aside), and held-out scenes vary more."""
+    scenes = {s: FarmlandScene.generate(size=128, seed=0, split=s) for s in ("train", "eval", "test")}
+    lib = scenes["train"].library
+    used = {s: {int(i) // 2 for i in sc.basis_ids if lib.splits[int(i) // 2] != "shared"}
+            for s, sc in scenes.items()}
+    assert all(used.values())
+    assert not used["train"] & used["eval"] and not used["train"] & used["test"]
+    assert not used["eval"] & used["test"]
+    want = {"train": "train", "eval": "val", "test": "test"}
+    for s, ids in used.items():
+        assert {lib.splits[i] for i in ids} == {want[s]}, s
+    tr, ev = scenes["train"], scenes["eval"]
     assert not np.array_equal(tr.fractions, ev.fractions)
     for name in ("brightness_sd", "shade_sd", "moisture_gain", "moisture_bias_sd"):
         assert getattr(VARIABILITY["eval"], name) > getattr(VARIABILITY["train"], name), name
@@ -115,7 +125,7 @@ def test_eval_holds_out_variants_and_ranges() -> None:
     assert ev.soil_brightness.std() > 1.3 * tr.soil_brightness.std()
     assert ev.illumination.std() > 1.3 * tr.illumination.std()
     with pytest.raises(ValueError, match="split"):
-        FarmlandScene.generate(size=64, split="test")
+        FarmlandScene.generate(size=64, split="validation")
 
 
 def test_true_endmembers_recover_the_fractions(scene) -> None:
@@ -131,21 +141,21 @@ def test_true_endmembers_recover_the_fractions(scene) -> None:
     np.testing.assert_allclose(est, t.fractions, atol=2e-3)
 
 
-@pytest.mark.parametrize("grid", [GRID, np.arange(900.0, 1701.0, 10.0)], ids=["vnir", "swir"])
-def test_two_soil_endmembers_are_needed(scene, grid) -> None:
-    """REFERENCES.md: with soil moisture varying, one soil spectrum fails where dry and wet
-    soil as two endmembers work. Noise-free eval pixels, the nominal library (training
-    means for residue and green, never the held-out variants)."""
-    t = scene.tile(grid, 0, 0, (256, 256))
-    rows = np.random.default_rng(0).choice(256 * 256, 300, replace=False)
-    x = t.reflectance.reshape(len(grid), -1)[:, rows].astype(float)
-    truth = t.fractions[R].ravel()[rows]
-    em = nominal_endmembers(grid)
-    res = [i for i, c in enumerate(em.classes) if c == "residue"]
-    two = np.array([fcls(em.spectra, x[:, p])[res].sum() for p in range(x.shape[1])])
-    one = np.array([fcls(em.spectra[[0, 2, 3]], x[:, p])[res[0] - 1] for p in range(x.shape[1])])
-    mae_two, mae_one = np.abs(two - truth).mean(), np.abs(one - truth).mean()
-    assert mae_two < 0.08 and mae_one > 2 * mae_two, (mae_one, mae_two)
+def test_bundles_come_from_the_train_split_and_span_each_class() -> None:
+    """The classical stage's MESMA-style bundles: several spectra per class, each soil with
+    its wet version, all from the train split, and more than one site per class."""
+    lib = FarmlandScene.generate(size=16, seed=0).library
+    em = nominal_endmembers(GRID)
+    assert len(em.names) <= 12
+    for kind in ("soil", "residue", "green"):
+        names = [n for n, c in zip(em.names, em.classes, strict=True) if c == kind]
+        assert len(names) >= 2, kind
+    for name in em.names:
+        i = lib.names.index(name.removesuffix("+wet"))
+        assert lib.splits[i] in ("train", "shared") and lib.kinds[i] == em.classes[em.names.index(name)]
+    soils = [n for n, c in zip(em.names, em.classes, strict=True) if c == "soil"]
+    assert sum(n.endswith("+wet") for n in soils) == len(soils) // 2
+    assert len({lib.sites[lib.names.index(n.removesuffix("+wet"))] for n in soils}) >= 2
 
 
 def test_flight_track_overlaps_advances_and_sidesteps(scene) -> None:
@@ -173,4 +183,6 @@ def test_band_averaged_scene_matches_its_endmembers(scene) -> None:
     point = next(scene.track(grid, (32, 32)))
     assert np.abs(band.reflectance - point.reflectance).max() < 0.01
     em_band = nominal_endmembers(grid, method="band")
-    np.testing.assert_allclose(em_band.spectra[:2], scene.basis(grid, "band")[:2])
+    lib = scene.library
+    first = lib.names.index(em_band.names[0])
+    np.testing.assert_allclose(em_band.spectra[0], lib.resample(lib.spectra[first], grid, "band")[0])

@@ -6,7 +6,25 @@ A product file is self-describing and checksummed::
 
 The header holds the kind, frame counter, time, instrument, software and model versions,
 the payload's encoding, byte count and SHA-256. ``Product.from_bytes`` refuses anything that
-does not match, saying what is wrong: a product is never half-read.
+does not match, saying what is wrong: a product is never half-read. A version newer than
+this software's is refused with a message naming both (an older reader cannot know what a
+newer payload means); older versions listed in ``READ_VERSIONS`` are read.
+
+Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 2 (this software), the
+residue payload (``npz``) holds:
+
+* ``tillage`` (rows, cols) uint8: 0 intensive, 1 reduced, 2 conservation tillage,
+  254 (``UNCERTAIN_CLASS``) uncertain, 255 (``INVALID_CLASS``) no valid measurement. A pixel is
+  uncertain when its confidence is below the stage's threshold or its spectrum lies outside
+  what the classifier was trained on (onboard/stages/confidence.py): the product does not
+  guess there;
+* ``guess`` (rows, cols) uint8: the class the stage chose, uncertain pixels included (255
+  invalid), for users who accept the risk;
+* ``fractions`` (3, rows, cols) float32: residue, soil, green cover (NaN invalid);
+* ``confidence`` (rows, cols) float32 in [0, 1]: the estimated probability that ``guess`` is
+  right (NaN invalid, or where the stage gives none);
+* header ``meta``: ``method``, ``confidence_threshold``, ``uncertain_share`` and
+  ``out_of_distribution_share`` of the frame's valid pixels.
 """
 
 from __future__ import annotations
@@ -24,7 +42,9 @@ from onboard import __version__
 from onboard.errors import OnboardError
 
 MAGIC = b"OBPR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this software reads (the layout of the prefix and header is the same in all).
+READ_VERSIONS = (1, 2)
 _PREFIX = struct.Struct(">4sBI")
 
 
@@ -109,10 +129,12 @@ class Product:
         magic, version, header_len = _PREFIX.unpack_from(blob)
         if magic != MAGIC:
             raise ProductFormatError(f"not a product: magic {magic!r}, expected {MAGIC!r}")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
+            newer = "newer than" if version > FORMAT_VERSION else "not one of"
             raise ProductFormatError(
-                f"product format version {version}; this software reads version {FORMAT_VERSION}: "
-                "decode it with the matching onboard release"
+                f"product format version {version} is {newer} the versions this software reads "
+                f"({', '.join(map(str, READ_VERSIONS))}): decode it with an onboard release that "
+                "reads it"
             )
         start = _PREFIX.size
         if len(blob) < start + header_len:

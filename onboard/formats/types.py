@@ -20,6 +20,8 @@ TILLAGE_THRESHOLDS: tuple[float, float] = (0.15, 0.30)
 ENDMEMBERS: tuple[str, ...] = ("residue", "soil", "green")
 #: Class value for pixels with no valid measurement.
 INVALID_CLASS = 255
+#: Tillage value of a residue product's pixel marked uncertain (onboard/stages/confidence.py).
+UNCERTAIN_CLASS = 254
 
 
 def tillage_class(residue_cover: NDArray[np.floating]) -> NDArray[np.uint8]:
@@ -97,7 +99,8 @@ class ResidueMap:
     ``tillage``: (rows, cols) uint8, index into TILLAGE_CLASSES or INVALID_CLASS.
     ``fractions``: (3, rows, cols) float32 in ENDMEMBERS order, each pixel non-negative and
     summing to one; NaN where ``tillage`` is INVALID_CLASS. ``probabilities``: optional
-    (3, rows, cols) class probabilities.
+    (3, rows, cols) class probabilities. ``confidence`` (rows, cols) float32 and
+    ``uncertain`` (rows, cols) bool: optional, see onboard/stages/confidence.py.
     """
 
     tillage: NDArray[np.uint8]
@@ -107,3 +110,5 @@ class ResidueMap:
     method: str = "fcls"
     probabilities: NDArray[np.float32] | None = None
     extra: dict = field(default_factory=dict)
+    confidence: NDArray[np.float32] | None = None
+    uncertain: NDArray[np.bool_] | None = None

@@ -26,6 +26,7 @@ from onboard.formats.calfile import Calibration, CalibrationFileError
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
 from onboard.scene.farmland import FarmlandScene
+from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile
 from onboard.sources.replay import ReplaySource
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
@@ -148,7 +149,8 @@ def _read_calibration(path: str, kind: str) -> Calibration:
 
 
 def _tiles(config: Config, grid: ArrayLike, shape: tuple[int, int]) -> Iterator[Tile]:
-    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split)
+    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split,
+                                   library=load_library().only(config.scene.sources))
     return scene.track(grid, shape)
 
 

@@ -22,6 +22,8 @@ from onboard.runtime.loop import LEVELS, LoopStats
 from onboard.runtime.pipeline import Pipeline, StageOptions
 from onboard.runtime.sensors import SENSORS
 from onboard.scene.farmland import nominal_endmembers
+from onboard.scene.library import SpectralLibrary
+from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, Truth
 from onboard.sources.replay import write_frame
 from onboard.stages.classify import classify_classical
@@ -84,13 +86,14 @@ class Session:
             yield item
 
 
-def classical_classifier(sensor: str, wavelengths_nm: ArrayLike,
-                         residue: ResidueConfig) -> Callable[[Cube], ResidueMap]:
+def classical_classifier(sensor: str, wavelengths_nm: ArrayLike, residue: ResidueConfig,
+                         library: SpectralLibrary | None = None) -> Callable[[Cube], ResidueMap]:
     """The classical residue stage as a mission's ``[residue]`` configures it for ``sensor``:
-    FCLS against the nominal library seen through the cube's response, the sensor's
-    brightness mode, the configured context (also what a learned classifier is measured
-    against: ``export.build``, ``bench/bench_residue.py``)."""
-    endmembers = nominal_endmembers(np.asarray(wavelengths_nm, dtype=float))
+    FCLS against the endmember bundles of ``library``'s train split (default: the shipped
+    library) seen through the cube's response, the sensor's brightness mode, the configured
+    context (also what a learned classifier is measured against: ``export.build``,
+    ``bench/bench_residue.py``)."""
+    endmembers = nominal_endmembers(np.asarray(wavelengths_nm, dtype=float), library)
     unmix = UnmixConfig(brightness=residue.for_sensor(sensor))
     return lambda cube: classify_classical(cube, endmembers, unmix, residue.context_px)
 
@@ -107,7 +110,8 @@ def build_session(config: Config) -> Session:
     def denoise(cube):
         return denoise_subspace(cube, denoise_config)
 
-    classify = classical_classifier(config.run.sensor, cal.wavelengths_nm, config.residue)
+    classify = classical_classifier(config.run.sensor, cal.wavelengths_nm, config.residue,
+                                    load_library().only(config.scene.sources))
 
     engine_description = "classical stages"
     model_versions: dict = {}

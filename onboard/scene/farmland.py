@@ -15,20 +15,29 @@ Every pixel is a linear mixture of soil, residue and green vegetation, and every
 varies from pixel to pixel, because a simulator with fixed endmembers makes unmixing trivial
 (REFERENCES.md: one soil spectrum gives residue MAE 0.22-0.38 when soil varies):
 
-* soil: a dry/wet mixture of prosail's two soils with a smooth moisture field (logistic of
-  a Gaussian field plus a per-field wetness offset), times a brightness field;
-* residue: a smooth per-pixel blend of two residue variants (age, moisture) chosen per
-  parcel; green: the same with two canopy variants (chlorophyll, water, LAI);
+* soil: a smooth per-pixel blend of two library soils chosen per parcel (real soils from
+  the ICRAF-ISRIC and ASD collections, or prosail's), each a dry/wet mixture (the wet version
+  is the soil times the library's ``wet_ratio``) with a smooth moisture field (logistic of a
+  Gaussian field plus a per-field wetness offset), times a brightness field;
+* residue: a smooth per-pixel blend of two dry-vegetation spectra chosen per parcel (real
+  litter, straw, bark, wood, dry grass; PROSPECT-D residue mats); green: the same with two
+  green spectra (PROSAIL canopies, real leaves and canopies);
 * illumination: a smooth shading field (topography, haze) that multiplies the whole pixel.
 
-``split="train"`` draws residue and green variants only from the library's training
-variants and its variation ranges from ``VARIABILITY["train"]``; ``"eval"`` uses only the
-held-out variants and wider ranges (its extremes lie outside what training saw), and the two
-splits use disjoint seeds.
+``split="train"`` draws every spectrum from the library's ``train`` split and its variation
+ranges from ``VARIABILITY["train"]``; ``"eval"`` (the build's held-out scenes, used for model
+choice) from the ``val`` split, ``"test"`` (reported numbers only) from the ``test`` split,
+both with wider ranges (their extremes lie outside what training saw); the three use disjoint
+seeds. A library restricted to some sources (``SpectralLibrary.only``) gives the simulated set
+(``("prosail",)``) or the real one.
+
+Each pixel is stored as ``SLOTS`` (spectrum, weight) pairs, the spectrum an index into the
+library (times two, plus one for its wet version): a field holds hundreds of spectra, and a
+dense weight per spectrum and pixel would take hundreds of MB.
 
 Reflectance is the apparent reflectance (illumination included), (bands, rows, cols)
-float32 on any requested grid inside 400-2500 nm; fractions are (3, rows, cols) float32 in
-``ENDMEMBERS`` order, non-negative, summing to one; tillage is (rows, cols) uint8.
+float32 on any requested grid inside the library's 400-2450 nm; fractions are (3, rows, cols)
+float32 in ``ENDMEMBERS`` order, non-negative, summing to one; tillage is (rows, cols) uint8.
 """
 
 from __future__ import annotations
@@ -45,7 +54,11 @@ from onboard.stages.residue import Endmembers
 #: Residue-cover range of each tillage practice (intensive, reduced, conservation).
 COVER_RANGES = ((0.02, TILLAGE_THRESHOLDS[0] - 0.02), (TILLAGE_THRESHOLDS[0] + 0.02, TILLAGE_THRESHOLDS[1] - 0.02),
                 (TILLAGE_THRESHOLDS[1] + 0.03, 0.85))
-_SPLIT_SEED = {"train": 0, "eval": 1_000_003}
+_SPLIT_SEED = {"train": 0, "eval": 1_000_003, "test": 2_000_029}
+#: Scene split -> the library split its spectra come from.
+LIBRARY_SPLIT = {"train": "train", "eval": "val", "test": "test"}
+#: Per pixel: soil a dry, soil a wet, soil b dry, soil b wet, residue a, b, green a, b.
+SLOTS = 8
 _RESIDUE, _SOIL, _GREEN = (ENDMEMBERS.index(k) for k in ("residue", "soil", "green"))
 
 
@@ -63,11 +76,20 @@ class Variability:
     moisture_bias_sd: float
 
 
-#: Per split: evaluation scenes span wider ranges than training ones.
+#: Per split: held-out scenes span wider ranges than training ones.
+_HELD_OUT = Variability(brightness_sd=0.10, shade_sd=0.07, moisture_gain=1.5, moisture_bias_sd=0.5)
 VARIABILITY = {
     "train": Variability(brightness_sd=0.06, shade_sd=0.04, moisture_gain=1.2, moisture_bias_sd=0.3),
-    "eval": Variability(brightness_sd=0.10, shade_sd=0.07, moisture_gain=1.5, moisture_bias_sd=0.5),
+    "eval": _HELD_OUT,
+    "test": _HELD_OUT,
 }
+
+
+def spectra_of(library: SpectralLibrary, ids: NDArray[np.integer]) -> NDArray[np.float64]:
+    """Library spectra (n, S) of basis ids (library index times two, plus one: wet)."""
+    ids = np.asarray(ids)
+    wet = (ids % 2 == 1)[:, None]
+    return library.spectra[ids // 2] * np.where(wet, library.wet_ratio[None, :], 1.0)
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> NDArray[np.float64]:
@@ -126,10 +148,10 @@ class SceneTile:
 class FarmlandScene:
     """A simulated field. Per-pixel maps are (size, size); per-parcel arrays are (n_parcels,).
 
-    ``weights`` (n_basis, size, size): the reflectance of a pixel is
-    ``basis(grid).T @ weights[:, pixel]`` with the basis (dry soil, wet soil, this split's
-    residue variants..., its green variants...); ``basis_class`` gives each basis
-    spectrum's class index into ``ENDMEMBERS``. ``illumination`` (size, size) is the
+    ``slot_ids`` (SLOTS, size, size) int32 and ``slot_weights`` (SLOTS, size, size) float32:
+    the reflectance of a pixel is ``sum_k slot_weights[k] * spectrum(slot_ids[k])`` with the
+    spectra of :func:`spectra_of` (module docstring); ``basis_ids`` (n_basis,) are the
+    distinct ids the scene uses, in ascending order. ``illumination`` (size, size) is the
     shading, ``soil_moisture`` the wet-soil share and ``soil_brightness`` the soil factor.
     """
 
@@ -137,11 +159,10 @@ class FarmlandScene:
     tillage: NDArray[np.uint8]
     parcel_id: NDArray[np.int32]
     parcel_practice: NDArray[np.uint8]
-    weights: NDArray[np.float32]
+    slot_ids: NDArray[np.int32]
+    slot_weights: NDArray[np.float32]
     library: SpectralLibrary
     split: str
-    residue_idx: NDArray[np.intp]
-    green_idx: NDArray[np.intp]
     parcel_cover: NDArray[np.float64]
     parcel_green: NDArray[np.float64]
     illumination: NDArray[np.float32]
@@ -154,7 +175,7 @@ class FarmlandScene:
         """A new field of ``size`` x ``size`` pixels; ``parcel_px`` is the typical parcel
         side in pixels. Takes about 1 s at 512 (do it once; crop tiles per frame)."""
         if split not in _SPLIT_SEED:
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+            raise ValueError(f"split must be one of {tuple(_SPLIT_SEED)}, got {split!r}")
         if size < 8 or parcel_px <= 0:
             raise ValueError(f"a scene needs size >= 8 and parcel_px > 0; got {size}, {parcel_px}")
         lib = library or load()
@@ -187,27 +208,29 @@ class FarmlandScene:
         fractions = np.zeros((len(ENDMEMBERS), size, size), dtype=np.float32)
         fractions[_RESIDUE], fractions[_SOIL], fractions[_GREEN] = residue, soil, green
 
-        r_idx = lib.variants("residue", split)
-        g_idx = lib.variants("green", split)
         moist_field = smooth_field(rng, shape, 20.0) * var.moisture_gain
         moisture = 1 / (1 + np.exp(-(moist_field + rng.normal(0, var.moisture_bias_sd))))
         brightness = 1.0 + var.brightness_sd * smooth_field(rng, shape, 15.0)
         shade = np.clip(1.0 + var.shade_sd * smooth_field(rng, shape, 30.0), 0.8, 1.2)
-        r_pair = rng.integers(0, len(r_idx), (n_parcels, 2))
-        g_pair = rng.integers(0, len(g_idx), (n_parcels, 2))
-        r_mix = 1 / (1 + np.exp(-2 * smooth_field(rng, shape, 8.0)))
-        g_mix = 1 / (1 + np.exp(-2 * smooth_field(rng, shape, 8.0)))
-        n_basis = 2 + len(r_idx) + len(g_idx)
-        w = np.zeros((n_basis, size, size))
-        w[0] = soil * brightness * (1 - moisture)
-        w[1] = soil * brightness * moisture
-        for slot, mix in ((0, r_mix), (1, 1 - r_mix)):
-            np.add.at(w, (2 + r_pair[parcel, slot], yy, xx), residue * mix)
-        for slot, mix in ((0, g_mix), (1, 1 - g_mix)):
-            np.add.at(w, (2 + len(r_idx) + g_pair[parcel, slot], yy, xx), green * mix)
-        w *= shade[None]
-        return cls(fractions, tillage_class(residue), parcel, practice, w.astype(np.float32), lib, split,
-                   r_idx, g_idx, cover, green_cover, shade.astype(np.float32),
+        ids = np.empty((SLOTS, size, size), dtype=np.int32)
+        weights = np.empty((SLOTS, size, size))
+        slot = 0
+        for kind, cover_k in (("soil", soil * brightness), ("residue", residue), ("green", green)):
+            pool = lib.indices(kind, LIBRARY_SPLIT[split])
+            pair = pool[rng.integers(0, len(pool), (n_parcels, 2))]
+            mix = 1 / (1 + np.exp(-2 * smooth_field(rng, shape, 8.0)))
+            for k, share in ((0, mix), (1, 1 - mix)):
+                base = 2 * pair[parcel, k]
+                if kind == "soil":  # dry and wet versions of the same soil
+                    ids[slot], weights[slot] = base, cover_k * share * (1 - moisture)
+                    ids[slot + 1], weights[slot + 1] = base + 1, cover_k * share * moisture
+                    slot += 2
+                else:
+                    ids[slot], weights[slot] = base, cover_k * share
+                    slot += 1
+        weights *= shade[None]
+        return cls(fractions, tillage_class(residue), parcel, practice, ids, weights.astype(np.float32),
+                   lib, split, cover, green_cover, shade.astype(np.float32),
                    moisture.astype(np.float32), brightness.astype(np.float32))
 
     @property
@@ -215,24 +238,25 @@ class FarmlandScene:
         return int(self.fractions.shape[1])
 
     @property
-    def basis_class(self) -> NDArray[np.uint8]:
-        """(n_basis,) class index (into ``ENDMEMBERS``) of each basis spectrum."""
-        return np.array([_SOIL, _SOIL] + [_RESIDUE] * len(self.residue_idx) + [_GREEN] * len(self.green_idx),
-                        dtype=np.uint8)
+    def basis_ids(self) -> NDArray[np.int64]:
+        """(n_basis,) the distinct spectrum ids of the scene, ascending."""
+        return np.unique(self.slot_ids).astype(np.int64)
 
-    @property
-    def basis_names(self) -> tuple[str, ...]:
-        lib = self.library
-        return (("soil-dry", "soil-wet") + tuple(lib.residue_names[i] for i in self.residue_idx)
-                + tuple(lib.green_names[i] for i in self.green_idx))
+    def basis_class(self, ids: NDArray[np.integer]) -> NDArray[np.uint8]:
+        """(n,) class index (into ``ENDMEMBERS``) of spectrum ids."""
+        kinds = self.library.kinds
+        return np.array([ENDMEMBERS.index(kinds[i // 2]) for i in np.asarray(ids)], dtype=np.uint8)
+
+    def basis_names(self, ids: NDArray[np.integer]) -> tuple[str, ...]:
+        names = self.library.names
+        return tuple(names[i // 2] + ("+wet" if i % 2 else "") for i in np.asarray(ids))
 
     def basis(self, wavelengths_nm: ArrayLike, method: str = "interp",
               fwhm_nm: ArrayLike | None = None) -> NDArray[np.float64]:
-        """(n_basis, B) basis spectra on a grid (nm, inside 400-2500), in the order of
-        ``weights``; ``method``/``fwhm_nm`` as in :func:`onboard.scene.library.resample`."""
-        lib = self.library
-        spectra = np.concatenate([lib.soil, lib.residue[self.residue_idx], lib.green[self.green_idx]])
-        return lib.resample(spectra, wavelengths_nm, method, fwhm_nm)
+        """(n_basis, B) spectra of ``basis_ids`` on a grid (nm, inside the library's range);
+        ``method``/``fwhm_nm`` as in :func:`onboard.scene.library.resample`."""
+        return self.library.resample(spectra_of(self.library, self.basis_ids), wavelengths_nm,
+                                     method, fwhm_nm)
 
     def tile(self, wavelengths_nm: ArrayLike, row: int, col: int, shape: tuple[int, int],
              basis: NDArray | None = None) -> SceneTile:
@@ -240,19 +264,27 @@ class FarmlandScene:
         field's edges. ``basis``: this scene's :meth:`basis` on the grid, when the caller
         has it already (a flight track computes it once). Every array is a fresh copy."""
         grid = np.asarray(wavelengths_nm, dtype=float)
+        all_ids = self.basis_ids
         b = self.basis(grid) if basis is None else np.asarray(basis)
-        if b.shape != (self.weights.shape[0], grid.size):
-            raise ValueError(f"basis {b.shape} is not (n_basis={self.weights.shape[0]}, bands={grid.size})")
+        if b.shape != (all_ids.size, grid.size):
+            raise ValueError(f"basis {b.shape} is not (n_basis={all_ids.size}, bands={grid.size})")
         row, col = row % self.size, col % self.size
         crop = _window(row, col, shape, self.size)
-        weights = np.array(self.weights[(slice(None), *crop)])
+        pos = np.searchsorted(all_ids, self.slot_ids[(slice(None), *crop)])  # (SLOTS, h, w)
+        used, local = np.unique(pos, return_inverse=True)
+        h, w = pos.shape[1:]
+        pixel = np.broadcast_to(np.arange(h * w), (SLOTS, h * w)).ravel()
+        weights = np.bincount(local.ravel() * (h * w) + pixel,
+                              weights=self.slot_weights[(slice(None), *crop)].ravel().astype(float),
+                              minlength=used.size * h * w).reshape(used.size, h, w).astype(np.float32)
+        tile_basis = b[used].astype(np.float32)
         # einsum's own loop, not BLAS: a (B x n_basis) @ (n_basis x h*w) product is too small
         # for BLAS threads, which on a busy machine cost tens of ms in wake-ups
-        refl = np.einsum("kb,khw->bhw", b.astype(np.float32), weights)
+        refl = np.einsum("kb,khw->bhw", tile_basis, weights)
+        ids = all_ids[used]
         return SceneTile(refl, grid, np.array(self.fractions[(slice(None), *crop)]), np.array(self.tillage[crop]),
                          np.array(self.parcel_id[crop]), (row, col), np.array(self.illumination[crop]),
-                         b.astype(np.float32),
-                         self.basis_class, self.basis_names, weights)
+                         tile_basis, self.basis_class(ids), self.basis_names(ids), weights)
 
     def track(self, wavelengths_nm: ArrayLike, shape: tuple[int, int], step: tuple[int, int] | None = None,
               start: tuple[int, int] = (0, 0), method: str = "interp",
@@ -311,19 +343,56 @@ class FlightTrack:
         return tile
 
 
+#: Endmembers per class of the classical stage's bundles: soils (each with its wet version),
+#: residue, green; 2 x 3 + 4 + 2 = 12, the unmixing solver's most.
+BUNDLE_SIZES = {"soil": 3, "residue": 4, "green": 2}
+
+
+def _medoids(shapes: NDArray[np.float64], k: int, iterations: int = 10) -> list[int]:
+    """Indices of ``k`` representative rows of ``shapes`` (n, B): k-means in Euclidean
+    distance from a farthest-point start (the row nearest the mean first), each cluster then
+    represented by its member nearest its centre. Deterministic."""
+    if len(shapes) <= k:
+        return list(range(len(shapes)))
+    d_mean = np.linalg.norm(shapes - shapes.mean(0), axis=1)
+    chosen = [int(np.argmin(d_mean))]
+    while len(chosen) < k:
+        d = np.min(np.linalg.norm(shapes[:, None] - shapes[chosen][None], axis=2), axis=1)
+        chosen.append(int(np.argmax(d)))
+    centres = shapes[chosen]
+    for _ in range(iterations):
+        label = np.argmin(np.linalg.norm(shapes[:, None] - centres[None], axis=2), axis=1)
+        centres = np.stack([shapes[label == j].mean(0) if (label == j).any() else centres[j]
+                            for j in range(k)])
+    label = np.argmin(np.linalg.norm(shapes[:, None] - centres[None], axis=2), axis=1)
+    out = []
+    for j in range(k):
+        members = np.flatnonzero(label == j)
+        if members.size:
+            out.append(int(members[np.argmin(np.linalg.norm(shapes[members] - centres[j], axis=1))]))
+    return sorted(set(out))
+
+
 def nominal_endmembers(wavelengths_nm: ArrayLike, library: SpectralLibrary | None = None,
                        method: str = "interp", fwhm_nm: ArrayLike | None = None) -> Endmembers:
-    """The library an unmixing stage is given, on ``wavelengths_nm`` (nm, 400-2500): dry
-    soil, wet soil (two soil endmembers: one alone cannot follow soil moisture), and the mean
-    of the *training* residue and green variants (a field campaign's library, never the
-    held-out spectra of evaluation scenes); ``method``/``fwhm_nm`` as for the scene."""
+    """The classical stage's endmember bundles on ``wavelengths_nm`` (nm, inside the
+    library), MESMA-style: several spectra per class (``BUNDLE_SIZES``), the class fraction
+    the sum of its spectra's abundances. Drawn from the library's *train* split only (a field
+    campaign's library, never the held-out spectra of evaluation scenes): per class, the
+    medoids of a k-means on the spectra's shapes (each divided by its mean over the grid, so
+    that brightness, which the unmixing handles, does not pick them), on the grid the sensor
+    sees; each soil comes with its wet version. ``method``/``fwhm_nm`` as for the scene."""
     lib = library or load()
-    spectra = np.concatenate([
-        lib.soil,
-        lib.residue[lib.variants("residue", "train")].mean(0, keepdims=True),
-        lib.green[lib.variants("green", "train")].mean(0, keepdims=True),
-    ])
-    return Endmembers(lib.resample(spectra, wavelengths_nm, method, fwhm_nm),
-                      np.asarray(wavelengths_nm, dtype=float),
-                      ("soil", "soil", "residue", "green"),
-                      ("soil-dry", "soil-wet", "residue-mean", "green-mean"))
+    grid = np.asarray(wavelengths_nm, dtype=float)
+    ids, names, classes = [], [], []
+    for kind, k in BUNDLE_SIZES.items():
+        pool = lib.indices(kind, "train")
+        on_grid = lib.resample(lib.spectra[pool], grid, method, fwhm_nm)
+        shapes = on_grid / on_grid.mean(axis=1, keepdims=True)
+        for j in _medoids(shapes, k):
+            versions = (0, 1) if kind == "soil" else (0,)
+            ids += [2 * int(pool[j]) + v for v in versions]
+            names += [lib.names[pool[j]] + ("+wet" if v else "") for v in versions]
+            classes += [kind] * len(versions)
+    spectra = lib.resample(spectra_of(lib, np.array(ids)), grid, method, fwhm_nm)
+    return Endmembers(spectra, grid, tuple(classes), tuple(names))

@@ -2,9 +2,11 @@
 
 The file ``data/spectral_library.npz`` is made on the ground by
 ``onboard export spectra -o onboard/scene/data/spectral_library.npz`` (see
-``export/spectral_library.py`` for what is in it and how each spectrum is made): dry and
-wet soil, green canopy variants and crop-residue variants, reflectance (0-1) on a 1 nm grid
-from 400 to 2500 nm, each green and residue variant labelled ``train`` or ``eval``.
+``export/spectral_library.py`` for its sources, the split rule, the compact subset's rule and
+the water-band bridge): real soils, real dry vegetation (the crop-residue class) and green
+vegetation from earthlib and the USGS 1995 library, and the project's PROSPECT-D / PROSAIL
+spectra, reflectance (0-1) on a 10 nm grid from 400 to 2450 nm, each spectrum in one split,
+``train``, ``val``, ``test`` (or ``shared`` by all three: prosail's single soil).
 The flight runtime's simulated sensor reads it without prosail, numba or scipy.
 """
 
@@ -20,10 +22,12 @@ from numpy.typing import ArrayLike, NDArray
 
 LIBRARY_PATH = Path(__file__).parent / "data" / "spectral_library.npz"
 #: File layouts this reader understands (``meta["format_version"]``).
-FORMAT_VERSIONS = (2,)
+FORMAT_VERSIONS = (3,)
 REBUILD = "rebuild it with 'onboard export spectra -o onboard/scene/data/spectral_library.npz'"
-_KEYS = ("wavelengths_nm", "soil", "green", "residue", "green_split", "residue_split",
-         "green_names", "residue_names", "meta")
+_KEYS = ("wavelengths_nm", "spectra", "measured", "kinds", "splits", "names", "sources", "sites",
+         "wet_ratio", "meta")
+KINDS = ("soil", "residue", "green")
+SPLITS = ("train", "val", "test")
 
 
 def resample(spectra: ArrayLike, source_nm: ArrayLike, target_nm: ArrayLike,
@@ -73,37 +77,57 @@ def resample(spectra: ArrayLike, source_nm: ArrayLike, target_nm: ArrayLike,
 
 @dataclass(frozen=True)
 class SpectralLibrary:
-    """Soil (dry, wet), green canopy and crop-residue spectra, each (n, S) float64
-    reflectance on ``wavelengths_nm`` (S,), ascending nm.
+    """Soil, crop-residue and green vegetation spectra, (N, S) float64 reflectance on
+    ``wavelengths_nm`` (S,), ascending nm.
 
-    ``*_names``, ``*_split``: (n,) per green and residue variant, split "train" or "eval".
-    ``meta``: the generator's record (versions, command, every variant's parameters)."""
+    Per spectrum (N,): ``kinds`` (one of ``KINDS``), ``splits`` (one of ``SPLITS`` or
+    ``"shared"``), ``names``, ``sources`` (``earthlib``, ``usgs1995``, ``prosail``) and
+    ``sites``. ``measured`` (N, S): False where the sample was bridged across a gap of the
+    source. ``wet_ratio`` (S,): a wet soil over the same soil dry (the simulator's moisture).
+    ``meta``: the generator's record (versions, command, rules)."""
 
     wavelengths_nm: NDArray[np.float64]
-    soil: NDArray[np.float64]
-    green: NDArray[np.float64]
-    residue: NDArray[np.float64]
-    green_split: tuple[str, ...]
-    residue_split: tuple[str, ...]
-    green_names: tuple[str, ...]
-    residue_names: tuple[str, ...]
+    spectra: NDArray[np.float64]
+    measured: NDArray[np.bool_]
+    kinds: tuple[str, ...]
+    splits: tuple[str, ...]
+    names: tuple[str, ...]
+    sources: tuple[str, ...]
+    sites: tuple[str, ...]
+    wet_ratio: NDArray[np.float64]
     meta: dict
 
     def resample(self, spectra: ArrayLike, wavelengths_nm: ArrayLike, method: str = "interp",
                  fwhm_nm: ArrayLike | None = None) -> NDArray[np.float64]:
-        """Library spectra (n, S) onto ``wavelengths_nm`` (B,) inside 400-2500 nm: (n, B);
-        see :func:`resample` for the methods."""
+        """Library spectra (n, S) onto ``wavelengths_nm`` (B,) inside the library's range:
+        (n, B); see :func:`resample` for the methods."""
         return resample(spectra, self.wavelengths_nm, wavelengths_nm, method, fwhm_nm)
 
-    def variants(self, kind: str, split: str) -> NDArray[np.intp]:
-        """Indices of the ``"green"`` or ``"residue"`` variants of a split."""
-        if kind not in ("green", "residue"):
-            raise ValueError(f"variant kind must be 'green' or 'residue', got {kind!r}")
-        labels = self.green_split if kind == "green" else self.residue_split
-        idx = np.flatnonzero(np.asarray(labels) == split)
+    def indices(self, kind: str, split: str) -> NDArray[np.intp]:
+        """Indices of the spectra of a kind in a split (``"shared"`` ones belong to all)."""
+        if kind not in KINDS:
+            raise ValueError(f"spectrum kind must be one of {KINDS}, got {kind!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        k, s = np.asarray(self.kinds), np.asarray(self.splits)
+        idx = np.flatnonzero((k == kind) & ((s == split) | (s == "shared")))
         if idx.size == 0:
-            raise ValueError(f"the library has no {kind} variant for split {split!r}")
+            raise ValueError(f"the library has no {kind} spectrum in split {split!r}")
         return idx
+
+    def only(self, sources: tuple[str, ...]) -> SpectralLibrary:
+        """The spectra of some sources only (e.g. ``("prosail",)``: the simulated set)."""
+        keep = np.flatnonzero(np.isin(self.sources, sources))
+        if keep.size == 0:
+            raise ValueError(f"no spectrum from {sources}; the library has {sorted(set(self.sources))}")
+
+        def pick(values: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(values[i] for i in keep)
+
+        return SpectralLibrary(self.wavelengths_nm, self.spectra[keep], self.measured[keep],
+                               pick(self.kinds), pick(self.splits), pick(self.names),
+                               pick(self.sources), pick(self.sites), self.wet_ratio,
+                               {**self.meta, "sources_kept": list(sources)})
 
 
 @lru_cache(maxsize=4)
@@ -114,25 +138,28 @@ def load(path: str | None = None) -> SpectralLibrary:
         raise FileNotFoundError(f"spectral library {p} is missing: {REBUILD}")
     with np.load(p, allow_pickle=False) as z:
         missing = [k for k in _KEYS if k not in z.files]
-        if missing:
-            raise ValueError(f"spectral library {p} lacks {missing}: {REBUILD}")
-        meta = json.loads(z["meta"].tobytes().decode())
+        meta = json.loads(z["meta"].tobytes().decode()) if "meta" in z.files else {}
         version = meta.get("format_version", 1)
         if version not in FORMAT_VERSIONS:
             raise ValueError(f"spectral library {p} has format version {version}; this runtime "
                              f"reads {FORMAT_VERSIONS}: {REBUILD}")
+        if missing:
+            raise ValueError(f"spectral library {p} lacks {missing}: {REBUILD}")
+
+        def text(key: str) -> tuple[str, ...]:
+            return tuple(str(v) for v in z[key].tolist())
+
         lib = SpectralLibrary(
             wavelengths_nm=z["wavelengths_nm"].astype(float),
-            soil=z["soil"].astype(float),
-            green=z["green"].astype(float),
-            residue=z["residue"].astype(float),
-            green_split=tuple(z["green_split"].tolist()),
-            residue_split=tuple(z["residue_split"].tolist()),
-            green_names=tuple(z["green_names"].tolist()),
-            residue_names=tuple(z["residue_names"].tolist()),
+            spectra=z["spectra"].astype(float),
+            measured=z["measured"].astype(bool),
+            kinds=text("kinds"), splits=text("splits"), names=text("names"),
+            sources=text("sources"), sites=text("sites"),
+            wet_ratio=z["wet_ratio"].astype(float),
             meta=meta,
         )
-    n = lib.wavelengths_nm.size
-    if lib.soil.shape != (2, n) or lib.green.shape[1:] != (n,) or lib.residue.shape[1:] != (n,):
+    n, count = lib.wavelengths_nm.size, lib.spectra.shape[0]
+    if (lib.spectra.shape != (count, n) or lib.measured.shape != (count, n) or lib.wet_ratio.shape != (n,)
+            or not all(len(v) == count for v in (lib.kinds, lib.splits, lib.names, lib.sources, lib.sites))):
         raise ValueError(f"spectral library {p} has inconsistent shapes: {REBUILD}")
     return lib

@@ -38,6 +38,7 @@ from onboard.engines.select import EngineOptions, Selection, select_engine
 from onboard.errors import OnboardError
 from onboard.formats.bundle import Bundle
 from onboard.formats.types import INVALID_CLASS, Cube, ResidueMap
+from onboard.stages.confidence import Domain, judge_learned
 from onboard.stages.denoise import (
     SubspaceDecomposition,
     SubspaceDenoiseConfig,
@@ -149,10 +150,13 @@ class LearnedResidue:
     """Cube -> ResidueMap through an active engine running a residue model of the bundle.
 
     ``band_grid_nm``: the grid the model was trained on; a cube on another grid is refused
-    (ValueError) rather than classified wrongly."""
+    (ValueError) rather than classified wrongly. ``domain``: the model's training domain
+    (its manifest metadata), for the per-pixel confidence (onboard/stages/confidence.py)."""
 
-    def __init__(self, engine: Engine, band_grid_nm: NDArray, name: str = "residue") -> None:
+    def __init__(self, engine: Engine, band_grid_nm: NDArray, name: str = "residue",
+                 domain: Domain | None = None) -> None:
         self.engine = engine
+        self.domain = domain
         self.band_grid_nm = np.asarray(band_grid_nm, dtype=float)
         self.name = name
         self.input_name = engine.inputs[0].name
@@ -177,9 +181,9 @@ class LearnedResidue:
         tillage[bad] = INVALID_CLASS
         frac = frac.astype(np.float32, copy=True)
         frac[:, bad] = np.nan
-        return ResidueMap(tillage, frac, counter=cube.counter, timestamp=cube.timestamp,
-                          method=f"learned:{self.name} ({self.engine.label})",
-                          probabilities=prob.astype(np.float32))
+        return judge_learned(ResidueMap(tillage, frac, counter=cube.counter, timestamp=cube.timestamp,
+                                        method=f"learned:{self.name} ({self.engine.label})",
+                                        probabilities=prob.astype(np.float32)), cube, self.domain)
 
 
 @dataclass
@@ -226,7 +230,8 @@ def learned_stages(bundle: Bundle | None, wavelengths_nm: NDArray,
         selections.append(sel)
         if sel.engine is not None:
             assert bundle is not None
-            grid = bundle.model(name).band_grid_nm
-            classify = LearnedResidue(sel.engine, np.asarray(grid), name)
+            spec = bundle.model(name)
+            domain = Domain.from_dict(spec.metadata["domain"]) if "domain" in spec.metadata else None
+            classify = LearnedResidue(sel.engine, np.asarray(spec.band_grid_nm), name, domain)
         notes.append(f"classify: {sel.summary()}")
     return LearnedStages(denoise, classify, selections, notes)

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from onboard.formats.products import Product, ProductKind, encode_arrays
-from onboard.formats.types import Cube, ResidueMap
+from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
 
 #: Quick-look bands (nm) as (red, green, blue): colour-infrared for the visible/NIR ImSPOC,
 #: SWIR false colour for a 900-1700 nm push-broom.
@@ -38,6 +38,22 @@ def quicklook_png(cube: Cube) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(out, mode="RGB").save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+#: Residue-map measures written in the residue product's header (onboard/formats/products.py).
+RESIDUE_META = ("confidence_threshold", "uncertain_share", "out_of_distribution_share")
+
+
+def residue_arrays(residue: ResidueMap) -> dict[str, NDArray]:
+    """The residue product's arrays (format in onboard/formats/products.py): uncertain pixels get
+    UNCERTAIN_CLASS in ``tillage``, the stage's choice stays in ``guess``."""
+    tillage = residue.tillage.copy()
+    if residue.uncertain is not None:
+        tillage[residue.uncertain & (tillage != INVALID_CLASS)] = UNCERTAIN_CLASS
+    confidence = (np.full(tillage.shape, np.nan, np.float32) if residue.confidence is None
+                  else residue.confidence.astype(np.float32))
+    return {"tillage": tillage, "guess": residue.tillage, "fractions": residue.fractions.astype(np.float32),
+            "confidence": confidence}
 
 
 def cube_arrays(cube: Cube, float16: bool) -> dict[str, NDArray]:
@@ -65,9 +81,9 @@ def frame_products(
                        instrument=instrument, model_versions=versions)
 
     out = [
-        product(ProductKind.RESIDUE,
-                encode_arrays(tillage=residue.tillage, fractions=residue.fractions.astype(np.float32)),
-                "npz", {**meta, "method": residue.method})
+        product(ProductKind.RESIDUE, encode_arrays(**residue_arrays(residue)), "npz",
+                {**meta, "method": residue.method,
+                 **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}})
     ]
     if quicklook:
         out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png", meta))

@@ -79,6 +79,16 @@ from onboard.formats.types import ENDMEMBERS, INVALID_CLASS, Cube, ResidueMap, t
 MAX_ENDMEMBERS = 12
 #: Brightness (relative to the dimmest endmember) below which a pixel carries no signal.
 MIN_BRIGHTNESS = 1e-6
+#: Atmospheric water-vapour bands (nm) no residue stage reads: an airborne or orbital sensor
+#: sees the atmosphere's absorption there, and the real spectral libraries have no samples
+#: there (export/spectral_library.py bridges them with a straight line).
+WATER_BANDS_NM = ((1340.0, 1460.0), (1790.0, 1960.0))
+
+
+def usable_bands(wavelengths_nm: NDArray[np.floating]) -> NDArray[np.bool_]:
+    """(bands,) True for the bands outside ``WATER_BANDS_NM``."""
+    wl = np.asarray(wavelengths_nm, dtype=float)
+    return ~np.any([(wl >= lo) & (wl <= hi) for lo, hi in WATER_BANDS_NM], axis=0)
 
 
 @dataclass(frozen=True)

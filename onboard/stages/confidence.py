@@ -1,0 +1,173 @@
+"""How sure a residue map is, per pixel, and the rule that marks a pixel uncertain.
+
+Soil and dry vegetation are least distinct exactly where the two sensors look (450-1000 and
+900-1700 nm; docs/residue_ceiling.md), so a tillage class without a measure of its
+reliability would be taken at face value where it is a guess. Every residue map carries:
+
+* ``confidence`` (rows, cols) float32 in [0, 1], NaN where the pixel is invalid: the
+  estimated probability that the pixel's tillage class is right. Learned classifier: the
+  probability its softmax gives the chosen class. Classical unmixing: the probability that
+  the true residue cover lies in the chosen class's interval if the estimate's error is
+  Gaussian with standard deviation ``sigma`` (the stage's measured error),
+  ``Phi((hi - f) / sigma) - Phi((lo - f) / sigma)``.
+* ``uncertain`` (rows, cols) bool: ``confidence`` below the threshold chosen on the
+  validation split (the lowest giving >= 92 % accuracy on the pixels kept there), or a
+  spectrum out of distribution. Out of distribution: the spectrum's shape (divided by its mean
+  over the bands the residue stages read) lies farther from the principal subspace of the
+  training spectra than ``novelty_limit`` (the 99.5th percentile of the training pixels'
+  distance): a material or a state the model never saw, which a softmax would still
+  answer with confidence.
+
+The products keep the best guess too; an uncertain pixel's tillage is ``UNCERTAIN_CLASS``
+in the residue product (onboard/formats/products.py says how to read it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onboard.formats.types import ENDMEMBERS, TILLAGE_THRESHOLDS, Cube, ResidueMap
+from onboard.stages.residue import usable_bands
+
+#: Accuracy the confidence threshold is chosen for, on the validation split (the test
+#: target is 90 %: the margin covers the shift from validation to unseen spectra).
+TARGET_ACCURACY = 0.92
+#: Share of training pixels inside the novelty limit.
+NOVELTY_QUANTILE = 0.995
+#: Principal components of the training spectra's shapes kept by the domain model.
+COMPONENTS = 8
+
+
+def shapes(data: NDArray, wavelengths_nm: NDArray) -> NDArray[np.float64]:
+    """(bands', n) brightness-free shapes of (bands, n) spectra: the usable bands (outside
+    the water bands) divided by their mean (0 for a dark pixel)."""
+    x = np.asarray(data, dtype=np.float64)[usable_bands(wavelengths_nm)]
+    level = x.mean(axis=0, keepdims=True)
+    return np.divide(x, level, out=np.zeros_like(x), where=np.abs(level) > 1e-6)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What a classifier was trained on, as the out-of-distribution rule needs it: the mean
+    (bands',) and principal components (k, bands') of the training shapes, the novelty
+    limit, and the confidence threshold. Stored in the bundle manifest (``to_dict``)."""
+
+    mean: NDArray[np.float64]
+    components: NDArray[np.float64]
+    novelty_limit: float
+    confidence_threshold: float
+
+    def novelty(self, cube: Cube) -> NDArray[np.float64]:
+        """(rows, cols) distance of each pixel's shape from the training subspace."""
+        b, h, w = cube.data.shape
+        z = shapes(np.nan_to_num(cube.data.reshape(b, -1)), cube.wavelengths_nm) - self.mean[:, None]
+        if z.shape[0] != self.mean.size:
+            raise ValueError(f"the domain model has {self.mean.size} bands; the cube gives {z.shape[0]}")
+        resid = z - self.components.T @ (self.components @ z)
+        return np.sqrt(np.mean(resid**2, axis=0)).reshape(h, w)
+
+    def to_dict(self) -> dict:
+        return {"mean": [round(float(v), 6) for v in self.mean],
+                "components": [[round(float(v), 6) for v in row] for row in self.components],
+                "novelty_limit": self.novelty_limit, "confidence_threshold": self.confidence_threshold}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Domain:
+        try:
+            return cls(np.asarray(d["mean"], dtype=float), np.asarray(d["components"], dtype=float),
+                       float(d["novelty_limit"]), float(d["confidence_threshold"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the residue model's domain record is malformed ({exc}): rebuild the bundle") from exc
+
+
+def fit_domain(cubes: Sequence[Cube], components: int = COMPONENTS, max_pixels: int = 20000,
+               confidence_threshold: float = 0.5) -> Domain:
+    """The domain of training cubes: principal subspace of their valid pixels' shapes (an
+    even subsample of at most ``max_pixels``), novelty limit at ``NOVELTY_QUANTILE``."""
+    parts = []
+    for c in cubes:
+        ok = c.valid & np.isfinite(c.data).all(axis=0)
+        parts.append(shapes(c.data[:, ok], c.wavelengths_nm))
+    z = np.concatenate(parts, axis=1)
+    z = z[:, :: max(1, z.shape[1] // max_pixels)]
+    mean = z.mean(axis=1)
+    _, _, vt = np.linalg.svd((z - mean[:, None]).T, full_matrices=False)
+    comps = vt[:components]
+    resid = (z - mean[:, None]) - comps.T @ (comps @ (z - mean[:, None]))
+    limit = float(np.quantile(np.sqrt(np.mean(resid**2, axis=0)), NOVELTY_QUANTILE))
+    return Domain(mean, comps, limit, confidence_threshold)
+
+
+def threshold_for(confidence: NDArray, correct: NDArray[np.bool_], target: float = TARGET_ACCURACY
+                  ) -> float:
+    """The lowest confidence threshold whose kept pixels (confidence >= it) are right at
+    least ``target`` of the time (the most pixels kept); 1.0 when none reaches it."""
+    order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")
+    c = np.asarray(confidence, dtype=float)[order]
+    running = np.cumsum(np.asarray(correct, dtype=float)[order]) / np.arange(1, c.size + 1)
+    # a threshold keeps every pixel at or above it: only the last of equal values counts
+    last = np.append(c[1:] != c[:-1], True)
+    ok = np.flatnonzero((running >= target) & last)
+    return float(c[ok[-1]]) if ok.size else 1.0
+
+
+def interval_confidence(residue: NDArray, sigma: float) -> NDArray[np.float32]:
+    """Probability that the true cover lies in the class interval of ``residue`` (the
+    estimated cover) when the estimate's error is N(0, sigma^2)."""
+    f = np.asarray(residue, dtype=np.float64)
+    edges = np.array([-np.inf, *TILLAGE_THRESHOLDS, np.inf])
+    k = np.digitize(np.nan_to_num(f), TILLAGE_THRESHOLDS)
+    erf = np.vectorize(math.erf, otypes=[float])
+
+    def phi(x: NDArray) -> NDArray:
+        return 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+
+    conf = phi((edges[k + 1] - f) / sigma) - phi((edges[k] - f) / sigma)
+    return np.where(np.isfinite(f), conf, np.nan).astype(np.float32)
+
+
+def judged(m: ResidueMap, confidence: NDArray, threshold: float,
+           out_of_distribution: NDArray[np.bool_] | None = None) -> ResidueMap:
+    """``m`` with its confidence and uncertain mask (module docstring); invalid pixels are
+    neither confident nor uncertain (their confidence is NaN)."""
+    ok = np.isfinite(m.fractions).all(axis=0)
+    conf = np.where(ok, confidence, np.nan).astype(np.float32)
+    uncertain = ok & ~(conf >= threshold)
+    ood = np.zeros_like(ok) if out_of_distribution is None else (ok & out_of_distribution)
+    uncertain |= ood
+    extra = {**m.extra, "confidence_threshold": threshold,
+             "uncertain_share": float(uncertain.sum() / max(ok.sum(), 1)),
+             "out_of_distribution_share": float(ood.sum() / max(ok.sum(), 1))}
+    return replace(m, confidence=conf, uncertain=uncertain, extra=extra)
+
+
+def judge_learned(m: ResidueMap, cube: Cube, domain: Domain | None) -> ResidueMap:
+    """Confidence of a learned map (its class probability) and the rule, with the model's
+    domain; without one (an older bundle) the confidence alone at 0.5."""
+    if m.probabilities is None:
+        raise ValueError("a learned residue map carries class probabilities")
+    conf = m.probabilities.max(axis=0)
+    if domain is None:
+        return judged(m, conf, 0.5)
+    return judged(m, conf, domain.confidence_threshold, domain.novelty(cube) > domain.novelty_limit)
+
+
+def judge_classical(m: ResidueMap, sigma: float, threshold: float) -> ResidueMap:
+    """Confidence of an unmixing map from its residue cover and error ``sigma``."""
+    return judged(m, interval_confidence(m.fractions[ENDMEMBERS.index("residue")], sigma), threshold)
+
+
+def confident_accuracy(m: ResidueMap, truth_tillage: NDArray, valid: NDArray[np.bool_]
+                       ) -> tuple[float, float]:
+    """(accuracy on the confident valid pixels, their share of the valid pixels)."""
+    if m.uncertain is None:
+        raise ValueError("the map has no uncertain mask: judge it first")
+    keep = valid & ~m.uncertain
+    share = float(keep.sum() / max(valid.sum(), 1))
+    acc = float(np.mean(m.tillage[keep] == truth_tillage[keep])) if keep.any() else float("nan")
+    return acc, share
