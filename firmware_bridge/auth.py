@@ -26,7 +26,6 @@ CCSDS SDLS authenticates every TC frame, not only commands):
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import hmac
@@ -34,7 +33,6 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 
 from firmware_bridge.errors import BridgeError
@@ -55,10 +53,10 @@ CHANNELS = (TELECOMMAND, DATA)
 #: What to do when a counter file is lost or damaged (in every such error message).
 RECOVERY = (
     "The last accepted counters are unknown, so replays cannot be refused. Recover "
-    "in one of two ways: re-key (python -m firmware_bridge.auth provision NEW_KEY "
+    "in one of two ways: re-key (python -m firmware_bridge.keytool provision NEW_KEY "
     "NEW_COUNTER on every end: a new key starts every counter at 0), or write the counter "
     "file again with values at least the senders' current ones (python -m "
-    "firmware_bridge.auth set-counter FILE --telecommand N --data M, N from the flight "
+    "firmware_bridge.keytool set-counter FILE --telecommand N --data M, N from the flight "
     "computer's counter file, M from the ground's). Do not restore an old copy: every frame "
     "sent since it was made would be accepted again."
 )
@@ -323,38 +321,3 @@ class UplinkSigner:
             self.store.advance(min(counter + self.reserve - 1, MAX_COUNTER), channel)
         self._used[channel] = counter
         return sign(message, seq, self.key, counter)
-
-
-def main(argv: Iterable[str] | None = None) -> None:
-    """``python -m firmware_bridge.auth``: provision a key with its counter, or write a lost
-    counter file again."""
-    parser = argparse.ArgumentParser(prog="python -m firmware_bridge.auth",
-                                     description=main.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    prov = sub.add_parser("provision", help="a new key file (mode 0600) and its counter file")
-    prov.add_argument("key_file", type=Path)
-    prov.add_argument("counter_file", type=Path)
-    prov.add_argument("--same-key-as", type=Path, metavar="KEY_FILE",
-                      help="the other end's key file: this end gets the same secret")
-    restore = sub.add_parser("set-counter", help="write a lost counter file again (it must "
-                             "not exist) with each channel at least the sender's counter")
-    restore.add_argument("counter_file", type=Path)
-    restore.add_argument("--telecommand", type=int, required=True)
-    restore.add_argument("--data", type=int, required=True)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        if args.command == "provision":
-            secret = None
-            if args.same_key_as is not None:
-                secret = load_key(args.same_key_as)._secret
-            provision(args.key_file, args.counter_file, secret)
-            print(f"key {args.key_file} and counter {args.counter_file} created")
-        else:
-            CounterStore.create(args.counter_file, {TELECOMMAND: args.telecommand, DATA: args.data})
-            print(f"counter {args.counter_file} written")
-    except (KeyFileError, CounterStoreError, OSError) as exc:
-        parser.exit(1, f"error: {exc}\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -69,7 +69,7 @@ def decode(capture: Path, out: Path, as_json: bool) -> None:
               "(firmware_bridge/PROTOCOL.md section 4). Needed unless --no-uplink.")
 @click.option("--counter-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The ground's counter file, made with the key (python -m "
-              "firmware_bridge.auth provision KEY COUNTER --same-key-as PAYLOAD_KEY).")
+              "firmware_bridge.keytool provision KEY COUNTER --same-key-as PAYLOAD_KEY).")
 @click.option("--idle-exit", type=float, default=None,
               help="Exit after this many seconds without a packet.")
 @click.option("--ack-timer", type=float, default=10.0, show_default=True,

@@ -29,7 +29,7 @@ def hil() -> None:
               "and the ground's CFDP PDUs are signed with it.")
 @click.option("--counter-file", type=click.Path(dir_okay=False, path_type=Path),
               help="With --port: the flight computer's counter file, made with the key (python -m "
-              "firmware_bridge.auth provision).")
+              "firmware_bridge.keytool provision).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the run's files (payload log, archive, spool) in this folder.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -207,7 +207,7 @@ class LinkConfig:
     """The serial link to the flight computer (``onboard run --port``, onboard/runtime/payload.py).
     ``rate_bytes_per_s`` 0: the UART rate of ``baud`` 8N1 (11520 B/s at 115200 baud); set it
     to the slowest hop (1200 for a 9.6 kbit/s radio). ``key_file`` comes with its
-    ``counter_file`` (both made by ``python -m firmware_bridge.auth provision``); without
+    ``counter_file`` (both made by ``python -m firmware_bridge.keytool provision``); without
     them only PING is accepted and ``uplink`` must be false. ``uplink`` true: the ground
     answers by CFDP (class 2) with PDUs authenticated like telecommands; false: class 1.
     ``spool`` defaults to ``<out>/spool``. CFDP timers as in firmware_bridge/cfdp/."""

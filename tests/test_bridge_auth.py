@@ -157,7 +157,7 @@ def test_provision_creates_the_counter_with_the_key(tmp_path: Path) -> None:
 
 def test_auth_command_line_provisions_and_restores(tmp_path: Path) -> None:
     def auth(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "firmware_bridge.auth", *map(str, args)],
+        return subprocess.run([sys.executable, "-m", "firmware_bridge.keytool", *map(str, args)],
                               capture_output=True, text=True, timeout=60)
 
     assert auth("provision", tmp_path / "p.key", tmp_path / "p.counter").returncode == 0

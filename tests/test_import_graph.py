@@ -116,7 +116,7 @@ def test_layers() -> None:
 #: The modules that are command lines: only they may use click (library code raises the
 #: project's errors, which the CLI says in one line, and logs instead of echoing).
 COMMAND_LINES = {"onboard.cli", "onboard.runtime.run", "onboard.info", "onboard.bench", "ground.cli",
-                 "calibration.cli", "export.cli", "export.build", "hil.cli", "firmware_bridge.linkemu",
+                 "calibration.cli", "export.cli", "export.build", "hil.cli", "firmware_bridge.linkemu", "firmware_bridge.keytool",
                  "firmware_bridge.cfdp.__main__"}
 
 

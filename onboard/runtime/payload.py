@@ -139,7 +139,7 @@ class PayloadService:
             raise KeyFileError(
                 "[link] uplink = true needs key_file and counter_file: the ground's CFDP PDUs "
                 "are authenticated like telecommands (firmware_bridge/PROTOCOL.md section 4; "
-                "python -m firmware_bridge.auth provision KEY COUNTER makes both), or set "
+                "python -m firmware_bridge.keytool provision KEY COUNTER makes both), or set "
                 "uplink = false for unacknowledged (class 1) transfers")
         handlers = {
             MsgType.SET_MODE: self._set_mode,
