@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from onboard import __version__
+from onboard.formats.npyio import load_npz
 from onboard.physics.imspoc import ThumbnailLayout
 from onboard.physics.interferometers import InterferometerBank
 
@@ -46,6 +46,11 @@ VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 KINDS = ("imspoc", "pushbroom")
 _RADIOMETRIC = ("bias_dn", "dark_dn_s", "flat", "bad")
+#: Most bytes the arrays of one file may declare, checked before inflating: the radiometric
+#: maps of a 4096 x 4096 detector (3 float32 maps and a bool map, 208 MiB) and room for the
+#: rest. A file over it is refused (a compression bomb declaring TiB would otherwise be
+#: allocated before any shape is checked).
+MAX_FILE_BYTES = 256 << 20
 
 
 class CalibrationFileError(ValueError):
@@ -161,21 +166,19 @@ def read(path: str | os.PathLike) -> Calibration:
     if not path.is_file():
         raise CalibrationFileError(f"calibration file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise CalibrationFileError(
-            f"{path} is not a readable calibration file ({exc}); {rebuild}"
-        ) from exc
-    not_arrays = [k for k, v in a.items() if not isinstance(v, np.ndarray)]
-    if not_arrays:
-        raise CalibrationFileError(f"{path}: {', '.join(not_arrays)} are not arrays; {rebuild}")
+        with open(path, "rb") as fh:
+            a = load_npz(fh, MAX_FILE_BYTES, f"{path} is not a readable calibration file",
+                         CalibrationFileError)
+    except OSError as exc:
+        raise CalibrationFileError(f"{path} cannot be read ({exc})") from exc
     if "header" not in a:
         raise CalibrationFileError(f"{path} has no header: not an onboard calibration file")
     try:
         h = json.loads(a["header"].tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CalibrationFileError(f"{path}: header is not valid JSON ({exc}); {rebuild}") from exc
+    if not isinstance(h, dict):
+        raise CalibrationFileError(f"{path}: header is {type(h).__name__}, not a JSON object; {rebuild}")
     if h.get("format") != FORMAT:
         raise CalibrationFileError(f"{path} is a {h.get('format')!r} file, not {FORMAT!r}")
     if h.get("version") not in SUPPORTED_VERSIONS:
