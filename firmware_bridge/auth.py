@@ -148,7 +148,7 @@ class CounterStore:
             if doc.get("format") != _COUNTER_FORMAT or doc.get("version") != 1:
                 raise ValueError("not a firmware_bridge counter file, version 1")
             value = doc["last"]
-            if not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
                 raise ValueError(f"counter {value!r} is not a u64")
         except (ValueError, KeyError, AttributeError, TypeError) as exc:
             raise CounterStoreError(
