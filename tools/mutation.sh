@@ -58,6 +58,7 @@ for module in "${modules[@]}"; do
     for d in onboard firmware_bridge ground hil calibration export bench; do
       [[ -d "$work/$d" && "$d" != "${module%%/*}" ]] && echo "    $d"
     done
+    echo "timeout_multiplier=8"
     echo "pytest_add_cli_args_test_selection="
     for t in "${tests[@]}"; do echo "    $t"; done
     echo "pytest_add_cli_args=-p no:cacheprovider -x -q"

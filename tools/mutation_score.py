@@ -3,7 +3,10 @@
 A surviving mutant is *message-text-only* when the only tokens it changes are string literals
 and every changed line lies inside a ``raise`` statement or a logging/warning call: it alters
 what an error says, never whether or when it is raised. Those are listed but left out of the
-score; every other mutant counts. Killed = killed or timed out (a mutant that hangs is caught).
+score; every other mutant counts. Killed = killed, timed out or crashed (a mutant that hangs
+is caught); survived = survived, no test reached it, or suspicious. Mutants the time budget
+left unchecked are reported as ``not_checked`` and left out of the score (rerun with a larger
+``--budget`` to check them).
 
     python tools/mutation_score.py WORKDIR MODULE [--json]
 """
@@ -19,7 +22,8 @@ import tokenize
 from pathlib import Path
 
 _TEXT_CALLS = {"warn", "warning", "info", "debug", "error", "exception", "print", "log"}
-_KILLED = {"killed", "timeout"}
+_KILLED = {"killed", "timeout", "segfault"}
+_UNCHECKED = {"not checked", "skipped"}
 
 
 def _message_lines(source: str) -> set[int]:
@@ -70,17 +74,21 @@ def score(work: Path, module: str) -> dict:
         if sep and name:
             status[name] = state.strip()
     source = (work / module).read_text()
-    survivors, text = [], []
+    survivors, text, unchecked = [], [], []
     for name, state in sorted(status.items()):
         if state in _KILLED:
+            continue
+        if state in _UNCHECKED:
+            unchecked.append(name)
             continue
         diff = subprocess.run(["mutmut", "show", name], cwd=work, capture_output=True, text=True,
                               check=False).stdout
         (text if state == "survived" and text_only(diff, source) else survivors).append((name, state))
     total = len(status)
-    counted = total - len(text)
+    counted = total - len(text) - len(unchecked)
     killed = counted - len(survivors)
-    return {"module": module, "mutants": total, "message_text_only": len(text), "counted": counted,
+    return {"module": module, "mutants": total, "not_checked": len(unchecked),
+            "message_text_only": len(text), "counted": counted,
             "killed": killed, "score": round(100.0 * killed / counted, 1) if counted else None,
             "survivors": [f"{n} ({s})" for n, s in survivors],
             "message_text_survivors": [n for n, _ in text]}
@@ -90,7 +98,7 @@ def main() -> None:
     work, module = Path(sys.argv[1]), sys.argv[2]
     r = score(work, module)
     (work / "score.json").write_text(json.dumps(r, indent=1))
-    print(f"| {module} | {r['mutants']} | {r['message_text_only']} | {r['counted']} | {r['killed']} "
+    print(f"| {module} | {r['mutants']} | {r['not_checked']} | {r['message_text_only']} | {r['counted']} | {r['killed']} "
           f"| {r['score']} % | {len(r['survivors'])} |")
     if "--json" in sys.argv:
         print(json.dumps(r, indent=1))
