@@ -6,7 +6,9 @@ what an error says, never whether or when it is raised. Those are listed but lef
 score; every other mutant counts. Killed = killed, timed out or crashed (a mutant that hangs
 is caught); survived = survived, no test reached it, or suspicious. Mutants the time budget
 left unchecked are reported as ``not_checked`` and left out of the score (rerun with a larger
-``--budget`` to check them).
+``--budget`` to check them). Survivors listed in tools/mutation_equivalent.txt (one name per
+line, ``#`` and the reason the mutant cannot change behaviour) are *equivalent* and also left
+out: e.g. ``start = 0`` -> ``start = None`` before ``data.find(DELIMITER, start)``.
 
     python tools/mutation_score.py WORKDIR MODULE [--json]
 """
@@ -65,6 +67,17 @@ def text_only(diff: str, source: str) -> bool:
     return True
 
 
+def equivalents() -> dict[str, str]:
+    """Mutant name -> why it is equivalent, from tools/mutation_equivalent.txt."""
+    path = Path(__file__).with_name("mutation_equivalent.txt")
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        name, _, why = line.partition("#")
+        if name.strip():
+            out[name.strip()] = why.strip()
+    return out
+
+
 def score(work: Path, module: str) -> dict:
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=work, capture_output=True,
                          text=True, check=False).stdout
@@ -74,21 +87,25 @@ def score(work: Path, module: str) -> dict:
         if sep and name:
             status[name] = state.strip()
     source = (work / module).read_text()
-    survivors, text, unchecked = [], [], []
+    survivors, text, unchecked, equivalent = [], [], [], []
+    known = equivalents()
     for name, state in sorted(status.items()):
         if state in _KILLED:
             continue
         if state in _UNCHECKED:
             unchecked.append(name)
             continue
+        if name in known:
+            equivalent.append(name)
+            continue
         diff = subprocess.run(["mutmut", "show", name], cwd=work, capture_output=True, text=True,
                               check=False).stdout
         (text if state == "survived" and text_only(diff, source) else survivors).append((name, state))
     total = len(status)
-    counted = total - len(text) - len(unchecked)
+    counted = total - len(text) - len(unchecked) - len(equivalent)
     killed = counted - len(survivors)
     return {"module": module, "mutants": total, "not_checked": len(unchecked),
-            "message_text_only": len(text), "counted": counted,
+            "message_text_only": len(text), "equivalent": len(equivalent), "counted": counted,
             "killed": killed, "score": round(100.0 * killed / counted, 1) if counted else None,
             "survivors": [f"{n} ({s})" for n, s in survivors],
             "message_text_survivors": [n for n, _ in text]}
@@ -98,7 +115,8 @@ def main() -> None:
     work, module = Path(sys.argv[1]), sys.argv[2]
     r = score(work, module)
     (work / "score.json").write_text(json.dumps(r, indent=1))
-    print(f"| {module} | {r['mutants']} | {r['not_checked']} | {r['message_text_only']} | {r['counted']} | {r['killed']} "
+    print(f"| {module} | {r['mutants']} | {r['not_checked']} | {r['message_text_only']} | {r['equivalent']} "
+          f"| {r['counted']} | {r['killed']} "
           f"| {r['score']} % | {len(r['survivors'])} |")
     if "--json" in sys.argv:
         print(json.dumps(r, indent=1))
