@@ -49,7 +49,7 @@ def check_scalar(where: str, value: Any, hint: type, error: type[Exception]) -> 
         return float(value)
     if (hint is int and isinstance(value, bool)) or not isinstance(value, hint):
         raise error(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    if hint is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise error(f"{where}: expected a finite float, got {value!r}")
     return value
 

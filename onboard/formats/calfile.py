@@ -92,8 +92,7 @@ class Calibration:
     software_version: str = __version__
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise CalibrationFileError(f"calibration kind {self.kind!r} is not one of {KINDS}")
+        _check_kind(self.kind)
         if self.white_reference.shape != self.wavelengths_nm.shape:
             raise CalibrationFileError(
                 f"white reference has {self.white_reference.shape} entries for "
@@ -150,6 +149,12 @@ class Calibration:
         return file_sha256(path)
 
 
+def _check_kind(kind: object) -> str:
+    if kind not in KINDS:
+        raise CalibrationFileError(f"calibration kind {kind!r} is not one of {KINDS}")
+    return str(kind)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, hex."""
     h = hashlib.sha256()
@@ -186,7 +191,7 @@ def read(path: str | os.PathLike) -> Calibration:
             f"calibration file {path} is version {h.get('version')}; this runtime reads versions "
             f"{', '.join(map(str, SUPPORTED_VERSIONS))}: {rebuild} or update the runtime"
         )
-    kind = h.get("kind")
+    kind = _check_kind(h.get("kind"))
     need = ["wavelengths_nm", "white_reference", *_RADIOMETRIC]
     if kind == "imspoc":
         need += ["layout/corners", "layout/thumb_shape", "layout/detector_shape"]
