@@ -263,3 +263,26 @@ def test_payload_that_is_not_a_zip_is_refused() -> None:
         decode_arrays(b"PK\x03\x04 not really", ProductKind.RESIDUE)
     with pytest.raises(ProductFormatError, match="product payload"):
         decode_arrays(b"", None)
+
+
+def test_refusal_names_field_value_and_expected_type() -> None:
+    h = _good_header()
+    h["priority"] = None
+    with pytest.raises(ProductFormatError, match=r"^product header 'priority' is None, expected int$"):
+        Product.from_bytes(_blob(h, b"{}"))
+    h = _good_header()
+    h["created_utc"] = "noon"
+    with pytest.raises(ProductFormatError, match=r"^product header 'created_utc' is 'noon', expected int or float$"):
+        Product.from_bytes(_blob(h, b"{}"))
+
+
+def test_integer_time_is_read_as_float() -> None:
+    h = _good_header()
+    h["created_utc"] = 17
+    p = Product.from_bytes(_blob(h, b"{}"))
+    assert p.created_utc == 17.0 and isinstance(p.created_utc, float)
+
+
+def test_payload_without_a_kind_gets_the_largest_limit() -> None:
+    payload = encode_arrays(fractions=np.zeros((10, 1024, 1024), np.float32))  # 40 MiB > residue's 32
+    assert decode_arrays(payload)["fractions"].shape == (10, 1024, 1024)
