@@ -276,6 +276,16 @@ def test_refusal_names_field_value_and_expected_type() -> None:
         Product.from_bytes(_blob(h, b"{}"))
 
 
+def test_size_and_checksum_refusals_name_the_product() -> None:
+    h = _good_header()
+    h["payload_bytes"] = 3
+    with pytest.raises(ProductFormatError, match=r"^product event#3: payload is 2 bytes, header says 3 "):
+        Product.from_bytes(_blob(h, b"{}"))
+    h = _good_header()
+    with pytest.raises(ProductFormatError, match=r"^product event#3: payload SHA-256 mismatch"):
+        Product.from_bytes(_blob(h, b"[]"))
+
+
 def test_integer_time_is_read_as_float() -> None:
     h = _good_header()
     h["created_utc"] = 17
