@@ -199,3 +199,42 @@ def test_delivered_and_discarded_leave_durably(tmp_path: Path) -> None:
     ev = sp.discard(b, "file gone")
     assert (ev.what, ev.reason) == ("evicted", "file gone")
     assert len(Spool(tmp_path, 1000)) == 0 and sp.used_bytes == 0
+
+
+def _fields(ev: SpoolEvent) -> tuple:
+    return (ev.what, ev.name, ev.kind, ev.priority, ev.size, ev.reason)
+
+
+def test_every_event_carries_the_product_it_is_about(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, 100)
+    assert [_fields(e) for e in sp.put("a", blob(1, 60), 3, "cube")] == [("queued", "a", "cube", 3, 60, "")]
+    assert [_fields(e) for e in sp.put("b", blob(2, 50), 2, "quicklook")] == [
+        ("evicted", "a", "cube", 3, 60, "quota 100 B, room for b"), ("queued", "b", "quicklook", 2, 50, "")]
+    assert [_fields(e) for e in sp.put("c", blob(3, 60), 3, "cube")] == [
+        ("refused", "c", "cube", 3, 60,
+         "spool quota 100 B: 50 B queued and no product of priority >= 3 can make room")]
+    [b] = sp.entries()
+    assert _fields(sp.discard(b, "unreadable")) == ("evicted", "b", "quicklook", 2, 50, "unreadable")
+
+
+def test_delivering_twice_is_harmless(tmp_path: Path) -> None:
+    """A duplicate confirmation (the ground's Finished repeated) must not raise."""
+    sp = Spool(tmp_path, 100)
+    sp.put("a", b"x", 1, "cube")
+    entry = sp.next()
+    sp.delivered(entry)
+    assert sp.delivered(entry).what == "delivered" and len(sp) == 0
+
+
+def test_reopened_entries_keep_their_fields(tmp_path: Path) -> None:
+    Spool(tmp_path, 100).put("res_1", b"abc", 1, "residue")
+    [e] = Spool(tmp_path, 100).entries()
+    assert (e.priority, e.seq, e.kind, e.name, e.size, e.order) == (1, 0, "residue", "res_1", 3, (1, 0))
+
+
+def test_name_and_kind_refusals_say_which(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, 10)
+    with pytest.raises(SpoolError, match=r"^product name 'a\.b' must be 1-64"):
+        sp.put("a.b", b"x", 1, "cube")
+    with pytest.raises(SpoolError, match=r"^product kind 'c/d' must be 1-64"):
+        sp.put("a", b"x", 1, "c/d")
