@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import pickle
+import shutil
 import stat
 from pathlib import Path
 
@@ -34,8 +35,13 @@ GOLDEN = Path(__file__).parent / "data" / "golden"
 KEY = AuthKey(bytes(range(32)))
 
 
+def _counter(path: Path, last: int) -> Path:
+    path.write_text(json.dumps({"format": "firmware_bridge.counter", "version": 1, "last": last}))
+    return path
+
+
 def test_counter_file_bytes_are_golden(tmp_path: Path) -> None:
-    store = CounterStore(tmp_path / "counter.json")
+    store = CounterStore(_counter(tmp_path / "counter.json", 4))
     store.advance(5)
     assert (tmp_path / "counter.json").read_bytes() == (GOLDEN / "counter.json").read_bytes()
     assert stat.S_IMODE((tmp_path / "counter.json").stat().st_mode) == 0o600
@@ -113,10 +119,12 @@ def test_counter_limits_on_advance(tmp_path: Path) -> None:
 
 
 def test_counter_that_cannot_be_persisted_is_not_advanced(tmp_path: Path) -> None:
-    store = CounterStore(tmp_path / "gone" / "c.json")
+    (tmp_path / "gone").mkdir()
+    store = CounterStore(_counter(tmp_path / "gone" / "c.json", 3))
+    shutil.rmtree(tmp_path / "gone")
     with pytest.raises(CounterStoreError, match="cannot persist counter"):
-        store.advance(1)
-    assert store.last == 0
+        store.advance(4)
+    assert store.last == 3
 
 
 def test_unreadable_counter_path_is_an_error(tmp_path: Path) -> None:
@@ -207,3 +215,35 @@ def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
 def test_frame_authenticated_flag() -> None:
     assert Frame(1, 1, flags=FLAG_AUTH, counter=1, mac=b"m" * 16).authenticated
     assert not Frame(1, 1).authenticated
+
+
+def test_key_source_is_named_in_its_repr(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    write_key(path, b"s" * 16)
+    assert repr(load_key(path)) == f"AuthKey(source='{path}', secret=<redacted>)"
+    assert repr(AuthKey(b"s" * 16)) == "AuthKey(source='<memory>', secret=<redacted>)"
+
+
+def test_counter_refusals_say_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(_TAMPERED["version_2"]))
+    with pytest.raises(CounterStoreError, match=r"\(not a firmware_bridge counter file, version 1\)"):
+        CounterStore(path)
+    path.write_text(json.dumps(_TAMPERED["negative"]))
+    with pytest.raises(CounterStoreError, match=r"\(counter -1 is not a u64\)"):
+        CounterStore(path)
+
+
+def test_interrupted_atomic_write_leaves_the_old_file_and_a_tmp(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write cut before the rename leaves the old content and ``NAME.tmp`` (the name the
+    spool's recovery deletes)."""
+    path = tmp_path / "f"
+    path.write_bytes(b"old")
+
+    def cut(*args: object) -> None:
+        raise OSError("power cut")
+    monkeypatch.setattr(auth.os, "replace", cut)
+    with pytest.raises(OSError, match="power cut"):
+        atomic_write(path, b"new")
+    assert path.read_bytes() == b"old" and (tmp_path / "f.tmp").read_bytes() == b"new"
