@@ -234,3 +234,41 @@ def test_data_bounds() -> None:
 def test_ack_layout() -> None:
     assert Ack(1, 2, ResultCode.OK).pack() == struct.pack(">HBB", 1, 2, 0)
     assert SetMode(Mode.OPERATE).pack() == b"\x01"
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: Ack.unpack(b"\0"), r"^ACK body must be 4 bytes, got 1$"),
+    (lambda: SetMode.unpack(b""), r"^SET_MODE body must be 1 bytes, got 0$"),
+    (lambda: Ping.unpack(b"\0"), r"^PING body must be 0 bytes, got 1$"),
+    (lambda: Abort.unpack(b"\0"), r"^ABORT body must be 0 bytes, got 1$"),
+    (lambda: Data(b"d" * 1025).pack(), r"^DATA body is 1025 bytes; the maximum is 1024$"),
+    (lambda: Event(EventCode.ABORTED, "t" * 1022).pack(), r"^EVENT body is 1025 bytes"),
+    (lambda: SetConfig("k", "v" * 1021).pack(), r"^SET_CONFIG body is 1025 bytes"),
+    (lambda: SetConfig.unpack(b"\x01a\x00\x02b"), r"^SET_CONFIG body must be 6 bytes, got 5$"),
+    (lambda: Health.unpack(b"\xff"), r"^HEALTH body is not valid UTF-8"),
+    (lambda: RequestProduct.unpack(b"\xff"), r"^product name is not valid UTF-8"),
+    (lambda: Event.unpack(b"\xff\xff\x00"), r"^event code 65535 is not declared"),
+    (lambda: Event.unpack(b"\x00\x01\xff"), r"^severity 255 is not declared"),
+    (lambda: SetConfig.unpack(b"\x01a\xff\xff"), r"^SET_CONFIG body must be 65539 bytes, got 4$"),
+])
+def test_refusals_name_the_message(call, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MessageError, match=match):
+        call()
+
+
+def test_a_value_too_long_for_its_length_field_is_a_message_error() -> None:
+    """65 536 bytes do not fit SET_CONFIG's u16 length nor a frame: MessageError, not struct.error."""
+    for n in (40_000, 70_000):
+        with pytest.raises(MessageError, match="maximum is 1024"):
+            SetConfig("k", "v" * n).pack()
+
+
+def test_protocol_table_headers() -> None:
+    lines = protocol_tables().splitlines()
+    heads = [lines[i:i + 2] for i, ln in enumerate(lines[:-1]) if lines[i + 1].startswith("|---")]
+    assert heads == [["| type | name | direction | meaning |", "|---|---|---|---|"],
+                     ["| code | name | meaning |", "|---|---|---|"],
+                     ["| code | name | severity | meaning |", "|---|---|---|---|"],
+                     ["| mode | name | meaning |", "|---|---|---|"]]
+    assert lines[2] == "| 0x01 | PING | TC | Liveness check; answered by ACK OK. |"
+    assert len(lines) == 2 + len(MsgType) + 3 + len(ResultCode) + 3 + len(EventCode) + 3 + len(Mode)
