@@ -202,3 +202,34 @@ def test_wire_size_small_bodies() -> None:
 def test_crc_check_values() -> None:
     assert crc16(b"123456789") == 0x29B1
     assert crc16(b"") == 0xFFFF
+
+
+def test_decoder_counts_accumulate() -> None:
+    """Counters add up over many frames: frames, bad frames per reason, discarded bytes."""
+    dec = FrameDecoder()
+    good = [Frame.of(Ping(), i) for i in range(3)]
+    assert dec.feed(b"".join(encode(f) for f in good)) == good and dec.frames == 3
+    bad = bytearray(good[0].pack())
+    bad[-1] ^= 1
+    wire = cobs.encode(bytes(bad)) + b"\x00"
+    dec.feed(wire + wire)
+    assert dec.bad == {"crc": 2} and dec.bytes_discarded == 2 * len(wire)
+    assert str(dec.last_error) == "bad frame (crc): CRC-16 mismatch (corrupted in transit)"
+    dec.feed(b"\x01" * (MAX_WIRE_FRAME + 1) + b"\x00")
+    assert dec.bad == {"crc": 2, "oversize": 1}
+    assert dec.bytes_discarded == 2 * len(wire) + MAX_WIRE_FRAME + 1 + 1
+    assert str(dec.last_error) == "bad frame (oversize): no delimiter within the maximum frame"
+
+
+def test_decode_refusals_say_why() -> None:
+    with pytest.raises(FrameError, match=rf"^bad frame \(oversize\): {MAX_WIRE_FRAME + 1} bytes between delimiters$"):
+        decode(b"\x01" * (MAX_WIRE_FRAME + 1))
+    with pytest.raises(FrameError) as err:
+        decode(b"\x05\x01")  # a COBS code pointing past the end
+    assert err.value.reason == "cobs" and str(err.value).startswith("bad frame (cobs): ")
+    assert "None" not in str(err.value) and len(str(err.value)) > len("bad frame (cobs): ")
+
+
+def test_frame_message_parses_its_body() -> None:
+    assert Frame.of(StartCapture(5), 1).message() == StartCapture(5)
+    assert Frame.of(Ping(), 1).message() == Ping()
