@@ -4,6 +4,7 @@ golden file."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -296,3 +297,35 @@ def test_header_defaults_for_optional_fields(tmp_path: Path) -> None:
 def test_unreadable_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CalibrationFileError, match="does not exist"):
         calfile.read(tmp_path)  # a folder is not a file
+
+
+def test_writer_stores_the_declared_dtypes(tmp_path: Path) -> None:
+    """float32 grids and int32 layout numbers in memory are written as float64 and int64, as
+    the format says."""
+    i32 = np.int32
+    layout = ThumbnailLayout(((i32(0), i32(0)), (i32(0), i32(6))), (i32(4), i32(4)), (i32(6), i32(12)))
+    cal = tiny(wavelengths_nm=np.linspace(450.0, 900.0, 5, dtype=np.float32),
+               white_reference=np.linspace(1000.0, 1400.0, 5, dtype=np.float32), layout=layout)
+    cal.write(tmp_path / "f.cal")
+    a = _arrays(tmp_path / "f.cal")
+    assert a["wavelengths_nm"].dtype == np.float64 and a["white_reference"].dtype == np.float64
+    assert {a[k].dtype for k in ("layout/corners", "layout/thumb_shape", "layout/detector_shape")} == {np.dtype(np.int64)}
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.cal"
+    path.write_bytes(GOLDEN.read_bytes())
+
+    def cut(*args: object) -> None:
+        raise OSError("power cut")
+    monkeypatch.setattr(calfile.os, "replace", cut)
+    with pytest.raises(OSError, match="power cut"):
+        tiny(kind="pushbroom").write(path)
+    assert path.read_bytes() == GOLDEN.read_bytes() and (tmp_path / "c.cal.tmp").is_file()
+
+
+def test_file_sha256_reads_every_chunk(tmp_path: Path) -> None:
+    blob = random.Random(1).randbytes(3 * (1 << 20) + 17)  # several 1 MiB chunks
+    (tmp_path / "b").write_bytes(blob)
+    assert calfile.file_sha256(tmp_path / "b") == hashlib.sha256(blob).hexdigest()
+    assert calfile.file_sha256(GOLDEN) == hashlib.sha256(GOLDEN.read_bytes()).hexdigest()
