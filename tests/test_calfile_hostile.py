@@ -329,3 +329,33 @@ def test_file_sha256_reads_every_chunk(tmp_path: Path) -> None:
     (tmp_path / "b").write_bytes(blob)
     assert calfile.file_sha256(tmp_path / "b") == hashlib.sha256(blob).hexdigest()
     assert calfile.file_sha256(GOLDEN) == hashlib.sha256(GOLDEN.read_bytes()).hexdigest()
+
+
+def test_refusals_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rebuild = "rebuild it with 'onboard calibrate characterize ACQ -o FILE'"
+    a = _arrays(GOLDEN)
+    del a["flat"]
+    with pytest.raises(CalibrationFileError, match=rf"lacks flat; {rebuild}$"):
+        calfile.read(_write(tmp_path / "m.cal", a))
+    a = _arrays(GOLDEN)
+    a["header"] = np.frombuffer(b"{nope", np.uint8)
+    with pytest.raises(CalibrationFileError, match=rf"header is not valid JSON \(.*\); {rebuild}$"):
+        calfile.read(_write(tmp_path / "j.cal", a))
+    a = _arrays(GOLDEN)
+    del a["header"]
+    with pytest.raises(CalibrationFileError, match=r"h\.cal has no header: not an onboard calibration file$"):
+        calfile.read(_write(tmp_path / "h.cal", a))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError("denied")
+    monkeypatch.setattr(calfile, "open", refuse, raising=False)
+    with pytest.raises(CalibrationFileError, match=r"tiny_imspoc\.cal cannot be read \(denied\)$"):
+        calfile.read(GOLDEN)
+
+
+def test_bad_pixel_map_is_read_as_bool(tmp_path: Path) -> None:
+    a = _arrays(GOLDEN)
+    a["bad"] = a["bad"].astype(np.uint8)  # a writer that stored 0/1 bytes
+    cal = calfile.read(_write(tmp_path / "b.cal", a))
+    assert cal.radiometric.bad.dtype == np.bool_
+    np.testing.assert_array_equal(cal.radiometric.bad, _arrays(GOLDEN)["bad"])
