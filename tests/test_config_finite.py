@@ -5,6 +5,7 @@ command-line overrides and in HIL scenarios (the same check_scalar)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -12,8 +13,11 @@ import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hil.scenario import ScenarioError
+from hil.scenario import from_dict as scenario_from_dict
 from hil.scenario import load as load_scenario
 from onboard import config
 from onboard.config import Config, ConfigError
@@ -79,3 +83,36 @@ def test_cli_refuses_nan_deadline_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "[run] deadline_s: expected a finite float, got nan" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "o" / "products").exists()
+
+
+_ALL_KEYS = [(s.name, k) for s in dataclasses.fields(Config)
+             for k in typing.get_type_hints(s.default_factory)]  # type: ignore[arg-type]
+_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**70, 2**70), st.booleans(),
+                    st.text(max_size=8), st.none(), st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(_ALL_KEYS), _VALUES), min_size=1, max_size=4))
+def test_fuzzed_mission_tables_load_or_raise_config_error(items: list) -> None:
+    """Any value of any type at any key: a Config whose floats are all finite, or ConfigError."""
+    data: dict = {}
+    for (section, key), value in items:
+        data.setdefault(section, {})[key] = value
+    try:
+        c = config.from_dict(data)
+    except ConfigError:
+        return
+    for section in dataclasses.fields(c):
+        for v in vars(getattr(c, section.name)).values():
+            assert not isinstance(v, float) or math.isfinite(v)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from(["duration_s", "seed", "description", "sensor", "link", "criteria"]),
+                       _VALUES, max_size=3))
+def test_fuzzed_scenarios_load_or_raise_scenario_error(data: dict) -> None:
+    try:
+        scenario_from_dict({"name": "t", **data})
+    except ScenarioError:
+        pass
