@@ -4,7 +4,7 @@
 #
 #   tools/mutation.sh [--rev REV] [--budget SECONDS] [MODULE ...]
 #
-# MODULE is a key of TESTS below (default: all six). Each module is mutated in a fresh copy of
+# MODULE is a key of TESTS below (default: all seven: the six of issue 22 and the size-checking .npy/.npz reader). Each module is mutated in a fresh copy of
 # the tree (the working tree, or REV's tree with --rev) under ${MUTATION_DIR:-/tmp/onboard-mutation},
 # with mutmut 3 (pip install mutmut), one child process, `nice -n 10`, killed after --budget
 # seconds (default 900). Results: <dir>/<module>/mutants/mutmut-cicd-stats.json and
@@ -20,9 +20,11 @@ declare -A TESTS=(
   [firmware_bridge/spool.py]="tests/test_spool.py tests/test_boundaries_spool.py"
   [onboard/formats/calfile.py]="tests/test_calfile.py tests/test_calfile_hostile.py"
   [onboard/formats/products.py]="tests/test_products_format.py"
+  [onboard/formats/npyio.py]="tests/test_products_format.py tests/test_calfile_hostile.py tests/test_replay_damaged.py"
 )
 ORDER=(firmware_bridge/auth.py firmware_bridge/framing.py firmware_bridge/messages.py
-       firmware_bridge/spool.py onboard/formats/calfile.py onboard/formats/products.py)
+       firmware_bridge/spool.py onboard/formats/calfile.py onboard/formats/products.py
+       onboard/formats/npyio.py)
 
 rev="" budget=900 modules=()
 while (($#)); do
