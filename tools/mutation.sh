@@ -4,7 +4,8 @@
 #
 #   tools/mutation.sh [--rev REV] [--budget SECONDS] [MODULE ...]
 #
-# MODULE is a key of TESTS below (default: all seven: the six of issue 22 and the size-checking .npy/.npz reader). Each module is mutated in a fresh copy of
+# MODULE is a key of TESTS below (default: all seven, the six of issue 22 and the size-checking
+# .npy/.npz reader). Each module is mutated in a fresh copy of
 # the tree (the working tree, or REV's tree with --rev) under ${MUTATION_DIR:-/tmp/onboard-mutation},
 # with mutmut 3 (pip install mutmut), one child process, `nice -n 10`, killed after --budget
 # seconds (default 900). Results: <dir>/<module>/mutants/mutmut-cicd-stats.json and
@@ -31,7 +32,7 @@ while (($#)); do
   case "$1" in
     --rev) rev="$2"; shift 2 ;;
     --budget) budget="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) modules+=("$1"); shift ;;
   esac
 done
