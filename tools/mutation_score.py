@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import subprocess
 import sys
 import tokenize
@@ -71,6 +72,8 @@ def equivalents() -> dict[str, str]:
     """Mutant name -> why it is equivalent, from tools/mutation_equivalent.txt."""
     path = Path(__file__).with_name("mutation_equivalent.txt")
     out: dict[str, str] = {}
+    if os.environ.get("MUTATION_EQUIVALENTS") == "none":  # e.g. scoring an older tree (--rev)
+        return out
     for line in path.read_text().splitlines() if path.exists() else []:
         name, _, why = line.partition("#")
         if name.strip():
