@@ -21,7 +21,7 @@ declare -A TESTS=(
   [firmware_bridge/spool.py]="tests/test_spool.py tests/test_boundaries_spool.py"
   [onboard/formats/calfile.py]="tests/test_calfile.py tests/test_calfile_hostile.py"
   [onboard/formats/products.py]="tests/test_products_format.py"
-  [onboard/formats/npyio.py]="tests/test_products_format.py tests/test_calfile_hostile.py tests/test_replay_damaged.py"
+  [onboard/formats/npyio.py]="tests/test_npyio.py tests/test_products_format.py tests/test_calfile_hostile.py tests/test_replay_damaged.py"
 )
 ORDER=(firmware_bridge/auth.py firmware_bridge/framing.py firmware_bridge/messages.py
        firmware_bridge/spool.py onboard/formats/calfile.py onboard/formats/products.py
