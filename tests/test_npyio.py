@@ -87,3 +87,30 @@ def test_npz_duplicate_and_stray_members() -> None:
         load_npz(_zip(**{"a.txt": b"x"}), 1000, "p", Refused)
     arrays = load_npz(_zip(**{"b.npy": _npy(np.arange(3), None)}), 1000, "p", Refused)
     assert list(arrays) == ["b"]
+
+
+class _Dribble(io.BytesIO):
+    """A stream that hands out one byte per readinto, as a pipe or a zip member may."""
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        return super().readinto(memoryview(b)[:1])
+
+
+def test_short_reads_and_streams_not_at_zero() -> None:
+    arr = np.arange(6, dtype="<u2")
+    blob = _npy(arr, None)
+    np.testing.assert_array_equal(load_npy(_Dribble(blob), len(blob), 100, "x", Refused), arr)
+    fp = io.BytesIO(b"prefix" + blob)
+    fp.seek(6)
+    np.testing.assert_array_equal(load_npy(fp, len(blob), 100, "x", Refused), arr)
+    with pytest.raises(Refused, match=r"^x \(the array is truncated: 11 of 12 bytes\)$"):
+        load_npy(io.BytesIO(blob[:-1]), len(blob), 100, "x", Refused)
+
+
+def test_zero_sized_arrays_read_and_negative_shapes_are_refused() -> None:
+    blob = _npy(np.zeros((0, 3), np.uint16), None)
+    assert load_npy(io.BytesIO(blob), len(blob), 0, "x", Refused).shape == (0, 3)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<u2", "fortran_order": False, "shape": (-1, 2)})
+    with pytest.raises(Refused, match=r"^x \(invalid shape \(-1, 2\)\)$"):
+        load_npy(io.BytesIO(head.getvalue()), len(head.getvalue()), 100, "x", Refused)
