@@ -236,7 +236,7 @@ class CounterStore:
             if doc.get("version") == 1:  # before DATA frames were signed: none to replay
                 values = {TELECOMMAND: doc["last"], DATA: 0}
             elif doc.get("version") == 2:
-                values = doc["counters"]
+                values = doc.get("counters")
             else:
                 raise ValueError(f"version {doc.get('version')!r} is not 1 or 2")
             _check_counters(values)

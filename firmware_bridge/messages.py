@@ -164,10 +164,10 @@ def _exact(body: bytes, size: int, name: str) -> None:
         raise MessageError(f"{name} body must be {size} bytes, got {len(body)}")
 
 
-def _check_size(body: bytes, name: str) -> bytes:
-    if len(body) > MAX_BODY:
-        raise MessageError(f"{name} body is {len(body)} bytes; the maximum is {MAX_BODY}")
-    return body
+def _check_size(size: int, name: str) -> None:
+    """Checked before packing, so a length too large for its field is a MessageError too."""
+    if size > MAX_BODY:
+        raise MessageError(f"{name} body is {size} bytes; the maximum is {MAX_BODY}")
 
 
 @dataclass(frozen=True)
@@ -258,9 +258,8 @@ class SetConfig(Message):
         k, v = self.key.encode(), self.value.encode()
         if not 1 <= len(k) <= 255:
             raise MessageError(f"config key must be 1-255 UTF-8 bytes, got {len(k)}")
-        return _check_size(
-            struct.pack(">B", len(k)) + k + struct.pack(">H", len(v)) + v, "SET_CONFIG"
-        )
+        _check_size(1 + len(k) + 2 + len(v), "SET_CONFIG")
+        return struct.pack(">B", len(k)) + k + struct.pack(">H", len(v)) + v
 
     @classmethod
     def unpack(cls, body: bytes) -> SetConfig:
@@ -326,8 +325,9 @@ class Health(Message):
     TYPE: ClassVar[MsgType] = MsgType.HEALTH
 
     def pack(self) -> bytes:
-        raw = json.dumps(self.values, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return _check_size(raw.encode(), "HEALTH")
+        raw = json.dumps(self.values, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        _check_size(len(raw), "HEALTH")
+        return raw
 
     @classmethod
     def unpack(cls, body: bytes) -> Health:
@@ -355,8 +355,9 @@ class Event(Message):
 
     def pack(self) -> bytes:
         severity = EventCode(self.code).severity if self.severity is None else self.severity
-        head = struct.pack(">HB", EventCode(self.code), severity)
-        return _check_size(head + self.text.encode(), "EVENT")
+        body = struct.pack(">HB", EventCode(self.code), severity) + self.text.encode()
+        _check_size(len(body), "EVENT")
+        return body
 
     @classmethod
     def unpack(cls, body: bytes) -> Event:
@@ -380,7 +381,8 @@ class Data(Message):
     def pack(self) -> bytes:
         if not self.payload:
             raise MessageError("DATA payload is empty")
-        return _check_size(bytes(self.payload), "DATA")
+        _check_size(len(self.payload), "DATA")
+        return bytes(self.payload)
 
     @classmethod
     def unpack(cls, body: bytes) -> Data:

@@ -148,13 +148,13 @@ class ProductSink:
     def _write_formats(self, p: Product, stem: str) -> list[str]:
         out = self.out
         if p.kind == ProductKind.RESIDUE:
-            arrays = decode_arrays(p.payload)
+            arrays = decode_arrays(p.payload, p.kind)
             write_tiff(out / f"{stem}_tillage.tif", arrays["tillage"].astype(np.uint8), p.meta)
             write_tiff(out / f"{stem}_fractions.tif", arrays["fractions"].astype(np.float32),
                         p.meta)
             return [f"{stem}_tillage.tif", f"{stem}_fractions.tif"]
         if p.kind == ProductKind.CUBE:
-            arrays = decode_arrays(p.payload)
+            arrays = decode_arrays(p.payload, p.kind)
             data = arrays["data"].astype(np.float32)
             header = {"wavelength": [f"{w:.3f}" for w in arrays["wavelengths_nm"]],
                       "wavelength units": "nm",

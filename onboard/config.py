@@ -9,6 +9,7 @@ guessed or silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -46,12 +47,16 @@ def _check(section: str, key: str, value: Any, hint: Any) -> Any:
 
 def check_scalar(where: str, value: Any, hint: type, error: type[Exception]) -> Any:
     """``value`` as the scalar type ``hint`` (int, float, bool, str): an int is taken as a float,
-    a bool is not an int; anything else raises ``error`` naming ``where``. Shared with the HIL
-    scenario loader so every TOML input refuses a value in the same words."""
+    a bool is not an int, and a float must be finite (TOML allows ``nan`` and ``inf``, and
+    NaN passes every ``<=`` range check: ``deadline_s = nan`` would turn the deadline guard
+    off); anything else raises ``error`` naming ``where``. Shared with the HIL scenario loader
+    so every TOML input refuses a value in the same words."""
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if (hint is int and isinstance(value, bool)) or not isinstance(value, hint):
         raise error(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{where}: expected a finite float, got {value!r}")
     return value
 
 

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from numpy.typing import NDArray
 from firmware_bridge.storage import atomic_write
 from onboard import __version__
 from onboard.errors import OnboardError
+from onboard.formats.npyio import load_npz
 from onboard.physics.imspoc import ThumbnailLayout
 from onboard.physics.interferometers import InterferometerBank
 
@@ -49,6 +49,11 @@ VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 KINDS = ("imspoc", "pushbroom")
 _RADIOMETRIC = ("bias_dn", "dark_dn_s", "flat", "bad")
+#: Most bytes the arrays of one file may declare, checked before inflating: the radiometric
+#: maps of a 4096 x 4096 detector (3 float32 maps and a bool map, 208 MiB) and room for the
+#: rest. A file over it is refused (a compression bomb declaring TiB would otherwise be
+#: allocated before any shape is checked).
+MAX_FILE_BYTES = 256 << 20
 
 
 class CalibrationFileError(OnboardError, ValueError):
@@ -90,8 +95,7 @@ class Calibration:
     software_version: str = __version__
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise CalibrationFileError(f"calibration kind {self.kind!r} is not one of {KINDS}")
+        _check_kind(self.kind)
         if self.white_reference.shape != self.wavelengths_nm.shape:
             raise CalibrationFileError(
                 f"white reference has {self.white_reference.shape} entries for "
@@ -160,6 +164,12 @@ class Calibration:
         return file_sha256(path)
 
 
+def _check_kind(kind: object) -> str:
+    if kind not in KINDS:
+        raise CalibrationFileError(f"calibration kind {kind!r} is not one of {KINDS}")
+    return str(kind)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, hex."""
     h = hashlib.sha256()
@@ -179,24 +189,19 @@ def read(path: str | os.PathLike) -> Calibration:
     if not path.is_file():
         raise CalibrationFileError(f"calibration file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        # numpy's text for anything that is not an NPZ/NPY advises loading it with pickles
-        # enabled: a file from elsewhere is never unpickled, so that advice is not passed on
-        why = "not an NPZ archive of plain arrays" if "allow_pickle" in str(exc) else exc
-        raise CalibrationFileError(
-            f"{path} is not a readable calibration file ({why}); {rebuild}"
-        ) from exc
-    not_arrays = [k for k, v in a.items() if not isinstance(v, np.ndarray)]
-    if not_arrays:
-        raise CalibrationFileError(f"{path}: {', '.join(not_arrays)} are not arrays; {rebuild}")
+        with open(path, "rb") as fh:
+            a = load_npz(fh, MAX_FILE_BYTES, f"{path} is not a readable calibration file",
+                         CalibrationFileError)
+    except OSError as exc:
+        raise CalibrationFileError(f"{path} cannot be read ({exc})") from exc
     if "header" not in a:
         raise CalibrationFileError(f"{path} has no header: not an onboard calibration file")
     try:
         h = json.loads(a["header"].tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CalibrationFileError(f"{path}: header is not valid JSON ({exc}); {rebuild}") from exc
+    if not isinstance(h, dict):
+        raise CalibrationFileError(f"{path}: header is {type(h).__name__}, not a JSON object; {rebuild}")
     if h.get("format") != FORMAT:
         raise CalibrationFileError(f"{path} is a {h.get('format')!r} file, not {FORMAT!r}")
     if h.get("version") not in SUPPORTED_VERSIONS:
@@ -204,7 +209,7 @@ def read(path: str | os.PathLike) -> Calibration:
             f"calibration file {path} is version {h.get('version')}; this runtime reads versions "
             f"{', '.join(map(str, SUPPORTED_VERSIONS))}: {rebuild} or update the runtime"
         )
-    kind = h.get("kind")
+    kind = _check_kind(h.get("kind"))
     need = ["wavelengths_nm", "white_reference", *_RADIOMETRIC]
     if kind == "imspoc":
         need += ["layout/corners", "layout/thumb_shape", "layout/detector_shape"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
@@ -40,6 +41,7 @@ import numpy as np
 
 from onboard import __version__
 from onboard.errors import OnboardError
+from onboard.formats.npyio import load_npz
 
 MAGIC = b"OBPR"
 FORMAT_VERSION = 2
@@ -70,8 +72,30 @@ DEFAULT_PRIORITY: dict[ProductKind, int] = {
 }
 
 
+#: Most bytes the arrays of one ``npz`` payload may declare, per kind, checked before
+#: inflating (:func:`decode_arrays`): a residue map of 1024 x 1024 pixels with its fractions
+#: fits in 32 MiB, a float32 cube of 64 bands of 1024 x 1024 in 256 MiB. A payload of a few
+#: hundred bytes could otherwise inflate to gigabytes on the ground.
+MAX_DECODED_BYTES: dict[ProductKind, int] = {kind: 32 << 20 for kind in ProductKind}
+MAX_DECODED_BYTES[ProductKind.CUBE] = 256 << 20
+#: Downlink priorities a product may carry (the spool's file names hold two digits).
+PRIORITY_RANGE = range(100)
+
+
 class ProductFormatError(OnboardError, ValueError):
     """A product's bytes are not a product this software can read."""
+
+
+def _field(h: dict, key: str, kind: type | tuple[type, ...]) -> object:
+    """``h[key]`` if it is of ``kind`` (a bool is not an int); ProductFormatError otherwise."""
+    if key not in h:
+        raise ProductFormatError(f"product header lacks {key!r}")
+    value = h[key]
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    if not ok:
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ProductFormatError(f"product header {key!r} is {value!r}, expected {names}")
+    return value
 
 
 @dataclass
@@ -141,29 +165,40 @@ class Product:
             raise ProductFormatError("product truncated inside its header")
         try:
             h = json.loads(blob[start : start + header_len])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ProductFormatError(f"product header is not valid JSON: {exc}") from exc
+        if not isinstance(h, dict):
+            raise ProductFormatError(f"product header is {type(h).__name__}, not a JSON object")
+        kind_name = _field(h, "kind", str)
+        if kind_name not in {k.value for k in ProductKind}:
+            raise ProductFormatError(f"unknown product kind {kind_name!r}")
+        counter = _field(h, "frame_counter", int)
+        where = f"product {kind_name}#{counter}"
+        created = _field(h, "created_utc", (int, float))
+        if not math.isfinite(created):  # type: ignore[arg-type]
+            raise ProductFormatError(f"{where}: created_utc is {created}")
+        priority = _field(h, "priority", int)
+        if priority not in PRIORITY_RANGE:
+            raise ProductFormatError(f"{where}: priority {priority} is not 0-99")
         payload = blob[start + header_len :]
-        if len(payload) != h["payload_bytes"]:
+        declared = _field(h, "payload_bytes", int)
+        if len(payload) != declared:
             raise ProductFormatError(
-                f"product {h['kind']}#{h['frame_counter']}: payload is {len(payload)} bytes, "
-                f"header says {h['payload_bytes']} (truncated or padded)"
+                f"{where}: payload is {len(payload)} bytes, header says {declared} (truncated or padded)"
             )
-        if hashlib.sha256(payload).hexdigest() != h["payload_sha256"]:
-            raise ProductFormatError(
-                f"product {h['kind']}#{h['frame_counter']}: payload SHA-256 mismatch (corrupt)"
-            )
+        if hashlib.sha256(payload).hexdigest() != _field(h, "payload_sha256", str):
+            raise ProductFormatError(f"{where}: payload SHA-256 mismatch (corrupt)")
         return cls(
-            kind=ProductKind(h["kind"]),
-            frame_counter=h["frame_counter"],
-            created_utc=h["created_utc"],
+            kind=ProductKind(kind_name),
+            frame_counter=counter,  # type: ignore[arg-type]
+            created_utc=float(created),  # type: ignore[arg-type]
             payload=payload,
-            encoding=h["encoding"],
-            meta=h["meta"],
-            instrument=h["instrument"],
-            software_version=h["software_version"],
-            model_versions=h["model_versions"],
-            priority=h["priority"],
+            encoding=_field(h, "encoding", str),  # type: ignore[arg-type]
+            meta=_field(h, "meta", dict),  # type: ignore[arg-type]
+            instrument=_field(h, "instrument", str),  # type: ignore[arg-type]
+            software_version=_field(h, "software_version", str),  # type: ignore[arg-type]
+            model_versions=_field(h, "model_versions", dict),  # type: ignore[arg-type]
+            priority=priority,  # type: ignore[arg-type]
         )
 
 
@@ -174,10 +209,13 @@ def encode_arrays(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_arrays(payload: bytes) -> dict[str, np.ndarray]:
-    """Inverse of :func:`encode_arrays`; never unpickles."""
-    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def decode_arrays(payload: bytes, kind: ProductKind | None = None) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_arrays`; never unpickles, and refuses (ProductFormatError) a
+    payload declaring more than ``MAX_DECODED_BYTES`` of the kind (the largest without a kind)
+    before inflating it."""
+    limit = MAX_DECODED_BYTES[kind] if kind is not None else max(MAX_DECODED_BYTES.values())
+    return load_npz(payload, limit, f"{kind.value if kind else 'product'} payload is not a readable .npz",
+                    ProductFormatError)
 
 
 def json_product(kind: ProductKind, frame_counter: int, created_utc: float, body: dict, instrument: str,
