@@ -233,18 +233,19 @@ class CounterStore:
             doc = json.loads(raw)
             if not isinstance(doc, dict) or doc.get("format") != _COUNTER_FORMAT:
                 raise ValueError("not a firmware_bridge counter file")
+            values: object
             if doc.get("version") == 1:  # before DATA frames were signed: none to replay
                 values = {TELECOMMAND: doc["last"], DATA: 0}
             elif doc.get("version") == 2:
                 values = doc.get("counters")
             else:
                 raise ValueError(f"version {doc.get('version')!r} is not 1 or 2")
-            _check_counters(values)
+            counters = _check_counters(values)
         except (ValueError, KeyError, AttributeError, TypeError, CounterStoreError) as exc:
             raise CounterStoreError(
                 f"counter file {self.path} is unreadable ({exc}). {RECOVERY}"
             ) from None
-        return dict(values)
+        return counters
 
     def advance(self, value: int, channel: str = TELECOMMAND) -> None:
         """Persist ``value`` as the new last counter of ``channel``; it must be greater than
@@ -265,12 +266,14 @@ def _counter_doc(values: dict[str, int]) -> bytes:
     return json.dumps(doc, sort_keys=True).encode() + b"\n"
 
 
-def _check_counters(values: object) -> None:
+def _check_counters(values: object) -> dict[str, int]:
+    """``values`` as the counters of every channel; CounterStoreError unless each is a u64."""
     if not isinstance(values, dict) or set(values) != set(CHANNELS):
         raise CounterStoreError(f"the channels must be {list(CHANNELS)}")
     for channel, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNTER:
             raise CounterStoreError(f"{channel} counter {value!r} is not a u64")
+    return dict(values)
 
 
 def sign(message: Message, seq: int, key: AuthKey, counter: int) -> Frame:

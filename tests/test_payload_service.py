@@ -81,6 +81,8 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     assert t_event >= fc.commands[-1].acked_at
     assert command(fc, "SET_CONFIG", {"key": "run.bogus", "value": "1"}) == ResultCode.BAD_ARGUMENT
     assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "-1"}) == ResultCode.BAD_ARGUMENT
+    for not_finite in ("inf", "nan", "-inf"):  # an infinite deadline would turn the guard off
+        assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": not_finite}) == ResultCode.BAD_ARGUMENT
     assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "30"}) == ResultCode.OK  # roomy: no degradation drops the quick-look counted below
     assert command(fc, "REQUEST_PRODUCT", {"name": "residue_00000000"}) == ResultCode.BAD_ARGUMENT
     assert command(fc, "STOP_CAPTURE", kind="replay") == ResultCode.REPLAY

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -221,7 +222,7 @@ class PayloadService:
             value = float(msg.value)
         except ValueError:
             raise CommandRefused(ResultCode.BAD_ARGUMENT) from None
-        if not value > 0:
+        if not 0 < value < math.inf:  # NaN and inf too: an infinite deadline turns the guard off
             raise CommandRefused(ResultCode.BAD_ARGUMENT)
         if msg.key == "run.deadline_s":
             self.loop.deadline_s = value
