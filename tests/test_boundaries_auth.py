@@ -249,3 +249,89 @@ def test_interrupted_atomic_write_leaves_the_old_file_and_a_tmp(tmp_path: Path,
     with pytest.raises(OSError, match="power cut"):
         atomic_write(path, b"new")
     assert path.read_bytes() == b"old" and not (tmp_path / "f.tmp").exists()
+
+
+# --- the private-file reader behind keys and counter files (after the authenticated uplink) ---
+
+
+def test_read_private_says_why_a_path_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(KeyFileError, match=r"^cannot read key file .*f/k: Not a directory$"):
+        load_key(tmp_path / "f" / "k")  # an OSError other than a link: its own text
+    (tmp_path / "target").write_text(bytes(range(16)).hex())
+    os.chmod(tmp_path / "target", 0o600)
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(KeyFileError, match=r"key file .*link is a symbolic link; give the file itself"):
+        load_key(tmp_path / "link")
+
+
+@pytest.mark.parametrize("mode,advice", [(0o440, "600"), (0o540, "700"), (0o604, "600"), (0o660, "600")])
+def test_key_mode_refusal_gives_the_mode_to_set(tmp_path: Path, mode: int, advice: str) -> None:
+    """The chmod advice keeps the owner's bits, adds owner read and write, drops the rest."""
+    path = tmp_path / "k"
+    path.write_text(bytes(range(16)).hex())
+    os.chmod(path, mode)
+    with pytest.raises(KeyFileError, match=rf"^key file {path} has mode {mode:04o}; it must not be "
+                                            rf"readable or writable by group or others: run "
+                                            rf"'chmod {advice} {path}'$"):
+        load_key(path)
+
+
+def test_counter_mode_refusal_is_about_writing_only(tmp_path: Path) -> None:
+    path = CounterStore.create(tmp_path / "c.json").path
+    os.chmod(path, 0o644)  # readable by others is fine for a counter
+    assert CounterStore(path).last() == 0
+    os.chmod(path, 0o664)
+    with pytest.raises(CounterStoreError, match=rf"^counter file {path} has mode 0664; it must not be "
+                                                rf"writable by group or others: run 'chmod 644 {path}'$"):
+        CounterStore(path)
+
+
+def test_private_file_size_limits_are_exact(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    body = bytes(range(16)).hex()
+    key.write_text(body + " " * (auth._MAX_KEY_FILE - len(body)))  # exactly the limit: read
+    os.chmod(key, 0o600)
+    assert load_key(key).mac(b"x") == AuthKey(bytes(range(16))).mac(b"x")
+    key.write_text(body + " " * (auth._MAX_KEY_FILE + 1 - len(body)))
+    with pytest.raises(KeyFileError, match=rf"^key file {key} is {auth._MAX_KEY_FILE + 1} bytes; at most "
+                                           rf"{auth._MAX_KEY_FILE} expected$"):
+        load_key(key)
+    counter = CounterStore.create(tmp_path / "c.json").path
+    doc = counter.read_bytes().rstrip(b"\n")
+    counter.write_bytes(doc + b" " * ((1 << 16) - len(doc)))  # 64 KiB exactly: read
+    assert CounterStore(counter).last() == 0
+    counter.write_bytes(doc + b" " * ((1 << 16) + 1 - len(doc)))
+    with pytest.raises(CounterStoreError, match=r"is 65537 bytes; at most 65536 expected"):
+        CounterStore(counter)
+
+
+def test_counter_file_refusals_name_the_file_kind(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CounterStoreError, match=r"unreadable \(not a firmware_bridge counter file\)"):
+        CounterStore(path)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CounterStoreError, match=r"^counter file .*d is not a regular file$"):
+        CounterStore(tmp_path / "d")
+
+
+def test_provision_makes_an_owner_only_counter_named_after_its_key(tmp_path: Path) -> None:
+    key = auth.provision(tmp_path / "k", tmp_path / "c.json")
+    assert repr(key) == f"AuthKey(source='{tmp_path / 'k'}', secret=<redacted>)"
+    assert len(bytes.fromhex((tmp_path / "k").read_text())) == 32
+    assert stat.S_IMODE((tmp_path / "c.json").stat().st_mode) == 0o600
+    with pytest.raises(ValueError, match="^reserve must be >= 1, got 0$"):
+        UplinkSigner(key, CounterStore(tmp_path / "c.json"), reserve=0)
+
+
+def test_signer_reserves_a_new_block_only_past_the_persisted_counter(tmp_path: Path) -> None:
+    store = CounterStore.create(tmp_path / "c.json")
+    signer = UplinkSigner(KEY, store, reserve=3)
+    assert [signer.sign(Ping(), i).counter for i in range(1, 4)] == [1, 2, 3]
+    assert CounterStore(tmp_path / "c.json").last() == 3  # one block of three, persisted once
+    signer.sign(Ping(), 4)
+    assert CounterStore(tmp_path / "c.json").last() == 6
+    auth.provision(tmp_path / "k2", tmp_path / "c2.json", bytes(range(32)))
+    loaded = UplinkSigner.load(tmp_path / "k2", tmp_path / "c2.json")
+    assert loaded.sign(Ping(), 1) == sign(Ping(), 1, KEY, 1)
