@@ -3,11 +3,13 @@ guard when another product leaves, recovery with partial files in the middle of 
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import pytest
 
+from firmware_bridge import spool as spool_module
 from firmware_bridge.messages import EventCode
 from firmware_bridge.spool import (
     LEGACY_STATE_FILE,
@@ -16,7 +18,9 @@ from firmware_bridge.spool import (
     Spool,
     SpoolError,
     SpoolEvent,
+    queued,
 )
+from firmware_bridge.storage import StorageBudget
 
 
 def blob(i: int, size: int) -> bytes:
@@ -249,3 +253,52 @@ def test_name_and_kind_refusals_say_which(tmp_path: Path) -> None:
         sp.put("a.b", b"x", 1, "cube")
     with pytest.raises(SpoolError, match=r"^product kind 'c/d' must be 1-64"):
         sp.put("a", b"x", 1, "c/d")
+
+
+# --- the free-space floor, write failures and the read-only listing (after storage11) -------
+
+
+def test_the_floor_evicts_a_less_important_product_and_says_which(tmp_path: Path) -> None:
+    free = {"bytes": 10_000}
+    sp = Spool(tmp_path, 10**6, budget=StorageBudget(1000, free=lambda _path: free["bytes"]))
+    assert [e.what for e in sp.put("low", blob(0, 300), 5, "cube")] == ["queued"]
+    free["bytes"] = 1200  # 200 B above the floor: a 500 B product needs 300 B freed
+    events = sp.put("high", blob(1, 500), 1, "residue")
+    assert [(e.what, e.name, e.kind, e.priority, e.size) for e in events] == [
+        ("evicted", "low", "cube", 5, 300), ("queued", "high", "residue", 1, 500)]
+    assert [e.name for e in sp.entries()] == ["high"]
+
+
+def test_the_floor_refuses_what_nothing_less_important_can_make_room_for(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, 10**6, budget=StorageBudget(1000, free=lambda _path: 1000))
+    (refused,) = sp.put("x", blob(0, 400), 3, "cube")
+    assert (refused.what, refused.name, refused.kind, refused.priority, refused.size) == (
+        "refused", "x", "cube", 3, 400)
+    assert refused.reason.startswith("free space below the floor of 1000 B")
+    assert len(sp) == 0
+
+
+def test_a_product_the_disk_cannot_take_is_refused_with_the_reason(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path, 10**6)
+
+    def full(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(spool_module, "atomic_write", full)
+    events = sp.put("y", blob(2, 100), 2, "quicklook")
+    assert events[-1] == SpoolEvent("refused", "y", "quicklook", 2, 100,
+                                    "cannot write it: No space left on device")
+    assert len(sp) == 0
+
+
+def test_queued_lists_a_spool_without_writing_to_it(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, 10**6)
+    for i, prio in enumerate((3, 0, 1)):
+        sp.put(f"p{i}", blob(i, 10), prio, "cube")
+    (tmp_path / QUEUE_DIR / "00.0000000099.partial.cube.tmp").write_bytes(b"cut")
+    before = sorted(p.name for p in (tmp_path / QUEUE_DIR).iterdir())
+    assert [e.name for e in queued(tmp_path)] == [e.name for e in sp.entries()] == ["p1", "p2", "p0"]
+    assert sorted(p.name for p in (tmp_path / QUEUE_DIR).iterdir()) == before  # nothing recovered
+    with pytest.raises(SpoolError, match=rf"^{tmp_path / 'nope'} is not a spool \(it has no queue/ folder\)$"):
+        queued(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
