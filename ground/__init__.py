@@ -15,8 +15,10 @@ different product under a name already used gets ``_<sha8>`` appended.
 Output in DIR:
 
 * ``raw/NAME.obpr``: the product file exactly as spooled on board.
-* residue maps: ``NAME_tillage.tif`` (uint8 class map, rows x cols) and
-  ``NAME_fractions.tif`` (float32, 3 x rows x cols: residue, soil, green vegetation), TIFF
+* residue maps: ``NAME_tillage.tif`` (uint8 class map, rows x cols; 254 where the payload was
+  not sure, product format 2), ``NAME_fractions.tif`` (float32, 3 x rows x cols: residue,
+  soil, green vegetation) and, from format 2, ``NAME_guess.tif`` (the class the stage chose,
+  uncertain or not) and ``NAME_confidence.tif`` (float32, 0-1), TIFF
   written by tifffile; GeoTIFF tags (ModelPixelScale, ModelTiepoint, GeoKeyDirectory) when
   the product's meta carries ``geotransform`` (GDAL order: x0, dx, 0, y0, 0, dy) and ``epsg``.
 * quick-looks: ``NAME.png`` (the payload as sent).

@@ -152,7 +152,13 @@ class ProductSink:
             write_tiff(out / f"{stem}_tillage.tif", arrays["tillage"].astype(np.uint8), p.meta)
             write_tiff(out / f"{stem}_fractions.tif", arrays["fractions"].astype(np.float32),
                         p.meta)
-            return [f"{stem}_tillage.tif", f"{stem}_fractions.tif"]
+            files = [f"{stem}_tillage.tif", f"{stem}_fractions.tif"]
+            # format 2: the stage's class where the map says "uncertain", and how sure it was
+            for name, dtype in (("guess", np.uint8), ("confidence", np.float32)):
+                if name in arrays:
+                    write_tiff(out / f"{stem}_{name}.tif", arrays[name].astype(dtype), p.meta)
+                    files.append(f"{stem}_{name}.tif")
+            return files
         if p.kind == ProductKind.CUBE:
             arrays = decode_arrays(p.payload, p.kind)
             data = arrays["data"].astype(np.float32)

@@ -35,8 +35,11 @@ def make_product(i: int, kind: ProductKind) -> Product:
     meta: dict = {"seed": i}
     if kind == ProductKind.RESIDUE:
         fractions = rng.dirichlet([2, 2, 1], size=(ROWS, COLS)).transpose(2, 0, 1)
-        tillage = np.digitize(fractions[0], [0.15, 0.30]).astype(np.uint8)
-        payload = encode_arrays(tillage=tillage, fractions=fractions.astype(np.float32))
+        guess = np.digitize(fractions[0], [0.15, 0.30]).astype(np.uint8)
+        confidence = rng.uniform(0, 1, (ROWS, COLS)).astype(np.float32)
+        tillage = np.where(confidence < 0.3, 254, guess).astype(np.uint8)  # format 2: 254 uncertain
+        payload = encode_arrays(tillage=tillage, fractions=fractions.astype(np.float32), guess=guess,
+                                confidence=confidence)
         meta.update(geotransform=[500000.0, 100.0, 0.0, 5600000.0, 0.0, -100.0], epsg=32614)
         encoding = "npz"
     elif kind == ProductKind.QUICKLOOK:
@@ -136,6 +139,10 @@ def check_outputs(out: Path, prods: list[Product]) -> None:
             fr = tifffile.imread(out / f"{p.name}_fractions.tif")
             assert fr.dtype == np.float32
             np.testing.assert_array_equal(fr, arrays["fractions"])
+            np.testing.assert_array_equal(tifffile.imread(out / f"{p.name}_guess.tif"), arrays["guess"])
+            conf = tifffile.imread(out / f"{p.name}_confidence.tif")
+            assert conf.dtype == np.float32
+            np.testing.assert_array_equal(conf, arrays["confidence"])
         elif p.kind == ProductKind.CUBE:
             arrays = decode_arrays(p.payload)
             img = envi.open(str(out / f"{p.name}.hdr"))
