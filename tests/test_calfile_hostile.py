@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzzing import mutate
 
 from firmware_bridge import storage
 from onboard.formats import calfile
@@ -125,16 +126,7 @@ def test_fuzzed_files_only_raise_calibration_file_error(tmp_path: Path) -> None:
     blob = GOLDEN.read_bytes()
     path = tmp_path / "fuzz.cal"
     for _ in range(1000):
-        b = bytearray(blob)
-        for _ in range(rng.randint(1, 6)):
-            pos, op = rng.randrange(len(b)), rng.randrange(3)
-            if op == 0:
-                b[pos] = rng.randrange(256)
-            elif op == 1:
-                b[pos:pos] = rng.randbytes(rng.randint(1, 16))
-            else:
-                del b[pos:pos + rng.randint(1, 64)]
-        path.write_bytes(bytes(b))
+        path.write_bytes(mutate(blob, rng, edits=6, insert_max=16, delete_max=64))
         try:
             calfile.read(path)
         except CalibrationFileError:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzzing import mutate
 
 from onboard.formats import products
 from onboard.formats.products import (
@@ -191,20 +192,12 @@ def test_fuzzed_products_only_raise_product_format_error() -> None:
     payload = golden_residue().payload
     refused = 0
     for i in range(3000):
-        b = bytearray(payload if i % 2 else blob)
-        for _ in range(rng.randint(1, 4)):
-            pos, op = rng.randrange(len(b)), rng.randrange(3)
-            if op == 0:
-                b[pos] = rng.randrange(256)
-            elif op == 1:
-                b[pos:pos] = rng.randbytes(rng.randint(1, 8))
-            else:
-                del b[pos:pos + rng.randint(1, 32)]
+        b = mutate(payload if i % 2 else blob, rng, edits=4, insert_max=8, delete_max=32)
         try:
             if i % 2:
-                decode_arrays(bytes(b), ProductKind.RESIDUE)
+                decode_arrays(b, ProductKind.RESIDUE)
             else:
-                Product.from_bytes(bytes(b))
+                Product.from_bytes(b)
         except ProductFormatError:
             refused += 1
     assert refused > 1500

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzzing import mutate
 
 from onboard.formats.products import ProductKind
 from onboard.formats.types import RawFrame
@@ -133,20 +134,13 @@ def test_fuzzed_sidecars_and_images_only_ever_raise_value_error(tmp_path: Path) 
     src = ReplaySource(tmp_path)
     outcomes = {"ok": 0, "refused": 0}
     for i in range(2000):
-        side, npy = bytearray(side0), bytearray(npy0)
-        target = side if i % 2 else npy
-        for _ in range(rng.randint(1, 4)):
-            op, pos = rng.randrange(3), rng.randrange(len(target))
-            if op == 0:
-                target[pos] = rng.randrange(256)
-            elif op == 1:
-                target[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-            else:
-                del target[pos:]
-                if not target:
-                    break
-        stem.with_suffix(".json").write_bytes(bytes(side))
-        stem.with_suffix(".npy").write_bytes(bytes(npy))
+        side, npy = side0, npy0
+        if i % 2:
+            side = mutate(side0, rng, edits=4, insert_max=8, delete_max=None)  # None: truncations
+        else:
+            npy = mutate(npy0, rng, edits=4, insert_max=8, delete_max=None)
+        stem.with_suffix(".json").write_bytes(side)
+        stem.with_suffix(".npy").write_bytes(npy)
         try:
             src.read("frame_00000000")
             outcomes["ok"] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import tokenize
+import warnings
 import zipfile
 import zlib
 from typing import IO, BinaryIO
@@ -30,12 +31,16 @@ def read_header(fp: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, bool]:
     """(shape, dtype, fortran_order) of the ``.npy`` stream ``fp``, left at the data.
     ``ValueError`` if the header is not a plain array header (object dtypes included)."""
     version = npformat.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran, dtype = npformat.read_array_header_1_0(fp)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = npformat.read_array_header_2_0(fp)
-    else:
-        raise ValueError(f"unsupported .npy version {version}")
+    # numpy evaluates the header as a Python literal: a damaged one may hold escape sequences
+    # Python warns about; the header is refused or checked below, the warning is only noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(fp)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npformat.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
     if dtype.hasobject:
         raise ValueError("array of Python objects (would need unpickling)")
     if any(not isinstance(n, int) or n < 0 for n in shape):
