@@ -88,6 +88,7 @@ class RunConfig:
     health_period_s: float = 10.0
     calibration: str | None = None
     replay: str | None = None  # folder of recorded frames (onboard/sources/replay.py) instead of the simulator
+    scene: str | None = None  # a real reflectance cube (.npz, onboard/sources/scene.py) instead of the farmland
     record: str | None = None  # also record every raw frame into this folder
     bundle: str | None = None
     #: free space (MB) every write keeps on the output's file system: archive copies are shed,
@@ -97,6 +98,8 @@ class RunConfig:
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,
                   health_period_s=self.health_period_s)
+        if self.scene and self.replay:
+            raise ConfigError("[run] scene and replay both give the frames: choose one")
         if not 0 <= self.disk_floor_mb < 1e9:
             raise ConfigError(f"[run] disk_floor_mb: must be >= 0, got {self.disk_floor_mb}")
 
