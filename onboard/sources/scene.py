@@ -122,8 +122,8 @@ def read_scene(path: str | Path) -> Scene:
 def _clean(name: str, cube: NDArray[np.float32], wl: NDArray[np.float64], where: str) -> Scene:
     """Drop the bad bands, clip negatives, refuse what is not reflectance."""
     flat = cube.reshape(len(cube), -1)
-    finite = np.isfinite(flat).all(axis=1)
-    good = finite.copy()
+    finite = np.asarray(np.isfinite(flat).all(axis=1))
+    good: NDArray[np.bool_] = finite.copy()
     good[finite] = flat[finite].max(axis=1) > flat[finite].min(axis=1)
     notes = []
     if not good.any():
@@ -131,8 +131,9 @@ def _clean(name: str, cube: NDArray[np.float32], wl: NDArray[np.float64], where:
         raise SceneError(f"{where}: no usable band: every band is constant or not finite somewhere"
                          + (f" ({holes} pixels hold NaN or inf; crop them away)" if holes else ""))
     if (~good).any():
+        dropped = _ranges(wl[~good], float(np.median(np.diff(wl))))
         notes.append(f"scene: {int((~good).sum())} of {len(good)} bands dropped (not finite or "
-                     f"constant, e.g. removed water bands): {_ranges(wl[~good])}")
+                     f"constant, e.g. removed water bands): {dropped}")
     cube, wl = cube[good], wl[good]
     if len(wl) < 2:
         raise SceneError(f"{where}: one usable band ({wl[0]:.0f} nm); a spectrum needs at least two")
@@ -147,11 +148,9 @@ def _clean(name: str, cube: NDArray[np.float32], wl: NDArray[np.float64], where:
     return Scene(name, np.ascontiguousarray(cube), wl, tuple(notes))
 
 
-def _ranges(wl: NDArray[np.float64]) -> str:
-    """Wavelengths as runs of neighbours: '1340-1400, 1800-1950 nm'."""
-    if wl.size == 0:
-        return "none"
-    cuts = np.flatnonzero(np.diff(wl) > 30.0) + 1
+def _ranges(wl: NDArray[np.float64], step: float) -> str:
+    """Wavelengths of a grid of ``step`` nm as runs of neighbours: '1340-1400, 1800-1950 nm'."""
+    cuts = np.flatnonzero(np.diff(wl) > GAP_FACTOR * step) + 1
     return ", ".join(f"{r[0]:.0f}-{r[-1]:.0f}" if r.size > 1 else f"{r[0]:.0f}"
                      for r in np.split(wl, cuts)) + " nm"
 
@@ -175,11 +174,11 @@ def on_grid(scene: Scene, grid_nm: NDArray[np.float64], instrument: str,
             f"{sees_nm[0]:.0f}-{sees_nm[1]:.0f} nm: give a cube that covers "
             f"{sees_nm[0]:.0f}-{sees_nm[1]:.0f} nm, or fly the other sensor (--sensor)")
     notes = []
-    step = np.diff(wl)
+    step, grid_step = np.diff(wl), float(np.median(np.diff(grid)))
     for i in np.flatnonzero(step > GAP_FACTOR * np.median(step)):
         inside = grid[(grid > wl[i]) & (grid < wl[i + 1])]
         if inside.size:
-            notes.append(f"scene: instrument bands {_ranges(inside)} fall in the cube's gap "
+            notes.append(f"scene: instrument bands {_ranges(inside, grid_step)} fall in the cube's gap "
                          f"{wl[i]:.0f}-{wl[i + 1]:.0f} nm (bands missing or dropped): interpolated "
                          "across it")
     # the end bands reach half a band beyond their centres (coverage_nm)
