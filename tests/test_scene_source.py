@@ -104,7 +104,8 @@ def test_instrument_bands_outside_the_cube_are_refused_with_both_ranges(tmp_path
     with pytest.raises(SceneError) as err:
         on_grid(scene, np.arange(452.5, 1000.0, 5.0), "imspoc-default", (450.0, 1000.0))
     assert str(err.value).startswith("scene samson covers 396-894 nm but the simulated imspoc-default "
-                                     "sees 450-1000 nm: give a cube that covers 450-1000 nm")
+                                     "sees 450-1000 nm: give a cube that covers the instrument's range, "
+                                     "or fly another --sensor")
     # half a band beyond the last centre is inside the cube's last band
     out, _ = on_grid(scene, np.array([450.0, 893.0]), "x", (450.0, 893.0))
     np.testing.assert_allclose(out[1], scene.reflectance[-1], rtol=1e-6)

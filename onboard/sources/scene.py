@@ -171,8 +171,8 @@ def on_grid(scene: Scene, grid_nm: NDArray[np.float64], instrument: str,
     if grid[0] < lo or grid[-1] > hi:
         raise SceneError(
             f"scene {scene.name} covers {lo:.0f}-{hi:.0f} nm but the simulated {instrument} sees "
-            f"{sees_nm[0]:.0f}-{sees_nm[1]:.0f} nm: give a cube that covers "
-            f"{sees_nm[0]:.0f}-{sees_nm[1]:.0f} nm, or fly the other sensor (--sensor)")
+            f"{sees_nm[0]:.0f}-{sees_nm[1]:.0f} nm: give a cube that covers the instrument's range, "
+            "or fly another --sensor")
     notes = []
     step, grid_step = np.diff(wl), float(np.median(np.diff(grid)))
     for i in np.flatnonzero(step > GAP_FACTOR * np.median(step)):
