@@ -135,7 +135,7 @@ def test_the_track_covers_the_scene_then_flies_it_again(tmp_path: Path) -> None:
     truth = linear_cube(rows=100, cols=40, wl=grid).reshape(50, 2, 20, 2, -1).mean((1, 3)).transpose(2, 0, 1)
     np.testing.assert_allclose(tiles[1].reflectance, truth[:, 18:50], rtol=1e-5)
     wide = read_scene(write_scene(tmp_path / "wide.npz", linear_cube(rows=20, cols=100), WL))
-    with pytest.raises(SceneError, match="20 x 100 px: .* 13 rows long, shorter than one 64-row frame"):
+    with pytest.raises(SceneError, match="20 x 100 px: .* 13 rows long, shorter than one 64-row frame; give a cube of at least 100 rows, or crop its width"):
         SceneTrack(wide, grid, (64, 64), "test", (500.0, 900.0))
 
 

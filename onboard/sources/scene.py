@@ -31,7 +31,7 @@ at the top and the last ends at the bottom; after the last, the track flies the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,11 +222,12 @@ class SceneTrack:
             raise SceneError(
                 f"scene {self.scene.name} is {rows} x {cols} px: with its width spanning the "
                 f"{w}-pixel swath it is {out_rows} rows long, shorter than one {h}-row frame; "
-                "give a cube at least as long (rows) as it is wide times "
-                f"{h}/{w}")
-        spectral, self.notes = on_grid(self.scene, self.grid_nm, self.instrument, self.sees_nm)
+                f"give a cube of at least {-(-h * cols // w)} rows, or crop its width")
+        # spatial first: a large cube shrinks before its spectra are resampled (both are linear)
         along, across = area_weights(rows, out_rows), area_weights(cols, w)
-        self.cube = np.einsum("rh,bhw,cw->brc", along, spectral, across, optimize=True).astype(np.float32)
+        swath = np.einsum("rh,bhw,cw->brc", along, self.scene.reflectance, across, optimize=True)
+        self.cube, self.notes = on_grid(replace(self.scene, reflectance=swath.astype(np.float32)),
+                                        self.grid_nm, self.instrument, self.sees_nm)
         n = -(-out_rows // h)
         self.starts = sorted({round(s) for s in np.linspace(0, out_rows - h, n)})
         self.notes = [*self.scene.notes, *self.notes,
