@@ -136,3 +136,12 @@ def test_a_real_cube_outside_the_instrument_is_refused(work: Path) -> None:
     assert ("scene samson covers 399-891 nm but the simulated imspoc-default sees 450-1000 nm"
             in proc.stderr)
     assert not (work / "never").exists()
+
+
+def test_export_scene_names_the_cubes_it_knows_and_checks_the_window(work: Path) -> None:
+    proc = _onboard("export", "scene", "indian_pines", "-o", str(work / "x.npz"), cache=work / "cache")
+    assert proc.returncode == 1 and "not one of the benchmark cubes (samson, jasper, urban, beach" in proc.stderr
+    proc = _onboard("export", "scene", "beach", "-o", str(work / "x.npz"), "--window", "50", "0", "64", "64",
+                    cache=work / "cache")
+    assert proc.returncode == 1 and "window (50, 0, 64, 64) does not fit the 100 x 100 cube" in proc.stderr
+    assert not (work / "x.npz").exists()
