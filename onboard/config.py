@@ -144,6 +144,44 @@ class SceneConfig:
 
 
 @dataclass
+class CloudsConfig:
+    """Clouds over the simulated ground (onboard/scene/clouds.py); off unless ``cover`` is set."""
+
+    cover: float | None = None  # cloudy share of each frame, 0-1; None: no clouds
+    cover_max: float | None = None  # if set, each frame's cover is drawn uniformly in cover-cover_max
+    kind: typing.Literal["thin", "thick", "mixed"] = "mixed"
+    seed: int = 0
+    cloud_height_m: float = 1000.0
+    gsd_m: float = 30.0
+    sun_zenith_deg: float = 40.0
+    sun_azimuth_deg: float = 135.0
+
+    def validate(self) -> None:
+        for key in ("cover", "cover_max"):
+            v = getattr(self, key)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ConfigError(f"[clouds] {key}: must be 0-1, got {v}")
+        if self.cover_max is not None and (self.cover is None or self.cover_max < self.cover):
+            raise ConfigError("[clouds] cover_max: needs cover, and cover <= cover_max")
+        _positive("clouds", cloud_height_m=self.cloud_height_m, gsd_m=self.gsd_m)
+        if not 0.0 <= self.sun_zenith_deg < 85.0:
+            raise ConfigError(f"[clouds] sun_zenith_deg: must be 0-85, got {self.sun_zenith_deg}")
+
+
+@dataclass
+class ScreenConfig:
+    """The per-frame cloud rule (onboard/stages/screen.py): worth sending below this cloud share."""
+
+    max_cloud_share: float = 0.7
+    min_valid_share: float = 0.1
+
+    def validate(self) -> None:
+        for key in ("max_cloud_share", "min_valid_share"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"[screen] {key}: must be 0-1, got {getattr(self, key)}")
+
+
+@dataclass
 class DenoiseConfig:
     """Which denoising stage runs: "learned" (the bundle's denoiser where it loads, else the
     classical stage, saying why), "classical" always, or "auto": per sensor, the one measured
@@ -248,6 +286,8 @@ class Config:
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
     pushbroom: PushbroomConfig = field(default_factory=PushbroomConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
+    clouds: CloudsConfig = field(default_factory=CloudsConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     products: ProductsConfig = field(default_factory=ProductsConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     residue: ResidueConfig = field(default_factory=ResidueConfig)

@@ -25,6 +25,13 @@ residue payload (``npz``) holds:
   right (NaN invalid, or where the stage gives none);
 * header ``meta``: ``method``, ``confidence_threshold``, ``uncertain_share`` and
   ``out_of_distribution_share`` of the frame's valid pixels.
+
+Added within version 2, optional (a reader of 2 that does not know them reads the rest as
+before, so no new version): the residue payload may hold ``screen`` (rows, cols) uint8, the
+screening mask (onboard/stages/screen.py: bits 1 cloud, 2 cloud shadow, 4 haze, 8 invalid), and
+every product of a frame the frame's screening in header ``meta["screen"]``: ``cloud_share``,
+``shadow_share``, ``haze_share``, ``invalid_share``, ``worth_sending`` (the mission's cloud rule)
+and ``tests`` (``vnir`` or ``swir``: which tests ran).
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """The frame pipeline: stages wired in docs/design.md's order, timed, and never losing a frame.
 
-    RawFrame -radiometric-> RawFrame -reconstruct-> Cube -denoise-> Cube -classify-> ResidueMap
+    RawFrame -radiometric-> RawFrame -reconstruct-> Cube -denoise-> Cube -screen-> Screening
+                                                                  \\-classify-> ResidueMap
                                                                   \\__________ package -> Products
+
+Screening (clouds, shadows, haze, invalid pixels; onboard/stages/screen.py) runs on the
+denoised cube; its per-frame summary travels in every product's header, its mask in the
+residue product.
 
 Denoising and classification are injected (classical stages, or a learned model through an
 inference engine), so the wiring does not change with the engine. A frame that cannot be
@@ -25,6 +30,7 @@ from onboard.stages import radiometric
 from onboard.stages.package import frame_products
 from onboard.stages.radiometric import UnusableFrameError
 from onboard.stages.reconstruct import Reconstructor
+from onboard.stages.screen import Screening, ScreenRule, screen
 
 DenoiseFn = Callable[[Cube], Cube]
 ClassifyFn = Callable[[Cube], ResidueMap]
@@ -39,6 +45,7 @@ class FrameResult:
     cube: Cube | None = None
     denoised: Cube | None = None
     residue: ResidueMap | None = None
+    screening: Screening | None = None
     products: list[Product] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     regularisation: float | None = None
@@ -66,6 +73,7 @@ class Pipeline:
         saturation_dn: int,
         options: StageOptions | None = None,
         model_versions: dict | None = None,
+        screen_rule: ScreenRule | None = None,
     ) -> None:
         self.calibration = calibration
         self.denoise = denoise
@@ -73,6 +81,7 @@ class Pipeline:
         self.saturation_dn = saturation_dn
         self.options = options or StageOptions()
         self.model_versions = model_versions or {}
+        self.screen_rule = screen_rule or ScreenRule()
         self.reconstructor = Reconstructor(calibration) if calibration.kind == "imspoc" else None
 
     @contextmanager
@@ -106,15 +115,24 @@ class Pipeline:
                     result.denoised = replace(self.denoise(cube), response=cube.response)
                 except ValueError as exc:  # e.g. too few valid pixels to estimate the noise
                     result.flags.append(f"frame {cube.counter}: not denoised ({exc})")
+        with self._timed(result, "screen"):
+            result.screening = screen(result.denoised, self.screen_rule)
+        finite = np.isfinite(result.denoised.data).all(axis=0)
+        not_finite = int((result.denoised.valid & ~finite).sum())
+        if not_finite:  # a corrupt frame or a failed stage: those pixels are invalid from here on
+            result.flags.append(f"frame {cube.counter}: {not_finite} valid pixels hold NaN or inf after "
+                                "denoising: marked invalid")
+            result.denoised = replace(result.denoised, valid=result.denoised.valid & finite)
         with self._timed(result, "classify"):
             result.residue = self._classify(result.denoised)
         with self._timed(result, "package"):
             meta = {"flags": list(result.flags), "regularisation": result.regularisation,
-                    "valid_fraction": float(cube.valid.mean())}
+                    "valid_fraction": float(cube.valid.mean()), "screen": result.screening.summary()}
             result.products = frame_products(
                 result.denoised, result.residue, self.calibration.instrument, meta,
                 quicklook=self.options.quicklook, with_cube=self.options.cube,
                 cube_float16=self.options.cube_float16, model_versions=self.model_versions,
+                screen_mask=result.screening.mask,
             )
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))

@@ -26,6 +26,7 @@ from onboard.formats import calfile
 from onboard.formats.calfile import Calibration, CalibrationFileError
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
+from onboard.scene.clouds import CloudGeometry, cloudy
 from onboard.scene.farmland import FarmlandScene
 from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile
@@ -154,15 +155,27 @@ def _read_calibration(path: str, kind: str) -> Calibration:
 def _tiles(config: Config, grid: ArrayLike, shape: tuple[int, int], instrument: str,
            sees_nm: tuple[float, float], notes: list[str]) -> Iterator[Tile]:
     """The footprints the simulated instrument flies over: the mission's real cube
-    (``[run] scene``, its notes added to ``notes``), else the simulated farmland."""
+    (``[run] scene``, its notes added to ``notes``), else the simulated farmland; under the
+    ``[clouds]`` of the mission when it sets a cover."""
+    tiles: Iterator[Tile]
     if config.run.scene:
         track = SceneTrack(read_scene(config.run.scene), np.asarray(grid, dtype=float), shape,
                            instrument, sees_nm)
         notes.extend(track.notes)
-        return iter(track)
-    scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split,
-                                   library=load_library().only(config.scene.sources))
-    return scene.track(grid, shape)
+        tiles = iter(track)
+    else:
+        scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split,
+                                       library=load_library().only(config.scene.sources))
+        tiles = scene.track(grid, shape)
+    c = config.clouds
+    if c.cover is None:
+        return tiles
+    cover = c.cover if c.cover_max is None else (c.cover, c.cover_max)
+    notes.append(f"clouds: {c.kind} clouds over {100 * c.cover:.0f}"
+                 + (f"-{100 * c.cover_max:.0f}" if c.cover_max is not None else "")
+                 + " % of each frame, with their shadows (onboard/scene/clouds.py)")
+    geometry = CloudGeometry(c.cloud_height_m, c.gsd_m, c.sun_zenith_deg, c.sun_azimuth_deg)
+    return cloudy(tiles, cover, c.kind, seed=c.seed, geometry=geometry)
 
 
 def _cache_dir() -> Path:

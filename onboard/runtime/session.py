@@ -30,6 +30,7 @@ from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import LearnedStages, learned_stages
 from onboard.stages.residue import UnmixConfig
+from onboard.stages.screen import ScreenRule
 
 
 @dataclass
@@ -150,7 +151,8 @@ def build_session(config: Config) -> Session:
             model_versions = {"bundle": str(bundle.root), "producer": bundle.manifest.producer}
     options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
                            cube_float16=config.products.cube_float16)
-    pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions)
+    pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
+                        screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share))
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,
                    faster=faster)

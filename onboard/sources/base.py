@@ -27,11 +27,14 @@ class Truth:
     reflectance: (B, rows, cols) float32, the true reflectance averaged over each output band.
     fractions: (3, rows, cols) float32 (residue, soil, green). tillage: (rows, cols) uint8.
     Both None where the scene's covers are unknown (a real cube, ``sources/scene.py``).
+    clouds: (rows, cols) uint8 truth mask of clouds and shadows (``scene/clouds.py``), None
+    where the tile flew without clouds.
     """
 
     reflectance: NDArray[np.float32]
     fractions: NDArray[np.float32] | None
     tillage: NDArray[np.uint8] | None
+    clouds: NDArray[np.uint8] | None = None
 
 
 class Tile(Protocol):
@@ -98,7 +101,7 @@ class SimulatedImspoc:
                 illumination_scale=self.illumination_scale,
             )
             truth = Truth(band_average(tile.reflectance, tile.wavelengths_nm, self.output_grid_nm),
-                          tile.fractions, tile.tillage)
+                          tile.fractions, tile.tillage, getattr(tile, "clouds", None))
             yield frame, truth
 
 
@@ -128,4 +131,4 @@ class SimulatedPushbroom:
                     refl[:, row, :], self.rng, counter=line_counter,
                     timestamp=self.start_time + line_counter * self.line_period_s))
                 line_counter += 1
-            yield lines, Truth(refl, tile.fractions, tile.tillage)
+            yield lines, Truth(refl, tile.fractions, tile.tillage, getattr(tile, "clouds", None))

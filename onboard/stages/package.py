@@ -44,16 +44,20 @@ def quicklook_png(cube: Cube) -> bytes:
 RESIDUE_META = ("confidence_threshold", "uncertain_share", "out_of_distribution_share")
 
 
-def residue_arrays(residue: ResidueMap) -> dict[str, NDArray]:
+def residue_arrays(residue: ResidueMap, screen_mask: NDArray[np.uint8] | None = None) -> dict[str, NDArray]:
     """The residue product's arrays (format in onboard/formats/products.py): uncertain pixels get
-    UNCERTAIN_CLASS in ``tillage``, the stage's choice stays in ``guess``."""
+    UNCERTAIN_CLASS in ``tillage``, the stage's choice stays in ``guess``; ``screen`` is the
+    screening mask (onboard/stages/screen.py) where one was made."""
     tillage = residue.tillage.copy()
     if residue.uncertain is not None:
         tillage[residue.uncertain & (tillage != INVALID_CLASS)] = UNCERTAIN_CLASS
     confidence = (np.full(tillage.shape, np.nan, np.float32) if residue.confidence is None
                   else residue.confidence.astype(np.float32))
-    return {"tillage": tillage, "guess": residue.tillage, "fractions": residue.fractions.astype(np.float32),
-            "confidence": confidence}
+    out: dict[str, NDArray] = {"tillage": tillage, "guess": residue.tillage, "fractions": residue.fractions.astype(np.float32),
+           "confidence": confidence}
+    if screen_mask is not None:
+        out["screen"] = screen_mask.astype(np.uint8)
+    return out
 
 
 def cube_arrays(cube: Cube, float16: bool) -> dict[str, NDArray]:
@@ -70,6 +74,7 @@ def frame_products(
     with_cube: bool = True,
     cube_float16: bool = True,
     model_versions: dict | None = None,
+    screen_mask: NDArray[np.uint8] | None = None,
 ) -> list[Product]:
     """Products of one frame, highest downlink priority first."""
     versions = model_versions or {}
@@ -81,7 +86,7 @@ def frame_products(
                        instrument=instrument, model_versions=versions)
 
     out = [
-        product(ProductKind.RESIDUE, encode_arrays(**residue_arrays(residue)), "npz",
+        product(ProductKind.RESIDUE, encode_arrays(**residue_arrays(residue, screen_mask)), "npz",
                 {**meta, "method": residue.method,
                  **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}})
     ]

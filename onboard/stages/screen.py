@@ -1,0 +1,144 @@
+"""Screening: which pixels of a frame are cloud, cloud shadow, haze or invalid, and whether the
+frame is worth the downlink.
+
+Phi-Sat-1 sends a frame only when less than 70 % of it is cloud (REFERENCES.md, "Onboard
+triage"); this stage applies that rule (``ScreenRule.max_cloud_share``, ``[screen]`` in the
+mission file) to a per-pixel mask computed from the spectra of the (denoised) cube, in
+apparent reflectance, with a few band tests and no model: it costs well under a millisecond per
+thousand pixels and needs no training data.
+
+**The mask** (:data:`CLOUD`, :data:`SHADOW`, :data:`HAZE`, :data:`INVALID` bits of a uint8):
+
+* ``INVALID``: the cube says the pixel is not valid (dead, hot, saturated or repaired detector
+  pixels) or its spectrum is not finite (a failed stage, a corrupt frame). Every other test is
+  off there.
+* Visible-NIR cube (its bands reach below ``VNIR_BELOW_NM``; bands nearest 470, 560, 660 and
+  860 nm: blue, green, red, NIR), the tests of Fmask (Zhu and Woodcock 2012, Remote Sens.
+  Environ. 118, 83) with its published thresholds:
+  ``HOT = blue - 0.5 red - 0.08 > 0`` (the haze-optimised transform, Zhang et al. 2002: clear land
+  lies on a line where blue is about half the red, path radiance and clouds lift the blue above
+  it), whiteness ``mean(|vis - mean|) / mean < 0.7`` over blue, green, red (clouds are white),
+  ``NDVI < 0.8`` (no red edge of dense vegetation). A pixel that passes all three is ``CLOUD``
+  when its mean visible reflectance is above ``VNIR_CLOUD_BRIGHT`` (0.2: a cloud of optical
+  depth 2 reflects 0.13 on its own, 0.17 over the darkest land, dense vegetation; the
+  two-stream values of ``onboard/scene/clouds.py``), else ``HAZE`` (the blue is lifted, but by
+  a path radiance too faint to be a cloud).
+* Short-wave cube (900-1700 nm, no blue: the bands nearest 1250 and 1650 nm): ``CLOUD`` where
+  ``R(1250) > SWIR_CLOUD_BRIGHT`` (0.45: a cloud of optical depth 10 reflects 0.43 on its own,
+  above nearly all vegetation and soils at 1250 nm) and ``R(1650) / R(1250)`` lies in
+  ``SWIR_CLOUD_RATIO`` (0.8-1.0: droplets absorb a little more at 1650 nm, 0.87-0.97 for optical
+  depths 10-60; soils rise towards 1650 nm, above 1, and leaf water pulls vegetation below 0.8).
+  Thin clouds and haze are not separable from the ground in these bands: the push-broom flags
+  thick clouds only, and ``HAZE`` never.
+* ``SHADOW``: not cloud, and the NIR reflectance (860 nm, or 1250 nm for the push-broom) below
+  ``SHADOW_DARK`` (0.1): the shadow of a thick cloud keeps only skylight, 20-30 % of the
+  irradiance in the NIR (``clouds.diffuse_fraction``), which brings vegetation (0.3-0.5) and
+  soils (0.2-0.4) below 0.1. Water and the darkest roofs are dark too: they are flagged as
+  shadow (a false-shadow rate the bench measures on real cubes).
+
+**The frame**: ``cloud_share`` is the share of valid pixels that are cloud (invalid pixels count
+neither way: an unreadable pixel is not evidence of a cloud); ``worth_sending`` is
+``cloud_share < max_cloud_share`` and at least ``min_valid_share`` of the pixels valid.
+``haze`` is the share of valid clear pixels flagged haze.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onboard.formats.types import Cube
+
+CLOUD, SHADOW, HAZE, INVALID = 1, 2, 4, 8
+#: A cube with a band below this (nm) is a visible-NIR cube; else a short-wave one.
+VNIR_BELOW_NM = 600.0
+VNIR_BANDS_NM = {"blue": 470.0, "green": 560.0, "red": 660.0, "nir": 860.0}
+SWIR_BANDS_NM = {"nir": 1250.0, "swir": 1650.0}
+HOT_OFFSET = 0.08
+WHITENESS_MAX = 0.7
+NDVI_MAX = 0.8
+VNIR_CLOUD_BRIGHT = 0.2
+SWIR_CLOUD_BRIGHT = 0.45
+SWIR_CLOUD_RATIO = (0.8, 1.0)
+SHADOW_DARK = 0.1
+
+
+@dataclass(frozen=True)
+class ScreenRule:
+    """The per-frame decision: worth sending when less than ``max_cloud_share`` of the valid
+    pixels are cloud and at least ``min_valid_share`` of all pixels are valid."""
+
+    max_cloud_share: float = 0.7
+    min_valid_share: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, v in asdict(self).items():
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be 0-1, got {v}")
+
+
+@dataclass
+class Screening:
+    """One frame's screening: ``mask`` (rows, cols) uint8 of the bits above, and the shares."""
+
+    mask: NDArray[np.uint8]
+    cloud_share: float
+    shadow_share: float
+    haze_share: float
+    invalid_share: float
+    worth_sending: bool
+    sensor_range: str  # "vnir" or "swir": which tests ran
+
+    def summary(self) -> dict:
+        """What travels in every product's header (``meta["screen"]``)."""
+        return {"cloud_share": round(self.cloud_share, 4), "shadow_share": round(self.shadow_share, 4),
+                "haze_share": round(self.haze_share, 4), "invalid_share": round(self.invalid_share, 4),
+                "worth_sending": self.worth_sending, "tests": self.sensor_range}
+
+
+def _band(cube: Cube, nm: float) -> NDArray[np.float32]:
+    return cube.data[int(np.argmin(np.abs(cube.wavelengths_nm - nm)))]
+
+
+def _ratio(num: NDArray, den: NDArray) -> NDArray[np.float64]:
+    out = np.zeros(num.shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=np.abs(den) > 1e-6)
+    return out
+
+
+def screen(cube: Cube, rule: ScreenRule | None = None) -> Screening:
+    """The mask and decision of one cube (module docstring)."""
+    rule = rule or ScreenRule()
+    valid = cube.valid & np.isfinite(cube.data).all(axis=0)
+    mask = np.where(valid, 0, INVALID).astype(np.uint8)
+    vnir = bool(cube.wavelengths_nm[0] < VNIR_BELOW_NM)
+    with np.errstate(invalid="ignore"):
+        if vnir:
+            blue, green, red, nir = (_band(cube, VNIR_BANDS_NM[k]) for k in ("blue", "green", "red", "nir"))
+            vis = (blue + green + red) / 3.0
+            white = _ratio((np.abs(blue - vis) + np.abs(green - vis) + np.abs(red - vis)) / 3.0, vis)
+            lifted = (blue - 0.5 * red - HOT_OFFSET > 0) & (white < WHITENESS_MAX) \
+                & (_ratio(nir - red, nir + red) < NDVI_MAX) & (vis > 0)
+            cloud = lifted & (vis > VNIR_CLOUD_BRIGHT)
+            haze = lifted & ~cloud
+        else:
+            nir, swir = _band(cube, SWIR_BANDS_NM["nir"]), _band(cube, SWIR_BANDS_NM["swir"])
+            ratio = _ratio(swir, nir)
+            cloud = (nir > SWIR_CLOUD_BRIGHT) & (ratio >= SWIR_CLOUD_RATIO[0]) & (ratio <= SWIR_CLOUD_RATIO[1])
+            haze = np.zeros(cloud.shape, dtype=bool)
+        shadow = ~cloud & (nir < SHADOW_DARK)
+    for bit, sel in ((CLOUD, cloud), (HAZE, haze), (SHADOW, shadow)):
+        mask[sel & valid] |= bit
+    n_valid = int(valid.sum())
+
+    def share(bit: int) -> float:
+        return float(((mask & bit) > 0).sum() / n_valid) if n_valid else 0.0
+
+    cloud_share = share(CLOUD)
+    valid_share = n_valid / valid.size
+    return Screening(mask, cloud_share, share(SHADOW), share(HAZE), 1.0 - valid_share,
+                     worth_sending=bool(n_valid and cloud_share < rule.max_cloud_share
+                                        and valid_share >= rule.min_valid_share),
+                     sensor_range="vnir" if vnir else "swir")
