@@ -33,7 +33,9 @@ from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
 from onboard.runtime.session import Session, build_session
 from onboard.runtime.writer import ProductWriter
+from onboard.scene.clouds import CLOUD as TRUE_CLOUD
 from onboard.sources.base import Truth
+from onboard.stages.screen import CLOUD, INVALID
 
 
 @dataclass
@@ -61,6 +63,10 @@ class Accuracy:
         if truth.fractions is not None and truth.tillage is not None:
             row["residue_fraction_mae"] = metrics.fraction_mae(result.residue.fractions, truth.fractions, v)
             row["tillage_accuracy"] = metrics.class_accuracy(result.residue.tillage, truth.tillage, v)
+        if truth.clouds is not None and result.screening is not None:
+            screened = (result.screening.mask & INVALID) == 0
+            row["cloud_mask_accuracy"] = metrics.class_accuracy((result.screening.mask & CLOUD) > 0,
+                                                                truth.clouds == TRUE_CLOUD, screened)
         self.rows.append(row)
 
     def summary(self) -> dict[str, float]:
@@ -76,6 +82,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
     latency = {s: statistics.median(r.seconds.get(s, 0.0) for r in results) for s in stages}
     median_frame_s = statistics.median(sum(r.seconds.values()) for r in results) if results else 0.0
     flagged_frames = sum(1 for r in results if r.flags)
+    worth_sending = sum(1 for r in results if r.screening is not None and r.screening.worth_sending)
     accuracy_summary = accuracy.summary()
     summary = {
         "sensor": session.sensor,
@@ -89,6 +96,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
         "products_written": writer.count,
         "product_bytes": writer.bytes,
         "flagged_frames": flagged_frames,
+        "frames_worth_sending": worth_sending,
         "accuracy": accuracy_summary,
     }
     table = Table(title=f"onboard run: {session.sensor} ({session.instrument})", show_header=True)
@@ -102,6 +110,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
     table.add_row("median frame total", f"{1000 * median_frame_s:.1f} ms")
     table.add_row("products written", f"{writer.count} ({writer.bytes / 1024:.0f} KiB)")
     table.add_row("flagged frames", str(flagged_frames))
+    table.add_row("frames worth sending (screen)", f"{worth_sending} of {len(results)}")
     labels = {
         "rmse_reconstructed": ("RMSE reconstructed", "{:.4f}"),
         "rmse_denoised": ("RMSE denoised", "{:.4f}"),
@@ -111,6 +120,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
         "psnr_gain_db": ("PSNR gain of denoising", "{:+.2f} dB"),
         "residue_fraction_mae": ("residue fraction MAE", "{:.3f}"),
         "tillage_accuracy": ("tillage class accuracy", "{:.1%}"),
+        "cloud_mask_accuracy": ("cloud mask accuracy", "{:.1%}"),
     }
     for k, v in accuracy_summary.items():
         name, fmt = labels[k]
