@@ -7,7 +7,8 @@ mixed; ``onboard/scene/clouds.py``), ``--frames`` frames of the held-out farmlan
 split = "test"``, seed 7) under clouds whose cover is drawn uniformly in 0-100 % per frame,
 through the real pipeline (raw frames, radiometric correction, reconstruction, denoising,
 screening; ``build_session`` with the runtime's defaults). Per pixel (the frame's valid
-pixels): accuracy of cloud / not cloud, and precision and recall of cloud; per frame: the
+pixels): accuracy of cloud / not cloud, precision and recall of cloud, recall by the truth's
+optical depth, precision and recall of cloud shadow; per frame: the
 decision "worth sending" (``[screen] max_cloud_share``, 0.7) against the same rule applied to
 the truth mask, with its precision and recall and the decision accuracy; median time of the
 screening stage (this machine, one thread).
@@ -32,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import click
+import numpy as np
 
 from export import real_cubes
 from onboard.config import from_dict
@@ -39,12 +41,15 @@ from onboard.formats.products import ProductKind, decode_arrays
 from onboard.runtime.run import products_of
 from onboard.runtime.session import build_session
 from onboard.scene.clouds import CLOUD as TRUE_CLOUD
+from onboard.scene.clouds import SHADOW as TRUE_SHADOW
 from onboard.sources.scene import write_scene
 from onboard.stages.screen import CLOUD, HAZE, INVALID, SHADOW
 
 SENSORS = ("imspoc", "pushbroom")
 KINDS = ("thin", "thick", "mixed")
 REAL = ("jasper", "urban")
+#: Optical-depth bins of the truth's clouds for the recall by thickness.
+TAU_BINS = ((1.0, 2.0), (2.0, 5.0), (5.0, 10.0), (10.0, 1e9))
 
 
 def _ratio(a: int, b: int) -> float | None:
@@ -58,6 +63,8 @@ def simulated(sensor: str, kind: str, frames: int, max_cloud: float) -> dict:
                         "screen": {"max_cloud_share": max_cloud}})
     session = build_session(config)
     tp = fp = fn = tn = 0
+    shadow_tp = shadow_said = shadow_true = 0
+    bin_hits, bin_count = np.zeros(len(TAU_BINS)), np.zeros(len(TAU_BINS))
     frame_tp = frame_fp = frame_fn = frame_tn = 0
     seconds = []
     for _, (frame, truth) in zip(range(frames), session.source, strict=False):
@@ -70,6 +77,16 @@ def simulated(sensor: str, kind: str, frames: int, max_cloud: float) -> dict:
         fp += int((said & ~true & valid).sum())
         fn += int((~said & true & valid).sum())
         tn += int((~said & ~true & valid).sum())
+        said_shadow, true_shadow = (mask & SHADOW) > 0, truth.clouds == TRUE_SHADOW
+        shadow_tp += int((said_shadow & true_shadow & valid).sum())
+        shadow_said += int((said_shadow & valid).sum())
+        shadow_true += int((true_shadow & valid).sum())
+        assert truth.cloud_tau is not None
+        which = np.digitize(truth.cloud_tau, [lo for lo, _ in TAU_BINS]) - 1
+        for b in range(len(TAU_BINS)):
+            sel = valid & true & (which == b)
+            bin_hits[b] += int(said[sel].sum())
+            bin_count[b] += int(sel.sum())
         truly_worth = bool(valid.any()) and float(true[valid].mean()) < max_cloud
         worth = result.screening.worth_sending
         frame_tp += worth and truly_worth
@@ -81,6 +98,9 @@ def simulated(sensor: str, kind: str, frames: int, max_cloud: float) -> dict:
         "sensor": sensor, "kind": kind, "frames": frames, "pixels": tp + fp + fn + tn,
         "pixel_accuracy": _ratio(tp + tn, tp + fp + fn + tn), "cloud_precision": _ratio(tp, tp + fp),
         "cloud_recall": _ratio(tp, tp + fn),
+        "cloud_recall_by_tau": {f"{lo:g}-{hi:g}": _ratio(int(h), int(n))
+                                for (lo, hi), h, n in zip(TAU_BINS, bin_hits, bin_count, strict=True)},
+        "shadow_precision": _ratio(shadow_tp, shadow_said), "shadow_recall": _ratio(shadow_tp, shadow_true),
         "frames_worth_sending_truth": frame_tp + frame_fn,
         "decision_accuracy": _ratio(frame_tp + frame_tn, frames),
         "send_precision": _ratio(frame_tp, frame_tp + frame_fp), "send_recall": _ratio(frame_tp, frame_tp + frame_fn),
@@ -133,6 +153,13 @@ def main(frames: int, real_frames: int, max_cloud: float, json_path: Path | None
               f"{_pct(r['cloud_precision'])} | {_pct(r['cloud_recall'])} | {r['frames_worth_sending_truth']} | "
               f"{_pct(r['decision_accuracy'])} | {_pct(r['send_precision'])} | {_pct(r['send_recall'])} | "
               f"{r['screen_ms_median']:.2f} |")
+    print("\nCloud recall by optical depth, and cloud shadows (dark-pixel test)")
+    print("| sensor | clouds | " + " | ".join(f"recall tau {k}" for k in rows[0]["cloud_recall_by_tau"])
+          + " | shadow precision | shadow recall |")
+    print("|---|---|" + "---|" * (len(TAU_BINS) + 2))
+    for r in rows:
+        print(f"| {r['sensor']} | {r['kind']} | " + " | ".join(_pct(v) for v in r["cloud_recall_by_tau"].values())
+              + f" | {_pct(r['shadow_precision'])} | {_pct(r['shadow_recall'])} |")
     real_rows = []
     if real_cubes.folder() is None:
         print(f"no shared/data/real_cubes found (set {real_cubes.ENV}): real cubes skipped")

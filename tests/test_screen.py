@@ -69,10 +69,10 @@ def test_shadows_fall_away_from_the_sun_and_are_blue_lifted(farmland: FarmlandSc
 @pytest.mark.parametrize("cover", [0.0, 0.3, 0.6, 0.9])
 def test_thick_clouds_of_known_cover_are_measured(farmland: FarmlandScene, wl, out_nm, cover: float) -> None:
     """Thick clouds (optical depth 10-60) of a known cover over held-out farmland, the scene
-    averaged over each band: the measured cover is within 0.05 (VNIR) of the truth and no more
-    than 2 % of the frame is a false cloud; in the push-broom's 900-1700 nm, bright dry soils and
-    residue (0.45-0.5 at 1250 nm, flat to 1650 nm) pass the thick-cloud test too: within 0.08
-    and 6 % false cloud (measured: up to 5.8 % on this held-out farmland with no cloud)."""
+    averaged over each band: the measured cover is within 0.05 of the truth (the cloud's
+    edge, at the lowest optical depth, may be missed) and no more than 2 % of the frame is a
+    false cloud (bright moist soils come closest in the push-broom's bands: the 1000/1250 nm
+    flatness test keeps them out)."""
     rng = np.random.default_rng(int(cover * 10))
     tile = farmland.tile(wl, 32, 32, (64, 64))
     dy, dx = clouds.CloudGeometry().shadow_offset_px()
@@ -81,9 +81,8 @@ def test_thick_clouds_of_known_cover_are_measured(farmland: FarmlandScene, wl, o
     s = screen(_cube(band_average(refl, wl, out_nm), out_nm))
     true_cloud = truth == clouds.CLOUD
     said = (s.mask & CLOUD) > 0
-    vnir = out_nm[0] < 600
-    assert abs(s.cloud_share - true_cloud.mean()) <= (0.05 if vnir else 0.08)
-    assert (said & ~true_cloud).mean() <= (0.02 if vnir else 0.06)
+    assert abs(s.cloud_share - true_cloud.mean()) <= 0.05
+    assert (said & ~true_cloud).mean() <= 0.02
     if abs(true_cloud.mean() - 0.7) > 0.08:
         assert s.worth_sending == (true_cloud.mean() < 0.7)
 

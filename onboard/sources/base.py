@@ -27,14 +27,15 @@ class Truth:
     reflectance: (B, rows, cols) float32, the true reflectance averaged over each output band.
     fractions: (3, rows, cols) float32 (residue, soil, green). tillage: (rows, cols) uint8.
     Both None where the scene's covers are unknown (a real cube, ``sources/scene.py``).
-    clouds: (rows, cols) uint8 truth mask of clouds and shadows (``scene/clouds.py``), None
-    where the tile flew without clouds.
+    clouds: (rows, cols) uint8 truth mask of clouds and shadows (``scene/clouds.py``) and
+    cloud_tau (rows, cols) their optical depth, None where the tile flew without clouds.
     """
 
     reflectance: NDArray[np.float32]
     fractions: NDArray[np.float32] | None
     tillage: NDArray[np.uint8] | None
     clouds: NDArray[np.uint8] | None = None
+    cloud_tau: NDArray[np.float64] | None = None
 
 
 class Tile(Protocol):
@@ -101,7 +102,8 @@ class SimulatedImspoc:
                 illumination_scale=self.illumination_scale,
             )
             truth = Truth(band_average(tile.reflectance, tile.wavelengths_nm, self.output_grid_nm),
-                          tile.fractions, tile.tillage, getattr(tile, "clouds", None))
+                          tile.fractions, tile.tillage, getattr(tile, "clouds", None),
+                          getattr(tile, "tau", None))
             yield frame, truth
 
 
@@ -131,4 +133,5 @@ class SimulatedPushbroom:
                     refl[:, row, :], self.rng, counter=line_counter,
                     timestamp=self.start_time + line_counter * self.line_period_s))
                 line_counter += 1
-            yield lines, Truth(refl, tile.fractions, tile.tillage, getattr(tile, "clouds", None))
+            yield lines, Truth(refl, tile.fractions, tile.tillage, getattr(tile, "clouds", None),
+                               getattr(tile, "tau", None))

@@ -23,18 +23,27 @@ thousand pixels and needs no training data.
   depth 2 reflects 0.13 on its own, 0.17 over the darkest land, dense vegetation; the
   two-stream values of ``onboard/scene/clouds.py``), else ``HAZE`` (the blue is lifted, but by
   a path radiance too faint to be a cloud).
-* Short-wave cube (900-1700 nm, no blue: the bands nearest 1250 and 1650 nm): ``CLOUD`` where
-  ``R(1250) > SWIR_CLOUD_BRIGHT`` (0.45: a cloud of optical depth 10 reflects 0.43 on its own,
-  above nearly all vegetation and soils at 1250 nm) and ``R(1650) / R(1250)`` lies in
+* Short-wave cube (900-1700 nm, no blue: the bands nearest 1000, 1250 and 1650 nm): ``CLOUD``
+  where ``R(1250) > SWIR_CLOUD_BRIGHT`` (0.45: a cloud of optical depth 10 reflects 0.43 on its
+  own, above nearly all vegetation and soils at 1250 nm), ``R(1650) / R(1250)`` lies in
   ``SWIR_CLOUD_RATIO`` (0.8-1.0: droplets absorb a little more at 1650 nm, 0.87-0.97 for optical
-  depths 10-60; soils rise towards 1650 nm, above 1, and leaf water pulls vegetation below 0.8).
-  Thin clouds and haze are not separable from the ground in these bands: the push-broom flags
-  thick clouds only, and ``HAZE`` never.
+  depths 10-60; dry soils rise towards 1650 nm, above 1, and leaf water pulls vegetation below
+  0.8) and ``R(1000) / R(1250)`` in ``SWIR_CLOUD_FLAT`` (0.96-1.06: the droplets absorb less
+  than 1e-3 of the light they scatter at both, so a cloud is flat there, 1.00-1.03 for optical
+  depths 10-60, 0.98 for a cloud of depth 10 over soil; soils rise by 5-15 % from 1000 to
+  1250 nm, the iron oxides' broad absorption near 900-1000 nm: the test that keeps bright moist
+  soils, whose 1650/1250 ratio is cloud-like, from being called cloud). Thin clouds and haze are
+  not separable from the ground in these bands: the push-broom flags thick clouds only, and
+  ``HAZE`` never.
 * ``SHADOW``: not cloud, and the NIR reflectance (860 nm, or 1250 nm for the push-broom) below
-  ``SHADOW_DARK`` (0.1): the shadow of a thick cloud keeps only skylight, 20-30 % of the
-  irradiance in the NIR (``clouds.diffuse_fraction``), which brings vegetation (0.3-0.5) and
-  soils (0.2-0.4) below 0.1. Water and the darkest roofs are dark too: they are flagged as
-  shadow (a false-shadow rate the bench measures on real cubes).
+  ``SHADOW_RELATIVE`` (0.5) of the frame's bright ground (the 90th percentile of its valid
+  pixels that are not cloud): under a cloud thick enough to block half the direct beam
+  (optical depth 13 and more) a pixel keeps the skylight and the light the cloud transmits,
+  ``f + (1 - f) T`` <= 0.53 of its irradiance in the NIR (``onboard/scene/clouds.py``), while the
+  sunlit ground of one frame varies less than two-fold in the NIR (soils 0.2-0.4, vegetation
+  0.3-0.5). Relative, not absolute: a shadow over bright vegetation stays above any fixed dark
+  threshold that spares dark soils. Water and the darkest roofs are also below half the bright
+  ground: they are flagged as shadow (a false-shadow rate the bench measures on real cubes).
 
 **The frame**: ``cloud_share`` is the share of valid pixels that are cloud (invalid pixels count
 neither way: an unreadable pixel is not evidence of a cloud); ``worth_sending`` is
@@ -55,14 +64,17 @@ CLOUD, SHADOW, HAZE, INVALID = 1, 2, 4, 8
 #: A cube with a band below this (nm) is a visible-NIR cube; else a short-wave one.
 VNIR_BELOW_NM = 600.0
 VNIR_BANDS_NM = {"blue": 470.0, "green": 560.0, "red": 660.0, "nir": 860.0}
-SWIR_BANDS_NM = {"nir": 1250.0, "swir": 1650.0}
+SWIR_BANDS_NM = {"edge": 1000.0, "nir": 1250.0, "swir": 1650.0}
 HOT_OFFSET = 0.08
 WHITENESS_MAX = 0.7
 NDVI_MAX = 0.8
 VNIR_CLOUD_BRIGHT = 0.2
 SWIR_CLOUD_BRIGHT = 0.45
 SWIR_CLOUD_RATIO = (0.8, 1.0)
-SHADOW_DARK = 0.1
+SWIR_CLOUD_FLAT = (0.96, 1.06)
+SHADOW_RELATIVE = 0.5
+#: The frame's bright ground: this percentile of the NIR of its valid pixels that are not cloud.
+BRIGHT_GROUND_PERCENTILE = 90.0
 
 
 @dataclass(frozen=True)
@@ -124,11 +136,14 @@ def screen(cube: Cube, rule: ScreenRule | None = None) -> Screening:
             cloud = lifted & (vis > VNIR_CLOUD_BRIGHT)
             haze = lifted & ~cloud
         else:
-            nir, swir = _band(cube, SWIR_BANDS_NM["nir"]), _band(cube, SWIR_BANDS_NM["swir"])
-            ratio = _ratio(swir, nir)
-            cloud = (nir > SWIR_CLOUD_BRIGHT) & (ratio >= SWIR_CLOUD_RATIO[0]) & (ratio <= SWIR_CLOUD_RATIO[1])
+            edge, nir, swir = (_band(cube, SWIR_BANDS_NM[k]) for k in ("edge", "nir", "swir"))
+            ratio, flat = _ratio(swir, nir), _ratio(edge, nir)
+            cloud = (nir > SWIR_CLOUD_BRIGHT) & (ratio >= SWIR_CLOUD_RATIO[0]) & (ratio <= SWIR_CLOUD_RATIO[1]) \
+                & (flat >= SWIR_CLOUD_FLAT[0]) & (flat <= SWIR_CLOUD_FLAT[1])
             haze = np.zeros(cloud.shape, dtype=bool)
-        shadow = ~cloud & (nir < SHADOW_DARK)
+        ground = valid & ~cloud
+        bright = float(np.percentile(nir[ground], BRIGHT_GROUND_PERCENTILE)) if ground.any() else 0.0
+        shadow = ~cloud & (nir < SHADOW_RELATIVE * bright)
     for bit, sel in ((CLOUD, cloud), (HAZE, haze), (SHADOW, shadow)):
         mask[sel & valid] |= bit
     n_valid = int(valid.sum())
