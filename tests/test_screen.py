@@ -224,5 +224,8 @@ def test_saturated_detector_pixels_are_screened_invalid() -> None:
     pixels[inst.layout.place(glint) > 0] = inst.detector_spec.max_dn
     result = session.pipeline.process(replace(frame, pixels=pixels))
     assert result.screening is not None
+    share = float((pixels >= session.pipeline.saturation_dn).mean())
+    assert result.screening.saturated_share == pytest.approx(share) and share > 0.1
+    assert result.screening.summary()["saturated_share"] == pytest.approx(share, abs=1e-4)
     invalid = (result.screening.mask & INVALID) > 0
     assert invalid.any() and not ((result.screening.mask[invalid] & CLOUD) > 0).any()

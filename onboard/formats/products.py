@@ -30,7 +30,8 @@ Added within version 2, optional (a reader of 2 that does not know them reads th
 before, so no new version): the residue payload may hold ``screen`` (rows, cols) uint8, the
 screening mask (onboard/stages/screen.py: bits 1 cloud, 2 cloud shadow, 4 haze, 8 invalid), and
 every product of a frame the frame's screening in header ``meta["screen"]``: ``cloud_share``,
-``shadow_share``, ``haze_share``, ``invalid_share``, ``worth_sending`` (the mission's cloud rule)
+``shadow_share``, ``haze_share``, ``invalid_share``, ``saturated_share`` (of the detector's
+pixels), ``worth_sending`` (the mission's cloud rule)
 and ``tests`` (``vnir`` or ``swir``: which tests ran).
 """
 

@@ -49,6 +49,7 @@ class FrameResult:
     products: list[Product] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     regularisation: float | None = None
+    saturated_share: float = 0.0  # of the detector pixels read out (raw DN at saturation)
     flags: list[str] = field(default_factory=list)
 
 
@@ -116,7 +117,7 @@ class Pipeline:
                 except ValueError as exc:  # e.g. too few valid pixels to estimate the noise
                     result.flags.append(f"frame {cube.counter}: not denoised ({exc})")
         with self._timed(result, "screen"):
-            result.screening = screen(result.denoised, self.screen_rule)
+            result.screening = screen(result.denoised, self.screen_rule, result.saturated_share)
         finite = np.isfinite(result.denoised.data).all(axis=0)
         not_finite = int((result.denoised.valid & ~finite).sum())
         if not_finite:  # a corrupt frame or a failed stage: those pixels are invalid from here on
@@ -152,6 +153,7 @@ class Pipeline:
                 raise UnusableFrameError(f"got push-broom lines but the calibration is for {cal.kind}")
             with self._timed(result, "radiometric"):
                 lines = [radiometric.correct(f, cal.radiometric, self.saturation_dn) for f in frame]
+                result.saturated_share = float(np.mean([f.pixels >= self.saturation_dn for f in frame]))
                 # (lines, cross, bands) -> (bands, lines, cross): along-track rows, channels first
                 data = np.stack([ln.pixels for ln in lines]).transpose(2, 0, 1)
                 exposure = np.array([ln.exposure_s for ln in lines])[None, :, None]
@@ -167,6 +169,7 @@ class Pipeline:
             raise UnusableFrameError(f"got an ImSPOC frame but the calibration is for {cal.kind}")
         with self._timed(result, "radiometric"):
             corrected = radiometric.correct(frame, cal.radiometric, self.saturation_dn)
+            result.saturated_share = float((frame.pixels >= self.saturation_dn).mean())
         with self._timed(result, "reconstruct"):
             cube, lam = self.reconstructor.reconstruct(corrected)
         result.regularisation = lam

@@ -45,7 +45,9 @@ thousand pixels and needs no training data.
   threshold that spares dark soils. Water and the darkest roofs are also below half the bright
   ground: they are flagged as shadow (a false-shadow rate the bench measures on real cubes).
 
-**The frame**: ``cloud_share`` is the share of valid pixels that are cloud (invalid pixels count
+**The frame**: ``saturated_share`` is the share of the detector's pixels read out at saturation
+(given by the pipeline, which sees the raw frame; a cube pixel made from them is ``INVALID``);
+``cloud_share`` is the share of valid pixels that are cloud (invalid pixels count
 neither way: an unreadable pixel is not evidence of a cloud); ``worth_sending`` is
 ``cloud_share < max_cloud_share`` and at least ``min_valid_share`` of the pixels valid.
 ``haze`` is the share of valid clear pixels flagged haze.
@@ -100,6 +102,7 @@ class Screening:
     shadow_share: float
     haze_share: float
     invalid_share: float
+    saturated_share: float
     worth_sending: bool
     sensor_range: str  # "vnir" or "swir": which tests ran
 
@@ -107,7 +110,8 @@ class Screening:
         """What travels in every product's header (``meta["screen"]``)."""
         return {"cloud_share": round(self.cloud_share, 4), "shadow_share": round(self.shadow_share, 4),
                 "haze_share": round(self.haze_share, 4), "invalid_share": round(self.invalid_share, 4),
-                "worth_sending": self.worth_sending, "tests": self.sensor_range}
+                "saturated_share": round(self.saturated_share, 4), "worth_sending": self.worth_sending,
+                "tests": self.sensor_range}
 
 
 def _band(cube: Cube, nm: float) -> NDArray[np.float32]:
@@ -120,8 +124,9 @@ def _ratio(num: NDArray, den: NDArray) -> NDArray[np.float64]:
     return out
 
 
-def screen(cube: Cube, rule: ScreenRule | None = None) -> Screening:
-    """The mask and decision of one cube (module docstring)."""
+def screen(cube: Cube, rule: ScreenRule | None = None, saturated_share: float = 0.0) -> Screening:
+    """The mask and decision of one cube (module docstring); ``saturated_share`` of the raw
+    frame it was made from, as the pipeline counted it."""
     rule = rule or ScreenRule()
     valid = cube.valid & np.isfinite(cube.data).all(axis=0)
     mask = np.where(valid, 0, INVALID).astype(np.uint8)
@@ -153,7 +158,7 @@ def screen(cube: Cube, rule: ScreenRule | None = None) -> Screening:
 
     cloud_share = share(CLOUD)
     valid_share = n_valid / valid.size
-    return Screening(mask, cloud_share, share(SHADOW), share(HAZE), 1.0 - valid_share,
+    return Screening(mask, cloud_share, share(SHADOW), share(HAZE), 1.0 - valid_share, saturated_share,
                      worth_sending=bool(n_valid and cloud_share < rule.max_cloud_share
                                         and valid_share >= rule.min_valid_share),
                      sensor_range="vnir" if vnir else "swir")
