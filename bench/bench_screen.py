@@ -8,10 +8,13 @@ split = "test"``, seed 7) under clouds whose cover is drawn uniformly in 0-100 %
 through the real pipeline (raw frames, radiometric correction, reconstruction, denoising,
 screening; ``build_session`` with the runtime's defaults). Per pixel (the frame's valid
 pixels): accuracy of cloud / not cloud, precision and recall of cloud, recall by the truth's
-optical depth, precision and recall of cloud shadow; per frame: the
+optical depth, precision and recall of cloud shadow (the truth's shadows: the direct beam
+halved or less); per frame: the
 decision "worth sending" (``[screen] max_cloud_share``, 0.7) against the same rule applied to
 the truth mask, with its precision and recall and the decision accuracy; median time of the
-screening stage (this machine, one thread).
+screening stage (this machine, one thread). The same, thick and mixed clouds only, over the
+real Jasper Ridge cube in reflectance (``onboard run --scene``'s source, real texture and
+spectra under the simulated clouds).
 
 **Real** (no clouds: every cloud pixel is false): ``onboard run --scene`` (the CLI, in a
 subprocess) over the Jasper Ridge and ABU urban cubes (``../shared/data/real_cubes``) through
@@ -56,9 +59,11 @@ def _ratio(a: int, b: int) -> float | None:
     return a / b if b else None
 
 
-def simulated(sensor: str, kind: str, frames: int, max_cloud: float) -> dict:
-    """One row of the simulated table (module docstring)."""
-    config = from_dict({"run": {"sensor": sensor, "seed": 7}, "scene": {"split": "test", "seed": 7},
+def simulated(sensor: str, kind: str, frames: int, max_cloud: float, scene: Path | None = None) -> dict:
+    """One row of the simulated table (module docstring): clouds over the held-out farmland, or
+    over the real cube ``scene``."""
+    config = from_dict({"run": {"sensor": sensor, "seed": 7, **({"scene": str(scene)} if scene else {})},
+                        "scene": {"split": "test", "seed": 7},
                         "clouds": {"cover": 0.0, "cover_max": 1.0, "kind": kind, "seed": 7},
                         "screen": {"max_cloud_share": max_cloud}})
     session = build_session(config)
@@ -95,7 +100,7 @@ def simulated(sensor: str, kind: str, frames: int, max_cloud: float) -> dict:
         frame_tn += (not worth) and not truly_worth
         seconds.append(result.seconds["screen"])
     return {
-        "sensor": sensor, "kind": kind, "frames": frames, "pixels": tp + fp + fn + tn,
+        "ground": scene.stem if scene else "farmland", "sensor": sensor, "kind": kind, "frames": frames, "pixels": tp + fp + fn + tn,
         "pixel_accuracy": _ratio(tp + tn, tp + fp + fn + tn), "cloud_precision": _ratio(tp, tp + fp),
         "cloud_recall": _ratio(tp, tp + fn),
         "cloud_recall_by_tau": {f"{lo:g}-{hi:g}": _ratio(int(h), int(n))
@@ -133,6 +138,25 @@ def real(scene: Path, sensor: str, frames: int, work: Path) -> dict:
             "frames_not_worth_sending": not_worth}
 
 
+def _real_scenes(work: Path) -> list[tuple[str, Path]]:
+    """The real cubes as scene files in ``work`` (module docstring); none without the data."""
+    if real_cubes.folder() is None:
+        return []
+    scenes = []
+    for name in REAL:
+        rc = real_cubes.load(name)
+        scenes.append((f"{name} [0, 1]", write_scene(work / f"{name}.npz", rc.data.transpose(1, 2, 0),
+                                                     rc.wavelengths_nm)))
+        if name == "jasper":
+            from scipy.io import loadmat  # ground side: the bench reads the .mat once
+
+            counts = loadmat(str(real_cubes.folder() / real_cubes.FILES[name]))["Y"]
+            refl = (rc.data * (counts.max() - counts.min()) + counts.min()) / 10_000
+            scenes.append((f"{name} reflectance", write_scene(work / "jasper-reflectance.npz",
+                                                               refl.transpose(1, 2, 0), rc.wavelengths_nm)))
+    return scenes
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
@@ -144,43 +168,32 @@ def _pct(v: float | None) -> str:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the rows here")
 def main(frames: int, real_frames: int, max_cloud: float, json_path: Path | None) -> None:
     rows = [simulated(s, k, frames, max_cloud) for s in SENSORS for k in KINDS]
-    print(f"Simulated clouds (cover 0-100 % per frame, held-out farmland), rule: worth sending < {max_cloud:.0%} cloud")
-    print("| sensor | clouds | frames | pixel accuracy | cloud precision | cloud recall | "
+    real_rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        scenes = _real_scenes(work)
+        rows += [simulated(s, k, frames, max_cloud, path) for label, path in scenes if label == "jasper reflectance"
+                 for s in SENSORS for k in ("thick", "mixed")]
+        for label, scene in scenes:
+            for sensor in SENSORS:
+                real_rows.append({"cube": label, "sensor": sensor, **real(scene, sensor, real_frames, work)})
+    print(f"Simulated clouds (cover 0-100 % per frame), rule: worth sending < {max_cloud:.0%} cloud")
+    print("| ground | sensor | clouds | frames | pixel accuracy | cloud precision | cloud recall | "
           "frames worth sending (truth) | decision accuracy | send precision | send recall | screen ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['sensor']} | {r['kind']} | {r['frames']} | {_pct(r['pixel_accuracy'])} | "
+        print(f"| {r['ground']} | {r['sensor']} | {r['kind']} | {r['frames']} | {_pct(r['pixel_accuracy'])} | "
               f"{_pct(r['cloud_precision'])} | {_pct(r['cloud_recall'])} | {r['frames_worth_sending_truth']} | "
               f"{_pct(r['decision_accuracy'])} | {_pct(r['send_precision'])} | {_pct(r['send_recall'])} | "
               f"{r['screen_ms_median']:.2f} |")
-    print("\nCloud recall by optical depth, and cloud shadows (dark-pixel test)")
-    print("| sensor | clouds | " + " | ".join(f"recall tau {k}" for k in rows[0]["cloud_recall_by_tau"])
+    print("\nCloud recall by optical depth, and cloud shadows (darker than half the frame's bright ground)")
+    print("| ground | sensor | clouds | " + " | ".join(f"recall tau {k}" for k in rows[0]["cloud_recall_by_tau"])
           + " | shadow precision | shadow recall |")
-    print("|---|---|" + "---|" * (len(TAU_BINS) + 2))
+    print("|---|---|---|" + "---|" * (len(TAU_BINS) + 2))
     for r in rows:
-        print(f"| {r['sensor']} | {r['kind']} | " + " | ".join(_pct(v) for v in r["cloud_recall_by_tau"].values())
+        print(f"| {r['ground']} | {r['sensor']} | {r['kind']} | " + " | ".join(_pct(v) for v in r["cloud_recall_by_tau"].values())
               + f" | {_pct(r['shadow_precision'])} | {_pct(r['shadow_recall'])} |")
-    real_rows = []
-    if real_cubes.folder() is None:
-        print(f"no shared/data/real_cubes found (set {real_cubes.ENV}): real cubes skipped")
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            scenes = []
-            for name in REAL:
-                rc = real_cubes.load(name)
-                scenes.append((f"{name} [0, 1]", write_scene(work / f"{name}.npz", rc.data.transpose(1, 2, 0),
-                                                             rc.wavelengths_nm)))
-                if name == "jasper":
-                    from scipy.io import loadmat  # ground side: the bench reads the .mat once
-
-                    counts = loadmat(str(real_cubes.folder() / real_cubes.FILES[name]))["Y"]
-                    refl = (rc.data * (counts.max() - counts.min()) + counts.min()) / 10_000
-                    scenes.append((f"{name} reflectance", write_scene(work / f"{name}-refl.npz",
-                                                                       refl.transpose(1, 2, 0), rc.wavelengths_nm)))
-            for label, scene in scenes:
-                for sensor in SENSORS:
-                    real_rows.append({"cube": label, "sensor": sensor, **real(scene, sensor, real_frames, work)})
+    if real_rows:
         print("\nReal cloud-free cubes (onboard run --scene): every cloud pixel is a false cloud")
         print("| cube | sensor | frames | pixels | false cloud | shadow | haze | frames not worth sending |")
         print("|---|---|---|---|---|---|---|---|")
@@ -190,6 +203,8 @@ def main(frames: int, real_frames: int, max_cloud: float, json_path: Path | None
                 continue
             print(f"| {r['cube']} | {r['sensor']} | {r['frames']} | {r['pixels']} | {_pct(r['cloud_rate'])} | "
                   f"{_pct(r['shadow_rate'])} | {_pct(r['haze_rate'])} | {r['frames_not_worth_sending']} |")
+    else:
+        print(f"no shared/data/real_cubes found (set {real_cubes.ENV}): real cubes skipped")
     if json_path:
         json_path.write_text(json.dumps({"simulated": rows, "real": real_rows}, indent=2))
 
