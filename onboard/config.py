@@ -174,6 +174,9 @@ class ScreenConfig:
 
     max_cloud_share: float = 0.7
     min_valid_share: float = 0.1
+    # what a frame not worth sending still sends: its residue map (with the screening mask) and
+    # events; its events only; or everything. The rest stays in the on-board archive.
+    cloudy_frames: typing.Literal["all", "residue", "events"] = "residue"
 
     def validate(self) -> None:
         for key in ("max_cloud_share", "min_valid_share"):

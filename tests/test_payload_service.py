@@ -42,7 +42,9 @@ def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: 
 
 
 @pytest.fixture
-def payload(tmp_path: Path):
+def payload(tmp_path: Path, request):
+    """The payload on an emulated link; ``request.param`` (indirect parametrisation), if any, is
+    added to its mission file."""
     secret = secrets.token_bytes(32)
     provision(tmp_path / "payload.key", tmp_path / "counter.json", secret)
     provision(tmp_path / "fc.key", tmp_path / "fc-counter.json", secret)
@@ -50,7 +52,8 @@ def payload(tmp_path: Path):
     (tmp_path / "mission.toml").write_text(
         "[products]\ncube = false\n[link]\n"
         f'key_file = "{tmp_path / "payload.key"}"\ncounter_file = "{tmp_path / "counter.json"}"\n'
-        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n")
+        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n"
+        + getattr(request, "param", ""))
     proc = subprocess.Popen(
         [sys.executable, "-m", "onboard", "run", "--port", emu.a_path, "--config",
          str(tmp_path / "mission.toml"), "--replay", str(tmp_path / "drop"), "--out",
@@ -119,6 +122,29 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
     assert summary["commands"]["OK"] >= 5 and summary["commands"]["BAD_AUTH"] == 1
     # the ground's CFDP PDUs went up signed, and every one was accepted
     assert summary["uplink_data"]["OK"] >= 4 and set(summary["uplink_data"]) == {"OK"}
+
+
+@pytest.mark.parametrize("payload", ["[screen]\nmax_cloud_share = 0.0\n"], indirect=True)
+def test_a_frame_not_worth_sending_sends_its_residue_and_its_event_only(payload) -> None:
+    """Under a rule no frame passes (cloud share under 0 %), a captured frame's residue map and
+    its event ("not worth sending", naming the quick-look) come down; the quick-look is
+    archived on board and never queued: the spool drains with two products."""
+    fc, proc, tmp = payload
+    assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
+    assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "30"}) == ResultCode.OK
+    (frame,) = make_frames({}, 1)
+    write_frame(tmp / "drop", frame)
+    assert command(fc, "START_CAPTURE", {"frame_count": 1}) == ResultCode.OK
+    for name in ("residue_00000000", "event_00000000"):
+        wait_for(fc, lambda name=name: [a for a in fc.arrivals if a.name == name], timeout=60)
+    (event,) = [a for a in fc.arrivals if a.name == "event_00000000"]
+    assert b"not worth sending" in event.product.payload and b"quicklook" in event.product.payload
+    wait_for(fc, lambda: [h for _, h in fc.health[-1:] if h["spool_bytes"] == 0], timeout=20)
+    assert fc.health[-1][1]["products_spooled"] == 2
+    assert (tmp / "out" / "products" / "quicklook_00000000.obp").is_file()
+    assert not [a for a in fc.arrivals if a.name.startswith("quicklook")]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stdout.read().decode()
 
 
 def test_a_key_file_readable_by_others_is_refused_before_the_link_opens(tmp_path: Path) -> None:

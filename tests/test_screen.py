@@ -229,3 +229,23 @@ def test_saturated_detector_pixels_are_screened_invalid() -> None:
     assert result.screening.summary()["saturated_share"] == pytest.approx(share, abs=1e-4)
     invalid = (result.screening.mask & INVALID) > 0
     assert invalid.any() and not ((result.screening.mask[invalid] & CLOUD) > 0).any()
+
+
+@pytest.mark.parametrize("cloudy_frames,held", [("residue", {"quicklook", "cube"}), ("all", set()),
+                                                ("events", {"residue", "quicklook", "cube"})])
+def test_a_frame_not_worth_sending_holds_back_what_the_rule_says(cloudy_frames: str, held: set[str]) -> None:
+    """Thick clouds over 90 % of the frame: not worth sending under the < 70 % rule. The
+    products the mission's ``cloudy_frames`` holds back are archived (in ``products``) but
+    listed in ``held``, and the frame's event says which and why; a clear frame holds nothing."""
+    session = build_session(from_dict({"run": {"seed": 2}, "scene": {"size": 192, "seed": 2},
+                                       "clouds": {"seed": 2, "cover": 0.9, "kind": "thick"},
+                                       "screen": {"cloudy_frames": cloudy_frames}}))
+    frame, _ = next(iter(session.source))
+    result = session.pipeline.process(frame)
+    assert result.screening is not None and not result.screening.worth_sending
+    assert {"residue", "quicklook", "cube"} <= {p.kind.value for p in result.products}
+    assert {name.split("_")[0] for name in result.held} == held
+    told = [p for p in result.products if p.kind == ProductKind.EVENT and b"not worth sending" in p.payload]
+    assert len(told) == bool(held)
+    clear = _session("imspoc", cover=0.0).pipeline.process(next(iter(_session("imspoc", cover=0.0).source))[0])
+    assert clear.screening is not None and clear.screening.worth_sending and clear.held == []

@@ -359,7 +359,8 @@ class PayloadService:
 
     def _after_frame(self, result: FrameResult) -> None:
         for product in result.products:
-            self._report(self._spool(product))
+            if product.name not in result.held:  # a frame not worth sending: archived only
+                self._report(self._spool(product))
         self._report(self.writer.write(result))  # the manifest last: it marks the frame done
         if self.capturing and self.frames_left:
             self.frames_left -= 1

@@ -50,6 +50,8 @@ class FrameResult:
     seconds: dict[str, float] = field(default_factory=dict)
     regularisation: float | None = None
     saturated_share: float = 0.0  # of the detector pixels read out (raw DN at saturation)
+    #: names of products kept in the on-board archive but not sent (a frame not worth sending)
+    held: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
 
 
@@ -124,6 +126,14 @@ class Pipeline:
             result.flags.append(f"frame {cube.counter}: {not_finite} valid pixels hold NaN or inf after "
                                 "denoising: marked invalid")
             result.denoised = replace(result.denoised, valid=result.denoised.valid & finite)
+        held = set() if result.screening.worth_sending else self.screen_rule.held_kinds
+        if held:
+            s = result.screening
+            result.flags.append(
+                f"frame {cube.counter}: not worth sending ({100 * s.cloud_share:.0f} % cloud, "
+                f"{100 * (1 - s.invalid_share):.0f} % valid; rule: under "
+                f"{100 * self.screen_rule.max_cloud_share:.0f} % cloud): its "
+                f"{', '.join(sorted(k.value for k in held))} stay on board, not sent")
         with self._timed(result, "classify"):
             result.residue = self._classify(result.denoised)
         with self._timed(result, "package"):
@@ -135,6 +145,7 @@ class Pipeline:
                 cube_float16=self.options.cube_float16, model_versions=self.model_versions,
                 screen_mask=result.screening.mask,
             )
+            result.held = [p.name for p in result.products if p.kind in held]
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))
         return result

@@ -152,7 +152,8 @@ def build_session(config: Config) -> Session:
     options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
                            cube_float16=config.products.cube_float16)
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
-                        screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share))
+                        screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share,
+                                               config.screen.cloudy_frames))
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,
                    faster=faster)

@@ -51,15 +51,23 @@ thousand pixels and needs no training data.
 neither way: an unreadable pixel is not evidence of a cloud); ``worth_sending`` is
 ``cloud_share < max_cloud_share`` and at least ``min_valid_share`` of the pixels valid.
 ``haze`` is the share of valid clear pixels flagged haze.
+
+**What a frame not worth sending still sends** (``ScreenRule.cloudy_frames``, the first part of
+the downlink's value rule): ``"residue"`` (default) its residue map, which carries the
+screening mask, and its events, while the quick-look and the cube stay in the on-board
+archive (a ground request fetches them while storage lasts); ``"events"`` its events only;
+``"all"`` everything, as before screening. ``held_kinds`` names the kinds held back.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.formats.products import ProductKind
 from onboard.formats.types import Cube
 
 CLOUD, SHADOW, HAZE, INVALID = 1, 2, 4, 8
@@ -79,18 +87,36 @@ SHADOW_RELATIVE = 0.5
 BRIGHT_GROUND_PERCENTILE = 90.0
 
 
+CloudyFrames = Literal["all", "residue", "events"]
+#: Product kinds a frame not worth sending keeps on board, per ``cloudy_frames``.
+HELD_KINDS: dict[str, frozenset[ProductKind]] = {
+    "all": frozenset(),
+    "residue": frozenset({ProductKind.QUICKLOOK, ProductKind.CUBE}),
+    "events": frozenset({ProductKind.RESIDUE, ProductKind.QUICKLOOK, ProductKind.CUBE}),
+}
+
+
 @dataclass(frozen=True)
 class ScreenRule:
     """The per-frame decision: worth sending when less than ``max_cloud_share`` of the valid
-    pixels are cloud and at least ``min_valid_share`` of all pixels are valid."""
+    pixels are cloud and at least ``min_valid_share`` of all pixels are valid; what a frame
+    that is not still sends (module docstring)."""
 
     max_cloud_share: float = 0.7
     min_valid_share: float = 0.1
+    cloudy_frames: CloudyFrames = "residue"
 
     def __post_init__(self) -> None:
-        for name, v in asdict(self).items():
+        for name in ("max_cloud_share", "min_valid_share"):
+            v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be 0-1, got {v}")
+        if self.cloudy_frames not in HELD_KINDS:
+            raise ValueError(f"cloudy_frames must be one of {', '.join(HELD_KINDS)}, got {self.cloudy_frames!r}")
+
+    @property
+    def held_kinds(self) -> frozenset[ProductKind]:
+        return HELD_KINDS[self.cloudy_frames]
 
 
 @dataclass
