@@ -2,7 +2,9 @@
 
 Definitions (all counted on the flight computer's side of the link):
 
-* **expected**: every product the payload made (its on-board archive, ``out/products``);
+* **expected**: every product the payload made for the downlink (its on-board archive,
+  ``out/products``, less the products its frame manifests mark ``held``: a frame not worth
+  sending keeps them on board, onboard/stages/screen.py);
   with real hardware (``--port``) the archive is out of reach and only the per-frame
   residue check applies.
 * **delivered**: expected products that reached the ground intact (CFDP CRC-32, then the

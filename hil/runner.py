@@ -97,11 +97,23 @@ def mission(scenario: Scenario, work: Path, port: str) -> dict[str, dict[str, An
     return doc
 
 
+def _held(out: Path) -> set[str]:
+    """Products the payload archived but held back from the downlink (a frame not worth
+    sending, onboard/stages/screen.py), as its frame manifests say."""
+    held = set()
+    for path in sorted((out / "frames").glob("frame_*.json")):
+        held |= {e["name"] for e in json.loads(path.read_text())["products"] if e.get("held")}
+    return held
+
+
 def _archive(out: Path) -> dict[str, Product]:
+    """The products the payload made for the downlink: its archive, less the held ones."""
     products = {}
+    held = _held(out)
     for path in sorted((out / "products").glob("*.obp")):
         product = Product.from_bytes(path.read_bytes())
-        products[product.name] = product
+        if product.name not in held:
+            products[product.name] = product
     return products
 
 
@@ -259,6 +271,6 @@ class Runner:
         manifests = {p.stem for p in (out / "frames").glob("frame_*.json")} if (out / "frames").is_dir() else set()
         if any(f"frame_{c:08d}" not in manifests for c in feeder.written):
             return False
-        names = {p.stem for p in (out / "products").glob("*.obp")}
+        names = {p.stem for p in (out / "products").glob("*.obp")} - _held(out)
         arrived = {a.name for a in fc.arrivals}
         return names <= arrived and drained

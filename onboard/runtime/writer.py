@@ -48,7 +48,7 @@ class ProductWriter:
             blob = p.to_bytes()
             events += self._keep(self.products_dir / f"{p.name}.obp", blob)
             entries.append({"name": p.name, "kind": p.kind.value, "bytes": len(blob),
-                            "sha256": p.sha256, "priority": p.priority})
+                            "sha256": p.sha256, "priority": p.priority, "held": p.name in result.held})
             self.count += 1
             self.bytes += len(blob)
         manifest = {
