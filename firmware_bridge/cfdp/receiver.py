@@ -16,6 +16,7 @@ is a :class:`FailedTransfer` (``on_failure``), i.e. an event on the ground.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections import OrderedDict
@@ -63,6 +64,8 @@ from firmware_bridge.cfdp.common import (
     parse_pdu,
     unwrap,
 )
+
+log = logging.getLogger(__name__)
 
 # -- ground side --------------------------------------------------------------------------
 
@@ -352,6 +355,10 @@ class DownlinkReceiver:
         if failure is not None:
             self.stats.failed += 1
             self.on_failure(failure)
+        elif incoming.done and self._send is not None:
+            # live class 2: the payload acknowledged the Finished PDU (or its ACK limit was
+            # reached, a CFDP fault logged apart); nothing more is sent for this file
+            log.info("%s: CFDP transaction %d closed", incoming.name, key[1])
 
     def poll(self) -> None:
         """Advance every transaction's timers (NAK repeats, Finished repeats, check limit);
