@@ -45,6 +45,7 @@ def _per_band(value: PerBand, nz: int, name: str) -> tuple[int, ...]:
 class Params:
     """What to compress with; defaults are the lossless settings that suit product cubes.
 
+    ``k`` (the accumulator initialisation constant) defaults to min(4, D - 2).
     ``absolute_error`` / ``relative_error``: None (not used), one limit for every band, or one
     per band; both None is lossless. Near-lossless guarantees |s - s'| <= min(a_z,
     floor(r_z |s_hat| / 2^D)) for every sample (standard section 4.8.2).
@@ -70,7 +71,7 @@ class Params:
     u_max: int = 18
     gamma_star: int = 6
     gamma0: int = 1
-    k: PerBand = 4
+    k: PerBand | None = None
     user_data: int = 0
 
     @property
@@ -173,7 +174,8 @@ def resolve(p: Params, shape: tuple[int, int, int], D: int, signed: bool) -> Res
         representative=bool(p.theta or any(phi) or any(psi)),
         bsq=p.order == "BSQ", interleave={"BIL": 1, "BIP": nz, "BSQ": 0}.get(p.order, p.interleave),
         output_word_size=p.output_word_size, u_max=p.u_max, gamma_star=p.gamma_star,
-        gamma0=p.gamma0, k=_per_band(p.k, nz, "k"), k_per_band=not isinstance(p.k, int),
+        gamma0=p.gamma0, k=_per_band(min(4, D - 2) if p.k is None else p.k, nz, "k"),
+        k_per_band=not isinstance(p.k, int | None),
         user_data=p.user_data,
     )
     validate(r)
