@@ -32,7 +32,8 @@ import numpy as np
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
 from ground.user_formats import write_envi, write_tiff
-from onboard.formats.products import Product, ProductKind, decode_arrays
+from onboard.compress.cube_coding import decode_cube
+from onboard.formats.products import MAX_DECODED_BYTES, Product, ProductKind, decode_arrays
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,10 @@ class ProductSink:
             return files
         if p.kind == ProductKind.CUBE:
             arrays = decode_arrays(p.payload, p.kind)
-            data = arrays["data"].astype(np.float32)
+            if p.meta.get("coding", "npz") == "npz":
+                data = arrays["data"].astype(np.float32)
+            else:  # CCSDS 123 (onboard/compress/cube_coding.py), within the same byte limit
+                data = decode_cube(arrays, p.meta, MAX_DECODED_BYTES[p.kind] // 4)
             header = {"wavelength": [f"{w:.3f}" for w in arrays["wavelengths_nm"]],
                       "wavelength units": "nm",
                       "description": f"onboard cube {p.name}, frame {p.frame_counter}"}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from onboard.compress.cube_coding import CubeCoding
 from onboard.formats.calfile import Calibration
 from onboard.formats.products import Product, event_product
 from onboard.formats.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
@@ -53,6 +54,7 @@ class StageOptions:
     cube: bool = True
     cube_float16: bool = True
     denoise: bool = True
+    cube_coding: CubeCoding = field(default_factory=CubeCoding)
 
 
 class Pipeline:
@@ -115,6 +117,7 @@ class Pipeline:
                 result.denoised, result.residue, self.calibration.instrument, meta,
                 quicklook=self.options.quicklook, with_cube=self.options.cube,
                 cube_float16=self.options.cube_float16, model_versions=self.model_versions,
+                cube_coding=self.options.cube_coding,
             )
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))

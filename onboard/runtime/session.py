@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from onboard import sysinfo
+from onboard.compress.cube_coding import CubeCoding
 from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
 from onboard.formats.bundle import find_bundle
@@ -148,8 +149,9 @@ def build_session(config: Config) -> Session:
         engine_description = "; ".join(stages.notes)
         if bundle is not None:
             model_versions = {"bundle": str(bundle.root), "producer": bundle.manifest.producer}
-    options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
-                           cube_float16=config.products.cube_float16)
+    p = config.products
+    options = StageOptions(quicklook=p.quicklook, cube=p.cube, cube_float16=p.cube_float16,
+                           cube_coding=CubeCoding(p.cube_coding, p.cube_step, p.cube_max_error))
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions)
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,

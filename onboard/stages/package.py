@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from onboard.compress.cube_coding import CubeCoding, encode_cube
 from onboard.formats.products import Product, ProductKind, encode_arrays
 from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
 
@@ -70,8 +71,10 @@ def frame_products(
     with_cube: bool = True,
     cube_float16: bool = True,
     model_versions: dict | None = None,
+    cube_coding: CubeCoding | None = None,
 ) -> list[Product]:
-    """Products of one frame, highest downlink priority first."""
+    """Products of one frame, highest downlink priority first; the cube coded as
+    ``cube_coding`` says (default npz), its header's ``meta["coding"]`` says how."""
     versions = model_versions or {}
 
     def product(kind: ProductKind, payload: bytes, encoding: str, product_meta: dict) -> Product:
@@ -88,5 +91,11 @@ def frame_products(
     if quicklook:
         out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png", meta))
     if with_cube:
-        out.append(product(ProductKind.CUBE, encode_arrays(**cube_arrays(cube, cube_float16)), "npz", meta))
+        coding = cube_coding or CubeCoding()
+        if coding.kind == "npz":
+            arrays = cube_arrays(cube, cube_float16)
+        else:
+            arrays = {**encode_cube(cube.data, cube.valid, coding), "wavelengths_nm": cube.wavelengths_nm,
+                      "valid": cube.valid}
+        out.append(product(ProductKind.CUBE, encode_arrays(**arrays), "npz", {**meta, **coding.meta()}))
     return out

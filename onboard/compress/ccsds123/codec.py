@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import entropy, header, predictor
+from ._jit import compile_kernels
 from .params import Ccsds123Error, CorruptStreamError, Params, Resolved, resolve
 
 #: Largest image a decoder allocates by default (64 Mi samples, 512 MiB of int64 work arrays).
@@ -55,6 +56,7 @@ def encode(cube: np.ndarray, params: Params | None = None, *, dynamic_range: int
     ``signed`` defaults to the dtype's signedness; ``dynamic_range`` (D, bits) to the fewest
     bits that hold the data, which the header states so the decoder needs nothing else.
     """
+    compile_kernels()
     arr = _cube(cube)
     signed = bool(np.issubdtype(arr.dtype, np.signedinteger)) if signed is None else signed
     D = _dynamic_range(arr, signed) if dynamic_range is None else dynamic_range
@@ -89,6 +91,7 @@ def _where(r: Resolved, flat: int) -> str:
 def decode(stream: bytes, *, max_samples: int = MAX_SAMPLES) -> Decoded:
     """The cube a CCSDS 123.0-B-2 ``stream`` holds; :class:`CorruptStreamError` says where a
     truncated or damaged stream fails, or why a header is refused."""
+    compile_kernels()
     data = bytes(stream)
     r, start = header.parse(data)
     if r.samples > max_samples:
