@@ -33,6 +33,7 @@ from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
 from ground.user_formats import write_envi, write_tiff
 from onboard.compress.cube_coding import decode_cube
+from onboard.compress.residue_coding import decode_residue
 from onboard.formats.products import MAX_DECODED_BYTES, Product, ProductKind, decode_arrays
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class ProductSink:
         out = self.out
         if p.kind == ProductKind.RESIDUE:
             arrays = decode_arrays(p.payload, p.kind)
+            if p.meta.get("coding") == "ccsds123":  # the compact map (onboard/compress/residue_coding.py)
+                arrays = decode_residue(arrays, MAX_DECODED_BYTES[p.kind] // 4)
             write_tiff(out / f"{stem}_tillage.tif", arrays["tillage"].astype(np.uint8), p.meta)
             write_tiff(out / f"{stem}_fractions.tif", arrays["fractions"].astype(np.float32),
                         p.meta)

@@ -195,6 +195,9 @@ class ProductsConfig:
     cube_coding: typing.Literal["npz", "ccsds123", "ccsds123-float16"] = "npz"
     cube_step: float = 1e-4
     cube_max_error: int = 4
+    #: the residue product's coding: "npz" (float32 fractions and confidence), "ccsds123"
+    #: (onboard/compress/residue_coding.py: fractions and confidence to 0.01, CCSDS 123)
+    residue_coding: typing.Literal["npz", "ccsds123"] = "npz"
 
     def validate(self) -> None:
         if not self.cube_step > 0 or not 0 <= self.cube_max_error < 1 << 15:

@@ -38,6 +38,7 @@ def frame_products() -> dict[str, tuple[np.ndarray, np.ndarray, list[Product]]]:
     for coding in ("npz", "ccsds123", "ccsds123-float16"):
         cfg = load(None)
         override(cfg, "products", "cube_coding", coding)
+        override(cfg, "products", "residue_coding", "ccsds123" if coding == "ccsds123" else "npz")
         session = build_session(cfg)
         frame, _ = next(iter(session.frames(1)))
         r = session.pipeline.process(frame)
@@ -93,6 +94,55 @@ def test_ground_writes_the_decoded_cube_and_quarantines_a_damaged_one(frame_prod
     assert sink.stats.quarantined == 1
     reason = (tmp_path / "rejected.jsonl").read_text()
     assert "CCSDS 123 stream truncated" in reason and "sample" in reason
+
+
+def _product(products: list[Product], kind: ProductKind) -> Product:
+    [p] = [p for p in products if p.kind == kind]
+    return p
+
+
+@pytest.mark.slow
+def test_compact_residue_product_fits_6_kb_and_decodes_within_half_a_step(frame_products: dict, tmp_path) -> None:
+    import tifffile
+
+    data_npz, _, npz_products = frame_products["npz"]
+    data, _, products = frame_products["ccsds123"]
+    assert np.array_equal(data, data_npz)  # the same simulated frame both times
+    compact = _product(products, ProductKind.RESIDUE)
+    full = decode_arrays(_product(npz_products, ProductKind.RESIDUE).payload)
+    assert compact.meta["coding"] == "ccsds123" and compact.meta["fraction_step"] == 0.01
+    assert len(compact.to_bytes()) <= 6 * 1024
+    sink = ProductSink(tmp_path)
+    sink.receive(ReceivedFile((1, 1), 0, "residue", compact.name, compact.to_bytes()))
+    fractions = tifffile.imread(tmp_path / f"{compact.name}_fractions.tif")
+    confidence = tifffile.imread(tmp_path / f"{compact.name}_confidence.tif")
+    assert np.abs(fractions - full["fractions"]).max() <= 0.005 + 1e-6
+    same_nan = np.isnan(confidence) == np.isnan(full["confidence"])
+    assert same_nan.all() and np.nanmax(np.abs(confidence - full["confidence"])) <= 0.005 + 1e-6
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{compact.name}_tillage.tif"), full["tillage"])
+
+
+@pytest.mark.slow
+def test_every_product_of_a_frame_fits_three_times_more_frames_an_hour_at_9600_bit_s(frame_products: dict) -> None:
+    """Issue 16: 22 ImSPOC frames an hour with every product before; at least 3x with the
+    compact residue map, the quick-look and the near-lossless cube (CFDP, Space Packet and
+    link framing overhead included)."""
+    from pathlib import Path
+
+    from firmware_bridge.cfdp.sender import transfer_packet_sizes
+    from firmware_bridge.link import RADIO_9600, ByteRate
+    from firmware_bridge.spool import SpoolEntry
+
+    def wire(products: list[Product]) -> float:
+        total = 0.0
+        for p in products:
+            entry = SpoolEntry(p.priority or 0, 0, p.kind.value, p.name, Path(p.name + ".obpr"), len(p.to_bytes()))
+            total += ByteRate(1.0).drain_time_s(transfer_packet_sizes(entry))
+        return total
+
+    per_hour = {k: 3600 * RADIO_9600.bytes_per_s / wire(v[2]) for k, v in frame_products.items()}
+    assert per_hour["npz"] < 25  # today's products, as the issue measured them
+    assert per_hour["ccsds123"] >= 3 * 22
 
 
 def test_coding_settings_are_checked() -> None:

@@ -55,6 +55,7 @@ class StageOptions:
     cube_float16: bool = True
     denoise: bool = True
     cube_coding: CubeCoding = field(default_factory=CubeCoding)
+    residue_coding: str = "npz"
 
 
 class Pipeline:
@@ -117,7 +118,7 @@ class Pipeline:
                 result.denoised, result.residue, self.calibration.instrument, meta,
                 quicklook=self.options.quicklook, with_cube=self.options.cube,
                 cube_float16=self.options.cube_float16, model_versions=self.model_versions,
-                cube_coding=self.options.cube_coding,
+                cube_coding=self.options.cube_coding, residue_coding=self.options.residue_coding,
             )
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from onboard.compress import residue_coding as residue_coding_mod
 from onboard.compress.cube_coding import CubeCoding, encode_cube
 from onboard.formats.products import Product, ProductKind, encode_arrays
 from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
@@ -72,9 +73,11 @@ def frame_products(
     cube_float16: bool = True,
     model_versions: dict | None = None,
     cube_coding: CubeCoding | None = None,
+    residue_coding: str = "npz",
 ) -> list[Product]:
     """Products of one frame, highest downlink priority first; the cube coded as
-    ``cube_coding`` says (default npz), its header's ``meta["coding"]`` says how."""
+    ``cube_coding`` says (default npz), the residue map as ``residue_coding`` says ("npz" or
+    the compact "ccsds123"); each header's ``meta["coding"]`` says how."""
     versions = model_versions or {}
 
     def product(kind: ProductKind, payload: bytes, encoding: str, product_meta: dict) -> Product:
@@ -83,10 +86,13 @@ def frame_products(
                        frame_counter=cube.counter, created_utc=cube.timestamp,
                        instrument=instrument, model_versions=versions)
 
+    res_arrays, res_meta = residue_arrays(residue), {}
+    if residue_coding == "ccsds123":
+        res_arrays, res_meta = residue_coding_mod.encode_residue(res_arrays), residue_coding_mod.meta()
     out = [
-        product(ProductKind.RESIDUE, encode_arrays(**residue_arrays(residue)), "npz",
+        product(ProductKind.RESIDUE, encode_arrays(**res_arrays), "npz",
                 {**meta, "method": residue.method,
-                 **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}})
+                 **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}, **res_meta})
     ]
     if quicklook:
         out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png", meta))
