@@ -95,6 +95,9 @@ def test_default_dynamic_range_is_the_fewest_bits() -> None:
     cube = np.full((2, 3, 4), 700, dtype=np.uint16)
     cube[0, 0, 0] = 1023
     assert decode(encode(cube)).settings.D == 10
+    flat = np.zeros((2, 3, 4), dtype=np.uint16)  # a blank frame with a near-lossless setting
+    got = decode(encode(flat, Params(absolute_error=9)))
+    assert got.settings.D == 5 and not got.cube.any()
     signed = np.array([[[-3, 2]]], dtype=np.int16)
     got = decode(encode(signed, Params(full=False)))
     assert got.settings.D == 3 and got.cube.dtype == np.int8 and (got.cube == signed).all()
@@ -102,7 +105,7 @@ def test_default_dynamic_range_is_the_fewest_bits() -> None:
 
 @pytest.mark.parametrize("bad", [dict(P=16), dict(omega=3), dict(register_size=30), dict(t_inc=100),
                                  dict(nu_min=4, nu_max=3), dict(u_max=7), dict(gamma0=5, gamma_star=5),
-                                 dict(k=15), dict(absolute_error=1 << 15), dict(theta=2, phi=4),
+                                 dict(k=15), dict(absolute_error=1 << 16), dict(theta=2, phi=4),
                                  dict(psi=1, theta=1), dict(order="BIS"), dict(absolute_error=(1, 2))])
 def test_settings_outside_the_standard_are_refused(bad: dict) -> None:
     cube = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)

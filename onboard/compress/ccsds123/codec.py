@@ -54,13 +54,20 @@ def encode(cube: np.ndarray, params: Params | None = None, *, dynamic_range: int
     """``cube`` ``[z, y, x]`` (integers) as a CCSDS 123.0-B-2 stream.
 
     ``signed`` defaults to the dtype's signedness; ``dynamic_range`` (D, bits) to the fewest
-    bits that hold the data, which the header states so the decoder needs nothing else.
+    bits that hold the data (and the error limits, which need fewer than D bits), which the
+    header states so the decoder needs nothing else.
     """
     compile_kernels()
     arr = _cube(cube)
     signed = bool(np.issubdtype(arr.dtype, np.signedinteger)) if signed is None else signed
-    D = _dynamic_range(arr, signed) if dynamic_range is None else dynamic_range
-    r = resolve(params or Params(), arr.shape, D, signed)
+    params = params or Params()
+    if dynamic_range is None:  # the fewest bits that hold the data and state the error limits
+        limits = [int(x) for v in (params.absolute_error, params.relative_error) if v is not None
+                  for x in ((v,) if isinstance(v, int) else v)]
+        D = max(_dynamic_range(arr, signed), max(limits, default=0).bit_length() + 1)
+    else:
+        D = dynamic_range
+    r = resolve(params, arr.shape, D, signed)
     s = arr.astype(np.int64)
     if int(s.min()) < r.smin or int(s.max()) > r.smax:
         raise Ccsds123Error(f"samples {int(s.min())}..{int(s.max())} do not fit {D}-bit {'signed' if signed else 'unsigned'} samples")
