@@ -155,3 +155,18 @@ def test_coding_settings_are_checked() -> None:
         override(cfg, "products", "cube_coding", "zip")
     with pytest.raises(CubeCodingError, match="not a CCSDS-coded cube"):
         decode_cube({"data": np.zeros(3)}, {"coding": "ccsds123"}, 100)
+
+
+def test_a_session_says_when_ccsds123_would_run_as_plain_python() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from onboard.config import load, override; from onboard.runtime.session import build_session;"
+            "c = load(None); override(c, 'products', 'residue_coding', 'ccsds123');"
+            "print([n for n in build_session(c).notes if 'CCSDS 123' in n])")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, ONBOARD_NUMBA="0", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=root)
+    assert "install onboard[compress]" in out.stdout
