@@ -32,6 +32,7 @@ import numpy as np
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
 from ground.user_formats import write_envi, write_tiff
+from onboard.compress.ccsds123 import decode
 from onboard.compress.cube_coding import decode_cube
 from onboard.compress.residue_coding import decode_residue
 from onboard.formats.products import MAX_DECODED_BYTES, Product, ProductKind, decode_arrays
@@ -177,6 +178,13 @@ class ProductSink:
                 files += write_envi(out / f"{stem}_valid.img",
                                      arrays["valid"].astype(np.uint8)[None], {})
             return files
+        if p.kind == ProductKind.RAW and p.meta.get("coding") == "ccsds123":
+            arrays = decode_arrays(p.payload, p.kind)
+            thumbs = decode(arrays["ccsds123"].astype(np.uint8).tobytes(),
+                            max_samples=MAX_DECODED_BYTES[p.kind] // 2).cube
+            header = {"description": f"onboard raw frame {p.name}: ImSPOC thumbnails (DN)",
+                      "exposure_s": str(p.meta.get("exposure_s"))}
+            return write_envi(out / f"{stem}.img", thumbs, header)
         if p.kind == ProductKind.QUICKLOOK and p.encoding == "png":
             (out / f"{stem}.png").write_bytes(p.payload)
             return [f"{stem}.png"]

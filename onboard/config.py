@@ -198,6 +198,8 @@ class ProductsConfig:
     #: the residue product's coding: "npz" (float32 fractions and confidence), "ccsds123"
     #: (onboard/compress/residue_coding.py: fractions and confidence to 0.01, CCSDS 123)
     residue_coding: typing.Literal["npz", "ccsds123"] = "npz"
+    #: also send each ImSPOC frame's raw thumbnails (CCSDS 123 lossless), for reprocessing
+    raw: bool = False
 
     def validate(self) -> None:
         if not self.cube_step > 0 or not 0 <= self.cube_max_error < 1 << 15:

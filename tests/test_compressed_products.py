@@ -170,3 +170,29 @@ def test_a_session_says_when_ccsds123_would_run_as_plain_python() -> None:
     env = dict(os.environ, ONBOARD_NUMBA="0", PYTHONPATH=str(root))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=root)
     assert "install onboard[compress]" in out.stdout
+
+
+@pytest.mark.slow
+def test_raw_frame_product_gives_the_ground_the_thumbnails_bit_exact(tmp_path) -> None:
+    from spectral.io import envi
+
+    from firmware_bridge.cfdp.common import APID_BY_KIND
+    from onboard.compress.ccsds123 import decode
+
+    cfg = load(None)
+    override(cfg, "products", "raw", True)
+    session = build_session(cfg)
+    frame, _ = next(iter(session.frames(1)))
+    layout = session.pipeline.calibration.layout
+    thumbs = layout.extract(frame.pixels)
+    raw = Product.from_bytes(_product(session.pipeline.process(frame).products, ProductKind.RAW).to_bytes())
+    assert raw.meta["coding"] == "ccsds123" and raw.meta["exposure_s"] == frame.exposure_s
+    arrays = decode_arrays(raw.payload, raw.kind)
+    assert (decode(arrays["ccsds123"].tobytes()).cube == thumbs).all()
+    assert (arrays["corners"] == np.asarray(layout.corners)).all()
+    assert len(raw.payload) * 2.5 < thumbs.size * 2  # lossless, about 2.7 : 1
+    assert ProductKind.RAW.value in APID_BY_KIND
+    sink = ProductSink(tmp_path)
+    sink.receive(ReceivedFile((1, 1), APID_BY_KIND["raw"], "raw", raw.name, raw.to_bytes()))
+    got = np.moveaxis(np.asarray(envi.open(str(tmp_path / f"{raw.name}.hdr")).load()), -1, 0)
+    assert (got == thumbs).all()

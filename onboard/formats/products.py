@@ -10,6 +10,12 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
+The raw product (kind ``raw``, optional: ``[products] raw``) holds an ImSPOC frame's
+thumbnails as read out, ``ccsds123`` (N, h, w uint16 DN, CCSDS 123 lossless, uint8 stream),
+with ``corners`` (N, 2) where each thumbnail lies on the detector; the header's ``meta``
+states ``coding``, ``exposure_s`` and ``temperature_c``, so the ground can reprocess the frame
+with a later calibration.
+
 Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 2 (this software), the
 residue payload (``npz``) holds:
 
@@ -59,6 +65,8 @@ class ProductKind(str, Enum):
     CALIBRATION_REPORT = "calibration_report"
     CUBE = "cube"
     EVENT = "event"
+    #: the raw ImSPOC frame's thumbnail stack, for reprocessing on the ground (optional)
+    RAW = "raw"
 
 
 #: Downlink priority: lower goes first. Health and residue maps before cubes.
@@ -69,6 +77,7 @@ DEFAULT_PRIORITY: dict[ProductKind, int] = {
     ProductKind.CALIBRATION_REPORT: 2,
     ProductKind.QUICKLOOK: 2,
     ProductKind.CUBE: 3,
+    ProductKind.RAW: 4,
 }
 
 

@@ -156,7 +156,7 @@ def build_session(config: Config) -> Session:
                      "install onboard[compress] (numba) for about 14 Msamples/s")
     options = StageOptions(quicklook=p.quicklook, cube=p.cube, cube_float16=p.cube_float16,
                            cube_coding=CubeCoding(p.cube_coding, p.cube_step, p.cube_max_error),
-                           residue_coding=p.residue_coding)
+                           residue_coding=p.residue_coding, raw=p.raw)
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions)
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
 from onboard.compress import residue_coding as residue_coding_mod
-from onboard.compress.cube_coding import CubeCoding, encode_cube
+from onboard.compress.ccsds123 import encode
+from onboard.compress.cube_coding import RAW_FRAME_PARAMS, CubeCoding, encode_cube
 from onboard.formats.products import Product, ProductKind, encode_arrays
-from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
+from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, RawFrame, ResidueMap
 
 #: Quick-look bands (nm) as (red, green, blue): colour-infrared for the visible/NIR ImSPOC,
 #: SWIR false colour for a 900-1700 nm push-broom.
@@ -61,6 +62,18 @@ def residue_arrays(residue: ResidueMap) -> dict[str, NDArray]:
 def cube_arrays(cube: Cube, float16: bool) -> dict[str, NDArray]:
     data = cube.data.astype(np.float16 if float16 else np.float32)
     return {"data": data, "wavelengths_nm": cube.wavelengths_nm, "valid": cube.valid}
+
+
+def raw_product(frame: RawFrame, thumbnails: NDArray, corners: ArrayLike, instrument: str,
+                model_versions: dict | None = None) -> Product:
+    """The raw-frame product: the thumbnails (N, h, w) uint16 DN as read out, CCSDS 123
+    lossless (format in onboard/formats/products.py)."""
+    stream = encode(np.asarray(thumbnails, dtype=np.uint16), RAW_FRAME_PARAMS)
+    meta = {"coding": "ccsds123", "exposure_s": frame.exposure_s, "temperature_c": frame.temperature_c}
+    return Product(kind=ProductKind.RAW, payload=encode_arrays(ccsds123=np.frombuffer(stream, np.uint8),
+                                                               corners=np.asarray(corners)),
+                   encoding="npz", meta=meta, frame_counter=frame.counter, created_utc=frame.timestamp,
+                   instrument=instrument, model_versions=model_versions or {})
 
 
 def frame_products(
