@@ -16,6 +16,12 @@ with ``corners`` (N, 2) where each thumbnail lies on the detector; the header's 
 states ``coding``, ``exposure_s`` and ``temperature_c``, so the ground can reprocess the frame
 with a later calibration.
 
+The cube and residue payloads may instead be coded with CCSDS 123 (onboard/compress/): the
+header's ``meta["coding"]`` then says ``ccsds123`` (or ``ccsds123-float16`` for the cube) and
+the npz holds the stream as ``ccsds123`` in place of ``data`` (cube) or ``fractions`` and
+``confidence`` (residue); absent, the payload is as described here. A reader older than these
+codings refuses such a product (its arrays lack ``data``), the ground quarantines it saying so.
+
 Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 2 (this software), the
 residue payload (``npz``) holds:
 
