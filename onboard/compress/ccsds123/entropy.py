@@ -52,12 +52,12 @@ def _counters(n, gamma0, gamma_star):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def _adapt(acc, kp, prev, t, gam, top, D):  # type: ignore[no-untyped-def]
+def _adapt(acc, kp, prev, t, gam, gamma_star, D):  # type: ignore[no-untyped-def]
     """The accumulator at sample t (t >= 1) from the one before and the previous delta, and the
     codeword parameter k it gives: (accumulator, k)."""
     if t == 1:
         acc = (((np.int64(3) << (kp + 6)) - 49) * gam[1]) >> 7
-    elif gam[t - 1] == top:
+    elif gam[t - 1] == (np.int64(1) << gamma_star) - 1:
         acc = (acc + prev + 1) >> 1
     else:
         acc = acc + prev
@@ -103,16 +103,14 @@ def encode(delta, seq, kp, D, u_max, gamma0, gamma_star, buf, pos):  # type: ign
     position."""
     nz, nt = delta.shape
     gam = _counters(nt, gamma0, gamma_star)
-    top = (np.int64(1) << gamma_star) - 1
     acc = np.zeros(nz, dtype=np.int64)
     for n in range(seq.shape[0]):
-        z = seq[n] // nt
-        t = seq[n] - z * nt
+        z, t = divmod(seq[n], nt)
         d = delta[z, t]
         if t == 0:
             pos = _put(buf, pos, d, D)
             continue
-        acc[z], k = _adapt(acc[z], kp[z], delta[z, t - 1], t, gam, top, D)
+        acc[z], k = _adapt(acc[z], kp[z], delta[z, t - 1], t, gam, gamma_star, D)
         zeros = d >> k
         if zeros < u_max:
             pos = _put(buf, pos + zeros, (np.int64(1) << k) | (d & ((np.int64(1) << k) - 1)), k + 1)
@@ -127,18 +125,16 @@ def decode(buf, nbits, pos, seq, kp, D, u_max, gamma0, gamma_star, delta):  # ty
     ``nbits``: (end position, -1) or (position, n) where the n-th sample ran out of bits."""
     nz, nt = delta.shape
     gam = _counters(nt, gamma0, gamma_star)
-    top = (np.int64(1) << gamma_star) - 1
     acc = np.zeros(nz, dtype=np.int64)
     for n in range(seq.shape[0]):
-        z = seq[n] // nt
-        t = seq[n] - z * nt
+        z, t = divmod(seq[n], nt)
         if t == 0:
             if pos + D > nbits:
                 return pos, n
             delta[z, 0] = _get(buf, pos, D)
             pos += D
             continue
-        acc[z], k = _adapt(acc[z], kp[z], delta[z, t - 1], t, gam, top, D)
+        acc[z], k = _adapt(acc[z], kp[z], delta[z, t - 1], t, gam, gamma_star, D)
         zeros = 0
         while True:
             if pos >= nbits:
