@@ -90,9 +90,9 @@ def _real_cubes(folder: Path) -> dict[str, np.ndarray]:
     out = {}
     if (folder / "jasperRidge2_R198.mat").is_file():
         y = loadmat(folder / "jasperRidge2_R198.mat")["Y"]
-        out["AVIRIS Jasper Ridge"] = y.T.reshape(100, 100, 198, order="F").transpose(2, 0, 1).astype(np.uint16)
+        out["AVIRIS Jasper Ridge"] = np.ascontiguousarray(y.T.reshape(100, 100, 198, order="F").transpose(2, 0, 1), np.uint16)
     if (folder / "abu-urban-2.mat").is_file():
-        out["AVIRIS ABU urban-2"] = loadmat(folder / "abu-urban-2.mat")["data"].transpose(2, 0, 1).astype(np.int16)
+        out["AVIRIS ABU urban-2"] = np.ascontiguousarray(loadmat(folder / "abu-urban-2.mat")["data"].transpose(2, 0, 1), np.int16)
     return out
 
 
