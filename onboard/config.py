@@ -191,6 +191,22 @@ class ProductsConfig:
     quicklook: bool = True
     cube: bool = True
     cube_float16: bool = True
+    #: the cube product's coding (onboard/compress/cube_coding.py): "npz" (float16 or float32
+    #: in a deflated npz), "ccsds123" (reflectance quantised to cube_step, CCSDS 123.0-B-2
+    #: near-lossless within cube_max_error steps; 0 is lossless of the quantised values),
+    #: "ccsds123-float16" (the float16 cube bit-exact, CCSDS 123 lossless)
+    cube_coding: typing.Literal["npz", "ccsds123", "ccsds123-float16"] = "npz"
+    cube_step: float = 1e-4
+    cube_max_error: int = 4
+    #: the residue product's coding: "npz" (float32 fractions and confidence), "ccsds123"
+    #: (onboard/compress/residue_coding.py: fractions and confidence to 0.01, CCSDS 123)
+    residue_coding: typing.Literal["npz", "ccsds123"] = "npz"
+    #: also send each ImSPOC frame's raw thumbnails (CCSDS 123 lossless), for reprocessing
+    raw: bool = False
+
+    def validate(self) -> None:
+        if not self.cube_step > 0 or not 0 <= self.cube_max_error < 1 << 15:
+            raise ConfigError(f"[products] cube_step must be > 0 and cube_max_error 0..32767, got {self.cube_step}, {self.cube_max_error}")
 
 
 @dataclass

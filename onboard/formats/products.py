@@ -10,6 +10,18 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
+The raw product (kind ``raw``, optional: ``[products] raw``) holds an ImSPOC frame's
+thumbnails as read out, ``ccsds123`` (N, h, w uint16 DN, CCSDS 123 lossless, uint8 stream),
+with ``corners`` (N, 2) where each thumbnail lies on the detector; the header's ``meta``
+states ``coding``, ``exposure_s`` and ``temperature_c``, so the ground can reprocess the frame
+with a later calibration.
+
+The cube and residue payloads may instead be coded with CCSDS 123 (onboard/compress/): the
+header's ``meta["coding"]`` then says ``ccsds123`` (or ``ccsds123-float16`` for the cube) and
+the npz holds the stream as ``ccsds123`` in place of ``data`` (cube) or ``fractions`` and
+``confidence`` (residue); absent, the payload is as described here. A reader older than these
+codings refuses such a product (its arrays lack ``data``), the ground quarantines it saying so.
+
 Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 2 (this software), the
 residue payload (``npz``) holds:
 
@@ -59,6 +71,8 @@ class ProductKind(str, Enum):
     CALIBRATION_REPORT = "calibration_report"
     CUBE = "cube"
     EVENT = "event"
+    #: the raw ImSPOC frame's thumbnail stack, for reprocessing on the ground (optional)
+    RAW = "raw"
 
 
 #: Downlink priority: lower goes first. Health and residue maps before cubes.
@@ -69,6 +83,7 @@ DEFAULT_PRIORITY: dict[ProductKind, int] = {
     ProductKind.CALIBRATION_REPORT: 2,
     ProductKind.QUICKLOOK: 2,
     ProductKind.CUBE: 3,
+    ProductKind.RAW: 4,
 }
 
 
