@@ -196,3 +196,38 @@ def test_raw_frame_product_gives_the_ground_the_thumbnails_bit_exact(tmp_path) -
     sink.receive(ReceivedFile((1, 1), APID_BY_KIND["raw"], "raw", raw.name, raw.to_bytes()))
     got = np.moveaxis(np.asarray(envi.open(str(tmp_path / f"{raw.name}.hdr")).load()), -1, 0)
     assert (got == thumbs).all()
+
+
+@pytest.mark.slow
+def test_coded_products_are_format_3_and_a_format_2_reader_refuses_them_by_version(
+        frame_products: dict, tmp_path) -> None:
+    """Products that use a CCSDS 123 coding are written as format 3; everything else stays
+    format 2, so a ground of the previous release reads what it can and refuses the rest by
+    version (products.py of format 2, from git), instead of finding no ``data``."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["git", "-C", str(root), "show", "759d2ed:onboard/formats/products.py"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"the format-2 products.py is not in this checkout's history: {done.stderr.strip()}")
+    (tmp_path / "products_v2.py").write_text(done.stdout)
+    spec = importlib.util.spec_from_file_location("products_v2", tmp_path / "products_v2.py")
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["products_v2"] = old
+    spec.loader.exec_module(old)
+    for coding, (_, _, products) in frame_products.items():
+        for p in products:
+            blob = p.to_bytes()
+            coded = p.meta.get("coding", "npz") != "npz"
+            assert blob[4] == (3 if coded else 2), (coding, p.kind)
+            if coded:
+                with pytest.raises(old.ProductFormatError, match=r"version 3 is newer than .* \(1, 2\)"):
+                    old.Product.from_bytes(blob)
+            else:
+                assert old.Product.from_bytes(blob).kind.value == p.kind.value
+    assert any(p.meta.get("coding") == "ccsds123" for p in frame_products["ccsds123"][2])

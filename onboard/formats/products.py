@@ -20,9 +20,11 @@ The cube and residue payloads may instead be coded with CCSDS 123 (onboard/compr
 header's ``meta["coding"]`` then says ``ccsds123`` (or ``ccsds123-float16`` for the cube) and
 the npz holds the stream as ``ccsds123`` in place of ``data`` (cube) or ``fractions`` and
 ``confidence`` (residue); absent, the payload is as described here. A reader older than these
-codings refuses such a product (its arrays lack ``data``), the ground quarantines it saying so.
+codings refuses such a product by its version (below).
 
-Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 2 (this software), the
+Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 3, the raw kind and the
+CCSDS 123 codings; a product that uses neither is still written as version 2, so a ground
+that reads 2 keeps reading everything it can (``Product.format_version``). 2, the
 residue payload (``npz``) holds:
 
 * ``tillage`` (rows, cols) uint8: 0 intensive, 1 reduced, 2 conservation tillage,
@@ -56,9 +58,10 @@ from onboard.errors import OnboardError
 from onboard.formats.npyio import load_npz
 
 MAGIC = b"OBPR"
-FORMAT_VERSION = 2
+#: The newest version this software writes (see ``Product.format_version``).
+FORMAT_VERSION = 3
 #: Versions this software reads (the layout of the prefix and header is the same in all).
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 _PREFIX = struct.Struct(">4sBI")
 
 
@@ -157,9 +160,16 @@ class Product:
             "meta": self.meta,
         }
 
+    @property
+    def format_version(self) -> int:
+        """The oldest version that can carry this product: 3 for the raw kind and the CCSDS 123
+        codings (a reader of 2 would find no ``data`` and not know why), else 2."""
+        coded = self.meta.get("coding", "npz") != "npz"
+        return 3 if coded or self.kind == ProductKind.RAW else 2
+
     def to_bytes(self) -> bytes:
         header = json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode()
-        return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + self.payload
+        return _PREFIX.pack(MAGIC, self.format_version, len(header)) + header + self.payload
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Product:
