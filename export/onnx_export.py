@@ -42,8 +42,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
     """Write ``model`` (one input) to ``path`` and check it with ``onnx.checker``.
 
     ``dynamic``: axis -> dimension name of the input; the outputs carry the same names (the
-    models keep batch and spatial size). ``example`` must be larger than 1 along every
-    dynamic axis (``torch.export`` specialises sizes 0 and 1 to constants)."""
+    models keep batch and spatial size); they stay dynamic whatever ``example``'s sizes
+    along them, 1 included (one eigen-image)."""
     path = Path(path)
     model.eval()
     shapes = ({axis: Dim(name) for axis, name in dynamic.items()},)
