@@ -108,6 +108,14 @@ def test_export_warns_of_no_deprecation(tmp_path):
     assert not stale
 
 
+def test_export_logs_no_optimisation_pass(tmp_path, caplog):
+    """The exporter's graph libraries log every pass at INFO; ``onboard`` logs at INFO."""
+    with caplog.at_level("INFO"):
+        export_onnx(_refiner(), torch.randn(2, 2, 16, 16), tmp_path / "d.onnx", "eigenimages",
+                    ["correction"], {0: "k", 2: "H", 3: "W"})
+    assert [r.name for r in caplog.records if r.name.startswith(("onnx_ir", "onnxscript"))] == []
+
+
 _EXPORT_IN_CHILD = """
 import sys, torch
 from export.models import ResidueNet
