@@ -22,8 +22,10 @@ is dropped, so the file depends only on the weights, the model's code and the to
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -34,6 +36,22 @@ from torch.export import Dim
 OPSET = 18
 #: ONNX IR version written: 8 (ONNX 1.13) is the first that holds opset 18.
 IR_VERSION = 8
+#: The exporter's graph libraries, which log each optimisation pass at INFO (two dozen lines
+#: per model under ``onboard --log-level info``); their warnings still show.
+_PASS_LOGGERS = ("onnx_ir", "onnxscript")
+
+
+@contextmanager
+def _passes_quiet() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _PASS_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
@@ -42,12 +60,12 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path,
     """Write ``model`` (one input) to ``path`` and check it with ``onnx.checker``.
 
     ``dynamic``: axis -> dimension name of the input; the outputs carry the same names (the
-    models keep batch and spatial size). ``example`` must be larger than 1 along every
-    dynamic axis (``torch.export`` specialises sizes 0 and 1 to constants)."""
+    models keep batch and spatial size); they stay dynamic whatever ``example``'s sizes
+    along them, 1 included (one eigen-image)."""
     path = Path(path)
     model.eval()
     shapes = ({axis: Dim(name) for axis, name in dynamic.items()},)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _passes_quiet():
         # torch.export deep-copies its own pytree specs and so calls the LeafSpec test it
         # deprecated (torch 2.13); nothing a caller can change, so not shown
         warnings.filterwarnings("ignore", category=FutureWarning,

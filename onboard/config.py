@@ -23,6 +23,7 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 from onboard.errors import OnboardError
+from onboard.threads import DEFAULT_THREADS
 
 
 class ConfigError(OnboardError, ValueError):
@@ -94,12 +95,17 @@ class RunConfig:
     #: free space (MB) every write keeps on the output's file system: archive copies are shed,
     #: then low-priority products (firmware_bridge/storage.py)
     disk_floor_mb: float = 4.0
+    #: threads of each compute pool (BLAS, ONNX Runtime), spinning off; 0: the libraries' own
+    #: defaults, a thread per core, spinning (onboard/threads.py). [engine] *_op_threads win
+    threads: int = DEFAULT_THREADS
 
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,
                   health_period_s=self.health_period_s)
         if self.scene and self.replay:
             raise ConfigError("[run] scene and replay both give the frames: choose one")
+        if not 0 <= self.threads <= 1024:
+            raise ConfigError(f"[run] threads: expected 0-1024 (0: the libraries' defaults), got {self.threads}")
         if not 0 <= self.disk_floor_mb < 1e9:
             raise ConfigError(f"[run] disk_floor_mb: must be >= 0, got {self.disk_floor_mb}")
 

@@ -178,8 +178,13 @@ class DownlinkReceiver:
         except DownlinkError as exc:
             self._bad(str(exc).split(" (")[0])
             return
-        if header.apid == APID_CONTROL:
-            return  # the payload acknowledging a stale Finished PDU: nothing to do
+        # APID_CONTROL carries the payload's ACK of a Finished PDU it had already acknowledged
+        # (we repeated it: its first ACK was lost or crossed our repeat). It ends our wait as
+        # the first would have, through the same checks; for a closed transaction it is
+        # dropped below. Nothing else travels there.
+        if header.apid == APID_CONTROL and not isinstance(pdu, AckPdu):
+            self._bad("PDU other than an ACK on the control APID")
+            return
         if pdu.direction != Direction.TOWARDS_RECEIVER or pdu.dest_entity_id.value != GROUND_ENTITY.value:
             self._bad("PDU not addressed to the ground entity")
             return

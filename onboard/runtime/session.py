@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from onboard import sysinfo
+from onboard import sysinfo, threads
 from onboard.compress.ccsds123 import COMPILED as ccsds123_compiled
 from onboard.compress.cube_coding import CubeCoding
 from onboard.config import Config, ResidueConfig
@@ -101,7 +101,9 @@ def classical_classifier(sensor: str, wavelengths_nm: ArrayLike, residue: Residu
 
 
 def build_session(config: Config) -> Session:
-    """Everything ``onboard run`` needs, from a validated Config."""
+    """Everything ``onboard run`` needs, from a validated Config. Sets the process's thread
+    pools first (``[run] threads``, :mod:`onboard.threads`): a library caller gets them too."""
+    threads.configure(config.run.threads)
     sensor = SENSORS[config.run.sensor]
     setup = sensor.setup(config)
     if config.run.replay:
