@@ -15,13 +15,14 @@ machine, one thread), and the refusal where the cube does not cover the sensor's
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import click
 
 from export import real_cubes
 from onboard.formats.products import ProductKind
@@ -53,13 +54,12 @@ def fly(scene: Path, sensor: str, frames: int, work: Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--frames", type=int, default=4, show_default=True, help="frames flown per cube and sensor")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(frames: int, json_path: Path | None) -> None:
     if real_cubes.folder() is None:
-        sys.exit(f"no shared/data/real_cubes found; set {real_cubes.ENV}")
+        raise click.ClickException(f"no shared/data/real_cubes found; set {real_cubes.ENV}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -67,7 +67,7 @@ def main() -> None:
             rc = real_cubes.load(name)
             scene = write_scene(work / f"{name}.npz", rc.data.transpose(1, 2, 0), rc.wavelengths_nm)
             for sensor in SENSORS:
-                rows.append({"cube": name, "sensor": sensor, **fly(scene, sensor, args.frames, work)})
+                rows.append({"cube": name, "sensor": sensor, **fly(scene, sensor, frames, work)})
     print("| cube | sensor | frames | PSNR recon / denoised dB | SAM recon / denoised deg | residue products | frame ms |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -77,8 +77,8 @@ def main() -> None:
         print(f"| {r['cube']} | {r['sensor']} | {r['frames']} | {r['psnr_reconstructed_db']:.2f} / "
               f"{r['psnr_denoised_db']:.2f} | {r['sam_reconstructed_deg']:.2f} / {r['sam_denoised_deg']:.2f} | "
               f"{r['residue_products']} | {1000 * r['median_frame_s']:.0f} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

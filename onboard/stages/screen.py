@@ -54,8 +54,8 @@ neither way: an unreadable pixel is not evidence of a cloud); ``worth_sending`` 
 
 **What a frame not worth sending still sends** (``ScreenRule.cloudy_frames``, the first part of
 the downlink's value rule): ``"residue"`` (default) its residue map, which carries the
-screening mask, and its events, while the quick-look and the cube stay in the on-board
-archive (a ground request fetches them while storage lasts); ``"events"`` its events only;
+screening mask, and its events, while the quick-look, the cube and the raw frame stay in the
+on-board archive (a ground request fetches them while storage lasts); ``"events"`` its events only;
 ``"all"`` everything, as before screening. ``held_kinds`` names the kinds held back.
 """
 
@@ -91,8 +91,8 @@ CloudyFrames = Literal["all", "residue", "events"]
 #: Product kinds a frame not worth sending keeps on board, per ``cloudy_frames``.
 HELD_KINDS: dict[str, frozenset[ProductKind]] = {
     "all": frozenset(),
-    "residue": frozenset({ProductKind.QUICKLOOK, ProductKind.CUBE}),
-    "events": frozenset({ProductKind.RESIDUE, ProductKind.QUICKLOOK, ProductKind.CUBE}),
+    "residue": frozenset({ProductKind.QUICKLOOK, ProductKind.CUBE, ProductKind.RAW}),
+    "events": frozenset({ProductKind.RESIDUE, ProductKind.QUICKLOOK, ProductKind.CUBE, ProductKind.RAW}),
 }
 
 
