@@ -249,3 +249,18 @@ def test_a_frame_not_worth_sending_holds_back_what_the_rule_says(cloudy_frames: 
     assert len(told) == bool(held)
     clear = _session("imspoc", cover=0.0).pipeline.process(next(iter(_session("imspoc", cover=0.0).source))[0])
     assert clear.screening is not None and clear.screening.worth_sending and clear.held == []
+
+
+def test_the_mask_rides_the_compact_residue_coding_and_a_cloudy_frame_holds_its_raw_product() -> None:
+    """With ``[products] residue_coding = "ccsds123"`` the residue payload still carries the
+    screening mask; a frame not worth sending holds back its raw frame too."""
+    session = build_session(from_dict({"run": {"seed": 2}, "scene": {"size": 192, "seed": 2},
+                                       "clouds": {"seed": 2, "cover": 0.9, "kind": "thick"},
+                                       "products": {"residue_coding": "ccsds123", "raw": True}}))
+    frame, _ = next(iter(session.source))
+    result = session.pipeline.process(frame)
+    assert result.screening is not None and not result.screening.worth_sending
+    residue = next(p for p in result.products if p.kind == ProductKind.RESIDUE)
+    assert residue.meta["coding"] == "ccsds123"
+    np.testing.assert_array_equal(decode_arrays(residue.payload, residue.kind)["screen"], result.screening.mask)
+    assert "raw_00000000" in result.held and residue.name not in result.held
