@@ -129,13 +129,9 @@ def background_load(n: int) -> Iterator[None]:
             p.wait()
 
 
-def _label(r: dict) -> str:
-    return f"{r['engine']} / {r['coding']['cube']}" if "coding" in r else r["engine"]
-
-
 def _print(results: list[dict], sensor: str, frames: int, load: int) -> None:
     console = Console(width=max(Console().width, 132))  # a pipe gets 80 columns: too few for the link table
-    under = f", beside {load} busy processes" if load else ""
+    under = f", beside {load} busy process{'es' if load > 1 else ''}" if load else ""
     stages = Table(title=f"onboard bench ({sensor}, {frames} frames each{under})")
     for col in ("engine / coding", "stage", "ran on", "median ms", "p95 ms"):
         stages.add_column(col, justify="left" if col in ("engine / coding", "stage", "ran on") else "right")
@@ -150,7 +146,7 @@ def _print(results: list[dict], sensor: str, frames: int, load: int) -> None:
         if "error" in r:
             stages.add_row(r["engine"], "unavailable", r["error"], "", "")
             continue
-        name = _label(r)
+        name = f"{r['engine']} / {r['coding']['cube']}"
         for s, v in r["stages"].items():
             stages.add_row(name, s, v["engine"] or "numpy (no engine)", f"{v['median_ms']:.1f}", f"{v['p95_ms']:.1f}")
         stages.add_row(name, "frame total", "", f"{r['median_frame_ms']:.1f}", f"{r['p95_frame_ms']:.1f}")
