@@ -5,8 +5,9 @@ For each engine configuration that loads here (the classical stages always; lear
 through each available engine and precision when a model bundle is present), and each product
 coding asked for, it processes the same simulated frames and reports median and
 95th-percentile latency per stage and per frame, frames per second, which stages ran an
-inference engine and the share of frame time spent outside them, start-up time to the first
-frame, and peak resident memory. Beside that, the link view: each product's bytes, its coding,
+inference engine, the time spent inside the engines (the model alone: a learned denoiser's
+eigen-decomposition around it is numpy work, not inference) and the share of frame time
+spent outside them, start-up time to the first frame, and peak resident memory. Beside that, the link view: each product's bytes, its coding,
 its bytes on the link (CFDP, Space Packet and link framing, firmware_bridge's estimate), and
 the frames per hour that fit at 9.6, 115.2 and 1000 kbit/s with every product and with each
 product alone. It prints tables and can write JSON. Simulating the instrument is not part of
@@ -34,6 +35,7 @@ from firmware_bridge.link import ByteRate
 from onboard import sysinfo
 from onboard.config import Config, ConfigError, override
 from onboard.config import load as load_config
+from onboard.engines.base import Engine
 from onboard.formats.products import Product
 from onboard.runtime.pipeline import Pipeline
 from onboard.runtime.sensors import SessionError
@@ -46,14 +48,14 @@ RATES_KBIT = (9.6, 115.2, 1000.0)
 CODINGS = ("npz", "ccsds123")
 
 
-def engine_stages(pipeline: Pipeline) -> dict[str, str]:
-    """Stage -> engine label for the stages whose function runs an inference engine now (a
-    learned stage that fell back to the classical one is not among them)."""
+def engine_stages(pipeline: Pipeline) -> dict[str, Engine]:
+    """Stage -> engine for the stages whose function runs an inference engine now (a learned
+    stage that fell back to the classical one is not among them)."""
     out = {}
     for stage in ("denoise", "classify"):
         fn = getattr(pipeline, stage)
         if isinstance(fn, LearnedDenoiser | LearnedResidue):
-            out[stage] = fn.engine.label
+            out[stage] = fn.engine
     return out
 
 
@@ -84,19 +86,25 @@ def bench_configuration(config: Config, frames: int, warmup: int) -> dict:
     pending = [f for f, _ in source]
     for f in pending[: max(warmup - 1, 0)]:
         session.pipeline.process(f)
+    engines = engine_stages(session.pipeline)
     per_stage: dict[str, list[float]] = {}
-    totals = []
+    in_engine: dict[str, list[float]] = {s: [] for s in engines}
+    totals, inference = [], []
     for f in pending[max(warmup - 1, 0):]:
+        before = {s: e.infer_seconds for s, e in engines.items()}
         r = session.pipeline.process(f)
         for s, v in r.seconds.items():
             per_stage.setdefault(s, []).append(v)
+        for s, e in engines.items():
+            in_engine[s].append(e.infer_seconds - before[s])
         totals.append(sum(r.seconds.values()))
-    engines = engine_stages(session.pipeline)
+        inference.append(sum(in_engine[s][-1] for s in engines))
     stages = {s: {"median_ms": 1000 * float(np.median(v)), "p95_ms": 1000 * float(np.percentile(v, 95)),
-                  "engine": engines.get(s)}
+                  "engine": engines[s].label if s in engines else None,
+                  "in_engine_median_ms": 1000 * float(np.median(in_engine[s])) if s in engines else 0.0}
               for s, v in per_stage.items()}
     median_total = float(np.median(totals))
-    inference = sum(float(np.median(per_stage[s])) for s in engines if s in per_stage)
+    share = float(np.median([1 - i / t for i, t in zip(inference, totals, strict=True)]))
     return {
         "engine": config.engine.engine,
         "engine_description": session.engine_description,
@@ -107,8 +115,8 @@ def bench_configuration(config: Config, frames: int, warmup: int) -> dict:
         "median_frame_ms": 1000 * median_total,
         "p95_frame_ms": 1000 * float(np.percentile(totals, 95)),
         "frames_per_s": 1.0 / median_total if median_total > 0 else float("inf"),
-        "inference_ms": 1000 * inference,
-        "non_inference_share": 1.0 - inference / median_total if median_total > 0 else 0.0,
+        "inference_ms": 1000 * float(np.median(inference)),
+        "non_inference_share": share,
         "startup_to_first_frame_s": startup,
         "frame_shape": list(session.frame_shape),
         "cube_shape": session.cube_shape,
@@ -133,7 +141,7 @@ def _print(results: list[dict], sensor: str, frames: int, load: int) -> None:
     console = Console(width=max(Console().width, 132))  # a pipe gets 80 columns: too few for the link table
     under = f", beside {load} busy process{'es' if load > 1 else ''}" if load else ""
     stages = Table(title=f"onboard bench ({sensor}, {frames} frames each{under})")
-    for col in ("engine / coding", "stage", "ran on", "median ms", "p95 ms"):
+    for col in ("engine / coding", "stage", "ran on", "median ms", "p95 ms", "in the engine ms"):
         stages.add_column(col, justify="left" if col in ("engine / coding", "stage", "ran on") else "right")
     summary = Table(title="per frame")
     for col in ("engine / coding", "frames/s", "inference ms", "non-inference share", "start-up ms"):
@@ -144,12 +152,14 @@ def _print(results: list[dict], sensor: str, frames: int, load: int) -> None:
         link.add_column(col, justify="left" if col in ("engine / coding", "product", "coding") else "right")
     for r in results:
         if "error" in r:
-            stages.add_row(r["engine"], "unavailable", r["error"], "", "")
+            stages.add_row(r["engine"], "unavailable", r["error"], "", "", "")
             continue
         name = f"{r['engine']} / {r['coding']['cube']}"
         for s, v in r["stages"].items():
-            stages.add_row(name, s, v["engine"] or "numpy (no engine)", f"{v['median_ms']:.1f}", f"{v['p95_ms']:.1f}")
-        stages.add_row(name, "frame total", "", f"{r['median_frame_ms']:.1f}", f"{r['p95_frame_ms']:.1f}")
+            stages.add_row(name, s, v["engine"] or "numpy (no engine)", f"{v['median_ms']:.1f}", f"{v['p95_ms']:.1f}",
+                           f"{v['in_engine_median_ms']:.1f}" if v["engine"] else "")
+        stages.add_row(name, "frame total", "", f"{r['median_frame_ms']:.1f}", f"{r['p95_frame_ms']:.1f}",
+                       f"{r['inference_ms']:.1f}")
         summary.add_row(name, f"{r['frames_per_s']:.2f}", f"{r['inference_ms']:.1f}",
                         f"{100 * r['non_inference_share']:.0f} %", f"{1000 * r['startup_to_first_frame_s']:.0f}")
         for kind, p in r["link"]["products"].items():

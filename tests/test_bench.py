@@ -43,8 +43,8 @@ def test_bench_reports_each_engine_and_stage(tmp_path) -> None:
         r = results[name]
         assert {"radiometric", "reconstruct", "denoise", "classify", "package"} <= set(r["stages"])
         assert r["frames"] == 2 and r["frames_per_s"] > 0 and 0 <= r["non_inference_share"] <= 1
-        ran = [s for s, v in r["stages"].items() if v["engine"]]
-        assert r["inference_ms"] == pytest.approx(sum(r["stages"][s]["median_ms"] for s in ran))
+        for v in r["stages"].values():  # time inside an engine is part of its stage's time
+            assert 0 <= v["in_engine_median_ms"] <= v["median_ms"] and (v["in_engine_median_ms"] > 0) == bool(v["engine"])
     # auto: the ImSPOC denoiser stays classical by default ([denoise] method), so it is not inference
     assert results["auto"]["stages"]["denoise"]["engine"] is None
     assert "engine" in results["nonsense"]["error"]  # an unknown engine is reported, not fatal
@@ -52,7 +52,7 @@ def test_bench_reports_each_engine_and_stage(tmp_path) -> None:
     stages = {(r[0], r[1]): r for r in _rows(stdout, "onboard bench")}
     total = stages[("classical / npz", "frame total")]
     c = results["classical"]
-    assert (total[3], total[4]) == (f"{c['median_frame_ms']:.1f}", f"{c['p95_frame_ms']:.1f}")
+    assert total[3:] == [f"{c['median_frame_ms']:.1f}", f"{c['p95_frame_ms']:.1f}", "0.0"]
     [summary] = [r for r in _rows(stdout, "per frame") if r[0] == "classical / npz"]
     assert summary[1] == f"{c['frames_per_s']:.2f}" and summary[2] == "0.0"
 
