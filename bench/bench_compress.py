@@ -45,7 +45,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-RATES_KBIT = (9.6, 115.2, 1000.0)
+from onboard.bench import RATES_KBIT  # noqa: E402
+
 Q_STEP = 1e-3
 NEAR_STEP, NEAR_LIMIT = 1e-4, 4
 
@@ -151,16 +152,6 @@ def _timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
     return out, float(np.median(times))
 
 
-def _wire_bytes(product_bytes: int) -> int:
-    """Bytes on the link for one product file: CFDP PDUs in Space Packets in link frames."""
-    from firmware_bridge.cfdp.sender import transfer_packet_sizes
-    from firmware_bridge.link import ByteRate
-    from firmware_bridge.spool import SpoolEntry
-
-    entry = SpoolEntry(3, 0, "cube", "cube_00000001", Path("cube_00000001.obpr"), product_bytes)
-    return round(ByteRate(1.0).drain_time_s(transfer_packet_sizes(entry)))
-
-
 def _product_bytes(payload: bytes) -> int:
     from onboard.formats.products import Product, ProductKind
 
@@ -169,6 +160,9 @@ def _product_bytes(payload: bytes) -> int:
 
 def _measure(name: str, inputs: list[np.ndarray], checks: list[Callable[[np.ndarray, str], None]],
              coders: tuple[str, ...], repeats: int, others: list[dict] | None, raw: bool = False) -> list[dict]:
+    from firmware_bridge.cfdp.sender import transfer_wire_bytes
+    from firmware_bridge.link import ByteRate
+
     rows = []
     for coder, (enc, dec) in _coders(raw).items():
         if coder not in coders:
@@ -181,10 +175,10 @@ def _measure(name: str, inputs: list[np.ndarray], checks: list[Callable[[np.ndar
             sizes.append(len(blob))  # type: ignore[arg-type]
             enc_s.append(te)
             dec_s.append(td)
-            wire.append(_wire_bytes(_product_bytes(blob)))  # type: ignore[arg-type]
+            wire.append(transfer_wire_bytes(_product_bytes(blob)))  # type: ignore[arg-type]
         if others:  # the compact residue map goes with CCSDS 123 cubes, today's npz with the rest
             key = "other_products_compact" if coder.startswith("CCSDS 123") else "other_products"
-            wire_all = [w + sum(_wire_bytes(v) for v in o[key].values()) for w, o in zip(wire, others, strict=True)]
+            wire_all = [w + sum(transfer_wire_bytes(v, f"{k}_00000001") for k, v in o[key].items()) for w, o in zip(wire, others, strict=True)]
             row_others = {k: float(np.mean([o[key][k] for o in others])) for k in others[0][key]}
         n = inputs[0].size
         row = {"data": name, "coder": coder, "samples": n, "bytes": float(np.mean(sizes)),
@@ -195,9 +189,10 @@ def _measure(name: str, inputs: list[np.ndarray], checks: list[Callable[[np.ndar
         if others:
             row["other_product_bytes"] = row_others
         for rate in RATES_KBIT:
-            row[f"frames_per_hour_{rate:g}k"] = 3600 * rate * 1000 / 8 / row["wire_bytes"]
+            link = ByteRate.bits(rate * 1000)
+            row[f"frames_per_hour_{rate:g}k"] = link.per_hour(row["wire_bytes"])
             if wire_all:
-                row[f"all_products_frames_per_hour_{rate:g}k"] = 3600 * rate * 1000 / 8 / float(np.mean(wire_all))
+                row[f"all_products_frames_per_hour_{rate:g}k"] = link.per_hour(float(np.mean(wire_all)))
         rows.append(row)
     return rows
 

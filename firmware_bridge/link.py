@@ -74,15 +74,24 @@ class ByteRate:
 
     def drain_time_s(self, bodies: Iterable[bytes | int], authenticated: bool = False) -> float:
         """Time to send one frame per body: exact wire size for bytes, worst case for a length."""
-        total = 0
-        for b in bodies:
-            if isinstance(b, int):
-                total += wire_size(b, authenticated)
-            elif authenticated:
-                total += wire_size(len(b), authenticated)
-            else:
-                total += len(encode(Frame(0, 0, bytes(b))))
-        return self.seconds(total)
+        return self.seconds(wire_bytes(bodies, authenticated))
+
+    def per_hour(self, nbytes: int) -> float:
+        """How many ``nbytes`` items (e.g. one frame's products on the wire) leave in an hour."""
+        return 3600 * self.bytes_per_s / nbytes
+
+
+def wire_bytes(bodies: Iterable[bytes | int], authenticated: bool = False) -> int:
+    """Bytes on the line for one frame per body: exact for bytes, worst case (COBS) for a length."""
+    total = 0
+    for b in bodies:
+        if isinstance(b, int):
+            total += wire_size(b, authenticated)
+        elif authenticated:
+            total += wire_size(len(b), authenticated)
+        else:
+            total += len(encode(Frame(0, 0, bytes(b))))
+    return total
 
 
 UNPACED = ByteRate(math.inf)

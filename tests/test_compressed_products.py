@@ -127,20 +127,13 @@ def test_every_product_of_a_frame_fits_three_times_more_frames_an_hour_at_9600_b
     """Issue 16: 22 ImSPOC frames an hour with every product before; at least 3x with the
     compact residue map, the quick-look and the near-lossless cube (CFDP, Space Packet and
     link framing overhead included)."""
-    from pathlib import Path
+    from firmware_bridge.cfdp.sender import transfer_wire_bytes
+    from firmware_bridge.link import RADIO_9600
 
-    from firmware_bridge.cfdp.sender import transfer_packet_sizes
-    from firmware_bridge.link import RADIO_9600, ByteRate
-    from firmware_bridge.spool import SpoolEntry
+    def wire(products: list[Product]) -> int:
+        return sum(transfer_wire_bytes(len(p.to_bytes()), p.name) for p in products)
 
-    def wire(products: list[Product]) -> float:
-        total = 0.0
-        for p in products:
-            entry = SpoolEntry(p.priority or 0, 0, p.kind.value, p.name, Path(p.name + ".obpr"), len(p.to_bytes()))
-            total += ByteRate(1.0).drain_time_s(transfer_packet_sizes(entry))
-        return total
-
-    per_hour = {k: 3600 * RADIO_9600.bytes_per_s / wire(v[2]) for k, v in frame_products.items()}
+    per_hour = {k: RADIO_9600.per_hour(wire(v[2])) for k, v in frame_products.items()}
     assert per_hour["npz"] < 25  # today's products, as the issue measured them
     assert per_hour["ccsds123"] >= 3 * 22
 

@@ -53,7 +53,7 @@ from firmware_bridge.cfdp.common import (
     parse_pdu,
     unwrap,
 )
-from firmware_bridge.link import ByteRate
+from firmware_bridge.link import ByteRate, wire_bytes
 from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
 
 log = logging.getLogger(__name__)
@@ -353,6 +353,17 @@ def transfer_packet_sizes(entry: SpoolEntry, config: DownlinkConfig | None = Non
             while (h := src.get_next_packet()) is not None:
                 sizes.append(CCSDS_HEADER_LEN + len(h.pdu.pack()))
         return sizes
+
+
+def transfer_wire_bytes(product_bytes: int, name: str = "cube_00000001",
+                        config: DownlinkConfig | None = None) -> int:
+    """Bytes on the link for one product file of ``product_bytes`` named ``name`` (the
+    product's name: it travels in the Metadata PDU) sent once without losses: its CFDP PDUs
+    in Space Packets in link frames (COBS at its worst case). What a frame's products cost the
+    downlink (``onboard bench``, bench/bench_compress.py)."""
+    kind = name.rpartition("_")[0] or name
+    entry = SpoolEntry(0, 0, kind, name, Path(f"00.0000000000.{kind}.{name}"), product_bytes)
+    return wire_bytes(transfer_packet_sizes(entry, config))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ an engine is a context manager doing both. An engine that cannot be used raises
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,9 @@ class Engine(ABC):
         self.precision = precision
         #: Things that work but not as asked (e.g. a GPU provider that fell back to CPU).
         self.warnings: list[str] = []
+        #: Wall time spent inside the model (``_infer``), summed over every run: what a
+        #: benchmark counts as inference, apart from the stage's own numpy work around it.
+        self.infer_seconds = 0.0
         self._active = False
 
     @property
@@ -94,7 +98,9 @@ class Engine(ABC):
         for spec in self.inputs:
             spec.check(inputs[spec.name], sizes)
         feed = {t.name: np.ascontiguousarray(inputs[t.name]) for t in self.inputs}
+        t0 = time.perf_counter()
         outputs = self._infer(feed)
+        self.infer_seconds += time.perf_counter() - t0
         for spec in self.outputs:
             if spec.name not in outputs:
                 raise EngineError(f"{self.label} gave no output '{spec.name}'")
