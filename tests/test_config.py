@@ -37,3 +37,16 @@ def test_bad_config_is_refused_naming_the_key(tmp_path, text: str, message: str)
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "absent.toml")
+
+
+def test_the_readmes_mission_file_is_accepted_as_written(tmp_path) -> None:
+    """Users copy the README's sample mission file: every key in it must be one the loader
+    knows, with a value it accepts (a renamed key would otherwise be refused at their launch)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [block] = [b.split("```")[0] for b in readme.split("```toml\n")[1:] if "[run]" in b]
+    p = tmp_path / "mission.toml"
+    p.write_text(block)
+    c = config.load(p)
+    assert c.products.cube_coding == "ccsds123" and c.screen.max_cloud_share == 0.7
