@@ -98,7 +98,10 @@ def _characterise_here(name: str, data: Path, out: Path, mono: bool) -> None:
         y, bands = acq.responses(), default_bands(c)
         s["monochromatic"] = [vars(check_lines(c.bank, acq.sigma, y, bands, prior))
                               for prior in ("ridge", "smooth")]
+    # (older code holds no Huber scale: its robust fits are not verified)
+    scale = getattr(c.result, "huber_scale", np.full(len(c.bank), np.nan))
     np.savez(out, summary=json.dumps(s, default=int), outliers=c.result.outliers,
+             huber_scale=scale,
              ambiguous=np.asarray(c.checks.get("ambiguous_index", []), dtype=int),
              harmonics_model=np.asarray(-1 if c.selection.harmonics is None
                                         else c.selection.harmonics),
@@ -164,7 +167,7 @@ def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0
     # imported here: a --worker of older code has none of these
     from calibration.initialise import initialise
     from calibration.model_selection import with_degree
-    from calibration.opd_search import IMPROVEMENT, profile_costs
+    from calibration.opd_search import IMPROVEMENT, loss_kwargs, profile_costs
     from calibration.regression import fit
 
     y, sigma = acq.responses(), acq.sigma
@@ -176,15 +179,16 @@ def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0
                     sigma, bank.gain_cheb.shape[1] - 1)
     n = len(bank)
     # the reported fit's cost, on the same definition (0 iterations from the fit itself)
-    reported = fit(y, sigma, g, harmonics=harmonics, reflectivity_degree=degree, robust=False,
-                   line_weights=None if keep.all() else keep.astype(float), start=bank,
-                   max_iterations=0, uncertainty=False).robust_cost
+    scale = fit_["huber_scale"]
+    reported = fit(y, sigma, g, harmonics=harmonics, reflectivity_degree=degree, start=bank,
+                   max_iterations=0, uncertainty=False,
+                   **loss_kwargs(scale, keep, np.arange(n))).robust_cost
     res = 1.0 / float(np.ptp(sigma))
     offsets = np.arange(-cells, cells + step / 2, step) * res
     rows = np.repeat(np.arange(n), offsets.size)
     opd = bank.opd_um[rows] + np.tile(offsets, n)
     cost = np.empty(rows.size)
-    current = _as_result(bank, n, y.shape[1])
+    current = _as_result(bank, n, y.shape[1], scale)
     for i in range(0, rows.size, chunk):
         sl = slice(i, i + chunk)
         cost[sl] = profile_costs(current, y, sigma, g, harmonics, degree, rows[sl], opd[sl],
@@ -193,9 +197,9 @@ def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0
     lowest = cost.min(axis=1)
     ambiguous = np.zeros(n, bool)
     ambiguous[fit_["ambiguous"]] = True
-    # interferometers with outlier lines carry a robust (Huber) fit: not a least-squares
-    # minimum, so not checked against one
-    robust = ~keep.all(axis=1)
+    # interferometers with outlier lines are checked on their Huber cost at the scale their
+    # fit held; a fit that holds none (older code) is not checked
+    robust = ~keep.all(axis=1) & ~np.isfinite(scale)
     lower = (lowest < (1.0 - IMPROVEMENT) * reported) & ~robust
     where = offsets[np.argmin(cost, axis=1)] / res
     return {"lower": int((lower & ~ambiguous).sum()), "lower_ambiguous": int((lower & ambiguous).sum()),
@@ -206,13 +210,13 @@ def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0
             "points": int(rows.size)}
 
 
-def _as_result(bank, n: int, s: int):
-    """A FitResult holding only a bank (what the scan starts from)."""
+def _as_result(bank, n: int, s: int, huber_scale: np.ndarray):
+    """A FitResult holding only a bank and its Huber scales (what the scan starts from)."""
     from calibration.regression import FitResult
 
     nan = np.full(n, np.nan)
     return FitResult(bank, np.zeros((n, s)), nan, np.zeros((n, s), bool), nan[:, None], 0,
-                     np.ones(n, bool), nan)
+                     np.ones(n, bool), nan, huber_scale)
 
 
 def simulated() -> list[dict]:

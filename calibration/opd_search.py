@@ -77,8 +77,6 @@ class SearchResult:
     moved: the fit was replaced by a lower minimum a tenth of a cell away or more.
     ambiguous: the best two minima are within the noise; ``alternative_opd_um`` and
     ``alternative_cost`` (NaN elsewhere) are the other one's. starts: starts screened.
-    searched: the interferometers searched (not those with outlier lines, whose robust fit
-    has no least-squares cost to compare).
     """
 
     moved: NDArray[np.bool_]
@@ -87,19 +85,27 @@ class SearchResult:
     alternative_cost: NDArray[np.float64]
     starts: int
     refined: int
-    searched: NDArray[np.bool_]
 
     def summary(self) -> dict:
         return {"search_starts": self.starts, "search_refined": self.refined,
                 "search_moved": int(self.moved.sum()), "ambiguous": int(self.ambiguous.sum()),
-                "search_skipped_outlier_rows": int((~self.searched).sum()),
                 "search_moved_index": np.flatnonzero(self.moved).tolist(),
                 "ambiguous_index": np.flatnonzero(self.ambiguous).tolist()}
 
 
 def _fit_kw(harmonics: int | None, degree: int) -> dict:
-    return {"harmonics": harmonics, "reflectivity_degree": degree, "robust": False,
-            "uncertainty": False}
+    return {"harmonics": harmonics, "reflectivity_degree": degree, "uncertainty": False}
+
+
+def loss_kwargs(huber_scale: NDArray, keep: NDArray[np.bool_] | None, rows: NDArray) -> dict:
+    """The cost of the fits of ``rows``, each its own: least squares on every line where
+    ``huber_scale`` is NaN, elsewhere the Huber loss at the scale held since the outliers
+    were named, without the outlier lines (``keep`` False)."""
+    scale = huber_scale[rows]
+    if not np.isfinite(scale).any():
+        return {"robust": False, "line_weights": _weights(keep, rows)}
+    lw = np.ones((rows.size, 1)) if keep is None else keep[rows].astype(float)
+    return {"robust": True, "huber_scale": scale, "line_weights": lw}
 
 
 def _weights(keep: NDArray[np.bool_] | None, rows: NDArray) -> NDArray | None:
@@ -127,8 +133,8 @@ def _start_bank(result: FitResult, rows: NDArray, opd_um: NDArray, phase_rad: ND
                    gain_cheb=bank.gain_cheb if gain_cheb is None else gain_cheb)
 
 
-def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um: NDArray
-            ) -> tuple[NDArray, NDArray, NDArray]:
+def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um: NDArray,
+            keep: NDArray[np.bool_]) -> tuple[NDArray, NDArray, NDArray]:
     """Cost (M,), phase (M,) and gain series (M, Dg+1) of each start: OPD ``opd_um``, the
     data's phase there, the fit's reflectivity, the gain series refitted by linear least
     squares (the model is linear in it). One response evaluation per start, no
@@ -144,6 +150,8 @@ def _screen(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray, opd_um
     q = vg.shape[1]
     vgg = np.einsum("sj,sk->sjk", vg, vg).reshape(sigma.size, -1)
     ys = y[rows]
+    if not keep[rows].all():  # outlier lines left out (a Huber cost is at most this)
+        a, ys = a * keep[rows], ys * keep[rows]
     m = ((a * a) @ vgg).reshape(-1, q, q)
     m += 1e-12 * np.einsum("npp->np", m).max(axis=1)[:, None, None] * np.eye(q)[None]
     rhs = (a * ys) @ vg
@@ -160,9 +168,9 @@ def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess
     cost of series shifted into the bounds (a point the search could report) rather than
     the penalised cost (enough to rank starts)."""
     start = _start_bank(result, rows, opd_um, _start_phase(result, y, sigma, rows, opd_um))
-    return fit(y[rows], sigma, g.rows(rows), start=start, line_weights=_weights(keep, rows),
-               max_iterations=iterations, fixed_opd=True, exact_bounds=exact_bounds,
-               **_fit_kw(harmonics, degree))
+    return fit(y[rows], sigma, g.rows(rows), start=start, max_iterations=iterations,
+               fixed_opd=True, exact_bounds=exact_bounds, polish=exact_bounds,
+               **loss_kwargs(result.huber_scale, keep, rows), **_fit_kw(harmonics, degree))
 
 
 def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> NDArray:
@@ -183,22 +191,44 @@ def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> 
 
 
 def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
-           harmonics: int | None, degree: int, trend_opd_um: NDArray, rows: NDArray
+           harmonics: int | None, degree: int, trend_opd_um: NDArray, keep: NDArray[np.bool_]
            ) -> tuple[FitResult, SearchResult]:
-    """The search of the module docstring on the interferometers ``rows`` of ``result``
-    (least-squares fits on every line), in rounds: one that moved is searched again from
-    where it landed (few-fringe ones have chains of minima a fraction of a cell apart, each
-    lower than the last), up to ``ROUNDS`` times."""
+    """The search of the module docstring on every interferometer of ``result``, each on
+    its own cost (least squares, or Huber at its held scale without the lines ``keep``
+    drops), in rounds: one that moved is searched again from where it landed (few-fringe
+    ones have chains of minima a fraction of a cell apart, each lower than the last), up to
+    ``ROUNDS`` times. The two kinds are searched apart, so the least-squares batch keeps its
+    unit-weight products."""
     n = y.shape[0]
-    searched = np.zeros(n, bool)
-    searched[rows] = True
     found = SearchResult(np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan),
-                         np.full(n, np.nan), 0, 0, searched)
+                         np.full(n, np.nan), 0, 0)
+    robust = np.isfinite(result.huber_scale)
+    for group in (np.flatnonzero(~robust), np.flatnonzero(robust)):
+        result = _search_rounds(result, y, sigma, g, harmonics, degree, trend_opd_um, keep,
+                                group, found)
+    found.alternative_opd_um[~found.ambiguous] = np.nan
+    found.alternative_cost[~found.ambiguous] = np.nan
+    return result, found
+
+
+def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
+                   harmonics: int | None, degree: int, trend_opd_um: NDArray,
+                   keep: NDArray[np.bool_], rows: NDArray, found: SearchResult) -> FitResult:
+    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, after
+    a polish of every fit (:func:`calibration.regression.fit`'s ``polish``: those that end
+    on a bound)."""
+    if rows.size:
+        polished = fit(y[rows], sigma, g.rows(rows), start=bank_rows(result.bank, rows),
+                       max_iterations=REFINE_ITERATIONS, polish=True,
+                       **loss_kwargs(result.huber_scale, keep, rows),
+                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
+        lower = polished.robust_cost < result.robust_cost[rows]
+        result = merge_rows(result, subset_result(polished, np.flatnonzero(lower)), rows[lower], y)
     for _ in range(ROUNDS):
         if rows.size == 0:
             break
         part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
-                               harmonics, degree, trend_opd_um[rows])
+                               harmonics, degree, trend_opd_um[rows], keep[rows])
         result = merge_rows(result, part, rows, y)
         found.moved[rows] |= f.moved
         found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
@@ -207,14 +237,12 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         found.starts += f.starts
         found.refined += f.refined
         rows = rows[f.moved]
-    found.alternative_opd_um[~found.ambiguous] = np.nan
-    found.alternative_cost[~found.ambiguous] = np.nan
-    return result, found
+    return result
 
 
 def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
-                 harmonics: int | None, degree: int, trend_opd_um: NDArray
-                 ) -> tuple[FitResult, SearchResult]:
+                 harmonics: int | None, degree: int, trend_opd_um: NDArray,
+                 keep: NDArray[np.bool_]) -> tuple[FitResult, SearchResult]:
     """One round of the search on every interferometer of ``result``."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
@@ -225,7 +253,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     far = np.abs(cand - opd[:, None]) >= 0.5 * resolution - 1e-9
     ok = np.isfinite(cand) & (cand > 0.5 * resolution) & far
     row, col = np.nonzero(ok)
-    screened, phase, gain = _screen(result, y, sigma, row, cand[row, col])
+    screened, phase, gain = _screen(result, y, sigma, row, cand[row, col], keep)
     table = np.full(cand.shape, np.inf)
     table[row, col] = screened
     best = np.argmin(table, axis=1)
@@ -241,7 +269,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         fine = np.arange(-RUGGED_CELLS, RUGGED_CELLS + 1e-9, RUGGED_STEP_CELLS) * resolution
         r_rows = np.repeat(rugged, fine.size)
         prof = profile_costs(result, y, sigma, g, harmonics, degree, r_rows,
-                             opd[r_rows] + np.tile(fine, rugged.size), None, RUGGED_ITERATIONS)
+                             opd[r_rows] + np.tile(fine, rugged.size), keep, RUGGED_ITERATIONS)
         costs = prof.robust_cost.reshape(rugged.size, fine.size)
         j = np.argmin(costs, axis=1)
         lower = costs[np.arange(rugged.size), j] < best_cost[rugged]
@@ -264,7 +292,8 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     alt_cost = np.full(n, np.nan)
     if todo.size:
         refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
-                      max_iterations=REFINE_ITERATIONS,
+                      max_iterations=REFINE_ITERATIONS, polish=True,
+                      **loss_kwargs(result.huber_scale, keep, todo),
                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
         new_cost = refined.robust_cost
         distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
@@ -278,5 +307,4 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size),
-                                np.ones(n, bool))
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size))
