@@ -58,10 +58,12 @@ PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
 #: (+- RUGGED_CELLS, RUGGED_STEP_CELLS apart, OPD held, RUGGED_ITERATIONS each).
 FEW_FRINGES = 4
 RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.2, 6
+#: A fit this far (radians) from the data's phase at its own OPD is refitted from it.
+PHASE_BASIN_RAD = 0.2
 #: Rounds of the search (the next round searches only the interferometers that moved).
 ROUNDS = 4
-#: Iterations of the refinement of the best start.
-REFINE_ITERATIONS = 30
+#: Iterations of the refinement of the best start, and of the last polish of every fit.
+REFINE_ITERATIONS, POLISH_ITERATIONS = 30, 60
 #: A refined start replaces the fit where its cost is lower by this fraction.
 IMPROVEMENT = 1e-3
 #: Two minima whose costs differ by less than this many residual variances are ambiguous.
@@ -169,7 +171,7 @@ def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess
     the penalised cost (enough to rank starts)."""
     start = _start_bank(result, rows, opd_um, _start_phase(result, y, sigma, rows, opd_um))
     return fit(y[rows], sigma, g.rows(rows), start=start, max_iterations=iterations,
-               fixed_opd=True, exact_bounds=exact_bounds, polish=exact_bounds,
+               fixed_opd=True, exact_bounds=exact_bounds,
                **loss_kwargs(result.huber_scale, keep, rows), **_fit_kw(harmonics, degree))
 
 
@@ -214,16 +216,10 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
 def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                    harmonics: int | None, degree: int, trend_opd_um: NDArray,
                    keep: NDArray[np.bool_], rows: NDArray, found: SearchResult) -> FitResult:
-    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, after
+    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, then
     a polish of every fit (:func:`calibration.regression.fit`'s ``polish``: those that end
-    on a bound)."""
-    if rows.size:
-        polished = fit(y[rows], sigma, g.rows(rows), start=bank_rows(result.bank, rows),
-                       max_iterations=REFINE_ITERATIONS, polish=True,
-                       **loss_kwargs(result.huber_scale, keep, rows),
-                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
-        lower = polished.robust_cost < result.robust_cost[rows]
-        result = merge_rows(result, subset_result(polished, np.flatnonzero(lower)), rows[lower], y)
+    on a bound, and those a refinement left unconverged)."""
+    every = rows
     for _ in range(ROUNDS):
         if rows.size == 0:
             break
@@ -237,6 +233,21 @@ def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGues
         found.starts += f.starts
         found.refined += f.refined
         rows = rows[f.moved]
+    return _polish(result, y, sigma, g, harmonics, degree, keep, every)
+
+
+def _polish(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
+            harmonics: int | None, degree: int, keep: NDArray[np.bool_], every: NDArray
+            ) -> FitResult:
+    """The fits of ``every`` that a refinement or restart left unconverged, iterated on
+    (imspoc_uv_2 121: 5 % lower 30 iterations on)."""
+    part = every[~result.converged[every]]
+    if part.size:
+        polished = fit(y[part], sigma, g.rows(part), start=bank_rows(result.bank, part),
+                       max_iterations=POLISH_ITERATIONS, **loss_kwargs(result.huber_scale, keep, part),
+                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
+        lower = polished.robust_cost < result.robust_cost[part]
+        result = merge_rows(result, subset_result(polished, np.flatnonzero(lower)), part[lower], y)
     return result
 
 
@@ -249,13 +260,24 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     opd = result.bank.opd_um
     cand = np.concatenate([opd[:, None] + np.asarray(SCAN_CELLS)[None, :] * resolution,
                            _peaks(result, y, sigma, resolution), trend_opd_um[:, None]], axis=1)
-    # a start must be new: off the fit's main lobe centre by the scan's spacing, positive
+    # a start must be new: off the fit's main lobe centre by the scan's spacing, positive;
+    # or the fit's own OPD with the data's phase there (first column)
+    cand = np.concatenate([opd[:, None], cand], axis=1)
     far = np.abs(cand - opd[:, None]) >= 0.5 * resolution - 1e-9
+    far[:, 0] = True
     ok = np.isfinite(cand) & (cand > 0.5 * resolution) & far
     row, col = np.nonzero(ok)
     screened, phase, gain = _screen(result, y, sigma, row, cand[row, col], keep)
     table = np.full(cand.shape, np.inf)
     table[row, col] = screened
+    # a fit PHASE_BASIN_RAD or more off the data's phase at its own OPD may have stopped in
+    # another basin of phase and reflectivity (imspoc_uv_2 53: 0.24 rad off, 1.8 % more cost
+    # than from the data's phase): it is refitted from there whatever the screen says (the
+    # screen holds the fit's reflectivity, which such a start must change); others do not
+    # take this start
+    own = col == 0
+    off = np.abs(np.angle(np.exp(1j * (phase[own] - result.bank.phase_rad[row[own]]))))
+    table[row[own], 0] = np.where(off >= PHASE_BASIN_RAD, -np.inf, np.inf)
     best = np.argmin(table, axis=1)
     best_cost = table[np.arange(n), best]
     pick = np.searchsorted(np.flatnonzero(ok.ravel()), np.arange(n) * cand.shape[1] + best)
@@ -292,7 +314,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     alt_cost = np.full(n, np.nan)
     if todo.size:
         refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
-                      max_iterations=REFINE_ITERATIONS, polish=True,
+                      max_iterations=REFINE_ITERATIONS,
                       **loss_kwargs(result.huber_scale, keep, todo),
                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
         new_cost = refined.robust_cost
