@@ -51,7 +51,7 @@ from onboard.physics import fabry_perot
 from onboard.physics.interferometers import InterferometerBank
 
 #: OPD offsets of the scan around the fit, in resolution cells.
-SCAN_CELLS = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
+SCAN_CELLS = (-1.5, -1.25, -1.0, -0.5, 0.5, 1.0, 1.25, 1.5)
 #: Periodogram peaks tried per interferometer, and how far from the fit they are looked for.
 PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
 #: Under this many fringes across the sweep an interferometer's OPD is also profiled finely

@@ -445,8 +445,8 @@ def fit(
             moving = ok[~converged[ok]]
             if moving.size and iterations < limit:  # (the last step needs no rebuild)
                 normal_all[moving], grad_all[moving] = normal(moving)
-        if stage == "polish":  # (those not iterated on again keep what they had)
-            converged[~np.isin(np.arange(n), hit)] = first[~np.isin(np.arange(n), hit)]
+        if stage == "polish":  # (a polish cut short leaves a fit as converged as it was)
+            converged = first
     sig = np.full(theta.shape, np.nan)
     if exact_bounds:
         # the penalty leaves violations of order 1e-3 at most: shift them out (after a

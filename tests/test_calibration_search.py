@@ -69,26 +69,19 @@ def _lower_within_two_cells(c) -> np.ndarray:
 
 @pytest.mark.realdata
 @needs_shared
-@pytest.mark.parametrize("start, stop", [(110, 130), (185, 212)])
+@pytest.mark.parametrize("start, stop", [(44, 64), (110, 130), (185, 212)])
 def test_no_lower_cost_within_two_resolution_cells_on_imspoc_uv_2(start: int, stop: int) -> None:
     """(On the code before the bound polish and the polish of unconverged fits, the scan
     found 121 5 % lower, 192 and 209 0.4 % and 0.2 % lower, each at its own OPD.)"""
     c = characterise(_slice("imspoc_uv_2", start, stop))
     assert _lower_within_two_cells(c).size == 0, start + _lower_within_two_cells(c)
-    # interferometers with outlier lines (110 and 115) are checked too, on their Huber cost
+    # interferometers with outlier lines (46, 60, 110, 115) are checked too, on their Huber
+    # cost at the scale they hold
     robust = c.result.outliers.any(axis=1)
     assert robust.any() or start == 185
     assert np.array_equal(np.isfinite(c.result.huber_scale), robust)
-
-
-@pytest.mark.realdata
-@needs_shared
-def test_interferometer_53_in_its_lower_minimum_on_imspoc_uv_2() -> None:
-    """Interferometer 53 (row 9 here) sits in the lower minimum near 9.86 µm (the IRCA
-    reference: 9.856 µm), not at 10.04-10.10 µm; the scan finds nothing lower around it."""
-    c = characterise(_slice("imspoc_uv_2", 44, 64))
-    assert abs(c.bank.opd_um[9] - 9.86) < 0.05
-    assert 9 not in _lower_within_two_cells(c)
+    if start == 44:  # interferometer 53 (row 9) sits in the lower minimum near 9.86 µm
+        assert abs(c.bank.opd_um[9] - 9.86) < 0.05
 
 
 @pytest.mark.realdata
