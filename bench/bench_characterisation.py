@@ -36,11 +36,12 @@ cell or more.
 ``--verify`` checks every reported fit against a dense scan of its cost over +- 2
 resolution cells around its OPD, a tenth of a cell apart: at each point the OPD is held and
 everything else fitted (30 iterations, from the reported fit, the phase from the data), on
-the fit's own cost (least squares, its outlier lines left out), the series shifted into
-their bounds. ``lower`` counts interferometers where a point costs less than the reported
-fit by more than the search's ``IMPROVEMENT`` (0.1 %), among those not reported ambiguous
-and without outlier lines (those keep a robust Huber fit, not a least-squares minimum;
-their count is printed); with ``--baseline`` the old fits are scanned the same way.
+the fit's own cost (least squares; for an interferometer with outlier lines, Huber at the
+scale its fit held, those lines left out), the series shifted into their bounds and polished
+there. ``lower`` counts interferometers where a point costs less than the reported fit by
+more than the search's ``IMPROVEMENT`` (0.1 %), among those not reported ambiguous; with
+``--baseline`` the old fits are scanned the same way (older code holds no Huber scale: its
+interferometers with outlier lines are not checked, their count is printed).
 
 BLAS runs single-threaded: the work is many small products, where OpenBLAS threads cost
 more than they give (10x slower on a loaded 2-core machine).
@@ -203,6 +204,7 @@ def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0
     lower = (lowest < (1.0 - IMPROVEMENT) * reported) & ~robust
     where = offsets[np.argmin(cost, axis=1)] / res
     return {"lower": int((lower & ~ambiguous).sum()), "lower_ambiguous": int((lower & ambiguous).sum()),
+            "robust_checked": int((~keep.all(axis=1) & np.isfinite(scale)).sum()),
             "ambiguous": int(ambiguous.sum()), "robust_not_checked": int(robust.sum()),
             "lower_index": np.flatnonzero(lower & ~ambiguous).tolist(),
             "lower_at_cells": where[lower & ~ambiguous].round(2).tolist(),
@@ -307,17 +309,18 @@ def main() -> None:
     if args.verify:
         print("\ndense scan +- 2 resolution cells, 0.1 cell apart: interferometers with a lower "
               "cost than the reported fit (by > 0.1 %), beyond those reported ambiguous")
-        print("prototype       N  lower (new)  ambiguous  lower among ambiguous  with outlier lines"
-              + ("  lower (old)" if args.baseline is not None else ""))
+        print("prototype       N  lower (new)  ambiguous  lower among ambiguous  outlier-line rows"
+              " checked/not" + ("  lower (old)  old not checked" if args.baseline is not None else ""))
         for r in rows:
             acq = load_acquisition(args.data / r["acquisition"])
             r["verify"] = dense_scan(acq, r["fit"])
             line = (f"{r['acquisition']:<12} {r['interferometers']:>4}  {r['verify']['lower']:>11}  "
                     f"{r['verify']['ambiguous']:>9}  {r['verify']['lower_ambiguous']:>21}  "
-                    f"{r['verify']['robust_not_checked']:>18}")
+                    f"{r['verify']['robust_checked']:>17}/{r['verify']['robust_not_checked']:<3}")
             if args.baseline is not None:
                 r["old"]["verify"] = dense_scan(acq, r["old"]["fit"])
-                line += f"  {r['old']['verify']['lower']:>11}"
+                line += (f"         {r['old']['verify']['lower']:>11}"
+                         f"  {r['old']['verify']['robust_not_checked']:>15}")
             print(line, flush=True)
     sims = [] if args.skip_simulated or args.only else simulated()
     if sims:

@@ -3,10 +3,10 @@
 initialise (gain, windowed periodogram OPD, first-coefficient phase and R) -> choose the model
 and degree by BIC on a subset -> batched bounded least-squares regression of all
 interferometers on ``y = data / norm`` -> wrong-peak guard and restarts -> a robust (Huber)
-refit, with outlier lines dropped, of the interferometers that have outlier lines -> the
-search for each least-squares fit's global minimum in OPD, with the interferometers whose
-best two minima are within the noise reported ambiguous (:mod:`calibration.opd_search`) ->
-checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
+refit, with outlier lines dropped, of the interferometers that have outlier lines (at a
+Huber scale held from then on) -> the search for each fit's global minimum in OPD, with the
+interferometers whose best two minima are within the noise reported ambiguous
+(:mod:`calibration.opd_search`) -> checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
 diagnostics the report shows.
 
 Least squares wherever there are no outliers because the fit must minimise the figure of
@@ -318,7 +318,7 @@ def _trend_unsettled(result: FitResult, y: NDArray, acq: Acquisition, g: Initial
     pred = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
     ls = rows[~robust]
     there = profile_costs(result, y, acq.sigma, g, selection.harmonics, selection.degree, ls,
-                          pred[ls], None, MAX_ITERATIONS, exact_bounds=True).robust_cost
+                          pred[ls], None, RESTART_ITERATIONS, exact_bounds=True).robust_cost
     lower = there < (1.0 - IMPROVEMENT) * result.robust_cost[ls]
     return int(lower.sum()) + len(set(rows[robust].tolist()) - set(kept))
 

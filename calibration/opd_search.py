@@ -8,8 +8,9 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
 
 1. **Starts** per interferometer: a scan of the OPD over ``SCAN_CELLS`` resolution cells
    around the fit, the ``PEAKS`` highest periodogram peaks (of ``y / gain - 1``) outside
-   the fit's main lobe within ``PEAK_WINDOW_CELLS`` of it, and the OPD its neighbours'
-   trend predicts.
+   the fit's main lobe within ``PEAK_WINDOW_CELLS`` of it, the OPD its neighbours'
+   trend predicts, and, for a fit ``PHASE_BASIN_RAD`` or more off the data's phase at its
+   own OPD, that OPD with the data's phase (refitted whatever the screen says).
 2. **Screening** (:func:`_screen`): each start's cost with the data's phase at its OPD, the
    fit's reflectivity and the gain series refitted linearly: one response evaluation per
    start, no derivatives. Interferometers with under ``FEW_FRINGES`` fringes across the
@@ -19,16 +20,19 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
 3. **Refinement**: each interferometer's best start is fitted freely (all parameters)
    where its screened cost is under the fit's plus the noise margin; the refined fit
    replaces the current one where it lowers the cost by ``IMPROVEMENT``. Those that moved
-   are searched again from where they landed (``ROUNDS``).
+   are searched again from where they landed (``ROUNDS``). Last, the fits left unconverged
+   are iterated on (``POLISH_ITERATIONS``; not the few-fringe ones, which crawl).
 4. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
    apart or more and their costs differ by less than the noise (``AMBIGUOUS_CHI2`` in
    units of the residual variance: ``(S - P) delta_cost / cost < AMBIGUOUS_CHI2``, a
    likelihood ratio of e^2 at most), the interferometer is ambiguous; both OPDs are
    reported.
 
-The cost compared is the fit's own least squares on ``y``; interferometers with outlier
-lines keep their robust (Huber) fit and are not searched (a Huber cost depends on each
-fit's own noise scale, so costs from different starts do not compare).
+The cost compared is each fit's own: least squares on ``y``, or, for an interferometer with
+outlier lines, the Huber loss without those lines at the noise scale held since they were
+named (``FitResult.huber_scale``: a Huber cost at each fit's own scale would not compare
+from start to start). The two kinds are searched in separate batches. Every fit compared
+ends polished on its bounds (:func:`calibration.regression.fit`).
 """
 
 from __future__ import annotations
@@ -57,11 +61,11 @@ PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
 #: Under this many fringes across the sweep an interferometer's OPD is also profiled finely
 #: (+- RUGGED_CELLS, RUGGED_STEP_CELLS apart, OPD held, RUGGED_ITERATIONS each).
 FEW_FRINGES = 4
-RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.2, 6
+RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.25, 4
 #: A fit this far (radians) from the data's phase at its own OPD is refitted from it.
 PHASE_BASIN_RAD = 0.2
 #: Rounds of the search (the next round searches only the interferometers that moved).
-ROUNDS = 4
+ROUNDS = 3
 #: Iterations of the refinement of the best start, and of the last polish of every fit.
 REFINE_ITERATIONS, POLISH_ITERATIONS = 30, 60
 #: A refined start replaces the fit where its cost is lower by this fraction.

@@ -189,14 +189,8 @@ class _BoundPenalty:
         self.vv = np.einsum("mj,mk->mjk", v, v).reshape(v.shape[0], -1)
         self.near = np.zeros_like(self.k2)
 
-    def on_bound(self, coef: NDArray, rows: NDArray | slice) -> NDArray[np.bool_]:
-        """The constraint points (n, M) outside the bounds or within ``near`` of one."""
-        val = coef @ self.v.T
-        near = self.near[rows][:, None]
-        return (val - self.lower < near) | (self.upper - val < near)
-
-    def violation(self, coef: NDArray) -> NDArray:
-        val = coef @ self.v.T
+    def violation(self, coef: NDArray, val: NDArray | None = None) -> NDArray:
+        val = coef @ self.v.T if val is None else val
         return np.minimum(val - self.lower, 0.0) + np.maximum(val - self.upper, 0.0)
 
     def cost(self, coef: NDArray, rows: NDArray | slice) -> NDArray:
@@ -205,8 +199,13 @@ class _BoundPenalty:
     def normal(self, coef: NDArray, rows: NDArray | slice) -> tuple[NDArray, NDArray]:
         """Gauss-Newton Hessian (n, q, q) and gradient (n, q) of the penalty; only rows
         with a violation are computed."""
-        viol = self.violation(coef)
-        on = self.on_bound(coef, rows)
+        val = coef @ self.v.T
+        viol = self.violation(coef, val)
+        if self.near.any():  # the points on a bound: outside it or within ``near`` of it
+            near = self.near[rows][:, None]
+            on = (val - self.lower < near) | (self.upper - val < near)
+        else:
+            on = viol != 0
         q = coef.shape[1]
         h = np.zeros((coef.shape[0], q, q))
         g = np.zeros((coef.shape[0], q))
@@ -448,12 +447,11 @@ def fit(
         if stage == "polish":  # (a polish cut short leaves a fit as converged as it was)
             converged = first
     sig = np.full(theta.shape, np.nan)
-    if exact_bounds:
-        # the penalty leaves violations of order 1e-3 at most: shift them out (after a
-        # polish, only the polished ones can have left the bounds again)
-        out = lifted if lifted is not None else slice(None)
-        theta[out, sr] = _lift_into_bounds(theta[out, sr], 0.0, R_UPPER)
-        theta[out, sg] = _lift_into_bounds(theta[out, sg], 0.0, np.inf)
+    if lifted is not None and lifted.size:
+        # all were shifted into the bounds before the polish; the polished ones can have
+        # left them again (by the penalty's 1e-3 at most): shift those out
+        theta[lifted, sr] = _lift_into_bounds(theta[lifted, sr], 0.0, R_UPPER)
+        theta[lifted, sg] = _lift_into_bounds(theta[lifted, sg], 0.0, np.inf)
     if uncertainty and not fixed_opd:
         f, parts = _model(theta, basis, dg, harmonics)
         r = f - y
