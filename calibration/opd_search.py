@@ -45,7 +45,6 @@ from numpy.typing import NDArray
 
 from calibration.initialise import (
     InitialGuess,
-    fourier_coefficients,
     fringes,
     mapped,
     quadrature_weights,
@@ -125,10 +124,13 @@ def _start_phase(result: FitResult, y: NDArray, sigma: NDArray, rows: NDArray,
                  opd_um: NDArray) -> NDArray[np.float64]:
     """The phase of the first Fourier coefficient of ``y / gain - 1`` of ``rows[i]`` at
     ``opd_um[i]``: the data's own phase at a start's OPD (for every model the first
-    harmonic's)."""
+    harmonic's). In single precision (a start's phase within 1e-4 rad is as good as exact,
+    the fits move it further; nine times faster, and thousands of starts are screened)."""
     zw = (fringes(y, result.bank.gain(sigma), sigma) * quadrature_weights(sigma))[rows]
-    arg = np.mod(sigma[None, :] * opd_um[:, None], 1.0) * (2.0 * np.pi)
-    return np.arctan2((zw * np.sin(arg)).sum(1), (zw * np.cos(arg)).sum(1))
+    zw = zw.astype(np.float32)
+    cycles = sigma.astype(np.float32)[None, :] * np.asarray(opd_um, np.float32)[:, None]
+    arg = (cycles - np.floor(cycles)) * np.float32(2.0 * np.pi)
+    return np.arctan2((zw * np.sin(arg)).sum(1), (zw * np.cos(arg)).sum(1)).astype(float)
 
 
 def _start_bank(result: FitResult, rows: NDArray, opd_um: NDArray, phase_rad: NDArray,
@@ -181,19 +183,29 @@ def profile_costs(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess
 
 def _peaks(result: FitResult, y: NDArray, sigma: NDArray, resolution: float) -> NDArray:
     """The ``PEAKS`` highest local maxima (N, PEAKS) of each periodogram of ``y / gain - 1``
-    within ``PEAK_WINDOW_CELLS`` of the fit, outside its main lobe (NaN where fewer). One
-    grid for all rows (one single-precision matrix product), an eighth of a cell apart."""
+    within ``PEAK_WINDOW_CELLS`` of the fit, outside its main lobe (NaN where fewer), an
+    eighth of a cell apart. Each row's window only: the data demodulated at the fit's OPD,
+    then one grid of offsets for all rows (single-precision matrix products; a grid over
+    every OPD up to the largest cost ten times as much on imspoc_uv_2)."""
     opd = result.bank.opd_um
-    grid = np.arange(0.5 * resolution, opd.max() + (PEAK_WINDOW_CELLS + 1) * resolution,
-                     resolution / 8)
-    power = np.abs(fourier_coefficients(fringes(y, result.bank.gain(sigma), sigma), sigma,
-                                        grid)) ** 2
+    half = (PEAK_WINDOW_CELLS + 1) * resolution
+    offsets = np.arange(-half, half + resolution / 16, resolution / 8)
+    zw = (fringes(y, result.bank.gain(sigma), sigma) * quadrature_weights(sigma)).astype(np.float32)
+    cycles = sigma.astype(np.float32)[None, :] * opd.astype(np.float32)[:, None]
+    arg0 = (cycles - np.floor(cycles)) * np.float32(2.0 * np.pi)
+    zr, zi = zw * np.cos(arg0), -zw * np.sin(arg0)  # z exp(-i 2 pi sigma opd)
+    arg = (np.mod(np.outer(sigma, offsets), 1.0) * (2.0 * np.pi)).astype(np.float32)
+    cd, sd = np.cos(arg), np.sin(arg)
+    power = (zr @ cd + zi @ sd).astype(float) ** 2 + (zi @ cd - zr @ sd).astype(float) ** 2
     is_max = np.zeros_like(power, dtype=bool)
     is_max[:, 1:-1] = (power[:, 1:-1] > power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
-    dist = np.abs(grid[None, :] - opd[:, None])
+    dist = np.abs(offsets)[None, :]
+    at = opd[:, None] + offsets[None, :]
     is_max &= (dist >= resolution) & (dist <= PEAK_WINDOW_CELLS * resolution)
+    is_max &= at > 0.5 * resolution
     ranked = np.argsort(np.where(is_max, -power, np.inf), axis=1)[:, :PEAKS]
-    return np.where(np.take_along_axis(is_max, ranked, axis=1), grid[ranked], np.nan)
+    return np.where(np.take_along_axis(is_max, ranked, axis=1),
+                    np.take_along_axis(at, ranked, axis=1), np.nan)
 
 
 def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
