@@ -48,7 +48,7 @@ R_UPPER = MAX_REFLECTIVITY - 0.005
 #: A fit whose shift into the bounds moved a coefficient by more than SHIFTED (in R; in
 #: gain, times the mean response) is polished there for POLISH_ITERATIONS steps, the points
 #: within NEAR_BOUND of a bound held (see :func:`fit`).
-SHIFTED, NEAR_BOUND, POLISH_ITERATIONS = 1e-7, 1e-4, 2
+SHIFTED, NEAR_BOUND, POLISH_ITERATIONS = 1e-7, 1e-4, 4
 
 
 @dataclass
