@@ -53,8 +53,10 @@ from calibration.regression import FitResult, bank_rows, fit, merge_rows, subset
 from onboard.physics import fabry_perot
 from onboard.physics.interferometers import InterferometerBank
 
-#: OPD offsets of the scan around the fit, in resolution cells.
-SCAN_CELLS = (-1.5, -1.25, -1.0, -0.5, 0.5, 1.0, 1.25, 1.5)
+#: OPD offsets of the scan around the fit, in resolution cells (wfai_1 has second minima
+#: 1.2-1.4 cells away; starts half a cell away, in the fit's own lobe, slid back to it on
+#: the slices checked and cost a sixth of the screen).
+SCAN_CELLS = (-1.5, -1.25, -1.0, 1.0, 1.25, 1.5)
 #: Periodogram peaks tried per interferometer, and how far from the fit they are looked for.
 PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
 #: Under this many fringes across the sweep an interferometer's OPD is also profiled finely
@@ -280,29 +282,31 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     opd = result.bank.opd_um
     cand = np.concatenate([opd[:, None] + np.asarray(SCAN_CELLS)[None, :] * resolution,
                            _peaks(result, y, sigma, resolution), trend_opd_um[:, None]], axis=1)
-    # a start must be new: off the fit's main lobe centre by the scan's spacing, positive;
-    # or the fit's own OPD with the data's phase there (first column)
-    cand = np.concatenate([opd[:, None], cand], axis=1)
+    # a start must be new: off the fit's main lobe centre by the scan's spacing, positive
     far = np.abs(cand - opd[:, None]) >= 0.5 * resolution - 1e-9
-    far[:, 0] = True
     ok = np.isfinite(cand) & (cand > 0.5 * resolution) & far
     row, col = np.nonzero(ok)
     screened, phase, gain = _screen(result, y, sigma, row, cand[row, col], keep)
     table = np.full(cand.shape, np.inf)
     table[row, col] = screened
-    # a fit PHASE_BASIN_RAD or more off the data's phase at its own OPD may have stopped in
-    # another basin of phase and reflectivity (imspoc_uv_2 53: 0.24 rad off, 1.8 % more cost
-    # than from the data's phase): it is refitted from there whatever the screen says (the
-    # screen holds the fit's reflectivity, which such a start must change); others do not
-    # take this start
-    own = col == 0
-    off = np.abs(np.angle(np.exp(1j * (phase[own] - result.bank.phase_rad[row[own]]))))
-    table[row[own], 0] = np.where(off >= PHASE_BASIN_RAD, -np.inf, np.inf)
     best = np.argmin(table, axis=1)
     best_cost = table[np.arange(n), best]
     pick = np.searchsorted(np.flatnonzero(ok.ravel()), np.arange(n) * cand.shape[1] + best)
     pick = pick.clip(0, max(row.size - 1, 0))
     start = _start_bank(result, np.arange(n), cand[np.arange(n), best], phase[pick], gain[pick])
+    # a fit PHASE_BASIN_RAD or more off the data's phase at its own OPD may have stopped in
+    # another basin of phase and reflectivity (imspoc_uv_2 53: 0.24 rad off, 1.8 % more cost
+    # than from the data's phase): it is refitted from there, whatever the screen says of
+    # other starts (the screen holds the fit's reflectivity, which such a start must change)
+    own = _start_phase(result, y, sigma, np.arange(n), opd)
+    basin = np.flatnonzero(np.abs(np.angle(np.exp(1j * (own - result.bank.phase_rad))))
+                           >= PHASE_BASIN_RAD)
+    if basin.size:
+        _, phase_b, gain_b = _screen(result, y, sigma, basin, opd[basin], keep)
+        a = start.arrays()
+        a["opd_um"][basin], a["phase_rad"][basin], a["gain_cheb"][basin] = opd[basin], phase_b, gain_b
+        start = InterferometerBank.from_arrays(a)
+        best_cost[basin] = -np.inf
     # few fringes: gain and reflectivity trade against the OPD and minima lie a fraction of
     # a cell apart, where the screen's fixed reflectivity cannot follow: a fine profile
     rugged = np.flatnonzero(opd < FEW_FRINGES * resolution)
