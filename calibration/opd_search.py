@@ -18,7 +18,7 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
    their gain and reflectivity trade against the OPD and their minima lie a fraction of a
    cell apart, where the screen cannot follow.
 3. **Refinement**: each interferometer's best start is fitted freely (all parameters)
-   where its screened cost is under the fit's plus the noise margin; the refined fit
+   where its screened cost is under the fit's plus ``SCREEN_MARGIN`` noise margins; the refined fit
    replaces the current one where it lowers the cost by ``IMPROVEMENT``. Those that moved
    are searched again from where they landed (``ROUNDS``). Last, the fits left unconverged
    are iterated on (``POLISH_ITERATIONS``; not the few-fringe ones, which crawl).
@@ -69,6 +69,11 @@ PHASE_BASIN_RAD = 0.2
 ROUNDS = 3
 #: Iterations of the refinement of the best start, and of the last polish of every fit.
 REFINE_ITERATIONS, POLISH_ITERATIONS = 30, 60
+#: A start is refined where its screened cost is under the fit's plus this many noise
+#: margins (``AMBIGUOUS_CHI2 / (S - P)``): the screen holds the fit's reflectivity and
+#: overestimates a start that needs another (wfai_1's minima 1.3 cells away screened up to
+#: 4 margins above the fit; with one margin, 4 of 5 on interferometers 150-179 were missed).
+SCREEN_MARGIN = 4.0
 #: A refined start replaces the fit where its cost is lower by this fraction.
 IMPROVEMENT = 1e-3
 #: Two minima whose costs differ by less than this many residual variances are ambiguous.
@@ -331,7 +336,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     p = 2 + result.bank.gain_cheb.shape[1] + result.bank.reflectivity_cheb.shape[1]
     margin = AMBIGUOUS_CHI2 / max(s - p, 1)
     cost = result.robust_cost
-    todo = np.flatnonzero(best_cost < cost * (1.0 + margin))
+    todo = np.flatnonzero(best_cost < cost * (1.0 + SCREEN_MARGIN * margin))
     moved = np.zeros(n, dtype=bool)
     ambiguous = np.zeros(n, dtype=bool)
     alt_opd = np.full(n, np.nan)
