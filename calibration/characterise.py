@@ -3,10 +3,10 @@
 initialise (gain, windowed periodogram OPD, first-coefficient phase and R) -> choose the model
 and degree by BIC on a subset -> batched bounded least-squares regression of all
 interferometers on ``y = data / norm`` -> wrong-peak guard and restarts -> a robust (Huber)
-refit, with outlier lines dropped, of the interferometers that have outlier lines -> the
-search for each least-squares fit's global minimum in OPD, with the interferometers whose
-best two minima are within the noise reported ambiguous (:mod:`calibration.opd_search`) ->
-checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
+refit, with outlier lines dropped, of the interferometers that have outlier lines (at a
+Huber scale held from then on) -> the search for each fit's global minimum in OPD, with the
+interferometers whose best two minima are within the noise reported ambiguous
+(:mod:`calibration.opd_search`) -> checks. The result is an :class:`~onboard.physics.interferometers.InterferometerBank` plus the
 diagnostics the report shows.
 
 Least squares wherever there are no outliers because the fit must minimise the figure of
@@ -75,6 +75,7 @@ from calibration.regression import (
     fit,
     merge_rows,
     rms_normalised,
+    robust_scale,
     series_range,
     subset_result,
 )
@@ -212,12 +213,18 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
                            ).any(axis=1))
     if rows.size == 0:
         return result, keep
+    # one Huber scale per interferometer, held by every fit of it from here on (the polishes,
+    # the OPD search, the verification), so that their costs compare: the robust noise level
+    # of the least-squares fit that named the outliers
+    scale = np.full(len(y), np.nan)
+    scale[rows] = robust_scale(result.residuals[rows], y[rows])
     fit_kw: dict = {"harmonics": selection.harmonics, "reflectivity_degree": selection.degree,
-              "max_iterations": MAX_ITERATIONS, "robust": True}
+                    "max_iterations": MAX_ITERATIONS, "robust": True}
     # from the starting gain and R, at the OPD and phase found (a corrected peak stays)
     start = replace(g.rows(rows), opd_um=result.bank.opd_um[rows],
                     phase_rad=result.bank.phase_rad[rows])
-    result = merge_rows(result, fit(y[rows], sigma, start, **fit_kw), rows, y)
+    result = merge_rows(result, fit(y[rows], sigma, start, huber_scale=scale[rows], **fit_kw),
+                        rows, y)
     # lines beyond REJECT still pull a Huber fit linearly: drop them and polish; repeated,
     # since a line dropped against a fit biased by an outlier comes back once the polish
     # explains it
@@ -230,7 +237,7 @@ def _robust_where_outliers(result: FitResult, y: NDArray, sigma: NDArray, g: Ini
         keep[rows] = new_keep
         sub = rows[changed]
         polished = fit(y[sub], sigma, g.rows(sub), line_weights=keep[sub].astype(float),
-                       start=bank_rows(result.bank, sub), **fit_kw)
+                       start=bank_rows(result.bank, sub), huber_scale=scale[sub], **fit_kw)
         result = merge_rows(result, polished, sub, y)
     # a row whose robust fit dropped no line had no outlier after all: least squares, the
     # figure of merit, from the robust solution (a Huber fit there was 2-3 % worse by it on
@@ -311,7 +318,7 @@ def _trend_unsettled(result: FitResult, y: NDArray, acq: Acquisition, g: Initial
     pred = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
     ls = rows[~robust]
     there = profile_costs(result, y, acq.sigma, g, selection.harmonics, selection.degree, ls,
-                          pred[ls], None, MAX_ITERATIONS, exact_bounds=True).robust_cost
+                          pred[ls], None, RESTART_ITERATIONS, exact_bounds=True).robust_cost
     lower = there < (1.0 - IMPROVEMENT) * result.robust_cost[ls]
     return int(lower.sum()) + len(set(rows[robust].tolist()) - set(kept))
 
@@ -397,10 +404,8 @@ def _characterise(acq: Acquisition, models: tuple[str, ...], degrees: tuple[int,
     if robust:
         result, keep = _robust_where_outliers(result, y, acq.sigma, g, selection)
     trend = trend_prediction(result.bank.opd_um, guess, acq.opd_step_um, acq.first_index)
-    # the search compares least-squares costs: interferometers with outlier lines keep
-    # their robust fit
     result, found = search(result, y, acq.sigma, g, selection.harmonics, selection.degree, trend,
-                           np.flatnonzero(keep.all(axis=1)))
+                           keep)
     result.outliers = ~keep
     timings["regression"] = time.perf_counter() - t2
     t3 = time.perf_counter()
