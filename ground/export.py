@@ -44,7 +44,7 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
     if p.kind == ProductKind.RESIDUE:
         return residue_geotiffs(out, stem, arrays, p.meta)
     if p.kind == ProductKind.CUBE:
-        header = {**common, "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
+        header: dict = {**common, "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
         if "fwhm_nm" in arrays:
             header["fwhm_nm"] = arrays["fwhm_nm"]
         files = cube_envi(out / f"{stem}.img", arrays["data"], arrays["wavelengths_nm"], header)

@@ -112,3 +112,15 @@ def test_ground_decode_of_a_product_file_points_to_export_and_makes_no_folders(e
     proc = _cli("ground", "decode", products / "cube_00000000.obp", "-o", tmp_path / "out", cwd=tmp_path)
     assert proc.returncode == 2 and "ground export" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_readme_load_example_runs(exported) -> None:
+    products, _, _ = exported
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    code = "\n".join(line.strip() for line in block.splitlines())
+    assert len(code.splitlines()) == 5
+    space: dict = {}
+    exec(code.replace("onboard-out/products", str(products)), space)  # noqa: S102 (our README)
+    assert space["arrays"]["fractions"].shape[0] == 3
