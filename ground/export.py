@@ -61,12 +61,18 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
     return [f"{stem}{ext}"]
 
 
+#: Folders of a receiver's output whose files are not products to export: ``quarantine/``
+#: (refused, with the reason in ``rejected.jsonl``) and ``.staging/`` (transfers under way).
+_NOT_PRODUCTS = ("quarantine", ".staging")
+
+
 def product_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Each product file named, and every one under each folder (sorted); ExportError for a
-    path that is neither."""
+    """Each product file named, and every one under each folder (sorted; not in a receiver's
+    quarantine or staging); ExportError for a path that is neither."""
     for path in paths:
         if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.suffix in PRODUCT_SUFFIXES and f.is_file())
+            found = sorted(f for f in path.rglob("*") if f.suffix in PRODUCT_SUFFIXES and f.is_file()
+                           and not set(f.relative_to(path).parts[:-1]) & set(_NOT_PRODUCTS))
             if not found:
                 raise ExportError(f"{path}: no product files ({', '.join(PRODUCT_SUFFIXES)}) in this folder")
             yield from found

@@ -124,3 +124,17 @@ def test_the_readme_load_example_runs(exported) -> None:
     space: dict = {}
     exec(code.replace("onboard-out/products", str(products)), space)  # noqa: S102 (our README)
     assert space["arrays"]["fractions"].shape[0] == 3
+
+
+def test_a_receiver_folder_exports_its_products_not_its_quarantine_or_staging(tmp_path) -> None:
+    from ground.export import export
+    from onboard.formats.products import Product, ProductKind
+
+    p = Product(ProductKind.QUICKLOOK, 3, 1.7e9, b"\x89PNG\r\n\x1a\nnot-decoded", "png")
+    ground = tmp_path / "ground"
+    for sub, blob in (("raw", p.to_bytes()), ("quarantine", b"OBPR refused"), (".staging/1-2", b"OBPR half")):
+        (ground / sub).mkdir(parents=True)
+        (ground / sub / "quicklook_00000003.obpr").write_bytes(blob)
+    report = export([ground], tmp_path / "user")
+    assert report.failed == {} and list(report.files) == [str(ground / "raw" / "quicklook_00000003.obpr")]
+    assert (tmp_path / "user" / "quicklook_00000003.png").read_bytes() == p.payload
