@@ -115,7 +115,8 @@ def write_envi(path: Path, array: np.ndarray, header: dict) -> list[str]:
 
 def cube_envi(path: Path, cube: np.ndarray, wavelengths_nm: np.ndarray, header: dict) -> list[str]:
     """A reflectance cube as ENVI with what ENVI, QGIS and Spectral Python look for:
-    wavelengths, FWHM, default (true-colour) bands, NaN as data ignore value, acquisition time.
+    wavelengths, FWHM, default bands (true colour when the cube covers 460-640 nm, else three
+    bands across its range), NaN as data ignore value, acquisition time.
 
     The FWHM written is the width of the band the cube's value is defined over (contiguous
     bands between midpoints, :func:`onboard.physics.imspoc.band_edges_nm`, as the simulator's
@@ -125,7 +126,9 @@ def cube_envi(path: Path, cube: np.ndarray, wavelengths_nm: np.ndarray, header: 
     lam = np.asarray(wavelengths_nm, dtype=float)
     fwhm = header.pop("fwhm_nm", None)
     fwhm = np.diff(band_edges_nm(lam)) if fwhm is None else np.asarray(fwhm, dtype=float)
-    rgb = [int(np.argmin(np.abs(lam - nm))) for nm in (640.0, 550.0, 460.0)]
+    visible = lam[0] <= 460.0 and lam[-1] >= 640.0
+    targets = (640.0, 550.0, 460.0) if visible else np.quantile(lam, (0.9, 0.5, 0.1))  # else false colour
+    rgb = [int(np.argmin(np.abs(lam - nm))) for nm in targets]
     full = {"wavelength": [f"{w:.3f}" for w in lam], "fwhm": [f"{w:.3f}" for w in fwhm],
             "wavelength units": "Nanometers", "default bands": [str(b + 1) for b in rgb],
             "data ignore value": "nan", "data units": "reflectance (0-1)", **header}

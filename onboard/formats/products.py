@@ -10,6 +10,10 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
+``load(path)`` reads a product file (``.obp`` on board, ``.obpr`` as the ground keeps it) into
+its arrays, decoded from any coding, and its header; ``onboard ground export`` writes product
+files in user formats (ground/export.py).
+
 The raw product (kind ``raw``, optional: ``[products] raw``) holds an ImSPOC frame's
 thumbnails as read out, ``ccsds123`` (N, h, w uint16 DN, CCSDS 123 lossless, uint8 stream),
 with ``corners`` (N, 2) where each thumbnail lies on the detector; the header's ``meta``
