@@ -5,6 +5,8 @@ serial link (any pyserial URL) as the flight computer's far end, answers CFDP cl
 transfers (ACK, NAK, Finished; each signed with the uplink key and the ground's counter,
 firmware_bridge/PROTOCOL.md section 4) unless ``--no-uplink``, writes every space packet to a capture file and decodes products into DIR.
 ``onboard ground decode CAPTURE -o DIR`` does the same from a capture, offline.
+``onboard ground export PRODUCTS... -o DIR`` writes product files (or the folders holding them:
+an ``onboard run --out`` folder, a receiver's output) in the same user formats.
 
 Each file a CFDP transaction delivers has passed CFDP's CRC-32; it must then parse as a
 product (``onboard.formats.products.Product.from_bytes``, which checks the payload's SHA-256) and
@@ -15,15 +17,18 @@ different product under a name already used gets ``_<sha8>`` appended.
 Output in DIR:
 
 * ``raw/NAME.obpr``: the product file exactly as spooled on board.
-* residue maps: ``NAME_tillage.tif`` (uint8 class map, rows x cols; 254 where the payload was
-  not sure, product format 2), ``NAME_fractions.tif`` (float32, 3 x rows x cols: residue,
-  soil, green vegetation) and, from format 2, ``NAME_guess.tif`` (the class the stage chose,
-  uncertain or not) and ``NAME_confidence.tif`` (float32, 0-1), TIFF
-  written by tifffile; GeoTIFF tags (ModelPixelScale, ModelTiepoint, GeoKeyDirectory) when
-  the product's meta carries ``geotransform`` (GDAL order: x0, dx, 0, y0, 0, dy) and ``epsg``.
+* residue maps: ``NAME_tillage.tif`` (uint8 palette class map, rows x cols; 254 where the
+  payload was not sure, product format 2; 255 invalid and nodata; class names in GDAL's
+  metadata and ``NAME_tillage.tif.aux.xml``), ``NAME_fractions.tif`` (float32, one raster of 3
+  bands named residue, soil, green; NaN nodata) and, from format 2, ``NAME_guess.tif`` (the
+  class the stage chose, uncertain or not) and ``NAME_confidence.tif`` (float32, 0-1), TIFF
+  written by tifffile with GDAL's tags (``user_formats``); GeoTIFF tags (ModelPixelScale,
+  ModelTiepoint, GeoKeyDirectory) when the product's meta carries ``geotransform`` (GDAL
+  order: x0, dx, 0, y0, 0, dy) and ``epsg``.
 * quick-looks: ``NAME.png`` (the payload as sent).
-* cubes: ENVI ``NAME.hdr``/``NAME.img`` (float32, band-sequential, ``wavelength`` in nm in
-  the header; float16 cubes are widened losslessly) and ``NAME_valid.hdr/.img`` (uint8
+* cubes: ENVI ``NAME.hdr``/``NAME.img`` (float32, band-sequential; the header has
+  ``wavelength`` and ``fwhm`` in nm, ``default bands``, ``data ignore value``, ``acquisition
+  time``, ``sensor type``; float16 and CCSDS 123 cubes are decoded first) and ``NAME_valid.hdr/.img`` (uint8
   validity mask), written by Spectral Python.
 * health and events: one JSON line per product in ``health.jsonl`` / ``events.jsonl``
   (the product header plus its payload under ``"data"``).
@@ -34,7 +39,8 @@ Output in DIR:
   (its ``rejected.jsonl`` line names it). A bad product never stops decoding, and the
   payload is told a file arrived only once it is kept durably (``sink``).
 
-Modules: ``capture`` (the capture file), ``user_formats`` (GeoTIFF, ENVI), ``sink``
+Modules: ``capture`` (the capture file), ``user_formats`` (GeoTIFF, ENVI), ``export`` (what
+each product kind becomes; ``ground export``), ``sink``
 (verify, deduplicate, write a delivered product), ``decode`` (a capture, offline), ``cli``
 (``onboard ground``).
 """

@@ -1,4 +1,4 @@
-"""``onboard ground``: ``receive`` from a serial link, ``decode`` a capture."""
+"""``onboard ground``: ``receive`` from a serial link, ``decode`` a capture, ``export`` product files."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import click
 
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.receiver import DownlinkReceiver
-from ground.capture import DOWN, UP, CaptureWriter
+from ground.capture import CAPTURE_MAGIC, DOWN, UP, CaptureWriter
 from ground.decode import decode_capture
+from ground.export import ExportError, export
 from ground.sink import ProductSink
 from onboard.cli import require_packages
+from onboard.formats.products import MAGIC
 
 
 def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> None:
@@ -47,10 +49,41 @@ def ground() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def decode(capture: Path, out: Path, as_json: bool) -> None:
     """Turn a downlink CAPTURE back into product files in OUT."""
+    with open(capture, "rb") as fh:  # before OUT is made: a wrong file leaves no folders
+        start = fh.read(len(CAPTURE_MAGIC))
+    if start[: len(MAGIC)] == MAGIC:
+        raise click.UsageError(f"{capture} is a product file, not a downlink capture: "
+                               f"'onboard ground export {capture} -o {out}' writes it in user formats")
+    if start != CAPTURE_MAGIC:
+        raise click.UsageError(f"{capture} is not a downlink capture: it starts with {start!r}, expected "
+                               f"{CAPTURE_MAGIC!r} (written by 'onboard ground receive')")
     sink, receiver, error = decode_capture(capture, out)
     _summary(sink, receiver, as_json)
     if error is not None:
         click.echo(f"error: {error}; the records before it were decoded", err=True)
+        sys.exit(2)
+
+
+@ground.command("export")
+@click.argument("products", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for the user-format files.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def export_command(products: tuple[Path, ...], out: Path, as_json: bool) -> None:
+    """Write PRODUCTS (product files, or folders: an 'onboard run --out' folder, a receiver's
+    output) to OUT: cubes as ENVI, residue maps as GeoTIFF, quick-looks as PNG."""
+    try:
+        report = export(products, out)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"files": report.files, "failed": report.failed}, indent=2))
+    else:
+        n = sum(len(f) for f in report.files.values())
+        click.echo(f"{len(report.files)} products exported to {out} ({n} files), {len(report.failed)} failed")
+    for path, why in report.failed.items():
+        click.echo(f"error: {path}: {why}", err=True)
+    if report.failed:
         sys.exit(2)
 
 

@@ -27,15 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
-from ground.user_formats import write_envi, write_tiff
-from onboard.compress.ccsds123 import decode
-from onboard.compress.cube_coding import decode_cube
-from onboard.compress.residue_coding import decode_residue
-from onboard.formats.products import MAX_DECODED_BYTES, Product, ProductKind, decode_arrays
+from ground.export import write_user_formats
+from onboard.formats.products import Product
 
 log = logging.getLogger(__name__)
 
@@ -149,49 +144,4 @@ class ProductSink:
         self.reject(f.name, reason, f.transaction, file=f"quarantine/{path.name}", sha256=digest)
 
     def _write_formats(self, p: Product, stem: str) -> list[str]:
-        out = self.out
-        if p.kind == ProductKind.RESIDUE:
-            arrays = decode_arrays(p.payload, p.kind)
-            if p.meta.get("coding") == "ccsds123":  # the compact map (onboard/compress/residue_coding.py)
-                arrays = decode_residue(arrays, MAX_DECODED_BYTES[p.kind] // 4)
-            write_tiff(out / f"{stem}_tillage.tif", arrays["tillage"].astype(np.uint8), p.meta)
-            write_tiff(out / f"{stem}_fractions.tif", arrays["fractions"].astype(np.float32),
-                        p.meta)
-            files = [f"{stem}_tillage.tif", f"{stem}_fractions.tif"]
-            # format 2: the stage's class where the map says "uncertain", and how sure it was
-            for name, dtype in (("guess", np.uint8), ("confidence", np.float32)):
-                if name in arrays:
-                    write_tiff(out / f"{stem}_{name}.tif", arrays[name].astype(dtype), p.meta)
-                    files.append(f"{stem}_{name}.tif")
-            return files
-        if p.kind == ProductKind.CUBE:
-            arrays = decode_arrays(p.payload, p.kind)
-            if p.meta.get("coding", "npz") == "npz":
-                data = arrays["data"].astype(np.float32)
-            else:  # CCSDS 123 (onboard/compress/cube_coding.py), within the same byte limit
-                data = decode_cube(arrays, p.meta, MAX_DECODED_BYTES[p.kind] // 4)
-            header = {"wavelength": [f"{w:.3f}" for w in arrays["wavelengths_nm"]],
-                      "wavelength units": "nm",
-                      "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
-            files = write_envi(out / f"{stem}.img", data, header)
-            if "valid" in arrays:
-                files += write_envi(out / f"{stem}_valid.img",
-                                     arrays["valid"].astype(np.uint8)[None], {})
-            return files
-        if p.kind == ProductKind.RAW and p.meta.get("coding") == "ccsds123":
-            arrays = decode_arrays(p.payload, p.kind)
-            thumbs = decode(arrays["ccsds123"].astype(np.uint8).tobytes(),
-                            max_samples=MAX_DECODED_BYTES[p.kind] // 2).cube
-            header = {"description": f"onboard raw frame {p.name}: ImSPOC thumbnails (DN)",
-                      "exposure_s": str(p.meta.get("exposure_s"))}
-            return write_envi(out / f"{stem}.img", thumbs, header)
-        if p.kind == ProductKind.QUICKLOOK and p.encoding == "png":
-            (out / f"{stem}.png").write_bytes(p.payload)
-            return [f"{stem}.png"]
-        if p.kind in (ProductKind.HEALTH, ProductKind.EVENT) and p.encoding == "json":
-            file = "health.jsonl" if p.kind == ProductKind.HEALTH else "events.jsonl"
-            self.append_jsonl(file, {**p.header(), "name": p.name, "data": json.loads(p.payload)})
-            return [file]
-        ext = {"json": ".json", "npz": ".npz", "png": ".png"}.get(p.encoding, ".bin")
-        (out / f"{stem}{ext}").write_bytes(p.payload)
-        return [f"{stem}{ext}"]
+        return write_user_formats(p, self.out, stem, self.append_jsonl)

@@ -1,10 +1,33 @@
-"""Products to the files users open: GeoTIFF residue maps and ENVI cubes."""
+"""Products to the files users open: GeoTIFF residue maps and ENVI cubes.
+
+GeoTIFFs are written by tifffile (the ground extra's TIFF library, no GDAL binary needed on a
+ground station), with the tags GDAL reads: one multi-sample image with separate planes is
+one raster of N bands (N TIFF pages would be N sub-datasets, QGIS showing the first only),
+``GDAL_METADATA`` (42112) for band names and class names, ``GDAL_NODATA`` (42113), a
+palette (``ColorMap``) for class maps and, when meta has a ``geotransform`` and ``epsg``,
+the GeoTIFF georeferencing tags. A class map's category names also go to the
+``.tif.aux.xml`` sidecar that GDAL (QGIS) shows as the legend. ENVI cubes are written by
+Spectral Python.
+"""
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Sequence
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
+
+from onboard.formats.types import ENDMEMBERS, INVALID_CLASS, TILLAGE_CLASSES, UNCERTAIN_CLASS
+
+#: Tillage map classes by value, as in the product (onboard/formats/products.py).
+TILLAGE_LEGEND: dict[int, str] = {**{i: f"{name} tillage" for i, name in enumerate(TILLAGE_CLASSES)},
+                                  UNCERTAIN_CLASS: "uncertain", INVALID_CLASS: "no valid measurement"}
+#: Legend colours (RGB 0-255): brown, amber, green for increasing residue; grey uncertain, black invalid.
+TILLAGE_COLOURS: dict[int, tuple[int, int, int]] = {0: (166, 97, 26), 1: (253, 174, 97), 2: (26, 150, 65),
+                                                    UNCERTAIN_CLASS: (190, 190, 190), INVALID_CLASS: (0, 0, 0)}
+_GDAL_METADATA, _GDAL_NODATA = 42112, 42113
 
 
 def _geotiff_tags(meta: dict) -> list[tuple]:
@@ -23,11 +46,61 @@ def _geotiff_tags(meta: dict) -> list[tuple]:
             (34735, "H", len(keys), tuple(keys), False)]
 
 
-def write_tiff(path: Path, array: np.ndarray, meta: dict) -> None:
+def _gdal_metadata(names: Sequence[str], items: dict[str, str]) -> str:
+    """GDAL's XML metadata: dataset items and each band's description (its name)."""
+    rows = [f'<Item name="{escape(k)}">{escape(v)}</Item>' for k, v in items.items()]
+    rows += [f'<Item name="DESCRIPTION" sample="{i}" role="description">{escape(n)}</Item>'
+             for i, n in enumerate(names)]
+    return "<GDALMetadata>" + "".join(rows) + "</GDALMetadata>"
+
+
+def write_tiff(path: Path, array: np.ndarray, meta: dict, band_names: Sequence[str] = (),
+               nodata: float | None = None, items: dict[str, str] | None = None) -> list[str]:
+    """(rows, cols) or (bands, rows, cols) as one GeoTIFF raster of that many bands."""
     import tifffile
 
-    tifffile.imwrite(path, array, photometric="minisblack", extratags=_geotiff_tags(meta),
-                     metadata=None)
+    tags = _geotiff_tags(meta) + [(_GDAL_METADATA, "s", 0, _gdal_metadata(band_names, items or {}), True)]
+    if nodata is not None:
+        tags.append((_GDAL_NODATA, "s", 0, "nan" if np.isnan(nodata) else f"{nodata:g}", True))
+    multi = array.ndim == 3
+    tifffile.imwrite(path, array, photometric="minisblack", planarconfig="separate" if multi else None,
+                     extrasamples=[0] * (array.shape[0] - 1) if multi else None,
+                     extratags=tags, metadata=None)
+    return [path.name]
+
+
+def write_class_map(path: Path, classes: np.ndarray, meta: dict, name: str) -> list[str]:
+    """A uint8 tillage map as a palette GeoTIFF (the legend's colours) with the class names
+    in its metadata and in the ``.aux.xml`` GDAL shows as the legend; 255 is nodata."""
+    import tifffile
+
+    cmap = np.zeros((3, 256), dtype=np.uint16)
+    for value, rgb in TILLAGE_COLOURS.items():
+        cmap[:, value] = np.asarray(rgb, dtype=np.uint16) * 257
+    items = {f"CLASS_{v}": label for v, label in TILLAGE_LEGEND.items()}
+    tags = _geotiff_tags(meta) + [(_GDAL_METADATA, "s", 0, _gdal_metadata([name], items), True),
+                                  (_GDAL_NODATA, "s", 0, str(INVALID_CLASS), True)]
+    tifffile.imwrite(path, classes.astype(np.uint8), photometric="palette", colormap=cmap,
+                     extratags=tags, metadata=None)
+    categories = "".join(f"<Category>{escape(TILLAGE_LEGEND.get(v, ''))}</Category>" for v in range(256))
+    aux = path.with_name(path.name + ".aux.xml")
+    aux.write_text(f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}</CategoryNames>'
+                   "</PAMRasterBand></PAMDataset>\n")
+    return [path.name, aux.name]
+
+
+def residue_geotiffs(out: Path, stem: str, arrays: dict[str, np.ndarray], meta: dict) -> list[str]:
+    """A residue product's maps: tillage and (format 2) guess as class maps, the fractions as
+    one 3-band raster (residue, soil, green; NaN nodata), the confidence as one band."""
+    files = write_class_map(out / f"{stem}_tillage.tif", arrays["tillage"], meta, "tillage")
+    if "guess" in arrays:  # format 2: the class the stage chose where the map says "uncertain"
+        files += write_class_map(out / f"{stem}_guess.tif", arrays["guess"], meta, "tillage guess")
+    files += write_tiff(out / f"{stem}_fractions.tif", arrays["fractions"].astype(np.float32), meta,
+                        ENDMEMBERS, np.nan, {"UNITS": "fraction of the pixel's cover, 0-1"})
+    if "confidence" in arrays:
+        files += write_tiff(out / f"{stem}_confidence.tif", arrays["confidence"].astype(np.float32), meta,
+                            ["confidence"], np.nan, {"UNITS": "probability that the guess is right, 0-1"})
+    return files
 
 
 def write_envi(path: Path, array: np.ndarray, header: dict) -> list[str]:
@@ -38,3 +111,30 @@ def write_envi(path: Path, array: np.ndarray, header: dict) -> list[str]:
     envi.save_image(str(hdr), np.ascontiguousarray(np.moveaxis(array, 0, -1)),
                     interleave="bsq", ext=".img", force=True, metadata=header)
     return [hdr.name, path.with_suffix(".img").name]
+
+
+def cube_envi(path: Path, cube: np.ndarray, wavelengths_nm: np.ndarray, header: dict) -> list[str]:
+    """A reflectance cube as ENVI with what ENVI, QGIS and Spectral Python look for:
+    wavelengths, FWHM, default bands (true colour when the cube covers 460-640 nm, else three
+    bands across its range), NaN as data ignore value, acquisition time.
+
+    The FWHM written is the width of the band the cube's value is defined over (contiguous
+    bands between midpoints, :func:`onboard.physics.imspoc.band_edges_nm`, as the simulator's
+    truth and the accuracy figures use), unless the product carries its own ``fwhm_nm``."""
+    from onboard.physics.imspoc import band_edges_nm
+
+    lam = np.asarray(wavelengths_nm, dtype=float)
+    fwhm = header.pop("fwhm_nm", None)
+    fwhm = np.diff(band_edges_nm(lam)) if fwhm is None else np.asarray(fwhm, dtype=float)
+    visible = lam[0] <= 460.0 and lam[-1] >= 640.0
+    targets = (640.0, 550.0, 460.0) if visible else np.quantile(lam, (0.9, 0.5, 0.1))  # else false colour
+    rgb = [int(np.argmin(np.abs(lam - nm))) for nm in targets]
+    full = {"wavelength": [f"{w:.3f}" for w in lam], "fwhm": [f"{w:.3f}" for w in fwhm],
+            "wavelength units": "Nanometers", "default bands": [str(b + 1) for b in rgb],
+            "data ignore value": "nan", "data units": "reflectance (0-1)", **header}
+    return write_envi(path, cube.astype(np.float32), full)
+
+
+def utc_iso(t: float) -> str:
+    """Seconds since 1970 UTC as ISO 8601 (ENVI's ``acquisition time``)."""
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")

@@ -10,6 +10,10 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
+``load(path)`` reads a product file (``.obp`` on board, ``.obpr`` as the ground keeps it) into
+its arrays, decoded from any coding, and its header; ``onboard ground export`` writes product
+files in user formats (ground/export.py).
+
 The raw product (kind ``raw``, optional: ``[products] raw``) holds an ImSPOC frame's
 thumbnails as read out, ``ccsds123`` (N, h, w uint16 DN, CCSDS 123 lossless, uint8 stream),
 with ``corners`` (N, 2) where each thumbnail lies on the detector; the header's ``meta``
@@ -55,9 +59,11 @@ import hashlib
 import io
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
@@ -179,6 +185,34 @@ class Product:
         header = json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode()
         return _PREFIX.pack(MAGIC, self.format_version, len(header)) + header + self.payload
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The payload's arrays as users want them, whatever the coding: the cube as float32
+        ``data`` (NaN invalid), the residue's ``fractions`` and ``confidence`` float32, the raw
+        frame's ``thumbnails`` (N, h, w DN); ``{}`` for JSON and PNG payloads. The one place a
+        CCSDS 123 coding is undone, for the ground sink, ``ground export`` and :func:`load`;
+        ProductFormatError or the codec's error for a payload that does not decode."""
+        if self.encoding != "npz":
+            return {}
+        from onboard.compress.ccsds123 import decode
+        from onboard.compress.cube_coding import decode_cube
+        from onboard.compress.residue_coding import decode_residue
+
+        arrays = decode_arrays(self.payload, self.kind)
+        coding = self.meta.get("coding", "npz")
+        limit = MAX_DECODED_BYTES[self.kind] // 4  # samples, within the same byte limit
+        if self.kind == ProductKind.CUBE:
+            data = (arrays.pop("data") if coding == "npz" else decode_cube(arrays, self.meta, limit))
+            arrays.pop("ccsds123", None)
+            return {**arrays, "data": data.astype(np.float32)}
+        if self.kind == ProductKind.RESIDUE and coding == "ccsds123":
+            decoded = {**arrays, **decode_residue(arrays, limit)}  # the screen mask kept
+            decoded.pop("ccsds123")
+            return decoded
+        if self.kind == ProductKind.RAW and coding == "ccsds123":
+            stream = arrays.pop("ccsds123").astype(np.uint8).tobytes()
+            return {**arrays, "thumbnails": decode(stream, max_samples=MAX_DECODED_BYTES[self.kind] // 2).cube}
+        return arrays
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> Product:
         if len(blob) < _PREFIX.size:
@@ -264,3 +298,15 @@ def event_product(frame_counter: int, created_utc: float, instrument: str, what:
     """An event for the ground: what happened to which frame, in words."""
     body = {"event": what, "detail": detail, "frame": frame_counter, **fields}
     return json_product(ProductKind.EVENT, frame_counter, created_utc, body, instrument, {"event": what})
+
+
+def load(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict]:
+    """A product file (``.obp`` from ``onboard run``, ``.obpr`` from the ground receiver) as
+    ``(arrays, header)``: :meth:`Product.arrays` decoded from any coding, and the header
+    (kind, frame counter, time, meta, model versions ...) with ``name`` and, for a JSON
+    payload, ``data``. ProductFormatError if the file is not a readable product."""
+    p = Product.from_bytes(Path(path).read_bytes())
+    header = {**p.header(), "name": p.name}
+    if p.encoding == "json":
+        header["data"] = json.loads(p.payload)
+    return p.arrays(), header

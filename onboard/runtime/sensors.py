@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -100,7 +101,9 @@ class Imspoc(Sensor):
         notes.append(f"sensor: simulated {inst.name} (no camera configured), "
                      f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
         tiles = _tiles(config, inst.scene_grid(), inst.thumb_shape, inst.name, inst.band_nm, notes)
-        source = SimulatedImspoc(inst, tiles, cal.wavelengths_nm, seed=config.run.seed)
+        # the simulated frames are taken now (a product dated 1970 is wrong); a replay keeps its
+        # recorded times and a test that builds the source itself its fixed ones
+        source = SimulatedImspoc(inst, tiles, cal.wavelengths_nm, seed=config.run.seed, start_time=time.time())
         return SensorSetup(cal, source, inst.layout.detector_shape,
                            [len(cal.wavelengths_nm), *inst.thumb_shape],
                            inst.detector_spec.max_dn - 1, notes=notes)
@@ -132,7 +135,8 @@ class Pushbroom(Sensor):
         lines = config.pushbroom.lines_per_frame
         sees = (float(pb.wavelengths_nm[0]), float(pb.wavelengths_nm[-1]))
         source = SimulatedPushbroom(pb, _tiles(config, pb.wavelengths_nm, (lines, pb.cross_track), pb.name,
-                                               sees, notes), seed=config.run.seed)
+                                               sees, notes), seed=config.run.seed,
+                                    start_time=time.time())
         return SensorSetup(cal, source, tuple(pb.detector_spec.shape),
                            [len(pb.wavelengths_nm), lines, pb.cross_track],
                            pb.detector_spec.max_dn - 1, notes=notes)

@@ -152,7 +152,9 @@ def build_session(config: Config) -> Session:
         notes.extend(stages.notes)
         engine_description = "; ".join(stages.notes)
         if bundle is not None:
-            model_versions = {"bundle": str(bundle.root), "producer": bundle.manifest.producer}
+            # the bundle's name and manifest hash, not this machine's path to it (issue 19)
+            model_versions = {"bundle": bundle.root.name, "manifest_sha256": bundle.manifest_sha256,
+                              "producer": bundle.manifest.producer}
     p = config.products
     if "ccsds123" in (p.cube_coding, p.residue_coding) and not ccsds123_compiled:
         notes.append("products: CCSDS 123 runs as plain Python (about 0.05 Msamples/s, seconds a frame): "
