@@ -3,6 +3,7 @@ hostile packets, an independent decoder (ccsdspy) and the link budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -271,6 +272,39 @@ def test_the_ack_of_a_repeated_finished_pdu_closes_the_grounds_transaction(tmp_p
     rx.on_packet(PacketSequencer(PacketType.TM).wrap(APID_CONTROL, up[0][6:]))
     assert rx.stats.bad_reasons == {"PDU other than an ACK on the control APID": 1}
     assert rx.open_transactions == 0
+
+
+def test_a_finished_pdu_never_acknowledged_ends_its_transaction_at_the_ack_limit(tmp_path: Path) -> None:
+    """The payload, done, leaves (end of a pass) and every ACK of the ground's Finished PDU is
+    lost: after its ACK limit the ground closes the transaction, the file kept, and sends
+    nothing more. cfdp-py's default answer, a cancellation, repeated a second Finished PDU
+    and its ACK limit for as long as the ground ran (seen every 1.7 s for minutes)."""
+    config = dataclasses.replace(FAST, inactivity_s=60.0)  # the ACK limit ends it, not silence
+    spool, tx, rx, down, up, got, failed = ends(tmp_path, config)
+    spool.put("health_00000001", b"{}", 0, "health")
+    deadline = time.monotonic() + 30
+    while tx.busy and time.monotonic() < deadline:
+        tx.step()
+        for packet in down:
+            if not isinstance(parse_pdu(packet[6:]), AckPdu):  # every ACK of a Finished PDU lost
+                rx.on_packet(packet)
+        down.clear()
+        rx.poll()
+        for packet in up:
+            tx.on_packet(packet)
+        up.clear()
+    assert not tx.busy and len(got) == 1 and rx.open_transactions == 1
+    limit = time.monotonic() + 10 * config.ack_timer_s * config.ack_limit
+    while rx.open_transactions and time.monotonic() < limit:  # the payload is gone
+        rx.poll()
+    assert rx.open_transactions == 0 and rx.stats.failed == 0 and not failed
+    finished = [p for p in up if isinstance(parse_pdu(p[6:]), FinishedPdu)]
+    assert 1 <= len(finished) <= FAST.ack_limit
+    up.clear()
+    quiet_until = time.monotonic() + 3 * FAST.ack_timer_s * FAST.ack_limit
+    while time.monotonic() < quiet_until:
+        rx.poll()
+    assert up == [] and len(got) == 1
 
 
 def test_a_lost_finished_pdu_is_prompted_again_not_waited_out(tmp_path: Path) -> None:

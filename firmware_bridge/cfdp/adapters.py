@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from cfdppy import (
     IndicationConfig,
@@ -40,15 +41,16 @@ class Timers(CheckTimerProvider):
 
 
 class Faults(DefaultFaultHandlerBase):
-    """Records every CFDP fault (the handlers act on them; we report them)."""
+    """Logs every CFDP fault (the handlers act on them) and passes it to ``on_fault``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_fault: Callable[[TransactionId, ConditionCode], None] | None = None) -> None:
         super().__init__()
-        self.faults: list[tuple[TransactionId, ConditionCode]] = []
+        self._on_fault = on_fault
 
     def _record(self, tid: TransactionId, cond: ConditionCode, progress: int) -> None:
         log.info("CFDP fault %s on %s at %d bytes", cond.name, tid, progress)
-        self.faults.append((tid, cond))
+        if self._on_fault is not None:
+            self._on_fault(tid, cond)
 
     notice_of_suspension_cb = notice_of_cancellation_cb = abandoned_cb = ignore_cb = _record
 

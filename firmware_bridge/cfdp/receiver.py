@@ -35,7 +35,9 @@ from spacepackets.ccsds.spacepacket import (
 )
 from spacepackets.cfdp import (
     ChecksumType,
+    ConditionCode,
     Direction,
+    TransactionId,
 )
 from spacepackets.cfdp.pdu import (
     AckPdu,
@@ -151,7 +153,8 @@ class DownlinkReceiver:
         self.on_failure = on_failure
         self._send = send
         self._clock = clock
-        self._faults = Faults()
+        self._faults = Faults(self._fault)
+        self._unacknowledged: set[tuple[int, int]] = set()  # Finished PDUs past their ACK limit
         self._remote = RemoteEntityConfigTable([self.config.remote(PAYLOAD_ENTITY)])
         self._packets = PacketSequencer(PacketType.TC)
         self._active: dict[tuple[int, int], _Incoming] = {}
@@ -316,8 +319,17 @@ class DownlinkReceiver:
                 while len(self._completed) > self.REMEMBER:
                     self._completed.popitem(last=False)
             self._uplink(pdu)
-        if incoming.handler.state == CfdpState.IDLE or (incoming.done and self._send is None):
+        if incoming.handler.state == CfdpState.IDLE or (incoming.done and self._send is None) or (
+                incoming.done and key in self._unacknowledged):
             self._close(key, None)
+
+    def _fault(self, tid: TransactionId, cond: ConditionCode) -> None:
+        """A Finished PDU whose ACK never came ends its transaction: the file is kept and its
+        fate was told (the payload left at the end of a pass, or its last ACK was lost).
+        cfdp-py's answer, a cancellation, would send a second Finished PDU that waits for an
+        ACK too, and so on for as long as the receiver runs."""
+        if cond == ConditionCode.POSITIVE_ACK_LIMIT_REACHED:
+            self._unacknowledged.add((tid.source_id.value, tid.seq_num.value))
 
     def _pending(self, key: tuple[int, int], incoming: _Incoming) -> list[tuple[bytes, bool]]:
         """The PDUs the handler wants sent, packed, each with whether it is a Finished PDU."""
@@ -356,6 +368,7 @@ class DownlinkReceiver:
 
     def _close(self, key: tuple[int, int], failure: FailedTransfer | None) -> None:
         incoming = self._active.pop(key)
+        self._unacknowledged.discard(key)
         shutil.rmtree(incoming.staging, ignore_errors=True)
         if failure is not None:
             self.stats.failed += 1
