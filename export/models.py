@@ -167,9 +167,7 @@ class ResidueNet(nn.Module):
         spread = lo + (hi - lo) * torch.sigmoid(self.spread(g))
         # P(cover < threshold) for each threshold, then the mass of each class's interval
         below = torch.sigmoid(PHI_GAIN * (self.thresholds - fractions[:, :1]) / spread)
-        ones = torch.ones_like(spread)
-        cumulative = torch.cat([below, ones], dim=1)
-        probabilities = cumulative - torch.cat([torch.zeros_like(spread), below], dim=1)
+        probabilities = torch.cat([below[:, :1], below[:, 1:] - below[:, :-1], 1 - below[:, -1:]], dim=1)
         return probabilities, fractions
 
 

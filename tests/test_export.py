@@ -179,7 +179,7 @@ def test_int8_quantises_convolutions_only(tmp_path):
             read_by = {c.op_type for c in consumers[dq.output[0]]}
             assert made_by_conv or read_by == {"Conv"}, q.input[0]
     assert producers["fractions"].op_type == "Softmax"
-    assert producers["probabilities"].op_type == "Sub"  # interval masses, in float
+    assert producers["probabilities"].op_type == "Concat"  # interval masses, in float
 
 
 def test_int8_and_fp16_close_to_fp32(exported):
