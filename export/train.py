@@ -63,6 +63,10 @@ class TrainConfig:
             return 4
         return 640 if kind == "pushbroom" else 320
 
+    @property
+    def denoiser_steps(self) -> int:
+        return 60 if self.quick else 1500
+
     def residue_steps(self, kind: str) -> int:
         """On real spectra (issue 14), push-broom validation tillage accuracy: 1500 steps at
         width 32, 65.2 %; 3000 steps at width 48 with smooth +-4 % perturbations of the training
