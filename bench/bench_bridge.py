@@ -10,10 +10,11 @@ second against the configured byte rate, and the framing overhead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
+
+import click
 
 from firmware_bridge.framing import Frame, encode, wire_size
 from firmware_bridge.link import RADIO_9600, UART_115200, UNPACED, ByteRate, Link
@@ -49,13 +50,13 @@ def measure(rate: ByteRate, body: int, seconds: float) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--json", help="also write the rows to this file")
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--seconds", type=float, default=3.0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="also write the rows to this file")
+def main(seconds: float, json_path: str | None) -> None:
     rows = [
-        measure(rate, body, args.seconds)
+        measure(rate, body, seconds)
         for rate in (UART_115200, RADIO_9600, UNPACED)
         for body in (200, 1024)
     ]
@@ -70,8 +71,8 @@ def main() -> None:
             f"{rate:>10} {r['body_bytes']:>5} {r['frames']:>6} {r['intact']:>6} "
             f"{r['overhead_bytes']:>8} {r['body_Bps']:>10.0f} {eff:>7}"
         )
-    if args.json:
-        with open(args.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(rows, f, indent=1)
 
 

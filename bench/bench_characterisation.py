@@ -53,7 +53,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -61,6 +60,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 from calibration.acquisitions import Acquisition, load_acquisition  # noqa: E402
@@ -246,27 +246,29 @@ def simulated() -> list[dict]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--skip-simulated", action="store_true")
-    ap.add_argument("--only", choices=list(REFERENCE), default=None)
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="a checkout of the code to compare with, run in the same session")
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--verify", action="store_true",
-                    help="dense cost scan over +- 2 resolution cells around every fit")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--mono", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        _characterise_here(args.worker, args.data, args.out, args.mono)
+@click.command(help=__doc__.split("\n")[0])
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA,
+              show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--skip-simulated", is_flag=True)
+@click.option("--only", type=click.Choice(list(REFERENCE)))
+@click.option("--baseline", type=click.Path(file_okay=False, path_type=Path),
+              help="a checkout of the code to compare with, run in the same session")
+@click.option("--repeats", type=int, default=1, show_default=True)
+@click.option("--verify", is_flag=True,
+              help="dense cost scan over +- 2 resolution cells around every fit")
+@click.option("--worker", hidden=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.option("--mono", is_flag=True, hidden=True)
+def main(data: Path, json_path: Path | None, skip_simulated: bool, only: str | None,
+         baseline: Path | None, repeats: int, verify: bool, worker: str | None,
+         out: Path | None, mono: bool) -> None:
+    if worker:
+        _characterise_here(worker, data, out, mono)
         return
-    rows = real(args.data, args.only, args.baseline, args.repeats)
+    rows = real(data, only, baseline, repeats)
     print(f"residuals: rec = on the recorded data (the reference's measure), n = on data / norm; "
-          f"times: fastest of {args.repeats} fresh runs")
+          f"times: fastest of {repeats} fresh runs")
     print("prototype     N    S  model        deg  rec.med rec.p95 ref.med ref.p95  n.med   n.p95 "
           "  ref n.med ref n.p95  wall s  cpu s  ref s  speedup  R range          R out  trend"
           " unsettled  margin<=1  moved  unguarded  alt.tried  alt.better  restarts  search"
@@ -288,8 +290,8 @@ def main() -> None:
             print(f"monochromatic check {r['acquisition']}: {m['found']}/{m['lines']} line peaks on "
                   f"the true band ({m['within_one_band']} within one band), {m['bands']} bands, "
                   f"{m['prior']} prior, GCV weight per line (reference: 423/451)")
-    if args.baseline is not None:
-        print(f"\nnew against {args.baseline} (same session, fresh processes, alternating)")
+    if baseline is not None:
+        print(f"\nnew against {baseline} (same session, fresh processes, alternating)")
         print("prototype     n.med          n.p95          rec.med        rec.p95        "
               "wall s (old, new, x)   cpu s (old, new, x)   OPDs moved >= 0.1 cell")
         for r in rows:
@@ -300,22 +302,22 @@ def main() -> None:
             print(f"{r['acquisition']:<12}  {cols}{o['wall_s']:5.2f} {r['wall_s']:5.2f} "
                   f"{r['wall_s'] / o['wall_s']:4.2f}x     {o['cpu_s']:5.2f} {r['cpu_s']:5.2f} "
                   f"{r['cpu_s'] / o['cpu_s']:4.2f}x     {r['moved_vs_old']}")
-    if args.verify:
+    if verify:
         print("\ndense scan +- 2 resolution cells, 0.1 cell apart: interferometers with a lower "
               "cost than the reported fit (by > 0.1 %), beyond those reported ambiguous")
         print("prototype       N  lower (new)  ambiguous  lower among ambiguous  with outlier lines"
-              + ("  lower (old)" if args.baseline is not None else ""))
+              + ("  lower (old)" if baseline is not None else ""))
         for r in rows:
-            acq = load_acquisition(args.data / r["acquisition"])
+            acq = load_acquisition(data / r["acquisition"])
             r["verify"] = dense_scan(acq, r["fit"])
             line = (f"{r['acquisition']:<12} {r['interferometers']:>4}  {r['verify']['lower']:>11}  "
                     f"{r['verify']['ambiguous']:>9}  {r['verify']['lower_ambiguous']:>21}  "
                     f"{r['verify']['robust_not_checked']:>18}")
-            if args.baseline is not None:
+            if baseline is not None:
                 r["old"]["verify"] = dense_scan(acq, r["old"]["fit"])
                 line += f"  {r['old']['verify']['lower']:>11}"
             print(line, flush=True)
-    sims = [] if args.skip_simulated or args.only else simulated()
+    sims = [] if skip_simulated or only else simulated()
     if sims:
         print("\nsimulated truth (SNR 100, interferometers with >= 6 fringes)")
         print("case                               model       ok/N    OPD p95 nm  R p95   G p95 %"
@@ -324,11 +326,11 @@ def main() -> None:
             print(f"{s['case']:<34} {s['model']:<10} {s['within_tolerance']:>3}/{s['interferometers']:<3}"
                   f"  {s['opd_err_p95_nm']:9.2f}  {s['r_err_p95']:.4f}  {s['gain_err_p95_pct']:6.2f}"
                   f"  {s['opd_err_max_nm']:10.2f}  {s['r_err_max']:.4f}  {s['gain_err_max_pct']:6.2f}")
-    if args.json:
+    if json_path:
         for r in rows:
             r.pop("fit", None)
             r.get("old", {}).pop("fit", None)
-        args.json.write_text(json.dumps({"real": rows, "simulated": sims}, indent=1))
+        json_path.write_text(json.dumps({"real": rows, "simulated": sims}, indent=1))
 
 
 if __name__ == "__main__":

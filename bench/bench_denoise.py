@@ -38,7 +38,6 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
 import importlib.resources  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -47,6 +46,7 @@ import types  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 import onboard  # noqa: E402
@@ -162,25 +162,25 @@ def runs_on(method: str, set_name: str) -> bool:
     return True
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path,
-                    default=Path(onboard.__file__).parent / "models" / "default")
-    ap.add_argument("--cubes", type=int, default=6, help="held-out simulated cubes per set")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-slow", action="store_true", help="leave L1HyMixDe out (~2 min a cube)")
-    ap.add_argument("--no-simulated", action="store_true", help="real cubes only")
-    ap.add_argument("--no-hyde", action="store_true", help="the project's denoisers only")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-
-    sets = real_sets(args.seed)
-    if not args.no_simulated:
-        sets.update(eval_sets(args.seed, args.cubes))
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(onboard.__file__).parent / "models" / "default", show_default=True)
+@click.option("--cubes", type=int, default=6, show_default=True,
+              help="held-out simulated cubes per set")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-slow", is_flag=True, help="leave L1HyMixDe out (~2 min a cube)")
+@click.option("--no-simulated", is_flag=True, help="real cubes only")
+@click.option("--no-hyde", is_flag=True, help="the project's denoisers only")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(bundle: Path, cubes: int, seed: int, no_slow: bool, no_simulated: bool, no_hyde: bool,
+         json_path: Path | None) -> None:
+    sets = real_sets(seed)
+    if not no_simulated:
+        sets.update(eval_sets(seed, cubes))
     methods: dict[str, Method] = {}
-    methods.update(learned_methods(args.bundle))
+    methods.update(learned_methods(bundle))
     methods["classical subspace"] = classical
-    hyde, why = ({}, "not asked for (--no-hyde)") if args.no_hyde else hyde_methods(slow=not args.no_slow)
+    hyde, why = ({}, "not asked for (--no-hyde)") if no_hyde else hyde_methods(slow=not no_slow)
     methods.update(hyde)
     results: dict[str, dict[str, dict]] = {}
     for set_name, samples in sets.items():
@@ -202,13 +202,13 @@ def main() -> None:
             print(f"{set_name:18s} {name:20s} {m['psnr_db']:8.2f} {sam} {cpu}   {shape}")
     if why:
         print(f"HyDe not compared: {why}")
-    report = {"cubes_per_set": args.cubes, "bundle": str(args.bundle), "results": results,
+    report = {"cubes_per_set": cubes, "bundle": str(bundle), "results": results,
               "hyde": why or "compared",
               "real_split": {"train": list(real_cubes.TRAIN), "test": list(real_cubes.TEST)},
               "shapes": {k: list(v[0].cube.data.shape) for k, v in sets.items()}}
     print(json.dumps(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ full disk delivered products. Needs root (to mount the tmpfs).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import click
 
 from firmware_bridge.auth import load_key, provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
@@ -173,32 +174,32 @@ def soak(tmp: Path, fs: Path, frames: int, quota_mb: float, floor_mb: float, rat
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--fs-mb", type=float, default=5.0)
-    ap.add_argument("--quota-mb", type=float, default=2.0)
-    ap.add_argument("--floor-mb", type=float, default=0.25)
-    ap.add_argument("--rate", type=float, default=115200.0, help="link bytes/s")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--frames", type=int, default=200, show_default=True)
+@click.option("--fs-mb", type=float, default=5.0, show_default=True)
+@click.option("--quota-mb", type=float, default=2.0, show_default=True)
+@click.option("--floor-mb", type=float, default=0.25, show_default=True)
+@click.option("--rate", type=float, default=115200.0, show_default=True, help="link bytes/s")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(frames: int, fs_mb: float, quota_mb: float, floor_mb: float, rate: float,
+         json_path: Path | None) -> None:
     if os.geteuid() != 0:
         sys.exit("the soak mounts a tmpfs: run it as root")
     with tempfile.TemporaryDirectory(prefix="disk-full-") as tmp_name:
         tmp = Path(tmp_name)
         fs = tmp / "fs"
         fs.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(args.fs_mb * 2**20)}", "tmpfs",
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(fs_mb * 2**20)}", "tmpfs",
                         str(fs)], check=True)
         try:
-            res = soak(tmp, fs, args.frames, args.quota_mb, args.floor_mb, args.rate)
+            res = soak(tmp, fs, frames, quota_mb, floor_mb, rate)
         finally:
             subprocess.run(["umount", "-l", str(fs)], check=True)
-    res["fs_mb"] = args.fs_mb
+    res["fs_mb"] = fs_mb
     for k, v in res.items():
         print(f"{k:<40} {v}")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=2))
     ok = (res["first_run_exit"] == 0 and res["second_run_exit"] == 0
           and not res["queued_not_delivered_without_event"] and not res["not_bit_exact"]
           and res["delivered_after_restart"] > 0)

@@ -28,7 +28,6 @@ time per capture and the process's resident memory (peak and growth).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import resource
@@ -39,6 +38,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 from spacepackets.ccsds.spacepacket import PacketType
 from spacepackets.cfdp import ChecksumType
@@ -265,17 +265,16 @@ def run(captures: int, seed: int, work: Path) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--captures", type=int, default=10_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--captures", type=int, default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(captures: int, seed: int, json_path: Path | None) -> None:
     # in memory where there is a tmpfs: the decoder fsyncs every product it keeps, and the
     # benchmark is about what it keeps, not about the disk
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="ground-fuzz-", dir=shm) as tmp:
-        res = run(args.captures, args.seed, Path(tmp))
+        res = run(captures, seed, Path(tmp))
     print(f"{'mutation':<10} {'captures':>8} {'untouched':>10} {'decoded':>8} {'lost':>5} "
           f"{'quarantined':>11} {'refused':>8} {'touched+decoded':>15}")
     for m, s in res["by_mutation"].items():
@@ -287,8 +286,8 @@ def main() -> None:
           f"peak {res['peak_rss_mb']:.0f} MB)")
     for c in res["crash_samples"]:
         print(c)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ not marked uncertain (onboard/stages/confidence.py) and their share; CPU ms per 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 import onboard
@@ -51,15 +51,14 @@ CASES = (("imspoc real", "imspoc", "real", None), ("imspoc simulated", "imspoc",
          ("pushbroom simulated", "pushbroom", "simulated", None))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path,
-                    default=Path(onboard.__file__).parent / "models" / "default")
-    ap.add_argument("--cubes", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=900)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    b = bundle_mod.load(args.bundle)
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(onboard.__file__).parent / "models" / "default", show_default=True)
+@click.option("--cubes", "n_cubes", type=int, default=64, show_default=True)
+@click.option("--seed", type=int, default=900, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(bundle: Path, n_cubes: int, seed: int, json_path: Path | None) -> None:
+    b = bundle_mod.load(bundle)
     library = load()
     report: dict[str, dict[str, dict[str, float]]] = {}
     for label, kind, spectra, illumination in CASES:
@@ -67,9 +66,9 @@ def main() -> None:
         spec = b.model(name)
         grid = np.asarray(spec.band_grid_nm)
         lib = library.only(SETS[spectra])
-        it = (data.imspoc_samples("test", args.seed, illumination=illumination, library=lib)
-              if illumination else data.samples(kind, "test", args.seed, library=lib))  # type: ignore[arg-type]
-        samples = data.take(it, args.cubes)
+        it = (data.imspoc_samples("test", seed, illumination=illumination, library=lib)
+              if illumination else data.samples(kind, "test", seed, library=lib))  # type: ignore[arg-type]
+        samples = data.take(it, n_cubes)
         cubes = [data.denoised(s) for s in samples]
         domain = Domain.from_dict(spec.metadata["domain"]) if "domain" in spec.metadata else None
         methods = {}
@@ -92,10 +91,10 @@ def main() -> None:
             print(f"| {case:22s} | {m:16s} | {100 * r['tillage_accuracy']:10.1f}% | "
                   f"{r['fraction_mae']:12.4f} | {100 * r['confident_accuracy']:12.1f}% | "
                   f"{100 * r['confident_share']:14.1f}% | {r['cpu_ms_per_cube']:6.1f} |")
-    out = {"cubes": args.cubes, "seed": args.seed, "split": "test", "results": report}
+    out = {"cubes": n_cubes, "seed": seed, "split": "test", "results": report}
     print(json.dumps(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ absorption neither sensor covers) for reference. docs/residue_ceiling.md reads t
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 
 from onboard.physics.imspoc import default_instrument
@@ -66,10 +66,9 @@ def scores(lib: SpectralLibrary, grid: np.ndarray) -> dict[str, float]:
             "train_spectra": int(len(y)), "test_spectra": int(len(ys["test"]))}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(json_path: Path | None) -> None:
     lib = load()
     sets = {"real": lib.only(("earthlib", "usgs1995")), "all sources": lib}
     report = {name: {bands: scores(sub, grid) for bands, grid in BAND_SETS.items()}
@@ -81,8 +80,8 @@ def main() -> None:
             print(f"| {name} | {bands} | {100 * r['nearest_centroid']:.1f} % | "
                   f"{100 * r['linear_discriminant']:.1f} % | {r['train_spectra']} / {r['test_spectra']} |")
     print(json.dumps(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

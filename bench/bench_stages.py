@@ -17,28 +17,25 @@ time waking threads than working on matrices this small.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="30x64x64,24x48x48,40x128x128,81x64x128",
-                   help="comma-separated BANDSxROWSxCOLS")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads (set before numpy loads)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="also write the results here")
-    return p.parse_args(argv)
+import click
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--sizes", default="30x64x64,24x48x48,40x128x128,81x64x128", show_default=True,
+              help="comma-separated BANDSxROWSxCOLS")
+@click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="BLAS threads (set before numpy loads)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="also write the results here")
+def main(sizes: str, repeats: int, threads: int, seed: int, json_path: str | None) -> None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+        os.environ[var] = str(threads)
     import numpy as np  # after the thread settings, which BLAS reads once at load
 
     from onboard.formats.types import ENDMEMBERS, Cube
@@ -46,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace_report
     from onboard.stages.residue import UnmixConfig, unmix_fcls
 
-    scene = FarmlandScene.generate(size=256, seed=args.seed, split="eval")
+    scene = FarmlandScene.generate(size=256, seed=seed, split="eval")
 
     def field(bands: int, rows: int, cols: int, rng: np.random.Generator):
         wl = np.linspace(450.0, 1000.0, bands)
@@ -62,15 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     def psnr(x: np.ndarray, ref: np.ndarray) -> float:
         return float(10 * np.log10(ref.max() ** 2 / np.mean((x - ref) ** 2)))
 
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     results = []
-    for size in args.sizes.split(","):
+    for size in sizes.split(","):
         bands, rows, cols = (int(v) for v in size.lower().split("x"))
         cube, clean, truth, lib = field(bands, rows, cols, rng)
         config = SubspaceDenoiseConfig()
         times: dict[str, list[float]] = {"denoise": [], "residue": []}
         cpu: dict[str, list[float]] = {"denoise": [], "residue": []}
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
             denoised, report = denoise_subspace_report(cube, config)
             t1, c1 = time.perf_counter(), time.process_time()
@@ -97,20 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{'bands x rows x cols':>20} {'denoise ms':>11} {'(min)':>7} {'(cpu)':>7} "
             f"{'residue ms':>11} {'(min)':>7} {'(cpu)':>7} {'rank':>5} {'PSNR in':>8} {'out':>6} "
             f"{'res. MAE':>9}")
-    print(f"classical stages, {args.repeats} runs each (median wall, min wall, median CPU), "
-          f"BLAS threads {args.threads}, numpy {np.__version__}, load {os.getloadavg()[0]:.1f}")
+    print(f"classical stages, {repeats} runs each (median wall, min wall, median CPU), "
+          f"BLAS threads {threads}, numpy {np.__version__}, load {os.getloadavg()[0]:.1f}")
     print(head)
     for row in results:
         print(f"{row['size']:>20} {row['denoise_ms_median']:11.1f} {row['denoise_ms_min']:7.1f} "
               f"{row['denoise_cpu_ms_median']:7.1f} {row['residue_ms_median']:11.1f} "
               f"{row['residue_ms_min']:7.1f} {row['residue_cpu_ms_median']:7.1f} {row['rank']:5d} "
               f"{row['psnr_in_db']:8.1f} {row['psnr_out_db']:6.1f} {row['residue_mae']:9.3f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "repeats": args.repeats, "numpy": np.__version__,
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"threads": threads, "repeats": repeats, "numpy": np.__version__,
                        "load": os.getloadavg()[0], "results": results}, fh, indent=2)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

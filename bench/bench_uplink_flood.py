@@ -22,7 +22,6 @@ measuring window after a warm-up. ``--tree DIR`` runs the payload from another c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -32,6 +31,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import click
 
 from firmware_bridge.framing import FLAG_AUTH, Frame, encode
 from firmware_bridge.link import UNPACED, Link
@@ -119,24 +120,27 @@ def measure(kind: str, seconds: float, warmup: float, tree: Path | None) -> dict
             "flood_bytes_per_s": flood_bytes / seconds}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="measuring window")
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--tree", type=Path, help="run the payload from this checkout")
-    parser.add_argument("--floods", nargs="+", choices=FLOODS, default=list(FLOODS))
-    parser.add_argument("--json", help="also write the rows to this file")
-    args = parser.parse_args()
-    rows = [measure(kind, args.seconds, args.warmup, args.tree) for kind in args.floods]
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--seconds", type=float, default=8.0, show_default=True, help="measuring window")
+@click.option("--warmup", type=float, default=2.0, show_default=True)
+@click.option("--tree", type=click.Path(file_okay=False, path_type=Path),
+              help="run the payload from this checkout")
+@click.option("--floods", type=click.Choice(FLOODS), multiple=True, default=FLOODS,
+              show_default=True, help="flood kinds to measure (repeat the option for several)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="also write the rows to this file")
+def main(seconds: float, warmup: float, tree: Path | None, floods: tuple[str, ...],
+         json_path: str | None) -> None:
+    rows = [measure(kind, seconds, warmup, tree) for kind in floods]
     print(f"payload code: {rows[0]['tree']}; line {UART:.0f} B/s each way; "
-          f"{args.seconds:.0f} s window after {args.warmup:.0f} s warm-up")
+          f"{seconds:.0f} s window after {warmup:.0f} s warm-up")
     print(f"{'flood':>16} {'flood B/s':>10} {'DATA/s':>7} {'DATA B/s':>9} {'ACK/s':>7} {'EVENT/s':>8}")
     for r in rows:
         print(f"{r['flood']:>16} {r['flood_bytes_per_s']:>10.0f} {r['data_frames_per_s']:>7.2f} "
               f"{r['data_bytes_per_s']:>9.0f} {r['ack_frames_per_s']:>7.1f} "
               f"{r['event_frames_per_s']:>8.1f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from onboard.cli import require_packages
+from onboard.sources.scene import write_scene
 
 
 @click.group()
@@ -42,6 +43,41 @@ def spectra(out: Path) -> None:
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {counts} spectra, "
                f"{wl[0]:.0f}-{wl[-1]:.0f} nm, {len(wl)} samples (train/val/test; "
                f"shared ones not counted)")
+
+
+@export.command()
+@click.argument("cube")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Scene file to write (.npz, for onboard run --scene).")
+@click.option("--window", type=click.IntRange(min=0), nargs=4, metavar="ROW COL HEIGHT WIDTH",
+              help="Keep only this window of pixels.")
+def scene(cube: str, out: Path, window: tuple[int, int, int, int] | None) -> None:
+    """Write a benchmark cube of shared/data/real_cubes (CUBE: samson, jasper, urban, beach or
+    the path of its .mat) as a scene file for 'onboard run --scene', scaled as the denoiser's
+    benchmarks scale it (export/real_cubes.py)."""
+    require_packages("export scene", "ground", "scipy")
+    from export import real_cubes
+
+    by_file = {f: n for n, f in real_cubes.FILES.items()}
+    path = Path(cube)
+    name = by_file.get(path.name, cube)
+    if name not in real_cubes.FILES:
+        raise click.ClickException(f"{cube}: not one of the benchmark cubes "
+                                   f"({', '.join(real_cubes.FILES)} or their files {', '.join(by_file)})")
+    root = path.parent if path.name in by_file else None
+    try:
+        rc = real_cubes.load(name, root)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise click.ClickException(f"{cube}: {exc}") from exc
+    data = rc.data
+    if window:
+        r, c, h, w = window
+        if h < 1 or w < 1 or r + h > data.shape[1] or c + w > data.shape[2]:
+            raise click.ClickException(f"window {window} does not fit the {data.shape[1]} x {data.shape[2]} cube")
+        data = data[:, r:r + h, c:c + w]
+    written = write_scene(out, data.transpose(1, 2, 0), rc.wavelengths_nm)
+    click.echo(f"wrote {written}: {rc.name} ({rc.sensor}), {data.shape[1]} x {data.shape[2]} px x "
+               f"{len(data)} bands, {rc.wavelengths_nm[0]:.0f}-{rc.wavelengths_nm[-1]:.0f} nm")
 
 
 @export.command("build", add_help_option=False,

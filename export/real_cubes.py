@@ -35,6 +35,9 @@ TEST = ("jasper", "urban")
 NoiseCase = Literal["iid-0.05", "iid-0.10", "band", "mixed"]
 #: The noise cases of issue 13, as the HyDe and HSDT papers add them to clean real cubes.
 NOISE_CASES: tuple[NoiseCase, ...] = ("iid-0.05", "iid-0.10", "band", "mixed")
+#: The file of each cube in the folder (README there).
+FILES = {"samson": "samson_1.mat", "jasper": "jasperRidge2_R198.mat", "urban": "abu-urban-2.mat",
+         "beach": "abu-beach-4.mat"}
 #: AVIRIS channel centres, approximately: 224 channels over 365-2497 nm.
 _AVIRIS_NM = np.linspace(365.0, 2497.0, 224)
 
@@ -67,17 +70,17 @@ def _read(name: str, root: Path) -> tuple[NDArray, NDArray, str]:
     from scipy.io import loadmat
 
     if name == "samson":
-        m = loadmat(root / "samson_1.mat")
+        m = loadmat(root / FILES["samson"])
         return m["V"].T.reshape(95, 95, 156, order="F"), np.linspace(401.0, 889.0, 156), "Samson VNIR"
     if name == "jasper":
-        m = loadmat(root / "jasperRidge2_R198.mat")
+        m = loadmat(root / FILES["jasper"])
         grid = _AVIRIS_NM[m["SlectBands"].ravel().astype(int) - 1]
         return m["Y"].T.reshape(100, 100, 198, order="F"), grid, "AVIRIS"
     if name == "urban":
-        m = loadmat(root / "abu-urban-2.mat")
+        m = loadmat(root / FILES["urban"])
         return m["data"], np.linspace(400.0, 2500.0, m["data"].shape[2]), "AVIRIS"
     if name == "beach":
-        m = loadmat(root / "abu-beach-4.mat")
+        m = loadmat(root / FILES["beach"])
         return m["data"], np.linspace(430.0, 860.0, m["data"].shape[2]), "ROSIS-03"
     raise ValueError(f"unknown real cube {name!r}; known: {', '.join(TRAIN + TEST)}")
 

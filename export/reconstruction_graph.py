@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_export import OPSET
+from export.onnx_export import IR_VERSION, OPSET
 from onboard.formats.calfile import Calibration
 from onboard.formats.types import RawFrame
 from onboard.stages.reconstruct import Reconstructor
@@ -86,7 +86,7 @@ def build_graph(calibration: Calibration, lam: float, exposure_s: float,
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [bands, h, w])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="onboard-export")
-    model.ir_version = 8  # read by ONNX Runtime >= 1.10 and TensorRT >= 8.4
+    model.ir_version = IR_VERSION  # the same opset and IR version as the exported models
     onnx.checker.check_model(model, full_check=True)
     path = Path(path)
     onnx.save(model, str(path))

@@ -8,6 +8,10 @@ ONNX Runtime's fp32 to float32 rounding), an optimisation profile covers the dyn
 dimensions (min / opt / max shapes per input), and a timing cache file makes rebuilds fast.
 Where TensorRT or a GPU is absent, :func:`unavailable_reason` says why and nothing is built;
 ``export build`` records that reason in its summary. ``tensorrt`` is imported lazily.
+
+TensorRT >= 10 (JetPack 6.1 / 6.2 on a Jetson Orin: TensorRT 10.3) is required: the bundle's
+ONNX files are opset 18 (:mod:`export.onnx_export`), which TensorRT 8.6 (JetPack 6.0) does not
+parse; an older TensorRT is refused by name before anything is parsed.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from export.onnx_export import OPSET
 from onboard.engines.base import EngineError
 from onboard.engines.tensorrt_engine import import_tensorrt, probe
 from onboard.errors import OnboardError
 
 Shape = tuple[int, ...]
+#: Oldest TensorRT major version that parses the bundle's ONNX opset (18).
+MIN_TENSORRT_MAJOR = 10
 #: Builder workspace limit (bytes): small models, and a Jetson Orin Nano has 8 GB shared.
 WORKSPACE_BYTES = 1 << 28
 
@@ -38,6 +45,15 @@ def unavailable_reason(device: int = 0) -> str | None:
     return None
 
 
+def check_version(version: str) -> None:
+    """Raise PlanBuildError when TensorRT ``version`` is older than ``MIN_TENSORRT_MAJOR``."""
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) < MIN_TENSORRT_MAJOR:
+        raise PlanBuildError(
+            f"TensorRT {version} cannot parse the bundle's ONNX opset {OPSET}: TensorRT >= "
+            f"{MIN_TENSORRT_MAJOR} is needed (JetPack >= 6.1 on a Jetson)")
+
+
 def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str,
                profile: Mapping[str, tuple[Shape, Shape, Shape]],
                timing_cache: str | Path | None = None, device: int = 0) -> dict[str, Any]:
@@ -46,13 +62,11 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str,
 
     ``profile``: input name -> (min, opt, max) shape for every input with dynamic dims."""
     trt = import_tensorrt()
+    check_version(trt.__version__)
     dev = probe(device)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # TensorRT < 10
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # explicit batch, TensorRT 10's only mode
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -32,7 +32,10 @@ import numpy as np
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
 from ground.user_formats import write_envi, write_tiff
-from onboard.formats.products import Product, ProductKind, decode_arrays
+from onboard.compress.ccsds123 import decode
+from onboard.compress.cube_coding import decode_cube
+from onboard.compress.residue_coding import decode_residue
+from onboard.formats.products import MAX_DECODED_BYTES, Product, ProductKind, decode_arrays
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,8 @@ class ProductSink:
         out = self.out
         if p.kind == ProductKind.RESIDUE:
             arrays = decode_arrays(p.payload, p.kind)
+            if p.meta.get("coding") == "ccsds123":  # the compact map (onboard/compress/residue_coding.py)
+                arrays = decode_residue(arrays, MAX_DECODED_BYTES[p.kind] // 4)
             write_tiff(out / f"{stem}_tillage.tif", arrays["tillage"].astype(np.uint8), p.meta)
             write_tiff(out / f"{stem}_fractions.tif", arrays["fractions"].astype(np.float32),
                         p.meta)
@@ -161,7 +166,10 @@ class ProductSink:
             return files
         if p.kind == ProductKind.CUBE:
             arrays = decode_arrays(p.payload, p.kind)
-            data = arrays["data"].astype(np.float32)
+            if p.meta.get("coding", "npz") == "npz":
+                data = arrays["data"].astype(np.float32)
+            else:  # CCSDS 123 (onboard/compress/cube_coding.py), within the same byte limit
+                data = decode_cube(arrays, p.meta, MAX_DECODED_BYTES[p.kind] // 4)
             header = {"wavelength": [f"{w:.3f}" for w in arrays["wavelengths_nm"]],
                       "wavelength units": "nm",
                       "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
@@ -170,6 +178,13 @@ class ProductSink:
                 files += write_envi(out / f"{stem}_valid.img",
                                      arrays["valid"].astype(np.uint8)[None], {})
             return files
+        if p.kind == ProductKind.RAW and p.meta.get("coding") == "ccsds123":
+            arrays = decode_arrays(p.payload, p.kind)
+            thumbs = decode(arrays["ccsds123"].astype(np.uint8).tobytes(),
+                            max_samples=MAX_DECODED_BYTES[p.kind] // 2).cube
+            header = {"description": f"onboard raw frame {p.name}: ImSPOC thumbnails (DN)",
+                      "exposure_s": str(p.meta.get("exposure_s"))}
+            return write_envi(out / f"{stem}.img", thumbs, header)
         if p.kind == ProductKind.QUICKLOOK and p.encoding == "png":
             (out / f"{stem}.png").write_bytes(p.payload)
             return [f"{stem}.png"]

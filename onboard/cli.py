@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from onboard import threads
 from onboard.errors import OnboardError
 
 # name -> (module, attribute, extra that provides its dependencies, one-line help)
@@ -96,6 +97,7 @@ def main() -> None:
     # The runtime's linear algebra is many small products (24 x 96 operators): BLAS threads
     # cost more in wake-ups than they save, and ONNX Runtime keeps its own pool. One thread,
     # unless the user says otherwise; this must happen before numpy is first imported.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    # ([run] threads sets the pools again when a session is built: onboard/threads.py)
+    for var in threads.ENVIRONMENT:
         os.environ.setdefault(var, "1")
     cli()

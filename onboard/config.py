@@ -23,6 +23,7 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 from onboard.errors import OnboardError
+from onboard.threads import DEFAULT_THREADS
 
 
 class ConfigError(OnboardError, ValueError):
@@ -88,15 +89,23 @@ class RunConfig:
     health_period_s: float = 10.0
     calibration: str | None = None
     replay: str | None = None  # folder of recorded frames (onboard/sources/replay.py) instead of the simulator
+    scene: str | None = None  # a real reflectance cube (.npz, onboard/sources/scene.py) instead of the farmland
     record: str | None = None  # also record every raw frame into this folder
     bundle: str | None = None
     #: free space (MB) every write keeps on the output's file system: archive copies are shed,
     #: then low-priority products (firmware_bridge/storage.py)
     disk_floor_mb: float = 4.0
+    #: threads of each compute pool (BLAS, ONNX Runtime), spinning off; 0: the libraries' own
+    #: defaults, a thread per core, spinning (onboard/threads.py). [engine] *_op_threads win
+    threads: int = DEFAULT_THREADS
 
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,
                   health_period_s=self.health_period_s)
+        if self.scene and self.replay:
+            raise ConfigError("[run] scene and replay both give the frames: choose one")
+        if not 0 <= self.threads <= 1024:
+            raise ConfigError(f"[run] threads: expected 0-1024 (0: the libraries' defaults), got {self.threads}")
         if not 0 <= self.disk_floor_mb < 1e9:
             raise ConfigError(f"[run] disk_floor_mb: must be >= 0, got {self.disk_floor_mb}")
 
@@ -188,6 +197,22 @@ class ProductsConfig:
     quicklook: bool = True
     cube: bool = True
     cube_float16: bool = True
+    #: the cube product's coding (onboard/compress/cube_coding.py): "npz" (float16 or float32
+    #: in a deflated npz), "ccsds123" (reflectance quantised to cube_step, CCSDS 123.0-B-2
+    #: near-lossless within cube_max_error steps; 0 is lossless of the quantised values),
+    #: "ccsds123-float16" (the float16 cube bit-exact, CCSDS 123 lossless)
+    cube_coding: typing.Literal["npz", "ccsds123", "ccsds123-float16"] = "npz"
+    cube_step: float = 1e-4
+    cube_max_error: int = 4
+    #: the residue product's coding: "npz" (float32 fractions and confidence), "ccsds123"
+    #: (onboard/compress/residue_coding.py: fractions and confidence to 0.01, CCSDS 123)
+    residue_coding: typing.Literal["npz", "ccsds123"] = "npz"
+    #: also send each ImSPOC frame's raw thumbnails (CCSDS 123 lossless), for reprocessing
+    raw: bool = False
+
+    def validate(self) -> None:
+        if not self.cube_step > 0 or not 0 <= self.cube_max_error < 1 << 15:
+            raise ConfigError(f"[products] cube_step must be > 0 and cube_max_error 0..32767, got {self.cube_step}, {self.cube_max_error}")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Versions of Python and the inference libraries, each engine kind and why it is or is not
 available here, the model bundle in use (manifest and file checksums, files that fail
 verification and why) with the engine each model would run on and every engine skipped on
-the way, the calibration file with its checksum, and memory and temperatures. ``--json``
+the way, the calibration file with its checksum, the thread pools (:mod:`onboard.threads`),
+and memory and temperatures. ``--json``
 prints the same as one JSON object (:func:`collect`).
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from onboard import __version__, sysinfo
+from onboard import __version__, sysinfo, threads
 from onboard.engines.select import EngineOptions, probe_engines, select_engine
 from onboard.formats import bundle as model_bundle
 
@@ -105,6 +106,7 @@ def collect(bundle_dir: Path | None = None, calibration: Path | None = None,
             info["calibration"] = _calibration_report(Path(calibration))
         except CalibrationFileError as exc:
             info["calibration_error"] = str(exc)
+    info["threads"] = threads.report()
     info["system"] = sysinfo.snapshot()
     return info
 
@@ -152,6 +154,13 @@ def render(info: dict[str, Any]) -> str:
     else:
         lines.append("calibration: none given (--calibration FILE); the simulated instrument's "
                      "is used when no camera is configured")
+    th = info["threads"]
+    pools = ", ".join(f"{p['library']} {p['version'] or ''} ({p['api']}) {p['threads']}"
+                      for p in th["pools"]) or "none loaded"
+    ort = th["onnxruntime"]
+    lines.append(f"thread pools ([run] threads = {th['threads']}): {pools}; ONNX Runtime sessions "
+                 f"intra-op {ort['intra_op_threads'] or 'per core'}, inter-op "
+                 f"{ort['inter_op_threads'] or 'per core'}, spinning {'on' if ort['spinning'] else 'off'}")
     s = info["system"]
     t = s["temperatures"]
     temps = ", ".join(f"{k} {t[k + '_c']:.1f} C" for k in ("cpu", "gpu") if t[k + "_c"] is not None)

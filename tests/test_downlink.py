@@ -234,6 +234,45 @@ def test_a_repeated_finished_pdu_is_acknowledged_after_the_transfer(tmp_path: Pa
     assert len(down) == 1 and int.from_bytes(down[0][:2], "big") & 0x7FF == APID_CONTROL
 
 
+def test_the_ack_of_a_repeated_finished_pdu_closes_the_grounds_transaction(tmp_path: Path) -> None:
+    """The payload's ACK of the Finished PDU is lost and the payload, done, moves on; the
+    ground repeats its Finished PDU and the payload acknowledges it again, on the control
+    APID. That ACK closes the ground's transaction: it was dropped unread, and the ground kept
+    repeating its Finished PDU, then declared its ACK limit, until the inactivity timeout."""
+    spool, tx, rx, down, up, got, _ = ends(tmp_path, FAST)
+    spool.put("health_00000001", b"{}", 0, "health")
+    lost = []
+    deadline = time.monotonic() + 30
+    while tx.busy and time.monotonic() < deadline:
+        tx.step()
+        for packet in down:
+            if isinstance(parse_pdu(packet[6:]), AckPdu) and not lost:
+                lost.append(packet)  # the payload's only ACK of the Finished PDU
+            else:
+                rx.on_packet(packet)
+        down.clear()
+        rx.poll()
+        for packet in up:
+            tx.on_packet(packet)
+        up.clear()
+    assert not tx.busy and len(got) == 1 and lost
+    assert rx.open_transactions == 1  # waiting for the ACK of its Finished PDU
+    while not up and time.monotonic() < deadline:  # its ACK timer runs out: a repeat
+        rx.poll()
+    assert isinstance(parse_pdu(up[0][6:]), FinishedPdu)
+    for packet in up:
+        tx.on_packet(packet)
+    tx.step()
+    assert [int.from_bytes(p[:2], "big") & 0x7FF for p in down] == [APID_CONTROL]
+    for packet in down:
+        rx.on_packet(packet)
+    assert rx.open_transactions == 0 and rx.stats.bad_packets == 0 and rx.stats.failed == 0
+    # nothing but an ACK is taken on the control APID
+    rx.on_packet(PacketSequencer(PacketType.TM).wrap(APID_CONTROL, up[0][6:]))
+    assert rx.stats.bad_reasons == {"PDU other than an ACK on the control APID": 1}
+    assert rx.open_transactions == 0
+
+
 def test_a_lost_finished_pdu_is_prompted_again_not_waited_out(tmp_path: Path) -> None:
     """The ground gives up repeating its Finished PDU (limit 1) and the first three are
     lost: the payload repeats its EOF after an ACK interval and the ground answers with its

@@ -5,18 +5,57 @@ receive``) joined by the pty link emulator with bit errors, frame drops and a cu
 from __future__ import annotations
 
 import json
+import queue
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from test_ground import check_outputs, products
 
 from firmware_bridge.auth import provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.spool import Spool
+
+#: The ground's log record of a transaction it closed (firmware_bridge/cfdp/receiver.py).
+CLOSED = re.compile(r"INFO firmware_bridge\.cfdp\.receiver: (\S+): CFDP transaction \d+ closed$")
+
+
+def follow(stream: IO[str]) -> tuple[queue.Queue[str], list[str]]:
+    """Lines of ``stream`` as they come (a queue, "" at the end) and all of them (a list),
+    read on a thread so that the test can wait for a line without blocking for ever."""
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+
+    def pump() -> None:
+        for line in stream:
+            seen.append(line)
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines, seen
+
+
+def wait_until_closed(lines: queue.Queue[str], names: set[str], timeout: float) -> None:
+    """Until the ground has logged the close of a transaction for each of ``names``."""
+    deadline = time.monotonic() + timeout
+    waiting = set(names)
+    while waiting:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except queue.Empty:
+            raise AssertionError(f"the ground never closed the transactions of {sorted(waiting)}") from None
+        if not line:
+            raise AssertionError("the ground exited before closing every transaction")
+        closed = CLOSED.search(line)
+        if closed:
+            waiting.discard(closed.group(1))
 
 
 def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
@@ -31,12 +70,13 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
     imp = Impairments(bytes_per_s=11520, latency_s=0.005, bit_error_rate=1e-5, frame_drop=0.02)
     with LinkEmulator(imp, seed=3) as emu:
         ground = subprocess.Popen(
-            [sys.executable, "-m", "onboard", "ground", "receive", "--port", emu.b_path,
+            [sys.executable, "-m", "onboard", "--log-level", "info", "ground", "receive", "--port", emu.b_path,
              "-o", str(out), "--ack-timer", "0.5", "--json", "--key-file",
              str(tmp_path / "ground.key"), "--counter-file", str(tmp_path / "ground.counter")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # pyserial empties the input buffer when it opens a port: start once the ground listens
         assert "listening on" in ground.stderr.readline()
+        lines, seen = follow(ground.stderr)
         emu.cut(1.0, after_s=1.5)
         payload = subprocess.run(
             [sys.executable, "-m", "firmware_bridge.cfdp", str(tmp_path / "spool"),
@@ -45,9 +85,13 @@ def test_two_processes_over_an_impaired_pty_link(tmp_path: Path) -> None:
              "--counter-file", str(tmp_path / "payload.counter")],
             capture_output=True, text=True, timeout=120)
         assert payload.returncode == 0, payload.stderr
-        time.sleep(0.5)  # the ground hears the ACK of its last Finished PDU
+        # the payload left once every file was Finished; the ground closes each transaction
+        # when it hears the ACK of its Finished PDU (or gives up after the ACK limit, 3 x 0.5 s)
+        wait_until_closed(lines, {p.name for p in prods}, timeout=30)
         ground.send_signal(signal.SIGINT)  # Ctrl-C: the ground prints its summary and exits
-        stdout, stderr = ground.communicate(timeout=60)
+        stdout = ground.stdout.read()
+        ground.wait(timeout=60)
+    stderr = "".join(seen)
     assert ground.returncode == 0, stderr
     assert emu.error is None
     summary = json.loads(stdout)

@@ -10,6 +10,11 @@ the quantisation step they imply (below).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -19,11 +24,15 @@ onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'onboar
 
 from export import quantize, reconstruction_graph, tensorrt_build  # noqa: E402
 from export.models import SPREAD_RANGE, EigenRefiner, ResidueNet  # noqa: E402
-from export.onnx_export import OPSET, export_onnx  # noqa: E402
+from export.onnx_export import IR_VERSION, OPSET, export_onnx  # noqa: E402
 from export.parity import output_parity  # noqa: E402
 from export.train import mixed_crops  # noqa: E402
 from onboard.formats.types import TILLAGE_THRESHOLDS, tillage_class  # noqa: E402
 from onboard.stages.confidence import interval_confidence  # noqa: E402
+
+# The legacy TorchScript exporter warned of its deprecation on every export: any
+# deprecation warning in these tests is an error.
+pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
 PARITY_ATOL = 1e-4
 
@@ -45,15 +54,26 @@ def test_refiner_onnx_checker_and_parity_at_other_sizes(tmp_path):
                        ["correction"], {0: "k", 2: "H", 3: "W"})
     m = onnx.load(str(path))
     onnx.checker.check_model(m, full_check=True)
-    assert m.opset_import[0].version == OPSET
+    assert [(o.domain, o.version) for o in m.opset_import] == [("", OPSET)]
+    assert m.ir_version == IR_VERSION
+
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+    assert [dims(v) for v in m.graph.input] == [["k", 2, "H", "W"]]
+    assert [dims(v) for v in m.graph.output] == [["k", 1, "H", "W"]]
+    assert [n.op_type for n in m.graph.node] == ["Conv", "Relu"] * 3 + ["Conv"]
     rng = np.random.default_rng(0)
-    for shape in [(5, 2, 40, 56), (1, 2, 17, 9)]:  # dynamic k, H, W, odd sizes
-        x = rng.standard_normal(shape).astype(np.float32)
-        got = _run(path, {"eigenimages": x})[0]
-        with torch.no_grad():
-            want = model(torch.from_numpy(x)).numpy()
-        assert got.shape == (shape[0], 1, *shape[2:])
-        np.testing.assert_allclose(got, want, atol=PARITY_ATOL, rtol=0)
+    # exported from one eigen-image, k stays dynamic
+    one = export_onnx(model, torch.randn(1, 2, 32, 32), tmp_path / "d1.onnx", "eigenimages",
+                      ["correction"], {0: "k", 2: "H", 3: "W"})
+    for p in (path, one):
+        for shape in [(5, 2, 40, 56), (1, 2, 17, 9)]:  # dynamic k, H, W, odd sizes
+            x = rng.standard_normal(shape).astype(np.float32)
+            got = _run(p, {"eigenimages": x})[0]
+            with torch.no_grad():
+                want = model(torch.from_numpy(x)).numpy()
+            assert got.shape == (shape[0], 1, *shape[2:])
+            np.testing.assert_allclose(got, want, atol=PARITY_ATOL, rtol=0)
 
 
 def test_residue_net_outputs_simplex_and_parity(tmp_path):
@@ -61,6 +81,11 @@ def test_residue_net_outputs_simplex_and_parity(tmp_path):
     net = ResidueNet(bands=24, width=16).eval()
     path = export_onnx(net, torch.randn(1, 24, 16, 16), tmp_path / "r.onnx", "cube",
                        ["probabilities", "fractions"], {2: "H", 3: "W"})
+    graph = onnx.load(str(path)).graph
+    # plain operators of the default domain, each one TensorRT 10's parser and the quantiser take
+    assert {n.domain for n in graph.node} == {""}
+    assert {n.op_type for n in graph.node} == {"Mul", "ReduceSum", "Abs", "Div", "Add", "Log",
+                                               "Concat", "Sub", "Conv", "Relu", "Pad", "Softmax"}
     x = np.random.default_rng(1).standard_normal((1, 24, 30, 22)).astype(np.float32) * 3
     prob, frac = _run(path, {"cube": x})
     with torch.no_grad():
@@ -117,6 +142,60 @@ def test_mixed_crops_are_linear_mixtures_with_their_fractions():
                    for j in range(6) for r in range(9) for c in range(9)) for i in range(64)]
     assert 10 < sum(unmixed) < 54  # about half of the crops mixed
     assert valid.min() == 0 and valid.max() == 1
+
+
+def test_export_warns_of_no_deprecation(tmp_path):
+    """Nothing deprecated is used on the way (the TorchScript exporter was: DeprecationWarning)."""
+    net = ResidueNet(bands=24, width=16).eval()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        export_onnx(net, torch.rand(1, 24, 16, 16), tmp_path / "r.onnx", "cube",
+                    ["probabilities", "fractions"], {2: "H", 3: "W"})
+        export_onnx(_refiner(), torch.randn(2, 2, 16, 16), tmp_path / "d.onnx", "eigenimages",
+                    ["correction"], {0: "k", 2: "H", 3: "W"})
+    stale = [f"{w.category.__name__}: {w.message}" for w in seen
+             if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))]
+    assert not stale
+
+
+def test_export_logs_no_optimisation_pass(tmp_path, caplog):
+    """The exporter's graph libraries log every pass at INFO; ``onboard`` logs at INFO."""
+    with caplog.at_level("INFO"):
+        export_onnx(_refiner(), torch.randn(2, 2, 16, 16), tmp_path / "d.onnx", "eigenimages",
+                    ["correction"], {0: "k", 2: "H", 3: "W"})
+    assert [r.name for r in caplog.records if r.name.startswith(("onnx_ir", "onnxscript"))] == []
+
+
+_EXPORT_IN_CHILD = """
+import sys, torch
+from export.models import ResidueNet
+from export.onnx_export import export_onnx
+net = ResidueNet(bands=24, width=16, usable=[b % 7 != 3 for b in range(24)])
+net.load_state_dict(torch.load(sys.argv[1]))
+export_onnx(net, torch.rand(1, 24, 16, 16), sys.argv[2], "cube", ["probabilities", "fractions"],
+            {2: "H", 3: "W"})
+"""
+
+
+def test_same_weights_export_to_the_same_bytes(tmp_path):
+    """Bit-for-bit bundle rebuilds: the same weights give the same file, from another process
+    (another hash seed) and another example input, and the file names no path of the checkout
+    (the exporter's stack-trace annotations did)."""
+    torch.manual_seed(4)
+    net = ResidueNet(bands=24, width=16, usable=[b % 7 != 3 for b in range(24)]).eval()
+    net.set_standardisation(torch.rand(2, 24, 8, 8))
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    here = export_onnx(net, torch.rand(1, 24, 20, 12), tmp_path / "a.onnx", "cube",
+                       ["probabilities", "fractions"], {2: "H", 3: "W"}).read_bytes()
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    subprocess.run([sys.executable, "-c", _EXPORT_IN_CHILD, str(tmp_path / "w.pt"),
+                    str(tmp_path / "b.onnx")], check=True, env=env, capture_output=True)
+    assert (tmp_path / "b.onnx").read_bytes() == here
+    assert b"models.py" not in here and b"stack_trace" not in here
+    torch.nn.init.normal_(net.fractions.weight)  # and other weights give another file
+    other = export_onnx(net, torch.rand(1, 24, 16, 16), tmp_path / "c.onnx", "cube",
+                        ["probabilities", "fractions"], {2: "H", 3: "W"}).read_bytes()
+    assert other != here
 
 
 @pytest.fixture(scope="module")
@@ -220,12 +299,24 @@ def test_reconstruction_graph_matches_the_stage(tmp_path):
                                 cal.radiometric, inst.detector_spec.max_dn - 1)
     cube, lam_gcv = Reconstructor(cal).reconstruct(frame)
     path = reconstruction_graph.build_graph(cal, lam_gcv, frame.exposure_s, tmp_path / "r.onnx")
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    assert [(o.domain, o.version) for o in m.opset_import] == [("", OPSET)]
+    assert m.ir_version == IR_VERSION
     p = reconstruction_graph.parity(cal, path, frame, lam_gcv)
     # float32 products of 96 terms of DN ~1e3 by weights ~1e-4: rounding ~1e-6 relative
     assert p["max_rel_error"] < 1e-5, p
     got = _run(path, {"thumbnails": cal.layout.extract(frame.pixels).astype(np.float32)})[0]
     np.testing.assert_allclose(got, cube.data, atol=1e-5 * np.abs(cube.data).max())
+
+
+def test_tensorrt_older_than_10_is_refused_by_name():
+    """The bundle's ONNX is opset 18: TensorRT 8.6 (JetPack 6.0) cannot parse it, and says so
+    before any parsing; TensorRT 10 (JetPack 6.1 / 6.2) is taken."""
+    with pytest.raises(tensorrt_build.PlanBuildError, match=r"8\.6\.2.*TensorRT >= 10.*JetPack >= 6\.1"):
+        tensorrt_build.check_version("8.6.2")
+    tensorrt_build.check_version("10.3.0")
+    tensorrt_build.check_version("11.0.1")
 
 
 @pytest.mark.tensorrt

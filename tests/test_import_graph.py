@@ -114,18 +114,33 @@ def test_layers() -> None:
 
 
 #: The modules that are command lines: only they may use click (library code raises the
-#: project's errors, which the CLI says in one line, and logs instead of echoing).
+#: project's errors, which the CLI says in one line, and logs instead of echoing). The
+#: scripts in bench/ are command lines too, outside the packages (see below).
 COMMAND_LINES = {"onboard.cli", "onboard.runtime.run", "onboard.info", "onboard.bench", "ground.cli",
                  "calibration.cli", "export.cli", "export.build", "hil.cli", "firmware_bridge.linkemu", "firmware_bridge.keytool",
                  "firmware_bridge.cfdp.__main__"}
 
 
+def _imports_module(path: Path, module: str) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == module for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == module:
+            return True
+    return False
+
+
 def test_only_command_lines_use_click() -> None:
-    users = set()
-    for name, path in _modules().items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "click" for a in node.names):
-                users.add(name)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "click":
-                users.add(name)
+    users = {name for name, path in _modules().items() if _imports_module(path, "click")}
     assert users - COMMAND_LINES == set()
+
+
+def test_one_command_line_framework() -> None:
+    """Every command line, the benchmark scripts in ``bench/`` included (command lines too,
+    outside the packages), is written with click: none parses its arguments with argparse."""
+    benches = sorted((ROOT / "bench").glob("*.py"))
+    assert benches
+    files = [*_modules().values(), *benches]
+    assert [str(p.relative_to(ROOT)) for p in files if _imports_module(p, "argparse")] == []
+    assert all(_imports_module(p, "click") for p in benches)
+

@@ -34,11 +34,20 @@ def test_import_onboard_is_lean(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_a_whole_run_never_imports_torch(tmp_path) -> None:
+@pytest.mark.parametrize("scene", [False, True], ids=["farmland", "real-scene"])
+def test_a_whole_run_never_imports_torch(tmp_path, scene) -> None:
+    args = ["run", "--frames", "2", "--quiet", "--out", str(tmp_path / "o")]
+    if scene:  # a scene file: numpy alone reads it
+        import numpy as np
+
+        from onboard.sources.scene import write_scene
+        wl = np.arange(400.0, 1101.0, 10.0)
+        rng = np.random.default_rng(0)
+        args += ["--scene", str(write_scene(tmp_path / "s.npz", rng.uniform(0.1, 0.5, (64, 64, wl.size)), wl))]
     code = (
         "from onboard.cli import cli\n"
         "try:\n"
-        f"    cli(['run', '--frames', '2', '--quiet', '--out', {str(tmp_path / 'o')!r}], standalone_mode=False)\n"
+        f"    cli({args!r}, standalone_mode=False)\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
     )

@@ -98,9 +98,9 @@ def test_golden_product_reads_back_field_for_field() -> None:
 
 
 def test_format_constants_and_priorities() -> None:
-    assert (products.MAGIC, products.FORMAT_VERSION) == (b"OBPR", 2)
+    assert (products.MAGIC, products.FORMAT_VERSION, products.READ_VERSIONS) == (b"OBPR", 3, (1, 2, 3))
     assert {k.value: v for k, v in DEFAULT_PRIORITY.items()} == {
-        "event": 0, "health": 0, "residue": 1, "calibration_report": 2, "quicklook": 2, "cube": 3}
+        "event": 0, "health": 0, "residue": 1, "calibration_report": 2, "quicklook": 2, "cube": 3, "raw": 4}
     for kind, prio in DEFAULT_PRIORITY.items():
         assert Product(kind=kind, frame_counter=1, created_utc=0.0, payload=b"", encoding="json").priority == prio
     assert Product(kind="cube", frame_counter=1, created_utc=0.0, payload=b"", encoding="npz",
@@ -168,8 +168,8 @@ def test_prefix_boundaries() -> None:
         Product.from_bytes(struct.pack(">4sBI", b"OBPR", 1, 0))  # 9 bytes: a prefix, empty header
     with pytest.raises(ProductFormatError, match="magic b'OBPX'"):
         Product.from_bytes(b"OBPX" + good[4:])
-    with pytest.raises(ProductFormatError, match=r"version 3 is newer than the versions this software reads \(1, 2\)"):
-        Product.from_bytes(good[:4] + b"\x03" + good[5:])
+    with pytest.raises(ProductFormatError, match=r"version 4 is newer than the versions this software reads \(1, 2, 3\)"):
+        Product.from_bytes(good[:4] + b"\x04" + good[5:])
     (header_len,) = struct.unpack_from(">I", good, 5)
     end = 9 + header_len
     with pytest.raises(ProductFormatError, match="truncated inside its header"):

@@ -112,9 +112,9 @@ def _with_version(blob: bytes, version: int) -> bytes:
 
 def test_newer_product_format_is_refused_older_is_read() -> None:
     blob = Product(ProductKind.EVENT, 1, 0.0, b"{}", "json").to_bytes()
-    assert blob[4] == FORMAT_VERSION == 2
-    with pytest.raises(ProductFormatError, match="version 3 is newer than the versions this software reads \\(1, 2\\)"):
-        Product.from_bytes(_with_version(blob, 3))
+    assert blob[4] == 2 and FORMAT_VERSION == 3
+    with pytest.raises(ProductFormatError, match="version 4 is newer than the versions this software reads \\(1, 2, 3\\)"):
+        Product.from_bytes(_with_version(blob, 4))
     assert Product.from_bytes(_with_version(blob, 1)).kind == ProductKind.EVENT
 
 

@@ -48,6 +48,7 @@ APID_BY_KIND: dict[str, int] = {
     "quicklook": 0x120,
     "calibration_report": 0x121,
     "cube": 0x130,
+    "raw": 0x131,
 }
 KIND_BY_APID = {apid: kind for kind, apid in APID_BY_KIND.items()}
 #: Payload -> ground CFDP PDUs that belong to no product (an ACK of a stale Finished PDU).

@@ -16,6 +16,7 @@ is a :class:`FailedTransfer` (``on_failure``), i.e. an event on the ground.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections import OrderedDict
@@ -63,6 +64,8 @@ from firmware_bridge.cfdp.common import (
     parse_pdu,
     unwrap,
 )
+
+log = logging.getLogger(__name__)
 
 # -- ground side --------------------------------------------------------------------------
 
@@ -175,8 +178,13 @@ class DownlinkReceiver:
         except DownlinkError as exc:
             self._bad(str(exc).split(" (")[0])
             return
-        if header.apid == APID_CONTROL:
-            return  # the payload acknowledging a stale Finished PDU: nothing to do
+        # APID_CONTROL carries the payload's ACK of a Finished PDU it had already acknowledged
+        # (we repeated it: its first ACK was lost or crossed our repeat). It ends our wait as
+        # the first would have, through the same checks; for a closed transaction it is
+        # dropped below. Nothing else travels there.
+        if header.apid == APID_CONTROL and not isinstance(pdu, AckPdu):
+            self._bad("PDU other than an ACK on the control APID")
+            return
         if pdu.direction != Direction.TOWARDS_RECEIVER or pdu.dest_entity_id.value != GROUND_ENTITY.value:
             self._bad("PDU not addressed to the ground entity")
             return
@@ -352,6 +360,10 @@ class DownlinkReceiver:
         if failure is not None:
             self.stats.failed += 1
             self.on_failure(failure)
+        elif incoming.done and self._send is not None:
+            # live class 2: the payload acknowledged the Finished PDU (or its ACK limit was
+            # reached, a CFDP fault logged apart); nothing more is sent for this file
+            log.info("%s: CFDP transaction %d closed", incoming.name, key[1])
 
     def poll(self) -> None:
         """Advance every transaction's timers (NAK repeats, Finished repeats, check limit);

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from onboard import threads
 from onboard.engines.base import Engine, EngineError
 from onboard.formats.bundle import TensorSpec
 
@@ -53,7 +54,7 @@ class OnnxRuntimeEngine(Engine):
 
     ``providers``: wanted execution providers, best first (default: every one of
     :data:`PROVIDER_ORDER` this build has). ``intra_op_threads``/``inter_op_threads``: thread
-    pools of the session (0 lets ONNX Runtime choose: one per core). ``trt_cache_dir``: where
+    pools of the session (0: the process's owned pools, :mod:`onboard.threads`). ``trt_cache_dir``: where
     the TensorRT provider keeps the plans it builds, so only the first start builds them."""
 
     kind = "onnxruntime"
@@ -67,7 +68,7 @@ class OnnxRuntimeEngine(Engine):
         if unknown:
             raise ValueError(f"unknown execution provider(s) {unknown}; use {PROVIDER_ORDER}")
         if intra_op_threads < 0 or inter_op_threads < 0:
-            raise ValueError("thread counts must be >= 0 (0: ONNX Runtime decides)")
+            raise ValueError("thread counts must be >= 0 (0: [run] threads)")
         self.requested = tuple(providers) if providers else PROVIDER_ORDER
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
@@ -111,9 +112,7 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"none of {list(self.requested)} is in this onnxruntime build "
                               f"(it has {sorted(have)}); install onnxruntime-gpu for the GPU "
                               "providers")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        options.inter_op_num_threads = self.inter_op_threads
+        options = threads.session_options(ort, self.intra_op_threads, self.inter_op_threads)
         try:
             session = ort.InferenceSession(str(self.path), sess_options=options,
                                            providers=providers)

@@ -101,7 +101,8 @@ class EngineOptions:
 
     ``engine``: "auto", one of :data:`CANDIDATE_NAMES`, or "classical" (no learned model).
     ``precision``: None for each candidate's default order, else only that precision.
-    ``intra_op_threads``/``inter_op_threads``: ONNX Runtime thread pools (0: one per core).
+    ``intra_op_threads``/``inter_op_threads``: ONNX Runtime thread pools (0: ``[run] threads``,
+    :mod:`onboard.threads`).
     ``device``: CUDA device index. ``trt_cache_dir``: where ONNX Runtime's TensorRT provider
     caches the plans it builds (None: no cache)."""
 
@@ -119,7 +120,7 @@ class EngineOptions:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
-            raise ValueError("thread counts must be >= 0 (0: ONNX Runtime decides)")
+            raise ValueError("thread counts must be >= 0 (0: [run] threads)")
 
 
 @dataclass(frozen=True)

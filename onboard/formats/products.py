@@ -10,7 +10,21 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
-Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 2 (this software), the
+The raw product (kind ``raw``, optional: ``[products] raw``) holds an ImSPOC frame's
+thumbnails as read out, ``ccsds123`` (N, h, w uint16 DN, CCSDS 123 lossless, uint8 stream),
+with ``corners`` (N, 2) where each thumbnail lies on the detector; the header's ``meta``
+states ``coding``, ``exposure_s`` and ``temperature_c``, so the ground can reprocess the frame
+with a later calibration.
+
+The cube and residue payloads may instead be coded with CCSDS 123 (onboard/compress/): the
+header's ``meta["coding"]`` then says ``ccsds123`` (or ``ccsds123-float16`` for the cube) and
+the npz holds the stream as ``ccsds123`` in place of ``data`` (cube) or ``fractions`` and
+``confidence`` (residue); absent, the payload is as described here. A reader older than these
+codings refuses such a product by its version (below).
+
+Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 3, the raw kind and the
+CCSDS 123 codings; a product that uses neither is still written as version 2, so a ground
+that reads 2 keeps reading everything it can (``Product.format_version``). 2, the
 residue payload (``npz``) holds:
 
 * ``tillage`` (rows, cols) uint8: 0 intensive, 1 reduced, 2 conservation tillage,
@@ -44,9 +58,10 @@ from onboard.errors import OnboardError
 from onboard.formats.npyio import load_npz
 
 MAGIC = b"OBPR"
-FORMAT_VERSION = 2
+#: The newest version this software writes (see ``Product.format_version``).
+FORMAT_VERSION = 3
 #: Versions this software reads (the layout of the prefix and header is the same in all).
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 _PREFIX = struct.Struct(">4sBI")
 
 
@@ -59,6 +74,8 @@ class ProductKind(str, Enum):
     CALIBRATION_REPORT = "calibration_report"
     CUBE = "cube"
     EVENT = "event"
+    #: the raw ImSPOC frame's thumbnail stack, for reprocessing on the ground (optional)
+    RAW = "raw"
 
 
 #: Downlink priority: lower goes first. Health and residue maps before cubes.
@@ -69,6 +86,7 @@ DEFAULT_PRIORITY: dict[ProductKind, int] = {
     ProductKind.CALIBRATION_REPORT: 2,
     ProductKind.QUICKLOOK: 2,
     ProductKind.CUBE: 3,
+    ProductKind.RAW: 4,
 }
 
 
@@ -142,9 +160,16 @@ class Product:
             "meta": self.meta,
         }
 
+    @property
+    def format_version(self) -> int:
+        """The oldest version that can carry this product: 3 for the raw kind and the CCSDS 123
+        codings (a reader of 2 would find no ``data`` and not know why), else 2."""
+        coded = self.meta.get("coding", "npz") != "npz"
+        return 3 if coded or self.kind == ProductKind.RAW else 2
+
     def to_bytes(self) -> bytes:
         header = json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode()
-        return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + self.payload
+        return _PREFIX.pack(MAGIC, self.format_version, len(header)) + header + self.payload
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Product:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from onboard.compress.cube_coding import CubeCoding
 from onboard.formats.calfile import Calibration
 from onboard.formats.products import Product, event_product
 from onboard.formats.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
 from onboard.stages import radiometric
-from onboard.stages.package import frame_products
+from onboard.stages.package import frame_products, raw_product
 from onboard.stages.radiometric import UnusableFrameError
 from onboard.stages.reconstruct import Reconstructor
 
@@ -53,6 +54,9 @@ class StageOptions:
     cube: bool = True
     cube_float16: bool = True
     denoise: bool = True
+    cube_coding: CubeCoding = field(default_factory=CubeCoding)
+    residue_coding: str = "npz"
+    raw: bool = False
 
 
 class Pipeline:
@@ -115,7 +119,12 @@ class Pipeline:
                 result.denoised, result.residue, self.calibration.instrument, meta,
                 quicklook=self.options.quicklook, with_cube=self.options.cube,
                 cube_float16=self.options.cube_float16, model_versions=self.model_versions,
+                cube_coding=self.options.cube_coding, residue_coding=self.options.residue_coding,
             )
+            layout = self.calibration.layout
+            if self.options.raw and layout is not None and isinstance(frame, RawFrame):
+                result.products.append(raw_product(frame, layout.extract(frame.pixels), layout.corners,
+                                                   self.calibration.instrument, self.model_versions))
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))
         return result

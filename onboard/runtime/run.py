@@ -1,9 +1,10 @@
 """``onboard run``: the main job. Ingest frames, process them, write and downlink products.
 
 With no camera and no calibration configured it flies the simulated instrument over a
-simulated farmland and says so; because the ground truth is then known, the summary also
-reports accuracy (RMSE and spectral angle of the reconstructed and denoised cubes, the PSNR
-gain of denoising, residue fraction MAE, tillage class accuracy).
+simulated farmland (or, with ``--scene``, over a real reflectance cube) and says so; because the
+ground truth is then known, the summary also reports accuracy (RMSE, spectral angle and PSNR of
+the reconstructed and denoised cubes, the PSNR gain of denoising; on the farmland, whose covers
+are known, residue fraction MAE and tillage class accuracy).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from onboard.sources.base import Truth
 
 @dataclass
 class Accuracy:
-    """Per-frame accuracy against the simulator's truth."""
+    """Per-frame accuracy against the simulator's truth (the residue's only where the scene's
+    covers are known)."""
 
     rows: list[dict] = field(default_factory=list)
 
@@ -46,17 +48,20 @@ class Accuracy:
             return
         v = result.cube.valid & np.isfinite(result.residue.fractions).all(0)
         den = result.denoised if result.denoised is not None else result.cube
-        self.rows.append({
+        row = {
             "frame": result.counter,
             "rmse_reconstructed": metrics.rmse(result.cube.data, truth.reflectance, v),
             "rmse_denoised": metrics.rmse(den.data, truth.reflectance, v),
             "sam_reconstructed_deg": metrics.spectral_angle_deg(result.cube.data, truth.reflectance, v),
             "sam_denoised_deg": metrics.spectral_angle_deg(den.data, truth.reflectance, v),
+            "psnr_denoised_db": metrics.psnr_db(den.data, truth.reflectance, v, 1.0),
             "psnr_gain_db": metrics.psnr_db(den.data, truth.reflectance, v, 1.0)
             - metrics.psnr_db(result.cube.data, truth.reflectance, v, 1.0),
-            "residue_fraction_mae": metrics.fraction_mae(result.residue.fractions, truth.fractions, v),
-            "tillage_accuracy": metrics.class_accuracy(result.residue.tillage, truth.tillage, v),
-        })
+        }
+        if truth.fractions is not None and truth.tillage is not None:
+            row["residue_fraction_mae"] = metrics.fraction_mae(result.residue.fractions, truth.fractions, v)
+            row["tillage_accuracy"] = metrics.class_accuracy(result.residue.tillage, truth.tillage, v)
+        self.rows.append(row)
 
     def summary(self) -> dict[str, float]:
         if not self.rows:
@@ -102,6 +107,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
         "rmse_denoised": ("RMSE denoised", "{:.4f}"),
         "sam_reconstructed_deg": ("spectral angle reconstructed", "{:.2f} deg"),
         "sam_denoised_deg": ("spectral angle denoised", "{:.2f} deg"),
+        "psnr_denoised_db": ("PSNR denoised (peak 1)", "{:.2f} dB"),
         "psnr_gain_db": ("PSNR gain of denoising", "{:+.2f} dB"),
         "residue_fraction_mae": ("residue fraction MAE", "{:.3f}"),
         "tillage_accuracy": ("tillage class accuracy", "{:.1%}"),
@@ -124,6 +130,9 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.option("--seed", type=int, help="Seed of the simulated scene and noise.")
 @click.option("--replay", type=click.Path(file_okay=False, path_type=Path),
               help="Process recorded frames from this folder (onboard/sources/replay.py format).")
+@click.option("--scene", type=click.Path(dir_okay=False, path_type=Path),
+              help="Fly the simulated instrument over this real reflectance cube (.npz: reflectance "
+              "rows x cols x bands, wavelengths_nm; onboard/sources/scene.py) instead of the farmland.")
 @click.option("--record", type=click.Path(file_okay=False, path_type=Path),
               help="Also record every raw frame into this folder.")
 @click.option("--port", help="Serve a flight computer on this serial port (pyserial URL): "
@@ -132,7 +141,7 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
 @click.option("--quiet", is_flag=True, help="No progress.")
 def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: bool,
         config_path: Path | None, calibration: Path | None, seed: int | None, replay: Path | None,
-        record: Path | None, port: str | None, json_path: Path | None, quiet: bool) -> None:
+        scene: Path | None, record: Path | None, port: str | None, json_path: Path | None, quiet: bool) -> None:
     """Ingest frames, calibrate, reconstruct, denoise, classify and write products.
 
     Exits 0 when every frame was processed, 130 after Ctrl-C and 143 after SIGTERM (the
@@ -141,7 +150,8 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
     try:
         config: Config = load_config(config_path)
         for key, value in (("sensor", sensor), ("frames", frames), ("out", out), ("seed", seed),
-                           ("calibration", calibration), ("replay", replay), ("record", record)):
+                           ("calibration", calibration), ("replay", replay), ("scene", scene),
+                           ("record", record)):
             if value is not None:
                 override(config, "run", key, str(value) if isinstance(value, Path) else value)
         if port is not None:

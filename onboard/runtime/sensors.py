@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from onboard.config import Config
@@ -29,6 +30,7 @@ from onboard.scene.farmland import FarmlandScene
 from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile
 from onboard.sources.replay import ReplaySource
+from onboard.sources.scene import SceneTrack, read_scene
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
 
 
@@ -96,8 +98,8 @@ class Imspoc(Sensor):
             notes.append(f"calibration: simulated ground calibration of the simulated instrument ({path})")
         notes.append(f"sensor: simulated {inst.name} (no camera configured), "
                      f"{len(inst.layout)} interferometers, detector {inst.layout.detector_shape}")
-        source = SimulatedImspoc(inst, _tiles(config, inst.scene_grid(), inst.thumb_shape),
-                                 cal.wavelengths_nm, seed=config.run.seed)
+        tiles = _tiles(config, inst.scene_grid(), inst.thumb_shape, inst.name, inst.band_nm, notes)
+        source = SimulatedImspoc(inst, tiles, cal.wavelengths_nm, seed=config.run.seed)
         return SensorSetup(cal, source, inst.layout.detector_shape,
                            [len(cal.wavelengths_nm), *inst.thumb_shape],
                            inst.detector_spec.max_dn - 1, notes=notes)
@@ -127,8 +129,9 @@ class Pushbroom(Sensor):
                  f"{pb.cross_track} cross-track x {len(pb.wavelengths_nm)} bands",
                  f"calibration: simulated ground calibration ({path})"]
         lines = config.pushbroom.lines_per_frame
-        source = SimulatedPushbroom(pb, _tiles(config, pb.wavelengths_nm, (lines, pb.cross_track)),
-                                    seed=config.run.seed)
+        sees = (float(pb.wavelengths_nm[0]), float(pb.wavelengths_nm[-1]))
+        source = SimulatedPushbroom(pb, _tiles(config, pb.wavelengths_nm, (lines, pb.cross_track), pb.name,
+                                               sees, notes), seed=config.run.seed)
         return SensorSetup(cal, source, tuple(pb.detector_spec.shape),
                            [len(pb.wavelengths_nm), lines, pb.cross_track],
                            pb.detector_spec.max_dn - 1, notes=notes)
@@ -148,7 +151,15 @@ def _read_calibration(path: str, kind: str) -> Calibration:
     return cal
 
 
-def _tiles(config: Config, grid: ArrayLike, shape: tuple[int, int]) -> Iterator[Tile]:
+def _tiles(config: Config, grid: ArrayLike, shape: tuple[int, int], instrument: str,
+           sees_nm: tuple[float, float], notes: list[str]) -> Iterator[Tile]:
+    """The footprints the simulated instrument flies over: the mission's real cube
+    (``[run] scene``, its notes added to ``notes``), else the simulated farmland."""
+    if config.run.scene:
+        track = SceneTrack(read_scene(config.run.scene), np.asarray(grid, dtype=float), shape,
+                           instrument, sees_nm)
+        notes.extend(track.notes)
+        return iter(track)
     scene = FarmlandScene.generate(size=config.scene.size, seed=config.scene.seed, split=config.scene.split,
                                    library=load_library().only(config.scene.sources))
     return scene.track(grid, shape)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from onboard import sysinfo
+from onboard import sysinfo, threads
+from onboard.compress.ccsds123 import COMPILED as ccsds123_compiled
+from onboard.compress.cube_coding import CubeCoding
 from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
 from onboard.formats.bundle import find_bundle
@@ -99,7 +101,9 @@ def classical_classifier(sensor: str, wavelengths_nm: ArrayLike, residue: Residu
 
 
 def build_session(config: Config) -> Session:
-    """Everything ``onboard run`` needs, from a validated Config."""
+    """Everything ``onboard run`` needs, from a validated Config. Sets the process's thread
+    pools first (``[run] threads``, :mod:`onboard.threads`): a library caller gets them too."""
+    threads.configure(config.run.threads)
     sensor = SENSORS[config.run.sensor]
     setup = sensor.setup(config)
     if config.run.replay:
@@ -148,8 +152,13 @@ def build_session(config: Config) -> Session:
         engine_description = "; ".join(stages.notes)
         if bundle is not None:
             model_versions = {"bundle": str(bundle.root), "producer": bundle.manifest.producer}
-    options = StageOptions(quicklook=config.products.quicklook, cube=config.products.cube,
-                           cube_float16=config.products.cube_float16)
+    p = config.products
+    if "ccsds123" in (p.cube_coding, p.residue_coding) and not ccsds123_compiled:
+        notes.append("products: CCSDS 123 runs as plain Python (about 0.05 Msamples/s, seconds a frame): "
+                     "install onboard[compress] (numba) for about 14 Msamples/s")
+    options = StageOptions(quicklook=p.quicklook, cube=p.cube, cube_float16=p.cube_float16,
+                           cube_coding=CubeCoding(p.cube_coding, p.cube_step, p.cube_max_error),
+                           residue_coding=p.residue_coding, raw=p.raw)
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions)
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,

@@ -1,7 +1,7 @@
 """Frame sources: where raw frames come from.
 
 ``SimulatedImspoc`` and ``SimulatedPushbroom`` fly a simulated instrument over a simulated
-farmland and yield each raw frame with the ground truth it was made from, so a run on the
+farmland (or a real reflectance cube, ``scene.py``) and yield each raw frame with the ground truth it was made from, so a run on the
 simulator can report its own accuracy. A real camera or a replay of recorded frames yields
 the same ``RawFrame`` with no truth.
 """
@@ -18,7 +18,6 @@ from numpy.typing import NDArray
 from onboard.formats.types import Frame, RawFrame
 from onboard.physics.imspoc import ImspocInstrument, band_edges_nm
 from onboard.physics.pushbroom import PushbroomInstrument
-from onboard.scene.farmland import SceneTile as Tile
 
 
 @dataclass
@@ -27,11 +26,26 @@ class Truth:
 
     reflectance: (B, rows, cols) float32, the true reflectance averaged over each output band.
     fractions: (3, rows, cols) float32 (residue, soil, green). tillage: (rows, cols) uint8.
+    Both None where the scene's covers are unknown (a real cube, ``sources/scene.py``).
     """
 
     reflectance: NDArray[np.float32]
-    fractions: NDArray[np.float32]
-    tillage: NDArray[np.uint8]
+    fractions: NDArray[np.float32] | None
+    tillage: NDArray[np.uint8] | None
+
+
+class Tile(Protocol):
+    """What the simulated sources fly over, one footprint per frame: a farmland tile
+    (``scene/farmland.py``) or a real cube's (``sources/scene.py``)."""
+
+    @property
+    def reflectance(self) -> NDArray[np.float32]: ...
+    @property
+    def wavelengths_nm(self) -> NDArray[np.float64]: ...
+    @property
+    def fractions(self) -> NDArray[np.float32] | None: ...
+    @property
+    def tillage(self) -> NDArray[np.uint8] | None: ...
 
 
 class FrameSource(Protocol):

@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from onboard.compress import residue_coding as residue_coding_mod
+from onboard.compress.ccsds123 import encode
+from onboard.compress.cube_coding import RAW_FRAME_PARAMS, CubeCoding, encode_cube
 from onboard.formats.products import Product, ProductKind, encode_arrays
-from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
+from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, RawFrame, ResidueMap
 
 #: Quick-look bands (nm) as (red, green, blue): colour-infrared for the visible/NIR ImSPOC,
 #: SWIR false colour for a 900-1700 nm push-broom.
@@ -61,6 +64,18 @@ def cube_arrays(cube: Cube, float16: bool) -> dict[str, NDArray]:
     return {"data": data, "wavelengths_nm": cube.wavelengths_nm, "valid": cube.valid}
 
 
+def raw_product(frame: RawFrame, thumbnails: NDArray, corners: ArrayLike, instrument: str,
+                model_versions: dict | None = None) -> Product:
+    """The raw-frame product: the thumbnails (N, h, w) uint16 DN as read out, CCSDS 123
+    lossless (format in onboard/formats/products.py)."""
+    stream = encode(np.asarray(thumbnails, dtype=np.uint16), RAW_FRAME_PARAMS)
+    meta = {"coding": "ccsds123", "exposure_s": frame.exposure_s, "temperature_c": frame.temperature_c}
+    return Product(kind=ProductKind.RAW, payload=encode_arrays(ccsds123=np.frombuffer(stream, np.uint8),
+                                                               corners=np.asarray(corners)),
+                   encoding="npz", meta=meta, frame_counter=frame.counter, created_utc=frame.timestamp,
+                   instrument=instrument, model_versions=model_versions or {})
+
+
 def frame_products(
     cube: Cube,
     residue: ResidueMap,
@@ -70,8 +85,12 @@ def frame_products(
     with_cube: bool = True,
     cube_float16: bool = True,
     model_versions: dict | None = None,
+    cube_coding: CubeCoding | None = None,
+    residue_coding: str = "npz",
 ) -> list[Product]:
-    """Products of one frame, highest downlink priority first."""
+    """Products of one frame, highest downlink priority first; the cube coded as
+    ``cube_coding`` says (default npz), the residue map as ``residue_coding`` says ("npz" or
+    the compact "ccsds123"); each header's ``meta["coding"]`` says how."""
     versions = model_versions or {}
 
     def product(kind: ProductKind, payload: bytes, encoding: str, product_meta: dict) -> Product:
@@ -80,13 +99,22 @@ def frame_products(
                        frame_counter=cube.counter, created_utc=cube.timestamp,
                        instrument=instrument, model_versions=versions)
 
+    res_arrays, res_meta = residue_arrays(residue), {}
+    if residue_coding == "ccsds123":
+        res_arrays, res_meta = residue_coding_mod.encode_residue(res_arrays), residue_coding_mod.meta()
     out = [
-        product(ProductKind.RESIDUE, encode_arrays(**residue_arrays(residue)), "npz",
+        product(ProductKind.RESIDUE, encode_arrays(**res_arrays), "npz",
                 {**meta, "method": residue.method,
-                 **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}})
+                 **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}, **res_meta})
     ]
     if quicklook:
         out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png", meta))
     if with_cube:
-        out.append(product(ProductKind.CUBE, encode_arrays(**cube_arrays(cube, cube_float16)), "npz", meta))
+        coding = cube_coding or CubeCoding()
+        if coding.kind == "npz":
+            arrays = cube_arrays(cube, cube_float16)
+        else:
+            arrays = {**encode_cube(cube.data, cube.valid, coding), "wavelengths_nm": cube.wavelengths_nm,
+                      "valid": cube.valid}
+        out.append(product(ProductKind.CUBE, encode_arrays(**arrays), "npz", {**meta, **coding.meta()}))
     return out
