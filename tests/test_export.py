@@ -85,7 +85,8 @@ def test_residue_net_outputs_simplex_and_parity(tmp_path):
     # plain operators of the default domain, each one TensorRT 10's parser and the quantiser take
     assert {n.domain for n in graph.node} == {""}
     assert {n.op_type for n in graph.node} == {"Mul", "ReduceSum", "Abs", "Div", "Add", "Log",
-                                               "Concat", "Sub", "Conv", "Relu", "Pad", "Softmax"}
+                                               "Concat", "Sub", "Conv", "Relu", "Pad", "Softmax",
+                                               "Sigmoid", "Slice"}  # the class interval masses
     x = np.random.default_rng(1).standard_normal((1, 24, 30, 22)).astype(np.float32) * 3
     prob, frac = _run(path, {"cube": x})
     with torch.no_grad():
