@@ -2,6 +2,8 @@
 
     python bench/bench_residue_linear.py [--cubes N] [--train-cubes M] [--json out.json]
 
+N defaults to 64 test cubes (16 fields), as ``bench_residue.py``.
+
 A ridge regression of the residue fraction on each pixel's spectrum (its shape, the usable
 bands divided by their mean, and the log of that mean: what ``export.models.ResidueNet``
 reads), averaged over a ``CONTEXT`` x ``CONTEXT`` window (the learned classifier's context),
@@ -19,10 +21,10 @@ scenes (``bench_residue.py``'s cubes, same seed):
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 from numpy.typing import NDArray
 
@@ -72,19 +74,18 @@ def score(model: tuple[NDArray, NDArray, NDArray, float], rset: data.ResidueSet)
     return {"tillage_accuracy": float(np.mean(acc)), "fraction_mae": float(np.mean(mae))}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cubes", type=int, default=16)
-    ap.add_argument("--train-cubes", type=int, default=160)
-    ap.add_argument("--seed", type=int, default=900)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--cubes", "n_cubes", type=int, default=64, show_default=True)
+@click.option("--train-cubes", type=int, default=160, show_default=True)
+@click.option("--seed", type=int, default=900, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(n_cubes: int, train_cubes: int, seed: int, json_path: Path | None) -> None:
     real = load().only(REAL)
     report = {}
     for kind in ("imspoc", "pushbroom"):
-        train = data.residue_set(data.take(data.samples(kind, "train", 100), args.train_cubes))  # type: ignore[arg-type]
-        test = data.residue_set(data.take(data.samples(kind, "test", args.seed, library=real),  # type: ignore[arg-type]
-                                          args.cubes))
+        train = data.residue_set(data.take(data.samples(kind, "train", 100), train_cubes))  # type: ignore[arg-type]
+        test = data.residue_set(data.take(data.samples(kind, "test", seed, library=real),  # type: ignore[arg-type]
+                                          n_cubes))
         report[kind] = {"train split": score(fit(train), test),
                         "test scenes (oracle)": score(fit(test), test)}
     print(f"| test-split real cubes | linear rule fitted on | tillage acc | residue MAE |  (thresholds "
@@ -93,11 +94,11 @@ def main() -> None:
     for kind, rows in report.items():
         for how, r in rows.items():
             print(f"| {kind} | {how} | {100 * r['tillage_accuracy']:.1f} % | {r['fraction_mae']:.3f} |")
-    out = {"cubes": args.cubes, "train_cubes": args.train_cubes, "seed": args.seed, "split": "test",
+    out = {"cubes": n_cubes, "train_cubes": train_cubes, "seed": seed, "split": "test",
            "context_px": CONTEXT, "results": report}
     print(json.dumps(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
