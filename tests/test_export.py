@@ -23,9 +23,12 @@ torch = pytest.importorskip("torch", reason="the export extra (pip install 'onbo
 onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'onboard[export]')")
 
 from export import quantize, reconstruction_graph, tensorrt_build  # noqa: E402
-from export.models import EigenRefiner, ResidueNet  # noqa: E402
+from export.models import SPREAD_RANGE, EigenRefiner, ResidueNet  # noqa: E402
 from export.onnx_export import IR_VERSION, OPSET, export_onnx  # noqa: E402
 from export.parity import output_parity  # noqa: E402
+from export.train import mixed_crops  # noqa: E402
+from onboard.formats.types import TILLAGE_THRESHOLDS, tillage_class  # noqa: E402
+from onboard.stages.confidence import interval_confidence  # noqa: E402
 
 # The legacy TorchScript exporter warned of its deprecation on every export: any
 # deprecation warning in these tests is an error.
@@ -82,7 +85,8 @@ def test_residue_net_outputs_simplex_and_parity(tmp_path):
     # plain operators of the default domain, each one TensorRT 10's parser and the quantiser take
     assert {n.domain for n in graph.node} == {""}
     assert {n.op_type for n in graph.node} == {"Mul", "ReduceSum", "Abs", "Div", "Add", "Log",
-                                               "Concat", "Sub", "Conv", "Relu", "Pad", "Softmax"}
+                                               "Concat", "Sub", "Conv", "Relu", "Pad", "Softmax",
+                                               "Sigmoid", "Slice"}  # the class interval masses
     x = np.random.default_rng(1).standard_normal((1, 24, 30, 22)).astype(np.float32) * 3
     prob, frac = _run(path, {"cube": x})
     with torch.no_grad():
@@ -92,6 +96,53 @@ def test_residue_net_outputs_simplex_and_parity(tmp_path):
         np.testing.assert_allclose(got, w, atol=PARITY_ATOL, rtol=0)
         assert (got >= 0).all()
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_residue_probabilities_are_the_gaussian_interval_masses_of_the_fraction():
+    """The class probabilities are the masses of the tillage intervals under N(f, s^2), f the
+    residue fraction the net gives and s its spread: with the spread head at a known value
+    they match the classical stage's rule (exact normal, within the logistic approximation's
+    0.01), and with a tiny spread the most probable class is the fraction's own class."""
+    torch.manual_seed(4)
+    net = ResidueNet(bands=24, width=16).eval()
+    x = torch.from_numpy(np.random.default_rng(4).uniform(0.05, 0.5, (1, 24, 20, 20)).astype(np.float32))
+    lo, hi = SPREAD_RANGE
+    with torch.no_grad():
+        net.spread.weight.zero_()
+        net.spread.bias.fill_(0.0)  # spread (lo + hi) / 2 everywhere
+        prob, frac = (t.numpy()[0] for t in net(x))
+        sigma = (lo + hi) / 2
+        f = frac[0]
+        k = tillage_class(f)
+        want = interval_confidence(f, sigma)
+        got = np.take_along_axis(prob, k[None].astype(np.int64), axis=0)[0]
+        np.testing.assert_allclose(got, want, atol=0.01)
+        net.spread.bias.fill_(-30.0)  # spread lo
+        prob, frac = (t.numpy()[0] for t in net(x))
+    away = np.min(np.abs(frac[0][None] - np.array(TILLAGE_THRESHOLDS)[:, None, None]), axis=0) > 2 * lo
+    assert away.sum() > 100
+    np.testing.assert_array_equal(prob.argmax(0)[away], tillage_class(frac[0])[away])
+
+
+def test_mixed_crops_are_linear_mixtures_with_their_fractions():
+    """A mixed training crop is ``(1 - a) x1 + a x2`` for the cube and the fractions alike,
+    and a pixel invalid in either crop is invalid in the mixture."""
+    rng = np.random.default_rng(5)
+    fr = rng.dirichlet(np.ones(3), size=(6, 16, 16)).transpose(0, 3, 1, 2).astype(np.float32)
+    till = tillage_class(fr[:, 0]).astype(np.float32)[:, None]
+    till[:, :, :4, :4] = -1
+    cube = np.concatenate([fr, 2 * fr], axis=1)  # a cube that is a linear image of its fractions
+    x, f, valid = mixed_crops(rng, [cube, fr, till], 64, 8)
+    np.testing.assert_allclose(x[:, :3], f, atol=1e-6)
+    np.testing.assert_allclose(x[:, 3:], 2 * f, atol=1e-6)
+    np.testing.assert_allclose(f.sum(axis=1), 1.0, atol=1e-5)
+    unmixed = [any(np.array_equal(f[i], fr[j, :, r:r + 8, c:c + 8]) or
+                   np.array_equal(f[i], fr[j, :, r:r + 8, c:c + 8][:, ::-1]) or
+                   np.array_equal(f[i], fr[j, :, r:r + 8, c:c + 8][:, :, ::-1]) or
+                   np.array_equal(f[i], fr[j, :, r:r + 8, c:c + 8][:, ::-1, ::-1])
+                   for j in range(6) for r in range(9) for c in range(9)) for i in range(64)]
+    assert 10 < sum(unmixed) < 54  # about half of the crops mixed
+    assert valid.min() == 0 and valid.max() == 1
 
 
 def test_export_warns_of_no_deprecation(tmp_path):
@@ -142,7 +193,7 @@ def test_same_weights_export_to_the_same_bytes(tmp_path):
                     str(tmp_path / "b.onnx")], check=True, env=env, capture_output=True)
     assert (tmp_path / "b.onnx").read_bytes() == here
     assert b"models.py" not in here and b"stack_trace" not in here
-    torch.nn.init.normal_(net.classes.weight)  # and other weights give another file
+    torch.nn.init.normal_(net.fractions.weight)  # and other weights give another file
     other = export_onnx(net, torch.rand(1, 24, 16, 16), tmp_path / "c.onnx", "cube",
                         ["probabilities", "fractions"], {2: "H", 3: "W"}).read_bytes()
     assert other != here
@@ -207,8 +258,8 @@ def test_int8_quantises_convolutions_only(tmp_path):
             assert dq.op_type == "DequantizeLinear"
             read_by = {c.op_type for c in consumers[dq.output[0]]}
             assert made_by_conv or read_by == {"Conv"}, q.input[0]
-    outputs = {o.name for o in model.graph.output}
-    assert {producers[o].op_type for o in outputs} == {"Softmax"}
+    assert producers["fractions"].op_type == "Softmax"
+    assert producers["probabilities"].op_type == "Concat"  # interval masses, in float
 
 
 def test_int8_and_fp16_close_to_fp32(exported):

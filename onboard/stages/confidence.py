@@ -6,7 +6,8 @@ reliability would be taken at face value where it is a guess. Every residue map 
 
 * ``confidence`` (rows, cols) float32 in [0, 1], NaN where the pixel is invalid: the
   estimated probability that the pixel's tillage class is right. Learned classifier: the
-  probability its softmax gives the chosen class. Classical unmixing: the probability that
+  probability it gives the chosen class (the current models compute it as below, with a
+  spread ``sigma`` they estimate per pixel: export/models.py). Classical unmixing: the probability that
   the true residue cover lies in the chosen class's interval if the estimate's error is
   Gaussian with standard deviation ``sigma`` (the stage's measured error),
   ``Phi((hi - f) / sigma) - Phi((lo - f) / sigma)``.
