@@ -75,19 +75,23 @@ def correct_stack(raw: NDArray[np.uint16], exposures_s: NDArray, maps: Radiometr
     signal -= maps.dark_dn_s * np.asarray(exposures_s, np.float32)[:, None, None]
     signal /= maps.flat
     valid = ~saturated
-    rows, cols = np.nonzero(maps.bad)
-    if rows.size:
+    bad = maps.bad.ravel()
+    at = np.flatnonzero(bad)  # flat indices: a 2-D nonzero costs more than the whole correction
+    if at.size:
         h, w = maps.shape
-        total = np.zeros((raw.shape[0], rows.size), np.float32)
+        rows, cols = np.divmod(at, w)
+        flat_signal = signal.reshape(len(signal), -1)
+        flat_valid = valid.reshape(len(valid), -1)
+        total = np.zeros((len(signal), at.size), np.float32)
         count = np.zeros_like(total)
-        for nr, nc in (((rows - 1) % h, cols), ((rows + 1) % h, cols),
-                       (rows, (cols - 1) % w), (rows, (cols + 1) % w)):
-            good = valid[:, nr, nc] & ~maps.bad[nr, nc]
-            total += np.where(good, signal[:, nr, nc], np.float32(0.0))
+        for near in (((rows - 1) % h) * w + cols, ((rows + 1) % h) * w + cols,
+                     rows * w + (cols - 1) % w, rows * w + (cols + 1) % w):
+            good = flat_valid[:, near] & ~bad[near]
+            total += np.where(good, flat_signal[:, near], np.float32(0.0))
             count += good
-        repairable = valid[:, rows, cols] & (count > 0)
-        signal[:, rows, cols] = np.where(repairable, total / np.maximum(count, 1), signal[:, rows, cols])
-        valid[:, rows, cols] = repairable
+        repairable = flat_valid[:, at] & (count > 0)
+        flat_signal[:, at] = np.where(repairable, total / np.maximum(count, 1), flat_signal[:, at])
+        flat_valid[:, at] = repairable
     return signal, valid
 
 
