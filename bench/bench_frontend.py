@@ -9,8 +9,10 @@ Times, in one process and interleaved, the baseline's ``stages/radiometric.py`` 
 instrument (the baseline corrects it line by line, as its pipeline did; this tree with
 ``correct_lines``). The outputs are compared bit for bit. The reconstruction weight is timed on
 30 frames of one simulated scene (new noise each frame) with the GCV grid scored every frame
-(``reuse_frames=0``, the baseline's rule) and with the previous weight kept while the scene
-allows; the weights chosen are compared. CPU time (``time.process_time``), median over
+(``reuse_frames=0``, the baseline's rule, run by this tree's code) and with the previous weight
+kept while the scene allows; the weights chosen are compared. The thumbnail extraction both
+reconstructions run twice a frame is timed apart, the baseline's ``physics/imspoc.py`` against
+this tree's. CPU time (``time.process_time``), median over
 ``--repeats``; BLAS runs single-threaded. Prints a table; ``--json`` writes it.
 """
 
@@ -114,6 +116,12 @@ def main(baseline: str, repeats: int, json_path: str | None) -> None:
 
     row("reconstruct (30 frames)", "ImSPOC, one scene, new noise", weights(0), weights(Reconstructor.reuse_frames),
         lambda a, b: a == b)
+    old_layout = _load(Path(baseline) / "onboard/physics/imspoc.py", "baseline_imspoc").ThumbnailLayout(
+        cal.layout.corners, cal.layout.thumb_shape, cal.layout.detector_shape)
+    row("thumbnail extract (x2)", "ImSPOC pixels and mask",
+        lambda: (old_layout.extract(frames[0].pixels), old_layout.extract(frames[0].valid)),
+        lambda: (cal.layout.extract(frames[0].pixels), cal.layout.extract(frames[0].valid)),
+        lambda a, b: all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)))
     for r in rows:
         if r["stage"].startswith("reconstruct"):
             r["old_ms"] /= len(frames)
