@@ -153,7 +153,7 @@ class Reconstructor:
             lo, hi = max(prev - 1, 0), min(prev + 2, len(lambdas))
             near = gcv_curve(a, self.d, y, lambdas[lo:hi])
             score = near[prev - lo]
-            if score <= near.min() and abs(score / self._score - 1.0) <= GCV_DRIFT:
+            if score <= near.min() and abs(score - self._score) <= GCV_DRIFT * self._score:
                 self._kept += 1
                 self.last_choice = "kept"
                 return float(lambdas[prev])
