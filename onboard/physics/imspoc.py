@@ -95,8 +95,12 @@ class ThumbnailLayout:
         """Thumbnails of a detector image: (rows, cols) -> (N, h, w)."""
         if image.shape != self.detector_shape:
             raise ValueError(f"frame is {image.shape}; this instrument's detector is {self.detector_shape}")
+        return image.ravel()[self._flat_index]  # a 1-D gather: 2-D fancy indexing costs 3x
+
+    @cached_property
+    def _flat_index(self) -> NDArray[np.intp]:
         rows, cols = self._index
-        return image[rows, cols]
+        return rows * self.detector_shape[1] + cols
 
     def place(self, thumbnails: NDArray, fill: float = 0.0) -> NDArray:
         """Inverse of :meth:`extract`: (N, h, w) -> (rows, cols), ``fill`` between thumbnails."""

@@ -172,17 +172,13 @@ class Pipeline:
             if cal.kind != "pushbroom":
                 raise UnusableFrameError(f"got push-broom lines but the calibration is for {cal.kind}")
             with self._timed(result, "radiometric"):
-                lines = [radiometric.correct(f, cal.radiometric, self.saturation_dn) for f in frame]
+                signal, pixel_valid = radiometric.correct_lines(frame, cal.radiometric, self.saturation_dn)
                 result.saturated_share = float(np.mean([f.pixels >= self.saturation_dn for f in frame]))
                 # (lines, cross, bands) -> (bands, lines, cross): along-track rows, channels first
-                data = np.stack([ln.pixels for ln in lines]).transpose(2, 0, 1)
-                exposure = np.array([ln.exposure_s for ln in lines])[None, :, None]
+                data = signal.transpose(2, 0, 1)
+                exposure = np.array([ln.exposure_s for ln in frame])[None, :, None]
                 data = data / (cal.white_reference[:, None, None] * exposure)
-                rows_valid = []
-                for ln in lines:
-                    assert ln.valid is not None  # radiometric.correct sets every line's mask
-                    rows_valid.append(ln.valid.all(axis=1))
-                valid = np.stack(rows_valid)
+                valid = np.asarray(pixel_valid.all(axis=2))  # (lines, cross)
             return Cube(data.astype(np.float32), cal.wavelengths_nm, valid,
                         counter=frame[0].counter, timestamp=frame[0].timestamp)
         if self.reconstructor is None:
