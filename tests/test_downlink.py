@@ -235,6 +235,21 @@ def test_a_repeated_finished_pdu_is_acknowledged_after_the_transfer(tmp_path: Pa
     assert len(down) == 1 and int.from_bytes(down[0][:2], "big") & 0x7FF == APID_CONTROL
 
 
+def send_until_done(tx, rx, down: list[bytes], up: list[bytes], lose, deadline: float) -> None:
+    """Run both ends until the payload has nothing left to send; ``lose(packet)`` says which
+    payload-to-ground packets the link loses."""
+    while tx.busy and time.monotonic() < deadline:
+        tx.step()
+        for packet in down:
+            if not lose(packet):
+                rx.on_packet(packet)
+        down.clear()
+        rx.poll()
+        for packet in up:
+            tx.on_packet(packet)
+        up.clear()
+
+
 def test_the_ack_of_a_repeated_finished_pdu_closes_the_grounds_transaction(tmp_path: Path) -> None:
     """The payload's ACK of the Finished PDU is lost and the payload, done, moves on; the
     ground repeats its Finished PDU and the payload acknowledges it again, on the control
@@ -242,20 +257,16 @@ def test_the_ack_of_a_repeated_finished_pdu_closes_the_grounds_transaction(tmp_p
     repeating its Finished PDU, then declared its ACK limit, until the inactivity timeout."""
     spool, tx, rx, down, up, got, _ = ends(tmp_path, FAST)
     spool.put("health_00000001", b"{}", 0, "health")
-    lost = []
+    lost: list[bytes] = []
+
+    def lose_the_first_ack(packet: bytes) -> bool:  # the payload's only ACK of the Finished PDU
+        if isinstance(parse_pdu(packet[6:]), AckPdu) and not lost:
+            lost.append(packet)
+            return True
+        return False
+
     deadline = time.monotonic() + 30
-    while tx.busy and time.monotonic() < deadline:
-        tx.step()
-        for packet in down:
-            if isinstance(parse_pdu(packet[6:]), AckPdu) and not lost:
-                lost.append(packet)  # the payload's only ACK of the Finished PDU
-            else:
-                rx.on_packet(packet)
-        down.clear()
-        rx.poll()
-        for packet in up:
-            tx.on_packet(packet)
-        up.clear()
+    send_until_done(tx, rx, down, up, lose_the_first_ack, deadline)
     assert not tx.busy and len(got) == 1 and lost
     assert rx.open_transactions == 1  # waiting for the ACK of its Finished PDU
     while not up and time.monotonic() < deadline:  # its ACK timer runs out: a repeat
@@ -282,17 +293,8 @@ def test_a_finished_pdu_never_acknowledged_ends_its_transaction_at_the_ack_limit
     config = dataclasses.replace(FAST, inactivity_s=60.0)  # the ACK limit ends it, not silence
     spool, tx, rx, down, up, got, failed = ends(tmp_path, config)
     spool.put("health_00000001", b"{}", 0, "health")
-    deadline = time.monotonic() + 30
-    while tx.busy and time.monotonic() < deadline:
-        tx.step()
-        for packet in down:
-            if not isinstance(parse_pdu(packet[6:]), AckPdu):  # every ACK of a Finished PDU lost
-                rx.on_packet(packet)
-        down.clear()
-        rx.poll()
-        for packet in up:
-            tx.on_packet(packet)
-        up.clear()
+    send_until_done(tx, rx, down, up, lambda packet: isinstance(parse_pdu(packet[6:]), AckPdu),
+                    time.monotonic() + 30)  # every ACK of a Finished PDU lost
     assert not tx.busy and len(got) == 1 and rx.open_transactions == 1
     limit = time.monotonic() + 10 * config.ack_timer_s * config.ack_limit
     while rx.open_transactions and time.monotonic() < limit:  # the payload is gone
