@@ -108,7 +108,7 @@ def parse_passes(tables: Any, where: str = "[[downlink.pass]]") -> list[Pass]:
             raise PlanError(f"{at} rate_bit_s: expected a number of bit/s > 0, got {rate!r}")
         passes.append(Pass(start, end, float(rate)))
     passes.sort(key=lambda p: p.start_utc)
-    for a, b in zip(passes, passes[1:]):
+    for a, b in zip(passes, passes[1:], strict=False):
         if b.start_utc < a.end_utc:
             raise PlanError(f"{where}: the pass starting {b.start_utc.isoformat()} overlaps the one "
                             f"ending {a.end_utc.isoformat()}")
@@ -229,7 +229,7 @@ def _left_behind(rest: Sequence[SpoolEntry], costs: Sequence[int],
     blocked = why if head_cost <= largest or not plans else (
         f"behind {head.name}, which never fits a pass: the sender keeps to the spool's order")
     out += [PlannedProduct(e.name, e.kind, e.priority, e.size, c, reason=blocked)
-            for e, c in zip(rest[1:], costs[1:])]
+            for e, c in zip(rest[1:], costs[1:], strict=True)]
     return out
 
 

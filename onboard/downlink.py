@@ -17,13 +17,12 @@ import click
 
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.plan import Plan, PlannedProduct, plan_spool
-from firmware_bridge.spool import SpoolError
 from onboard.config import load
 from onboard.errors import OnboardError
 
 
 class PlanInputError(OnboardError, ValueError):
-    """The spool or the time given to the planner cannot be used."""
+    """The time given to the planner cannot be used."""
 
 
 @click.group()
@@ -76,10 +75,8 @@ def plan_command(spool_dir: Path | None, config_path: Path | None, now_text: str
     """Which queued product goes in which pass ahead, and what will not go at all."""
     config = load(config_path)
     root = spool_dir or Path(config.link.spool or Path(config.run.out) / "spool")
-    try:
-        # the CFDP class the payload uses ([link] uplink) sets the PDUs of a transfer
-        result = plan_spool(root, config.downlink.passes, _now(now_text),
-                            DownlinkConfig(acknowledged=config.link.uplink))
-    except SpoolError as exc:
-        raise PlanInputError(str(exc)) from exc
+    # the CFDP class the payload uses ([link] uplink) sets the PDUs of a transfer; a folder
+    # that is not a spool is a SpoolError, said in one line by the command line
+    result = plan_spool(root, config.downlink.passes, _now(now_text),
+                        DownlinkConfig(acknowledged=config.link.uplink))
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else _text(result))
