@@ -209,3 +209,32 @@ def test_a_folder_that_is_not_a_spool_is_one_line_and_left_alone(tmp_path: Path)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "is not a spool" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and list(folder.iterdir()) == []
+
+
+def test_a_pass_delivers_what_the_plan_forecast(tmp_path: Path) -> None:
+    """A real class 2 exchange (cfdp-py at both ends) through a channel that carries the
+    pass's capacity in link-frame bytes (exact COBS of each packet, the Finished PDUs' ACKs
+    included) and nothing after: the ground gets exactly the products the plan put in the
+    pass, in its order."""
+    spool, tx, rx, down, up, got, _ = ends(tmp_path, FAST)
+    rng = random.Random(0)
+    for name, kind, priority, size in PRODUCTS:
+        spool.put(name, rng.randbytes(size), priority, kind)
+    cost = _cost(spool)
+    c = [cost[n] for n in SEND_ORDER]
+    window = _window(T0, c[0] + c[1] + c[2] + c[3] / 2)
+    forecast = plan(spool.entries(), [window], T0, FAST)
+    budget = forecast.passes[0].capacity_bytes
+    while tx.busy and budget > 0:
+        tx.step()
+        for packet in down:
+            budget -= wire_bytes([packet])
+            if budget >= 0:
+                rx.on_packet(packet)
+        down.clear()
+        rx.poll()
+        for packet in up:
+            tx.on_packet(packet)
+        up.clear()
+    assert budget < 0, "the pass should end before the spool is empty"
+    assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == SEND_ORDER[:3]
