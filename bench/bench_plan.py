@@ -33,7 +33,8 @@ from PIL import Image
 
 from firmware_bridge.auth import provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
-from firmware_bridge.plan import Pass, plan
+from firmware_bridge.passes import Pass
+from firmware_bridge.plan import plan
 from firmware_bridge.spool import Spool, queued
 from onboard.formats.products import Product, ProductKind
 

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
-from firmware_bridge.plan import Pass, PlanError, parse_passes
+from firmware_bridge.passes import Pass, PlanError, parse_passes
 from onboard.errors import OnboardError
 from onboard.threads import DEFAULT_THREADS
 
