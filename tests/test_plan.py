@@ -18,7 +18,8 @@ from test_downlink import FAST, ends, exchange
 
 from firmware_bridge.cfdp.sender import transfer_packet_sizes
 from firmware_bridge.link import wire_bytes
-from firmware_bridge.passes import Pass, PlanError, parse_passes, plan
+from firmware_bridge.passes import Pass, PlanError, parse_passes
+from firmware_bridge.plan import plan
 from firmware_bridge.spool import Spool, queued
 from onboard.config import ConfigError, from_dict
 
