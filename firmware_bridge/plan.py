@@ -20,8 +20,10 @@ as it is (``cfdp/sender.py``), not an ideal one:
   goes, and the sender, which keeps to the spool's order, sends nothing behind it of the same
   or a less urgent priority: the plan says so for each product left behind.
 
-Losses and retransmissions are not forecast (an upper bound on what a pass carries), and the
-whole rate is taken for the downlink: HEALTH and events take their share of a real pass.
+Losses and retransmissions are not forecast (an upper bound on what a pass carries), nor are
+class 2's ACK of each Finished PDU (a few tens of bytes a product) and class 1's repeats
+(``class1_repeats``, 1 by default); the whole rate is taken for the downlink: HEALTH and
+events take their share of a real pass.
 """
 
 from __future__ import annotations
