@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "run": ("onboard.runtime.run", "run", None, "Ingest frames, process them and downlink products."),
     "info": ("onboard.info", "info", None, "Engines, versions, calibration and models in use."),
     "bench": ("onboard.bench", "bench", None, "Per-stage latency, throughput and memory here."),
+    "downlink": ("onboard.downlink", "downlink", None, "Contact plan: what goes down in which pass."),
     "ground": ("ground.cli", "ground", "ground", "Ground segment: receive and decode downlinks."),
     "calibrate": ("calibration.cli", "calibrate", "ground", "Characterise the instrument."),
     "export": ("export.cli", "export", "export", "Train, export, quantise and compile models."),

@@ -22,6 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
+from firmware_bridge.passes import Pass, PlanError, parse_passes
 from onboard.errors import OnboardError
 from onboard.threads import DEFAULT_THREADS
 
@@ -306,6 +307,26 @@ class LinkConfig:
 
 
 @dataclass
+class DownlinkConfig:
+    """The contact plan (``onboard downlink plan``, firmware_bridge/plan.py): pass windows
+    ahead, each an ``[[downlink.pass]]`` table with ``start_utc`` and ``end_utc`` (TOML
+    date-times or ISO 8601 strings, UTC) and ``rate_bit_s`` (the link's rate in that pass).
+    Passes are sorted by start and must not overlap."""
+
+    passes: list[Pass] = field(default_factory=list)
+
+    def read(self, values: dict[str, Any]) -> None:
+        """Set from the TOML table: its only key is ``pass``, an array of tables."""
+        for key in values:
+            if key != "pass":
+                raise ConfigError(f"[downlink] {key}: unknown key; [downlink] accepts pass")
+        try:
+            self.passes = parse_passes(values.get("pass", []))
+        except PlanError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
@@ -318,6 +339,7 @@ class Config:
     residue: ResidueConfig = field(default_factory=ResidueConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -339,6 +361,9 @@ def from_dict(data: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"[{name}] must be a table of keys, got {values!r}")
         section = getattr(config, name)
+        if hasattr(section, "read"):  # a section of tables, not of scalar keys
+            section.read(values)
+            continue
         hints = typing.get_type_hints(type(section))
         for key, value in values.items():
             if key not in hints:
