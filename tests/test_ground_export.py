@@ -18,6 +18,9 @@ from onboard.formats.types import ENDMEMBERS, INVALID_CLASS, UNCERTAIN_CLASS
 from onboard.physics.imspoc import band_edges_nm
 
 rasterio = pytest.importorskip("rasterio")
+# Products are not georeferenced yet (issue 19's pose and georeferencing are to come): GDAL
+# says so for every file it opens, which is what these files are.
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 spectral = pytest.importorskip("spectral")
 
 
