@@ -16,6 +16,7 @@ computer's real ones.
 
 from __future__ import annotations
 
+import bisect
 import json
 import random
 import secrets
@@ -170,8 +171,7 @@ class Runner:
                                  ack_timer_s=2.0, seed=s.seed)
         schedule = sorted(
             [(c.at_s + i * c.interval_s, "command", c) for c in s.commands for i in range(c.repeat)]
-            + [(p.at_s, "cut", p) for p in s.power] + [(p.at_s + p.off_s, "on", p) for p in s.power],
-            key=lambda e: e[0])
+            + [(p.at_s, "cut", p) for p in s.power], key=lambda e: e[0])
         boot_s = None
         try:
             boot_s = self._boot(payload, fc)
@@ -187,7 +187,11 @@ class Runner:
                     next_progress = now + PROGRESS_PERIOD_S
                     self._report_progress(now, fc, feeder)
                 while schedule and schedule[0][0] <= now:
-                    _, what, item = schedule.pop(0)
+                    _, what, item = schedule[0]
+                    if (what == "cut" and item.mid_transfer and not fc.receiver.open_transactions
+                            and now < item.at_s + item.wait_s):
+                        break  # this cut waits for a transfer in flight, and what follows it
+                    schedule.pop(0)
                     if what == "command":
                         fc.send(item.type, item.args, item.auth)
                     elif what == "cut" and payload is not None:
@@ -196,6 +200,7 @@ class Runner:
                         cuts_mid_transfer += busy > 0
                         payload.cut()
                         powered = False
+                        bisect.insort(schedule, (now + item.off_s, "on", item), key=lambda e: e[0])
                     elif what == "on" and payload is not None:
                         self.progress(f"t={now:.1f} s: power back")
                         payload.on()

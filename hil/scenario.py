@@ -36,6 +36,8 @@ Format (every key optional unless marked; times in seconds from the scenario's s
     [[power]]                        # power cuts: SIGKILL, then power back after off_s
     at_s = 8
     off_s = 1.0
+    mid_transfer = false             # true: from at_s, wait (up to wait_s) for a transfer in
+    wait_s = 10.0                    #   flight on the ground before cutting; later events wait too
 
     [faults]                         # faults of the payload's own files
     corrupt_models = ["denoiser.fp32.onnx"]   # bytes flipped in a copy of the shipped bundle
@@ -117,6 +119,10 @@ class CommandSpec:
 class PowerCut:
     at_s: float
     off_s: float = 1.0
+    #: cut only once the ground has a transfer open (from at_s, for up to wait_s): a scenario
+    #: about a cut mid-downlink must not depend on where the link happens to be at at_s
+    mid_transfer: bool = False
+    wait_s: float = 10.0
 
 
 @dataclass
@@ -208,8 +214,8 @@ def _check(s: Scenario) -> None:
         if c.type == "SET_MODE" and c.args.get("mode") not in Mode.__members__:
             raise ScenarioError(f"{where}.args.mode: one of {', '.join(Mode.__members__)}")
     for i, p in enumerate(s.power):
-        if p.at_s < 0 or p.off_s < 0:
-            raise ScenarioError(f"power[{i}]: at_s and off_s must be >= 0")
+        if p.at_s < 0 or p.off_s < 0 or p.wait_s < 0:
+            raise ScenarioError(f"power[{i}]: at_s, off_s and wait_s must be >= 0")
     for i, cut in enumerate(s.link.cuts):
         if cut.duration_s <= 0:
             raise ScenarioError(f"link.cuts[{i}].duration_s must be > 0")

@@ -37,6 +37,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("[[commands]]\nat_s = 1\ntype = 'PING'\nauth = 'maybe'\n", "commands[0].auth 'maybe'"),
     ("[[commands]]\nat_s = 1\ntype = 'SET_MODE'\nargs = { mode = 'FAST' }\n", "args.mode"),
     ("[link]\ncuts = [{ at_s = 1, duration_s = 0 }]\n", "link.cuts[0].duration_s must be > 0"),
+    ("[[power]]\nat_s = 3\nmid_transfer = true\nwait_s = -1\n", "power[0]: at_s, off_s and wait_s must be >= 0"),
+    ("[[power]]\nat_s = 3\nmid_transfer = 'yes'\n", "power[0].mid_transfer: expected bool"),
     ("[criteria]\nmax_corrupt = true\n", "criteria.max_corrupt: expected int, got bool"),
     ("[faults]\ncorrupt_models = 'denoiser.fp32.onnx'\n", "faults.corrupt_models: expected a list"),
 ])
