@@ -85,3 +85,39 @@ def test_class2_downlink_stops_on_signal_after_the_link_is_cut_for_good(
     entries = queued(tmp_path / "spool")  # read-only listing: the product waits for the next pass
     assert [e.name for e in entries] == [NAME]
     assert entries[0].path.read_bytes() == data
+
+
+def test_downlink_stops_on_sigint_while_its_write_is_blocked(tmp_path: Path) -> None:
+    """The far end stops reading (its process hung, a UART with flow control held): the link
+    fills and the payload's write blocks in the port. SIGINT must cut that write short, not
+    wait for the port's write timeout and die on it."""
+    data = secrets.token_bytes(1_000_000)
+    Spool(tmp_path / "spool", 10_000_000).put(NAME, data, 5, "health")
+    provision(tmp_path / "payload.key", tmp_path / "payload.counter", secrets.token_bytes(32))
+    with LinkEmulator(Impairments(bytes_per_s=1e9)) as emu:
+        payload = subprocess.Popen(
+            [sys.executable, "-m", "firmware_bridge.cfdp", str(tmp_path / "spool"), "--port",
+             emu.a_path, "--rate", "1e9", "--key-file", str(tmp_path / "payload.key"),
+             "--counter-file", str(tmp_path / "payload.counter")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert payload.stderr is not None
+            lines, seen = follow(payload.stderr)
+            wait_for_line(lines, f"sending {NAME}", timeout=60)
+            a_to_b = emu.stats["a_to_b"]
+            deadline = time.monotonic() + 60
+            while a_to_b.bytes_in - a_to_b.bytes_out < Impairments().buffer_bytes:  # link full
+                assert time.monotonic() < deadline, "the link never filled"
+                with pytest.raises(subprocess.TimeoutExpired):  # still running: look again
+                    payload.wait(timeout=0.05)
+            payload.send_signal(signal.SIGINT)
+            payload.wait(timeout=5)
+        finally:
+            if payload.poll() is None:
+                payload.kill()
+                payload.wait()
+    while lines.get(timeout=10):
+        pass
+    err = "".join(seen)
+    assert payload.returncode == 130, err
+    assert [e.name for e in queued(tmp_path / "spool")] == [NAME]

@@ -30,8 +30,9 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
 
     ``stop`` is read between steps: a class 2 transfer waiting for a ground that is gone
     (the pass ended) steps for ever, so the loop must end on the flag, not on the transfer.
-    A transfer stopped midway leaves its product queued for the next pass (the spool changes
-    only when the ground confirms delivery)."""
+    A signal also cuts short a write blocked on a full link. A transfer stopped midway leaves
+    its product queued for the next pass (the spool changes only when the ground confirms
+    delivery)."""
     from firmware_bridge.dispatch import CommandDispatcher
     from firmware_bridge.link import Link, PayloadEndpoint
 
@@ -40,6 +41,11 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
                          "--counter-file, or --no-uplink")
     dispatcher = CommandDispatcher.from_files({}, key_file, counter_file)
     link = Link.open(port_url, rate=ByteRate(rate_bytes_per_s))
+    cancel_write = getattr(link.port, "cancel_write", None)  # POSIX ports have it
+    if stop is not None and cancel_write is not None:
+        # a write blocked on a full link (a far end that stopped reading) would otherwise
+        # hold the stop for the port's write timeout and then fail
+        stop.on_request(cancel_write)
     sender = DownlinkSender(spool, link.send_data, config)
     endpoint = PayloadEndpoint(link, dispatcher, sender.on_packet)
     try:
