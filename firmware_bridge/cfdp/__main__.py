@@ -41,10 +41,16 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
                          "--counter-file, or --no-uplink")
     dispatcher = CommandDispatcher.from_files({}, key_file, counter_file)
     link = Link.open(port_url, rate=ByteRate(rate_bytes_per_s))
-    cancel_write = getattr(link.port, "cancel_write", None)  # POSIX ports have it
-    if stop is not None and cancel_write is not None:
+    serving = True
+
+    def cancel_write() -> None:
         # a write blocked on a full link (a far end that stopped reading) would otherwise
-        # hold the stop for the port's write timeout and then fail
+        # hold the stop for the port's write timeout and then fail; never on a port being
+        # closed (the handler runs on this thread, so the flag is set before close starts)
+        if serving and hasattr(link.port, "cancel_write"):  # POSIX ports have it
+            link.port.cancel_write()
+
+    if stop is not None:
         stop.on_request(cancel_write)
     sender = DownlinkSender(spool, link.send_data, config)
     endpoint = PayloadEndpoint(link, dispatcher, sender.on_packet)
@@ -56,6 +62,7 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
                     break
                 endpoint.poll(0.05)
     finally:
+        serving = False
         link.close()
     return sender, {r.name: n for r, n in endpoint.dispatcher.data_results.items()}
 
