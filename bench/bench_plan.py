@@ -91,11 +91,11 @@ def measure(seconds: float, rate_bit_s: float, n: int, seed: int) -> dict:
                  "--key-file", str(tmp / "payload.key"), "--counter-file", str(tmp / "payload.counter")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(seconds + 2.0)  # the pass, and the last bytes in the emulator's buffer
-            # the pass is over: what the payload does next does not change what the ground
-            # has (a class 2 transfer cut by the pass waits for the ground; seen not to heed
-            # SIGINT within 60 s there)
-            payload.kill()
-            payload.wait(timeout=60)
+            # the pass is over: the payload stops as its operator would stop it, leaving the
+            # product cut by the pass queued (tests/test_downlink_stop.py)
+            payload.send_signal(signal.SIGINT)
+            if payload.wait(timeout=60) != 128 + signal.SIGINT:
+                raise RuntimeError(f"the payload exited with {payload.returncode} on SIGINT")
             ground.send_signal(signal.SIGINT)
             ground.wait(timeout=60)
         index = tmp / "ground" / "index.jsonl"

@@ -12,7 +12,7 @@ stores the signal's name; the tool's loop reads it between steps.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -24,11 +24,23 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self._on_request: list[Callable[[], object]] = []
 
     def request(self, reason: str) -> None:
         """Ask the loop to stop (from a signal handler or from code)."""
         if self.reason is None:
             self.reason = reason
+            for callback in self._on_request:
+                callback()
+
+    def on_request(self, callback: Callable[[], object]) -> None:
+        """Also call ``callback`` when the stop is requested (at once if it already was), to
+        cut short a wait the loop cannot check the flag in, e.g. pyserial's ``cancel_write``
+        for a write blocked on a full link. It runs in the signal handler: it must take no
+        lock (``cancel_write`` writes one byte to a pipe)."""
+        self._on_request.append(callback)
+        if self.reason is not None:
+            callback()
 
     def __bool__(self) -> bool:
         return self.reason is not None

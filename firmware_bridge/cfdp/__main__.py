@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -13,16 +15,24 @@ from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.sender import DownlinkSender, drain_estimate
 from firmware_bridge.link import ByteRate
 from firmware_bridge.spool import Spool, SpoolError, queued
+from firmware_bridge.stopping import StopRequest, stop_on_signals
 
 # -- a payload-side server ----------------------------------------------------------------
 
 
 def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s: float,
           until_empty: bool = False, key_file: Path | None = None,
-          counter_file: Path | None = None) -> tuple[DownlinkSender, dict[str, int]]:
+          counter_file: Path | None = None,
+          stop: StopRequest | None = None) -> tuple[DownlinkSender, dict[str, int]]:
     """Deliver ``spool`` over the serial link at ``port_url`` (see ``link.Link.open``); the
     ground's PDUs are accepted only when signed with the key in ``key_file`` (PROTOCOL.md
-    section 4). Returns the sender and the uplinked DATA frames by result (OK: accepted)."""
+    section 4). Returns the sender and the uplinked DATA frames by result (OK: accepted).
+
+    ``stop`` is read between steps: a class 2 transfer waiting for a ground that is gone
+    (the pass ended) steps for ever, so the loop must end on the flag, not on the transfer.
+    A signal also cuts short a write blocked on a full link. A transfer stopped midway leaves
+    its product queued for the next pass (the spool changes only when the ground confirms
+    delivery)."""
     from firmware_bridge.dispatch import CommandDispatcher
     from firmware_bridge.link import Link, PayloadEndpoint
 
@@ -31,16 +41,28 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
                          "--counter-file, or --no-uplink")
     dispatcher = CommandDispatcher.from_files({}, key_file, counter_file)
     link = Link.open(port_url, rate=ByteRate(rate_bytes_per_s))
+    serving = True
+
+    def cancel_write() -> None:
+        # a write blocked on a full link (a far end that stopped reading) would otherwise
+        # hold the stop for the port's write timeout and then fail; never on a port being
+        # closed (the handler runs on this thread, so the flag is set before close starts)
+        if serving and hasattr(link.port, "cancel_write"):  # POSIX ports have it
+            link.port.cancel_write()
+
+    if stop is not None:
+        stop.on_request(cancel_write)
     sender = DownlinkSender(spool, link.send_data, config)
     endpoint = PayloadEndpoint(link, dispatcher, sender.on_packet)
     try:
-        while True:
+        while not stop:
             endpoint.poll(0.0)
             if not sender.step():
                 if until_empty:
                     break
                 endpoint.poll(0.05)
     finally:
+        serving = False
         link.close()
     return sender, {r.name: n for r, n in endpoint.dispatcher.data_results.items()}
 
@@ -68,7 +90,8 @@ def serve(spool: Spool, port_url: str, config: DownlinkConfig, rate_bytes_per_s:
 def main(spool: Path, port: str | None, estimate: bool, quota_mb: float, rate: float,
          no_uplink: bool, until_empty: bool, ack_timer: float, inactivity: float,
          key_file: Path | None, counter_file: Path | None) -> None:
-    """Serve a downlink SPOOL over a serial link."""
+    """Serve a downlink SPOOL over a serial link (SIGINT/SIGTERM stop it between PDUs, exit
+    status 130/143; an unfinished product stays queued)."""
     if estimate:
         try:
             entries = queued(spool)
@@ -86,13 +109,17 @@ def main(spool: Path, port: str | None, estimate: bool, quota_mb: float, rate: f
     logging.basicConfig(level=logging.INFO)
     config = DownlinkConfig(acknowledged=not no_uplink, ack_timer_s=ack_timer,
                             inactivity_s=inactivity)
-    try:
-        sender, uplink = serve(Spool(spool, int(quota_mb * 1e6)), port, config, rate, until_empty,
-                               key_file, counter_file)
-    except (ValueError, KeyFileError, CounterStoreError, SpoolError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    with stop_on_signals() as stop:
+        try:
+            sender, uplink = serve(Spool(spool, int(quota_mb * 1e6)), port, config, rate,
+                                   until_empty, key_file, counter_file, stop)
+        except (ValueError, KeyFileError, CounterStoreError, SpoolError) as exc:
+            raise click.ClickException(str(exc)) from exc
     click.echo(sender.stats)
     click.echo(json.dumps({"uplink_frames": uplink}))
+    if stop.reason is not None:
+        click.echo(f"stopped by {stop.reason}; {len(sender.spool)} products stay queued", err=True)
+        sys.exit(128 + signal.Signals[stop.reason].value)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,8 @@ class DownlinkSender:
         while (holder := self._source.get_next_packet()) is not None:
             pdu = bytes(holder.pdu.pack())
             if isinstance(holder.pdu, EofPdu):
+                if self._eof is None and self.config.acknowledged:
+                    log.info("%s sent, waiting for the ground's confirmation", self._entry.name)
                 self._eof, self._eof_sent_at = pdu, self._clock()
             self._emit(apid, pdu)
 
@@ -241,6 +243,7 @@ class DownlinkSender:
         self._user.finished.clear()
         self._last_heard = self._clock()
         self.stats.transfers_started += 1
+        log.info("sending %s (%d B, transaction %d)", entry.name, entry.size, self._seq.value)
         return True
 
     def _check_finished(self) -> None:
