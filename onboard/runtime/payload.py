@@ -76,7 +76,6 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.spool import Spool, SpoolEvent
 from onboard import sysinfo
-from onboard.systemd import Watchdog
 from onboard.config import Config
 from onboard.formats.products import Product, event_product
 from onboard.formats.types import Frame, RawFrame
@@ -86,6 +85,7 @@ from onboard.runtime.session import Session
 from onboard.runtime.writer import ProductWriter
 from onboard.sources.base import Truth
 from onboard.sources.replay import ReplaySource
+from onboard.systemd import Watchdog
 
 log = logging.getLogger(__name__)
 
