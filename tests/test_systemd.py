@@ -288,3 +288,26 @@ def test_a_hung_frame_loop_is_aborted_and_restarted_a_slow_frame_is_not(tmp_path
     assert len(recovered) == 2, log[-3000:]
     # what the aborted run left in its spool is counted by the restarted one
     assert int(recovered[1][0]) == len(left) and len(left) > 0, (recovered, left)
+
+
+def test_the_flight_image_recipe_is_lean_and_on_l4t_r36() -> None:
+    """deploy/: the image is built on NVIDIA's L4T r36 JetPack base with the one install
+    recipe, which installs the core dependencies and the jetson extra only (no torch, no
+    scipy), takes onnxruntime-gpu from the Jetson index, and ships the example mission file,
+    which is a valid mission for the unit's command line."""
+    from onboard.config import load
+
+    docker = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvcr\.io/nvidia/l4t-jetpack:\$\{L4T_TAG\}$", docker, re.M)
+    assert re.search(r"^ARG L4T_TAG=r36\.", docker, re.M)
+    assert "deploy/install-jetson.sh" in docker and "COPY deploy/etc/ /etc/onboard/" in docker
+    assert not re.search(r"COPY (export|calibration|ground|hil|tests)\b", docker)
+    script = (ROOT / "deploy" / "install-jetson.sh").read_text()
+    installs = " ".join(ln for ln in script.splitlines() if "pip\" install" in ln)
+    assert '"$SOURCE[jetson]"' in installs and "onnxruntime-gpu" in installs
+    assert not re.search(r"torch|scipy|\[(ground|export|dev|bench|compress)", installs)
+    assert "https://pypi.jetson-ai-lab.io/jp6/cu126" in script
+    config = load(ROOT / "deploy" / "etc" / "mission.toml")
+    (start,) = _unit_settings(UNIT.read_text())["Service"]["ExecStart"]
+    assert "--config /etc/onboard/mission.toml" in start
+    assert config.engine.trt_cache_dir == "/var/cache/onboard/engines" and config.run.hang_s > 0
