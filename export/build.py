@@ -331,13 +331,8 @@ def add_plans(spec: ModelSpec, opts: BuildOptions, summary: dict[str, Any]) -> M
         summary.setdefault("tensorrt", {})[spec.name] = f"skipped: {reason}"
         return spec
     plans = []
+    profile = tensorrt_build.profile_for(spec.inputs)
     for a in spec.artifacts:
-        profile = {}
-        for t in spec.inputs:
-            lo = tuple(16 if d in ("H", "W") else 1 if isinstance(d, str) else d for d in t.shape)
-            opt = tuple(64 if d in ("H", "W") else 8 if isinstance(d, str) else d for d in t.shape)
-            hi = tuple(512 if d in ("H", "W") else 32 if isinstance(d, str) else d for d in t.shape)
-            profile[t.name] = (lo, opt, hi)
         plan = Path(a.file).with_suffix("").name + ".plan"
         info = tensorrt_build.build_plan(opts.out / a.file, opts.out / plan, a.precision, profile,
                                          timing_cache=opts.out.parent / ".trt-timing.cache")

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "info": ("onboard.info", "info", None, "Engines, versions, calibration and models in use."),
     "bench": ("onboard.bench", "bench", None, "Per-stage latency, throughput and memory here."),
     "downlink": ("onboard.downlink", "downlink", None, "Contact plan: what goes down in which pass."),
+    "doctor": ("onboard.doctor", "doctor", None, "This device: what will run, what to fix before flight."),
     "ground": ("ground.cli", "ground", "ground", "Ground segment: receive and decode downlinks."),
     "calibrate": ("calibration.cli", "calibrate", "ground", "Characterise the instrument."),
     "export": ("export.cli", "export", "export", "Train, export, quantise and compile models."),

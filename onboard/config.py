@@ -99,10 +99,13 @@ class RunConfig:
     #: threads of each compute pool (BLAS, ONNX Runtime), spinning off; 0: the libraries' own
     #: defaults, a thread per core, spinning (onboard/threads.py). [engine] *_op_threads win
     threads: int = DEFAULT_THREADS
+    #: a frame loop without progress this long is hung: the systemd watchdog is no longer
+    #: pinged and systemd restarts the service (onboard/systemd.py, deploy/onboard.service)
+    hang_s: float = 60.0
 
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,
-                  health_period_s=self.health_period_s)
+                  health_period_s=self.health_period_s, hang_s=self.hang_s)
         if self.scene and self.replay:
             raise ConfigError("[run] scene and replay both give the frames: choose one")
         if not 0 <= self.threads <= 1024:

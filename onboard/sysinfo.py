@@ -23,6 +23,14 @@ THERMAL_ROOT = Path("/sys/class/thermal")
 _PLAUSIBLE_C = (-50.0, 150.0)
 
 
+def cache_root() -> Path:
+    """Where the runtime keeps what it makes once per device (simulated calibrations, TensorRT
+    plans): ``$XDG_CACHE_HOME/onboard``, else ``~/.cache/onboard`` (the systemd unit points
+    ``XDG_CACHE_HOME`` at its ``CacheDirectory``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "onboard"
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far, in bytes.
 

@@ -238,8 +238,9 @@ def test_when_nothing_loads_the_caller_gets_the_classical_stages_and_every_reaso
 def test_a_tensorrt_plan_without_tensorrt_is_skipped_with_reason(tmp_path: Path) -> None:
     make_bundle(tmp_path, plan=True)
     with select_engine(mb.load(tmp_path), "conv") as sel:
-        plan_skip = next(s for s in sel.skipped if s.file == "conv.int8.sm87.plan")
-        assert plan_skip.engine == "tensorrt"
+        # plans are built on the device from the ONNX files: those are what TensorRT skipped
+        plan_skip = next(s for s in sel.skipped if s.engine == "tensorrt")
+        assert plan_skip.file is not None and "conv.fp32.onnx" in plan_skip.file
         assert plan_skip.reason.startswith("tensorrt not installed")
         assert sel.candidate == "onnxruntime-cpu" and sel.engine.is_active
 
@@ -281,7 +282,8 @@ def test_importing_the_engine_layer_imports_no_heavy_library() -> None:
 @pytest.mark.skipif(not HAVE_TENSORRT, reason="needs TensorRT and an NVIDIA GPU (JetPack)")
 def test_tensorrt_plan_runs_and_a_foreign_plan_is_refused(tmp_path: Path) -> None:
     """Build a plan for the conv with TensorRT's builder, run it through the bundle, compare
-    with numpy; then claim another TensorRT version and see it refused and ORT chosen."""
+    with numpy; then claim another TensorRT version: the shipped plan is refused (said in the
+    engine's warnings) and the device builds its own into its cache instead."""
     import tensorrt as trt
 
     from onboard.engines.tensorrt_engine import cuda_device
@@ -314,12 +316,15 @@ def test_tensorrt_plan_runs_and_a_foreign_plan_is_refused(tmp_path: Path) -> Non
         return mb.load(tmp_path)
 
     x = cube(20, 24)
-    with select_engine(bundle_with_plan(trt.__version__), "conv",
-                       EngineOptions(precision="fp32")) as sel:
+    options = EngineOptions(precision="fp32", trt_cache_dir=str(tmp_path / "cache"))
+    with select_engine(bundle_with_plan(trt.__version__), "conv", options) as sel:
         assert sel.candidate == "tensorrt", sel.summary()
+        assert sel.engine.path == tmp_path / "conv.fp32.plan"  # the shipped plan
         np.testing.assert_allclose(sel.engine.run({"cube": x})["out"],
                                    conv_reference(x, *conv_weights()), atol=1e-4)  # GPU summation order differs
-    with select_engine(bundle_with_plan("0.0.1"), "conv", EngineOptions(precision="fp32")) as sel:
-        assert sel.candidate != "tensorrt"
-        assert "built with TensorRT 0.0.1" in next(
-            s.reason for s in sel.skipped if s.engine == "tensorrt")
+    with select_engine(bundle_with_plan("0.0.1"), "conv", options) as sel:
+        assert sel.candidate == "tensorrt", sel.summary()
+        assert any("built with TensorRT 0.0.1" in w for w in sel.engine.warnings)
+        assert sel.engine.path.parent.parent == tmp_path / "cache" / "tensorrt"
+        np.testing.assert_allclose(sel.engine.run({"cube": x})["out"],
+                                   conv_reference(x, *conv_weights()), atol=1e-4)

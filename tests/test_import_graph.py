@@ -116,7 +116,7 @@ def test_layers() -> None:
 #: The modules that are command lines: only they may use click (library code raises the
 #: project's errors, which the CLI says in one line, and logs instead of echoing). The
 #: scripts in bench/ are command lines too, outside the packages (see below).
-COMMAND_LINES = {"onboard.cli", "onboard.downlink", "onboard.runtime.run", "onboard.info", "onboard.bench", "ground.cli",
+COMMAND_LINES = {"onboard.cli", "onboard.downlink", "onboard.doctor", "onboard.runtime.run", "onboard.info", "onboard.bench", "ground.cli",
                  "calibration.cli", "export.cli", "export.build", "hil.cli", "firmware_bridge.linkemu", "firmware_bridge.keytool",
                  "firmware_bridge.cfdp.__main__"}
 

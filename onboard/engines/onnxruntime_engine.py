@@ -9,6 +9,7 @@ reason. ``onnxruntime`` is imported when the engine is activated, not before.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from onboard import threads
-from onboard.engines.base import Engine, EngineError
+from onboard.engines.base import Engine, EngineError, log
 from onboard.formats.bundle import TensorSpec
 
 #: Best first. The CPU provider is always last and always present.
@@ -54,15 +55,18 @@ class OnnxRuntimeEngine(Engine):
 
     ``providers``: wanted execution providers, best first (default: every one of
     :data:`PROVIDER_ORDER` this build has). ``intra_op_threads``/``inter_op_threads``: thread
-    pools of the session (0: the process's owned pools, :mod:`onboard.threads`). ``trt_cache_dir``: where
-    the TensorRT provider keeps the plans it builds, so only the first start builds them."""
+    pools of the session (0: the process's owned pools, :mod:`onboard.threads`). ``trt_cache_dir``: the
+    device's plan cache, where the TensorRT provider keeps its engines and timing cache under a
+    key that holds ``model_sha256`` (default: the file's), so only the first start builds them
+    and a stale cache is never loaded (:func:`onboard.engines.plan_cache.ort_cache_dir`)."""
 
     kind = "onnxruntime"
 
     def __init__(self, path: str | Path, inputs: Sequence[TensorSpec],
                  outputs: Sequence[TensorSpec], precision: str = "fp32", *,
                  providers: Sequence[str] | None = None, intra_op_threads: int = 0,
-                 inter_op_threads: int = 0, trt_cache_dir: str | Path | None = None) -> None:
+                 inter_op_threads: int = 0, trt_cache_dir: str | Path | None = None,
+                 model_sha256: str | None = None) -> None:
         super().__init__(path, inputs, outputs, precision)
         unknown = [p for p in providers or () if p not in PROVIDER_ORDER]
         if unknown:
@@ -73,6 +77,7 @@ class OnnxRuntimeEngine(Engine):
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.trt_cache_dir = Path(trt_cache_dir) if trt_cache_dir else None
+        self.model_sha256 = model_sha256
         self.providers: list[str] = []  # what the session really uses, once active
         self._session: Any = None
 
@@ -87,19 +92,34 @@ class OnnxRuntimeEngine(Engine):
                 "intra_op_threads": self.intra_op_threads,
                 "inter_op_threads": self.inter_op_threads}
 
-    def _provider_list(self, have: set[str]) -> list[Any]:
+    def _provider_list(self, have: set[str], ort_version: str) -> list[Any]:
         out: list[Any] = []
         for p in self.requested:
             if p not in have:
                 continue
             if p == "TensorrtExecutionProvider" and self.trt_cache_dir is not None:
-                self.trt_cache_dir.mkdir(parents=True, exist_ok=True)
-                out.append((p, {"trt_engine_cache_enable": True,
-                                "trt_engine_cache_path": str(self.trt_cache_dir),
-                                "trt_fp16_enable": self.precision == "fp16"}))
+                out.append((p, self.tensorrt_options(ort_version)))
             else:
                 out.append(p)
         return out
+
+    def tensorrt_options(self, ort_version: str) -> dict[str, Any]:
+        """The TensorRT provider's options: engine and timing caches in this model's keyed
+        directory of the plan cache, the builder's workspace bounded, the precision's flags."""
+        from onboard.engines import plan_cache
+
+        assert self.trt_cache_dir is not None
+        sha = self.model_sha256 or hashlib.sha256(self.path.read_bytes()).hexdigest()
+        entry = plan_cache.ort_cache_dir(self.trt_cache_dir, sha, self.precision, ort_version)
+        if not any(entry.glob("*.engine")):
+            log.info("ONNX Runtime's TensorRT provider builds its engine for %s on the first "
+                     "inference (minutes on a Jetson, with no progress shown); cached in %s",
+                     self.path.name, entry)
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(entry),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(entry),
+                "trt_max_workspace_size": plan_cache.WORKSPACE_BYTES,
+                "trt_fp16_enable": self.precision in ("fp16", "int8"),
+                "trt_int8_enable": self.precision == "int8"}
 
     def _activate(self) -> None:
         ort = import_onnxruntime()
@@ -107,7 +127,7 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"{self.path} does not exist")
         have = set(ort.get_available_providers())
         missing = [p for p in self.requested if p not in have]
-        providers = self._provider_list(have)
+        providers = self._provider_list(have, ort.__version__)
         if not providers:
             raise EngineError(f"none of {list(self.requested)} is in this onnxruntime build "
                               f"(it has {sorted(have)}); install onnxruntime-gpu for the GPU "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from onboard.engines import onnxruntime_engine as ortx
+from onboard.engines import plan_cache
 from onboard.engines import tensorrt_engine as trtx
 from onboard.engines.base import Engine, EngineError
 from onboard.formats.bundle import PRECISIONS, Artifact, Bundle, ModelSpec
@@ -64,9 +65,19 @@ def _probe_ort_cpu(device: int) -> str:
     return f"onnxruntime {ortx.import_onnxruntime().__version__} with {ortx.CPU_PROVIDER}"
 
 
+def _cache_root(options: EngineOptions) -> Path:
+    return Path(options.trt_cache_dir) if options.trt_cache_dir else plan_cache.default_root()
+
+
 def _build_tensorrt(path: Path, spec: ModelSpec, a: Artifact, options: EngineOptions) -> Engine:
-    return trtx.TensorRTEngine(path, spec.inputs, spec.outputs, built_for=trtx.PlanKey.of_artifact(a),
-                               model_sha256=spec.artifact(str(a.source)).sha256, device=options.device)
+    """The plan of ONNX file ``a`` from the device's cache (built on first use), or the bundle's
+    own plan of that file and precision where it was built for this machine."""
+    shipped = next(((path.parent / p.file, trtx.PlanKey.of_artifact(p)) for p in spec.artifacts
+                    if p.format == "tensorrt-plan" and p.source == a.file
+                    and p.precision == a.precision), None)
+    return plan_cache.CachedPlanEngine(path, spec.inputs, spec.outputs, precision=a.precision,
+                                       model_sha256=a.sha256, root=_cache_root(options),
+                                       device=options.device, shipped=shipped)
 
 
 def _build_ort(providers: tuple[str, ...]) -> Callable[[Path, ModelSpec, Artifact, EngineOptions], Engine]:
@@ -74,7 +85,7 @@ def _build_ort(providers: tuple[str, ...]) -> Callable[[Path, ModelSpec, Artifac
         return ortx.OnnxRuntimeEngine(path, spec.inputs, spec.outputs, a.precision,
                                       providers=providers, intra_op_threads=options.intra_op_threads,
                                       inter_op_threads=options.inter_op_threads,
-                                      trt_cache_dir=options.trt_cache_dir)
+                                      trt_cache_dir=_cache_root(options), model_sha256=a.sha256)
     return build
 
 
@@ -86,7 +97,7 @@ def _fell_back_to_cpu(engine: Engine) -> str | None:
 #: Best first. fp16 is left out on the CPU, where ONNX Runtime runs it through casts (slower
 #: than fp32); ask for it explicitly.
 CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("tensorrt", "tensorrt-plan", ("int8", "fp16", "fp32"), _probe_tensorrt, _build_tensorrt),
+    Candidate("tensorrt", "onnx", ("int8", "fp16", "fp32"), _probe_tensorrt, _build_tensorrt),
     Candidate("onnxruntime-gpu", "onnx", ("fp16", "int8", "fp32"), _probe_ort_gpu,
               _build_ort((*ortx.GPU_PROVIDERS, ortx.CPU_PROVIDER)), _fell_back_to_cpu),
     Candidate("onnxruntime-cpu", "onnx", ("fp32", "int8"), _probe_ort_cpu,
@@ -103,8 +114,9 @@ class EngineOptions:
     ``precision``: None for each candidate's default order, else only that precision.
     ``intra_op_threads``/``inter_op_threads``: ONNX Runtime thread pools (0: ``[run] threads``,
     :mod:`onboard.threads`).
-    ``device``: CUDA device index. ``trt_cache_dir``: where ONNX Runtime's TensorRT provider
-    caches the plans it builds (None: no cache)."""
+    ``device``: CUDA device index. ``trt_cache_dir``: the device's plan cache, TensorRT plans
+    and ONNX Runtime's TensorRT engine and timing caches (:mod:`onboard.engines.plan_cache`;
+    None: ``$XDG_CACHE_HOME/onboard/engines``)."""
 
     engine: str = "auto"
     precision: str | None = None

@@ -80,18 +80,23 @@ def cuda_device(index: int = 0) -> Device:
 
 @dataclass(frozen=True)
 class PlanKey:
-    """What a plan is valid for. Two keys must be equal for a plan to be used."""
+    """What a plan is valid for. Two keys must be equal for a plan to be used.
+
+    ``device_name`` (the GPU's name, e.g. "Orin"): TensorRT plans are only guaranteed on the
+    GPU model they were built on; a bundle plan that does not record it is checked by compute
+    capability alone."""
 
     model_sha256: str        # sha256 of the ONNX file the plan was built from
     tensorrt_version: str    # tensorrt.__version__ at build time, e.g. "10.3.0"
     compute_capability: str  # "8.7"
     precision: str           # "fp32" | "fp16" | "int8"
+    device_name: str = ""    # "Orin"; "" where not recorded
 
     @classmethod
     def of_artifact(cls, plan: Artifact) -> PlanKey:
         """The key a bundle's plan records in the manifest."""
         return cls(str(plan.source_sha256), str(plan.tensorrt_version),
-                   str(plan.compute_capability), plan.precision)
+                   str(plan.compute_capability), plan.precision, plan.device_name or "")
 
     def mismatches(self, here: PlanKey) -> list[str]:
         """Human descriptions of how ``here`` (this machine) differs from this key."""
@@ -105,6 +110,8 @@ class PlanKey:
         if self.compute_capability != here.compute_capability:
             out.append(f"it was built for compute capability {self.compute_capability}, this "
                        f"GPU is {here.compute_capability}")
+        if self.device_name and here.device_name and self.device_name != here.device_name:
+            out.append(f"it was built on a {self.device_name}, this GPU is a {here.device_name}")
         if self.precision != here.precision:
             out.append(f"it is {self.precision}, {here.precision} was asked for")
         return out
@@ -159,12 +166,10 @@ class TensorRTEngine(Engine):
         cudart = import_cudart()
         dev = cuda_device(self.device)
         here = PlanKey(self.model_sha256, trt.__version__, dev.compute_capability,
-                       self.built_for.precision)
+                       self.built_for.precision, dev.name)
         problems = self.built_for.mismatches(here)
         if problems:
-            raise EngineError(f"plan {self.path.name} refused: {'; '.join(problems)}. Rebuild "
-                              "it on this machine with 'onboard export build' (ONNX Runtime is "
-                              "used meanwhile)")
+            raise EngineError(f"plan {self.path.name} refused: {'; '.join(problems)}")
         if not self.path.is_file():
             raise EngineError(f"{self.path} does not exist")
         self._trt, self._cudart = trt, cudart

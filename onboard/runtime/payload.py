@@ -36,6 +36,10 @@ from frames arriving in that folder while the service runs (the sensor's drop fo
 ``out/frames/frame_N.json`` manifest exists was processed before a restart and is skipped; a
 damaged frame becomes an event product. After a power cut the spool delivers what it holds.
 
+**Under systemd** (``deploy/onboard.service``, :mod:`onboard.systemd`): READY=1 once the link
+is up; the watchdog is pinged while the frame thread makes progress (between frames and on
+every idle poll) and stops when a frame runs past ``[run] hang_s``; STOPPING=1 on a clean stop.
+
 **Stop.** SIGINT/SIGTERM: the frame in flight is finished and its products spooled, a last
 HEALTH is sent, the link closes; what is still spooled goes down after the next boot.
 """
@@ -81,6 +85,7 @@ from onboard.runtime.session import Session
 from onboard.runtime.writer import ProductWriter
 from onboard.sources.base import Truth
 from onboard.sources.replay import ReplaySource
+from onboard.systemd import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +181,8 @@ class PayloadService:
         self.products_spooled = 0
         self.telemetry_period_s = lc.telemetry_period_s
         self.started = time.monotonic()
+        # systemd's watchdog, pinged while the frame thread makes progress (onboard/systemd.py)
+        self.watchdog = Watchdog.from_environment(config.run.hang_s)
         self._handler_events: list[Event] = []  # link thread only
         self._stop = threading.Event()
         self._link_thread = threading.Thread(target=self._serve_link, name="link", daemon=True)
@@ -325,6 +332,7 @@ class PayloadService:
         follow = FollowFolder(self.follow, done) if self.follow is not None else None
         simulated = None if follow else iter(self.session.source)
         while not self._stop.is_set():
+            self.watchdog.progress()  # between frames, and on every idle poll
             if not self.capturing:
                 time.sleep(IDLE_POLL_S)
                 continue
@@ -376,12 +384,15 @@ class PayloadService:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._link_thread.start()
         self.link.send(Event(EventCode.MODE_CHANGED, f"payload up (pid {os.getpid()}), mode IDLE"))
+        self.watchdog.ready(f"payload up, mode IDLE, {len(self.spool)} products spooled")
         try:
             for result, _truth in self.loop.run(self._frames()):
                 self._after_frame(result)
+                self.watchdog.progress()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            self.watchdog.stopping(f"stopping ({self.loop.stats.stopped_by_signal or 'end'})")
             self._stop.set()
             self._link_thread.join(timeout=10)
             try:

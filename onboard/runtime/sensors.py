@@ -10,7 +10,6 @@ level. ``SENSORS[name]`` is the one for ``[run] sensor``.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroo
 from onboard.sources.replay import ReplaySource
 from onboard.sources.scene import SceneTrack, read_scene
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
+from onboard.sysinfo import cache_root
 
 
 class SessionError(OnboardError, RuntimeError):
@@ -182,11 +182,6 @@ def _tiles(config: Config, grid: ArrayLike, shape: tuple[int, int], instrument: 
     return cloudy(tiles, cover, c.kind, seed=c.seed, geometry=geometry)
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "onboard"
-
-
 #: The modules a simulated calibration is computed by: their source is part of its cache key.
 _CALIBRATION_SOURCES = ("physics", "sources/simulated.py", "formats/calfile.py", "stages/radiometric.py",
                         "stages/reconstruct.py")
@@ -208,7 +203,7 @@ def simulated_calibration(kind: str, key: str, make: Callable[[], Calibration]) 
     """The simulated instrument's calibration, made once and cached on disk (it takes ~1 s),
     under a key of the code that made it."""
     digest = hashlib.sha256(f"{_source_digest()}:{kind}:{key}".encode()).hexdigest()[:16]
-    path = _cache_dir() / f"simulated-{kind}-{digest}.cal"
+    path = cache_root() / f"simulated-{kind}-{digest}.cal"
     if path.is_file():
         try:
             return calfile.read(path), str(path)
