@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from onboard.formats.types import RawFrame
 from onboard.physics import fabry_perot
 from onboard.physics.detector import Detector, DetectorSpec
-from onboard.physics.illumination import solar_illumination
+from onboard.physics.illumination import LAB_PANEL_PEAK_RADIANCE, lab_panel_radiance
 from onboard.physics.interferometers import InterferometerBank
 
 _FD_STEP_UM = 0.002  # finite-difference step for the wedge's Taylor terms
@@ -192,11 +192,19 @@ class ImspocInstrument:
     ) -> RawFrame:
         """Simulate one raw frame of a scene given as reflectance (B, h, w) on
         ``wavelengths_nm``, lit by :func:`solar_illumination` times ``illumination_scale``."""
-        radiance = reflectance * (illumination_scale * solar_illumination(wavelengths_nm))[:, None, None]
-        rate = self.layout.place(self.signal_e_s(radiance, wavelengths_nm))
+        radiance = reflectance * (illumination_scale * lab_panel_radiance(wavelengths_nm))[:, None, None]
+        return self.frame_radiance(radiance, wavelengths_nm, rng, counter, timestamp)
+
+    def frame_radiance(self, radiance_w: NDArray, wavelengths_nm: NDArray, rng: np.random.Generator,
+                       counter: int = 0, timestamp: float = 0.0,
+                       pose: tuple[float, ...] | None = None) -> RawFrame:
+        """Simulate one raw frame of a scene given as at-sensor radiance (B, h, w) in
+        W m-2 sr-1 nm-1 on ``wavelengths_nm`` (a sky's, onboard/scene/sky.py)."""
+        relative = np.asarray(radiance_w) / LAB_PANEL_PEAK_RADIANCE
+        rate = self.layout.place(self.signal_e_s(relative, wavelengths_nm))
         pixels = self.detector.expose(rate, self.exposure_s, rng)
         return RawFrame(pixels=pixels, counter=counter, timestamp=timestamp,
-                        exposure_s=self.exposure_s, sensor="imspoc")
+                        exposure_s=self.exposure_s, sensor="imspoc", pose=pose)
 
 
 def band_edges_nm(wavelengths_nm: NDArray) -> NDArray[np.float64]:
