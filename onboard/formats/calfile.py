@@ -122,6 +122,18 @@ class Calibration:
                 raise CalibrationFileError(
                     f"{name} must be {self.wavelengths_nm.shape} finite values, "
                     f"{'positive' if name == 'radiance_gain' else 'non-negative'}")
+        if self.kind == "imspoc":
+            if self.layout is None or self.bank is None:
+                raise CalibrationFileError("an imspoc calibration needs a thumbnail layout and a bank")
+            if len(self.layout) != len(self.bank):
+                raise CalibrationFileError(
+                    f"layout has {len(self.layout)} thumbnails, bank {len(self.bank)} interferometers"
+                )
+            if tuple(self.layout.detector_shape) != self.radiometric.shape:
+                raise CalibrationFileError(
+                    f"radiometric maps are {self.radiometric.shape}; detector is "
+                    f"{self.layout.detector_shape}"
+                )
 
     @property
     def format_version(self) -> int:
@@ -136,18 +148,6 @@ class Calibration:
                 f"calibration of {self.instrument} has no absolute radiometric gain (a version-1 "
                 "file, or characterised without a radiance source): only lab reflectance is known")
         return self.white_reference / self.radiance_gain
-        if self.kind == "imspoc":
-            if self.layout is None or self.bank is None:
-                raise CalibrationFileError("an imspoc calibration needs a thumbnail layout and a bank")
-            if len(self.layout) != len(self.bank):
-                raise CalibrationFileError(
-                    f"layout has {len(self.layout)} thumbnails, bank {len(self.bank)} interferometers"
-                )
-            if tuple(self.layout.detector_shape) != self.radiometric.shape:
-                raise CalibrationFileError(
-                    f"radiometric maps are {self.radiometric.shape}; detector is "
-                    f"{self.layout.detector_shape}"
-                )
 
     def flight_problem(self) -> str | None:
         """Why this calibration cannot fly, or None. An ImSPOC layout of 1 x 1 thumbnails
