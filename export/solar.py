@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onboard.physics.imspoc import band_mean
 from onboard.physics.sun import SOLAR_SPECTRUM_FILE
 
 BIN_NM = 5.0
@@ -24,12 +25,8 @@ def g173_binned() -> tuple[np.ndarray, np.ndarray]:
     ref = get_reference_spectra()
     wl = ref.index.to_numpy(float)
     e0 = ref["extraterrestrial"].to_numpy(float)
-    edges = np.arange(RANGE_NM[0], RANGE_NM[1] + BIN_NM / 2, BIN_NM)
-    fine = np.arange(edges[0], edges[-1], 0.1) + 0.05
-    idx = np.searchsorted(edges, fine, side="right") - 1
-    vals = np.interp(fine, wl, e0)
-    mean = np.bincount(idx, vals, len(edges) - 1) / np.bincount(idx, None, len(edges) - 1)
-    return (edges[1:] + edges[:-1]) / 2, mean
+    centres = np.arange(RANGE_NM[0] + BIN_NM / 2, RANGE_NM[1], BIN_NM)
+    return centres, band_mean(wl, e0, centres)
 
 
 def write_solar_spectrum(path: str | Path = SOLAR_SPECTRUM_FILE) -> Path:

@@ -217,6 +217,15 @@ def band_edges_nm(wavelengths_nm: NDArray) -> NDArray[np.float64]:
     return np.concatenate([[2 * lam[0] - mid[0]], mid, [2 * lam[-1] - mid[-1]]])
 
 
+def band_mean(wavelengths_nm: NDArray, values: NDArray, grid_nm: NDArray) -> NDArray[np.float64]:
+    """``values`` (on ``wavelengths_nm``) averaged over each band of ``grid_nm``, linear between samples."""
+    edges = band_edges_nm(np.asarray(grid_nm, float))
+    fine = np.linspace(edges[0], edges[-1], 20 * len(grid_nm) + 1)
+    idx = np.clip(np.searchsorted(edges, fine, side="right") - 1, 0, len(grid_nm) - 1)
+    v = np.interp(fine, wavelengths_nm, values)
+    return np.bincount(idx, v, len(grid_nm)) / np.bincount(idx, None, len(grid_nm))
+
+
 def transfer_matrix(
     bank: InterferometerBank,
     wavelengths_nm: NDArray,

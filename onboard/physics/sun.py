@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from onboard.physics.imspoc import band_edges_nm
+from onboard.physics.imspoc import band_mean
 
 SOLAR_SPECTRUM_FILE = Path(__file__).parent / "data" / "solar_g173.npz"
 
@@ -82,9 +82,19 @@ def solar_irradiance(wavelengths_nm: ArrayLike) -> NDArray[np.float64]:
     """Extraterrestrial solar spectral irradiance (W m-2 nm-1) at 1 AU on ``wavelengths_nm``,
     each value the average over the band around it (bands midway between the centres)."""
     wl, e0 = _solar_table()
-    lam = np.asarray(wavelengths_nm, float)
-    edges = band_edges_nm(lam)
-    fine = np.linspace(edges[0], edges[-1], 20 * lam.size + 1)
-    vals = np.interp(fine, wl, e0)
-    idx = np.clip(np.searchsorted(edges, fine, side="right") - 1, 0, lam.size - 1)
-    return np.bincount(idx, vals, lam.size) / np.bincount(idx, None, lam.size)
+    return band_mean(wl, e0, np.asarray(wavelengths_nm, float))
+
+
+def incidence_cosine(zenith_deg: ArrayLike, azimuth_deg: ArrayLike, roll_deg: float = 0.0,
+                     pitch_deg: float = 0.0, yaw_deg: float = 0.0) -> tuple[float, float]:
+    """(cosine of the Sun's angle to the normal of a sensor facing up on a body at roll,
+    pitch, yaw (deg; aerospace order yaw-pitch-roll, north-east-down), cosine of that normal's
+    tilt from the vertical): what a downwelling irradiance sensor on a drone's back sees."""
+    r, p, y = np.radians([roll_deg, pitch_deg, yaw_deg])
+    # body "up" (0, 0, -1) rotated into north-east-down by Rz(yaw) Ry(pitch) Rx(roll)
+    up_body = np.array([-np.cos(r) * np.sin(p), np.sin(r), -np.cos(r) * np.cos(p)])
+    cy, sy = np.cos(y), np.sin(y)
+    normal = np.array([cy * up_body[0] - sy * up_body[1], sy * up_body[0] + cy * up_body[1], up_body[2]])
+    z, a = np.radians(float(zenith_deg)), np.radians(float(azimuth_deg))
+    sun = np.array([np.sin(z) * np.cos(a), np.sin(z) * np.sin(a), -np.cos(z)])
+    return float(normal @ sun), float(-normal[2])

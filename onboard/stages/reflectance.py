@@ -1,0 +1,354 @@
+"""From the reconstructed signal to the quantity a product holds, and how it was obtained.
+
+The reconstruction (and the push-broom's white-reference division) gives *lab reflectance*:
+the signal over the white panel's signal in the laboratory, a reflectance only under the lab
+lamp. With the calibration's absolute gain (calfile version 2) it becomes *radiance*
+(W m-2 sr-1 nm-1), and from radiance each method gives a reflectance, saying which:
+
+* ``lab``: lab reflectance, as before (no correction for the light of the day);
+* ``radiance``: at-sensor radiance;
+* ``panel``: empirical line (Smith and Milton 1999): reference panels of known reflectance in
+  the ``panel_frames`` give, per band, radiance = gain x reflectance + offset (with one panel,
+  no offset), inverted for every later frame. Right while the light stays as it was then;
+* ``irradiance``: ``pi L / E`` with ``E`` the downwelling irradiance sensor's reading nearest
+  the frame, cosine-corrected to a level sensor (below);
+* ``panel+irradiance``: the empirical line times ``E(panel frame) / E(frame)`` per band: the
+  panel sets the absolute scale, the sensor follows the light (MicaSense's panel + DLS);
+* ``toa``: top-of-atmosphere reflectance ``pi L d^2 / (E0 cos(sun zenith))``, sun zenith and
+  Earth-Sun distance ``d`` from the frame's time and position (onboard/physics/sun.py), ``E0``
+  ASTM G173's extraterrestrial spectrum;
+* ``surface-dos``: surface reflectance from TOA reflectance by a dark object: the darkest
+  valid pixels (``DARK_PERCENTILE``) of the visible bands (< ``DARK_BANDS_NM``) are taken to
+  have reflectance ``dark_object_reflectance``; the aerosol optical depth at 550 nm that makes
+  the clear-sky model (onboard/physics/atmosphere.py: Rayleigh + Angstrom aerosol, single-
+  scattering path reflectance, no gas absorption) read them so is chosen on a grid, then
+  ``rho = (rho_toa - path) / (T_sun T_view)`` in every band.
+
+Cosine correction of the irradiance sensor: it reads ``E_dir cos(i) / mu + E_dif (1 + cos(b)) / 2``
+for incidence ``i`` on its tilted face and tilt ``b``; a level sensor would read
+``E_dir + E_dif``. With the clear-sky diffuse share ``f`` at the sun's zenith, the level reading is
+``E_read (f + (1 - f) mu) / (f (1 + cos b) / 2 + (1 - f) cos i)``.
+
+Nothing doubtful is applied silently: a panel with any saturated or bad pixel, one not uniform
+(partly shaded) or reading under ``SHADE_RATIO`` of the light the irradiance sensor (or, without
+one, the clear-sky model) says falls on it is not used; an irradiance reading farther than
+``max_gap_s`` from the frame, or on a face turned from the sun, is not applied. Each says so in the
+frame's flags (hence its event) and the product's ``meta["radiometry"]`` says what was applied.
+
+Uncertainty (relative, k = 1, per band, in ``meta["radiometry"]``): the radiance gain's, with
+the panel's, the irradiance sensor's or the solar spectrum's stated one in quadrature, and for
+``surface-dos`` an absolute term from the dark-object assumption (``DARK_OBJECT_UNCERTAINTY``
+through the fitted path); the bench (bench/bench_reflectance.py) measures what they miss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onboard.formats.calfile import RADIANCE_UNITS, Calibration
+from onboard.formats.types import Cube, RawFrame
+from onboard.physics import atmosphere
+from onboard.physics.imspoc import band_mean
+from onboard.physics.sun import earth_sun_distance_au, incidence_cosine, solar_irradiance, sun_position
+from onboard.sources.irradiance import IrradianceLog, IrradianceReading
+
+Method = Literal["lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos"]
+METHODS: tuple[str, ...] = ("lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos")
+#: What a product holds for each method when the method applies.
+QUANTITY = {"lab": "lab reflectance", "radiance": "radiance", "panel": "surface reflectance",
+            "irradiance": "surface reflectance", "panel+irradiance": "surface reflectance",
+            "toa": "toa reflectance", "surface-dos": "surface reflectance"}
+#: A panel reading under this share of the light that should fall on it is shaded.
+SHADE_RATIO = 0.6
+#: Largest (p90 - p10) / median across a panel's pixels (median over bands) of a uniform panel.
+PANEL_SPREAD = 0.15
+#: Below this cosine between the irradiance sensor's face and the sun, its reading is not used.
+MIN_INCIDENCE_COS = 0.2
+SOLAR_SPECTRUM_UNCERTAINTY = 0.02  # ASTM G173's stated: about 2 % (Gueymard 2004)
+DARK_PERCENTILE = 0.5
+DARK_BANDS_NM = 700.0
+DARK_OBJECT_UNCERTAINTY = 0.01
+AEROSOL_GRID = np.linspace(0.0, 1.5, 151)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A reference panel: reflectance spectrum on ``wavelengths_nm`` (from its certificate),
+    where it lies in the cube (row, col, rows, cols) and its reflectance's relative uncertainty."""
+
+    name: str
+    wavelengths_nm: NDArray[np.float64]
+    reflectance: NDArray[np.float64]
+    region: tuple[int, int, int, int]
+    uncertainty: float = 0.02
+
+
+@dataclass
+class ReflectanceSettings:
+    """How a run turns radiance into reflectance (``[reflectance]`` of the mission file)."""
+
+    method: Method = "lab"
+    panels: list[Panel] = field(default_factory=list)
+    panel_frames: tuple[int, ...] = ()
+    max_gap_s: float = 1.0
+    irradiance_uncertainty: float = 0.03
+    site: tuple[float, float] | None = None  # (lat, lon) deg when frames carry no position
+    dark_object_reflectance: float = 0.02
+
+
+@dataclass
+class _Line:
+    gain: NDArray[np.float64]
+    offset: NDArray[np.float64]
+    counter: int
+    irradiance: NDArray[np.float64] | None
+    panels: list[str]
+    uncertainty: float
+
+
+class ReflectanceStage:
+    """Converts each frame's cube as ``settings.method`` says, with ``irradiance`` the
+    downwelling sensor's readings (a log that may grow during the run)."""
+
+    def __init__(self, calibration: Calibration, settings: ReflectanceSettings,
+                 irradiance: IrradianceLog | None = None) -> None:
+        self.calibration = calibration
+        self.settings = settings
+        self.irradiance = irradiance
+        self.line: _Line | None = None
+        if settings.method in ("irradiance", "panel+irradiance") and irradiance is None:
+            raise ValueError(f"reflectance method {settings.method!r} needs an irradiance sensor "
+                             "([reflectance] irradiance_file or irradiance_port)")
+        if settings.method in ("panel", "panel+irradiance") and not (settings.panels and settings.panel_frames):
+            raise ValueError(f"reflectance method {settings.method!r} needs panels and panel_frames")
+
+    def apply(self, cube: Cube, frame: RawFrame) -> tuple[Cube, dict, list[str]]:
+        """(converted cube, ``meta["radiometry"]``, flags) of one frame's lab-reflectance cube."""
+        flags: list[str] = []
+        method = self.settings.method
+        cal = self.calibration
+        if method == "lab" or cal.radiance_gain_uncertainty is None:
+            if method != "lab":
+                flags.append(f"frame {cube.counter}: reflectance: the calibration has no radiance gain "
+                             f"(version 1): lab reflectance, not {method}")
+            return replace(cube, units="lab reflectance"), self._meta(
+                "lab", "signal / (white reference x exposure): reflectance under the lab lamp only",
+                np.zeros(cube.bands), flags), flags
+        radiance = cube.data * cal.lab_radiance().astype(np.float32)[:, None, None]
+        u_gain = np.asarray(cal.radiance_gain_uncertainty, float)
+        if method == "radiance":
+            return self._out(cube, radiance, "radiance", "absolute gain of the calibration", u_gain, flags)
+        if method in ("toa", "surface-dos"):
+            return self._orbital(cube, frame, radiance, u_gain, flags)
+        return self._field(cube, frame, radiance, u_gain, flags)
+
+    # -- drone: panels and the irradiance sensor ---------------------------------------------
+
+    def _field(self, cube: Cube, frame: RawFrame, radiance: NDArray, u_gain: NDArray,
+               flags: list[str]) -> tuple[Cube, dict, list[str]]:
+        method = self.settings.method
+        e_now = None
+        if method in ("irradiance", "panel+irradiance"):
+            e_now, why = self._level_irradiance(cube, frame)
+            if e_now is None:
+                flags.append(f"frame {cube.counter}: irradiance not applied: {why}")
+        if frame.counter in self.settings.panel_frames and method != "irradiance":
+            self._fit_line(cube, frame, radiance, e_now, flags)
+        u_irr = self.settings.irradiance_uncertainty
+        if method == "irradiance":
+            if e_now is None:
+                return self._out(cube, radiance, "radiance", "irradiance sensor unusable: radiance", u_gain, flags)
+            rho = math.pi * radiance / e_now[:, None, None]
+            return self._out(cube, rho, "surface reflectance",
+                             "pi L / E, E the irradiance sensor's reading, cosine-corrected",
+                             np.hypot(u_gain, u_irr), flags)
+        line = self.line
+        if line is None:
+            flags.append(f"frame {cube.counter}: no usable reference panel yet: radiance, not reflectance")
+            return self._out(cube, radiance, "radiance", "no usable panel line: radiance", u_gain, flags)
+        rho = (radiance - line.offset[:, None, None]) / line.gain[:, None, None]
+        how = f"empirical line from panels {', '.join(line.panels)} in frame {line.counter}"
+        u = np.full(cube.bands, line.uncertainty)
+        if method == "panel+irradiance":
+            if e_now is not None and line.irradiance is not None:
+                rho = rho * (line.irradiance / e_now)[:, None, None]
+                how += " x irradiance ratio (panel frame / this frame), cosine-corrected"
+                u = np.hypot(u, math.sqrt(2) * 0.5 * u_irr)  # relative errors of a ratio partly cancel
+            else:
+                flags.append(f"frame {cube.counter}: panel line applied without the irradiance ratio")
+                how += " (without the irradiance ratio: sensor unusable)"
+        return self._out(cube, rho, "surface reflectance", how, u, flags)
+
+    def _level_irradiance(self, cube: Cube, frame: RawFrame) -> tuple[NDArray | None, str]:
+        """The irradiance sensor's reading nearest the frame, cosine-corrected and band-averaged
+        onto the cube's bands (through its response), or None and why not."""
+        assert self.irradiance is not None
+        reading, gap = self.irradiance.nearest(frame.timestamp)
+        if reading is None or gap > self.settings.max_gap_s:
+            return None, (f"nearest reading {gap:.1f} s from the frame (limit {self.settings.max_gap_s} s): "
+                          "sensor stopped or clocks apart")
+        if not np.all(reading.irradiance > 0):
+            return None, "reading holds non-positive irradiance"
+        latlon = self._position(frame)
+        if latlon is None:
+            return None, "no position for the sun's angle (frame pose or [reflectance] site)"
+        e, why = level_irradiance(reading, self.irradiance.wavelengths_nm, frame.timestamp, *latlon)
+        if e is None:
+            return None, why
+        return self._seen(band_mean(self.irradiance.wavelengths_nm, e, cube.wavelengths_nm), cube), ""
+
+    def _fit_line(self, cube: Cube, frame: RawFrame, radiance: NDArray, e_now: NDArray | None,
+                  flags: list[str]) -> None:
+        """Fit the empirical line from this frame's usable panels; a refused panel is flagged."""
+        expected = e_now
+        if expected is None:
+            latlon = self._position(frame)
+            if latlon is not None:
+                expected = self._seen(clear_sky_irradiance(cube.wavelengths_nm, frame.timestamp, *latlon), cube)
+        levels, refl, names, u = [], [], [], []
+        for panel in self.settings.panels:
+            r0, c0, h, w = panel.region
+            valid = cube.valid[r0:r0 + h, c0:c0 + w]
+            if valid.size == 0 or not valid.all():
+                flags.append(f"frame {cube.counter}: panel {panel.name}: {valid.size - int(valid.sum())} of "
+                             f"{valid.size} pixels saturated or bad: not used")
+                continue
+            pix = radiance[:, r0:r0 + h, c0:c0 + w].reshape(cube.bands, -1)
+            med = np.median(pix, axis=1)
+            spread = float(np.median((np.percentile(pix, 90, axis=1) - np.percentile(pix, 10, axis=1))
+                                     / np.maximum(np.abs(med), 1e-12)))
+            if spread > PANEL_SPREAD:
+                flags.append(f"frame {cube.counter}: panel {panel.name}: not uniform (spread {spread:.2f} > "
+                             f"{PANEL_SPREAD}): partly shaded or off the panel: not used")
+                continue
+            rho = self._seen(band_mean(panel.wavelengths_nm, panel.reflectance, cube.wavelengths_nm), cube)
+            if expected is not None:
+                ratio = float(np.median(math.pi * med / (rho * expected)))
+                if ratio < SHADE_RATIO:
+                    flags.append(f"frame {cube.counter}: panel {panel.name}: reads {ratio:.2f} of the light "
+                                 f"expected on it (< {SHADE_RATIO}): shaded: not used")
+                    continue
+            levels.append(med)
+            refl.append(rho)
+            names.append(panel.name)
+            u.append(panel.uncertainty)
+        if not levels:
+            flags.append(f"frame {cube.counter}: no usable panel: the panel line is "
+                         + ("kept from frame %d" % self.line.counter if self.line else "not set"))
+            return
+        y, x = np.array(levels), np.array(refl)
+        if len(levels) == 1:
+            gain, offset = y[0] / x[0], np.zeros(cube.bands)
+        else:
+            xm, ym = x.mean(0), y.mean(0)
+            gain = ((x - xm) * (y - ym)).sum(0) / ((x - xm) ** 2).sum(0)
+            offset = ym - gain * xm
+        self.line = _Line(gain, offset, cube.counter, e_now, names, float(np.sqrt(np.mean(np.square(u)))))
+
+    # -- orbit: TOA and dark object ----------------------------------------------------------
+
+    def _orbital(self, cube: Cube, frame: RawFrame, radiance: NDArray, u_gain: NDArray,
+                 flags: list[str]) -> tuple[Cube, dict, list[str]]:
+        latlon = self._position(frame)
+        if latlon is None:
+            flags.append(f"frame {cube.counter}: no position (frame pose or [reflectance] site): radiance")
+            return self._out(cube, radiance, "radiance", "no position for the sun: radiance", u_gain, flags)
+        zen, _ = sun_position(frame.timestamp, *latlon)
+        zen = float(zen)
+        if zen >= 85.0:
+            flags.append(f"frame {cube.counter}: sun {zen:.1f} deg from the zenith: radiance")
+            return self._out(cube, radiance, "radiance", "sun too low: radiance", u_gain, flags)
+        d = float(earth_sun_distance_au(frame.timestamp))
+        mu = math.cos(math.radians(zen))
+        e0 = self._seen(solar_irradiance(cube.wavelengths_nm), cube)
+        toa = math.pi * radiance * d * d / (e0 * mu)[:, None, None]
+        u_toa = np.hypot(u_gain, SOLAR_SPECTRUM_UNCERTAINTY)
+        geometry = {"sun_zenith_deg": zen, "earth_sun_au": d}
+        if self.settings.method == "toa":
+            return self._out(cube, toa, "toa reflectance", "pi L d^2 / (E0 cos sun zenith), E0 ASTM G173",
+                             u_toa, flags, **geometry)
+        tau, path, t2, u_abs = dark_object(toa, cube.valid, cube.wavelengths_nm, zen,
+                                           self.settings.dark_object_reflectance)
+        rho = (toa - path[:, None, None]) / t2[:, None, None]
+        how = (f"dark object: the {DARK_PERCENTILE} % darkest pixels below {DARK_BANDS_NM:.0f} nm taken as "
+               f"{self.settings.dark_object_reflectance} reflectance: aerosol optical depth {tau:.2f} at 550 nm; "
+               "clear-sky model (Rayleigh + Angstrom aerosol, single scattering, no gas absorption)")
+        return self._out(cube, rho, "surface reflectance", how, u_toa, flags, absolute=u_abs,
+                         aerosol_550=tau, **geometry)
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _position(self, frame: RawFrame) -> tuple[float, float] | None:
+        if frame.pose is not None and len(frame.pose) >= 2:
+            return float(frame.pose[0]), float(frame.pose[1])
+        return self.settings.site
+
+    @staticmethod
+    def _seen(spectrum: NDArray, cube: Cube) -> NDArray[np.float64]:
+        """A band-averaged spectrum as the cube's bands see it (its response, where it has one)."""
+        return spectrum if cube.response is None else cube.response @ spectrum
+
+    def _out(self, cube: Cube, data: NDArray, quantity: str, how: str, u_rel: NDArray, flags: list[str],
+             absolute: NDArray | None = None, **extra: float) -> tuple[Cube, dict, list[str]]:
+        meta = self._meta(quantity, how, u_rel, flags, **extra)
+        if absolute is not None:
+            meta["uncertainty_absolute"] = [round(float(v), 5) for v in absolute]
+        return replace(cube, data=np.asarray(data, np.float32), units=quantity), meta, flags
+
+    def _meta(self, quantity: str, how: str, u_rel: NDArray, flags: list[str], **extra: float) -> dict:
+        return {"quantity": quantity, "units": RADIANCE_UNITS if quantity == "radiance" else "1",
+                "method": self.settings.method, "how": how,
+                "uncertainty_relative": [round(float(v), 5) for v in np.broadcast_to(u_rel, u_rel.shape)],
+                "flags": list(flags), **extra}
+
+
+def clear_sky_irradiance(wavelengths_nm: NDArray, t: float, lat: float, lon: float) -> NDArray[np.float64]:
+    """Global horizontal irradiance (W m-2 nm-1) of the clear-sky model at ``t`` and a place."""
+    zen = float(sun_position(t, lat, lon)[0])
+    mu = max(math.cos(math.radians(zen)), 0.0)
+    d = float(earth_sun_distance_au(t))
+    return solar_irradiance(wavelengths_nm) * mu / (d * d) * atmosphere.transmittance(wavelengths_nm, max(mu, 1e-3))
+
+
+def level_irradiance(reading: IrradianceReading, wavelengths_nm: NDArray, t: float, lat: float,
+                     lon: float) -> tuple[NDArray | None, str]:
+    """A tilted cosine sensor's reading as a level one would read it (module docstring)."""
+    zen, az = sun_position(t, lat, lon)
+    cos_inc, cos_tilt = incidence_cosine(float(zen), float(az), *reading.attitude_deg)
+    if cos_inc < MIN_INCIDENCE_COS:
+        return None, f"sensor face {math.degrees(math.acos(max(min(cos_inc, 1), -1))):.0f} deg from the sun"
+    mu = math.cos(math.radians(float(zen)))
+    f = atmosphere.diffuse_fraction(wavelengths_nm, float(zen))
+    return reading.irradiance * (f + (1 - f) * mu) / (f * (1 + cos_tilt) / 2 + (1 - f) * cos_inc), ""
+
+
+def dark_object(toa: NDArray, valid: NDArray, wavelengths_nm: NDArray, sun_zenith_deg: float,
+                dark_reflectance: float) -> tuple[float, NDArray, NDArray, NDArray]:
+    """(aerosol optical depth at 550 nm, path reflectance (B,), two-way transmittance (B,),
+    absolute uncertainty (B,)) from the frame's darkest valid pixels (module docstring)."""
+    wl = np.asarray(wavelengths_nm, float)
+    pix = toa[:, valid]
+    dark = np.percentile(pix, DARK_PERCENTILE, axis=1) if pix.shape[1] else np.zeros(len(wl))
+    mu = math.cos(math.radians(sun_zenith_deg))
+    use = wl < DARK_BANDS_NM
+
+    def model(tau: float, rho: float) -> tuple[NDArray, NDArray, NDArray]:
+        path = atmosphere.path_reflectance(wl, sun_zenith_deg, 0.0, tau_550=tau)
+        t2 = atmosphere.transmittance(wl, mu, tau) * atmosphere.transmittance(wl, 1.0, tau)
+        return path, t2, path + t2 * rho
+
+    def fit(rho: float) -> float:
+        cost = [np.sum((model(tau, rho)[2][use] - dark[use]) ** 2) for tau in AEROSOL_GRID]
+        return float(AEROSOL_GRID[int(np.argmin(cost))])
+
+    tau = fit(dark_reflectance)
+    path, t2, _ = model(tau, dark_reflectance)
+    # the dark object's reflectance is an assumption: its uncertainty moves the fitted path
+    alt = [model(fit(max(dark_reflectance + s * DARK_OBJECT_UNCERTAINTY, 0.0)), 0.0)[0] for s in (-1, 1)]
+    u_abs = np.abs(alt[1] - alt[0]) / 2 / t2
+    return tau, path, t2, u_abs
