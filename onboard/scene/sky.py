@@ -201,3 +201,66 @@ def _day_of_year(t: float) -> int:
     import datetime
 
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).timetuple().tm_yday
+
+
+@dataclass(frozen=True)
+class PanelPlacement:
+    """A reference panel laid in the scene: reflectance (B,) on the scene's grid, its region
+    (row, col, rows, cols) in the frame, and whether someone's shadow lies on it."""
+
+    reflectance: NDArray[np.float64]
+    region: tuple[int, int, int, int]
+    shaded: bool = False
+
+
+@dataclass
+class Flight:
+    """A simulated flight under ``sky``: a drone at ``altitude_m`` whose body sways by up to
+    ``sway_deg`` in roll and pitch, heading ``yaw_deg`` (the camera on a nadir gimbal), or a
+    satellite (``platform="satellite"``: TOA radiance, no sway). In ``panel_frames`` the frame
+    holds ``panels`` instead of the ground under them."""
+
+    sky: Sky
+    platform: str = "drone"
+    altitude_m: float = 120.0
+    sway_deg: float = 5.0
+    yaw_deg: float = 0.0
+    panels: tuple[PanelPlacement, ...] = ()
+    panel_frames: tuple[int, ...] = ()
+
+    def attitude(self, t: float) -> tuple[float, float, float]:
+        """(roll, pitch, yaw) deg of the body at UTC ``t`` (a smooth sway)."""
+        s = t - self.sky.start_utc
+        if self.platform != "drone":
+            return 0.0, 0.0, self.yaw_deg
+        return (self.sway_deg * math.sin(0.9 * s), self.sway_deg * math.cos(0.63 * s + 1.0), self.yaw_deg)
+
+    def pose(self, t: float) -> tuple[float, ...]:
+        return (self.sky.lat_deg, self.sky.lon_deg, self.altitude_m, *self.attitude(t))
+
+    def scene(self, reflectance: NDArray, counter: int) -> tuple[NDArray, NDArray[np.bool_] | None]:
+        """The ground the frame sees (panels laid in a panel frame) and where it is shaded."""
+        if counter not in self.panel_frames or not self.panels:
+            return reflectance, None
+        out = np.array(reflectance, dtype=np.float64)
+        shade = np.zeros(out.shape[1:], bool)
+        for p in self.panels:
+            r, c, h, w = p.region
+            out[:, r:r + h, c:c + w] = np.asarray(p.reflectance)[:, None, None]
+            shade[r:r + h, c:c + w] = p.shaded
+        return out, shade
+
+    def radiance(self, reflectance: NDArray, wavelengths_nm: ArrayLike, t: float,
+                 shade: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
+        if self.platform == "drone":
+            return self.sky.drone_radiance(reflectance, wavelengths_nm, t, shade)
+        return self.sky.toa_radiance(reflectance, wavelengths_nm, t)
+
+    def irradiance_readings(self, start: float, end: float, rate_hz: float, wavelengths_nm: ArrayLike,
+                            rng: np.random.Generator) -> list[tuple[float, NDArray, tuple[float, float, float]]]:
+        """(time, reading, attitude) of the drone's irradiance sensor from ``start`` to ``end``."""
+        out = []
+        for t in np.arange(start, end, 1.0 / rate_hz):
+            att = self.attitude(float(t))
+            out.append((float(t), self.sky.irradiance_sensor(float(t), wavelengths_nm, att, rng), att))
+        return out

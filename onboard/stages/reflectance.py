@@ -65,7 +65,8 @@ QUANTITY = {"lab": "lab reflectance", "radiance": "radiance", "panel": "surface 
             "toa": "toa reflectance", "surface-dos": "surface reflectance"}
 #: A panel reading under this share of the light that should fall on it is shaded.
 SHADE_RATIO = 0.6
-#: Largest (p90 - p10) / median across a panel's pixels (median over bands) of a uniform panel.
+#: Largest (p90 - p10) / median across a panel's pixels (each pixel's radiance relative to the
+#: panel's median, averaged over bands) of a uniform panel.
 PANEL_SPREAD = 0.15
 #: Below this cosine between the irradiance sensor's face and the sun, its reading is not used.
 MIN_INCIDENCE_COS = 0.2
@@ -136,9 +137,9 @@ class ReflectanceStage:
             if method != "lab":
                 flags.append(f"frame {cube.counter}: reflectance: the calibration has no radiance gain "
                              f"(version 1): lab reflectance, not {method}")
-            return replace(cube, units="lab reflectance"), self._meta(
-                "lab", "signal / (white reference x exposure): reflectance under the lab lamp only",
-                np.zeros(cube.bands), flags), flags
+            return cube, self._meta(
+                "lab reflectance", "signal / (white reference x exposure): reflectance under the lab lamp only",
+                np.zeros(cube.bands)), flags
         radiance = cube.data * cal.lab_radiance().astype(np.float32)[:, None, None]
         u_gain = np.asarray(cal.radiance_gain_uncertainty, float)
         if method == "radiance":
@@ -220,8 +221,8 @@ class ReflectanceStage:
                 continue
             pix = radiance[:, r0:r0 + h, c0:c0 + w].reshape(cube.bands, -1)
             med = np.median(pix, axis=1)
-            spread = float(np.median((np.percentile(pix, 90, axis=1) - np.percentile(pix, 10, axis=1))
-                                     / np.maximum(np.abs(med), 1e-12)))
+            level = (pix / np.maximum(np.abs(med), 1e-12)[:, None]).mean(0)  # per pixel, noise averaged over bands
+            spread = float((np.percentile(level, 90) - np.percentile(level, 10)) / np.median(level))
             if spread > PANEL_SPREAD:
                 flags.append(f"frame {cube.counter}: panel {panel.name}: not uniform (spread {spread:.2f} > "
                              f"{PANEL_SPREAD}): partly shaded or off the panel: not used")
@@ -295,16 +296,16 @@ class ReflectanceStage:
 
     def _out(self, cube: Cube, data: NDArray, quantity: str, how: str, u_rel: NDArray, flags: list[str],
              absolute: NDArray | None = None, **extra: float) -> tuple[Cube, dict, list[str]]:
-        meta = self._meta(quantity, how, u_rel, flags, **extra)
+        meta = self._meta(quantity, how, u_rel, **extra)
         if absolute is not None:
             meta["uncertainty_absolute"] = [round(float(v), 5) for v in absolute]
-        return replace(cube, data=np.asarray(data, np.float32), units=quantity), meta, flags
+        units = "radiance" if quantity == "radiance" else "reflectance"
+        return replace(cube, data=np.asarray(data, np.float32), units=units), meta, flags
 
-    def _meta(self, quantity: str, how: str, u_rel: NDArray, flags: list[str], **extra: float) -> dict:
+    def _meta(self, quantity: str, how: str, u_rel: NDArray, **extra: float) -> dict:
         return {"quantity": quantity, "units": RADIANCE_UNITS if quantity == "radiance" else "1",
-                "method": self.settings.method, "how": how,
-                "uncertainty_relative": [round(float(v), 5) for v in np.broadcast_to(u_rel, u_rel.shape)],
-                "flags": list(flags), **extra}
+                "requested_method": self.settings.method, "how": how,
+                "uncertainty_relative": [round(float(v), 5) for v in u_rel], **extra}
 
 
 def clear_sky_irradiance(wavelengths_nm: NDArray, t: float, lat: float, lon: float) -> NDArray[np.float64]:
