@@ -85,7 +85,7 @@ def solar_irradiance(wavelengths_nm: ArrayLike) -> NDArray[np.float64]:
     return band_mean(wl, e0, np.asarray(wavelengths_nm, float))
 
 
-def incidence_cosine(zenith_deg: ArrayLike, azimuth_deg: ArrayLike, roll_deg: float = 0.0,
+def incidence_cosine(zenith_deg: float, azimuth_deg: float, roll_deg: float = 0.0,
                      pitch_deg: float = 0.0, yaw_deg: float = 0.0) -> tuple[float, float]:
     """(cosine of the Sun's angle to the normal of a sensor facing up on a body at roll,
     pitch, yaw (deg; aerospace order yaw-pitch-roll, north-east-down), cosine of that normal's
@@ -95,6 +95,6 @@ def incidence_cosine(zenith_deg: ArrayLike, azimuth_deg: ArrayLike, roll_deg: fl
     up_body = np.array([-np.cos(r) * np.sin(p), np.sin(r), -np.cos(r) * np.cos(p)])
     cy, sy = np.cos(y), np.sin(y)
     normal = np.array([cy * up_body[0] - sy * up_body[1], sy * up_body[0] + cy * up_body[1], up_body[2]])
-    z, a = np.radians(float(zenith_deg)), np.radians(float(azimuth_deg))
+    z, a = np.radians(zenith_deg), np.radians(azimuth_deg)
     sun = np.array([np.sin(z) * np.cos(a), np.sin(z) * np.sin(a), -np.cos(z)])
     return float(normal @ sun), float(-normal[2])

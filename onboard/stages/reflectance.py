@@ -44,17 +44,24 @@ through the fitted path); the bench (bench/bench_reflectance.py) measures what t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.config import ReflectanceConfig
 from onboard.formats.calfile import RADIANCE_UNITS, Calibration
 from onboard.formats.types import Cube, RawFrame
 from onboard.physics import atmosphere
 from onboard.physics.imspoc import band_mean
-from onboard.physics.sun import earth_sun_distance_au, incidence_cosine, solar_irradiance, sun_position
+from onboard.physics.sun import (
+    earth_sun_distance_au,
+    incidence_cosine,
+    solar_irradiance,
+    sun_position,
+)
 from onboard.sources.irradiance import IrradianceLog, IrradianceReading
 
 Method = Literal["lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos"]
@@ -112,15 +119,33 @@ class _Line:
     uncertainty: float
 
 
+def settings_from(config: ReflectanceConfig, cube_shape: list[int]) -> ReflectanceSettings:
+    """The stage's settings from the mission's ``[reflectance]``; a panel region outside the
+    cube (bands, rows, cols) is refused, naming it."""
+    panels = []
+    for p in config.panels:
+        r, c, h, w = p["region"]
+        if r + h > cube_shape[1] or c + w > cube_shape[2]:
+            raise ValueError(f"[[reflectance.panel]] {p['name']}: region {p['region']} falls outside the "
+                             f"{cube_shape[1]} x {cube_shape[2]} cube")
+        panels.append(Panel(p["name"], np.asarray(p["wavelengths_nm"], float), np.asarray(p["reflectance"], float),
+                            (r, c, h, w), p["uncertainty"]))
+    site = None if config.site_lat_deg is None or config.site_lon_deg is None else \
+        (config.site_lat_deg, config.site_lon_deg)
+    return ReflectanceSettings(config.method, panels, tuple(config.panel_frames),  # type: ignore[arg-type]
+                               config.max_gap_s, config.irradiance_uncertainty, site, config.dark_object_reflectance)
+
+
 class ReflectanceStage:
     """Converts each frame's cube as ``settings.method`` says, with ``irradiance`` the
     downwelling sensor's readings (a log that may grow during the run)."""
 
     def __init__(self, calibration: Calibration, settings: ReflectanceSettings,
-                 irradiance: IrradianceLog | None = None) -> None:
+                 irradiance: IrradianceLog | None = None, poll: Callable[[], int] | None = None) -> None:
         self.calibration = calibration
         self.settings = settings
         self.irradiance = irradiance
+        self.poll = poll  # reads what a live sensor sent since the last frame (SerialIrradiance.poll)
         self.line: _Line | None = None
         if settings.method in ("irradiance", "panel+irradiance") and irradiance is None:
             raise ValueError(f"reflectance method {settings.method!r} needs an irradiance sensor "
@@ -189,6 +214,8 @@ class ReflectanceStage:
         """The irradiance sensor's reading nearest the frame, cosine-corrected and band-averaged
         onto the cube's bands (through its response), or None and why not."""
         assert self.irradiance is not None
+        if self.poll is not None:
+            self.poll()
         reading, gap = self.irradiance.nearest(frame.timestamp)
         if reading is None or gap > self.settings.max_gap_s:
             return None, (f"nearest reading {gap:.1f} s from the frame (limit {self.settings.max_gap_s} s): "
@@ -240,7 +267,7 @@ class ReflectanceStage:
             u.append(panel.uncertainty)
         if not levels:
             flags.append(f"frame {cube.counter}: no usable panel: the panel line is "
-                         + ("kept from frame %d" % self.line.counter if self.line else "not set"))
+                         + (f"kept from frame {self.line.counter}" if self.line else "not set"))
             return
         y, x = np.array(levels), np.array(refl)
         if len(levels) == 1:
@@ -259,8 +286,7 @@ class ReflectanceStage:
         if latlon is None:
             flags.append(f"frame {cube.counter}: no position (frame pose or [reflectance] site): radiance")
             return self._out(cube, radiance, "radiance", "no position for the sun: radiance", u_gain, flags)
-        zen, _ = sun_position(frame.timestamp, *latlon)
-        zen = float(zen)
+        zen = float(sun_position(frame.timestamp, *latlon)[0])
         if zen >= 85.0:
             flags.append(f"frame {cube.counter}: sun {zen:.1f} deg from the zenith: radiance")
             return self._out(cube, radiance, "radiance", "sun too low: radiance", u_gain, flags)
@@ -269,10 +295,9 @@ class ReflectanceStage:
         e0 = self._seen(solar_irradiance(cube.wavelengths_nm), cube)
         toa = math.pi * radiance * d * d / (e0 * mu)[:, None, None]
         u_toa = np.hypot(u_gain, SOLAR_SPECTRUM_UNCERTAINTY)
-        geometry = {"sun_zenith_deg": zen, "earth_sun_au": d}
         if self.settings.method == "toa":
             return self._out(cube, toa, "toa reflectance", "pi L d^2 / (E0 cos sun zenith), E0 ASTM G173",
-                             u_toa, flags, **geometry)
+                             u_toa, flags, sun_zenith_deg=zen, earth_sun_au=d)
         tau, path, t2, u_abs = dark_object(toa, cube.valid, cube.wavelengths_nm, zen,
                                            self.settings.dark_object_reflectance)
         rho = (toa - path[:, None, None]) / t2[:, None, None]
@@ -280,7 +305,7 @@ class ReflectanceStage:
                f"{self.settings.dark_object_reflectance} reflectance: aerosol optical depth {tau:.2f} at 550 nm; "
                "clear-sky model (Rayleigh + Angstrom aerosol, single scattering, no gas absorption)")
         return self._out(cube, rho, "surface reflectance", how, u_toa, flags, absolute=u_abs,
-                         aerosol_550=tau, **geometry)
+                         aerosol_550=tau, sun_zenith_deg=zen, earth_sun_au=d)
 
     # -- shared --------------------------------------------------------------------------------
 
