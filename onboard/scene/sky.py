@@ -21,8 +21,9 @@ ground as diffuse light (the rest goes back to space).
 surface of reflectance ``rho`` reads ``rho E / pi`` with ``E`` the global horizontal irradiance;
 a shaded surface gets the diffuse part only. From orbit, looking down at nadir: the sky's own
 path radiance (single scattering, onboard/physics/atmosphere.py, with SPECTRL2's aerosol
-parameters) plus the surface's radiance through the direct upward transmittance of the
-SPECTRL2 atmosphere at nadir (the surface-sky multiple reflections and adjacency are left out).
+parameters) plus the surface's radiance through the total upward transmittance of the
+SPECTRL2 atmosphere at nadir (direct and diffuse: a uniform surface around the pixel; the
+surface-sky multiple reflections are left out).
 
 **Irradiance sensor.** A cosine receptor on the drone's back, tilted with the drone: the
 direct beam at its incidence angle and the diffuse light over its tilted hemisphere
@@ -52,7 +53,7 @@ CLOUD_FORWARD = 0.6
 class SkyLight:
     """The light at one time: ``direct`` horizontal and ``diffuse`` horizontal irradiance and the
     extraterrestrial normal irradiance ``e0`` (W m-2 nm-1, on ``wavelengths_nm``), the sun's
-    ``zenith_deg`` and ``azimuth_deg``, and SPECTRL2's direct transmittance to the zenith
+    ``zenith_deg`` and ``azimuth_deg``, and SPECTRL2's total transmittance to the zenith
     ``t_up``."""
 
     wavelengths_nm: NDArray[np.float64]
@@ -82,7 +83,10 @@ def _spectrl2(zenith_deg: float, dayofyear: int, turbidity: float, water_cm: flo
     s, up = run(zenith_deg), run(0.0)
     wl = np.asarray(s["wavelength"], float)
     e0 = np.ravel(s["dni_extra"])
-    return (wl, np.ravel(s["dni"]), np.ravel(s["dhi"]), e0, np.ravel(up["dni"]) / np.maximum(np.ravel(up["dni_extra"]), 1e-12))
+    # up: the total (direct + diffuse) transmittance of a path to the zenith, by reciprocity the
+    # global irradiance under an overhead sun over its extraterrestrial value (a uniform surface)
+    t_up = (np.ravel(up["dni"]) + np.ravel(up["dhi"])) / np.maximum(np.ravel(up["dni_extra"]), 1e-12)
+    return wl, np.ravel(s["dni"]), np.ravel(s["dhi"]), e0, t_up
 
 
 @dataclass

@@ -19,10 +19,12 @@ lamp. With the calibration's absolute gain (calfile version 2) it becomes *radia
   ASTM G173's extraterrestrial spectrum;
 * ``surface-dos``: surface reflectance from TOA reflectance by a dark object: the darkest
   valid pixels (``DARK_PERCENTILE``) of the visible bands (< ``DARK_BANDS_NM``) are taken to
-  have reflectance ``dark_object_reflectance``; the aerosol optical depth at 550 nm that makes
+  have reflectance ``dark_object_reflectance`` (the darkest seen so far in the run: one farmland
+  frame may hold nothing dark); the aerosol optical depth at 550 nm that makes
   the clear-sky model (onboard/physics/atmosphere.py: Rayleigh + Angstrom aerosol, single-
   scattering path reflectance, no gas absorption) read them so is chosen on a grid, then
-  ``rho = (rho_toa - path) / (T_sun T_view)`` in every band.
+  ``rho = (rho_toa - path) / (T_sun T_view)`` in every band; the water-vapour band at 940 nm is
+  divided by its in-scene transmittance (:func:`water_band_transmittance`).
 
 Cosine correction of the irradiance sensor: it reads ``E_dir cos(i) / mu + E_dif (1 + cos(b)) / 2``
 for incidence ``i`` on its tilted face and tilt ``b``; a level sensor would read
@@ -81,6 +83,11 @@ SOLAR_SPECTRUM_UNCERTAINTY = 0.02  # ASTM G173's stated: about 2 % (Gueymard 200
 DARK_PERCENTILE = 0.5
 DARK_BANDS_NM = 700.0
 DARK_OBJECT_UNCERTAINTY = 0.01
+#: RMS misfit (reflectance) of the clear-sky model to the darkest pixels beyond which they are
+#: not taken for a dark object (farmland frames of bare soil: their darkest pixel is 0.09-0.17).
+DARK_FIT_RMS = 0.045
+#: The water-vapour absorption band (nm) corrected in the scene by its continuum.
+WATER_BAND_NM = (910.0, 970.0)
 AEROSOL_GRID = np.linspace(0.0, 1.5, 151)
 
 
@@ -147,6 +154,7 @@ class ReflectanceStage:
         self.irradiance = irradiance
         self.poll = poll  # reads what a live sensor sent since the last frame (SerialIrradiance.poll)
         self.line: _Line | None = None
+        self._dark: NDArray | None = None  # darkest TOA reflectance per band seen in the run
         if settings.method in ("irradiance", "panel+irradiance") and irradiance is None:
             raise ValueError(f"reflectance method {settings.method!r} needs an irradiance sensor "
                              "([reflectance] irradiance_file or irradiance_port)")
@@ -298,12 +306,29 @@ class ReflectanceStage:
         if self.settings.method == "toa":
             return self._out(cube, toa, "toa reflectance", "pi L d^2 / (E0 cos sun zenith), E0 ASTM G173",
                              u_toa, flags, sun_zenith_deg=zen, earth_sun_au=d)
-        tau, path, t2, u_abs = dark_object(toa, cube.valid, cube.wavelengths_nm, zen,
-                                           self.settings.dark_object_reflectance)
+        pix = toa[:, cube.valid]
+        if pix.shape[1]:
+            frame_dark = np.percentile(pix, DARK_PERCENTILE, axis=1)
+            self._dark = frame_dark if self._dark is None else np.minimum(self._dark, frame_dark)
+        if self._dark is None:
+            flags.append(f"frame {cube.counter}: no valid pixel for a dark object yet: TOA reflectance")
+            return self._out(cube, toa, "toa reflectance", "no dark object yet: TOA reflectance", u_toa, flags,
+                             sun_zenith_deg=zen, earth_sun_au=d)
+        tau, path, t2, u_abs, found = dark_object(self._dark, cube.wavelengths_nm, zen,
+                                                  self.settings.dark_object_reflectance)
+        if not found:
+            flags.append(f"frame {cube.counter}: no dark object in the run yet: climatological aerosol "
+                         f"optical depth {tau} at 550 nm assumed")
         rho = (toa - path[:, None, None]) / t2[:, None, None]
-        how = (f"dark object: the {DARK_PERCENTILE} % darkest pixels below {DARK_BANDS_NM:.0f} nm taken as "
-               f"{self.settings.dark_object_reflectance} reflectance: aerosol optical depth {tau:.2f} at 550 nm; "
-               "clear-sky model (Rayleigh + Angstrom aerosol, single scattering, no gas absorption)")
+        water = water_band_transmittance(rho, cube.valid, cube.wavelengths_nm)
+        if water is not None:
+            band, t_w = water
+            rho[band] /= t_w
+        how = (f"dark object: the {DARK_PERCENTILE} % darkest pixels below {DARK_BANDS_NM:.0f} nm (darkest seen so far "
+               f"in the run) taken as {self.settings.dark_object_reflectance} reflectance: aerosol optical depth "
+               f"{tau:.2f} at 550 nm; clear-sky model (Rayleigh + Angstrom aerosol, single scattering); water band "
+               + ("not in the cube" if water is None else f"{cube.wavelengths_nm[water[0]]:.0f} nm divided by its "
+                  f"in-scene transmittance {water[1]:.2f} (continuum of the bands beside it); O2 and ozone not corrected"))
         return self._out(cube, rho, "surface reflectance", how, u_toa, flags, absolute=u_abs,
                          aerosol_550=tau, sun_zenith_deg=zen, earth_sun_au=d)
 
@@ -353,13 +378,34 @@ def level_irradiance(reading: IrradianceReading, wavelengths_nm: NDArray, t: flo
     return reading.irradiance * (f + (1 - f) * mu) / (f * (1 + cos_tilt) / 2 + (1 - f) * cos_inc), ""
 
 
-def dark_object(toa: NDArray, valid: NDArray, wavelengths_nm: NDArray, sun_zenith_deg: float,
-                dark_reflectance: float) -> tuple[float, NDArray, NDArray, NDArray]:
-    """(aerosol optical depth at 550 nm, path reflectance (B,), two-way transmittance (B,),
-    absolute uncertainty (B,)) from the frame's darkest valid pixels (module docstring)."""
+def water_band_transmittance(rho: NDArray, valid: NDArray, wavelengths_nm: NDArray
+                             ) -> tuple[int, float] | None:
+    """(band, transmittance) of the water-vapour band at 940 nm estimated in the scene: the
+    median over valid pixels of the band's value over the straight line between the nearest
+    bands outside ``WATER_BAND_NM`` (continuum-interpolated band ratio, Green et al. 1989);
+    None when the cube has no band inside it with one on each side."""
     wl = np.asarray(wavelengths_nm, float)
-    pix = toa[:, valid]
-    dark = np.percentile(pix, DARK_PERCENTILE, axis=1) if pix.shape[1] else np.zeros(len(wl))
+    lo, hi = WATER_BAND_NM
+    inside = np.flatnonzero((wl > lo) & (wl < hi))
+    below, above = np.flatnonzero(wl <= lo - 10), np.flatnonzero(wl >= hi)
+    if inside.size != 1 or not below.size or not above.size or not valid.any():
+        return None
+    b, left, right = int(inside[0]), int(below[-1]), int(above[0])
+    w = (wl[b] - wl[left]) / (wl[right] - wl[left])
+    continuum = (1 - w) * rho[left][valid] + w * rho[right][valid]
+    ratio = float(np.median(rho[b][valid] / np.maximum(continuum, 1e-6)))
+    return (b, ratio) if 0.2 < ratio < 1.0 else None
+
+
+def dark_object(dark: NDArray, wavelengths_nm: NDArray, sun_zenith_deg: float,
+                dark_reflectance: float) -> tuple[float, NDArray, NDArray, NDArray, bool]:
+    """(aerosol optical depth at 550 nm, path reflectance (B,), two-way transmittance (B,),
+    absolute uncertainty (B,), whether a dark object was found) from the TOA reflectance
+    ``dark`` (B,) of the darkest pixels (module docstring). When the darkest pixels do not
+    look like a dark object under a clear sky (the model misses them by more than
+    ``DARK_FIT_RMS``, or needs the grid's largest optical depth), the climatological aerosol
+    (``atmosphere.AEROSOL_550``) is used and ``found`` is False."""
+    wl = np.asarray(wavelengths_nm, float)
     mu = math.cos(math.radians(sun_zenith_deg))
     use = wl < DARK_BANDS_NM
 
@@ -373,8 +419,12 @@ def dark_object(toa: NDArray, valid: NDArray, wavelengths_nm: NDArray, sun_zenit
         return float(AEROSOL_GRID[int(np.argmin(cost))])
 
     tau = fit(dark_reflectance)
-    path, t2, _ = model(tau, dark_reflectance)
+    path, t2, pred = model(tau, dark_reflectance)
+    found = tau < AEROSOL_GRID[-1] and float(np.sqrt(np.mean((pred[use] - dark[use]) ** 2))) <= DARK_FIT_RMS
+    if not found:  # the darkest pixels are not a dark object: the climatological aerosol instead
+        tau = atmosphere.AEROSOL_550
+        path, t2, _ = model(tau, dark_reflectance)
     # the dark object's reflectance is an assumption: its uncertainty moves the fitted path
     alt = [model(fit(max(dark_reflectance + s * DARK_OBJECT_UNCERTAINTY, 0.0)), 0.0)[0] for s in (-1, 1)]
     u_abs = np.abs(alt[1] - alt[0]) / 2 / t2
-    return tau, path, t2, u_abs
+    return tau, path, t2, u_abs, found
