@@ -29,7 +29,7 @@ lamp. With the calibration's absolute gain (calfile version 2) it becomes *radia
 Cosine correction of the irradiance sensor: it reads ``E_dir cos(i) / mu + E_dif (1 + cos(b)) / 2``
 for incidence ``i`` on its tilted face and tilt ``b``; a level sensor would read
 ``E_dir + E_dif``. With the clear-sky diffuse share ``f`` at the sun's zenith, the level reading is
-``E_read (f + (1 - f) mu) / (f (1 + cos b) / 2 + (1 - f) cos i)``.
+``E_read / ((1 - f) cos(i) / mu + f (1 + cos b) / 2)``.
 
 Nothing doubtful is applied silently: a panel with any saturated or bad pixel, one not uniform
 (partly shaded) or reading under ``SHADE_RATIO`` of the light the irradiance sensor (or, without
@@ -375,7 +375,7 @@ def level_irradiance(reading: IrradianceReading, wavelengths_nm: NDArray, t: flo
         return None, f"sensor face {math.degrees(math.acos(max(min(cos_inc, 1), -1))):.0f} deg from the sun"
     mu = math.cos(math.radians(float(zen)))
     f = atmosphere.diffuse_fraction(wavelengths_nm, float(zen))
-    return reading.irradiance * (f + (1 - f) * mu) / (f * (1 + cos_tilt) / 2 + (1 - f) * cos_inc), ""
+    return reading.irradiance / ((1 - f) * cos_inc / mu + f * (1 + cos_tilt) / 2), ""
 
 
 def water_band_transmittance(rho: NDArray, valid: NDArray, wavelengths_nm: NDArray
