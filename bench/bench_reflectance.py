@@ -150,7 +150,7 @@ def main(n: int, zeniths: str, residue: bool, json_path: Path | None) -> None:
         log = read_irradiance_file(write_irradiance_file(tmp / f"irradiance-{zen}.npz", log))
         items = frames(session, drone, n, start)
         for method in DRONE_METHODS:
-            settings = ReflectanceSettings(method, panels, (0,))  # type: ignore[arg-type]
+            settings = ReflectanceSettings(method, panels, (0,))
             for key in (f"drone {method}",):
                 s = scores.setdefault(key, {}).setdefault("all", Score())
                 z = per_zenith.setdefault(key, {}).setdefault("z", {}).setdefault(zen, Score())
@@ -172,7 +172,7 @@ def main(n: int, zeniths: str, residue: bool, json_path: Path | None) -> None:
             z = per_zenith.setdefault(key, {}).setdefault("z", {}).setdefault(zen, Score())
             before = len(s.errors)
             truth_of = toa_truth if method == "toa" else (lambda f, t: t.reflectance)
-            run_method(session, ReflectanceStage(cal, ReflectanceSettings(method)), items, truth_of, s,  # type: ignore[arg-type]
+            run_method(session, ReflectanceStage(cal, ReflectanceSettings(method)), items, truth_of, s,
                        residue and method != "toa")
             z.errors.extend(s.errors[before:])
     # -- floor: the lab lamp

@@ -326,6 +326,10 @@ class DownlinkConfig:
             raise ConfigError(str(exc)) from exc
 
 
+#: How the products' quantity is obtained (onboard/stages/reflectance.py says each).
+REFLECTANCE_METHODS = ("lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos")
+
+
 @dataclass
 class ReflectanceConfig:
     """Which quantity the products hold and how (onboard/stages/reflectance.py): ``method``
@@ -357,8 +361,6 @@ class ReflectanceConfig:
 
     def read(self, values: dict[str, Any]) -> None:
         """Set from the TOML table (scalars, two lists and the ``panel`` tables), checking each."""
-        from onboard.stages.reflectance import METHODS
-
         for key, value in values.items():
             where = f"[reflectance] {key}"
             if key in self._SCALARS:
@@ -366,6 +368,7 @@ class ReflectanceConfig:
             elif key in ("panel_frames", "irradiance_wavelengths_nm"):
                 hint = int if key == "panel_frames" else float
                 if not isinstance(value, list):
+                    check_scalar(where, value, hint, ConfigError)  # a non-finite number says so first
                     raise ConfigError(f"{where}: expected a list, got {value!r}")
                 setattr(self, key, [check_scalar(where, v, hint, ConfigError) for v in value])
             elif key == "panel":
@@ -373,8 +376,8 @@ class ReflectanceConfig:
             else:
                 raise ConfigError(f"{where}: unknown key; [reflectance] accepts "
                                   f"{', '.join(sorted([*self._SCALARS, 'panel_frames', 'irradiance_wavelengths_nm', 'panel']))}")
-        if self.method not in METHODS:
-            raise ConfigError(f"[reflectance] method: expected one of {METHODS}, got {self.method!r}")
+        if self.method not in REFLECTANCE_METHODS:
+            raise ConfigError(f"[reflectance] method: expected one of {REFLECTANCE_METHODS}, got {self.method!r}")
         if self.max_gap_s <= 0:
             raise ConfigError(f"[reflectance] max_gap_s: must be > 0, got {self.max_gap_s}")
         if (self.site_lat_deg is None) != (self.site_lon_deg is None):

@@ -48,12 +48,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from onboard.config import ReflectanceConfig
+from onboard.config import REFLECTANCE_METHODS, ReflectanceConfig
 from onboard.formats.calfile import RADIANCE_UNITS, Calibration
 from onboard.formats.types import Cube, RawFrame
 from onboard.physics import atmosphere
@@ -66,8 +65,6 @@ from onboard.physics.sun import (
 )
 from onboard.sources.irradiance import IrradianceLog, IrradianceReading
 
-Method = Literal["lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos"]
-METHODS: tuple[str, ...] = ("lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos")
 #: What a product holds for each method when the method applies.
 QUANTITY = {"lab": "lab reflectance", "radiance": "radiance", "panel": "surface reflectance",
             "irradiance": "surface reflectance", "panel+irradiance": "surface reflectance",
@@ -107,7 +104,7 @@ class Panel:
 class ReflectanceSettings:
     """How a run turns radiance into reflectance (``[reflectance]`` of the mission file)."""
 
-    method: Method = "lab"
+    method: str = "lab"  # one of onboard.config.REFLECTANCE_METHODS
     panels: list[Panel] = field(default_factory=list)
     panel_frames: tuple[int, ...] = ()
     max_gap_s: float = 1.0
@@ -139,7 +136,7 @@ def settings_from(config: ReflectanceConfig, cube_shape: list[int]) -> Reflectan
                             (r, c, h, w), p["uncertainty"]))
     site = None if config.site_lat_deg is None or config.site_lon_deg is None else \
         (config.site_lat_deg, config.site_lon_deg)
-    return ReflectanceSettings(config.method, panels, tuple(config.panel_frames),  # type: ignore[arg-type]
+    return ReflectanceSettings(config.method, panels, tuple(config.panel_frames),
                                config.max_gap_s, config.irradiance_uncertainty, site, config.dark_object_reflectance)
 
 
@@ -155,6 +152,8 @@ class ReflectanceStage:
         self.poll = poll  # reads what a live sensor sent since the last frame (SerialIrradiance.poll)
         self.line: _Line | None = None
         self._dark: NDArray | None = None  # darkest TOA reflectance per band seen in the run
+        if settings.method not in REFLECTANCE_METHODS:
+            raise ValueError(f"reflectance method {settings.method!r} is not one of {REFLECTANCE_METHODS}")
         if settings.method in ("irradiance", "panel+irradiance") and irradiance is None:
             raise ValueError(f"reflectance method {settings.method!r} needs an irradiance sensor "
                              "([reflectance] irradiance_file or irradiance_port)")
