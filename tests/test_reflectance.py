@@ -390,3 +390,14 @@ def test_products_and_ground_export_say_which_quantity_they_hold(tmp_path) -> No
         meta = spectral.open_image(str(tmp_path / f"user-{method}" / "cube_00000000.hdr")).metadata
         assert meta["quantity"] == radiometry["quantity"]
         assert meta["data units"] == ("W m-2 sr-1 nm-1" if method == "radiance" else "lab reflectance (0-1)")
+
+
+def test_info_says_whether_a_calibration_has_a_radiance_gain(rig, tmp_path) -> None:
+    from onboard.info import collect
+
+    golden = Path(__file__).parent / "data" / "golden" / "tiny_imspoc.cal"  # a version-1 file still reads
+    old = collect(calibration=golden)["calibration"]
+    assert old["version"] == 1 and old["radiance_gain_uncertainty_max"] is None
+    rig[1].write(tmp_path / "v2.cal")
+    new = collect(calibration=tmp_path / "v2.cal")["calibration"]
+    assert new["version"] == 2 and 0 < new["radiance_gain_uncertainty_max"] < 0.02
