@@ -401,3 +401,32 @@ def test_info_says_whether_a_calibration_has_a_radiance_gain(rig, tmp_path) -> N
     rig[1].write(tmp_path / "v2.cal")
     new = collect(calibration=tmp_path / "v2.cal")["calibration"]
     assert new["version"] == 2 and 0 < new["radiance_gain_uncertainty_max"] < 0.02
+
+
+def test_pushbroom_toa_reflectance_from_orbit(tmp_path) -> None:
+    """The FINCH-like push-broom (900-1700 nm) under the sky from orbit: TOA reflectance against
+    the sky's truth, outside the strong water bands, within 0.01 (median)."""
+    from onboard.physics.pushbroom import finch_like
+    from onboard.sources.base import SimulatedPushbroom
+    from onboard.sources.simulated import calibrate_pushbroom
+
+    pb = finch_like(cross_track=32)
+    cal = calibrate_pushbroom(pb)
+    assert cal.radiance_gain is not None
+    sky = Sky(35.0, 0.0, START)
+    wl = pb.wavelengths_nm
+    field_ = np.broadcast_to((0.2 + 0.2 * (wl - 900) / 800)[:, None, None], (wl.size, 16, 32)).copy()
+
+    class Tile:
+        reflectance, wavelengths_nm, fractions, tillage = field_, wl, None, None
+
+    lines, truth = next(iter(SimulatedPushbroom(pb, iter([Tile()]), start_time=START,
+                                                flight=Flight(sky, platform="satellite"))))
+    pipe = Pipeline(cal, lambda c: c, _no_residue, pb.detector_spec.max_dn - 1,
+                    reflectance=ReflectanceStage(cal, ReflectanceSettings("toa")))
+    result = pipe.process(lines)
+    assert result.radiometry["quantity"] == "toa reflectance"
+    expected = sky.toa_reflectance(sky.toa_radiance(truth.reflectance, wl, START), START, wl)
+    clear = ((wl > 1000) & (wl < 1100)) | ((wl > 1180) & (wl < 1300)) | ((wl > 1500) & (wl < 1650))
+    err = np.abs(result.cube.data[clear][:, result.cube.valid] - expected[clear][:, result.cube.valid])
+    assert np.median(err) < 0.01

@@ -125,7 +125,8 @@ class SimulatedPushbroom:
     """
 
     def __init__(self, instrument: PushbroomInstrument, tiles: Iterator[Tile], seed: int = 0,
-                 line_period_s: float = 0.014, start_time: float = 0.0) -> None:
+                 line_period_s: float = 0.014, start_time: float = 0.0, flight: Flight | None = None) -> None:
+        self.flight = flight
         self.instrument = instrument
         self.tiles = tiles
         self.rng = np.random.default_rng(seed)
@@ -137,11 +138,18 @@ class SimulatedPushbroom:
         wl = self.instrument.wavelengths_nm
         for tile in self.tiles:
             refl = band_average(tile.reflectance, tile.wavelengths_nm, wl)
+            t0 = self.start_time + line_counter * self.line_period_s
+            # under a sky, the light of the block's first line (a block lasts about a second)
+            flight = self.flight
+            radiance = None if flight is None else flight.radiance(refl, wl, t0)
             lines = []
             for row in range(refl.shape[1]):
-                lines.append(self.instrument.line(
-                    refl[:, row, :], self.rng, counter=line_counter,
-                    timestamp=self.start_time + line_counter * self.line_period_s))
+                t = self.start_time + line_counter * self.line_period_s
+                if flight is None or radiance is None:
+                    lines.append(self.instrument.line(refl[:, row, :], self.rng, counter=line_counter, timestamp=t))
+                else:
+                    lines.append(self.instrument.line_radiance(radiance[:, row, :], self.rng, counter=line_counter,
+                                                               timestamp=t, pose=flight.pose(t)))
                 line_counter += 1
             yield lines, Truth(refl, tile.fractions, tile.tillage, getattr(tile, "clouds", None),
                                getattr(tile, "tau", None))
