@@ -336,8 +336,8 @@ class ReflectanceConfig:
     "lab" (default: lab reflectance, as the white reference gives it), "radiance", "panel",
     "irradiance", "panel+irradiance" (a drone), "toa", "surface-dos" (a satellite). Panels are
     ``[[reflectance.panel]]`` tables: ``name``, ``wavelengths_nm`` and ``reflectance`` (its
-    certificate's spectrum), ``region`` = [row, col, rows, cols] in the cube, ``uncertainty``
-    (relative); ``panel_frames`` the frame counters that image them. The irradiance sensor:
+    certificate's spectrum), ``region`` = [row, col, rows, cols] in the cube (or ``size``, the
+    side in pixels of a panel the stage finds in the frame), ``uncertainty`` (relative); ``panel_frames`` the frame counters that image them. The irradiance sensor:
     ``irradiance_file`` (onboard/sources/irradiance.py) or ``irradiance_port`` with its
     ``irradiance_wavelengths_nm``; a reading farther than ``max_gap_s`` from a frame is not
     applied. ``site_lat_deg``/``site_lon_deg``: where the frames carry no position."""
@@ -357,7 +357,8 @@ class ReflectanceConfig:
     _SCALARS: typing.ClassVar[dict[str, type]] = {
         "method": str, "irradiance_file": str, "irradiance_port": str, "irradiance_uncertainty": float,
         "max_gap_s": float, "site_lat_deg": float, "site_lon_deg": float, "dark_object_reflectance": float}
-    _PANEL_KEYS: typing.ClassVar[tuple[str, ...]] = ("name", "wavelengths_nm", "reflectance", "region", "uncertainty")
+    _PANEL_KEYS: typing.ClassVar[tuple[str, ...]] = ("name", "wavelengths_nm", "reflectance", "region", "size",
+                                                     "uncertainty")
 
     def read(self, values: dict[str, Any]) -> None:
         """Set from the TOML table (scalars, two lists and the ``panel`` tables), checking each."""
@@ -390,20 +391,24 @@ class ReflectanceConfig:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table, got {table!r}")
         unknown = set(table) - set(self._PANEL_KEYS)
-        if unknown or not {"name", "wavelengths_nm", "reflectance", "region"} <= set(table):
-            raise ConfigError(f"{where}: needs name, wavelengths_nm, reflectance, region (and may set "
-                              f"uncertainty); got {', '.join(sorted(table))}")
+        if unknown or not {"name", "wavelengths_nm", "reflectance"} <= set(table) \
+                or ("region" in table) == ("size" in table):
+            raise ConfigError(f"{where}: needs name, wavelengths_nm, reflectance and region or size (and may "
+                              f"set uncertainty); got {', '.join(sorted(table))}")
         wl = [check_scalar(where + " wavelengths_nm", v, float, ConfigError) for v in table["wavelengths_nm"]]
         refl = [check_scalar(where + " reflectance", v, float, ConfigError) for v in table["reflectance"]]
-        region = [check_scalar(where + " region", v, int, ConfigError) for v in table["region"]]
+        size = check_scalar(where + " size", table.get("size", 0), int, ConfigError)
+        region = [check_scalar(where + " region", v, int, ConfigError) for v in table.get("region", [0, 0, 1, 1])]
         if len(wl) < 2 or len(wl) != len(refl) or any(b <= a for a, b in zip(wl, wl[1:], strict=False)):
             raise ConfigError(f"{where}: wavelengths_nm must ascend and match reflectance ({len(wl)} vs {len(refl)})")
         if not all(0 < r <= 1.5 for r in refl):
             raise ConfigError(f"{where}: reflectance must be in (0, 1.5]")
         if len(region) != 4 or min(region) < 0 or min(region[2:]) < 1:
             raise ConfigError(f"{where}: region is [row, col, rows, cols], non-negative, at least 1 x 1")
+        if "size" in table and size < 2:
+            raise ConfigError(f"{where}: size must be >= 2 pixels, got {size}")
         return {"name": check_scalar(where + " name", table["name"], str, ConfigError), "wavelengths_nm": wl,
-                "reflectance": refl, "region": region,
+                "reflectance": refl, "region": region if "region" in table else None, "size": size,
                 "uncertainty": check_scalar(where + " uncertainty", table.get("uncertainty", 0.02), float, ConfigError)}
 
 

@@ -199,6 +199,30 @@ def test_cosine_correction_undoes_the_sensors_tilt(rig) -> None:
     assert raw > 0.05 and worst < 0.02  # the tilt mattered; corrected, it no longer does
 
 
+def test_panels_are_found_in_the_frame_when_no_region_is_given(rig, floor) -> None:
+    """Given only their size, both panels are found where they lie, and the line they give is
+    as good as with their regions; a panel that is not there is said not found."""
+    inst, cal, _ = rig
+    grid = inst.scene_grid()
+    flight = Flight(Sky(30.0, 0.0, START), panels=_placed(grid), panel_frames=(0,))
+    items = _flight_frames(rig, flight, [START, START + 1.0])
+    log = _log(flight, START - 1, START + 2)
+    found = [Panel(p.name, p.wavelengths_nm, p.reflectance, None, size=10) for p in _panels(grid)]
+    stage = ReflectanceStage(cal, ReflectanceSettings("panel+irradiance", found, (0,)), log)
+    for frame, cube, _ in items:
+        out, meta, flags = stage.apply(cube, frame)
+    assert flags == [] and stage.line is not None and len(stage.line.panels) == 2
+    for name, (r, c, h, w) in zip(stage.line.panels, (DARK, GREY), strict=True):
+        fr, fc = (int(v) for v in name.split("[")[1].split(",")[:2])
+        assert r <= fr and fr + 10 <= r + h and c <= fc and fc + 10 <= c + w, name  # inside the panel
+    assert "(found)" in meta["how"]
+    assert _error(out, items[-1][2]) < floor + 0.004
+    ghost = [Panel("white", grid, np.full(grid.size, 0.95), None, size=10)]
+    frame, cube, _ = items[0]
+    _, meta, flags = ReflectanceStage(cal, ReflectanceSettings("panel", ghost, (0,))).apply(cube, frame)
+    assert any("panel white: not found" in f for f in flags) and meta["quantity"] == "radiance"
+
+
 # -- bad input: flagged, never applied silently -----------------------------------------------
 
 def test_a_shaded_panel_is_refused_and_said(rig) -> None:
@@ -210,7 +234,7 @@ def test_a_shaded_panel_is_refused_and_said(rig) -> None:
                              _log(flight, START - 1, START + 1))
     out, meta, flags = stage.apply(cube, frame)
     assert any("panel grey" in f and "shaded: not used" in f for f in flags), flags
-    assert stage.line is not None and stage.line.panels == ["dark"]  # the unshaded panel alone
+    assert stage.line is not None and stage.line.panels == [f"dark {list(DARK)}"]  # the unshaded panel alone
     # without the irradiance sensor the clear-sky model says how much light should fall on it
     alone = ReflectanceStage(cal, ReflectanceSettings("panel", _panels(grid), (0,)))
     _, _, flags = alone.apply(cube, frame)
@@ -315,6 +339,8 @@ def test_reflectance_section_is_checked_by_name() -> None:
     assert ok.reflectance.panels[0]["region"] == [1, 2, 3, 4]
     for bad, match in (({"method": "sunshine"}, "method: expected one of"),
                        ({"panel": [{"name": "p"}]}, "needs name, wavelengths_nm"),
+                       ({"panel": [{"name": "p", "wavelengths_nm": [400, 1000], "reflectance": [0.5, 0.5],
+                                    "region": [1, 2, 3, 4], "size": 4}]}, "region or size"),
                        ({"max_gap_s": -1.0}, "max_gap_s: must be > 0"),
                        ({"site_lat_deg": 4.0}, "give both or neither"),
                        ({"irradiance_port": "/dev/ttyUSB0"}, "irradiance_wavelengths_nm"),

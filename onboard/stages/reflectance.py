@@ -8,7 +8,7 @@ lamp. With the calibration's absolute gain (calfile version 2) it becomes *radia
 * ``lab``: lab reflectance, as before (no correction for the light of the day);
 * ``radiance``: at-sensor radiance;
 * ``panel``: empirical line (Smith and Milton 1999): reference panels of known reflectance in
-  the ``panel_frames`` give, per band, radiance = gain x reflectance + offset (with one panel,
+  the ``panel_frames`` (each in its given region, or found: :func:`find_panel`) give, per band, radiance = gain x reflectance + offset (with one panel,
   no offset), inverted for every later frame. Right while the light stays as it was then;
 * ``irradiance``: ``pi L / E`` with ``E`` the downwelling irradiance sensor's reading nearest
   the frame, cosine-corrected to a level sensor (below);
@@ -74,6 +74,10 @@ SHADE_RATIO = 0.6
 #: Largest (p90 - p10) / median across a panel's pixels (each pixel's radiance relative to the
 #: panel's median, averaged over bands) of a uniform panel.
 PANEL_SPREAD = 0.15
+#: A panel looked for (no region given) is taken where a uniform square reads within this share
+#: of the radiance it should (median over bands): the light may differ from what is expected
+#: by 20 % steps and the clear-sky model by some more.
+FIND_TOLERANCE = 0.35
 #: Below this cosine between the irradiance sensor's face and the sun, its reading is not used.
 MIN_INCIDENCE_COS = 0.2
 SOLAR_SPECTRUM_UNCERTAINTY = 0.02  # ASTM G173's stated: about 2 % (Gueymard 2004)
@@ -96,8 +100,9 @@ class Panel:
     name: str
     wavelengths_nm: NDArray[np.float64]
     reflectance: NDArray[np.float64]
-    region: tuple[int, int, int, int]
+    region: tuple[int, int, int, int] | None
     uncertainty: float = 0.02
+    size: int = 0  # side (px) of the square to look for when ``region`` is None (:func:`find_panel`)
 
 
 @dataclass
@@ -128,12 +133,13 @@ def settings_from(config: ReflectanceConfig, cube_shape: list[int]) -> Reflectan
     cube (bands, rows, cols) is refused, naming it."""
     panels = []
     for p in config.panels:
-        r, c, h, w = p["region"]
+        region = None if p["region"] is None else tuple(p["region"])
+        r, c, h, w = region or (0, 0, p["size"], p["size"])
         if r + h > cube_shape[1] or c + w > cube_shape[2]:
-            raise ValueError(f"[[reflectance.panel]] {p['name']}: region {p['region']} falls outside the "
-                             f"{cube_shape[1]} x {cube_shape[2]} cube")
+            raise ValueError(f"[[reflectance.panel]] {p['name']}: {'region ' + str(p['region']) if region else 'size'} "
+                             f"falls outside the {cube_shape[1]} x {cube_shape[2]} cube")
         panels.append(Panel(p["name"], np.asarray(p["wavelengths_nm"], float), np.asarray(p["reflectance"], float),
-                            (r, c, h, w), p["uncertainty"]))
+                            region, p["uncertainty"], p["size"]))  # type: ignore[arg-type]
     site = None if config.site_lat_deg is None or config.site_lon_deg is None else \
         (config.site_lat_deg, config.site_lon_deg)
     return ReflectanceSettings(config.method, panels, tuple(config.panel_frames),
@@ -246,8 +252,20 @@ class ReflectanceStage:
             if latlon is not None:
                 expected = self._seen(clear_sky_irradiance(cube.wavelengths_nm, frame.timestamp, *latlon), cube)
         levels, refl, names, u = [], [], [], []
+        taken: list[tuple[int, int, int, int]] = []
         for panel in self.settings.panels:
-            r0, c0, h, w = panel.region
+            rho = self._seen(band_mean(panel.wavelengths_nm, panel.reflectance, cube.wavelengths_nm), cube)
+            region = panel.region
+            if region is None:
+                region = None if expected is None else find_panel(radiance, cube.valid, rho * expected / math.pi,
+                                                                  panel.size, taken)
+                if region is None:
+                    flags.append(f"frame {cube.counter}: panel {panel.name}: not found (no uniform "
+                                 f"{panel.size} x {panel.size} square reading its reflectance"
+                                 + ("" if expected is not None else ": no light level to look for it with") + ")")
+                    continue
+            taken.append(region)
+            r0, c0, h, w = region
             valid = cube.valid[r0:r0 + h, c0:c0 + w]
             if valid.size == 0 or not valid.all():
                 flags.append(f"frame {cube.counter}: panel {panel.name}: {valid.size - int(valid.sum())} of "
@@ -255,13 +273,11 @@ class ReflectanceStage:
                 continue
             pix = radiance[:, r0:r0 + h, c0:c0 + w].reshape(cube.bands, -1)
             med = np.median(pix, axis=1)
-            level = (pix / np.maximum(np.abs(med), 1e-12)[:, None]).mean(0)  # per pixel, noise averaged over bands
-            spread = float((np.percentile(level, 90) - np.percentile(level, 10)) / np.median(level))
+            spread = panel_spread(pix)
             if spread > PANEL_SPREAD:
                 flags.append(f"frame {cube.counter}: panel {panel.name}: not uniform (spread {spread:.2f} > "
                              f"{PANEL_SPREAD}): partly shaded or off the panel: not used")
                 continue
-            rho = self._seen(band_mean(panel.wavelengths_nm, panel.reflectance, cube.wavelengths_nm), cube)
             if expected is not None:
                 ratio = float(np.median(math.pi * med / (rho * expected)))
                 if ratio < SHADE_RATIO:
@@ -270,7 +286,7 @@ class ReflectanceStage:
                     continue
             levels.append(med)
             refl.append(rho)
-            names.append(panel.name)
+            names.append(f"{panel.name} {list(region)}" + (" (found)" if panel.region is None else ""))
             u.append(panel.uncertainty)
         if not levels:
             flags.append(f"frame {cube.counter}: no usable panel: the panel line is "
@@ -365,6 +381,35 @@ class ReflectanceStage:
         return {"quantity": quantity, "units": RADIANCE_UNITS if quantity == "radiance" else "1",
                 "requested_method": self.settings.method, "how": how,
                 "uncertainty_relative": [round(float(v), 5) for v in u_rel], **extra}
+
+
+def panel_spread(pix: NDArray) -> float:
+    """(p90 - p10) / median across pixels (B, n) of each pixel's radiance relative to the
+    median spectrum, averaged over bands (so noise averages out and a shadow does not)."""
+    med = np.median(pix, axis=1)
+    level = (pix / np.maximum(np.abs(med), 1e-12)[:, None]).mean(0)
+    return float((np.percentile(level, 90) - np.percentile(level, 10)) / np.median(level))
+
+
+def find_panel(radiance: NDArray, valid: NDArray, expected: NDArray, size: int,
+               taken: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
+    """The ``size`` x ``size`` square (row, col, rows, cols; every other position) of valid,
+    uniform pixels (:func:`panel_spread` within ``PANEL_SPREAD``) whose mean radiance is nearest
+    ``expected`` (B,), the radiance the panel should read, overlapping no square in ``taken``;
+    None when none is within ``FIND_TOLERANCE`` of it (median relative difference over bands)."""
+    bands, rows, cols = radiance.shape
+    best, best_score = None, FIND_TOLERANCE
+    for r in range(0, rows - size + 1, 2):
+        for c in range(0, cols - size + 1, 2):
+            if any(r < tr + th and tr < r + size and c < tc + tw and tc < c + size for tr, tc, th, tw in taken):
+                continue
+            if not valid[r:r + size, c:c + size].all():
+                continue
+            pix = radiance[:, r:r + size, c:c + size].reshape(bands, -1)
+            score = float(np.median(np.abs(pix.mean(1) / expected - 1)))
+            if score < best_score and panel_spread(pix) <= PANEL_SPREAD:
+                best, best_score = (r, c, size, size), score
+    return best
 
 
 def clear_sky_irradiance(wavelengths_nm: NDArray, t: float, lat: float, lon: float) -> NDArray[np.float64]:
