@@ -80,7 +80,11 @@ PANEL_SPREAD = 0.15
 FIND_TOLERANCE = 0.35
 #: Below this cosine between the irradiance sensor's face and the sun, its reading is not used.
 MIN_INCIDENCE_COS = 0.2
-SOLAR_SPECTRUM_UNCERTAINTY = 0.02  # ASTM G173's stated: about 2 % (Gueymard 2004)
+SOLAR_SPECTRUM_UNCERTAINTY = 0.02
+#: Relative uncertainty of a ratio of two readings of the same irradiance sensor: its absolute
+#: calibration cancels; its noise and the cosine correction remain (within 2 % at 10 deg of
+#: tilt, tests/test_reflectance.py).
+IRRADIANCE_RATIO_UNCERTAINTY = 0.01  # ASTM G173's stated: about 2 % (Gueymard 2004)
 DARK_PERCENTILE = 0.5
 DARK_BANDS_NM = 700.0
 DARK_OBJECT_UNCERTAINTY = 0.01
@@ -217,7 +221,7 @@ class ReflectanceStage:
             if e_now is not None and line.irradiance is not None:
                 rho = rho * (line.irradiance / e_now)[:, None, None]
                 how += " x irradiance ratio (panel frame / this frame), cosine-corrected"
-                u = np.hypot(u, math.sqrt(2) * 0.5 * u_irr)  # relative errors of a ratio partly cancel
+                u = np.hypot(u, IRRADIANCE_RATIO_UNCERTAINTY)
             else:
                 flags.append(f"frame {cube.counter}: panel line applied without the irradiance ratio")
                 how += " (without the irradiance ratio: sensor unusable)"
@@ -299,6 +303,11 @@ class ReflectanceStage:
             xm, ym = x.mean(0), y.mean(0)
             gain = ((x - xm) * (y - ym)).sum(0) / ((x - xm) ** 2).sum(0)
             offset = ym - gain * xm
+        if not np.all(gain > 0):
+            flags.append(f"frame {cube.counter}: panels {', '.join(names)} give a non-positive gain in "
+                         f"{int(np.sum(gain <= 0))} bands (panels too alike?): the panel line is "
+                         + (f"kept from frame {self.line.counter}" if self.line else "not set"))
+            return
         self.line = _Line(gain, offset, cube.counter, e_now, names, float(np.sqrt(np.mean(np.square(u)))))
 
     # -- orbit: TOA and dark object ----------------------------------------------------------
