@@ -181,7 +181,7 @@ class ReflectanceStage:
                              f"(version 1): lab reflectance, not {method}")
             return cube, self._meta(
                 "lab reflectance", "signal / (white reference x exposure): reflectance under the lab lamp only",
-                np.zeros(cube.bands)), flags
+                np.zeros(0)), flags  # no uncertainty: under another light it is not a reflectance at all
         radiance = cube.data * cal.lab_radiance().astype(np.float32)[:, None, None]
         u_gain = np.asarray(cal.radiance_gain_uncertainty, float)
         if method == "radiance":
