@@ -457,3 +457,28 @@ def test_pushbroom_toa_reflectance_from_orbit(tmp_path) -> None:
     clear = ((wl > 1000) & (wl < 1100)) | ((wl > 1180) & (wl < 1300)) | ((wl > 1500) & (wl < 1650))
     err = np.abs(result.cube.data[clear][:, result.cube.valid] - expected[clear][:, result.cube.valid])
     assert np.median(err) < 0.01
+
+
+@pytest.mark.slow
+def test_a_run_with_an_irradiance_file_far_from_its_frames_flags_every_frame(tmp_path) -> None:
+    """``onboard run`` reads the mission's irradiance file; its readings are hours from the
+    simulated frames (taken now): not applied, each frame's event says so, the cube stays radiance."""
+    log = IrradianceLog(SENSOR_NM, [IrradianceReading(START + i, np.full(SENSOR_NM.size, 1.2), (0.0, 0.0, 0.0))
+                                    for i in range(5)])
+    write_irradiance_file(tmp_path / "dls.npz", log)
+    mission = tmp_path / "m.toml"
+    mission.write_text(f'[reflectance]\nmethod = "irradiance"\nirradiance_file = "{tmp_path / "dls.npz"}"\n'
+                       "site_lat_deg = 45.0\nsite_lon_deg = 5.0\n")
+    run = _cli("run", "--frames", "2", "--out", tmp_path / "o", "--quiet", "--config", mission, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    from onboard.formats.products import Product
+
+    events = [Product.from_bytes(p.read_bytes()) for p in sorted((tmp_path / "o" / "products").glob("event_*.obp"))]
+    details = [json.loads(e.payload)["detail"] for e in events]
+    assert len(details) == 2 and all("irradiance not applied" in d and "s from the frame" in d for d in details)
+    cube = Product.from_bytes((tmp_path / "o" / "products" / "cube_00000001.obp").read_bytes())
+    assert cube.meta["radiometry"]["quantity"] == "radiance"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[reflectance]\nmethod = "irradiance"\nirradiance_file = "{tmp_path / "absent.npz"}"\n')
+    refused = _cli("run", "--frames", "1", "--out", tmp_path / "o2", "--quiet", "--config", bad, cwd=tmp_path)
+    assert refused.returncode != 0 and "absent.npz does not exist" in refused.stderr
