@@ -47,6 +47,7 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
         header: dict = {**common, "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
         if "fwhm_nm" in arrays:
             header["fwhm_nm"] = arrays["fwhm_nm"]
+        header.update(radiometry_header(p.meta.get("radiometry")))
         files = cube_envi(out / f"{stem}.img", arrays["data"], arrays["wavelengths_nm"], header)
         if "valid" in arrays:
             files += write_envi(out / f"{stem}_valid.img", arrays["valid"].astype(np.uint8)[None],
@@ -59,6 +60,21 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
     ext = {"json": ".json", "npz": ".npz", "png": ".png"}.get(p.encoding, ".bin")
     (out / f"{stem}{ext}").write_bytes(p.payload)
     return [f"{stem}{ext}"]
+
+
+def radiometry_header(radiometry: dict | None) -> dict:
+    """ENVI header fields saying which quantity a cube holds and how it was obtained
+    (onboard/stages/reflectance.py); a product older than that record holds lab reflectance."""
+    if not radiometry:
+        return {"quantity": "lab reflectance (the product predates the radiometry record)"}
+    out = {"quantity": radiometry["quantity"], "radiometry": radiometry.get("how", ""),
+           "data units": radiometry.get("units", "1") if radiometry["quantity"] == "radiance"
+           else f"{radiometry['quantity']} (0-1)"}
+    if radiometry.get("uncertainty_relative"):
+        out["uncertainty relative"] = [f"{v:.4f}" for v in radiometry["uncertainty_relative"]]
+    if radiometry.get("uncertainty_absolute"):
+        out["uncertainty absolute"] = [f"{v:.4f}" for v in radiometry["uncertainty_absolute"]]
+    return out
 
 
 #: Folders of a receiver's output whose files are not products to export: ``quarantine/``

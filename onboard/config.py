@@ -329,6 +329,92 @@ class DownlinkConfig:
             raise ConfigError(str(exc)) from exc
 
 
+#: How the products' quantity is obtained (onboard/stages/reflectance.py says each).
+REFLECTANCE_METHODS = ("lab", "radiance", "panel", "irradiance", "panel+irradiance", "toa", "surface-dos")
+
+
+@dataclass
+class ReflectanceConfig:
+    """Which quantity the products hold and how (onboard/stages/reflectance.py): ``method``
+    "lab" (default: lab reflectance, as the white reference gives it), "radiance", "panel",
+    "irradiance", "panel+irradiance" (a drone), "toa", "surface-dos" (a satellite). Panels are
+    ``[[reflectance.panel]]`` tables: ``name``, ``wavelengths_nm`` and ``reflectance`` (its
+    certificate's spectrum), ``region`` = [row, col, rows, cols] in the cube (or ``size``, the
+    side in pixels of a panel the stage finds in the frame), ``uncertainty`` (relative); ``panel_frames`` the frame counters that image them. The irradiance sensor:
+    ``irradiance_file`` (onboard/sources/irradiance.py) or ``irradiance_port`` with its
+    ``irradiance_wavelengths_nm``; a reading farther than ``max_gap_s`` from a frame is not
+    applied. ``site_lat_deg``/``site_lon_deg``: where the frames carry no position."""
+
+    method: str = "lab"
+    panel_frames: list[int] = field(default_factory=list)
+    panels: list[dict] = field(default_factory=list)
+    irradiance_file: str | None = None
+    irradiance_port: str | None = None
+    irradiance_wavelengths_nm: list[float] = field(default_factory=list)
+    irradiance_uncertainty: float = 0.03
+    max_gap_s: float = 1.0
+    site_lat_deg: float | None = None
+    site_lon_deg: float | None = None
+    dark_object_reflectance: float = 0.02
+
+    _SCALARS: typing.ClassVar[dict[str, type]] = {
+        "method": str, "irradiance_file": str, "irradiance_port": str, "irradiance_uncertainty": float,
+        "max_gap_s": float, "site_lat_deg": float, "site_lon_deg": float, "dark_object_reflectance": float}
+    _PANEL_KEYS: typing.ClassVar[tuple[str, ...]] = ("name", "wavelengths_nm", "reflectance", "region", "size",
+                                                     "uncertainty")
+
+    def read(self, values: dict[str, Any]) -> None:
+        """Set from the TOML table (scalars, two lists and the ``panel`` tables), checking each."""
+        for key, value in values.items():
+            where = f"[reflectance] {key}"
+            if key in self._SCALARS:
+                setattr(self, key, check_scalar(where, value, self._SCALARS[key], ConfigError))
+            elif key in ("panel_frames", "irradiance_wavelengths_nm"):
+                hint = int if key == "panel_frames" else float
+                if not isinstance(value, list):
+                    check_scalar(where, value, hint, ConfigError)  # a non-finite number says so first
+                    raise ConfigError(f"{where}: expected a list, got {value!r}")
+                setattr(self, key, [check_scalar(where, v, hint, ConfigError) for v in value])
+            elif key == "panel":
+                self.panels = [self._panel(i, t) for i, t in enumerate(value if isinstance(value, list) else [value])]
+            else:
+                raise ConfigError(f"{where}: unknown key; [reflectance] accepts "
+                                  f"{', '.join(sorted([*self._SCALARS, 'panel_frames', 'irradiance_wavelengths_nm', 'panel']))}")
+        if self.method not in REFLECTANCE_METHODS:
+            raise ConfigError(f"[reflectance] method: expected one of {REFLECTANCE_METHODS}, got {self.method!r}")
+        if self.max_gap_s <= 0:
+            raise ConfigError(f"[reflectance] max_gap_s: must be > 0, got {self.max_gap_s}")
+        if (self.site_lat_deg is None) != (self.site_lon_deg is None):
+            raise ConfigError("[reflectance] site_lat_deg and site_lon_deg: give both or neither")
+        if self.irradiance_port and len(self.irradiance_wavelengths_nm) < 2:
+            raise ConfigError("[reflectance] irradiance_port needs irradiance_wavelengths_nm (the sensor's bands)")
+
+    def _panel(self, i: int, table: Any) -> dict:
+        where = f"[[reflectance.panel]] {i + 1}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table, got {table!r}")
+        unknown = set(table) - set(self._PANEL_KEYS)
+        if unknown or not {"name", "wavelengths_nm", "reflectance"} <= set(table) \
+                or ("region" in table) == ("size" in table):
+            raise ConfigError(f"{where}: needs name, wavelengths_nm, reflectance and region or size (and may "
+                              f"set uncertainty); got {', '.join(sorted(table))}")
+        wl = [check_scalar(where + " wavelengths_nm", v, float, ConfigError) for v in table["wavelengths_nm"]]
+        refl = [check_scalar(where + " reflectance", v, float, ConfigError) for v in table["reflectance"]]
+        size = check_scalar(where + " size", table.get("size", 0), int, ConfigError)
+        region = [check_scalar(where + " region", v, int, ConfigError) for v in table.get("region", [0, 0, 1, 1])]
+        if len(wl) < 2 or len(wl) != len(refl) or any(b <= a for a, b in zip(wl, wl[1:], strict=False)):
+            raise ConfigError(f"{where}: wavelengths_nm must ascend and match reflectance ({len(wl)} vs {len(refl)})")
+        if not all(0 < r <= 1.5 for r in refl):
+            raise ConfigError(f"{where}: reflectance must be in (0, 1.5]")
+        if len(region) != 4 or min(region) < 0 or min(region[2:]) < 1:
+            raise ConfigError(f"{where}: region is [row, col, rows, cols], non-negative, at least 1 x 1")
+        if "size" in table and size < 2:
+            raise ConfigError(f"{where}: size must be >= 2 pixels, got {size}")
+        return {"name": check_scalar(where + " name", table["name"], str, ConfigError), "wavelengths_nm": wl,
+                "reflectance": refl, "region": region if "region" in table else None, "size": size,
+                "uncertainty": check_scalar(where + " uncertainty", table.get("uncertainty", 0.02), float, ConfigError)}
+
+
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
@@ -343,6 +429,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
+    reflectance: ReflectanceConfig = field(default_factory=ReflectanceConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

@@ -78,7 +78,9 @@ def _calibration_report(path: Path) -> dict[str, Any]:
     report.update(kind=cal.kind, instrument=cal.instrument, bands=int(wl.size),
                   wavelengths_nm=[float(wl.min()), float(wl.max())],
                   created_utc=cal.created_utc, software_version=cal.software_version,
-                  flight_problem=cal.flight_problem())
+                  flight_problem=cal.flight_problem(), version=cal.format_version,
+                  radiance_gain_uncertainty_max=(None if cal.radiance_gain_uncertainty is None
+                                                 else float(cal.radiance_gain_uncertainty.max())))
     return report
 
 
@@ -147,6 +149,9 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"calibration: {c['path']} sha256 {_short(c['sha256'])} ({c['kind']}, "
                      f"{c['instrument']}, {c['bands']} bands {c['wavelengths_nm'][0]:.0f}-"
                      f"{c['wavelengths_nm'][1]:.0f} nm, software {c['software_version']})")
+        u = c["radiance_gain_uncertainty_max"]
+        lines.append(f"  version {c['version']}: " + ("no absolute radiance gain (products: lab reflectance only)"
+                     if u is None else f"absolute radiance gain, uncertainty up to {100 * u:.1f} % (k = 1)"))
         if c["flight_problem"]:
             lines.append(f"  CANNOT FLY: {c['flight_problem']}")
     elif info["calibration_error"]:

@@ -205,7 +205,8 @@ def test_missing_entry_is_named(tmp_path: Path, missing: str) -> None:
 
 @pytest.mark.parametrize("key,value,match", [
     ("format", "other-format", "is a 'other-format' file"),
-    ("version", 2, "version 2"),
+    ("version", 3, "version 3; this runtime reads versions 1, 2"),
+    ("version", 2, "lacks radiance_gain, radiance_gain_uncertainty"),
     ("version", None, "version None"),
     ("kind", "hyperspectral", "kind 'hyperspectral' is not one of"),
     ("kind", None, "kind None is not one of"),

@@ -45,8 +45,12 @@ def test_the_readmes_mission_file_is_accepted_as_written(tmp_path) -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    [block] = [b.split("```")[0] for b in readme.split("```toml\n")[1:] if "[run]" in b]
+    blocks = [b.split("```")[0] for b in readme.split("```toml\n")[1:]]
+    [block] = [b for b in blocks if "[run]" in b]
     p = tmp_path / "mission.toml"
     p.write_text(block)
     c = config.load(p)
     assert c.products.cube_coding == "ccsds123" and c.screen.max_cloud_share == 0.7
+    [field] = [b for b in blocks if "[reflectance]" in b]  # the field-reflectance sample too
+    p.write_text(field)
+    assert config.load(p).reflectance.method == "panel+irradiance"

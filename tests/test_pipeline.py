@@ -33,7 +33,7 @@ def test_good_frame_gives_every_product(imspoc, pipeline) -> None:
         assert back.frame_counter == 4 and back.sha256 == p.sha256
     arrays = decode_arrays(r.products[0].payload)
     assert arrays["tillage"].shape == (64, 64) and arrays["fractions"].shape == (3, 64, 64)
-    assert set(r.seconds) == {"radiometric", "reconstruct", "denoise", "screen", "classify", "package"}
+    assert set(r.seconds) == {"radiometric", "reconstruct", "reflectance", "denoise", "screen", "classify", "package"}
     assert r.regularisation is not None and r.regularisation > 0
 
 

@@ -9,7 +9,15 @@ One ``.cal`` file is a NumPy ``.npz`` archive (zip, no pickles) holding:
 * ``wavelengths_nm`` (B,): the output wavelength grid of the reconstructed cube (imspoc) or
   the band centres of the detector's spectral axis (push-broom).
 * ``white_reference`` (B,): the reconstructed signal of a unit-reflectance panel per second
-  of exposure, on ``wavelengths_nm``; reflectance = signal / (white_reference x exposure).
+  of exposure, on ``wavelengths_nm``; lab reflectance = signal / (white_reference x exposure):
+  a reflectance only under the laboratory's lamp.
+* Version 2 adds, optional, the absolute radiometric calibration: ``radiance_gain`` (B,), the
+  signal in DN per second per unit at-sensor radiance (``RADIANCE_UNITS``), so radiance =
+  signal / (radiance_gain x exposure), per reconstructed band for the ImSPOC (the bank's
+  per-interferometer gains are relative: the absolute scale is fitted on the output grid) and
+  per detector band for the push-broom; and ``radiance_gain_uncertainty`` (B,), its relative
+  standard uncertainty (k = 1). A file without them is written as version 1, which a reader
+  of version 1 reads; products from it can only be lab reflectance.
 * Radiometric maps on the detector (rows, cols): ``bias_dn`` float32 (DN at zero exposure),
   ``dark_dn_s`` float32 (dark signal DN per second), ``flat`` float32 (relative response,
   mean 1), ``bad`` bool (dead or hot).
@@ -45,8 +53,10 @@ from onboard.physics.imspoc import ThumbnailLayout
 from onboard.physics.interferometers import InterferometerBank
 
 FORMAT = "onboard-calibration"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+#: The newest version this software writes (a file without radiance calibration is still 1).
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+RADIANCE_UNITS = "W m-2 sr-1 nm-1"
 KINDS = ("imspoc", "pushbroom")
 _RADIOMETRIC = ("bias_dn", "dark_dn_s", "flat", "bad")
 #: Most bytes the arrays of one file may declare, checked before inflating: the radiometric
@@ -93,6 +103,8 @@ class Calibration:
     provenance: dict = field(default_factory=dict)
     created_utc: float = field(default_factory=time.time)
     software_version: str = __version__
+    radiance_gain: NDArray[np.float64] | None = None
+    radiance_gain_uncertainty: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         _check_kind(self.kind)
@@ -101,6 +113,15 @@ class Calibration:
                 f"white reference has {self.white_reference.shape} entries for "
                 f"{self.wavelengths_nm.shape} wavelengths"
             )
+        if (self.radiance_gain is None) != (self.radiance_gain_uncertainty is None):
+            raise CalibrationFileError("a radiance gain comes with its uncertainty (both or neither)")
+        for name in ("radiance_gain", "radiance_gain_uncertainty"):
+            v = getattr(self, name)
+            if v is not None and (v.shape != self.wavelengths_nm.shape or not np.all(np.isfinite(v))
+                                  or np.any(v <= 0 if name == "radiance_gain" else v < 0)):
+                raise CalibrationFileError(
+                    f"{name} must be {self.wavelengths_nm.shape} finite values, "
+                    f"{'positive' if name == 'radiance_gain' else 'non-negative'}")
         if self.kind == "imspoc":
             if self.layout is None or self.bank is None:
                 raise CalibrationFileError("an imspoc calibration needs a thumbnail layout and a bank")
@@ -113,6 +134,20 @@ class Calibration:
                     f"radiometric maps are {self.radiometric.shape}; detector is "
                     f"{self.layout.detector_shape}"
                 )
+
+    @property
+    def format_version(self) -> int:
+        """1 without a radiance calibration (so a version-1 reader keeps reading it), else 2."""
+        return 1 if self.radiance_gain is None else 2
+
+    def lab_radiance(self) -> NDArray[np.float64]:
+        """Radiance (``RADIANCE_UNITS``) of one unit of lab reflectance on ``wavelengths_nm``:
+        lab reflectance times this is at-sensor radiance. Refused without a radiance gain."""
+        if self.radiance_gain is None:
+            raise CalibrationFileError(
+                f"calibration of {self.instrument} has no absolute radiometric gain (a version-1 "
+                "file, or characterised without a radiance source): only lab reflectance is known")
+        return self.white_reference / self.radiance_gain
 
     def flight_problem(self) -> str | None:
         """Why this calibration cannot fly, or None. An ImSPOC layout of 1 x 1 thumbnails
@@ -132,7 +167,7 @@ class Calibration:
     def header(self) -> dict:
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.format_version,
             "kind": self.kind,
             "instrument": self.instrument,
             "created_utc": self.created_utc,
@@ -151,6 +186,9 @@ class Calibration:
             "flat": self.radiometric.flat.astype(np.float32),
             "bad": self.radiometric.bad.astype(bool),
         }
+        if self.radiance_gain is not None and self.radiance_gain_uncertainty is not None:
+            arrays["radiance_gain"] = np.asarray(self.radiance_gain, dtype=np.float64)
+            arrays["radiance_gain_uncertainty"] = np.asarray(self.radiance_gain_uncertainty, dtype=np.float64)
         if self.kind == "imspoc":
             assert self.layout is not None and self.bank is not None
             arrays["layout/corners"] = np.asarray(self.layout.corners, dtype=np.int64)
@@ -216,6 +254,8 @@ def read(path: str | os.PathLike) -> Calibration:
         need += [f"bank/{k}" for k in (
             "opd_um", "phase_rad", "gain_cheb", "reflectivity_cheb", "offset", "sigma_domain",
             "opd_gradient_um_per_px", "harmonics")]
+    if h["version"] >= 2:
+        need += ["radiance_gain", "radiance_gain_uncertainty"]
     missing = [k for k in need if k not in a]
     if missing:
         raise CalibrationFileError(f"{path} lacks {', '.join(missing)}; {rebuild}")
@@ -242,6 +282,8 @@ def read(path: str | os.PathLike) -> Calibration:
             provenance=h.get("provenance", {}),
             created_utc=h.get("created_utc", 0.0),
             software_version=h.get("software_version", "?"),
+            radiance_gain=a["radiance_gain"] if h["version"] >= 2 else None,
+            radiance_gain_uncertainty=a["radiance_gain_uncertainty"] if h["version"] >= 2 else None,
         )
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         if isinstance(exc, CalibrationFileError):

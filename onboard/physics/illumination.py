@@ -6,6 +6,11 @@ transmittance with the strong absorption bands of O2 (760 nm) and water vapour (
 pipeline is a realistic dynamic range across the band and deep features that a
 reconstruction must not smear into the reflectance, since the runtime divides by a white
 reference measured through the same instrument.
+
+In absolute units it is the laboratory's lamp: a unit-reflectance panel under it has the
+radiance :func:`lab_panel_radiance` (``LAB_PANEL_PEAK_RADIANCE`` W m-2 sr-1 nm-1 at its peak,
+about a white panel's under a high sun), so a simulated instrument sees radiance in physical
+units, as it does under a sky (onboard/scene/sky.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ ABSORPTION_BANDS: tuple[tuple[float, float, float], ...] = (
     (1380.0, 45.0, 0.95),
     (1870.0, 60.0, 0.95),
 )
+
+
+#: Radiance (W m-2 sr-1 nm-1) of a unit-reflectance panel at the peak of the lab illumination.
+LAB_PANEL_PEAK_RADIANCE = 0.5
+
+
+def lab_panel_radiance(wavelength_nm: ArrayLike) -> NDArray[np.float64]:
+    """Radiance (W m-2 sr-1 nm-1) of a unit-reflectance Lambertian panel under the lab lamp."""
+    return LAB_PANEL_PEAK_RADIANCE * solar_illumination(wavelength_nm)
 
 
 def solar_illumination(wavelength_nm: ArrayLike) -> NDArray[np.float64]:

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from onboard.formats.types import RawFrame
 from onboard.physics import fabry_perot
 from onboard.physics.detector import Detector, DetectorSpec
-from onboard.physics.illumination import solar_illumination
+from onboard.physics.illumination import LAB_PANEL_PEAK_RADIANCE, lab_panel_radiance
 from onboard.physics.interferometers import InterferometerBank
 
 _FD_STEP_UM = 0.002  # finite-difference step for the wedge's Taylor terms
@@ -192,11 +192,19 @@ class ImspocInstrument:
     ) -> RawFrame:
         """Simulate one raw frame of a scene given as reflectance (B, h, w) on
         ``wavelengths_nm``, lit by :func:`solar_illumination` times ``illumination_scale``."""
-        radiance = reflectance * (illumination_scale * solar_illumination(wavelengths_nm))[:, None, None]
-        rate = self.layout.place(self.signal_e_s(radiance, wavelengths_nm))
+        radiance = reflectance * (illumination_scale * lab_panel_radiance(wavelengths_nm))[:, None, None]
+        return self.frame_radiance(radiance, wavelengths_nm, rng, counter, timestamp)
+
+    def frame_radiance(self, radiance_w: NDArray, wavelengths_nm: NDArray, rng: np.random.Generator,
+                       counter: int = 0, timestamp: float = 0.0,
+                       pose: tuple[float, ...] | None = None) -> RawFrame:
+        """Simulate one raw frame of a scene given as at-sensor radiance (B, h, w) in
+        W m-2 sr-1 nm-1 on ``wavelengths_nm`` (a sky's, onboard/scene/sky.py)."""
+        relative = np.asarray(radiance_w) / LAB_PANEL_PEAK_RADIANCE
+        rate = self.layout.place(self.signal_e_s(relative, wavelengths_nm))
         pixels = self.detector.expose(rate, self.exposure_s, rng)
         return RawFrame(pixels=pixels, counter=counter, timestamp=timestamp,
-                        exposure_s=self.exposure_s, sensor="imspoc")
+                        exposure_s=self.exposure_s, sensor="imspoc", pose=pose)
 
 
 def band_edges_nm(wavelengths_nm: NDArray) -> NDArray[np.float64]:
@@ -207,6 +215,15 @@ def band_edges_nm(wavelengths_nm: NDArray) -> NDArray[np.float64]:
         raise ValueError("a wavelength grid must be 1-D, ascending, with at least two bands")
     mid = (lam[1:] + lam[:-1]) / 2
     return np.concatenate([[2 * lam[0] - mid[0]], mid, [2 * lam[-1] - mid[-1]]])
+
+
+def band_mean(wavelengths_nm: NDArray, values: NDArray, grid_nm: NDArray) -> NDArray[np.float64]:
+    """``values`` (on ``wavelengths_nm``) averaged over each band of ``grid_nm``, linear between samples."""
+    edges = band_edges_nm(np.asarray(grid_nm, float))
+    fine = np.linspace(edges[0], edges[-1], 20 * len(grid_nm) + 1)
+    idx = np.clip(np.searchsorted(edges, fine, side="right") - 1, 0, len(grid_nm) - 1)
+    v = np.interp(fine, wavelengths_nm, values)
+    return np.bincount(idx, v, len(grid_nm)) / np.bincount(idx, None, len(grid_nm))
 
 
 def transfer_matrix(

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from onboard.formats.types import RawFrame
 from onboard.physics.detector import Detector, DetectorSpec
-from onboard.physics.illumination import solar_illumination
+from onboard.physics.illumination import LAB_PANEL_PEAK_RADIANCE, lab_panel_radiance
 
 
 def ingaas_quantum_efficiency(wavelength_nm: NDArray) -> NDArray[np.float64]:
@@ -36,7 +36,7 @@ class PushbroomInstrument:
     """A push-broom instrument. Detector frames are (cross_track, bands).
 
     ``photo_rate_e_s``: photo-electrons per second per nm of band for a unit-reflectance
-    target under the peak of :func:`solar_illumination` at unit quantum efficiency.
+    target under the peak of the lab illumination (onboard/physics/illumination.py) at unit quantum efficiency.
     """
 
     name: str
@@ -63,11 +63,6 @@ class PushbroomInstrument:
     def band_width_nm(self) -> NDArray[np.float64]:
         return np.gradient(self.wavelengths_nm)
 
-    def unit_rate_e_s(self) -> NDArray[np.float64]:
-        """Photo-electron rate (bands,) of a unit-reflectance target under the sun model."""
-        lam = self.wavelengths_nm
-        return self.photo_rate_e_s * solar_illumination(lam) * ingaas_quantum_efficiency(lam) * self.band_width_nm()
-
     def line(
         self,
         reflectance: NDArray,
@@ -86,12 +81,22 @@ class PushbroomInstrument:
                 f"a line is (bands, cross_track) = {(len(self.wavelengths_nm), self.cross_track)}, "
                 f"got {reflectance.shape}"
             )
-        rate = (reflectance * (illumination_scale * self.unit_rate_e_s())[:, None]).T
+        radiance = reflectance * (illumination_scale * lab_panel_radiance(self.wavelengths_nm))[:, None]
+        return self.line_radiance(radiance, rng, counter, timestamp, drift)
+
+    def line_radiance(self, radiance_w: NDArray, rng: np.random.Generator, counter: int = 0,
+                      timestamp: float = 0.0, drift: bool = True,
+                      pose: tuple[float, ...] | None = None) -> RawFrame:
+        """One readout of a ground line given as at-sensor radiance (bands, cross_track) in
+        W m-2 sr-1 nm-1 (a sky's, onboard/scene/sky.py)."""
+        lam = self.wavelengths_nm
+        per_radiance = self.photo_rate_e_s * ingaas_quantum_efficiency(lam) * self.band_width_nm()
+        rate = (np.asarray(radiance_w) * (per_radiance / LAB_PANEL_PEAK_RADIANCE)[:, None]).T
         if drift:
             rate = rate * self.stripe_gain
         pixels = self.detector.expose(rate, self.exposure_s, rng)
         return RawFrame(pixels=pixels, counter=counter, timestamp=timestamp,
-                        exposure_s=self.exposure_s, sensor="pushbroom")
+                        exposure_s=self.exposure_s, sensor="pushbroom", pose=pose)
 
 
 def finch_like(cross_track: int = 128, seed: int = 0) -> PushbroomInstrument:

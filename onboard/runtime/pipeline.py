@@ -1,8 +1,12 @@
 """The frame pipeline: stages wired in docs/design.md's order, timed, and never losing a frame.
 
-    RawFrame -radiometric-> RawFrame -reconstruct-> Cube -denoise-> Cube -screen-> Screening
+    RawFrame -radiometric-> RawFrame -reconstruct-> Cube -reflectance-> Cube -denoise-> Cube -screen-> Screening
                                                                   \\-classify-> ResidueMap
                                                                   \\__________ package -> Products
+
+The reflectance stage (onboard/stages/reflectance.py) turns the lab reflectance into the
+mission's quantity (radiance, TOA or surface reflectance) and says which in every product's
+``meta["radiometry"]``; a frame left in radiance is not classified.
 
 Screening (clouds, shadows, haze, invalid pixels; onboard/stages/screen.py) runs on the
 denoised cube; its per-frame summary travels in every product's header, its mask in the
@@ -31,6 +35,7 @@ from onboard.stages import radiometric
 from onboard.stages.package import frame_products, raw_product
 from onboard.stages.radiometric import UnusableFrameError
 from onboard.stages.reconstruct import Reconstructor
+from onboard.stages.reflectance import ReflectanceSettings, ReflectanceStage
 from onboard.stages.screen import Screening, ScreenRule, screen
 
 DenoiseFn = Callable[[Cube], Cube]
@@ -54,6 +59,8 @@ class FrameResult:
     #: names of products kept in the on-board archive but not sent (a frame not worth sending)
     held: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    #: which quantity the cube holds and how it was obtained (onboard/stages/reflectance.py)
+    radiometry: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Pipeline:
         options: StageOptions | None = None,
         model_versions: dict | None = None,
         screen_rule: ScreenRule | None = None,
+        reflectance: ReflectanceStage | None = None,
     ) -> None:
         self.calibration = calibration
         self.denoise = denoise
@@ -90,6 +98,7 @@ class Pipeline:
         self.model_versions = model_versions or {}
         self.screen_rule = screen_rule or ScreenRule()
         self.reconstructor = Reconstructor(calibration) if calibration.kind == "imspoc" else None
+        self.reflectance = reflectance or ReflectanceStage(calibration, ReflectanceSettings())
 
     @contextmanager
     def _timed(self, result: FrameResult, stage: str):
@@ -109,6 +118,9 @@ class Pipeline:
             result.flags.append(str(exc))
             result.products.append(self._event(first, "frame refused", str(exc)))
             return result
+        with self._timed(result, "reflectance"):
+            cube, result.radiometry, radiometry_flags = self.reflectance.apply(cube, first)
+        result.flags.extend(radiometry_flags)
         result.cube = cube
         if not cube.valid.any():
             result.flags.append(f"frame {cube.counter}: no valid pixel (saturated or bad everywhere)")
@@ -142,7 +154,8 @@ class Pipeline:
             result.residue = self._classify(result.denoised)
         with self._timed(result, "package"):
             meta = {"flags": list(result.flags), "regularisation": result.regularisation,
-                    "valid_fraction": float(cube.valid.mean()), "screen": result.screening.summary()}
+                    "valid_fraction": float(cube.valid.mean()), "screen": result.screening.summary(),
+                    "radiometry": result.radiometry}
             result.products = frame_products(
                 result.denoised, result.residue, self.calibration.instrument, meta,
                 quicklook=self.options.quicklook, with_cube=self.options.cube,
@@ -160,11 +173,12 @@ class Pipeline:
         return result
 
     def _classify(self, cube: Cube) -> ResidueMap:
-        if cube.valid.any():
+        if cube.valid.any() and cube.units == "reflectance":
             return self.classify(cube)
         shape = cube.valid.shape
+        why = "no valid pixel" if cube.units == "reflectance" else f"{cube.units}, not reflectance"
         return ResidueMap(np.full(shape, INVALID_CLASS, np.uint8), np.full((3, *shape), np.nan, np.float32),
-                          counter=cube.counter, timestamp=cube.timestamp, method="none: no valid pixel")
+                          counter=cube.counter, timestamp=cube.timestamp, method=f"none: {why}")
 
     def _to_cube(self, frame: RawFrame | list[RawFrame], result: FrameResult) -> Cube:
         cal = self.calibration

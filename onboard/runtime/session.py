@@ -19,18 +19,21 @@ from onboard.compress.cube_coding import CubeCoding
 from onboard.config import Config, ResidueConfig
 from onboard.engines.select import EngineOptions
 from onboard.formats.bundle import find_bundle
+from onboard.formats.calfile import Calibration
 from onboard.formats.types import Cube, Frame, ResidueMap
 from onboard.runtime.loop import LEVELS, LoopStats
 from onboard.runtime.pipeline import Pipeline, StageOptions
-from onboard.runtime.sensors import SENSORS
+from onboard.runtime.sensors import SENSORS, SessionError
 from onboard.scene.farmland import nominal_endmembers
 from onboard.scene.library import SpectralLibrary
 from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, Truth
+from onboard.sources.irradiance import IrradianceError, SerialIrradiance, read_irradiance_file
 from onboard.sources.replay import write_frame
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
 from onboard.stages.learned import LearnedStages, learned_stages
+from onboard.stages.reflectance import QUANTITY, ReflectanceStage, settings_from
 from onboard.stages.residue import UnmixConfig
 from onboard.stages.screen import ScreenRule
 
@@ -101,6 +104,29 @@ def classical_classifier(sensor: str, wavelengths_nm: ArrayLike, residue: Residu
     return lambda cube: classify_classical(cube, endmembers, unmix, residue.context_px)
 
 
+def reflectance_stage(config: Config, cal: Calibration, cube_shape: list[int],
+                      notes: list[str]) -> ReflectanceStage:
+    """The mission's ``[reflectance]`` stage with its irradiance sensor (a file read now, or a
+    serial port read at each frame); a setting that cannot work is refused here, by name."""
+    r = config.reflectance
+    log, poll = None, None
+    try:
+        if r.irradiance_file:
+            log = read_irradiance_file(r.irradiance_file)
+            notes.append(f"irradiance: {len(log.readings)} readings from {r.irradiance_file}")
+        elif r.irradiance_port:
+            serial = SerialIrradiance(r.irradiance_port, np.asarray(r.irradiance_wavelengths_nm, float))
+            log, poll = serial.log, serial.poll
+            notes.append(f"irradiance: sensor on {r.irradiance_port}")
+        stage = ReflectanceStage(cal, settings_from(r, cube_shape), log, poll)
+    except (IrradianceError, ValueError, OSError) as exc:
+        raise SessionError(str(exc)) from exc
+    if r.method != "lab":
+        have = "with" if cal.radiance_gain is not None else "WITHOUT (products stay lab reflectance)"
+        notes.append(f"reflectance: {r.method} ({QUANTITY[r.method]}), calibration {have} a radiance gain")
+    return stage
+
+
 def build_session(config: Config) -> Session:
     """Everything ``onboard run`` needs, from a validated Config. Sets the process's thread
     pools first (``[run] threads``, :mod:`onboard.threads`): a library caller gets them too."""
@@ -164,7 +190,8 @@ def build_session(config: Config) -> Session:
                            residue_coding=p.residue_coding, raw=p.raw)
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
                         screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share,
-                                               config.screen.cloudy_frames))
+                                               config.screen.cloudy_frames),
+                        reflectance=reflectance_stage(config, cal, setup.cube_shape, notes))
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,
                    faster=faster)

@@ -52,6 +52,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from onboard.physics.atmosphere import diffuse_fraction
 from onboard.scene.farmland import smooth_field
 from onboard.sources.base import Tile
 
@@ -100,17 +101,6 @@ def cloud_optics(wavelengths_nm: ArrayLike, tau: ArrayLike) -> tuple[NDArray[np.
     reflect = np.where(k * t < 1e-6, b * t / (1.0 + b * t), r_inf * (1.0 - e) / np.maximum(denom, 1e-12))
     transmit = np.where(k * t < 1e-6, 1.0 / (1.0 + b * t), (1.0 - r_inf**2) * np.sqrt(e) / np.maximum(denom, 1e-12))
     return reflect, transmit
-
-
-def diffuse_fraction(wavelengths_nm: ArrayLike, sun_zenith_deg: float) -> NDArray[np.float64]:
-    """Share of the ground irradiance that is diffuse skylight (module docstring)."""
-    lam_um = np.asarray(wavelengths_nm, float) / 1000.0
-    mu = np.cos(np.radians(sun_zenith_deg))
-    tau_r = 0.0088 * lam_um**-4.05
-    tau_a = 0.1 * (lam_um / 0.55) ** -1.3
-    direct = np.exp(-(tau_r + tau_a) / mu)
-    diffuse = 0.5 * (1.0 - np.exp(-tau_r / mu)) + 0.8 * (1.0 - np.exp(-tau_a / mu))
-    return diffuse / (direct + diffuse)
 
 
 @dataclass(frozen=True)

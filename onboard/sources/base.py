@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +18,9 @@ from numpy.typing import NDArray
 from onboard.formats.types import Frame, RawFrame
 from onboard.physics.imspoc import ImspocInstrument, band_edges_nm
 from onboard.physics.pushbroom import PushbroomInstrument
+
+if TYPE_CHECKING:
+    from onboard.scene.sky import Flight
 
 
 @dataclass
@@ -85,7 +88,9 @@ class SimulatedImspoc:
         illumination_scale: float = 1.0,
         start_time: float = 0.0,
         frame_period_s: float = 0.5,
+        flight: Flight | None = None,
     ) -> None:
+        self.flight = flight
         self.instrument = instrument
         self.tiles = tiles
         self.output_grid_nm = output_grid_nm
@@ -96,12 +101,17 @@ class SimulatedImspoc:
 
     def __iter__(self) -> Iterator[tuple[RawFrame, Truth]]:
         for counter, tile in enumerate(self.tiles):
-            frame = self.instrument.frame(
-                tile.reflectance, tile.wavelengths_nm, self.rng, counter=counter,
-                timestamp=self.start_time + counter * self.frame_period_s,
-                illumination_scale=self.illumination_scale,
-            )
-            truth = Truth(band_average(tile.reflectance, tile.wavelengths_nm, self.output_grid_nm),
+            t = self.start_time + counter * self.frame_period_s
+            reflectance = tile.reflectance
+            if self.flight is None:
+                frame = self.instrument.frame(reflectance, tile.wavelengths_nm, self.rng, counter=counter,
+                                              timestamp=t, illumination_scale=self.illumination_scale)
+            else:  # under a sky (onboard/scene/sky.py): radiance in physical units, the drone's pose
+                reflectance, shade = self.flight.scene(reflectance, counter)
+                frame = self.instrument.frame_radiance(
+                    self.flight.radiance(reflectance, tile.wavelengths_nm, t, shade), tile.wavelengths_nm,
+                    self.rng, counter=counter, timestamp=t, pose=self.flight.pose(t))
+            truth = Truth(band_average(reflectance, tile.wavelengths_nm, self.output_grid_nm),
                           tile.fractions, tile.tillage, getattr(tile, "clouds", None),
                           getattr(tile, "tau", None))
             yield frame, truth
@@ -115,7 +125,8 @@ class SimulatedPushbroom:
     """
 
     def __init__(self, instrument: PushbroomInstrument, tiles: Iterator[Tile], seed: int = 0,
-                 line_period_s: float = 0.014, start_time: float = 0.0) -> None:
+                 line_period_s: float = 0.014, start_time: float = 0.0, flight: Flight | None = None) -> None:
+        self.flight = flight
         self.instrument = instrument
         self.tiles = tiles
         self.rng = np.random.default_rng(seed)
@@ -127,11 +138,18 @@ class SimulatedPushbroom:
         wl = self.instrument.wavelengths_nm
         for tile in self.tiles:
             refl = band_average(tile.reflectance, tile.wavelengths_nm, wl)
+            t0 = self.start_time + line_counter * self.line_period_s
+            # under a sky, the light of the block's first line (a block lasts about a second)
+            flight = self.flight
+            radiance = None if flight is None else flight.radiance(refl, wl, t0)
             lines = []
             for row in range(refl.shape[1]):
-                lines.append(self.instrument.line(
-                    refl[:, row, :], self.rng, counter=line_counter,
-                    timestamp=self.start_time + line_counter * self.line_period_s))
+                t = self.start_time + line_counter * self.line_period_s
+                if flight is None or radiance is None:
+                    lines.append(self.instrument.line(refl[:, row, :], self.rng, counter=line_counter, timestamp=t))
+                else:
+                    lines.append(self.instrument.line_radiance(radiance[:, row, :], self.rng, counter=line_counter,
+                                                               timestamp=t, pose=flight.pose(t)))
                 line_counter += 1
             yield lines, Truth(refl, tile.fractions, tile.tillage, getattr(tile, "clouds", None),
                                getattr(tile, "tau", None))
