@@ -39,6 +39,8 @@ from onboard.geo.georef import Pose
 
 #: Seconds before an unacknowledged trigger is sent again, and how many times.
 ACK_TIMEOUT_S, RETRIES = 0.3, 3
+#: Seconds after its acknowledgement that a trigger's CAMERA_IMAGE_CAPTURED is waited for.
+ANSWER_TIMEOUT_S = 2.0
 #: The emulator's loop period (its fastest stream, ATTITUDE, at 50 Hz).
 TICK_S = 0.02
 _WGS84_A, _WGS84_E2 = 6378137.0, 6.69437999014e-3
@@ -133,6 +135,8 @@ class TriggerRecord:
     survey_s: float
     sent: list[float] = field(default_factory=list)  # UTC of each transmission
     ack: int | None = None  # MAV_RESULT
+    acked_s: float | None = None  # survey time of the acknowledgement
+    image_index: int | None = None  # the camera's, by the order of accepted triggers
     captured: dict | None = None  # the CAMERA_IMAGE_CAPTURED, as a dict
 
 
@@ -213,7 +217,7 @@ class AutopilotEmulator:
             if silent:
                 while t is not None and pending and pending[0] <= t * self.survey.speed_m_s:
                     pending.pop(0)  # a hung autopilot triggers nothing
-                self._read_until(now + TICK_S, ignore=True)  # and reads nothing
+                self._read_until(now + TICK_S, hung=True)  # and reads nothing
                 continue
             if self.survey_start is None and self.camera_seen.is_set():
                 self.survey_start = now + self._survey_in_s
@@ -303,23 +307,27 @@ class AutopilotEmulator:
     def _settled(self, now: float) -> bool:
         """Every trigger acknowledged and answered, or given up (no ACK after the retries)."""
         with self._lock:
-            return all((r.ack is not None and r.captured is not None)
+            return all((r.ack is not None and (r.captured is not None or (
+                        r.acked_s is not None and self.survey_time(now) - r.acked_s > ANSWER_TIMEOUT_S)))
                        or (r.ack is None and len(r.sent) > RETRIES and now - r.sent[-1] > ACK_TIMEOUT_S)
                        or (r.ack is not None and r.ack != self.m.MAV_RESULT_ACCEPTED)
                        for r in self.triggers)
 
-    def _read_until(self, deadline: float, ignore: bool = False) -> None:
+    def _read_until(self, deadline: float, hung: bool = False) -> None:
         """Answer what arrives until ``deadline`` (UTC), each message as it comes: a TIMESYNC
         answered late would widen the camera's sync bound."""
         while (left := deadline - time.time()) > 0:
             msg = self.conn.recv_match(blocking=True, timeout=left)
-            if msg is not None and not ignore:
-                self._read(msg, time.time())
+            if msg is not None:
+                self._read(msg, time.time(), hung)
 
-    def _read(self, msg: Any, now: float) -> None:
+    def _read(self, msg: Any, now: float, hung: bool = False) -> None:
+        """Act on one message; while ``hung``, only note (as the harness, not the autopilot)
+        the CAMERA_IMAGE_CAPTURED that arrives, so an answer sent to a hung autopilot is told
+        from one never sent."""
         kind = msg.get_type()
         self.received[kind] = self.received.get(kind, 0) + 1
-        if (msg.get_srcSystem(), msg.get_srcComponent()) != self.camera:
+        if (msg.get_srcSystem(), msg.get_srcComponent()) != self.camera or hung and kind != "CAMERA_IMAGE_CAPTURED":
             return
         if kind == "HEARTBEAT":
             self.camera_heartbeats += 1
@@ -330,13 +338,16 @@ class AutopilotEmulator:
             with self._lock:
                 rec = self._in_flight(now)
                 if rec is not None and rec.sent:
-                    rec.ack = msg.result
+                    rec.ack, rec.acked_s = msg.result, self.survey_time(now)
+                    if rec.ack == self.m.MAV_RESULT_ACCEPTED:
+                        rec.image_index = sum(r.image_index is not None for r in self.triggers)
         elif kind == "CAMERA_IMAGE_CAPTURED":
             with self._lock:
-                answered = [r for r in self.triggers if r.ack == self.m.MAV_RESULT_ACCEPTED and r.captured is None]
-                if answered:
-                    answered[0].captured = {k: getattr(msg, k) for k in (
-                        "image_index", "capture_result", "time_utc", "lat", "lon", "file_url")}
+                for r in self.triggers:
+                    if r.image_index == msg.image_index and r.captured is None:
+                        r.captured = {k: getattr(msg, k) for k in (
+                            "image_index", "capture_result", "time_utc", "lat", "lon", "file_url")}
+                        r.captured["while_hung"] = hung
 
     def send(self, method: str, *args: Any) -> None:
         """Send one message by its pymavlink ``*_send`` method (for tests)."""

@@ -14,7 +14,9 @@ Two threads share one :class:`MavlinkCamera`:
   without its HEARTBEAT and back when one comes (an event product each); a restarted
   autopilot clock (a reboot) drops the poses stamped on the old one.
 * the **frame thread** (the caller's) takes a frame from the session's source for each trigger,
-  stamps its exposure (the system clock, UTC), runs it through the frame loop, puts the pose
+  stamps its exposure (the system clock, UTC: a camera's own time stamp, or for the simulated
+  camera the trigger's arrival, as a hardware-triggered camera exposes on the trigger and is
+  read out after), runs it through the frame loop, puts the pose
   interpolated to the exposure and the georeferencing into every product's ``meta["georef"]``
   and answers CAMERA_IMAGE_CAPTURED (``capture_result`` 0 when the frame yielded no residue
   product; ``file_url`` the residue product's name).
@@ -66,7 +68,8 @@ log = logging.getLogger(__name__)
 LINK_EVENT_BASE = 90_000_000
 #: Single-image triggers waiting for the frame thread; more are answered TEMPORARILY_REJECTED.
 MAX_PENDING = 32
-#: TIMESYNC requests: fast until this many answers, then every SYNC_PERIOD_S.
+#: TIMESYNC requests: this many fast ones at the start and when the autopilot comes back (it
+#: may have rebooted), then one every SYNC_PERIOD_S.
 SYNC_FAST, SYNC_FAST_PERIOD_S, SYNC_PERIOD_S = 5, 0.1, 1.0
 #: How long the MAVLink thread blocks on the link before its periodic work.
 POLL_S = 0.02
@@ -86,7 +89,7 @@ class Trigger:
     """One image asked for: by a single capture (its sequence number) or an interval run."""
 
     index: int
-    asked_ns: int
+    asked_utc_ns: int  # when it was asked for (interval runs: when it fell due), system clock
     sequence: int = 0
 
 
@@ -147,6 +150,7 @@ class MavlinkCamera:
         self.autopilot_utc_offset_s: float | None = None
         self.sync_requests: dict[int, int] = {}  # ts1 sent -> monotonic ns sent
         self.next_sync_ns = 0
+        self.fast_syncs = SYNC_FAST  # requests still to send at the fast rate
         self.next_heartbeat_ns = 0
         self.refused: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -208,7 +212,8 @@ class MavlinkCamera:
             self._send(self.m.MAVLink_heartbeat_message(
                 self.m.MAV_TYPE_CAMERA, self.m.MAV_AUTOPILOT_INVALID, 0, 0, self.m.MAV_STATE_ACTIVE, 3))
         if now >= self.next_sync_ns:
-            fast = len(self.sync.samples) < SYNC_FAST
+            fast = self.fast_syncs > 0 or not self.sync.synced
+            self.fast_syncs -= fast
             self.next_sync_ns = now + int(1e9 * (SYNC_FAST_PERIOD_S if fast else SYNC_PERIOD_S))
             ts1 = time.time_ns()
             self.sync_requests = {k: v for k, v in self.sync_requests.items() if now - v < 2e9}
@@ -253,6 +258,7 @@ class MavlinkCamera:
                 self.stats["autopilot_back"] += 1
                 gone = (time.monotonic_ns() - (self.autopilot_seen_ns or 0)) / 1e9
                 self._link_event("autopilot back", f"HEARTBEAT again after {gone:.1f} s")
+                self.fast_syncs, self.next_sync_ns = SYNC_FAST, 0  # it may have rebooted: resync now
             self.autopilot_seen_ns = time.monotonic_ns()
         elif kind == "TIMESYNC":
             self._timesync(msg, now_ns)
@@ -345,7 +351,7 @@ class MavlinkCamera:
                     return m.MAV_RESULT_TEMPORARILY_REJECTED
                 self.last_sequence = int(sequence)
                 self.stats["triggers"] += 1
-                self.pending.append(Trigger(self.next_index, now, int(sequence)))
+                self.pending.append(Trigger(self.next_index, time.time_ns(), int(sequence)))
                 self.next_index += 1
             else:
                 if self.interval is not None:
@@ -376,7 +382,7 @@ class MavlinkCamera:
                         # a frame slower than the interval is taken late, not queued up
                         self.interval = (period, left, max(due + int(period * 1e9), now)) if left else None
                         self.stats["triggers"] += 1
-                        trigger = Trigger(self.next_index, now)
+                        trigger = Trigger(self.next_index, time.time_ns() - (now - due))
                         self.next_index += 1
                         return trigger
                     self.cv.wait(timeout=min((due - now) / 1e9, STOP_CHECK_S))
@@ -392,11 +398,10 @@ class MavlinkCamera:
                 self._trigger_event(trigger, "no frame: the frame source is exhausted")
                 continue
             frame, _truth = item
-            now_ns = time.time_ns()
             first = frame[0] if isinstance(frame, list) else frame
-            if self.session.simulated:  # the simulated instrument exposes now
-                for f in frame if isinstance(frame, list) else [frame]:
-                    f.timestamp = now_ns / 1e9
+            if self.session.simulated:  # the simulated camera exposes on the trigger, as a
+                for f in frame if isinstance(frame, list) else [frame]:  # triggered camera does
+                    f.timestamp = trigger.asked_utc_ns / 1e9
             yield frame, Capture(trigger, int(first.timestamp * 1e9))
 
     def _trigger_event(self, trigger: Trigger, why: str) -> None:
