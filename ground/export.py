@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ground.user_formats import cube_envi, residue_geotiffs, utc_iso, write_envi
+from ground.user_formats import cube_envi, envi_map_info, residue_geotiffs, utc_iso, write_envi
 from onboard.errors import OnboardError
 from onboard.formats.products import Product, ProductKind
 
@@ -44,13 +44,14 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
     if p.kind == ProductKind.RESIDUE:
         return residue_geotiffs(out, stem, arrays, p.meta)
     if p.kind == ProductKind.CUBE:
-        header: dict = {**common, "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
+        header: dict = {**common, **envi_map_info(p.meta),
+                        "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
         if "fwhm_nm" in arrays:
             header["fwhm_nm"] = arrays["fwhm_nm"]
         files = cube_envi(out / f"{stem}.img", arrays["data"], arrays["wavelengths_nm"], header)
         if "valid" in arrays:
             files += write_envi(out / f"{stem}_valid.img", arrays["valid"].astype(np.uint8)[None],
-                                {"description": f"validity of {p.name} (1 valid)"})
+                                {**envi_map_info(p.meta), "description": f"validity of {p.name} (1 valid)"})
         return files
     if p.kind == ProductKind.RAW and "thumbnails" in arrays:
         header = {**common, "description": f"onboard raw frame {p.name}: ImSPOC thumbnails (DN)",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import random
 import threading
 import time
@@ -164,6 +165,8 @@ class AutopilotEmulator:
         self.camera_seen = threading.Event()
         self.done = threading.Event()  # the survey flown and every trigger answered or given up
         self.received: dict[str, int] = {}
+        self.inbox: queue.Queue[Any] = queue.Queue()  # every message from the camera, for tests
+        self.positions_paused = False  # for tests: no GLOBAL_POSITION_INT while set
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="autopilot", daemon=True)
@@ -252,7 +255,8 @@ class AutopilotEmulator:
         self.conn.mav.attitude_send(self._stamp(now), *(math.radians(a) for a in att),
                                     *(math.radians(r) for r in pose.rates_deg_s))
         dropout = f.gps_dropout
-        if tick % 5 == 0 and not (t is not None and dropout and dropout[0] <= t < dropout[0] + dropout[1]):
+        in_dropout = t is not None and dropout is not None and dropout[0] <= t < dropout[0] + dropout[1]
+        if tick % 5 == 0 and not in_dropout and not self.positions_paused:
             self._position(self.conn.mav, now, pose, self._stamp(now), noise=f.position_sigma_m)
 
     def _position(self, mav: Any, now: float, pose: Pose, stamp_ms: int, noise: float, north_m: float = 0.0) -> None:
@@ -329,6 +333,7 @@ class AutopilotEmulator:
         self.received[kind] = self.received.get(kind, 0) + 1
         if (msg.get_srcSystem(), msg.get_srcComponent()) != self.camera or hung and kind != "CAMERA_IMAGE_CAPTURED":
             return
+        self.inbox.put(msg)
         if kind == "HEARTBEAT":
             self.camera_heartbeats += 1
             self.camera_seen.set()

@@ -118,6 +118,12 @@ def utm_epsg(lat_deg: float, lon_deg: float) -> int:
 def ground_points(pose: Pose, camera: CameraGeometry, rows: int, cols: int, pixel_rc: NDArray,
                   epsg: int) -> NDArray[np.float64]:
     """(N, 2) easting, northing in ``epsg`` (m) of image points ``pixel_rc``."""
+    return ground_points_lonlat(pose, camera, rows, cols, pixel_rc, epsg)[:, :2]
+
+
+def ground_points_lonlat(pose: Pose, camera: CameraGeometry, rows: int, cols: int, pixel_rc: NDArray,
+                         epsg: int) -> NDArray[np.float64]:
+    """(N, 4) easting, northing in ``epsg`` (m), longitude, latitude (deg) of ``pixel_rc``."""
     from pyproj import Geod, Transformer
 
     ne = ground_offsets(pose, camera, rows, cols, pixel_rc)
@@ -126,7 +132,7 @@ def ground_points(pose: Pose, camera: CameraGeometry, rows: int, cols: int, pixe
     lon, lat, _ = Geod(ellps="WGS84").fwd(np.full(n, pose.lon_deg), np.full(n, pose.lat_deg), az,
                                           np.hypot(ne[:, 0], ne[:, 1]))
     x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    return np.stack([np.asarray(x), np.asarray(y)], axis=1)
+    return np.stack([np.asarray(x), np.asarray(y), np.asarray(lon), np.asarray(lat)], axis=1)
 
 
 def grid_rc(rows: int, cols: int, n: int = GCP_GRID) -> NDArray[np.float64]:
@@ -179,12 +185,14 @@ def expected_error_m(pose: Pose, camera: CameraGeometry, rows: int, cols: int, p
 
 def georeference(pose: Pose, camera: CameraGeometry, rows: int, cols: int) -> dict:
     """The product's georeferencing (``meta["georef"]``): ``epsg``, ``geotransform`` (GDAL
-    order) when the view is close enough to nadir, else ``gcps`` ([row, col, x, y], pixel
-    corners convention), ``gsd_m`` and the footprint's ``corners_xy`` (top-left clockwise).
+    order) when the view is close enough to nadir, else ``gcps`` ([row, col, x, y, lon, lat],
+    pixel corners convention: (0, 0) is the first pixel's outer corner), ``gsd_m`` and the
+    footprint's ``corners_xy`` (top-left clockwise).
     GeorefError when the view does not meet the terrain."""
     epsg = utm_epsg(pose.lat_deg, pose.lon_deg)
     rc = grid_rc(rows, cols)
-    xy = ground_points(pose, camera, rows, cols, rc, epsg)
+    points = ground_points_lonlat(pose, camera, rows, cols, rc, epsg)
+    xy = points[:, :2]
     gt, residual = _affine(rc, xy)
     gsd = math.sqrt(abs(gt[1] * gt[5] - gt[2] * gt[4]))
     corners = xy[[0, GCP_GRID - 1, GCP_GRID * GCP_GRID - 1, GCP_GRID * (GCP_GRID - 1)]]
@@ -192,7 +200,7 @@ def georeference(pose: Pose, camera: CameraGeometry, rows: int, cols: int) -> di
     if residual.max() <= AFFINE_TOLERANCE_PX * gsd:
         out["geotransform"] = gt
     else:
-        out["gcps"] = [[float(r), float(c), float(x), float(y)] for (r, c), (x, y) in zip(rc, xy, strict=True)]
+        out["gcps"] = [[float(v) for v in (r, c, *p)] for (r, c), p in zip(rc, points, strict=True)]
     return out
 
 
@@ -204,7 +212,7 @@ def pixel_to_xy(georef: dict, pixel_rc: NDArray) -> NDArray[np.float64]:
     if "geotransform" in georef:
         return apply_geotransform(georef["geotransform"], rc)
     g = np.asarray(georef["gcps"], dtype=float)
-    h = _homography(g[:, :2], g[:, 2:])
+    h = _homography(g[:, :2], g[:, 2:4])
     p = np.column_stack([rc[:, 1], rc[:, 0], np.ones(len(rc))]) @ h.T
     return p[:, :2] / p[:, 2:3]
 
