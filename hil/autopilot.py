@@ -4,7 +4,7 @@ lawnmower survey whose true pose at any instant is known.
 The flight (:class:`Lawnmower`): ``legs`` straight legs of ``leg_m`` flown at ``speed_m_s`` and
 ``height_m`` above the flat terrain, alternately north and south, ``spacing_m`` apart, joined by
 half-circle turns of radius ``spacing_m / 2`` flown banked (coordinated turn: roll =
-atan(v^2 / (g R))); nose down by ``pitch_deg`` while flying, as a multicopter is. The vehicle
+atan(v^2 / (g R)), rolled in and out over a tenth of the turn: the attitude has no step); nose down by ``pitch_deg`` while flying, as a multicopter is. The vehicle
 hovers at the start until the survey begins, and after its end at the last point.
 
 The emulator (:class:`AutopilotEmulator`), system 1 component 1 by default, in its own thread:
@@ -87,7 +87,9 @@ class Lawnmower:
                 north = centre_n + heading * self.radius_m * math.sin(a)
                 east = centre_e - self.radius_m * math.cos(a)
                 yaw = (math.degrees(a) if right else 180.0 - math.degrees(a))
-                bank = math.degrees(math.atan(self.speed_m_s ** 2 / (9.80665 * self.radius_m)))
+                # banked as a coordinated turn, rolling in and out over its first and last tenth
+                ramp = min(1.0, a / (0.1 * math.pi), (math.pi - a) / (0.1 * math.pi))
+                bank = ramp * math.degrees(math.atan(self.speed_m_s ** 2 / (9.80665 * self.radius_m)))
                 rate = math.degrees(self.speed_m_s / self.radius_m)
                 return north, east, (yaw + 180) % 360 - 180, bank if right else -bank, rate if right else -rate
             s -= turn

@@ -48,6 +48,8 @@ from onboard.geo.georef import CameraGeometry, corners_rc, ground_points, pixel_
 BOOT_TIMEOUT_S = 60.0
 #: The survey starts this long after the camera is first heard (its clock sync settles).
 SURVEY_IN_S = 1.5
+#: The emulator's position period (10 Hz) plus its time-stamp jitter's reach (s).
+POSITION_PERIOD_S = 0.11
 #: Byte rate of the emulated UART (921600 baud, 8N1), as a companion computer's.
 UART_BYTES_PER_S = 92160.0
 
@@ -60,7 +62,8 @@ CRITERIA = {
     "max_sync_error_over_bound": "|exposure on the autopilot's clock - truth| / the product's sync_bound_s",
     "max_error_over_expected": "georeferencing error (RMS over corners) / the product's expected_error_m",
     "max_error_px": "georeferencing error (RMS over corners) in ground pixels",
-    "dropout_frames_not_georeferenced": "every frame exposed in a GPS dropout or a silence is flagged not georeferenced",
+    "dropout_frames_not_georeferenced": "every frame exposed in a GPS dropout or a silence (past the last position "
+                                        "and the extrapolation allowed from it) is flagged not georeferenced",
     "bad_input_refused": "garbage, the stranger's positions and the future position each counted as refused",
     "min_georeferenced_share": "share of frames georeferenced",
 }
@@ -150,10 +153,6 @@ class RunFacts:
     events: list[str]
 
 
-def _in(t: float | None, window: tuple[float, ...] | None) -> bool:
-    return t is not None and window is not None and window[0] <= t < window[0] + window[1]
-
-
 class DroneRunner:
     """One scenario over each of its transports."""
 
@@ -210,6 +209,15 @@ class DroneRunner:
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         return RunFacts(transport, code, summary, [asdict(r) for r in ap.triggers], *self._frames(out, ap))
 
+    def _in_outage(self, t: float | None) -> bool:
+        """Exposed in a GPS dropout or a silence, past the last position sent before it plus
+        the extrapolation the payload may make from it (its [mavlink] max_extrapolation_s)."""
+        if t is None:
+            return False
+        grace = self.s.payload.get("mavlink", {}).get("max_extrapolation_s", 0.05) + POSITION_PERIOD_S
+        return any(w is not None and w[0] + grace <= t < w[0] + w[1]
+                   for w in (self.s.faults.gps_dropout, self.s.faults.silence))
+
     def _frames(self, out: Path, ap: AutopilotEmulator) -> tuple[list[dict], list[str]]:
         """Each residue product's georeferencing against the truth; the event products' names."""
         cc = self.s.payload.get("camera", {})
@@ -227,7 +235,7 @@ class DroneRunner:
             t = ap.survey_time(geo["exposure_utc"])
             row: dict[str, Any] = {"name": p.name, "survey_s": t, "georeferenced": geo["georeferenced"],
                                    "reason": geo.get("reason"),
-                                   "in_dropout": _in(t, self.s.faults.gps_dropout) or _in(t, self.s.faults.silence)}
+                                   "in_dropout": self._in_outage(t)}
             if "autopilot_time_s" in geo:
                 err = geo["autopilot_time_s"] - ap.boot_time_s(geo["exposure_utc"])
                 row.update(sync_error_s=err, sync_bound_s=geo["sync_bound_s"])
