@@ -16,7 +16,8 @@ different product under a name already used gets ``_<sha8>`` appended.
 
 Output in DIR:
 
-* ``raw/NAME.obpr``: the product file exactly as spooled on board.
+* ``raw/NAME.obp``: the product file exactly as spooled on board (``.obpr`` from receivers
+  before the suffix was unified; both are read).
 * residue maps: ``NAME_tillage.tif`` (uint8 palette class map, rows x cols; 254 where the
   payload was not sure, product format 2; 255 invalid and nodata; class names in GDAL's
   metadata and ``NAME_tillage.tif.aux.xml``), ``NAME_fractions.tif`` (float32, one raster of 3

@@ -20,7 +20,8 @@ from ground.user_formats import cube_envi, envi_map_info, residue_geotiffs, utc_
 from onboard.errors import OnboardError
 from onboard.formats.products import Product, ProductKind
 
-#: Product file extensions: ``.obp`` as spooled on board, ``.obpr`` as kept by the ground.
+#: Product file extensions: ``.obp``, on board and on the ground; ``.obpr``, what ground
+#: receivers kept before the two were unified, still read.
 PRODUCT_SUFFIXES = (".obp", ".obpr")
 
 

@@ -41,7 +41,7 @@ from onboard.geo.georef import Pose
 #: Seconds before an unacknowledged trigger is sent again, and how many times.
 ACK_TIMEOUT_S, RETRIES = 0.3, 3
 #: Seconds after its acknowledgement that a trigger's CAMERA_IMAGE_CAPTURED is waited for.
-ANSWER_TIMEOUT_S = 2.0
+ANSWER_TIMEOUT_S = 10.0
 #: The emulator's loop period (its fastest stream, ATTITUDE, at 50 Hz).
 TICK_S = 0.02
 _WGS84_A, _WGS84_E2 = 6378137.0, 6.69437999014e-3
@@ -173,6 +173,7 @@ class AutopilotEmulator:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="autopilot", daemon=True)
         self._sequence = 0
+        self._fired: set[tuple[str, float]] = set()  # one-shot faults done
 
     # -- truth --------------------------------------------------------------------------
 
@@ -272,17 +273,24 @@ class AutopilotEmulator:
                                      int(round(vn * 100)), int(round(ve * 100)), int(round(vd * 100)),
                                      int(pose.yaw_deg % 360 * 100))
 
+    def _once(self, kind: str, at: float, t: float) -> bool:
+        """True the first time ``t`` reaches ``at`` (a late tick does not skip a fault)."""
+        if t < at or (kind, at) in self._fired:
+            return False
+        self._fired.add((kind, at))
+        return True
+
     def _faults(self, now: float, t: float) -> None:
         f = self.faults
         for at in f.garbage_at:
-            if at <= t < at + TICK_S:
+            if self._once("garbage", at, t):
                 junk = bytes(self.rng.randrange(256) for _ in range(200))
                 self.conn.write(junk.replace(b"\xfd", b"\xfd\x20", 3))  # a few false MAVLink 2 starts
         for at in f.stranger_at:
             if at <= t < at + 1.0 and int(t / TICK_S) % 5 == 0:
                 self._position(self.stranger, now, self.true_pose(now), self._boot_ms(now), 0.0, north_m=1000.0)
         for at in f.future_at:
-            if at <= t < at + TICK_S:
+            if self._once("future", at, t):
                 self._position(self.conn.mav, now, self.true_pose(now), self._boot_ms(now) + 30_000, 0.0, north_m=1000.0)
 
     def _trigger(self, survey_s: float) -> None:

@@ -476,6 +476,10 @@ class MavlinkCamera:
                 for result, capture in self.loop.run(self._frames()):
                     self._after_frame(result, capture)
         finally:
+            with self.cv:  # triggers still waiting: each an event, none silently dropped
+                left, self.pending = list(self.pending), deque()
+            for trigger in left:
+                self._trigger_event(trigger, "not captured: the payload was stopped")
             self._stop.set()
             self._thread.join(timeout=10)
             self.conn.close()
