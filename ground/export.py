@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ground.cog import captioned_quicklook, write_cog
 from ground.user_formats import cube_envi, envi_map_info, residue_geotiffs, utc_iso, write_envi
 from onboard.errors import OnboardError
 from onboard.formats.products import Product, ProductKind
@@ -38,7 +39,11 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
         return [file]
     if p.kind == ProductKind.QUICKLOOK and p.encoding == "png":
         (out / f"{stem}.png").write_bytes(p.payload)
-        return [f"{stem}.png"]
+        bands = p.meta.get("bands_nm")
+        caption = [f"{p.name}  frame {p.frame_counter}  {p.instrument}", f"{utc_iso(p.created_utc)}",
+                   "R/G/B " + (" / ".join(f"{b:.0f}" for b in bands) + " nm" if bands else "bands not stated")]
+        (out / f"{stem}_captioned.png").write_bytes(captioned_quicklook(p.payload, caption, p.meta))
+        return [f"{stem}.png", f"{stem}_captioned.png"]
     arrays = p.arrays()
     common = {"sensor type": p.instrument, "acquisition time": utc_iso(p.created_utc),
               "frame counter": str(p.frame_counter), "software version": p.software_version}
@@ -50,6 +55,7 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
         if "fwhm_nm" in arrays:
             header["fwhm_nm"] = arrays["fwhm_nm"]
         files = cube_envi(out / f"{stem}.img", arrays["data"], arrays["wavelengths_nm"], header)
+        files += write_cog(out / f"{stem}.tif", arrays["data"], arrays["wavelengths_nm"], p.meta)
         if "valid" in arrays:
             files += write_envi(out / f"{stem}_valid.img", arrays["valid"].astype(np.uint8)[None],
                                 {**envi_map_info(p.meta), "description": f"validity of {p.name} (1 valid)"})
