@@ -10,6 +10,7 @@ coding (CCSDS 123 included).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from ground.cog import captioned_quicklook, write_cog
 from ground.user_formats import cube_envi, envi_map_info, residue_geotiffs, utc_iso, write_envi
 from onboard.errors import OnboardError
 from onboard.formats.products import Product, ProductKind
+
+log = logging.getLogger(__name__)
 
 #: Product file extensions: ``.obp``, on board and on the ground; ``.obpr``, what ground
 #: receivers kept before the two were unified, still read.
@@ -42,7 +45,12 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
         bands = p.meta.get("bands_nm")
         caption = [f"{p.name}  frame {p.frame_counter}  {p.instrument}", f"{utc_iso(p.created_utc)}",
                    "R/G/B " + (" / ".join(f"{b:.0f}" for b in bands) + " nm" if bands else "bands not stated")]
-        (out / f"{stem}_captioned.png").write_bytes(captioned_quicklook(p.payload, caption, p.meta))
+        try:
+            captioned = captioned_quicklook(p.payload, caption, p.meta)
+        except Exception as exc:  # noqa: BLE001 (PIL raises many kinds on a damaged PNG)
+            log.warning("%s: no captioned quick-look, its PNG does not decode: %s", p.name, exc)
+            return [f"{stem}.png"]  # the PNG as sent is kept whatever it holds
+        (out / f"{stem}_captioned.png").write_bytes(captioned)
         return [f"{stem}.png", f"{stem}_captioned.png"]
     arrays = p.arrays()
     common = {"sensor type": p.instrument, "acquisition time": utc_iso(p.created_utc),

@@ -45,7 +45,7 @@ def test_the_readmes_mission_file_is_accepted_as_written(tmp_path) -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    [block] = [b.split("```")[0] for b in readme.split("```toml\n")[1:] if "[run]" in b]
+    [block] = [b for b in (s.split("```")[0] for s in readme.split("```toml\n")[1:]) if "[run]" in b]
     p = tmp_path / "mission.toml"
     p.write_text(block)
     c = config.load(p)
