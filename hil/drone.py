@@ -375,8 +375,11 @@ def table(rep: dict) -> Any:
             ("payload exit", lambda m: str(m["exit_code"]))]
     for label, get in rows:
         t.add_row(label, *(get(m) for m in rep["measures"]))
-    for c in rep["criteria"]:
-        t.add_row(f"{'ok' if c['passed'] else 'FAILED'} {c['criterion']} ({c['transport']})", fmt(c["value"]), "")
+    transports = [m["transport"] for m in rep["measures"]]
+    for name in dict.fromkeys(c["criterion"] for c in rep["criteria"]):
+        cells = {c["transport"]: f"{'ok' if c['passed'] else 'FAILED'}: {fmt(c['value'])}"
+                 for c in rep["criteria"] if c["criterion"] == name}
+        t.add_row(name, *(cells.get(tr, "-") for tr in transports))
     return t
 
 
