@@ -190,3 +190,18 @@ def test_stops_on_sigterm_and_its_products_export_georeferenced(camera: Camera, 
             assert np.abs(got - np.asarray(geo["corners_xy"])).max() < 0.01
             checked += 1
     assert checked >= 4
+
+
+def test_without_the_drone_extra_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onboard.runtime import mavlink_camera
+
+    monkeypatch.setitem(sys.modules, "pyproj", None)  # import pyproj -> ImportError
+    with pytest.raises(mavlink_camera.MavlinkSetupError, match=r"pyproj is missing.*onboard\[drone\]"):
+        mavlink_camera._imports()
+
+
+def test_a_port_that_does_not_open_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "onboard", "run", "--mavlink", str(tmp_path / "no_such_tty"),
+                           "--out", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "cannot open MAVLink" in done.stderr and "Traceback" not in done.stderr
