@@ -141,6 +141,13 @@ def test_a_capture_is_georeferenced_from_the_pose_at_its_exposure(camera: Camera
     assert geo["expected_error_m"] == pytest.approx(0.5, rel=0.2)  # the stated position sigma (attitude 0)
 
 
+def test_the_v1_trigger_captures_one_image(camera: Camera) -> None:
+    m = camera.m
+    assert camera.command(m.MAV_CMD_DO_DIGICAM_CONTROL, 0, 0, 0, 0, 1, 7) == m.MAV_RESULT_ACCEPTED
+    captured = camera.expect("CAMERA_IMAGE_CAPTURED")
+    assert captured.capture_result == 1 and camera.product(captured.file_url).meta["georef"]["georeferenced"]
+
+
 def test_an_interval_capture_runs_until_its_count(camera: Camera) -> None:
     m = camera.m
     assert camera.command(m.MAV_CMD_IMAGE_START_CAPTURE, 0, 0.2, 3, 0) == m.MAV_RESULT_ACCEPTED

@@ -8,7 +8,9 @@ Two threads share one :class:`MavlinkCamera`:
   CAMERA_INFORMATION, CAMERA_SETTINGS and CAMERA_CAPTURE_STATUS; ``MAV_CMD_IMAGE_START_CAPTURE``
   (``param2`` interval s, ``param3`` images, 0 until stopped, ``param4`` the sequence number of a
   single capture: a retransmitted command is acknowledged, not captured twice) and
-  ``_STOP_CAPTURE``, each answered by COMMAND_ACK; TIMESYNC both ways (onboard/geo/timesync.py);
+  ``_STOP_CAPTURE``, and the v1 trigger ``MAV_CMD_DO_DIGICAM_CONTROL`` (``param5`` 1: one
+  image, ``param6`` its command identity, deduplicated the same way), each answered by
+  COMMAND_ACK; TIMESYNC both ways (onboard/geo/timesync.py);
   the autopilot's GLOBAL_POSITION_INT and ATTITUDE into the checked pose buffer
   (onboard/geo/pose.py). It declares the autopilot lost after ``[mavlink] lost_after_s``
   without its HEARTBEAT and back when one comes (an event product each); a restarted
@@ -324,6 +326,8 @@ class MavlinkCamera:
             self._send(replies[wanted]())
         elif cmd == m.MAV_CMD_IMAGE_START_CAPTURE:
             self._ack(cmd, self._start(msg.param2, msg.param3, msg.param4), src)
+        elif cmd == m.MAV_CMD_DO_DIGICAM_CONTROL and msg.param5 == 1:  # the v1 trigger: one image
+            self._ack(cmd, self._start(0.0, 1.0, msg.param6), src)
         elif cmd == m.MAV_CMD_IMAGE_STOP_CAPTURE:
             with self.cv:
                 self.interval = None
