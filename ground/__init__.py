@@ -16,20 +16,26 @@ different product under a name already used gets ``_<sha8>`` appended.
 
 Output in DIR:
 
-* ``raw/NAME.obpr``: the product file exactly as spooled on board.
+* ``raw/NAME.obp``: the product file exactly as spooled on board (``.obpr`` from receivers
+  before the suffix was unified; both are read).
 * residue maps: ``NAME_tillage.tif`` (uint8 palette class map, rows x cols; 254 where the
   payload was not sure, product format 2; 255 invalid and nodata; class names in GDAL's
   metadata and ``NAME_tillage.tif.aux.xml``), ``NAME_fractions.tif`` (float32, one raster of 3
   bands named residue, soil, green; NaN nodata) and, from format 2, ``NAME_guess.tif`` (the
   class the stage chose, uncertain or not) and ``NAME_confidence.tif`` (float32, 0-1), TIFF
-  written by tifffile with GDAL's tags (``user_formats``); GeoTIFF tags (ModelPixelScale,
-  ModelTiepoint, GeoKeyDirectory) when the product's meta carries ``geotransform`` (GDAL
-  order: x0, dx, 0, y0, 0, dy) and ``epsg``.
-* quick-looks: ``NAME.png`` (the payload as sent).
+  written by tifffile with GDAL's tags (``user_formats``); GeoTIFF tags when the product is
+  georeferenced (``meta["georef"]``, onboard/geo/georef.py: a UTM EPSG code and a GDAL
+  geotransform, north-up as ModelPixelScale + ModelTiepoint, rotated as ModelTransformation,
+  or ground control points as ModelTiepoints; older products' top-level ``geotransform`` and
+  ``epsg`` too).
+* quick-looks: ``NAME.png`` (the payload as sent) and ``NAME_captioned.png`` (enlarged 4x
+  over a caption: product, frame, time, bands shown, ground pixel and scale bar; ``cog``).
 * cubes: ENVI ``NAME.hdr``/``NAME.img`` (float32, band-sequential; the header has
   ``wavelength`` and ``fwhm`` in nm, ``default bands``, ``data ignore value``, ``acquisition
-  time``, ``sensor type``; float16 and CCSDS 123 cubes are decoded first) and ``NAME_valid.hdr/.img`` (uint8
-  validity mask), written by Spectral Python.
+  time``, ``sensor type``, ``map info`` (UTM, with ``rotation``) or ``geo points`` when
+  georeferenced; float16 and CCSDS 123 cubes are decoded first) and ``NAME_valid.hdr/.img``
+  (uint8 validity mask), written by Spectral Python; and ``NAME.tif``, a Cloud-Optimised
+  GeoTIFF written by GDAL's COG driver through rasterio (``cog``), one band per wavelength.
 * health and events: one JSON line per product in ``health.jsonl`` / ``events.jsonl``
   (the product header plus its payload under ``"data"``).
 * other kinds: the payload with its encoding's extension (``.json``, ``.npz``, ``.png``).

@@ -39,7 +39,7 @@ def _summary(sink: ProductSink, receiver: DownlinkReceiver, as_json: bool) -> No
 @click.group()
 def ground() -> None:
     """Ground segment: receive a downlink, decode captures into product files."""
-    require_packages("ground", "ground", "tifffile", "spectral")  # the user formats
+    require_packages("ground", "ground", "tifffile", "spectral", "rasterio")  # the user formats
 
 
 @ground.command()

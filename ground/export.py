@@ -10,17 +10,22 @@ coding (CCSDS 123 included).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ground.user_formats import cube_envi, residue_geotiffs, utc_iso, write_envi
+from ground.cog import captioned_quicklook, write_cog
+from ground.user_formats import cube_envi, envi_map_info, residue_geotiffs, utc_iso, write_envi
 from onboard.errors import OnboardError
 from onboard.formats.products import Product, ProductKind
 
-#: Product file extensions: ``.obp`` as spooled on board, ``.obpr`` as kept by the ground.
+log = logging.getLogger(__name__)
+
+#: Product file extensions: ``.obp``, on board and on the ground; ``.obpr``, what ground
+#: receivers kept before the two were unified, still read.
 PRODUCT_SUFFIXES = (".obp", ".obpr")
 
 
@@ -37,21 +42,32 @@ def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[
         return [file]
     if p.kind == ProductKind.QUICKLOOK and p.encoding == "png":
         (out / f"{stem}.png").write_bytes(p.payload)
-        return [f"{stem}.png"]
+        bands = p.meta.get("bands_nm")
+        caption = [f"{p.name}  frame {p.frame_counter}  {p.instrument}", f"{utc_iso(p.created_utc)}",
+                   "R/G/B " + (" / ".join(f"{b:.0f}" for b in bands) + " nm" if bands else "bands not stated")]
+        try:
+            captioned = captioned_quicklook(p.payload, caption, p.meta)
+        except Exception as exc:  # noqa: BLE001 (PIL raises many kinds on a damaged PNG)
+            log.warning("%s: no captioned quick-look, its PNG does not decode: %s", p.name, exc)
+            return [f"{stem}.png"]  # the PNG as sent is kept whatever it holds
+        (out / f"{stem}_captioned.png").write_bytes(captioned)
+        return [f"{stem}.png", f"{stem}_captioned.png"]
     arrays = p.arrays()
     common = {"sensor type": p.instrument, "acquisition time": utc_iso(p.created_utc),
               "frame counter": str(p.frame_counter), "software version": p.software_version}
     if p.kind == ProductKind.RESIDUE:
         return residue_geotiffs(out, stem, arrays, p.meta)
     if p.kind == ProductKind.CUBE:
-        header: dict = {**common, "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
+        header: dict = {**common, **envi_map_info(p.meta),
+                        "description": f"onboard cube {p.name}, frame {p.frame_counter}"}
         if "fwhm_nm" in arrays:
             header["fwhm_nm"] = arrays["fwhm_nm"]
         header.update(radiometry_header(p.meta.get("radiometry")))
         files = cube_envi(out / f"{stem}.img", arrays["data"], arrays["wavelengths_nm"], header)
+        files += write_cog(out / f"{stem}.tif", arrays["data"], arrays["wavelengths_nm"], p.meta)
         if "valid" in arrays:
             files += write_envi(out / f"{stem}_valid.img", arrays["valid"].astype(np.uint8)[None],
-                                {"description": f"validity of {p.name} (1 valid)"})
+                                {**envi_map_info(p.meta), "description": f"validity of {p.name} (1 valid)"})
         return files
     if p.kind == ProductKind.RAW and "thumbnails" in arrays:
         header = {**common, "description": f"onboard raw frame {p.name}: ImSPOC thumbnails (DN)",

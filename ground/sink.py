@@ -1,7 +1,7 @@
 """Where delivered files become products: verified, deduplicated, written in user formats.
 
 **Durable before acknowledged.** :meth:`ProductSink.receive` returns only once the file is
-on disk for good (``raw/NAME.obpr`` written atomically and fsynced, then its ``index.jsonl``
+on disk for good (``raw/NAME.obp`` written atomically and fsynced, then its ``index.jsonl``
 line appended and fsynced): the receiver sends the Finished PDU that lets the payload delete
 its copy only after that (``firmware_bridge/cfdp/receiver.py``).
 
@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_bridge.cfdp.common import FILE_SUFFIX
 from firmware_bridge.cfdp.receiver import FailedTransfer, ReceivedFile
 from firmware_bridge.storage import atomic_write
 from ground.export import write_user_formats
@@ -116,13 +117,13 @@ class ProductSink:
             self.stats.duplicates += 1
             return
         stem = product.name if not names else f"{product.name}_{sha[:8]}"
-        atomic_write(self.out / "raw" / f"{stem}.obpr", f.data, mode=0o644)
+        atomic_write(self.out / "raw" / f"{stem}{FILE_SUFFIX}", f.data, mode=0o644)
         try:
-            files = [f"raw/{stem}.obpr", *self._write_formats(product, stem)]
+            files = [f"raw/{stem}{FILE_SUFFIX}", *self._write_formats(product, stem)]
         except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 (a payload its format cannot be read from)
-            (self.out / "raw" / f"{stem}.obpr").unlink()
+            (self.out / "raw" / f"{stem}{FILE_SUFFIX}").unlink()
             self.quarantine(f, f"payload not decodable: {type(exc).__name__}: {exc}")
             return
         names.add(sha)
@@ -137,7 +138,7 @@ class ProductSink:
         """Keep a delivered file that is not a usable product in ``quarantine/`` (durably),
         with a ``rejected.jsonl`` line saying why."""
         digest = hashlib.sha256(f.data).hexdigest()
-        path = self.out / "quarantine" / f"{f.name}_{digest[:8]}.obpr"
+        path = self.out / "quarantine" / f"{f.name}_{digest[:8]}{FILE_SUFFIX}"
         path.parent.mkdir(exist_ok=True)
         atomic_write(path, f.data, mode=0o644)
         self.stats.quarantined += 1

@@ -13,6 +13,7 @@ Spectral Python.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -30,20 +31,64 @@ TILLAGE_COLOURS: dict[int, tuple[int, int, int]] = {0: (166, 97, 26), 1: (253, 1
 _GDAL_METADATA, _GDAL_NODATA = 42112, 42113
 
 
+def georef_of(meta: dict) -> dict | None:
+    """A product's georeferencing: ``meta["georef"]`` (onboard/geo/georef.py, set by the MAVLink
+    camera) when it holds one, else ``meta`` itself when it has ``geotransform`` and ``epsg``
+    (products of older writers); None when the product is not georeferenced."""
+    geo = meta.get("georef", meta)
+    if geo.get("epsg") is None or not ("geotransform" in geo or "gcps" in geo):
+        return None
+    return geo
+
+
 def _geotiff_tags(meta: dict) -> list[tuple]:
-    """GeoTIFF tags for tifffile's ``extratags`` from meta's geotransform and EPSG code."""
-    gt, epsg = meta.get("geotransform"), meta.get("epsg")
-    if gt is None or epsg is None:
+    """GeoTIFF tags for tifffile's ``extratags`` from the product's georeferencing: a north-up
+    geotransform as ModelPixelScale + ModelTiepoint, a rotated one as ModelTransformation, and
+    ground control points as ModelTiepoint alone with one tie point each (GDAL reads those as
+    GCPs in the CRS of the GeoKeys). Pixel corners convention (PixelIsArea)."""
+    geo = georef_of(meta)
+    if geo is None:
         return []
-    x0, dx, _, y0, _, dy = (float(v) for v in gt)
-    geographic = int(epsg) == 4326
+    epsg = int(geo["epsg"])
+    geographic = epsg == 4326
     keys = [1, 1, 0, 3,
             1024, 0, 1, 2 if geographic else 1,  # GTModelType: geographic / projected
             1025, 0, 1, 1,  # GTRasterType: PixelIsArea
-            2048 if geographic else 3072, 0, 1, int(epsg)]
+            2048 if geographic else 3072, 0, 1, epsg]
+    geokeys = (34735, "H", len(keys), tuple(keys), False)
+    if "gcps" in geo:
+        ties = tuple(v for r, c, x, y, *_ in geo["gcps"] for v in (c, r, 0.0, x, y, 0.0))
+        return [(33922, "d", len(ties), ties, False), geokeys]
+    x0, dx, rx, y0, ry, dy = (float(v) for v in geo["geotransform"])
+    if rx or ry:
+        matrix = (dx, rx, 0.0, x0, ry, dy, 0.0, y0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+        return [(34264, "d", 16, matrix, False), geokeys]
     return [(33550, "d", 3, (dx, abs(dy), 0.0), False),
-            (33922, "d", 6, (0.0, 0.0, 0.0, x0, y0, 0.0), False),
-            (34735, "H", len(keys), tuple(keys), False)]
+            (33922, "d", 6, (0.0, 0.0, 0.0, x0, y0, 0.0), False), geokeys]
+
+
+def envi_map_info(meta: dict) -> dict[str, object]:
+    """ENVI header fields of the product's georeferencing: ``map info`` (UTM zone, pixel size
+    and, for a heading not north, ``rotation``: the angle, degrees counter-clockwise, by which
+    the image's axes are turned from the map's) for a geotransform, ``geo points`` (pixel x, y
+    1-based at the corner, latitude, longitude) for ground control points; {} otherwise."""
+    geo = georef_of(meta)
+    if geo is None or not 32601 <= int(geo["epsg"]) <= 32760:
+        return {}
+    zone, hemisphere = int(geo["epsg"]) % 100, "North" if int(geo["epsg"]) < 32700 else "South"
+    if "gcps" in geo:
+        if any(len(g) < 6 for g in geo["gcps"]):
+            return {}
+        return {"geo points": [f"{v:.9f}" for _r, _c, _x, _y, lon, lat in geo["gcps"]
+                               for v in (_c + 1.0, _r + 1.0, lat, lon)]}
+    x0, dx, rx, y0, ry, dy = (float(v) for v in geo["geotransform"])
+    size_x, size_y = math.hypot(dx, ry), math.hypot(rx, dy)
+    info = ["UTM", "1", "1", f"{x0:.4f}", f"{y0:.4f}", f"{size_x:.6f}", f"{size_y:.6f}", str(zone),
+            hemisphere, "WGS-84", "units=Meters"]
+    rotation = math.degrees(math.atan2(ry, dx))
+    if abs(rotation) > 1e-9:
+        info.append(f"rotation={rotation:.9f}")
+    return {"map info": info}
 
 
 def _gdal_metadata(names: Sequence[str], items: dict[str, str]) -> str:

@@ -38,13 +38,25 @@ def run(scenarios: tuple[Path, ...], port: str | None, key_file: Path | None,
         counter_file: Path | None, work: Path | None, json_path: Path | None) -> None:
     """Run SCENARIO.toml files; exits 1 if any criterion fails."""
     console = Console(stderr=True)
+    from hil import drone
+
     try:
-        loaded = [load(p) for p in scenarios]
+        drones = [p for p in scenarios if drone.is_drone(p)]  # MAVLink scenarios (hil/drone.py)
+        loaded = [load(p) for p in scenarios if p not in drones]
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     if port is not None and (key_file is None or counter_file is None):
         raise click.UsageError("with --port, give --key-file and --counter-file (the flight computer's)")
     reports = []
+    for p in drones:
+        if port is not None:
+            raise click.UsageError(f"{p}: a drone scenario runs emulated only (no --port)")
+        try:
+            report = drone.run_file(p, work, progress=lambda line: console.print(f"[dim]{line}[/]"))
+        except ScenarioError as exc:
+            raise click.ClickException(str(exc)) from exc
+        reports.append(report)
+        Console().print(drone.table(report))
     for s in loaded:
         try:
             runner = Runner(s, work / s.name if work else None, port, key_file, counter_file,

@@ -416,6 +416,66 @@ class ReflectanceConfig:
 
 
 @dataclass
+class MavlinkConfig:
+    """The MAVLink camera (``onboard run --mavlink URL``, onboard/runtime/mavlink_camera.py):
+    ``url`` as pymavlink takes it (a serial device at ``baud``, ``udpin:HOST:PORT``,
+    ``udpout:HOST:PORT``); this camera's ids (by convention the autopilot's system, component
+    100: MAV_COMP_ID_CAMERA); the autopilot whose pose and clock are used (anything else is
+    refused); the ground station that may also command the camera. The autopilot is lost
+    after ``lost_after_s`` without a HEARTBEAT. A pose is interpolated across gaps of at most
+    ``max_pose_gap_s`` and extrapolated at most ``max_extrapolation_s`` past the newest
+    sample (onboard/geo/pose.py); ``position_sigma_m`` and ``attitude_sigma_deg`` state the
+    autopilot's pose uncertainty for each product's expected ground error."""
+
+    url: str | None = None
+    baud: int = 921600
+    system_id: int = 1
+    component_id: int = 100
+    autopilot_system_id: int = 1
+    autopilot_component_id: int = 1
+    gcs_system_id: int = 255
+    lost_after_s: float = 3.0
+    max_pose_gap_s: float = 0.5
+    max_extrapolation_s: float = 0.05
+    position_sigma_m: float = 1.5
+    attitude_sigma_deg: float = 0.3
+
+    def validate(self) -> None:
+        for key in ("system_id", "component_id", "autopilot_system_id", "autopilot_component_id",
+                    "gcs_system_id"):
+            if not 1 <= getattr(self, key) <= 255:
+                raise ConfigError(f"[mavlink] {key}: expected 1-255, got {getattr(self, key)}")
+        _positive("mavlink", baud=self.baud, lost_after_s=self.lost_after_s, max_pose_gap_s=self.max_pose_gap_s)
+        for key in ("max_extrapolation_s", "position_sigma_m", "attitude_sigma_deg"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"[mavlink] {key}: must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class CameraConfig:
+    """The instrument's geometry for georeferencing (onboard/geo/georef.py): full field of
+    view across the product's columns and rows (degrees), the boresight (the mount's roll,
+    pitch, yaw from the vehicle's body axes, degrees; 0: looking straight down, rows along
+    the heading) and the flat terrain's altitude (m, the autopilot's altitude datum; unset:
+    the take-off point's, the autopilot's relative altitude being the height)."""
+
+    fov_across_deg: float = 20.0
+    fov_along_deg: float = 20.0
+    boresight_roll_deg: float = 0.0
+    boresight_pitch_deg: float = 0.0
+    boresight_yaw_deg: float = 0.0
+    terrain_alt_m: float | None = None
+
+    def validate(self) -> None:
+        for key in ("fov_across_deg", "fov_along_deg"):
+            if not 0 < getattr(self, key) < 170:
+                raise ConfigError(f"[camera] {key}: expected 0-170 degrees, got {getattr(self, key)}")
+        for key in ("boresight_roll_deg", "boresight_pitch_deg", "boresight_yaw_deg"):
+            if not -180 <= getattr(self, key) <= 180:
+                raise ConfigError(f"[camera] {key}: expected -180-180 degrees, got {getattr(self, key)}")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
@@ -430,6 +490,8 @@ class Config:
     link: LinkConfig = field(default_factory=LinkConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
     reflectance: ReflectanceConfig = field(default_factory=ReflectanceConfig)
+    mavlink: MavlinkConfig = field(default_factory=MavlinkConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

@@ -127,7 +127,7 @@ def check_outputs(out: Path, prods: list[Product]) -> None:
         return [json.loads(x) for x in (out / file).read_text().splitlines()]
 
     for p in prods:
-        assert (out / "raw" / f"{p.name}.obpr").read_bytes() == p.to_bytes()
+        assert (out / "raw" / f"{p.name}.obp").read_bytes() == p.to_bytes()
         if p.kind == ProductKind.RESIDUE:
             arrays = decode_arrays(p.payload)
             with tifffile.TiffFile(out / f"{p.name}_tillage.tif") as tif:
@@ -240,7 +240,21 @@ def test_sink_rejects_what_is_not_a_valid_product_and_keeps_same_named_products(
     sink.receive(ReceivedFile((1, 3), 0x100, "health", other.name, other.to_bytes()))
     sink.receive(ReceivedFile((1, 4), 0x100, "health", other.name, other.to_bytes()))
     assert sink.stats.products == 2 and sink.stats.duplicates == 1
-    assert (tmp_path / "raw" / f"{p.name}_{other.sha256[:8]}.obpr").exists()
+    assert (tmp_path / "raw" / f"{p.name}_{other.sha256[:8]}.obp").exists()
+
+
+def test_a_payload_that_names_its_files_obpr_is_still_received(tmp_path: Path, monkeypatch) -> None:
+    """One product file extension, ``.obp``, on board and on the ground; a payload flying the
+    software from before (its CFDP files named ``.obpr``) still delivers."""
+    import firmware_bridge.cfdp.sender as sender
+
+    monkeypatch.setattr(sender, "FILE_SUFFIX", ".obpr")
+    prods = products(3)
+    capture = downlink_capture(tmp_path, prods, drop=0.0)
+    result = ground_cli("decode", str(capture), "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["products"] == 3
+    check_outputs(tmp_path / "out", prods)  # kept as raw/NAME.obp
 
 
 def test_a_class_1_capture_decodes(tmp_path: Path) -> None:

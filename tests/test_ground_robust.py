@@ -93,8 +93,8 @@ def test_a_payload_no_format_can_read_is_quarantined_not_fatal(tmp_path: Path) -
                             class1_packets(tmp_path, [item(bad), item(after)]))
     sink, _, error = decode_capture(capture, tmp_path / "out")
     assert error is None and sink.stats.products == 1 and sink.stats.quarantined == 1
-    assert not (tmp_path / "out" / "raw" / f"{bad.name}.obpr").exists()
-    assert (tmp_path / "out" / "raw" / f"{after.name}.obpr").read_bytes() == after.to_bytes()
+    assert not (tmp_path / "out" / "raw" / f"{bad.name}.obp").exists()
+    assert (tmp_path / "out" / "raw" / f"{after.name}.obp").read_bytes() == after.to_bytes()
 
 
 def one_residue_spool(tmp_path: Path) -> Spool:
@@ -114,7 +114,7 @@ def test_the_finished_pdu_is_sent_only_after_the_file_is_kept(tmp_path: Path) ->
         return sum(isinstance(parse_pdu(unwrap(x, PacketType.TC)[1]), FinishedPdu) for x in up)
 
     def keep(f: ReceivedFile) -> None:
-        staged = tmp_path / "staging" / f"{f.transaction[0]}-{f.transaction[1]}" / f"{f.name}.obpr"
+        staged = tmp_path / "staging" / f"{f.transaction[0]}-{f.transaction[1]}" / f"{f.name}.obp"
         seen_at_delivery.append((finished_sent(), staged.is_file()))
 
     rx = DownlinkReceiver(tmp_path / "staging", keep, up.append, FAST)

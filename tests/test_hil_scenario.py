@@ -8,7 +8,8 @@ import pytest
 
 from hil.scenario import ScenarioError, load
 
-SCENARIOS = sorted((Path(__file__).parents[1] / "hil" / "scenarios").glob("*.toml"))
+SCENARIOS = sorted(p for p in (Path(__file__).parents[1] / "hil" / "scenarios").glob("*.toml")
+                   if not p.stem.startswith("drone_"))  # MAVLink scenarios: tests/test_drone_hil.py
 REQUIRED = {"nominal", "link_cut", "reboot", "corrupted_frames", "engine_fallback", "deadline",
             "command_storm"}
 

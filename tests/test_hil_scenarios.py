@@ -34,7 +34,7 @@ def failed(report: dict) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS.glob("*.toml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS.glob("*.toml") if not p.stem.startswith("drone_")))
 def test_shipped_scenario_passes(name: str) -> None:
     report = run(name)
     assert report["passed"], [r for r in report["criteria"] if not r["passed"]]

@@ -58,9 +58,10 @@ APID_UPLINK = 0x1F1
 #: Largest space packet: one DATA frame body.
 MAX_PACKET = MAX_BODY
 SEQ_COUNT_MODULO = 1 << 14
-#: What a product file is called on the ground: the product name and this suffix.
-FILE_SUFFIX = ".obpr"
-DEST_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\.obpr$")
+#: What a product file is called on the ground: the product name and this suffix, the same as
+#: on board. Senders before it was unified named their files ``.obpr``: still received.
+FILE_SUFFIX = ".obp"
+DEST_NAME_RE = re.compile(r"^([A-Za-z0-9_-]{1,64})\.obpr?$")
 
 
 class DownlinkError(BridgeError, ValueError):

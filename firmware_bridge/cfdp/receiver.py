@@ -124,6 +124,7 @@ class _Incoming:
     apid: int
     staging: Path
     name: str | None = None
+    file_name: str = ""  # as the Metadata PDU named it (the suffix of the sender's version)
     size: int | None = None  # as the Metadata PDU declared it
     done: bool = False
     last_heard: float = 0.0
@@ -210,12 +211,13 @@ class DownlinkReceiver:
                 self._bad("PDU of a superseded transaction")
                 return
             incoming = self._open(key, header.apid)
-        if isinstance(pdu, MetadataPdu) and not DEST_NAME_RE.match(pdu.dest_file_name or ""):
+        named = DEST_NAME_RE.match(pdu.dest_file_name or "") if isinstance(pdu, MetadataPdu) else None
+        if isinstance(pdu, MetadataPdu) and named is None:
             self._bad("Metadata PDU with a file name outside the product pattern")
             return
         incoming.last_heard = self._clock()
-        if isinstance(pdu, MetadataPdu):
-            incoming.name = (pdu.dest_file_name or "")[: -len(FILE_SUFFIX)]
+        if named is not None:
+            incoming.name, incoming.file_name = named.group(1), named.group(0)
         refusal = self._refusal(pdu, incoming)
         if refusal is not None:
             self._bad(refusal.split(":")[0])
@@ -354,7 +356,7 @@ class DownlinkReceiver:
 
     def _deliver(self, key: tuple[int, int], incoming: _Incoming, params: FinishedParams) -> None:
         name = incoming.name
-        path = incoming.staging / f"{name}{FILE_SUFFIX}"
+        path = incoming.staging / (incoming.file_name or f"{name}{FILE_SUFFIX}")
         if finished_ok(params) and name and path.is_file():
             self.on_file(ReceivedFile(key, incoming.apid, KIND_BY_APID.get(incoming.apid), name,
                                       path.read_bytes()))

@@ -10,7 +10,7 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
-``load(path)`` reads a product file (``.obp`` on board, ``.obpr`` as the ground keeps it) into
+``load(path)`` reads a product file (``.obp``; ``.obpr`` as older ground receivers kept it) into
 its arrays, decoded from any coding, and its header; ``onboard ground export`` writes product
 files in user formats (ground/export.py).
 
@@ -301,8 +301,8 @@ def event_product(frame_counter: int, created_utc: float, instrument: str, what:
 
 
 def load(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict]:
-    """A product file (``.obp`` from ``onboard run``, ``.obpr`` from the ground receiver) as
-    ``(arrays, header)``: :meth:`Product.arrays` decoded from any coding, and the header
+    """A product file (``.obp``, from ``onboard run`` or the ground receiver; ``.obpr`` from
+    older receivers) as ``(arrays, header)``: :meth:`Product.arrays` decoded from any coding, and the header
     (kind, frame counter, time, meta, model versions ...) with ``name`` and, for a JSON
     payload, ``data``. ProductFormatError if the file is not a readable product."""
     p = Product.from_bytes(Path(path).read_bytes())

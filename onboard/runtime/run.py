@@ -147,11 +147,15 @@ def _summary_table(session: Session, results: list[FrameResult], writer: Product
               help="Also record every raw frame into this folder.")
 @click.option("--port", help="Serve a flight computer on this serial port (pyserial URL): "
               "frames are captured on command and products downlinked (onboard/runtime/payload.py).")
+@click.option("--mavlink", help="Be a MAVLink camera for an autopilot on this link (pymavlink URL: a serial "
+              "device, udpin:HOST:PORT, udpout:HOST:PORT): capture on its commands, every product "
+              "georeferenced from its pose (onboard/runtime/mavlink_camera.py; pip install 'onboard[drone]').")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress.")
 def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: bool,
         config_path: Path | None, calibration: Path | None, seed: int | None, replay: Path | None,
-        scene: Path | None, record: Path | None, port: str | None, json_path: Path | None, quiet: bool) -> None:
+        scene: Path | None, record: Path | None, port: str | None, mavlink: str | None,
+        json_path: Path | None, quiet: bool) -> None:
     """Ingest frames, calibrate, reconstruct, denoise, classify and write products.
 
     Exits 0 when every frame was processed, 130 after Ctrl-C and 143 after SIGTERM (the
@@ -166,6 +170,11 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
                 override(config, "run", key, str(value) if isinstance(value, Path) else value)
         if port is not None:
             override(config, "link", "port", port)
+        if mavlink is not None:
+            override(config, "mavlink", "url", mavlink)
+        if config.link.port and config.mavlink.url:
+            raise ConfigError("a flight computer's serial link (--port) and a MAVLink autopilot "
+                              "(--mavlink) cannot both drive the capture: choose one")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     # serving a flight computer, the replay folder is the sensor's drop folder, followed live
@@ -188,6 +197,9 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
         raise click.ClickException(f"cannot write products to {out_dir}: {exc.strerror or exc}") from exc
     if config.link.port is not None:
         _serve(config, session, writer, json_path, follow)
+        return
+    if config.mavlink.url is not None:
+        _serve_mavlink(config, session, writer, json_path)
         return
     accuracy = Accuracy()
     results: list[FrameResult] = []
@@ -305,6 +317,26 @@ def _serve(config: Config, session: Session, writer: ProductWriter, json_path: P
             json_path.write_text(json.dumps(summary, indent=2))
         except OSError as exc:
             click.echo(f"warning: summary not written to {json_path}: {exc.strerror}", err=True)
+
+
+def _serve_mavlink(config: Config, session: Session, writer: ProductWriter, json_path: Path | None) -> None:
+    """Be a MAVLink camera until SIGINT/SIGTERM; the summary on stderr (and in ``json_path``)."""
+    from onboard.runtime.mavlink_camera import MavlinkCamera, MavlinkSetupError
+
+    assert config.mavlink.url is not None
+    try:
+        camera = MavlinkCamera(config, session, writer, config.mavlink.url)
+    except MavlinkSetupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"MAVLink camera on {config.mavlink.url} (system {config.mavlink.system_id}, "
+               f"component {config.mavlink.component_id})", err=True)
+    camera.run()
+    summary = camera.summary()
+    click.echo(json.dumps(summary), err=True)
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=2))
+    if camera.stop.reason in ("SIGINT", "SIGTERM"):
+        sys.exit(128 + signal.Signals[camera.stop.reason].value)
 
 
 def products_of(out: Path) -> list[Product]:

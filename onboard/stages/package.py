@@ -24,12 +24,20 @@ from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, RawFrame
 QUICKLOOK_BANDS = {"vnir": (850.0, 650.0, 550.0), "swir": (1650.0, 1250.0, 1050.0)}
 
 
+def _quicklook_idx(wl: NDArray) -> list[int]:
+    preset = QUICKLOOK_BANDS["vnir"] if wl[0] < 800 else QUICKLOOK_BANDS["swir"]
+    return [int(np.argmin(np.abs(wl - target))) for target in preset]
+
+
+def quicklook_bands_nm(wl: NDArray) -> list[float]:
+    """The cube's bands a quick-look shows as red, green, blue (nm; in its header's meta)."""
+    return [float(wl[i]) for i in _quicklook_idx(wl)]
+
+
 def quicklook_png(cube: Cube) -> bytes:
     """A false-colour 8-bit PNG of the cube: the bands nearest QUICKLOOK_BANDS, each stretched
     between its 2nd and 98th percentile over valid pixels; invalid pixels are black."""
-    wl = cube.wavelengths_nm
-    preset = QUICKLOOK_BANDS["vnir"] if wl[0] < 800 else QUICKLOOK_BANDS["swir"]
-    idx = [int(np.argmin(np.abs(wl - target))) for target in preset]
+    idx = _quicklook_idx(cube.wavelengths_nm)
     rgb = cube.data[idx].astype(np.float32)
     valid = cube.valid & np.isfinite(rgb).all(0)
     out = np.zeros(rgb.shape[1:] + (3,), dtype=np.uint8)
@@ -112,7 +120,8 @@ def frame_products(
                  **{k: residue.extra[k] for k in RESIDUE_META if k in residue.extra}, **res_meta})
     ]
     if quicklook:
-        out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png", meta))
+        out.append(product(ProductKind.QUICKLOOK, quicklook_png(cube), "png",
+                           {**meta, "bands_nm": quicklook_bands_nm(cube.wavelengths_nm)}))
     if with_cube:
         coding = cube_coding or CubeCoding()
         if coding.kind == "npz":
