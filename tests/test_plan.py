@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_downlink import FAST, ends, exchange
 
-from firmware_bridge.cfdp.sender import transfer_packet_sizes
+from firmware_bridge.cfdp.sender import DownlinkSender, transfer_packet_sizes
 from firmware_bridge.link import wire_bytes
 from firmware_bridge.passes import Pass, PlanError, parse_passes
 from firmware_bridge.plan import plan
@@ -71,8 +71,6 @@ def test_each_pass_carries_what_fits_in_send_order(tmp_path: Path) -> None:
         assert pp.capacity_bytes == pytest.approx(RATE * (w.end_utc - w.start_utc).total_seconds() / 8)
         assert pp.used_bytes == sum(cost[p.name] for p in pp.products) <= pp.capacity_bytes
     first = result.passes[0]
-    assert first.cut == SEND_ORDER[3] and first.cut_bytes == pytest.approx(c[3] / 2)
-    assert result.passes[2].cut is None
     # each product starts when the one before it has left at RATE
     p1, p2 = first.products[:2]
     assert p1.start_utc == T0 and p1.seconds == pytest.approx(c[0] * 8 / RATE)
@@ -91,7 +89,8 @@ def test_a_pass_under_way_counts_from_now_and_past_passes_are_dropped(tmp_path: 
     assert [p.name for p in result.passes[0].products] == SEND_ORDER[:2]
     assert result.passes[0].capacity_bytes == pytest.approx(c[0] + c[1])
     assert [p.name for p in result.not_sent] == SEND_ORDER[2:]
-    assert all("full" in p.reason for p in result.not_sent)
+    for p in result.not_sent:  # the cube is larger than what is left of the pass
+        assert ("full" if p.wire_bytes <= c[0] + c[1] else "more than any pass") in p.reason
 
 
 def test_the_plan_order_is_the_order_the_sender_delivers(tmp_path: Path) -> None:
@@ -104,27 +103,41 @@ def test_the_plan_order_is_the_order_the_sender_delivers(tmp_path: Path) -> None
     assert [p.name for p in forecast.passes[0].products] == [f.name for f in got] == SEND_ORDER
 
 
-def test_a_product_larger_than_any_pass_blocks_those_behind_it(tmp_path: Path) -> None:
+def test_a_product_larger_than_any_pass_does_not_block_those_behind_it(tmp_path: Path) -> None:
     spool = _spool(tmp_path / "spool")
     cost = _cost(spool)
     c = [cost[n] for n in SEND_ORDER]
-    # the cube (last in send order) needs more than either pass; put a later, less urgent
-    # product behind it
+    # the cube (last in send order) needs more than either pass; a later, less urgent product
+    # queued behind it goes in the room the cube cannot use
     spool.put("cube_00000002", bytes(100), 4, "cube")
-    passes = [_window(T0, sum(c[:4]) + 1000), _window(T0 + dt.timedelta(hours=1), c[4] - 1)]
+    small = _cost(spool)["cube_00000002"]
+    passes = [_window(T0, sum(c[:4]) + small), _window(T0 + dt.timedelta(hours=1), c[4] - 1)]
     result = plan(spool.entries(), passes, T0)
-    assert [p.name for p in result.passes[0].products] == SEND_ORDER[:4]
-    assert result.passes[1].products == [] and result.passes[1].cut == "cube_00000001"
-    assert [p.name for p in result.not_sent] == ["cube_00000001", "cube_00000002"]
+    assert [p.name for p in result.passes[0].products] == [*SEND_ORDER[:4], "cube_00000002"]
+    assert result.passes[1].products == []
+    assert [p.name for p in result.not_sent] == ["cube_00000001"]
     assert "more than any pass" in result.not_sent[0].reason
-    assert "behind cube_00000001" in result.not_sent[1].reason
+
+
+def test_a_product_too_large_for_the_rest_of_a_pass_lets_smaller_ones_by(tmp_path: Path) -> None:
+    """The quick-look (third in send order) does not fit the room left after the first two;
+    a small product queued after it at a lower priority does, and goes in this pass; the
+    quick-look goes first in the next."""
+    spool = _spool(tmp_path / "spool", PRODUCTS[:4])
+    spool.put("residue_00000009", bytes(300), 5, "residue")
+    cost = _cost(spool)
+    head = [cost[n] for n in SEND_ORDER[:2]]
+    passes = [_window(T0, sum(head) + cost["residue_00000009"] + 100),
+              _window(T0 + dt.timedelta(hours=1), 100_000)]
+    result = plan(spool.entries(), passes, T0)
+    assert [p.name for p in result.passes[0].products] == [*SEND_ORDER[:2], "residue_00000009"]
+    assert [p.name for p in result.passes[1].products] == ["quicklook_00000001", "cube_00000001"]
 
 
 def test_an_empty_spool_and_no_passes(tmp_path: Path) -> None:
     empty = Spool(tmp_path / "empty", 1_000_000)
     result = plan(empty.entries(), [_window(T0, 10_000)], T0)
     assert result.not_sent == [] and result.passes[0].products == []
-    assert result.passes[0].cut is None
     spool = _spool(tmp_path / "spool")
     nowhere = plan(spool.entries(), [], T0)
     assert [p.name for p in nowhere.not_sent] == SEND_ORDER
@@ -239,3 +252,35 @@ def test_a_pass_delivers_what_the_plan_forecast(tmp_path: Path) -> None:
         up.clear()
     assert budget < 0, "the pass should end before the spool is empty"
     assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == SEND_ORDER[:3]
+
+
+def test_a_sender_told_the_room_left_skips_what_does_not_fit_as_the_plan_does(tmp_path: Path) -> None:
+    """The sender with a contact plan (``room``: the bytes the channel still carries) starts
+    no transfer that the pass would cut: the quick-look does not fit after the first two, a
+    small product queued behind it does; the ground gets what the plan forecast, in its order,
+    and the quick-look and the cube stay queued, whole, for the next pass."""
+    spool, _, rx, down, up, got, _ = ends(tmp_path, FAST)
+    rng = random.Random(0)
+    for name, kind, priority, size in PRODUCTS[:4]:
+        spool.put(name, rng.randbytes(size), priority, kind)
+    spool.put("residue_00000009", rng.randbytes(300), 5, "residue")
+    cost = _cost(spool)
+    # room for the first two and the small one, with 200 B for the Finished PDUs' ACKs, which
+    # the plan does not count
+    window = _window(T0, cost["health_00000002"] + cost["residue_00000001"] + cost["residue_00000009"] + 200)
+    forecast = plan(spool.entries(), [window], T0, FAST)
+    budget = forecast.passes[0].capacity_bytes
+    tx = DownlinkSender(spool, down.append, FAST, room=lambda: budget)
+    while tx.step():
+        for packet in down:
+            budget -= wire_bytes([packet])
+            assert budget >= 0, "the sender started a transfer the pass cuts"
+            rx.on_packet(packet)
+        down.clear()
+        rx.poll()
+        for packet in up:
+            tx.on_packet(packet)
+        up.clear()
+    assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == [
+        "health_00000002", "residue_00000001", "residue_00000009"]
+    assert [e.name for e in spool.entries()] == ["quicklook_00000001", "cube_00000001"]

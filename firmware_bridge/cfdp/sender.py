@@ -54,7 +54,7 @@ from firmware_bridge.cfdp.common import (
     unwrap,
 )
 from firmware_bridge.link import ByteRate, wire_bytes
-from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
+from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent, pick
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,11 @@ class DownlinkSender:
     :meth:`on_packet` with each uplinked space packet.
 
     ``send(packet)`` writes one space packet (e.g. ``link.send_data``) and may block for
-    pacing. ``events`` collects the spool's ``delivered`` records for telemetry.
+    pacing. ``events`` collects the spool's ``delivered`` records for telemetry. ``room()``,
+    when given, says how many bytes the link carries before the current pass ends (None: no
+    contact plan, no limit; 0: no pass now): a transfer starts only if it fits
+    (:func:`firmware_bridge.spool.pick`), so none is cut by a pass's end and a product larger
+    than the pass never holds back those behind it.
     """
 
     def __init__(
@@ -90,9 +94,12 @@ class DownlinkSender:
         send: Callable[[bytes], object],
         config: DownlinkConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        room: Callable[[], float | None] | None = None,
     ) -> None:
         self.spool = spool
         self.config = config or DownlinkConfig()
+        self.cost = TransferCosts(self.config)
+        self._room = room or (lambda: None)
         self._send = send
         self._clock = clock
         self._faults = Faults()
@@ -210,15 +217,15 @@ class DownlinkSender:
 
     def _should_preempt(self) -> bool:
         assert self._entry is not None
-        entries = self.spool.entries()
-        if not entries or entries[0].priority >= self._entry.priority:
+        first = pick(self.spool.entries(), self._room(), self.cost)
+        if first is None or first.priority >= self._entry.priority:
             return False
         if self._source.step.name not in ("SENDING_METADATA", "SENDING_FILE_DATA"):
             return False  # all data sent: finishing costs less than restarting
         return self._source.progress < self.config.preempt_below * max(1, self._entry.size)
 
     def _start_next(self) -> bool:
-        entry = self.spool.next()
+        entry = self.spool.next(self._room(), self.cost)
         if entry is None:
             return False
         if entry.kind not in APID_BY_KIND:
@@ -356,6 +363,24 @@ def transfer_packet_sizes(entry: SpoolEntry, config: DownlinkConfig | None = Non
             while (h := src.get_next_packet()) is not None:
                 sizes.append(CCSDS_HEADER_LEN + len(h.pdu.pack()))
         return sizes
+
+
+class TransferCosts:
+    """Bytes on the link of an entry's transfer (:func:`transfer_packet_sizes` through
+    :func:`wire_bytes`), remembered per file name and size: the one cost by which the sender
+    chooses what fits a pass and the planner forecasts it."""
+
+    def __init__(self, config: DownlinkConfig | None = None) -> None:
+        self.config = config
+        self._known: dict[tuple[str, str, int], int] = {}
+
+    def __call__(self, entry: SpoolEntry) -> int:
+        key = (entry.path.name, entry.name, entry.size)
+        if key not in self._known:
+            if len(self._known) >= 4096:  # bounded on a payload that runs for months
+                self._known.clear()
+            self._known[key] = wire_bytes(transfer_packet_sizes(entry, self.config))
+        return self._known[key]
 
 
 def transfer_wire_bytes(product_bytes: int, name: str = "cube_00000001",
