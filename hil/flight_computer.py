@@ -41,6 +41,7 @@ from firmware_bridge.messages import (
     ResultCode,
     SetConfig,
     SetMode,
+    SetPasses,
     StartCapture,
     StopCapture,
     unpack_message,
@@ -62,6 +63,10 @@ def build_message(type_name: str, args: dict) -> Message:
         return SetConfig(str(args["key"]), str(args["value"]))
     if t == MsgType.REQUEST_PRODUCT:
         return RequestProduct(str(args["name"]))
+    if t == MsgType.SET_PASSES:  # passes = [{in_s, for_s, rate_bit_s}]: from the moment it is sent
+        now = time.time()
+        return SetPasses(tuple((round(now + p["in_s"]), round(now + p["in_s"] + p["for_s"]), int(p["rate_bit_s"]))
+                               for p in args["passes"]))
     return {MsgType.PING: Ping, MsgType.STOP_CAPTURE: StopCapture, MsgType.ABORT: Abort}[t]()
 
 

@@ -27,7 +27,8 @@ Format (every key optional unless marked; times in seconds from the scenario's s
     [[commands]]                     # telecommands from the flight computer
     at_s = 0.5                       # required
     type = "SET_MODE"                # required: PING SET_MODE START_CAPTURE STOP_CAPTURE
-                                     #   SET_CONFIG REQUEST_PRODUCT ABORT
+                                     #   SET_CONFIG REQUEST_PRODUCT ABORT SET_PASSES
+                                     #   (passes = [{in_s, for_s, rate_bit_s}], from when sent)
     args = { mode = "OPERATE" }      # the message's fields
     auth = "valid"                   # valid | none | forged | replay | garbage | leaked
     repeat = 1                       # how many (a storm: repeat = 500)

@@ -295,8 +295,13 @@ class LinkConfig:
     telemetry_period_s: float = 5.0
     ack_timer_s: float = 10.0
     inactivity_s: float = 60.0
+    # most of the link's rate (of the current pass's, else rate_bytes_per_s) that HEALTH
+    # telemetry, and health products, each take: their periods lengthen on a slow link
+    telemetry_share: float = 0.02
 
     def validate(self) -> None:
+        if not 0.0 < self.telemetry_share <= 1.0:
+            raise ConfigError(f"[link] telemetry_share: must be in (0, 1], got {self.telemetry_share}")
         _positive("link", baud=self.baud, spool_quota_mb=self.spool_quota_mb,
                   telemetry_period_s=self.telemetry_period_s, ack_timer_s=self.ack_timer_s,
                   inactivity_s=self.inactivity_s)

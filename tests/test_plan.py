@@ -284,3 +284,35 @@ def test_a_sender_told_the_room_left_skips_what_does_not_fit_as_the_plan_does(tm
     assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == [
         "health_00000002", "residue_00000001", "residue_00000009"]
     assert [e.name for e in spool.entries()] == ["quicklook_00000001", "cube_00000001"]
+
+
+def test_the_contact_plan_gives_the_room_left_and_survives_a_reboot(tmp_path: Path) -> None:
+    from firmware_bridge.passes import ContactPlan, from_unix
+
+    mission = [_window(T0, 12_000)]  # 10 s at 9600 bit/s
+    kept = tmp_path / "contact_plan.json"
+    contact = ContactPlan(mission, kept)
+    assert contact.room_bytes(T0 - dt.timedelta(seconds=1)) == 0.0  # between passes
+    assert contact.room_bytes(T0 + dt.timedelta(seconds=4)) == pytest.approx(6 * RATE / 8)
+    assert ContactPlan([]).room_bytes(T0) is None  # no plan: the link is always up
+    start = int(T0.timestamp()) + 3600
+    by_telecommand = from_unix([(start, start + 600, 1200)])
+    contact.replace(by_telecommand)
+    rebooted = ContactPlan(mission, kept)  # the ground's plan, not the mission file's
+    assert rebooted.passes == by_telecommand and rebooted.problem == ""
+    assert rebooted.current(T0 + dt.timedelta(seconds=3700)).rate_bit_s == 1200
+    kept.write_text("[[1, 0, 5]]")  # end before start: not used, and said
+    damaged = ContactPlan(mission, kept)
+    assert damaged.passes == mission and "unreadable" in damaged.problem
+    with pytest.raises(PlanError, match="overlaps"):
+        from_unix([(start, start + 600, 1200), (start + 300, start + 900, 1200)])
+
+
+def test_health_takes_at_most_its_share_of_a_slow_link() -> None:
+    from firmware_bridge.passes import adapted_period_s
+
+    # a 1.93 KB health product every 10 s takes 16 % of 9.6 kbit/s (issue 18); at a 2 %
+    # share it goes every 80 s there, and still every 10 s on a 115.2 kbit/s UART
+    assert adapted_period_s(10.0, 1930, 1200, 0.02) == pytest.approx(1930 / 24)
+    assert adapted_period_s(10.0, 1930, 11_520, 0.02) == 10.0
+    assert 1930 / adapted_period_s(10.0, 1930, 1200, 0.02) <= 0.02 * 1200
