@@ -24,6 +24,7 @@ else:  # Python 3.10: the same parser, from PyPI
 
 from firmware_bridge.passes import Pass, PlanError, parse_passes
 from onboard.errors import OnboardError
+from onboard.stages.value import ValueRule
 from onboard.threads import DEFAULT_THREADS
 
 
@@ -332,6 +333,31 @@ class DownlinkConfig:
 
 
 @dataclass
+class ValueConfig:
+    """The downlink's value rule (onboard/stages/value.py): ``order`` ranks the value classes
+    (most valuable first), ``cubes`` selects the frames whose cube and raw frame are spooled
+    ("clear", "all", "none"), ``never`` lists classes kept on board only, ``summary_grid`` is
+    the summary product's cells a side."""
+
+    rule: ValueRule = field(default_factory=ValueRule)
+
+    def read(self, values: dict[str, Any]) -> None:
+        """Set from the TOML table; unknown keys and bad values refused by name."""
+        kinds = {"order": list, "never": list, "cubes": str, "summary_grid": int}
+        for key, value in values.items():
+            if key not in kinds:
+                raise ConfigError(f"[value] {key}: unknown key; [value] accepts {', '.join(sorted(kinds))}")
+            check_scalar(f"[value] {key}", value, kinds[key], ConfigError)
+            if kinds[key] is list and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[value] {key}: expected a list of class names, got {value!r}")
+        args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        try:
+            self.rule = ValueRule(**args)
+        except ValueError as exc:
+            raise ConfigError(f"[value] {exc}") from exc
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
@@ -345,6 +371,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

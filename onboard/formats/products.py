@@ -90,12 +90,16 @@ class ProductKind(str, Enum):
     EVENT = "event"
     #: the raw ImSPOC frame's thumbnail stack, for reprocessing on the ground (optional)
     RAW = "raw"
+    #: every frame's compact summary (JSON: residue per grid cell, screening, time, pose;
+    #: onboard/stages/value.py)
+    SUMMARY = "summary"
 
 
 #: Downlink priority: lower goes first. Health and residue maps before cubes.
 DEFAULT_PRIORITY: dict[ProductKind, int] = {
     ProductKind.EVENT: 0,
     ProductKind.HEALTH: 0,
+    ProductKind.SUMMARY: 0,
     ProductKind.RESIDUE: 1,
     ProductKind.CALIBRATION_REPORT: 2,
     ProductKind.QUICKLOOK: 2,

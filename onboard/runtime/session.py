@@ -164,7 +164,8 @@ def build_session(config: Config) -> Session:
                            residue_coding=p.residue_coding, raw=p.raw)
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
                         screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share,
-                                               config.screen.cloudy_frames))
+                                               config.screen.cloudy_frames),
+                        value_rule=config.value.rule)
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,
                    faster=faster)
