@@ -18,10 +18,15 @@ as it is (``cfdp/sender.py``), not an ideal one:
   larger than the room left waits and the next one that fits goes instead: no product blocks
   those behind it. One larger than every pass ahead is named as such.
 
+* **What else a product costs the pass** (:class:`LinkModel`, the payload's sender chooses with
+  the same): the PRODUCT_DELIVERED event that follows it, and, in class 2, the link's idle
+  time while the ground's Finished PDU comes back (``turnaround_s``: the sender measures it,
+  ``DownlinkSender.turnaround_s``; 0 by default); ``reserve_share`` of the rate is kept for
+  HEALTH (``[link] telemetry_share``).
+
 Losses and retransmissions are not forecast (an upper bound on what a pass carries), nor are
-class 2's ACK of each Finished PDU (a few tens of bytes a product) and class 1's repeats
-(``class1_repeats``, 1 by default); the whole rate is taken for the downlink: HEALTH and
-events take their share of a real pass.
+class 2's ACK of each Finished PDU (a few tens of bytes a product), class 1's repeats
+(``class1_repeats``, 1 by default), and the events of products queued during the pass.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from typing import Any
 
 from firmware_bridge.cfdp.common import DownlinkConfig
 from firmware_bridge.cfdp.sender import TransferCosts
+from firmware_bridge.link import wire_bytes
 from firmware_bridge.passes import Pass
-from firmware_bridge.spool import SpoolEntry, pick, queued
+from firmware_bridge.spool import SpoolEntry, SpoolEvent, pick, queued
 
 
 @dataclass(frozen=True)
@@ -106,23 +112,48 @@ def _iso(t: dt.datetime | None) -> str | None:
     return None if t is None else t.isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class LinkModel:
+    """What a pass spends on a product besides its transfer, and what it keeps for HEALTH
+    (module docstring)."""
+
+    turnaround_s: float = 0.0
+    reserve_share: float = 0.0
+
+    def capacity(self, window: Pass, now: dt.datetime) -> float:
+        """Bytes of the pass, from ``now``, left for products."""
+        return window.capacity_bytes(now) * (1.0 - self.reserve_share)
+
+    def cost(self, transfer: TransferCosts, entry: SpoolEntry, rate_bytes_per_s: float) -> float:
+        """Bytes of a pass that ``entry`` takes: its transfer, its PRODUCT_DELIVERED event and
+        the turnaround at the pass's rate."""
+        event = SpoolEvent("delivered", entry.name, entry.kind, entry.priority, entry.size).message()
+        return transfer(entry) + wire_bytes([event.pack()]) + self.turnaround_s * rate_bytes_per_s
+
+
 def plan(entries: Iterable[SpoolEntry], passes: Sequence[Pass], now: dt.datetime,
-         config: DownlinkConfig | None = None) -> Plan:
+         config: DownlinkConfig | None = None, model: LinkModel | None = None) -> Plan:
     """Forecast the downlink of ``entries`` over the passes that end after ``now``, as the
     module docstring says."""
-    cost = TransferCosts(config)
+    transfer = TransferCosts(config)
+    model = model or LinkModel()
     left = list(entries)
     ahead = [p for p in sorted(passes, key=lambda p: p.start_utc) if p.end_utc > now]
     plans: list[PassPlan] = []
     for index, window in enumerate(ahead):
         begin = max(window.start_utc, now)
-        capacity = window.capacity_bytes(now)
+        capacity = model.capacity(window, now)
+        rate = window.rate.bytes_per_s
+
+        def cost(e: SpoolEntry, rate: float = rate) -> float:
+            return model.cost(transfer, e, rate)
+
         carried: list[PlannedProduct] = []
-        used = 0
+        used = 0.0
         while (e := pick(left, capacity - used, cost)) is not None:
-            start = begin + dt.timedelta(seconds=window.rate.seconds(used))
-            carried.append(PlannedProduct(e.name, e.kind, e.priority, e.size, cost(e), index, start,
-                                          window.rate.seconds(cost(e))))
+            start = begin + dt.timedelta(seconds=used / rate)
+            carried.append(PlannedProduct(e.name, e.kind, e.priority, e.size, transfer(e), index, start,
+                                          cost(e) / rate))
             used += cost(e)
             left.remove(e)
         plans.append(PassPlan(window, capacity, carried))
@@ -131,12 +162,12 @@ def plan(entries: Iterable[SpoolEntry], passes: Sequence[Pass], now: dt.datetime
     def why(e: SpoolEntry) -> str:
         if not plans:
             return "no pass ahead"
-        if cost(e) > largest:
-            return (f"its transfer takes {cost(e)} B on the link, more than any pass ahead carries "
+        if all(model.cost(transfer, e, pp.window.rate.bytes_per_s) > pp.capacity_bytes for pp in plans):
+            return (f"its transfer takes {transfer(e)} B on the link, more than any pass ahead carries "
                     f"(at most {math.floor(largest)} B): it waits for a longer pass")
         return "the passes ahead are full before its turn"
 
-    not_sent = [PlannedProduct(e.name, e.kind, e.priority, e.size, cost(e), reason=why(e))
+    not_sent = [PlannedProduct(e.name, e.kind, e.priority, e.size, transfer(e), reason=why(e))
                 for e in sorted(left, key=lambda e: e.order)]
     return Plan(now, plans, not_sent)
 

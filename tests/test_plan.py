@@ -18,6 +18,7 @@ from test_downlink import FAST, ends, exchange
 
 from firmware_bridge.cfdp.sender import DownlinkSender, transfer_packet_sizes
 from firmware_bridge.link import wire_bytes
+from firmware_bridge.messages import Event, EventCode
 from firmware_bridge.passes import Pass, PlanError, parse_passes
 from firmware_bridge.plan import plan
 from firmware_bridge.spool import Spool, queued
@@ -43,9 +44,16 @@ def _spool(root: Path, products=PRODUCTS) -> Spool:
     return spool
 
 
-def _cost(spool: Spool) -> dict[str, int]:
+def _transfer(spool: Spool) -> dict[str, int]:
     """Bytes on the link of each product's transfer (the one definition, link.wire_bytes)."""
     return {e.name: wire_bytes(transfer_packet_sizes(e)) for e in spool.entries()}
+
+
+def _cost(spool: Spool) -> dict[str, int]:
+    """Bytes of a pass each product takes: its transfer and the PRODUCT_DELIVERED event after it."""
+    transfer = _transfer(spool)
+    return {e.name: transfer[e.name] + wire_bytes([Event(EventCode.PRODUCT_DELIVERED, (
+        f"delivered {e.name} ({e.kind}, priority {e.priority}, {e.size} B)")).pack()]) for e in spool.entries()}
 
 
 def _window(start: dt.datetime, capacity_bytes: float) -> Pass:
@@ -67,9 +75,11 @@ def test_each_pass_carries_what_fits_in_send_order(tmp_path: Path) -> None:
         SEND_ORDER[:3], SEND_ORDER[3:4], SEND_ORDER[4:]]
     assert result.not_sent == []
     # capacity = rate x duration / 8, and each pass's bytes are the sum of its products' costs
+    transfer = _transfer(spool)
     for pp, w in zip(result.passes, passes, strict=True):
         assert pp.capacity_bytes == pytest.approx(RATE * (w.end_utc - w.start_utc).total_seconds() / 8)
-        assert pp.used_bytes == sum(cost[p.name] for p in pp.products) <= pp.capacity_bytes
+        assert pp.used_bytes == sum(transfer[p.name] for p in pp.products)
+        assert sum(cost[p.name] for p in pp.products) <= pp.capacity_bytes
     first = result.passes[0]
     # each product starts when the one before it has left at RATE
     p1, p2 = first.products[:2]
@@ -209,10 +219,11 @@ def test_the_command_line_plans_without_touching_the_spool(tmp_path: Path) -> No
     assert _listing(root) == before
     out = json.loads(as_json.stdout)
     assert [p["name"] for p in out["passes"][0]["products"]] == SEND_ORDER[:2]
-    assert out["passes"][0]["used_bytes"] == c[0] + c[1]
+    transfer = _transfer(spool)
+    assert out["passes"][0]["used_bytes"] == transfer[SEND_ORDER[0]] + transfer[SEND_ORDER[1]]
     assert [p["name"] for p in out["not_sent"]] == SEND_ORDER[2:]
     assert "not sent before the last pass ends: 3 product(s)" in text.stdout
-    assert f"{c[1]:>11,d} B" in text.stdout
+    assert f"{transfer[SEND_ORDER[1]]:>11,d} B" in text.stdout
     assert len(queued(root)) == len(PRODUCTS)
 
 

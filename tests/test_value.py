@@ -50,7 +50,7 @@ def test_the_mission_file_ranks_the_classes_and_selects_the_cubes() -> None:
     ({"cubes": 3}, "[value] cubes: expected str"),
     ({"order": "summary"}, "[value] order: expected list"),
     ({"never": [1]}, "list of class names"),
-    ({"summary_grid": 0}, "summary_grid must be 1-16"),
+    ({"summary_grid": -1}, "summary_grid must be 1-16"),
     ({"rank": []}, "[value] rank: unknown key"),
 ])
 def test_a_bad_rule_is_refused_by_name(table: dict, words: str) -> None:

@@ -84,8 +84,11 @@ class DownlinkSender:
     pacing. ``events`` collects the spool's ``delivered`` records for telemetry. ``room()``,
     when given, says how many bytes the link carries before the current pass ends (None: no
     contact plan, no limit; 0: no pass now): a transfer starts only if it fits
-    (:func:`firmware_bridge.spool.pick`), so none is cut by a pass's end and a product larger
-    than the pass never holds back those behind it.
+    (:func:`firmware_bridge.spool.pick`, each entry costing ``cost(entry)`` bytes of the pass,
+    by default its transfer's), so none is cut by a pass's end and a product larger than the
+    pass never holds back those behind it. ``turnaround_s`` follows (a moving average) how
+    long the ground's Finished PDU takes after the EOF: time the link carries nothing of the
+    product, which the contact plan counts (firmware_bridge/plan.py).
     """
 
     def __init__(
@@ -95,11 +98,15 @@ class DownlinkSender:
         config: DownlinkConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         room: Callable[[], float | None] | None = None,
+        cost: Callable[[SpoolEntry], float] | None = None,
     ) -> None:
         self.spool = spool
         self.config = config or DownlinkConfig()
         self.cost = TransferCosts(self.config)
         self._room = room or (lambda: None)
+        self._choice_cost = cost or self.cost
+        self.turnaround_s = 0.0
+        self._eof_first_at: float | None = None
         self._send = send
         self._clock = clock
         self._faults = Faults()
@@ -159,6 +166,7 @@ class DownlinkSender:
             if isinstance(holder.pdu, EofPdu):
                 if self._eof is None and self.config.acknowledged:
                     log.info("%s sent, waiting for the ground's confirmation", self._entry.name)
+                    self._eof_first_at = self._clock()
                 self._eof, self._eof_sent_at = pdu, self._clock()
             self._emit(apid, pdu)
 
@@ -217,7 +225,7 @@ class DownlinkSender:
 
     def _should_preempt(self) -> bool:
         assert self._entry is not None
-        first = pick(self.spool.entries(), self._room(), self.cost)
+        first = pick(self.spool.entries(), self._room(), self._choice_cost)
         if first is None or first.priority >= self._entry.priority:
             return False
         if self._source.step.name not in ("SENDING_METADATA", "SENDING_FILE_DATA"):
@@ -225,7 +233,7 @@ class DownlinkSender:
         return self._source.progress < self.config.preempt_below * max(1, self._entry.size)
 
     def _start_next(self) -> bool:
-        entry = self.spool.next(self._room(), self.cost)
+        entry = self.spool.next(self._room(), self._choice_cost)
         if entry is None:
             return False
         if entry.kind not in APID_BY_KIND:
@@ -247,6 +255,7 @@ class DownlinkSender:
             raise RuntimeError("CFDP source handler busy with no transfer in progress")
         self._entry = entry
         self._eof = None
+        self._eof_first_at = None
         self._user.finished.clear()
         self._last_heard = self._clock()
         self.stats.transfers_started += 1
@@ -278,6 +287,10 @@ class DownlinkSender:
             self.spool.release()  # send it again; it is still first in line
             return
         self._repeats_done = 0
+        if self._eof_first_at is not None:  # class 2: the Finished PDU's round trip
+            sample = self._clock() - self._eof_first_at
+            self.turnaround_s = sample if not self.stats.delivered else 0.7 * self.turnaround_s + 0.3 * sample
+            self._eof_first_at = None
         self.stats.delivered += 1
         self.events.append(self.spool.delivered(entry))
 

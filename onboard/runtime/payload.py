@@ -84,8 +84,8 @@ from firmware_bridge.messages import (
     StartCapture,
 )
 from firmware_bridge.passes import ContactPlan, Pass, PlanError, adapted_period_s, from_unix
-from firmware_bridge.plan import plan
-from firmware_bridge.spool import Spool, SpoolEvent
+from firmware_bridge.plan import LinkModel, plan
+from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
 from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, ProductKind, event_product
@@ -188,7 +188,7 @@ class PayloadService:
         self._pass_announced: Pass | None = None
         self.downlink = DownlinkSender(self.spool, self.link.send_data, DownlinkConfig(
             acknowledged=lc.uplink, ack_timer_s=lc.ack_timer_s, nak_timer_s=lc.ack_timer_s,
-            inactivity_s=lc.inactivity_s), room=lambda: self.contact.room_bytes(utc_now()))
+            inactivity_s=lc.inactivity_s), room=self._room, cost=self._pass_cost)
         self.endpoint = PayloadEndpoint(self.link, self.dispatcher, self.downlink.on_packet)
         self.loop = FrameLoop(session.pipeline, config.run.deadline_s,
                               faster_inference=session.faster_inference, health=session.health,
@@ -334,6 +334,22 @@ class PayloadService:
 
     # -- the link thread --------------------------------------------------------------------
 
+    def _link_model(self) -> LinkModel:
+        """What a product costs a pass besides its transfer (firmware_bridge/plan.py): the
+        Finished PDU's round trip as the sender measures it, and HEALTH's share kept."""
+        return LinkModel(self.downlink.turnaround_s, self.config.link.telemetry_share)
+
+    def _room(self) -> float | None:
+        """Bytes of the current pass left for products (None: no contact plan)."""
+        now = utc_now()
+        window = self.contact.current(now)
+        if window is None:
+            return self.contact.room_bytes(now)
+        return self._link_model().capacity(window, now)
+
+    def _pass_cost(self, entry: SpoolEntry) -> float:
+        return self._link_model().cost(self.downlink.cost, entry, self._rate_bytes_per_s())
+
     def _rate_bytes_per_s(self) -> float:
         """The link's rate now: the current pass's, else the configured one."""
         window = self.contact.current(utc_now())
@@ -349,7 +365,8 @@ class PayloadService:
             return
         self._pass_announced = window
         with self.spool_lock:
-            forecast = plan(self.spool.entries(), [window], now, self.downlink.config).passes[0]
+            forecast = plan(self.spool.entries(), [window], now, self.downlink.config,
+                            self._link_model()).passes[0]
         names = [p.name for p in forecast.products]
         body = {"start": _iso(window.start_utc), "end": _iso(window.end_utc),
                 "rate_bit_s": window.rate_bit_s, "products": len(names),

@@ -165,9 +165,10 @@ class Pipeline:
             if self.options.raw and layout is not None and isinstance(frame, RawFrame):
                 result.products.append(raw_product(frame, layout.extract(frame.pixels), layout.corners,
                                                    self.calibration.instrument, self.model_versions))
-            result.products.append(summary_product(result.residue, result.screening,
-                                                   self.calibration.instrument,
-                                                   self.value_rule.summary_grid, first.pose))
+            if self.value_rule.summary_grid:
+                result.products.append(summary_product(result.residue, result.screening,
+                                                       self.calibration.instrument,
+                                                       self.value_rule.summary_grid, first.pose))
             for p in result.products:  # the value rule's rank is the spool's priority
                 p.priority = self.value_rule.priority(p.kind, worth)
             result.held = [p.name for p in result.products if p.kind in held]

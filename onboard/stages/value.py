@@ -51,7 +51,8 @@ _WITH_SUMMARIES = (ProductKind.SUMMARY, ProductKind.HEALTH, ProductKind.EVENT, P
 class ValueRule:
     """The ranks of the value classes (``order``, most valuable first, each class once), which
     frames' cubes and raw frames go down (``cubes``), the classes never spooled (``never``)
-    and the side of the summary's grid in cells (``summary_grid``)."""
+    and the side of the summary's grid in cells (``summary_grid``; 0: no summary product, as
+    before the rule, for comparison)."""
 
     order: tuple[str, ...] = VALUE_CLASSES
     cubes: CubeSelection = "clear"
@@ -68,8 +69,8 @@ class ValueRule:
             raise ValueError("never: the summaries always go down (they are how the ground knows a frame)")
         if self.cubes not in ("clear", "all", "none"):
             raise ValueError(f"cubes must be clear, all or none, got {self.cubes!r}")
-        if not 1 <= self.summary_grid <= 16:
-            raise ValueError(f"summary_grid must be 1-16 cells a side, got {self.summary_grid}")
+        if not 0 <= self.summary_grid <= 16:
+            raise ValueError(f"summary_grid must be 1-16 cells a side (0: no summary), got {self.summary_grid}")
 
     def value_class(self, kind: ProductKind, worth_sending: bool) -> str:
         """The class of a product of ``kind`` from a frame that is (or is not) worth sending."""
