@@ -102,7 +102,8 @@ def _passes(fc: FlightComputer, facts: RunFacts) -> list[dict[str, Any]]:
                     "forecast_products": f["products"] if f else None, "forecast_bytes": f["bytes"] if f else None,
                     "error": (received - f["bytes"]) / f["bytes"] if f and f["bytes"] else None,
                     "value": sum(product_value(p) for p in arrived),
-                    "frames_known": len(frames)})
+                    "frames_known": len(frames), "received_names": [p.name for p in arrived],
+                    "forecast_names": f["names"] if f else None})
     return out
 
 

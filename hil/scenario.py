@@ -243,10 +243,10 @@ def _check(s: Scenario) -> None:
             raise ScenarioError(f"link.cuts[{i}].duration_s must be > 0")
     if s.link.passes and s.link.cuts:
         raise ScenarioError("link: give cuts or passes (the link is cut between passes), not both")
-    for i, (a, b) in enumerate(zip(s.link.passes, [*s.link.passes[1:], None], strict=True)):
+    for i, a in enumerate(s.link.passes):
         if a.at_s < 0 or a.duration_s <= 0:
             raise ScenarioError(f"link.passes[{i}]: at_s must be >= 0 and duration_s > 0")
-        if b is not None and b.at_s < a.at_s + a.duration_s:
+        if i + 1 < len(s.link.passes) and s.link.passes[i + 1].at_s < a.at_s + a.duration_s:
             raise ScenarioError(f"link.passes[{i + 1}] starts before link.passes[{i}] ends: in order, apart")
 
 

@@ -295,6 +295,7 @@ def test_a_sender_told_the_room_left_skips_what_does_not_fit_as_the_plan_does(tm
     assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == [
         "health_00000002", "residue_00000001", "residue_00000009"]
     assert [e.name for e in spool.entries()] == ["quicklook_00000001", "cube_00000001"]
+    assert tx.turnaround_s > 0  # the Finished PDUs' round trip, measured for the next plan
 
 
 def test_the_contact_plan_gives_the_room_left_and_survives_a_reboot(tmp_path: Path) -> None:

@@ -163,12 +163,14 @@ class DownlinkSender:
         apid = APID_BY_KIND[self._entry.kind]
         while (holder := self._source.get_next_packet()) is not None:
             pdu = bytes(holder.pdu.pack())
+            first_eof = isinstance(holder.pdu, EofPdu) and self._eof is None and self.config.acknowledged
             if isinstance(holder.pdu, EofPdu):
-                if self._eof is None and self.config.acknowledged:
+                if first_eof:
                     log.info("%s sent, waiting for the ground's confirmation", self._entry.name)
-                    self._eof_first_at = self._clock()
                 self._eof, self._eof_sent_at = pdu, self._clock()
             self._emit(apid, pdu)
+            if first_eof:  # written once the file data has left (send paces): the round trip starts
+                self._eof_first_at = self._clock()
 
     def _prompt_finished(self) -> None:
         """Waiting for the ground's Finished PDU and hearing nothing for an ACK interval:

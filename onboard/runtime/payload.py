@@ -369,7 +369,8 @@ class PayloadService:
                             self._link_model()).passes[0]
         names = [p.name for p in forecast.products]
         body = {"start": _iso(window.start_utc), "end": _iso(window.end_utc),
-                "rate_bit_s": window.rate_bit_s, "products": len(names),
+                "rate_bit_s": window.rate_bit_s, "turnaround_s": round(self.downlink.turnaround_s, 3),
+                "products": len(names),
                 "bytes": forecast.used_bytes, "names": names}
         while len(json.dumps(body)) > 900:  # one EVENT: the first names only
             names = body["names"] = names[: len(names) // 2]
