@@ -1,6 +1,6 @@
 """Value delivered per pass: the value-ranked downlink against today's FIFO-by-priority spool,
 on the same HIL scenario (``hil/scenarios/passes.toml``: three 25 s passes at 9.6 kbit/s in
-compressed time, a frame every 5 s, some under thick clouds; the real payload process, link
+compressed time, frames in the first pass and between passes; the real payload process, link
 emulator on pseudo-terminals, flight computer and ground).
 
 * **value**: the scenario as shipped. ``[value]`` ranks the products (every frame's summary,
@@ -25,11 +25,11 @@ Measured: see the closing note (two runs, ~4 minutes on 2 shared cores).
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
+import tomllib
 
 from hil.runner import Runner
 from hil.scenario import from_dict
