@@ -190,7 +190,7 @@ class Runner:
             t0 = time.monotonic()
             announce.args["t0_unix"] = time.time()
             if emu is not None:
-                for cut in s.link.cuts or s.link.pass_cuts(s.duration_s + 60.0):
+                for cut in s.link.pass_cuts(s.duration_s + 60.0) if s.link.passes else s.link.cuts:
                     emu.cut(cut.duration_s, after_s=cut.at_s)
                 feeder = SensorFeeder(frames, s.sensor, work / "drop", work / "sensor-staging", t0).start()
             self.progress(f"scenario {s.name}: running for up to {s.duration_s:.0f} s")

@@ -113,7 +113,8 @@ class LinkSpec:
     announce_passes: bool = True
 
     def pass_cuts(self, until_s: float) -> list[Cut]:
-        """The outages between ``passes`` (and after the last, until ``until_s``)."""
+        """The outages between ``passes`` (and after the last, until ``until_s``); with no
+        passes, the link is never up."""
         cuts, up_to = [], 0.0
         for p in self.passes:
             if p.at_s > up_to:
