@@ -115,10 +115,12 @@ def _iso(t: dt.datetime | None) -> str | None:
 @dataclass(frozen=True)
 class LinkModel:
     """What a pass spends on a product besides its transfer, and what it keeps for HEALTH
-    (module docstring)."""
+    (module docstring). ``events`` false: a sender that reports no PRODUCT_DELIVERED event
+    (``python -m firmware_bridge.cfdp``)."""
 
     turnaround_s: float = 0.0
     reserve_share: float = 0.0
+    events: bool = True
 
     def capacity(self, window: Pass, now: dt.datetime) -> float:
         """Bytes of the pass, from ``now``, left for products."""
@@ -128,7 +130,8 @@ class LinkModel:
         """Bytes of a pass that ``entry`` takes: its transfer, its PRODUCT_DELIVERED event and
         the turnaround at the pass's rate."""
         event = SpoolEvent("delivered", entry.name, entry.kind, entry.priority, entry.size).message()
-        return transfer(entry) + wire_bytes([event.pack()]) + self.turnaround_s * rate_bytes_per_s
+        event_bytes = wire_bytes([event.pack()]) if self.events else 0
+        return transfer(entry) + event_bytes + self.turnaround_s * rate_bytes_per_s
 
 
 def plan(entries: Iterable[SpoolEntry], passes: Sequence[Pass], now: dt.datetime,
