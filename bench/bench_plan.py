@@ -38,7 +38,7 @@ from PIL import Image
 from firmware_bridge.auth import provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
 from firmware_bridge.passes import Pass
-from firmware_bridge.plan import plan
+from firmware_bridge.plan import LinkModel, plan
 from firmware_bridge.spool import Spool, queued
 from onboard.formats.products import Product, ProductKind
 
@@ -83,7 +83,8 @@ def measure(seconds: float, rate_bit_s: float, n: int, seed: int) -> dict:
                 raise RuntimeError("the ground did not start")
             start = dt.datetime.now(dt.timezone.utc)
             window = Pass(start, start + dt.timedelta(seconds=seconds), rate_bit_s)
-            forecast = plan(queued(tmp / "spool"), [window], start)
+            # the CFDP server reports no PRODUCT_DELIVERED events on the link
+            forecast = plan(queued(tmp / "spool"), [window], start, model=LinkModel(events=False))
             emu.cut(1e6, after_s=seconds)
             payload = subprocess.Popen(
                 [sys.executable, "-m", "firmware_bridge.cfdp", str(tmp / "spool"), "--port",

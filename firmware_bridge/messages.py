@@ -65,6 +65,7 @@ class MsgType(IntEnum):
     SET_CONFIG = 0x05, Direction.TC, "Set one configuration key to a string value."
     REQUEST_PRODUCT = 0x06, Direction.TC, "Queue the named product for downlink."
     ABORT = 0x07, Direction.TC, "Abort the current activity and return to IDLE."
+    SET_PASSES = 0x08, Direction.TC, "Replace the contact plan: pass windows (UTC) and link rates."
     ACK = 0x40, Direction.TM, "Result of one telecommand, matched by its sequence number."
     HEALTH = 0x41, Direction.TM, "Health and status as a compact JSON object."
     EVENT = 0x42, Direction.TM, "An event: code, severity, human-readable text."
@@ -124,6 +125,7 @@ class EventCode(IntEnum):
     SPOOL_EVICTED = 0x0020, Severity.WARNING, "The downlink spool evicted a product (quota)."
     PRODUCT_QUEUED = 0x0021, Severity.INFO, "A product was queued for downlink."
     PRODUCT_DELIVERED = 0x0022, Severity.INFO, "The ground confirmed a product's delivery."
+    PASS_PLANNED = 0x0023, Severity.INFO, "A pass began: what the contact plan forecasts it carries."
 
 
 class Mode(IntEnum):
@@ -298,6 +300,38 @@ class RequestProduct(Message):
 
 
 @dataclass(frozen=True)
+class SetPasses(Message):
+    """Body: count u8 (0-85: 0 clears the plan) | count x (start u32 | end u32 | rate u32):
+    UTC start and end in seconds since the Unix epoch, end after start, rate in bit/s > 0.
+    Whether passes overlap is for the payload to check (it answers BAD_ARGUMENT)."""
+
+    passes: tuple[tuple[int, int, int], ...] = ()
+    TYPE: ClassVar[MsgType] = MsgType.SET_PASSES
+    _PASS: ClassVar[struct.Struct] = struct.Struct(">III")
+
+    def pack(self) -> bytes:
+        if len(self.passes) > 85:
+            raise MessageError(f"SET_PASSES holds at most 85 passes, got {len(self.passes)}")
+        for start, end, rate in self.passes:
+            if not (0 <= start < end <= 0xFFFFFFFF and 0 < rate <= 0xFFFFFFFF):
+                raise MessageError(f"pass ({start}, {end}, {rate}): need 0 <= start < end < 2^32 "
+                                   "and 0 < rate < 2^32")
+        return bytes([len(self.passes)]) + b"".join(self._PASS.pack(*p) for p in self.passes)
+
+    @classmethod
+    def unpack(cls, body: bytes) -> SetPasses:
+        if not body:
+            raise MessageError("SET_PASSES body is empty; at least the count is needed")
+        _exact(body, 1 + body[0] * cls._PASS.size, "SET_PASSES")
+        passes = tuple(cls._PASS.unpack_from(body, 1 + i * cls._PASS.size) for i in range(body[0]))
+        for start, end, rate in passes:
+            if end <= start or rate == 0:
+                raise MessageError(f"SET_PASSES pass ({start}, {end}, {rate}): end must be after "
+                                   "start and the rate > 0")
+        return cls(passes)
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """Body: acked_seq u16 | acked_type u8 | result u8."""
 
@@ -402,6 +436,7 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
         SetConfig,
         RequestProduct,
         Abort,
+        SetPasses,
         Ack,
         Health,
         Event,

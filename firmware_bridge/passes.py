@@ -5,13 +5,16 @@ that loading a mission file does not import it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.link import ByteRate
+from firmware_bridge.storage import atomic_write
 
 PASS_KEYS = ("start_utc", "end_utc", "rate_bit_s")
 
@@ -87,3 +90,55 @@ def parse_passes(tables: Any, where: str = "[[downlink.pass]]") -> list[Pass]:
             raise PlanError(f"{where}: the pass starting {b.start_utc.isoformat()} overlaps the one "
                             f"ending {a.end_utc.isoformat()}")
     return passes
+
+
+def from_unix(passes: Sequence[tuple[int, int, int]], where: str = "SET_PASSES") -> list[Pass]:
+    """Passes from (start, end, rate) in Unix seconds and bit/s (the SET_PASSES telecommand),
+    checked as the mission file's are (:func:`parse_passes`: overlaps refused)."""
+    def utc(t: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc)
+
+    return parse_passes([{"start_utc": utc(s), "end_utc": utc(e), "rate_bit_s": r} for s, e, r in passes],
+                        where)
+
+
+class ContactPlan:
+    """The passes ahead, as the payload knows them: from the mission file, replaced by a
+    SET_PASSES telecommand and then kept in ``path`` (JSON, written atomically) so that a
+    reboot keeps the ground's latest plan rather than the mission file's."""
+
+    def __init__(self, passes: Sequence[Pass], path: Path | None = None) -> None:
+        self.path = path
+        self.passes = list(passes)
+        self.problem = ""  # why a kept plan was not used (the payload reports it)
+        if path is not None and path.exists():
+            try:
+                self.passes = from_unix([tuple(p) for p in json.loads(path.read_text())], str(path))
+            except (OSError, ValueError, TypeError) as exc:
+                self.problem = f"{path} unreadable ({exc}): the mission file's passes are used"
+
+    def replace(self, passes: Sequence[Pass]) -> None:
+        """The ground's new plan, kept durably before it is used."""
+        if self.path is not None:
+            atomic_write(self.path, json.dumps([[int(p.start_utc.timestamp()), int(p.end_utc.timestamp()),
+                                                 p.rate_bit_s] for p in passes]).encode())
+        self.passes = list(passes)
+
+    def current(self, now: dt.datetime) -> Pass | None:
+        """The pass under way at ``now``, if any."""
+        return next((p for p in self.passes if p.start_utc <= now < p.end_utc), None)
+
+    def room_bytes(self, now: dt.datetime) -> float | None:
+        """Bytes the link carries from ``now`` to the end of the current pass: None with no
+        plan at all (the link is taken to be always up), 0 between passes."""
+        if not self.passes:
+            return None
+        window = self.current(now)
+        return 0.0 if window is None else window.capacity_bytes(now)
+
+
+def adapted_period_s(base_s: float, message_bytes: float, rate_bytes_per_s: float, share: float) -> float:
+    """How often a periodic message of ``message_bytes`` (on the link) may go so that it takes
+    at most ``share`` of a link of ``rate_bytes_per_s``, and never more often than ``base_s``
+    (a 2 KB health product at a 2 % share: every 10 s at 115.2 kbit/s, every 84 s at 9.6)."""
+    return max(base_s, message_bytes / (share * rate_bytes_per_s))

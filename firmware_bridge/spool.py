@@ -14,9 +14,14 @@ Layout of a spool directory::
                                     so it needs no free disk space (a spool written by an
                                     older version keeps it in ``state.json``, read once)
 
-**Order of delivery.** Priority ascending (0 first: health and events, then residue maps,
-then quick-looks and calibration reports, then cubes, as ``onboard.formats.products``'s
-DEFAULT_PRIORITY says), and within a priority the oldest first (spool sequence number).
+**Order of delivery** (:func:`pick`, the one definition the sender and the contact planner
+use). Priority ascending: the producer's value rank (``onboard/stages/value.py``: every
+frame's summary, health and events first, then residue maps of clear frames, ...; without a
+rule ``onboard.formats.products``'s DEFAULT_PRIORITY), and within a priority the earliest
+deadline first: every product of a rank has the same deadline after capture (the next pass),
+so that is the oldest (spool sequence number). When the room left in the current pass is
+known, the first product in that order whose transfer fits it goes: a product larger than
+the pass waits for a longer one instead of blocking every product behind it.
 
 **Quota and eviction.** The spool holds at most ``quota_bytes`` of product files. To make
 room for a new product it evicts the lowest-priority product (largest priority number), the
@@ -55,6 +60,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +140,18 @@ def _entry(path: Path) -> SpoolEntry:
     if m is None or not path.is_file():
         raise SpoolError(f"unexpected file {path} in the spool queue: move it out of {path.parent}")
     return SpoolEntry(int(m[1]), int(m[2]), m[3], m[4], path, path.stat().st_size)
+
+
+def pick(entries: Iterable[SpoolEntry], room: float | None = None,
+         cost: Callable[[SpoolEntry], float] | None = None) -> SpoolEntry | None:
+    """The product to send next: the first in delivery order (:attr:`SpoolEntry.order`) whose
+    transfer, ``cost(entry)`` bytes on the link, fits the ``room`` bytes left in the pass;
+    with no ``room`` (no contact plan) simply the first. None when nothing fits. The sender
+    (``cfdp/sender.py``) and the planner (``plan.py``) both choose with this function."""
+    for entry in sorted(entries, key=lambda e: e.order):
+        if room is None or cost is None or cost(entry) <= room:
+            return entry
+    return None
 
 
 def queued(root: str | os.PathLike[str]) -> list[SpoolEntry]:
@@ -221,15 +239,13 @@ class Spool:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def next(self) -> SpoolEntry | None:
-        """The product to deliver next (it is protected from eviction until
-        :meth:`delivered` or :meth:`release`)."""
-        entries = self.entries()
-        if not entries:
-            self._in_flight = None
-            return None
-        self._in_flight = entries[0].seq
-        return entries[0]
+    def next(self, room: float | None = None,
+             cost: Callable[[SpoolEntry], float] | None = None) -> SpoolEntry | None:
+        """The product to deliver next, chosen by :func:`pick` (it is protected from eviction
+        until :meth:`delivered` or :meth:`release`)."""
+        entry = pick(self._entries.values(), room, cost)
+        self._in_flight = None if entry is None else entry.seq
+        return entry
 
     def release(self) -> None:
         """The product handed out by :meth:`next` was not delivered; it stays queued."""

@@ -33,11 +33,17 @@ class ExportError(OnboardError, ValueError):
     """A path given to ``ground export`` holds no product file."""
 
 
+#: The JSON products that become one line each of a JSON Lines file.
+_JSONL = {ProductKind.HEALTH: "health.jsonl", ProductKind.EVENT: "events.jsonl",
+          ProductKind.SUMMARY: "summaries.jsonl"}
+
+
 def write_user_formats(p: Product, out: Path, stem: str, append_jsonl: Callable[[str, dict], None]) -> list[str]:
     """Write product ``p`` as ``out/stem*`` in its user format; the file names written.
-    Health and events become lines of ``health.jsonl`` / ``events.jsonl`` via ``append_jsonl``."""
-    if p.kind in (ProductKind.HEALTH, ProductKind.EVENT) and p.encoding == "json":
-        file = "health.jsonl" if p.kind == ProductKind.HEALTH else "events.jsonl"
+    Health, events and frame summaries become lines of ``health.jsonl`` / ``events.jsonl`` /
+    ``summaries.jsonl`` via ``append_jsonl``."""
+    if p.kind in _JSONL and p.encoding == "json":
+        file = _JSONL[p.kind]
         append_jsonl(file, {**p.header(), "name": p.name, "data": json.loads(p.payload)})
         return [file]
     if p.kind == ProductKind.QUICKLOOK and p.encoding == "png":

@@ -17,6 +17,7 @@ counter): the payload cannot tell it apart, and a scenario that sends one must f
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from firmware_bridge.messages import (
     ResultCode,
     SetConfig,
     SetMode,
+    SetPasses,
     StartCapture,
     StopCapture,
     unpack_message,
@@ -62,6 +64,10 @@ def build_message(type_name: str, args: dict) -> Message:
         return SetConfig(str(args["key"]), str(args["value"]))
     if t == MsgType.REQUEST_PRODUCT:
         return RequestProduct(str(args["name"]))
+    if t == MsgType.SET_PASSES:  # passes = [{in_s, for_s, rate_bit_s}]: from when it is sent (t0_unix)
+        now = float(args.get("t0_unix", time.time()))  # whole seconds inside each window: never overrun
+        return SetPasses(tuple((math.ceil(now + p["in_s"]), math.floor(now + p["in_s"] + p["for_s"]),
+                                int(p["rate_bit_s"])) for p in args["passes"]))
     return {MsgType.PING: Ping, MsgType.STOP_CAPTURE: StopCapture, MsgType.ABORT: Abort}[t]()
 
 

@@ -19,6 +19,17 @@ Definitions (all counted on the flight computer's side of the link):
   maximum, over boots); **degradation events**: degrade-level event products delivered.
 * **commands**: every telecommand with the ACK it got. "Bad" ones (forged, replayed,
   unauthenticated other than PING, garbage) must never be accepted.
+* **passes** (a scenario with ``[link] passes``): per pass, the payload's forecast (its
+  PASS_PLANNED event at the pass's start: products and bytes on the link,
+  firmware_bridge/plan.py) against what the ground received in the pass (products arrived
+  between its start and 2 s after its end, each costed by the same definition:
+  ``transfer_wire_bytes``); the **value** the pass delivered: per product, ``VALUE`` of its
+  class (``onboard/stages/value.py``'s classes; health and events 0); the frames it made
+  **known** on the ground (the first product of that frame to arrive: a summary or a residue
+  map); **summaries late**: frames whose summary did not arrive by the end of the first pass
+  that starts after the frame was made (frames after the last pass start do not count).
+* **lost silently**: expected products neither delivered, nor still queued in the payload's
+  spool at the end, nor named in a SPOOL_EVICTED event the ground received.
 """
 
 from __future__ import annotations
@@ -28,10 +39,20 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_bridge.messages import ResultCode
+from firmware_bridge.cfdp.sender import transfer_wire_bytes
+from firmware_bridge.messages import EventCode, ResultCode
 from hil.flight_computer import FlightComputer
 from hil.scenario import Criteria, Scenario
 from onboard.formats.products import Product, ProductKind
+from onboard.stages.value import ValueRule
+
+#: Value of a delivered product by class (stated, not measured): a frame's summary tells the
+#: ground the frame's residue per grid cell and whether it is clear; a clear frame's residue
+#: map is the mission's product; a cube of a clear frame serves reprocessing; a cloudy
+#: frame's map and a quick-look tell little.
+VALUE = {"summary": 4, "residue_clear": 3, "residue_cloudy": 1, "cube": 2, "raw": 2, "quicklook": 1}
+#: Arrivals this long after a pass's end still count for it (the link's latency and buffer).
+PASS_GRACE_S = 2.0
 
 
 @dataclass
@@ -50,6 +71,61 @@ class RunFacts:
     ended: float = 0.0  # time.monotonic() when the scenario ended
     cuts_mid_transfer: int = 0  # power cuts while a CFDP transfer was open on the ground
     link_stats: dict[str, Any] = field(default_factory=dict)
+    t0: float = 0.0  # time.monotonic() at the scenario's start
+    passes: list[tuple[float, float]] = field(default_factory=list)  # (start, end) from t0
+    queued_at_end: set[str] = field(default_factory=set)  # in the payload's spool at the end
+
+
+def product_value(p: Product) -> int:
+    """The value of a delivered product (``VALUE``; health, events and the rest: 0)."""
+    if p.kind == ProductKind.SUMMARY:
+        return VALUE["summary"]
+    if p.kind in (ProductKind.HEALTH, ProductKind.EVENT, ProductKind.CALIBRATION_REPORT):
+        return 0
+    worth = bool(p.meta.get("screen", {}).get("worth_sending", True))
+    return VALUE.get(ValueRule().value_class(p.kind, worth), 0)
+
+
+def _passes(fc: FlightComputer, facts: RunFacts) -> list[dict[str, Any]]:
+    """Per pass: forecast, received, value, frames made known (module docstring)."""
+    out: list[dict[str, Any]] = []
+    known: set[int] = set()
+    for start, end in facts.passes:
+        lo, hi = facts.t0 + start, facts.t0 + end + PASS_GRACE_S
+        arrived = [a.product for a in fc.arrivals if lo <= a.t < hi and a.product is not None]
+        forecasts = [json.loads(e.text) for t, e in fc.events if e.code == EventCode.PASS_PLANNED and lo <= t < hi]
+        received = sum(transfer_wire_bytes(len(p.to_bytes()), p.name) for p in arrived)
+        frames = {p.frame_counter for p in arrived if p.kind in (ProductKind.SUMMARY, ProductKind.RESIDUE)} - known
+        known |= frames
+        f = forecasts[0] if forecasts else None
+        out.append({"start_s": start, "end_s": end, "received_products": len(arrived), "received_bytes": received,
+                    "forecast_products": f["products"] if f else None, "forecast_bytes": f["bytes"] if f else None,
+                    "error": (received - f["bytes"]) / f["bytes"] if f and f["bytes"] else None,
+                    "value": sum(product_value(p) for p in arrived),
+                    "frames_known": len(frames), "received_names": [p.name for p in arrived],
+                    "forecast_names": f["names"] if f else None})
+    return out
+
+
+def _late_summaries(fc: FlightComputer, facts: RunFacts) -> list[int]:
+    """Frames whose summary missed the end of the first pass starting after the frame was made."""
+    arrived = {a.product.frame_counter: a.t for a in fc.arrivals
+               if a.product is not None and a.product.kind == ProductKind.SUMMARY}
+    late = []
+    for counter, made in facts.frames_written.items():
+        ends = [facts.t0 + end for start, end in facts.passes if facts.t0 + start >= made]
+        if counter in facts.damaged or not ends:
+            continue
+        if arrived.get(counter, float("inf")) > ends[0] + PASS_GRACE_S:
+            late.append(counter)
+    return sorted(late)
+
+
+def _lost_silently(fc: FlightComputer, facts: RunFacts, delivered: set[str]) -> list[str] | None:
+    if facts.archive is None:
+        return None
+    evicted = {e.text.split()[1] for _, e in fc.events if e.code == EventCode.SPOOL_EVICTED and len(e.text.split()) > 1}
+    return sorted(set(facts.archive) - delivered - facts.queued_at_end - evicted)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -154,6 +230,10 @@ def measure(scenario: Scenario, fc: FlightComputer, facts: RunFacts) -> dict[str
                     "cuts_mid_transfer": facts.cuts_mid_transfer},
         "seconds": round(facts.seconds, 1),
         "link": facts.link_stats,
+        "passes": _passes(fc, facts),
+        "summaries_late": _late_summaries(fc, facts) if facts.passes else None,
+        "lost_silently": _lost_silently(fc, facts, delivered),
+        "queued_at_end": len(facts.queued_at_end),
     }
 
 
@@ -202,6 +282,19 @@ def judge(criteria: Criteria, m: dict[str, Any]) -> list[dict[str, Any]]:
         p = m["payload"]
         row("payload_survives", "no crash, clean stop", f"crashes {p['crashes']}, exit {p['exit_code']}",
             not p["crashes"] and p["exit_code"] in (0, None))
+    if c.max_forecast_error is not None:
+        # every pass must open with a forecast; one of nothing (an empty spool) has no ratio
+        errors = [p["error"] for p in m["passes"] if p["forecast_bytes"]]
+        worst = max((abs(e) for e in errors), default=None)
+        row("max_forecast_error", c.max_forecast_error, None if worst is None else round(worst, 3),
+            worst is not None and all(p["forecast_products"] is not None for p in m["passes"])
+            and worst <= c.max_forecast_error)
+    if c.summaries_by_next_pass:
+        late = m["summaries_late"]
+        row("summaries_by_next_pass", "every frame", f"late {late}", late == [] and m["frames_written"] > 0)
+    if c.no_silent_loss:
+        lost = m["lost_silently"]
+        row("no_silent_loss", "none", f"lost {lost}", lost == [])
     if c.engine_in_use:
         engine = m["engine"] or ""
         row("engine_in_use", c.engine_in_use, engine,

@@ -33,7 +33,7 @@ from firmware_bridge.linkemu import Impairments, LinkEmulator
 from hil.flight_computer import FlightComputer
 from hil.power import PayloadProcess
 from hil.report import RunFacts, judge, measure
-from hil.scenario import Scenario
+from hil.scenario import CommandSpec, Scenario
 from hil.sensor import SensorFeeder, make_frames
 from onboard.formats.bundle import find_bundle
 from onboard.formats.products import Product
@@ -107,6 +107,12 @@ def _held(out: Path) -> set[str]:
     return held
 
 
+def _queued(out: Path) -> set[str]:
+    """Products still in the payload's spool when the scenario ended (not lost: waiting)."""
+    queue = out / "spool" / "queue"
+    return {p.name.split(".", 3)[3] for p in queue.iterdir() if p.name.count(".") == 3} if queue.is_dir() else set()
+
+
 def _archive(out: Path) -> dict[str, Product]:
     """The products the payload made for the downlink: its archive, less the held ones."""
     products = {}
@@ -169,15 +175,22 @@ class Runner:
             fc_url, rate = self.port, s.link.bytes_per_s
         fc = FlightComputer.open(fc_url, rate, key, counter, work / "ground-staging",
                                  ack_timer_s=2.0, seed=s.seed)
+        commands = list(s.commands)
+        # the contact plan, sent in the first pass; its times count from the scenario's start
+        announce = CommandSpec(s.link.passes[0].at_s + 0.05 if s.link.passes else 0.0, "SET_PASSES", {"passes": [
+            {"in_s": p.at_s, "for_s": p.duration_s, "rate_bit_s": 8 * s.link.bytes_per_s} for p in s.link.passes]})
+        if s.link.passes and s.link.announce_passes:
+            commands.insert(0, announce)
         schedule = sorted(
-            [(c.at_s + i * c.interval_s, "command", c) for c in s.commands for i in range(c.repeat)]
+            [(c.at_s + i * c.interval_s, "command", c) for c in commands for i in range(c.repeat)]
             + [(p.at_s, "cut", p) for p in s.power], key=lambda e: e[0])
         boot_s = None
         try:
             boot_s = self._boot(payload, fc)
             t0 = time.monotonic()
+            announce.args["t0_unix"] = time.time()
             if emu is not None:
-                for cut in s.link.cuts:
+                for cut in s.link.pass_cuts(s.duration_s + 60.0) if s.link.passes else s.link.cuts:
                     emu.cut(cut.duration_s, after_s=cut.at_s)
                 feeder = SensorFeeder(frames, s.sensor, work / "drop", work / "sensor-staging", t0).start()
             self.progress(f"scenario {s.name}: running for up to {s.duration_s:.0f} s")
@@ -229,6 +242,8 @@ class Runner:
             crashes=payload.crashes if payload else [], exit_code=exit_code,
             seconds=time.monotonic() - t0, ended=time.monotonic(), boot_s=boot_s, cuts_mid_transfer=cuts_mid_transfer,
             link_stats={k: asdict(v) for k, v in emu.stats.items()} if emu else {},
+            t0=t0, passes=[(p.at_s, p.at_s + p.duration_s) for p in s.link.passes],
+            queued_at_end=_queued(work / "out") if emulated else set(),
         )
         measures = measure(s, fc, facts)
         criteria = judge(s.criteria, measures)

@@ -16,6 +16,7 @@ Format (every key optional unless marked; times in seconds from the scenario's s
     start_s = 2.0                    # from this time
     corrupt = [2]                    # counters written damaged (truncated image)
     saturate = []                    # counters written fully saturated
+    at_s = []                        # or: each frame's time (as many as frames), e.g. between passes
 
     [link]                           # the emulated radio/UART between payload and flight computer
     bytes_per_s = 11520
@@ -23,11 +24,15 @@ Format (every key optional unless marked; times in seconds from the scenario's s
     bit_error_rate = 0.0
     frame_drop = 0.0
     cuts = [{ at_s = 5, duration_s = 3 }]
+    passes = [{ at_s = 0, duration_s = 25 }]   # or: the link is up only in these windows (cut
+                                     # between them) and the payload is told them by SET_PASSES
+    announce_passes = true           # false: the payload is not told (it sends whenever it can)
 
     [[commands]]                     # telecommands from the flight computer
     at_s = 0.5                       # required
     type = "SET_MODE"                # required: PING SET_MODE START_CAPTURE STOP_CAPTURE
-                                     #   SET_CONFIG REQUEST_PRODUCT ABORT
+                                     #   SET_CONFIG REQUEST_PRODUCT ABORT SET_PASSES
+                                     #   (passes = [{in_s, for_s, rate_bit_s}], from when sent)
     args = { mode = "OPERATE" }      # the message's fields
     auth = "valid"                   # valid | none | forged | replay | garbage | leaked
     repeat = 1                       # how many (a storm: repeat = 500)
@@ -88,6 +93,7 @@ class SensorSpec:
     start_s: float = 1.0
     corrupt: list[int] = field(default_factory=list)
     saturate: list[int] = field(default_factory=list)
+    at_s: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +109,18 @@ class LinkSpec:
     bit_error_rate: float = 0.0
     frame_drop: float = 0.0
     cuts: list[Cut] = field(default_factory=list)
+    passes: list[Cut] = field(default_factory=list)
+    announce_passes: bool = True
+
+    def pass_cuts(self, until_s: float) -> list[Cut]:
+        """The outages between ``passes`` (and after the last, until ``until_s``); with no
+        passes, the link is never up."""
+        cuts, up_to = [], 0.0
+        for p in self.passes:
+            if p.at_s > up_to:
+                cuts.append(Cut(up_to, p.at_s - up_to))
+            up_to = p.at_s + p.duration_s
+        return [*cuts, Cut(up_to, max(until_s - up_to, 1.0))]
 
 
 @dataclass
@@ -146,6 +164,9 @@ class Criteria:
     max_bad_commands_accepted: int | None = None
     payload_survives: bool | None = None
     engine_in_use: list[str] | None = None
+    max_forecast_error: float | None = None  # |received - forecast| / forecast bytes, each pass
+    summaries_by_next_pass: bool | None = None  # every frame's summary down by the next pass's end
+    no_silent_loss: bool | None = None  # every product delivered, still queued, or evicted with an event
 
 
 @dataclass
@@ -202,6 +223,8 @@ def _check(s: Scenario) -> None:
         raise ScenarioError(f"duration_s must be > 0, got {s.duration_s}")
     if s.sensor.frames < 0 or s.sensor.rate_hz <= 0:
         raise ScenarioError("sensor.frames must be >= 0 and sensor.rate_hz > 0")
+    if s.sensor.at_s and (len(s.sensor.at_s) != s.sensor.frames or s.sensor.at_s != sorted(s.sensor.at_s)):
+        raise ScenarioError("sensor.at_s: one time per frame (sensor.frames of them), in order")
     for i, c in enumerate(s.commands):
         where = f"commands[{i}]"
         if c.type not in MsgType.__members__ or MsgType[c.type].direction.value != "TC":
@@ -219,6 +242,13 @@ def _check(s: Scenario) -> None:
     for i, cut in enumerate(s.link.cuts):
         if cut.duration_s <= 0:
             raise ScenarioError(f"link.cuts[{i}].duration_s must be > 0")
+    if s.link.passes and s.link.cuts:
+        raise ScenarioError("link: give cuts or passes (the link is cut between passes), not both")
+    for i, a in enumerate(s.link.passes):
+        if a.at_s < 0 or a.duration_s <= 0:
+            raise ScenarioError(f"link.passes[{i}]: at_s must be >= 0 and duration_s > 0")
+        if i + 1 < len(s.link.passes) and s.link.passes[i + 1].at_s < a.at_s + a.duration_s:
+            raise ScenarioError(f"link.passes[{i + 1}] starts before link.passes[{i}] ends: in order, apart")
 
 
 def from_dict(data: dict[str, Any], path: str = "") -> Scenario:

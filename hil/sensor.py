@@ -76,7 +76,7 @@ class SensorFeeder:
 
     def _run(self) -> None:
         for i, frame in enumerate(self.frames):
-            due = self.t0 + self.spec.start_s + i / self.spec.rate_hz
+            due = self.t0 + (self.spec.at_s[i] if self.spec.at_s else self.spec.start_s + i / self.spec.rate_hz)
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
             self._deliver(frame)

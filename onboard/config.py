@@ -24,6 +24,7 @@ else:  # Python 3.10: the same parser, from PyPI
 
 from firmware_bridge.passes import Pass, PlanError, parse_passes
 from onboard.errors import OnboardError
+from onboard.stages.value import ValueRule
 from onboard.threads import DEFAULT_THREADS
 
 
@@ -298,8 +299,13 @@ class LinkConfig:
     telemetry_period_s: float = 5.0
     ack_timer_s: float = 10.0
     inactivity_s: float = 60.0
+    # most of the link's rate (of the current pass's, else rate_bytes_per_s) that HEALTH
+    # telemetry, and health products, each take: their periods lengthen on a slow link
+    telemetry_share: float = 0.02
 
     def validate(self) -> None:
+        if not 0.0 < self.telemetry_share <= 1.0:
+            raise ConfigError(f"[link] telemetry_share: must be in (0, 1], got {self.telemetry_share}")
         _positive("link", baud=self.baud, spool_quota_mb=self.spool_quota_mb,
                   telemetry_period_s=self.telemetry_period_s, ack_timer_s=self.ack_timer_s,
                   inactivity_s=self.inactivity_s)
@@ -476,6 +482,31 @@ class CameraConfig:
 
 
 @dataclass
+class ValueConfig:
+    """The downlink's value rule (onboard/stages/value.py): ``order`` ranks the value classes
+    (most valuable first), ``cubes`` selects the frames whose cube and raw frame are spooled
+    ("clear", "all", "none"), ``never`` lists classes kept on board only, ``summary_grid`` is
+    the summary product's cells a side."""
+
+    rule: ValueRule = field(default_factory=ValueRule)
+
+    def read(self, values: dict[str, Any]) -> None:
+        """Set from the TOML table; unknown keys and bad values refused by name."""
+        kinds = {"order": list, "never": list, "cubes": str, "summary_grid": int}
+        for key, value in values.items():
+            if key not in kinds:
+                raise ConfigError(f"[value] {key}: unknown key; [value] accepts {', '.join(sorted(kinds))}")
+            check_scalar(f"[value] {key}", value, kinds[key], ConfigError)
+            if kinds[key] is list and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[value] {key}: expected a list of class names, got {value!r}")
+        args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        try:
+            self.rule = ValueRule(**args)
+        except ValueError as exc:
+            raise ConfigError(f"[value] {exc}") from exc
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     imspoc: ImspocConfig = field(default_factory=ImspocConfig)
@@ -492,6 +523,7 @@ class Config:
     reflectance: ReflectanceConfig = field(default_factory=ReflectanceConfig)
     mavlink: MavlinkConfig = field(default_factory=MavlinkConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

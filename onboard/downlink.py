@@ -55,9 +55,6 @@ def _text(result: Plan) -> str:
         for p in pp.products:
             assert p.start_utc is not None
             lines.append(f"{_row(p)}  {p.start_utc:%H:%M:%S}Z {p.seconds:8.1f} s")
-        if pp.cut:
-            lines.append(f"    ({pp.cut} starts and is cut by the end of the pass: "
-                         f"{int(pp.cut_bytes):,d} B wasted)")
     lines.append(f"not sent before the last pass ends: {len(result.not_sent)} product(s)")
     lines += [f"{_row(p)}  {p.reason}" for p in result.not_sent]
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from firmware_bridge.messages import (
     ResultCode,
     SetConfig,
     SetMode,
+    SetPasses,
     Severity,
     StartCapture,
     StopCapture,
@@ -46,6 +47,7 @@ def golden_messages() -> dict[str, Message]:
         "set_config": SetConfig("run.deadline_s", "1.5"),
         "set_config_utf8": SetConfig("clé", "größe"),
         "request_product": RequestProduct("residue_00000007"),
+        "set_passes": SetPasses(((1796724000, 1796724570, 9600), (1796730000, 1796730600, 115200))),
         "ack": Ack(0xBEEF, 0x05, ResultCode.BAD_ARGUMENT),
         "health": Health({"b": [1, 2.5, None], "a": "ok", "z": True}),
         "event": Event(EventCode.SPOOL_EVICTED, "cube_00000003 evicted"),
@@ -69,7 +71,8 @@ def test_golden_covers_every_type() -> None:
 def test_message_type_numbers_and_directions() -> None:
     assert {t.name: (int(t), t.direction.value) for t in MsgType} == {
         "PING": (1, "TC"), "SET_MODE": (2, "TC"), "START_CAPTURE": (3, "TC"), "STOP_CAPTURE": (4, "TC"),
-        "SET_CONFIG": (5, "TC"), "REQUEST_PRODUCT": (6, "TC"), "ABORT": (7, "TC"), "ACK": (0x40, "TM"),
+        "SET_CONFIG": (5, "TC"), "REQUEST_PRODUCT": (6, "TC"), "ABORT": (7, "TC"), "SET_PASSES": (8, "TC"),
+        "ACK": (0x40, "TM"),
         "HEALTH": (0x41, "TM"), "EVENT": (0x42, "TM"), "DATA": (0x80, "both")}
     assert [int(r) for r in ResultCode] == list(range(9))
     assert [int(m) for m in Mode] == [0, 1, 2] and [int(s) for s in Severity] == [0, 1, 2]
@@ -79,7 +82,8 @@ def test_message_type_numbers_and_directions() -> None:
         "BAD_ARGUMENT": (5, "WARNING"), "BAD_FRAMES": (6, "WARNING"), "HANDLER_ERROR": (7, "ERROR"),
         "MODE_CHANGED": (0x10, "INFO"), "CAPTURE_STARTED": (0x11, "INFO"), "CAPTURE_STOPPED": (0x12, "INFO"),
         "CONFIG_CHANGED": (0x13, "INFO"), "ABORTED": (0x14, "WARNING"), "SPOOL_EVICTED": (0x20, "WARNING"),
-        "PRODUCT_QUEUED": (0x21, "INFO"), "PRODUCT_DELIVERED": (0x22, "INFO")}
+        "PRODUCT_QUEUED": (0x21, "INFO"), "PRODUCT_DELIVERED": (0x22, "INFO"),
+        "PASS_PLANNED": (0x23, "INFO")}
 
 
 def test_protocol_tables_rows() -> None:
@@ -189,8 +193,8 @@ def test_enum_values_out_of_range() -> None:
         Event.unpack(b"\x00\x08\x00")
     with pytest.raises(MessageError, match="severity 3 is not declared"):
         Event.unpack(b"\x00\x01\x03")
-    with pytest.raises(MessageError, match="message type 8 is not declared"):
-        unpack_message(8, b"")
+    with pytest.raises(MessageError, match="message type 9 is not declared"):
+        unpack_message(9, b"")
 
 
 def test_event_bounds() -> None:
@@ -272,3 +276,21 @@ def test_protocol_table_headers() -> None:
                      ["| mode | name | meaning |", "|---|---|---|"]]
     assert lines[2] == "| 0x01 | PING | TC | Liveness check; answered by ACK OK. |"
     assert len(lines) == 2 + len(MsgType) + 3 + len(ResultCode) + 3 + len(EventCode) + 3 + len(Mode)
+
+
+def test_set_passes_bounds() -> None:
+    one = struct.pack(">III", 100, 200, 9600)
+    assert SetPasses.unpack(b"\x00") == SetPasses(())  # clears the plan
+    assert SetPasses.unpack(b"\x01" + one) == SetPasses(((100, 200, 9600),))
+    with pytest.raises(MessageError, match="empty"):
+        SetPasses.unpack(b"")
+    with pytest.raises(MessageError, match="must be 25 bytes"):
+        SetPasses.unpack(b"\x02" + one)  # count says two, one given
+    with pytest.raises(MessageError, match="must be 13 bytes"):
+        SetPasses.unpack(b"\x01" + one + b"\x00")
+    for start, end, rate in ((200, 200, 9600), (300, 200, 9600), (100, 200, 0)):
+        with pytest.raises(MessageError, match="end must be after start and the rate > 0"):
+            SetPasses.unpack(b"\x01" + struct.pack(">III", start, end, rate))
+    with pytest.raises(MessageError, match="at most 85"):
+        SetPasses(((0, 1, 1),) * 86).pack()
+    assert len(SetPasses(((0, 1, 1),) * 85).pack()) == 1 + 85 * 12 <= MAX_BODY

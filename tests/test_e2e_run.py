@@ -87,4 +87,4 @@ def test_record_then_replay_reports_a_damaged_frame(tmp_path) -> None:
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] == 1 and summary["simulated"] is False and summary["accuracy"] == {}
     kinds = sorted(p.kind.value for p in products_of(tmp_path / "b"))
-    assert kinds == ["cube", "event", "quicklook", "residue"]
+    assert kinds == ["cube", "event", "quicklook", "residue", "summary"]

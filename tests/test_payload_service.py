@@ -127,22 +127,54 @@ def test_commands_capture_downlink_and_clean_stop(payload) -> None:
 @pytest.mark.parametrize("payload", ["[screen]\nmax_cloud_share = 0.0\n"], indirect=True)
 def test_a_frame_not_worth_sending_sends_its_residue_and_its_event_only(payload) -> None:
     """Under a rule no frame passes (cloud share under 0 %), a captured frame's residue map and
-    its event ("not worth sending", naming the quick-look) come down; the quick-look is
-    archived on board and never queued: the spool drains with two products."""
+    its event ("not worth sending", naming the quick-look) and its summary come down; the
+    quick-look is archived on board and never queued: the spool drains with three products."""
     fc, proc, tmp = payload
     assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
     assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "30"}) == ResultCode.OK
     (frame,) = make_frames({}, 1)
     write_frame(tmp / "drop", frame)
     assert command(fc, "START_CAPTURE", {"frame_count": 1}) == ResultCode.OK
-    for name in ("residue_00000000", "event_00000000"):
+    for name in ("residue_00000000", "event_00000000", "summary_00000000"):
         wait_for(fc, lambda name=name: [a for a in fc.arrivals if a.name == name], timeout=60)
     (event,) = [a for a in fc.arrivals if a.name == "event_00000000"]
     assert b"not worth sending" in event.product.payload and b"quicklook" in event.product.payload
     wait_for(fc, lambda: [h for _, h in fc.health[-1:] if h["spool_bytes"] == 0], timeout=20)
-    assert fc.health[-1][1]["products_spooled"] == 2
+    assert fc.health[-1][1]["products_spooled"] == 3
     assert (tmp / "out" / "products" / "quicklook_00000000.obp").is_file()
     assert not [a for a in fc.arrivals if a.name.startswith("quicklook")]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stdout.read().decode()
+
+
+def test_passes_by_telecommand_hold_the_downlink_until_a_pass_opens_with_its_forecast(payload) -> None:
+    """SET_PASSES (authenticated) replaces the contact plan: overlapping passes are refused
+    with an event saying why; with a pass only tomorrow a captured frame's products stay
+    queued; a pass opening now starts with a PASS_PLANNED event whose forecast products all
+    come down, in the forecast's order."""
+    fc, proc, tmp = payload
+    assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
+    assert command(fc, "SET_CONFIG", {"key": "run.deadline_s", "value": "30"}) == ResultCode.OK
+    overlapping = [{"in_s": 100, "for_s": 60, "rate_bit_s": 9600}, {"in_s": 130, "for_s": 60, "rate_bit_s": 9600}]
+    assert command(fc, "SET_PASSES", {"passes": overlapping}) == ResultCode.BAD_ARGUMENT
+    wait_for(fc, lambda: [e for _, e in fc.events if "overlaps" in e.text])
+    assert command(fc, "SET_PASSES", {"passes": overlapping}, kind="none") == ResultCode.NOT_AUTHENTICATED
+    tomorrow = [{"in_s": 86_400, "for_s": 600, "rate_bit_s": 9600}]
+    assert command(fc, "SET_PASSES", {"passes": tomorrow}) == ResultCode.OK
+    kept = json.loads((tmp / "out" / "contact_plan.json").read_text())
+    assert len(kept) == 1 and 599 <= kept[0][1] - kept[0][0] <= 600 and kept[0][2] == 9600  # whole seconds inside
+    (frame,) = make_frames({}, 1)
+    write_frame(tmp / "drop", frame)
+    assert command(fc, "START_CAPTURE", {"frame_count": 1}) == ResultCode.OK
+    wait_for(fc, lambda: (tmp / "out" / "frames" / "frame_00000000.json").is_file(), timeout=60)
+    wait_for(fc, lambda: [h for _, h in fc.health[-1:] if h["spool_products"] >= 2], timeout=20)
+    assert fc.arrivals == [] and not [e for _, e in fc.events if e.code == EventCode.PASS_PLANNED]
+    assert command(fc, "SET_PASSES", {"passes": [{"in_s": -1, "for_s": 300, "rate_bit_s": 9600}]}) == ResultCode.OK
+    (planned,) = wait_for(fc, lambda: [json.loads(e.text) for _, e in fc.events if e.code == EventCode.PASS_PLANNED])
+    assert planned["rate_bit_s"] == 9600 and "residue_00000000" in planned["names"]
+    assert planned["products"] == len(planned["names"]) >= 2 and planned["bytes"] > 0
+    wait_for(fc, lambda: {a.name for a in fc.arrivals} >= set(planned["names"]), timeout=60)
+    assert [a.name for a in fc.arrivals][: len(planned["names"])] == planned["names"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.stdout.read().decode()
 

@@ -27,7 +27,8 @@ def test_good_frame_gives_every_product(imspoc, pipeline) -> None:
     frame = imspoc.frame(smooth_reflectance(grid, imspoc.thumb_shape), grid, np.random.default_rng(0), counter=4)
     r = pipeline.process(frame)
     assert not r.flags
-    assert [p.kind for p in r.products] == [ProductKind.RESIDUE, ProductKind.QUICKLOOK, ProductKind.CUBE]
+    assert [p.kind for p in r.products] == [ProductKind.RESIDUE, ProductKind.QUICKLOOK, ProductKind.CUBE,
+                                            ProductKind.SUMMARY]
     for p in r.products:
         back = Product.from_bytes(p.to_bytes())
         assert back.frame_counter == 4 and back.sha256 == p.sha256

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from test_downlink import FAST, ends, exchange
 
-from firmware_bridge.cfdp.sender import transfer_packet_sizes
+from firmware_bridge.cfdp.sender import DownlinkSender, transfer_packet_sizes
 from firmware_bridge.link import wire_bytes
+from firmware_bridge.messages import Event, EventCode
 from firmware_bridge.passes import Pass, PlanError, parse_passes
 from firmware_bridge.plan import plan
 from firmware_bridge.spool import Spool, queued
@@ -43,9 +44,16 @@ def _spool(root: Path, products=PRODUCTS) -> Spool:
     return spool
 
 
-def _cost(spool: Spool) -> dict[str, int]:
+def _transfer(spool: Spool) -> dict[str, int]:
     """Bytes on the link of each product's transfer (the one definition, link.wire_bytes)."""
     return {e.name: wire_bytes(transfer_packet_sizes(e)) for e in spool.entries()}
+
+
+def _cost(spool: Spool) -> dict[str, int]:
+    """Bytes of a pass each product takes: its transfer and the PRODUCT_DELIVERED event after it."""
+    transfer = _transfer(spool)
+    return {e.name: transfer[e.name] + wire_bytes([Event(EventCode.PRODUCT_DELIVERED, (
+        f"delivered {e.name} ({e.kind}, priority {e.priority}, {e.size} B)")).pack()]) for e in spool.entries()}
 
 
 def _window(start: dt.datetime, capacity_bytes: float) -> Pass:
@@ -67,12 +75,12 @@ def test_each_pass_carries_what_fits_in_send_order(tmp_path: Path) -> None:
         SEND_ORDER[:3], SEND_ORDER[3:4], SEND_ORDER[4:]]
     assert result.not_sent == []
     # capacity = rate x duration / 8, and each pass's bytes are the sum of its products' costs
+    transfer = _transfer(spool)
     for pp, w in zip(result.passes, passes, strict=True):
         assert pp.capacity_bytes == pytest.approx(RATE * (w.end_utc - w.start_utc).total_seconds() / 8)
-        assert pp.used_bytes == sum(cost[p.name] for p in pp.products) <= pp.capacity_bytes
+        assert pp.used_bytes == sum(transfer[p.name] for p in pp.products)
+        assert sum(cost[p.name] for p in pp.products) <= pp.capacity_bytes
     first = result.passes[0]
-    assert first.cut == SEND_ORDER[3] and first.cut_bytes == pytest.approx(c[3] / 2)
-    assert result.passes[2].cut is None
     # each product starts when the one before it has left at RATE
     p1, p2 = first.products[:2]
     assert p1.start_utc == T0 and p1.seconds == pytest.approx(c[0] * 8 / RATE)
@@ -93,7 +101,8 @@ def test_a_pass_under_way_counts_from_now_and_past_passes_are_dropped(tmp_path: 
     assert [p.name for p in result.passes[0].products] == SEND_ORDER[:2]
     assert result.passes[0].capacity_bytes == pytest.approx(c[0] + c[1] + 1, abs=0.01)
     assert [p.name for p in result.not_sent] == SEND_ORDER[2:]
-    assert all("full" in p.reason for p in result.not_sent)
+    for p in result.not_sent:  # the cube is larger than what is left of the pass
+        assert ("full" if p.wire_bytes <= c[0] + c[1] else "more than any pass") in p.reason
 
 
 def test_the_plan_order_is_the_order_the_sender_delivers(tmp_path: Path) -> None:
@@ -106,27 +115,41 @@ def test_the_plan_order_is_the_order_the_sender_delivers(tmp_path: Path) -> None
     assert [p.name for p in forecast.passes[0].products] == [f.name for f in got] == SEND_ORDER
 
 
-def test_a_product_larger_than_any_pass_blocks_those_behind_it(tmp_path: Path) -> None:
+def test_a_product_larger_than_any_pass_does_not_block_those_behind_it(tmp_path: Path) -> None:
     spool = _spool(tmp_path / "spool")
     cost = _cost(spool)
     c = [cost[n] for n in SEND_ORDER]
-    # the cube (last in send order) needs more than either pass; put a later, less urgent
-    # product behind it
+    # the cube (last in send order) needs more than either pass; a later, less urgent product
+    # queued behind it goes in the room the cube cannot use
     spool.put("cube_00000002", bytes(100), 4, "cube")
-    passes = [_window(T0, sum(c[:4]) + 1000), _window(T0 + dt.timedelta(hours=1), c[4] - 1)]
+    small = _cost(spool)["cube_00000002"]
+    passes = [_window(T0, sum(c[:4]) + small), _window(T0 + dt.timedelta(hours=1), c[4] - 1)]
     result = plan(spool.entries(), passes, T0)
-    assert [p.name for p in result.passes[0].products] == SEND_ORDER[:4]
-    assert result.passes[1].products == [] and result.passes[1].cut == "cube_00000001"
-    assert [p.name for p in result.not_sent] == ["cube_00000001", "cube_00000002"]
+    assert [p.name for p in result.passes[0].products] == [*SEND_ORDER[:4], "cube_00000002"]
+    assert result.passes[1].products == []
+    assert [p.name for p in result.not_sent] == ["cube_00000001"]
     assert "more than any pass" in result.not_sent[0].reason
-    assert "behind cube_00000001" in result.not_sent[1].reason
+
+
+def test_a_product_too_large_for_the_rest_of_a_pass_lets_smaller_ones_by(tmp_path: Path) -> None:
+    """The quick-look (third in send order) does not fit the room left after the first two;
+    a small product queued after it at a lower priority does, and goes in this pass; the
+    quick-look goes first in the next."""
+    spool = _spool(tmp_path / "spool", PRODUCTS[:4])
+    spool.put("residue_00000009", bytes(300), 5, "residue")
+    cost = _cost(spool)
+    head = [cost[n] for n in SEND_ORDER[:2]]
+    passes = [_window(T0, sum(head) + cost["residue_00000009"] + 100),
+              _window(T0 + dt.timedelta(hours=1), 100_000)]
+    result = plan(spool.entries(), passes, T0)
+    assert [p.name for p in result.passes[0].products] == [*SEND_ORDER[:2], "residue_00000009"]
+    assert [p.name for p in result.passes[1].products] == ["quicklook_00000001", "cube_00000001"]
 
 
 def test_an_empty_spool_and_no_passes(tmp_path: Path) -> None:
     empty = Spool(tmp_path / "empty", 1_000_000)
     result = plan(empty.entries(), [_window(T0, 10_000)], T0)
     assert result.not_sent == [] and result.passes[0].products == []
-    assert result.passes[0].cut is None
     spool = _spool(tmp_path / "spool")
     nowhere = plan(spool.entries(), [], T0)
     assert [p.name for p in nowhere.not_sent] == SEND_ORDER
@@ -198,10 +221,11 @@ def test_the_command_line_plans_without_touching_the_spool(tmp_path: Path) -> No
     assert _listing(root) == before
     out = json.loads(as_json.stdout)
     assert [p["name"] for p in out["passes"][0]["products"]] == SEND_ORDER[:2]
-    assert out["passes"][0]["used_bytes"] == c[0] + c[1]
+    transfer = _transfer(spool)
+    assert out["passes"][0]["used_bytes"] == transfer[SEND_ORDER[0]] + transfer[SEND_ORDER[1]]
     assert [p["name"] for p in out["not_sent"]] == SEND_ORDER[2:]
     assert "not sent before the last pass ends: 3 product(s)" in text.stdout
-    assert f"{c[1]:>11,d} B" in text.stdout
+    assert f"{transfer[SEND_ORDER[1]]:>11,d} B" in text.stdout
     assert len(queued(root)) == len(PRODUCTS)
 
 
@@ -241,3 +265,68 @@ def test_a_pass_delivers_what_the_plan_forecast(tmp_path: Path) -> None:
         up.clear()
     assert budget < 0, "the pass should end before the spool is empty"
     assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == SEND_ORDER[:3]
+
+
+def test_a_sender_told_the_room_left_skips_what_does_not_fit_as_the_plan_does(tmp_path: Path) -> None:
+    """The sender with a contact plan (``room``: the bytes the channel still carries) starts
+    no transfer that the pass would cut: the quick-look does not fit after the first two, a
+    small product queued behind it does; the ground gets what the plan forecast, in its order,
+    and the quick-look and the cube stay queued, whole, for the next pass."""
+    spool, _, rx, down, up, got, _ = ends(tmp_path, FAST)
+    rng = random.Random(0)
+    for name, kind, priority, size in PRODUCTS[:4]:
+        spool.put(name, rng.randbytes(size), priority, kind)
+    spool.put("residue_00000009", rng.randbytes(300), 5, "residue")
+    cost = _cost(spool)
+    # room for the first two and the small one, with 200 B for the Finished PDUs' ACKs, which
+    # the plan does not count
+    window = _window(T0, cost["health_00000002"] + cost["residue_00000001"] + cost["residue_00000009"] + 200)
+    forecast = plan(spool.entries(), [window], T0, FAST)
+    budget = forecast.passes[0].capacity_bytes
+    tx = DownlinkSender(spool, down.append, FAST, room=lambda: budget)
+    while tx.step():
+        for packet in down:
+            budget -= wire_bytes([packet])
+            assert budget >= 0, "the sender started a transfer the pass cuts"
+            rx.on_packet(packet)
+        down.clear()
+        rx.poll()
+        for packet in up:
+            tx.on_packet(packet)
+        up.clear()
+    assert [f.name for f in got] == [p.name for p in forecast.passes[0].products] == [
+        "health_00000002", "residue_00000001", "residue_00000009"]
+    assert [e.name for e in spool.entries()] == ["quicklook_00000001", "cube_00000001"]
+    assert tx.turnaround_s > 0  # the Finished PDUs' round trip, measured for the next plan
+
+
+def test_the_contact_plan_gives_the_room_left_and_survives_a_reboot(tmp_path: Path) -> None:
+    from firmware_bridge.passes import ContactPlan, from_unix
+
+    mission = [_window(T0, 12_000)]  # 10 s at 9600 bit/s
+    kept = tmp_path / "contact_plan.json"
+    contact = ContactPlan(mission, kept)
+    assert contact.room_bytes(T0 - dt.timedelta(seconds=1)) == 0.0  # between passes
+    assert contact.room_bytes(T0 + dt.timedelta(seconds=4)) == pytest.approx(6 * RATE / 8)
+    assert ContactPlan([]).room_bytes(T0) is None  # no plan: the link is always up
+    start = int(T0.timestamp()) + 3600
+    by_telecommand = from_unix([(start, start + 600, 1200)])
+    contact.replace(by_telecommand)
+    rebooted = ContactPlan(mission, kept)  # the ground's plan, not the mission file's
+    assert rebooted.passes == by_telecommand and rebooted.problem == ""
+    assert rebooted.current(T0 + dt.timedelta(seconds=3700)).rate_bit_s == 1200
+    kept.write_text("[[1, 0, 5]]")  # end before start: not used, and said
+    damaged = ContactPlan(mission, kept)
+    assert damaged.passes == mission and "unreadable" in damaged.problem
+    with pytest.raises(PlanError, match="overlaps"):
+        from_unix([(start, start + 600, 1200), (start + 300, start + 900, 1200)])
+
+
+def test_health_takes_at_most_its_share_of_a_slow_link() -> None:
+    from firmware_bridge.passes import adapted_period_s
+
+    # a 1.93 KB health product every 10 s takes 16 % of 9.6 kbit/s (issue 18); at a 2 %
+    # share it goes every 80 s there, and still every 10 s on a 115.2 kbit/s UART
+    assert adapted_period_s(10.0, 1930, 1200, 0.02) == pytest.approx(1930 / 24)
+    assert adapted_period_s(10.0, 1930, 11_520, 0.02) == 10.0
+    assert 1930 / adapted_period_s(10.0, 1930, 1200, 0.02) <= 0.02 * 1200

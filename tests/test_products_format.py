@@ -100,7 +100,7 @@ def test_golden_product_reads_back_field_for_field() -> None:
 def test_format_constants_and_priorities() -> None:
     assert (products.MAGIC, products.FORMAT_VERSION, products.READ_VERSIONS) == (b"OBPR", 3, (1, 2, 3))
     assert {k.value: v for k, v in DEFAULT_PRIORITY.items()} == {
-        "event": 0, "health": 0, "residue": 1, "calibration_report": 2, "quicklook": 2, "cube": 3, "raw": 4}
+        "event": 0, "health": 0, "summary": 0, "residue": 1, "calibration_report": 2, "quicklook": 2, "cube": 3, "raw": 4}
     for kind, prio in DEFAULT_PRIORITY.items():
         assert Product(kind=kind, frame_counter=1, created_utc=0.0, payload=b"", encoding="json").priority == prio
     assert Product(kind="cube", frame_counter=1, created_utc=0.0, payload=b"", encoding="npz",

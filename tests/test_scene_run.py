@@ -77,13 +77,16 @@ def _fly(work: Path, sensor: str, frames: int, *extra: str) -> tuple[dict, list]
 
 
 def _check_products(products: list, frames: int, rows: int, scene: Path) -> list[tuple[float, float]]:
-    """Every frame's residue, quicklook and cube products decode; returns (PSNR, SAM) of each
-    frame's denoised cube against the truth rows it imaged."""
-    assert sorted(p.kind.value for p in products) == sorted(["cube", "quicklook", "residue"] * frames)
+    """Every frame's residue, quicklook, cube and summary products decode; returns (PSNR, SAM)
+    of each frame's denoised cube against the truth rows it imaged."""
+    assert sorted(p.kind.value for p in products) == sorted(["cube", "quicklook", "residue", "summary"] * frames)
     scores = []
     for p in products:
         if p.kind == ProductKind.QUICKLOOK:
             assert p.payload.startswith(b"\x89PNG\r\n\x1a\n")
+            continue
+        if p.kind == ProductKind.SUMMARY:
+            assert json.loads(p.payload)["frame"] == p.frame_counter
             continue
         arrays = decode_arrays(p.payload, p.kind)
         if p.kind == ProductKind.RESIDUE:
@@ -107,7 +110,7 @@ def _check_products(products: list, frames: int, rows: int, scene: Path) -> list
 # instrument band 23.7 / 35.0 dB (14.7 / 5.2 deg), every pixel the mean spectrum 18.4 / 12.9 dB.
 def test_imspoc_flies_a_real_cube_and_its_spectra_match(work: Path) -> None:
     summary, products = _fly(work, "imspoc", 1)
-    assert summary["cube_shape"] == [24, 64, 64] and summary["products_written"] == 3
+    assert summary["cube_shape"] == [24, 64, 64] and summary["products_written"] == 4  # residue, quick-look, cube, summary
     [(psnr, sam)] = _check_products(products, 1, 64, work / "jasper.npz")
     assert psnr > 33.0 and sam < 5.0, (psnr, sam)
     # the run's own accuracy (against the source's interpolated truth) says the same
@@ -119,7 +122,7 @@ def test_pushbroom_scans_a_real_cube_and_its_spectra_match(work: Path) -> None:
     mission = work / "pb64.toml"
     mission.write_text("[pushbroom]\ncross_track = 64\nlines_per_frame = 32\n")
     summary, products = _fly(work, "pushbroom", 2, "--config", str(mission))
-    assert summary["cube_shape"] == [81, 32, 64] and summary["products_written"] == 6
+    assert summary["cube_shape"] == [81, 32, 64] and summary["products_written"] == 8
     scores = _check_products(products, 2, 32, work / "jasper.npz")
     assert len(scores) == 2
     for psnr, sam in scores:

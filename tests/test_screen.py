@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -182,7 +183,9 @@ def test_pipeline_screens_simulated_thick_clouds_and_ships_the_mask(sensor: str)
         residue = next(p for p in result.products if p.kind == ProductKind.RESIDUE)
         np.testing.assert_array_equal(decode_arrays(residue.payload, residue.kind)["screen"], result.screening.mask)
         assert all(p.meta["screen"] == result.screening.summary() for p in result.products
-                   if p.kind != ProductKind.EVENT)
+                   if p.kind not in (ProductKind.EVENT, ProductKind.SUMMARY))
+        summary = json.loads(next(p for p in result.products if p.kind == ProductKind.SUMMARY).payload)
+        assert summary["screen"]["cloud"] == round(100 * result.screening.cloud_share)  # in its body
         assert "screen" in result.seconds
 
 

@@ -16,9 +16,11 @@ ground's Finished PDU says the file arrived complete with a good CRC-32. Without
 it is class 1 (unacknowledged): each product is sent ``class1_repeats`` times and then
 leaves the spool; the ground keeps the first good copy.
 
-**Order.** One transfer at a time, in spool order (priority, then age). A more important
-product that arrives during a transfer preempts it if less than ``preempt_below`` of the
-file has been sent; the preempted product is sent again from scratch afterwards.
+**Order.** One transfer at a time, in spool order (priority, then age); with a contact plan,
+the first in that order whose transfer fits what is left of the pass
+(``firmware_bridge.spool.pick``, as the planner forecasts). A more important product that
+arrives during a transfer preempts it if less than ``preempt_below`` of the file has been
+sent; the preempted product is sent again from scratch afterwards.
 
 **Power cuts.** ``cfdp-py`` keeps a transfer's state in memory only. The spool therefore
 keeps the product until the ground confirmed it, and after a restart the transfer starts

@@ -44,6 +44,7 @@ GROUND_ENTITY = UnsignedByteField(2, 2)
 APID_BY_KIND: dict[str, int] = {
     "health": 0x100,
     "event": 0x101,
+    "summary": 0x102,
     "residue": 0x110,
     "quicklook": 0x120,
     "calibration_report": 0x121,

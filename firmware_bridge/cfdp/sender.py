@@ -54,7 +54,7 @@ from firmware_bridge.cfdp.common import (
     unwrap,
 )
 from firmware_bridge.link import ByteRate, wire_bytes
-from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
+from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent, pick
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,14 @@ class DownlinkSender:
     :meth:`on_packet` with each uplinked space packet.
 
     ``send(packet)`` writes one space packet (e.g. ``link.send_data``) and may block for
-    pacing. ``events`` collects the spool's ``delivered`` records for telemetry.
+    pacing. ``events`` collects the spool's ``delivered`` records for telemetry. ``room()``,
+    when given, says how many bytes the link carries before the current pass ends (None: no
+    contact plan, no limit; 0: no pass now): a transfer starts only if it fits
+    (:func:`firmware_bridge.spool.pick`, each entry costing ``cost(entry)`` bytes of the pass,
+    by default its transfer's), so none is cut by a pass's end and a product larger than the
+    pass never holds back those behind it. ``turnaround_s`` follows (a moving average) how
+    long the ground's Finished PDU takes after the EOF: time the link carries nothing of the
+    product, which the contact plan counts (firmware_bridge/plan.py).
     """
 
     def __init__(
@@ -90,9 +97,16 @@ class DownlinkSender:
         send: Callable[[bytes], object],
         config: DownlinkConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        room: Callable[[], float | None] | None = None,
+        cost: Callable[[SpoolEntry], float] | None = None,
     ) -> None:
         self.spool = spool
         self.config = config or DownlinkConfig()
+        self.cost = TransferCosts(self.config)
+        self._room = room or (lambda: None)
+        self._choice_cost = cost or self.cost
+        self.turnaround_s = 0.0
+        self._eof_first_at: float | None = None
         self._send = send
         self._clock = clock
         self._faults = Faults()
@@ -149,11 +163,14 @@ class DownlinkSender:
         apid = APID_BY_KIND[self._entry.kind]
         while (holder := self._source.get_next_packet()) is not None:
             pdu = bytes(holder.pdu.pack())
+            first_eof = isinstance(holder.pdu, EofPdu) and self._eof is None and self.config.acknowledged
             if isinstance(holder.pdu, EofPdu):
-                if self._eof is None and self.config.acknowledged:
+                if first_eof:
                     log.info("%s sent, waiting for the ground's confirmation", self._entry.name)
                 self._eof, self._eof_sent_at = pdu, self._clock()
             self._emit(apid, pdu)
+            if first_eof:  # written once the file data has left (send paces): the round trip starts
+                self._eof_first_at = self._clock()
 
     def _prompt_finished(self) -> None:
         """Waiting for the ground's Finished PDU and hearing nothing for an ACK interval:
@@ -210,15 +227,15 @@ class DownlinkSender:
 
     def _should_preempt(self) -> bool:
         assert self._entry is not None
-        entries = self.spool.entries()
-        if not entries or entries[0].priority >= self._entry.priority:
+        first = pick(self.spool.entries(), self._room(), self._choice_cost)
+        if first is None or first.priority >= self._entry.priority:
             return False
         if self._source.step.name not in ("SENDING_METADATA", "SENDING_FILE_DATA"):
             return False  # all data sent: finishing costs less than restarting
         return self._source.progress < self.config.preempt_below * max(1, self._entry.size)
 
     def _start_next(self) -> bool:
-        entry = self.spool.next()
+        entry = self.spool.next(self._room(), self._choice_cost)
         if entry is None:
             return False
         if entry.kind not in APID_BY_KIND:
@@ -240,6 +257,7 @@ class DownlinkSender:
             raise RuntimeError("CFDP source handler busy with no transfer in progress")
         self._entry = entry
         self._eof = None
+        self._eof_first_at = None
         self._user.finished.clear()
         self._last_heard = self._clock()
         self.stats.transfers_started += 1
@@ -271,6 +289,10 @@ class DownlinkSender:
             self.spool.release()  # send it again; it is still first in line
             return
         self._repeats_done = 0
+        if self._eof_first_at is not None:  # class 2: the Finished PDU's round trip
+            sample = self._clock() - self._eof_first_at
+            self.turnaround_s = sample if not self.stats.delivered else 0.7 * self.turnaround_s + 0.3 * sample
+            self._eof_first_at = None
         self.stats.delivered += 1
         self.events.append(self.spool.delivered(entry))
 
@@ -356,6 +378,24 @@ def transfer_packet_sizes(entry: SpoolEntry, config: DownlinkConfig | None = Non
             while (h := src.get_next_packet()) is not None:
                 sizes.append(CCSDS_HEADER_LEN + len(h.pdu.pack()))
         return sizes
+
+
+class TransferCosts:
+    """Bytes on the link of an entry's transfer (:func:`transfer_packet_sizes` through
+    :func:`wire_bytes`), remembered per file name and size: the one cost by which the sender
+    chooses what fits a pass and the planner forecasts it."""
+
+    def __init__(self, config: DownlinkConfig | None = None) -> None:
+        self.config = config
+        self._known: dict[tuple[str, str, int], int] = {}
+
+    def __call__(self, entry: SpoolEntry) -> int:
+        key = (entry.path.name, entry.name, entry.size)
+        if key not in self._known:
+            if len(self._known) >= 4096:  # bounded on a payload that runs for months
+                self._known.clear()
+            self._known[key] = wire_bytes(transfer_packet_sizes(entry, self.config))
+        return self._known[key]
 
 
 def transfer_wire_bytes(product_bytes: int, name: str = "cube_00000001",

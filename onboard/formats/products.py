@@ -26,8 +26,8 @@ the npz holds the stream as ``ccsds123`` in place of ``data`` (cube) or ``fracti
 ``confidence`` (residue); absent, the payload is as described here. A reader older than these
 codings refuses such a product by its version (below).
 
-Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 3, the raw kind and the
-CCSDS 123 codings; a product that uses neither is still written as version 2, so a ground
+Versions: 1, the residue payload holds ``tillage`` and ``fractions``. 3, the raw and summary
+kinds and the CCSDS 123 codings; a product that uses none of them is still written as version 2, so a ground
 that reads 2 keeps reading everything it can (``Product.format_version``). 2, the
 residue payload (``npz``) holds:
 
@@ -90,12 +90,16 @@ class ProductKind(str, Enum):
     EVENT = "event"
     #: the raw ImSPOC frame's thumbnail stack, for reprocessing on the ground (optional)
     RAW = "raw"
+    #: every frame's compact summary (JSON: residue per grid cell, screening, time, pose;
+    #: onboard/stages/value.py)
+    SUMMARY = "summary"
 
 
 #: Downlink priority: lower goes first. Health and residue maps before cubes.
 DEFAULT_PRIORITY: dict[ProductKind, int] = {
     ProductKind.EVENT: 0,
     ProductKind.HEALTH: 0,
+    ProductKind.SUMMARY: 0,
     ProductKind.RESIDUE: 1,
     ProductKind.CALIBRATION_REPORT: 2,
     ProductKind.QUICKLOOK: 2,
@@ -176,10 +180,11 @@ class Product:
 
     @property
     def format_version(self) -> int:
-        """The oldest version that can carry this product: 3 for the raw kind and the CCSDS 123
-        codings (a reader of 2 would find no ``data`` and not know why), else 2."""
+        """The oldest version that can carry this product: 3 for the raw and summary kinds and
+        the CCSDS 123 codings (a reader of 2 would find no ``data``, or no such kind, and not
+        know why), else 2."""
         coded = self.meta.get("coding", "npz") != "npz"
-        return 3 if coded or self.kind == ProductKind.RAW else 2
+        return 3 if coded or self.kind in (ProductKind.RAW, ProductKind.SUMMARY) else 2
 
     def to_bytes(self) -> bytes:
         header = json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode()

@@ -27,8 +27,18 @@ START_CAPTURE n: process the next n frames (0: until STOP_CAPTURE); BUSY when a 
 runs or the mode is not OPERATE. STOP_CAPTURE ends it after the frame in flight. SET_CONFIG
 accepts ``run.deadline_s``, ``run.health_period_s`` and ``link.telemetry_period_s`` (a
 positive number); anything else is BAD_ARGUMENT. REQUEST_PRODUCT NAME queues the archived
-product NAME again at the highest priority (BAD_ARGUMENT if there is none). ABORT stops the
-capture and returns to IDLE; spooled products keep going down.
+product NAME (a cube or raw frame the value rule kept on board, or any other) again at the
+highest priority, while the archive holds it (BAD_ARGUMENT and an event saying so when not).
+ABORT stops the capture and returns to IDLE; spooled products keep going down. SET_PASSES
+replaces the contact plan (the mission file's ``[[downlink.pass]]``), kept in
+``out/contact_plan.json`` across reboots.
+
+**Passes.** With a contact plan, a transfer starts only if it ends before the current pass
+does (between passes none starts), choosing as ``onboard downlink plan`` forecasts
+(``firmware_bridge.spool.pick``); each pass opens with a PASS_PLANNED event giving that
+forecast. HEALTH telemetry, and the health products, take at most ``[link] telemetry_share``
+of the link's rate (the current pass's, else the configured one): their periods lengthen on
+a slow link.
 
 **Frames.** From the session's source (the simulator by default), or, with a replay folder,
 from frames arriving in that folder while the service runs (the sensor's drop folder, in the
@@ -46,6 +56,7 @@ HEALTH is sent, the link closes; what is still spooled goes down after the next 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -55,12 +66,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from firmware_bridge.auth import KeyFileError
 from firmware_bridge.cfdp.common import DownlinkConfig
-from firmware_bridge.cfdp.sender import DownlinkSender
+from firmware_bridge.cfdp.sender import DownlinkSender, transfer_wire_bytes
 from firmware_bridge.dispatch import CommandDispatcher, CommandRefused
-from firmware_bridge.link import ByteRate, Link, PayloadEndpoint
+from firmware_bridge.link import ByteRate, Link, PayloadEndpoint, wire_bytes
 from firmware_bridge.messages import (
     Event,
     EventCode,
@@ -72,12 +84,15 @@ from firmware_bridge.messages import (
     ResultCode,
     SetConfig,
     SetMode,
+    SetPasses,
     StartCapture,
 )
-from firmware_bridge.spool import Spool, SpoolEvent
+from firmware_bridge.passes import ContactPlan, Pass, PlanError, adapted_period_s, from_unix
+from firmware_bridge.plan import LinkModel, plan
+from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
 from onboard import sysinfo
 from onboard.config import Config
-from onboard.formats.products import Product, event_product
+from onboard.formats.products import Product, ProductKind, event_product
 from onboard.formats.types import Frame, RawFrame
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
@@ -93,6 +108,14 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.05
 #: Keys SET_CONFIG may change, and the (positive float) attribute each sets.
 CONFIG_KEYS = ("run.deadline_s", "run.health_period_s", "link.telemetry_period_s")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class FollowFolder:
@@ -154,6 +177,7 @@ class PayloadService:
             MsgType.SET_CONFIG: self._set_config,
             MsgType.REQUEST_PRODUCT: self._request_product,
             MsgType.ABORT: self._abort,
+            MsgType.SET_PASSES: self._set_passes,
         }
         # the key and its counter are checked before the port opens
         self.dispatcher = CommandDispatcher.from_files(handlers, lc.key_file, lc.counter_file)
@@ -164,9 +188,12 @@ class PayloadService:
         self.spool_lock = threading.Lock()
         rate = ByteRate(lc.rate_bytes_per_s) if lc.rate_bytes_per_s else ByteRate.uart(lc.baud)
         self.link = Link.open(lc.port, baudrate=lc.baud, rate=rate)
+        # the passes ahead: the mission file's, or the ground's latest SET_PASSES
+        self.contact = ContactPlan(config.downlink.passes, out / "contact_plan.json")
+        self._pass_announced: Pass | None = None
         self.downlink = DownlinkSender(self.spool, self.link.send_data, DownlinkConfig(
             acknowledged=lc.uplink, ack_timer_s=lc.ack_timer_s, nak_timer_s=lc.ack_timer_s,
-            inactivity_s=lc.inactivity_s))
+            inactivity_s=lc.inactivity_s), room=self._room, cost=self._pass_cost)
         self.endpoint = PayloadEndpoint(self.link, self.dispatcher, self.downlink.on_packet)
         self.loop = FrameLoop(session.pipeline, config.run.deadline_s,
                               faster_inference=session.faster_inference, health=session.health,
@@ -180,6 +207,7 @@ class PayloadService:
         self.frames_left = 0  # 0 with capturing: until STOP_CAPTURE
         self.products_spooled = 0
         self.telemetry_period_s = lc.telemetry_period_s
+        self.health_base_s = config.run.health_period_s  # before the link rate lengthens it
         self.started = time.monotonic()
         # systemd's watchdog, pinged while the frame thread makes progress (onboard/systemd.py)
         self.watchdog = Watchdog.from_environment(config.run.hang_s)
@@ -234,18 +262,40 @@ class PayloadService:
         if msg.key == "run.deadline_s":
             self.loop.deadline_s = value
         elif msg.key == "run.health_period_s":
-            self.loop.health_period_s = value
+            self.loop.health_period_s = self.health_base_s = value
         else:
             self.telemetry_period_s = value
         self._event(EventCode.CONFIG_CHANGED, f"{msg.key} = {value:g}")
+
+    def _refuse(self, result: ResultCode, why: str) -> NoReturn:
+        """Refuse the command with ``result`` and an event that says why."""
+        self._event(EventCode.BAD_ARGUMENT if result == ResultCode.BAD_ARGUMENT else EventCode.HANDLER_ERROR,
+                    why)
+        raise CommandRefused(result, why)
 
     def _request_product(self, msg: Message) -> None:
         assert isinstance(msg, RequestProduct)
         path = self.writer.products_dir / f"{msg.name}.obp"
         if "/" in msg.name or not path.is_file():
-            raise CommandRefused(ResultCode.BAD_ARGUMENT)
+            self._refuse(ResultCode.BAD_ARGUMENT, f"REQUEST_PRODUCT {msg.name[:64]}: not in the on-board "
+                         "archive (never made, or shed when storage ran short)")
         product = Product.from_bytes(path.read_bytes())
         self._handler_events += [e.message() for e in self._spool(product, priority=0)]
+
+    def _set_passes(self, msg: Message) -> None:
+        assert isinstance(msg, SetPasses)
+        try:
+            passes = from_unix(msg.passes)
+        except PlanError as exc:  # overlapping passes
+            self._refuse(ResultCode.BAD_ARGUMENT, str(exc))
+        try:
+            self.contact.replace(passes)
+        except OSError as exc:
+            self._refuse(ResultCode.FAILED, f"SET_PASSES: contact plan not kept ({exc}), not changed")
+        self._pass_announced = None
+        ahead = [p for p in passes if p.end_utc > utc_now()]
+        self._event(EventCode.CONFIG_CHANGED, f"contact plan: {len(passes)} passes, {len(ahead)} ahead"
+                    + (f", next {_iso(ahead[0].start_utc)} at {ahead[0].rate_bit_s:g} bit/s" if ahead else ""))
 
     def _abort(self, msg: Message) -> None:
         self.capturing = False
@@ -291,6 +341,48 @@ class PayloadService:
 
     # -- the link thread --------------------------------------------------------------------
 
+    def _link_model(self) -> LinkModel:
+        """What a product costs a pass besides its transfer (firmware_bridge/plan.py): the
+        Finished PDU's round trip as the sender measures it, and HEALTH's share kept."""
+        return LinkModel(self.downlink.turnaround_s, self.config.link.telemetry_share)
+
+    def _room(self) -> float | None:
+        """Bytes of the current pass left for products (None: no contact plan)."""
+        now = utc_now()
+        window = self.contact.current(now)
+        if window is None:
+            return self.contact.room_bytes(now)
+        return self._link_model().capacity(window, now)
+
+    def _pass_cost(self, entry: SpoolEntry) -> float:
+        return self._link_model().cost(self.downlink.cost, entry, self._rate_bytes_per_s())
+
+    def _rate_bytes_per_s(self) -> float:
+        """The link's rate now: the current pass's, else the configured one."""
+        window = self.contact.current(utc_now())
+        return window.rate.bytes_per_s if window is not None else self.link.rate.bytes_per_s
+
+    def _announce_pass(self) -> None:
+        """At the start of each pass, a PASS_PLANNED event: what the contact plan forecasts
+        the pass carries from the spool as it is (firmware_bridge/plan.py), so that the
+        ground can check the forecast against what it receives."""
+        now = utc_now()
+        window = self.contact.current(now)
+        if window is None or window == self._pass_announced:
+            return
+        self._pass_announced = window
+        with self.spool_lock:
+            forecast = plan(self.spool.entries(), [window], now, self.downlink.config,
+                            self._link_model()).passes[0]
+        names = [p.name for p in forecast.products]
+        body = {"start": _iso(window.start_utc), "end": _iso(window.end_utc),
+                "rate_bit_s": window.rate_bit_s, "turnaround_s": round(self.downlink.turnaround_s, 3),
+                "products": len(names),
+                "bytes": forecast.used_bytes, "names": names}
+        while len(json.dumps(body)) > 900:  # one EVENT: the first names only
+            names = body["names"] = names[: len(names) // 2]
+        self.link.send(Event(EventCode.PASS_PLANNED, json.dumps(body, separators=(",", ":"))))
+
     def _flush_handler_events(self) -> None:
         while self._handler_events:
             self.link.send(self._handler_events.pop(0))
@@ -307,9 +399,13 @@ class PayloadService:
                     sent = self.downlink.stats.packets_sent - sent
                     events, self.downlink.events = self.downlink.events, []
                 self._report(events)
+                self._announce_pass()
                 if time.monotonic() >= next_health:
-                    self.link.send(Health(self.health()))
-                    next_health = time.monotonic() + self.telemetry_period_s
+                    frame = self.link.send(Health(self.health()))
+                    # HEALTH takes at most telemetry_share of the link (firmware_bridge/passes.py)
+                    next_health = time.monotonic() + adapted_period_s(
+                        self.telemetry_period_s, wire_bytes([frame.body]),
+                        self._rate_bytes_per_s(), self.config.link.telemetry_share)
                 if not sent:
                     self.endpoint.poll(IDLE_POLL_S)
                     self._flush_handler_events()
@@ -367,6 +463,11 @@ class PayloadService:
 
     def _after_frame(self, result: FrameResult) -> None:
         for product in result.products:
+            if product.kind == ProductKind.HEALTH:  # health products too take at most their share
+                self.loop.health_period_s = adapted_period_s(
+                    self.health_base_s,
+                    transfer_wire_bytes(len(product.to_bytes()), product.name),
+                    self._rate_bytes_per_s(), self.config.link.telemetry_share)
             if product.name not in result.held:  # a frame not worth sending: archived only
                 self._report(self._spool(product))
         self._report(self.writer.write(result))  # the manifest last: it marks the frame done
@@ -385,6 +486,8 @@ class PayloadService:
         self._link_thread.start()
         self.link.send(Event(EventCode.MODE_CHANGED, f"payload up (pid {os.getpid()}), mode IDLE"))
         self.watchdog.ready(f"payload up, mode IDLE, {len(self.spool)} products spooled")
+        if self.contact.problem:
+            self.link.send(Event(EventCode.CONFIG_CHANGED, self.contact.problem[:900]))
         try:
             for result, _truth in self.loop.run(self._frames()):
                 self._after_frame(result)

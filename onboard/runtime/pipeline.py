@@ -29,7 +29,7 @@ import numpy as np
 
 from onboard.compress.cube_coding import CubeCoding
 from onboard.formats.calfile import Calibration
-from onboard.formats.products import Product, event_product
+from onboard.formats.products import Product, ProductKind, event_product
 from onboard.formats.types import INVALID_CLASS, Cube, RawFrame, ResidueMap
 from onboard.stages import radiometric
 from onboard.stages.package import frame_products, raw_product
@@ -37,6 +37,7 @@ from onboard.stages.radiometric import UnusableFrameError
 from onboard.stages.reconstruct import Reconstructor
 from onboard.stages.reflectance import ReflectanceSettings, ReflectanceStage
 from onboard.stages.screen import Screening, ScreenRule, screen
+from onboard.stages.value import ValueRule, summary_product
 
 DenoiseFn = Callable[[Cube], Cube]
 ClassifyFn = Callable[[Cube], ResidueMap]
@@ -89,6 +90,7 @@ class Pipeline:
         model_versions: dict | None = None,
         screen_rule: ScreenRule | None = None,
         reflectance: ReflectanceStage | None = None,
+        value_rule: ValueRule | None = None,
     ) -> None:
         self.calibration = calibration
         self.denoise = denoise
@@ -97,6 +99,7 @@ class Pipeline:
         self.options = options or StageOptions()
         self.model_versions = model_versions or {}
         self.screen_rule = screen_rule or ScreenRule()
+        self.value_rule = value_rule or ValueRule()
         self.reconstructor = Reconstructor(calibration) if calibration.kind == "imspoc" else None
         self.reflectance = reflectance or ReflectanceStage(calibration, ReflectanceSettings())
 
@@ -142,14 +145,22 @@ class Pipeline:
             result.flags.append(f"frame {cube.counter}: {not_finite} valid pixels hold NaN or inf after "
                                 "denoising: marked invalid")
             result.denoised = replace(result.denoised, valid=result.denoised.valid & finite)
-        held = set() if result.screening.worth_sending else self.screen_rule.held_kinds
-        if held:
+        worth = result.screening.worth_sending
+        held = self.value_rule.held(worth, self.screen_rule.held_kinds)
+        screened = held & (set() if worth else self.screen_rule.held_kinds)
+        if screened:
             s = result.screening
             result.flags.append(
                 f"frame {cube.counter}: not worth sending ({100 * s.cloud_share:.0f} % cloud, "
                 f"{100 * (1 - s.invalid_share):.0f} % valid; rule: under "
                 f"{100 * self.screen_rule.max_cloud_share:.0f} % cloud): its "
-                f"{', '.join(sorted(k.value for k in held))} stay on board, not sent")
+                f"{', '.join(sorted(k.value for k in screened))} stay on board, not sent")
+        made = {ProductKind.RESIDUE: True, ProductKind.QUICKLOOK: self.options.quicklook,
+                ProductKind.CUBE: self.options.cube, ProductKind.RAW: self.options.raw}
+        by_value = {k for k in held - screened if made[k]}
+        if by_value:
+            result.flags.append(f"frame {cube.counter}: its {', '.join(sorted(k.value for k in by_value))} "
+                                "stay on board, not sent ([value] rule)")
         with self._timed(result, "classify"):
             result.residue = self._classify(result.denoised)
         with self._timed(result, "package"):
@@ -167,6 +178,12 @@ class Pipeline:
             if self.options.raw and layout is not None and isinstance(frame, RawFrame):
                 result.products.append(raw_product(frame, layout.extract(frame.pixels), layout.corners,
                                                    self.calibration.instrument, self.model_versions))
+            if self.value_rule.summary_grid:
+                result.products.append(summary_product(result.residue, result.screening,
+                                                       self.calibration.instrument,
+                                                       self.value_rule.summary_grid, first.pose))
+            for p in result.products:  # the value rule's rank is the spool's priority
+                p.priority = self.value_rule.priority(p.kind, worth)
             result.held = [p.name for p in result.products if p.kind in held]
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))

@@ -191,7 +191,8 @@ def build_session(config: Config) -> Session:
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
                         screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share,
                                                config.screen.cloudy_frames),
-                        reflectance=reflectance_stage(config, cal, setup.cube_shape, notes))
+                        reflectance=reflectance_stage(config, cal, setup.cube_shape, notes),
+                        value_rule=config.value.rule)
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,
                    faster=faster)
