@@ -101,21 +101,35 @@ class Pipeline:
 
     def process(self, frame: RawFrame | list[RawFrame]) -> FrameResult:
         """One ImSPOC frame, or one block of push-broom lines, through every stage."""
+        result, cube = self.start(frame)
+        return self.finish(frame, result, cube, self.options)
+
+    def start(self, frame: RawFrame | list[RawFrame]) -> tuple[FrameResult, Cube | None]:
+        """The stages that carry state from frame to frame (radiometric correction and
+        reconstruction, whose regularisation follows the scene): call in frame order. The
+        cube is None for a frame refused (the result says why)."""
         first = frame[0] if isinstance(frame, list) else frame
         result = FrameResult(counter=first.counter)
         try:
-            cube = self._to_cube(frame, result)
+            result.cube = self._to_cube(frame, result)
         except UnusableFrameError as exc:
             result.flags.append(str(exc))
             result.products.append(self._event(first, "frame refused", str(exc)))
+        return result, result.cube
+
+    def finish(self, frame: RawFrame | list[RawFrame], result: FrameResult, cube: Cube | None,
+               options: StageOptions) -> FrameResult:
+        """The stages that depend on this frame alone (denoise, screen, classify, package),
+        with ``options``: frames may finish on several threads at once."""
+        if cube is None:
             return result
-        result.cube = cube
+        first = frame[0] if isinstance(frame, list) else frame
         if not cube.valid.any():
             result.flags.append(f"frame {cube.counter}: no valid pixel (saturated or bad everywhere)")
         elif cube.valid.mean() < 0.9:
             result.flags.append(f"frame {cube.counter}: {100 * (1 - cube.valid.mean()):.0f} % of pixels invalid")
         result.denoised = cube
-        if self.options.denoise and cube.valid.any():
+        if options.denoise and cube.valid.any():
             with self._timed(result, "denoise"):
                 try:
                     # denoising removes noise, not the reconstruction's spectral response
@@ -145,13 +159,13 @@ class Pipeline:
                     "valid_fraction": float(cube.valid.mean()), "screen": result.screening.summary()}
             result.products = frame_products(
                 result.denoised, result.residue, self.calibration.instrument, meta,
-                quicklook=self.options.quicklook, with_cube=self.options.cube,
-                cube_float16=self.options.cube_float16, model_versions=self.model_versions,
-                cube_coding=self.options.cube_coding, residue_coding=self.options.residue_coding,
+                quicklook=options.quicklook, with_cube=options.cube,
+                cube_float16=options.cube_float16, model_versions=self.model_versions,
+                cube_coding=options.cube_coding, residue_coding=options.residue_coding,
                 screen_mask=result.screening.mask,
             )
             layout = self.calibration.layout
-            if self.options.raw and layout is not None and isinstance(frame, RawFrame):
+            if options.raw and layout is not None and isinstance(frame, RawFrame):
                 result.products.append(raw_product(frame, layout.extract(frame.pixels), layout.corners,
                                                    self.calibration.instrument, self.model_versions))
             result.held = [p.name for p in result.products if p.kind in held]

@@ -193,7 +193,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
     results: list[FrameResult] = []
     loop = FrameLoop(session.pipeline, config.run.deadline_s, faster_inference=session.faster_inference,
                      health=session.health,
-                     health_period_s=config.run.health_period_s)
+                     health_period_s=config.run.health_period_s, workers=config.run.workers)
     bar = _progress(config.run.frames, quiet)
     with loop.signals():
         for result, truth in loop.run(session.frames(config.run.frames)):
