@@ -58,13 +58,14 @@ class Outliers:
         return self.flagged[:, valid].mean(axis=1) if valid.any() else np.zeros(len(self.flagged))
 
 
-def regression_precision(x: NDArray[np.float64]) -> NDArray[np.float64] | None:
+def regression_precision(x: NDArray[np.floating]) -> NDArray[np.float64] | None:
     """``R^-1`` (B, B), ``R = x x^T`` of mean-removed pixels ``x`` (B, N), with a tiny ridge
     (1e-9 of the mean band energy) that keeps it invertible for noise-free data; None when
     every band is constant. Regressing band ``i`` on all the others (HySime) leaves the
     residual ``(R^-1 x)_i / (R^-1)_ii``, of energy ``1 / (R^-1)_ii``."""
     bands = x.shape[0]
-    r = x @ x.T
+    x64 = x.astype(np.float64, copy=False)  # double: the bands' energies span decades
+    r = x64 @ x64.T
     energy = float(np.trace(r)) / bands
     if not energy > 0:
         return None
@@ -72,8 +73,8 @@ def regression_precision(x: NDArray[np.float64]) -> NDArray[np.float64] | None:
     return inv
 
 
-def impute_outliers(x: NDArray[np.float64], valid: NDArray[np.bool_]
-                    ) -> tuple[NDArray[np.float64], Outliers]:
+def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
+                    ) -> tuple[NDArray[np.floating], Outliers]:
     """The cube (B, H, W) with its impulses and line defects replaced by what the other
     bands predict, and what was replaced (module docstring). ``valid`` (H, W): the pixels
     to judge and to fit on (others, already in-painted, are left as they are)."""
@@ -91,6 +92,7 @@ def impute_outliers(x: NDArray[np.float64], valid: NDArray[np.bool_]
             break
         flat = current.reshape(b, -1) - mean
         # each band predicted from the others' current values (HySime's regression)
+        inv = inv.astype(x.dtype)
         predicted = current - ((inv @ flat) / np.diag(inv)[:, None]).reshape(b, h, w)
         r = x - predicted
         spread = _spread(r.reshape(b, -1)[:, sample], flagged.reshape(b, -1)[:, sample])
@@ -110,8 +112,11 @@ def _spread(r: NDArray[np.float64], flagged: NDArray[np.bool_]) -> NDArray[np.fl
     """Robust standard deviation (B,) of the residuals ``r`` (B, n) not flagged yet: a band
     with many impulses would otherwise hide them behind its own inflated spread."""
     out = np.zeros(len(r))
-    for i, (row, bad) in enumerate(zip(r, flagged, strict=True)):
-        kept = row[~bad]
+    some = flagged.any(axis=1)
+    if not some.all():  # the bands with nothing flagged: one median call for all of them
+        out[~some] = np.median(np.abs(r[~some]), axis=1) / _MAD_GAUSS
+    for i in np.flatnonzero(some):
+        kept = r[i][~flagged[i]]
         if kept.size:
             out[i] = np.median(np.abs(kept)) / _MAD_GAUSS
     return out

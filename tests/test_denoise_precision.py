@@ -1,0 +1,52 @@
+"""The classical denoiser in float32 (the default) against its float64 reference: the cube
+product, float16, holds the same values to within one float16 step, on a simulated frame of
+each instrument (the pipeline's own reconstruction and calibration)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from onboard.config import load, override
+from onboard.runtime.session import build_session
+from onboard.stages.denoise import SubspaceDenoiseConfig, decompose, denoise_subspace
+
+
+@pytest.fixture(scope="module", params=["imspoc", "pushbroom"])
+def sensor_cube(request):
+    config = load(None)
+    override(config, "run", "sensor", request.param)
+    override(config, "engine", "engine", "classical")
+    session = build_session(config)
+    frames = [f for f, _ in session.frames(2)]
+    session.pipeline.process(frames[0])  # the reconstruction's regularisation settles
+    return request.param, session.pipeline.process(frames[1]).cube
+
+
+def test_float32_is_the_default() -> None:
+    assert SubspaceDenoiseConfig().precision == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        SubspaceDenoiseConfig(precision="float16")  # type: ignore[arg-type]
+
+
+def test_the_passes_run_in_float32(sensor_cube) -> None:
+    sensor, cube = sensor_cube
+    parts = decompose(cube, SubspaceDenoiseConfig.for_sensor(sensor))
+    assert parts.z.dtype == np.float32
+
+
+def test_float32_equals_float64_within_the_cube_products_float16_step(sensor_cube) -> None:
+    sensor, cube = sensor_cube
+    config = SubspaceDenoiseConfig.for_sensor(sensor)
+    single = denoise_subspace(cube, config).data
+    double = denoise_subspace(cube, replace(config, precision="float64")).data
+    step = np.spacing(np.abs(double).astype(np.float16)).astype(np.float32)  # one float16 step
+    # a quarter of a step at most: after rounding to float16 a value moves one step or none
+    assert np.max(np.abs(single - double) / step) < 0.25
+    product_single, product_double = single.astype(np.float16), double.astype(np.float16)
+    differ = product_single != product_double
+    assert differ.mean() < 0.01  # only values within a quarter step of a rounding boundary
+    steps = np.abs(product_single[differ].astype(np.float32) - product_double[differ]) / step[differ]
+    assert np.all(steps <= 1.0 + 1e-6)
