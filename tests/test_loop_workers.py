@@ -19,6 +19,7 @@ import pytest
 from conftest import smooth_reflectance
 from test_loop import _classify  # noqa: I001  (a sibling test module, after ours)
 
+from onboard.config import ConfigError, load
 from onboard.formats.products import Product, ProductKind
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import Pipeline
@@ -93,3 +94,11 @@ def test_products_are_byte_identical_to_one_frame_at_a_time(tmp_path: Path, sens
     assert len(one) >= 15 and list(one) == list(three)
     assert [n for n in one if one[n] != three[n]] == []
     assert one_manifests == three_manifests
+
+
+@pytest.mark.parametrize("workers", [0, 65])
+def test_workers_out_of_range_is_a_clear_config_error(tmp_path: Path, workers: int) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(f"[run]\nworkers = {workers}\n")
+    with pytest.raises(ConfigError, match=r"\[run\] workers: expected 1-64"):
+        load(path)
