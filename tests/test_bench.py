@@ -60,7 +60,9 @@ def test_bench_reports_each_engine_and_stage(tmp_path) -> None:
     assert "GB/s" in stdout and "GFLOP/s" in stdout
     floors = [v["floor_ms"] for v in c["stages"].values()]
     assert all(f > 0 for f in floors) and c["floor_frame_ms"] == pytest.approx(sum(floors), rel=1e-6)
-    assert total[6] == f"{c['floor_frame_ms']:.2f}"
+    assert total[6:] == [f"{c['median_frame_cpu_ms']:.1f}", f"{c['floor_frame_ms']:.2f}",
+                         f"{c['median_frame_cpu_ms'] / c['floor_frame_ms']:.1f}x"]
+    assert all(0 < v["cpu_median_ms"] for v in c["stages"].values())
     assert summary[5:] == [f"{c['median_frame_cpu_ms']:.1f}", f"{c['floor_frame_ms']:.2f}",
                            f"{c['median_frame_cpu_ms'] / c['floor_frame_ms']:.1f}x"]
 

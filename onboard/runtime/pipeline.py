@@ -49,6 +49,9 @@ class FrameResult:
     screening: Screening | None = None
     products: list[Product] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU time per stage of the thread that ran it (a shared machine's wall time is mostly
+    #: other processes' turns; this is what the stage itself cost)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     regularisation: float | None = None
     saturated_share: float = 0.0  # of the detector pixels read out (raw DN at saturation)
     #: names of products kept in the on-board archive but not sent (a frame not worth sending)
@@ -93,11 +96,12 @@ class Pipeline:
 
     @contextmanager
     def _timed(self, result: FrameResult, stage: str):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             result.seconds[stage] = result.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            result.cpu_seconds[stage] = result.cpu_seconds.get(stage, 0.0) + time.thread_time() - c0
 
     def process(self, frame: RawFrame | list[RawFrame]) -> FrameResult:
         """One ImSPOC frame, or one block of push-broom lines, through every stage."""
