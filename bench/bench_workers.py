@@ -10,7 +10,9 @@ every product durably with the archive writer (onboard/runtime/writer.py) into a
 temporary folder on the same disk as ``--out-dir``: frames/s is frames over the wall time of
 the whole run, acquisition excluded, writing included. Each round starts with a fresh
 reconstruction state (the regularisation re-chosen), as a run does. CPU ms is the process's
-CPU time per frame. ``--load N`` adds N busy processes (one core each) for the duration.
+CPU time per frame; cores used is CPU time over wall time (with frames in flight above 1 when
+the threads ran at once; on a loaded machine, what share of it the run got). ``--load N`` adds
+N busy processes (one core each) for the duration.
 The table also gives the load average and the machine's core count.
 """
 
@@ -47,7 +49,7 @@ def _one_run(session, frames: list, workers: int, out: Path) -> dict:
         writer.write(result)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"frames_per_s": len(frames) / wall, "cpu_ms_per_frame": 1000 * cpu / len(frames),
-            "wall_s": wall}
+            "cores_used": cpu / wall, "wall_s": wall}
 
 
 @click.command(help=__doc__.splitlines()[0])
@@ -78,17 +80,19 @@ def main(sensor: str, engine: str, frames: int, workers_list: str, rounds: int, 
                 runs[w].append(_one_run(session, pending[2:], w, Path(tmp) / f"r{r}w{w}"))
     rows = {w: {"frames_per_s": statistics.median(x["frames_per_s"] for x in v),
                 "cpu_ms_per_frame": statistics.median(x["cpu_ms_per_frame"] for x in v),
+                "cores_used": statistics.median(x["cores_used"] for x in v),
                 "rounds": v} for w, v in runs.items()}
     base = rows[settings[0]]["frames_per_s"]
     load_after = os.getloadavg()[0]
     table = Table(title=f"frame loop throughput, {sensor}, {frames} frames x {rounds} rounds, "
                         f"{os.cpu_count()} cores, load average {load_before:.1f} -> {load_after:.1f}"
                         + (f", beside {load} busy processes" if load else ""))
-    for col in ("workers", "frames/s (median of rounds)", f"vs workers={settings[0]}", "CPU ms / frame"):
+    for col in ("workers", "frames/s (median of rounds)", f"vs workers={settings[0]}", "CPU ms / frame",
+                "cores used (CPU / wall)"):
         table.add_column(col, justify="right")
     for w, row in rows.items():
         table.add_row(str(w), f"{row['frames_per_s']:.1f}", f"{row['frames_per_s'] / base:.2f}x",
-                      f"{row['cpu_ms_per_frame']:.1f}")
+                      f"{row['cpu_ms_per_frame']:.1f}", f"{row['cores_used']:.2f}")
     Console(width=120).print(table)
     if json_path is not None:
         json_path.write_text(json.dumps({"sensor": sensor, "engine": session.engine_description,
