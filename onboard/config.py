@@ -101,7 +101,9 @@ class RunConfig:
     threads: int = DEFAULT_THREADS
     #: frames in flight at once (onboard/runtime/loop.py): acquisition and reconstruction in
     #: frame order, the later stages of successive frames on this many threads, products
-    #: written in order while the next frames compute; 1: one frame at a time
+    #: written in order while the next frames compute; 1: one frame at a time. Not when
+    #: serving a flight computer ([link] port): the payload service counts a capture's frames
+    #: as they are written, so it processes one at a time
     workers: int = 1
 
     def validate(self) -> None:
