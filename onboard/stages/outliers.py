@@ -108,15 +108,17 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
     return current, Outliers(flagged, lines, int((flagged & ~lines[:, None, :]).sum()))
 
 
-def _spread(r: NDArray[np.float64], flagged: NDArray[np.bool_]) -> NDArray[np.float64]:
+def _spread(r: NDArray[np.floating], flagged: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Robust standard deviation (B,) of the residuals ``r`` (B, n) not flagged yet: a band
     with many impulses would otherwise hide them behind its own inflated spread."""
-    out = np.zeros(len(r))
-    some = flagged.any(axis=1)
-    if not some.all():  # the bands with nothing flagged: one median call for all of them
-        out[~some] = np.median(np.abs(r[~some]), axis=1) / _MAD_GAUSS
-    for i in np.flatnonzero(some):
-        kept = r[i][~flagged[i]]
-        if kept.size:
-            out[i] = np.median(np.abs(kept)) / _MAD_GAUSS
+    # one sort of all bands, the flagged values pushed to the end: each band's median is
+    # then read at its own count of kept values (a median call per band cost 4 times this)
+    if r.shape[1] == 0:
+        return np.zeros(len(r))
+    a = np.where(flagged, np.inf, np.abs(r))
+    a.sort(axis=1)
+    n = (~flagged).sum(axis=1)
+    rows = np.arange(len(r))
+    middle = (a[rows, np.maximum((n - 1) // 2, 0)] + a[rows, n // 2]) * 0.5  # n // 2 < n or n = 0
+    out: NDArray[np.float64] = np.where(n > 0, middle / _MAD_GAUSS, 0.0).astype(np.float64)
     return out
