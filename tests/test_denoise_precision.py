@@ -12,6 +12,7 @@ import pytest
 from onboard.config import load, override
 from onboard.runtime.session import build_session
 from onboard.stages.denoise import SubspaceDenoiseConfig, decompose, denoise_subspace
+from onboard.stages.filters import box_sum
 
 
 @pytest.fixture(scope="module", params=["imspoc", "pushbroom"])
@@ -50,3 +51,21 @@ def test_float32_equals_float64_within_the_cube_products_float16_step(sensor_cub
     assert differ.mean() < 0.01  # only values within a quarter step of a rounding boundary
     steps = np.abs(product_single[differ].astype(np.float32) - product_double[differ]) / step[differ]
     assert np.all(steps <= 1.0 + 1e-6)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_a_float32_box_sum_stays_float32_and_equals_the_double_one(radius: int) -> None:
+    """The denoiser's window sums in float32 are summed directly (no cumulative sum whose
+    differences would cancel); they equal the float64 cumulative-sum result to float32
+    rounding, edges (zero outside the image) included."""
+    rng = np.random.default_rng(radius)
+    a = rng.random((3, 37, 29)) * np.exp(rng.normal(0, 3, (3, 37, 29)))  # magnitudes over decades
+    single = box_sum(a.astype(np.float32), radius)
+    double = box_sum(a, radius)
+    assert single.dtype == np.float32 and double.dtype == np.float64
+    np.testing.assert_allclose(single, double, rtol=2e-6 * (2 * radius + 1) ** 2)
+    # a lone bright pixel among tiny ones: each window is exactly its own sum
+    b = np.full((1, 9, 9), 1e-6, np.float32)
+    b[0, 4, 4] = 1e6
+    far = box_sum(b, radius)[0, 0, 0]  # the corner window: tiny values only, none lost
+    assert far == pytest.approx(1e-6 * (radius + 1) ** 2, rel=1e-5)
