@@ -69,3 +69,25 @@ def test_a_float32_box_sum_stays_float32_and_equals_the_double_one(radius: int) 
     b[0, 4, 4] = 1e6
     far = box_sum(b, radius)[0, 0, 0]  # the corner window: tiny values only, none lost
     assert far == pytest.approx(1e-6 * (radius + 1) ** 2, rel=1e-5)
+
+
+def test_the_learned_pushbroom_denoiser_equals_its_float64_run_within_the_quantisation() -> None:
+    """The learned denoiser takes the decomposition's whitened eigen-images: a noise estimate
+    1 % off (a few outlier decisions flipped by single-precision residuals) moved its output
+    by up to 4 float16 steps; the outlier rounds run in double, so both precisions judge the
+    same values and the products agree as the classical stage's do."""
+    config = load(None)
+    override(config, "run", "sensor", "pushbroom")
+    session = build_session(config)
+    denoiser = session.pipeline.denoise
+    assert type(denoiser).__name__ == "LearnedDenoiser"
+    cube = session.pipeline.process(next(iter(session.frames(1)))[0]).cube
+    reports = {p: decompose(cube, replace(denoiser.config, precision=p)).report for p in ("float32", "float64")}
+    assert reports["float32"].impulses == reports["float64"].impulses
+    assert reports["float32"].line_defects == reports["float64"].line_defects
+    out = {}
+    for p in ("float32", "float64"):
+        denoiser.config = replace(denoiser.config, precision=p)
+        out[p] = denoiser(cube).data
+    step = np.spacing(np.abs(out["float64"]).astype(np.float16)).astype(np.float32)
+    assert np.max(np.abs(out["float32"] - out["float64"]) / step) < 0.25

@@ -99,11 +99,12 @@ class SubspaceDenoiseConfig:
     depth of the spatial Haar transform (each level doubles the scale). ``threshold_scale``
     multiplies the noise level the eigen-image shrinkage assumes (1: as measured; 0 keeps
     every coefficient). ``precision``: the dtype of the passes over the cube (filling,
-    destriping, outlier rounds, covariances, projection, the eigen-images' wavelet);
-    "float32" (default) halves the bytes each pass moves and doubles the matmul rate, the
-    ``B x B`` algebra (inverses, eigen-decompositions) stays in float64; "float64" is the
-    reference, equal to float32 within the float16 quantisation of the cube product
-    (tests/test_denoise_precision.py).
+    destriping, noise differences, projection, the eigen-images' wavelet); "float32"
+    (default) halves the bytes each pass moves and doubles the matmul rate. What a rounding
+    could tip stays in float64: the ``B x B`` algebra (inverses, eigen-decompositions), the
+    signal covariance, the noise samples and the outlier rounds, whose threshold decisions
+    set the noise estimate. "float64" is the reference, equal to float32 within the float16
+    quantisation of the cube product, classical or learned (tests/test_denoise_precision.py).
     """
 
     destripe: Literal["gain", "offset", "none"] = "gain"

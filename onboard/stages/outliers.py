@@ -77,7 +77,13 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
                     ) -> tuple[NDArray[np.floating], Outliers]:
     """The cube (B, H, W) with its impulses and line defects replaced by what the other
     bands predict, and what was replaced (module docstring). ``valid`` (H, W): the pixels
-    to judge and to fit on (others, already in-painted, are left as they are)."""
+    to judge and to fit on (others, already in-painted, are left as they are). Runs in
+    double whatever ``x``'s precision (and gives the cube back in it): each value is judged
+    against a threshold, and single-precision residuals flip a few of those decisions (611
+    against 608 impulses on a push-broom block), which moves the noise estimate by 1 %.
+    """
+    given = x.dtype
+    x = x.astype(np.float64, copy=False)
     b, h, w = x.shape
     flagged = np.zeros(x.shape, dtype=bool)
     lines = np.zeros((b, w), dtype=bool)
@@ -92,7 +98,6 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
             break
         flat = current.reshape(b, -1) - mean
         # each band predicted from the others' current values (HySime's regression)
-        inv = inv.astype(x.dtype)
         predicted = current - ((inv @ flat) / np.diag(inv)[:, None]).reshape(b, h, w)
         r = x - predicted
         spread = _spread(r.reshape(b, -1)[:, sample], flagged.reshape(b, -1)[:, sample])
@@ -105,7 +110,7 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
             break
         flagged = new
         current = np.where(flagged, predicted, x)
-    return current, Outliers(flagged, lines, int((flagged & ~lines[:, None, :]).sum()))
+    return current.astype(given, copy=False), Outliers(flagged, lines, int((flagged & ~lines[:, None, :]).sum()))
 
 
 def _spread(r: NDArray[np.floating], flagged: NDArray[np.bool_]) -> NDArray[np.float64]:
