@@ -103,6 +103,12 @@ class RunConfig:
     #: a frame loop without progress this long is hung: the systemd watchdog is no longer
     #: pinged and systemd restarts the service (onboard/systemd.py, deploy/onboard.service)
     hang_s: float = 60.0
+    #: frames in flight at once (onboard/runtime/loop.py): acquisition and reconstruction in
+    #: frame order, the later stages of successive frames on this many threads, products
+    #: written in order while the next frames compute; 1: one frame at a time. Not when
+    #: serving a flight computer ([link] port): the payload service counts a capture's frames
+    #: as they are written, so it processes one at a time
+    workers: int = 1
 
     def validate(self) -> None:
         _positive("run", frames=self.frames, deadline_s=self.deadline_s,
@@ -111,6 +117,8 @@ class RunConfig:
             raise ConfigError("[run] scene and replay both give the frames: choose one")
         if not 0 <= self.threads <= 1024:
             raise ConfigError(f"[run] threads: expected 0-1024 (0: the libraries' defaults), got {self.threads}")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"[run] workers: expected 1-64 frames in flight, got {self.workers}")
         if not 0 <= self.disk_floor_mb < 1e9:
             raise ConfigError(f"[run] disk_floor_mb: must be >= 0, got {self.disk_floor_mb}")
 

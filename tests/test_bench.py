@@ -52,9 +52,19 @@ def test_bench_reports_each_engine_and_stage(tmp_path) -> None:
     stages = {(r[0], r[1]): r for r in _rows(stdout, "onboard bench")}
     total = stages[("classical / npz", "frame total")]
     c = results["classical"]
-    assert total[3:] == [f"{c['median_frame_ms']:.1f}", f"{c['p95_frame_ms']:.1f}", "0.0"]
+    assert total[3:6] == [f"{c['median_frame_ms']:.1f}", f"{c['p95_frame_ms']:.1f}", "0.0"]
     [summary] = [r for r in _rows(stdout, "per frame") if r[0] == "classical / npz"]
     assert summary[1] == f"{c['frames_per_s']:.2f}" and summary[2] == "0.0"
+    # the floor beside each stage, the frame's the sum of its stages'; the rates it used stated
+    assert data["machine_rates"]["copy_bytes_per_s"] > 1e8 and data["machine_rates"]["matmul_flops_per_s"] > 1e8
+    assert "GB/s" in stdout and "GFLOP/s" in stdout
+    floors = [v["floor_ms"] for v in c["stages"].values()]
+    assert all(f > 0 for f in floors) and c["floor_frame_ms"] == pytest.approx(sum(floors), rel=1e-6)
+    assert total[6:] == [f"{c['median_frame_cpu_ms']:.1f}", f"{c['floor_frame_ms']:.2f}",
+                         f"{c['median_frame_cpu_ms'] / c['floor_frame_ms']:.1f}x"]
+    assert all(0 < v["cpu_median_ms"] for v in c["stages"].values())
+    assert summary[5:] == [f"{c['median_frame_cpu_ms']:.1f}", f"{c['floor_frame_ms']:.2f}",
+                           f"{c['median_frame_cpu_ms'] / c['floor_frame_ms']:.1f}x"]
 
 
 def test_bench_link_view_compares_codings_under_load(tmp_path) -> None:

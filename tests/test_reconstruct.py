@@ -64,6 +64,29 @@ def test_gcv_curve_minimum_on_a_known_problem() -> None:
     assert 0 < int(np.argmin(scores)) < len(lambdas) - 1
 
 
+def test_gcv_curve_equals_the_score_computed_weight_by_weight() -> None:
+    """The curve from one joint diagonalisation equals the definition, evaluated with an
+    explicit inverse per weight, to rounding: the same choice, the same products."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((96, 24))
+    y = rng.standard_normal((96, 500))
+    d = second_difference(24)
+    lambdas = LAMBDA_GRID * float(np.trace(a.T @ a) / np.trace(d.T @ d))
+    m, n = a.T @ a, a.shape[0]
+    expected = []
+    for lam in lambdas:
+        h = a @ np.linalg.inv(m + lam * d.T @ d) @ a.T  # the influence matrix
+        expected.append(np.mean(np.sum((y - h @ y) ** 2, axis=0)) / (n - np.trace(h)) ** 2)
+    np.testing.assert_allclose(gcv_curve(a, d, y, lambdas), expected, rtol=1e-9)
+
+
+def test_gcv_curve_refuses_an_undetermined_problem() -> None:
+    a = np.zeros((10, 8))
+    a[:, 0] = 1.0  # sees only the first band; the prior cannot fix a line's offset and slope
+    with pytest.raises(ValueError, match="undetermined"):
+        gcv_curve(a, second_difference(8), np.ones((10, 3)), LAMBDA_GRID)
+
+
 def _frames(imspoc, cal, refl: np.ndarray, n: int, rng: np.random.Generator) -> list:
     grid = imspoc.scene_grid()
     return [radiometric.correct(imspoc.frame(refl, grid, rng), cal.radiometric, 4094) for _ in range(n)]

@@ -10,7 +10,9 @@ an engine is a context manager doing both. An engine that cannot be used raises
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -34,6 +36,9 @@ class Engine(ABC):
 
     #: Short name of the engine kind, e.g. "onnxruntime" or "tensorrt".
     kind: str = "engine"
+    #: Whether ``run`` may be called from several threads at once (frames in flight,
+    #: onboard/runtime/loop.py); an engine that may not is run by one thread at a time.
+    concurrent: bool = True
 
     def __init__(self, path: str | Path, inputs: Sequence[TensorSpec],
                  outputs: Sequence[TensorSpec], precision: str = "fp32") -> None:
@@ -47,6 +52,7 @@ class Engine(ABC):
         #: benchmark counts as inference, apart from the stage's own numpy work around it.
         self.infer_seconds = 0.0
         self._active = False
+        self._serial = threading.Lock()
 
     @property
     def is_active(self) -> bool:
@@ -98,9 +104,10 @@ class Engine(ABC):
         for spec in self.inputs:
             spec.check(inputs[spec.name], sizes)
         feed = {t.name: np.ascontiguousarray(inputs[t.name]) for t in self.inputs}
-        t0 = time.perf_counter()
-        outputs = self._infer(feed)
-        self.infer_seconds += time.perf_counter() - t0
+        with contextlib.nullcontext() if self.concurrent else self._serial:
+            t0 = time.perf_counter()
+            outputs = self._infer(feed)
+            self.infer_seconds += time.perf_counter() - t0
         for spec in self.outputs:
             if spec.name not in outputs:
                 raise EngineError(f"{self.label} gave no output '{spec.name}'")

@@ -139,6 +139,7 @@ class TensorRTEngine(Engine):
     machine's TensorRT, GPU and that model."""
 
     kind = "tensorrt"
+    concurrent = False  # one execution context, stream and set of buffers
 
     def __init__(self, path: str | Path, inputs: Sequence[TensorSpec],
                  outputs: Sequence[TensorSpec], *, built_for: PlanKey, model_sha256: str,

@@ -11,8 +11,19 @@ Degradation order (one step per frame over its deadline, one step back after
 
 The residue product is never skipped. Each change of level is reported as an event (and an
 event product for the ground). Memory is bounded: the loop keeps only fixed-length windows of
-timings, never a queue of frames. SIGINT/SIGTERM set a flag: the frame in flight is finished
-and its products written before the loop returns.
+timings and at most ``workers`` frames in flight, never a queue of frames. SIGINT/SIGTERM set
+a flag: the frames in flight are finished and their products written before the loop returns.
+
+**Frames in flight** (``[run] workers`` > 1). The caller's thread acquires each frame and runs
+the stages that carry state from frame to frame (radiometric correction, reconstruction: its
+regularisation follows the scene) in frame order, then hands the rest of the frame (denoise,
+screen, classify, package) to a pool of ``workers`` threads and, while they compute, takes
+the oldest finished frame, paces the deadline on it and yields it, so its products are written
+while the next frames compute. Results come out in frame order; each frame keeps the stage
+options of the moment it was handed over, so a degradation applies from the next frame handed
+over (up to ``workers`` frames after the one that missed its deadline). numpy's large
+operations, zlib and ONNX Runtime release the GIL, so threads use the cores. Products are
+byte-identical to one frame at a time (tests/test_loop_workers.py), degradation aside.
 """
 
 from __future__ import annotations
@@ -20,8 +31,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -77,8 +89,12 @@ class FrameLoop:
         health_period_s: float = 10.0,
         health: Callable[[LoopStats, int], dict] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.pipeline = pipeline
+        self.workers = workers
         self.deadline_s = deadline_s
         self.faster_inference = faster_inference
         self.health_period_s = health_period_s
@@ -140,19 +156,39 @@ class FrameLoop:
             self._comfortable = 0
 
     def run(self, frames: Iterable[tuple[Frame, T]]) -> Iterator[tuple[FrameResult, T]]:
-        """Process frames; yields (result, truth) so the caller can write products at once."""
+        """Process frames; yields (result, truth) in frame order so the caller can write
+        products at once (with ``workers`` > 1, while the next frames compute)."""
         self._apply_level()
-        for frame, truth in frames:
-            if self._stop:
-                break
-            result = self.pipeline.process(frame)
-            self._pace(result)
-            self.stats.frames += 1
-            self.stats.record(result)
-            if self.health is not None and self.clock() - self._last_health >= self.health_period_s:
-                self._last_health = self.clock()
-                result.products.append(json_product(
-                    ProductKind.HEALTH, result.counter, time.time(), self.health(self.stats, self.level),
-                    self.pipeline.calibration.instrument))
-            yield result, truth
+        if self.workers == 1:
+            for frame, truth in frames:
+                if self._stop:
+                    break
+                yield self._done(self.pipeline.process(frame)), truth
+        else:
+            in_flight: deque[tuple[Future[FrameResult], T]] = deque()
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="frame") as pool:
+                for frame, truth in frames:
+                    if self._stop:
+                        break
+                    result, cube = self.pipeline.start(frame)
+                    in_flight.append((pool.submit(self.pipeline.finish, frame, result, cube,
+                                                  replace(self.pipeline.options)), truth))
+                    if len(in_flight) >= self.workers:
+                        future, oldest = in_flight.popleft()
+                        yield self._done(future.result()), oldest
+                while in_flight:  # also after a stop: the frames in flight are finished
+                    future, oldest = in_flight.popleft()
+                    yield self._done(future.result()), oldest
         self.stats.stopped_by_signal = self._stop.reason
+
+    def _done(self, result: FrameResult) -> FrameResult:
+        """Pace the deadline on a finished frame, count it, add the health product when due."""
+        self._pace(result)
+        self.stats.frames += 1
+        self.stats.record(result)
+        if self.health is not None and self.clock() - self._last_health >= self.health_period_s:
+            self._last_health = self.clock()
+            result.products.append(json_product(
+                ProductKind.HEALTH, result.counter, time.time(), self.health(self.stats, self.level),
+                self.pipeline.calibration.instrument))
+        return result

@@ -55,6 +55,9 @@ class FrameResult:
     screening: Screening | None = None
     products: list[Product] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU time per stage of the thread that ran it (a shared machine's wall time is mostly
+    #: other processes' turns; this is what the stage itself cost)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     regularisation: float | None = None
     saturated_share: float = 0.0  # of the detector pixels read out (raw DN at saturation)
     #: names of products kept in the on-board archive but not sent (a frame not worth sending)
@@ -105,14 +108,23 @@ class Pipeline:
 
     @contextmanager
     def _timed(self, result: FrameResult, stage: str):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             result.seconds[stage] = result.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            result.cpu_seconds[stage] = result.cpu_seconds.get(stage, 0.0) + time.thread_time() - c0
 
     def process(self, frame: RawFrame | list[RawFrame]) -> FrameResult:
         """One ImSPOC frame, or one block of push-broom lines, through every stage."""
+        result, cube = self.start(frame)
+        return self.finish(frame, result, cube, self.options)
+
+    def start(self, frame: RawFrame | list[RawFrame]) -> tuple[FrameResult, Cube | None]:
+        """The stages that carry state from frame to frame (radiometric correction,
+        reconstruction, whose regularisation follows the scene, and the reflectance stage, which
+        follows the light): call in frame order. The
+        cube is None for a frame refused (the result says why)."""
         first = frame[0] if isinstance(frame, list) else frame
         result = FrameResult(counter=first.counter)
         try:
@@ -120,17 +132,25 @@ class Pipeline:
         except UnusableFrameError as exc:
             result.flags.append(str(exc))
             result.products.append(self._event(first, "frame refused", str(exc)))
-            return result
-        with self._timed(result, "reflectance"):
-            cube, result.radiometry, radiometry_flags = self.reflectance.apply(cube, first)
+            return result, None
+        with self._timed(result, "reflectance"):  # in frame order: it follows the light and the dark objects seen
+            result.cube, result.radiometry, radiometry_flags = self.reflectance.apply(cube, first)
         result.flags.extend(radiometry_flags)
-        result.cube = cube
+        return result, result.cube
+
+    def finish(self, frame: RawFrame | list[RawFrame], result: FrameResult, cube: Cube | None,
+               options: StageOptions) -> FrameResult:
+        """The stages that depend on this frame alone (denoise, screen, classify, package),
+        with ``options``: frames may finish on several threads at once."""
+        if cube is None:
+            return result
+        first = frame[0] if isinstance(frame, list) else frame
         if not cube.valid.any():
             result.flags.append(f"frame {cube.counter}: no valid pixel (saturated or bad everywhere)")
         elif cube.valid.mean() < 0.9:
             result.flags.append(f"frame {cube.counter}: {100 * (1 - cube.valid.mean()):.0f} % of pixels invalid")
         result.denoised = cube
-        if self.options.denoise and cube.valid.any():
+        if options.denoise and cube.valid.any():
             with self._timed(result, "denoise"):
                 try:
                     # denoising removes noise, not the reconstruction's spectral response
@@ -169,13 +189,13 @@ class Pipeline:
                     "radiometry": result.radiometry}
             result.products = frame_products(
                 result.denoised, result.residue, self.calibration.instrument, meta,
-                quicklook=self.options.quicklook, with_cube=self.options.cube,
-                cube_float16=self.options.cube_float16, model_versions=self.model_versions,
-                cube_coding=self.options.cube_coding, residue_coding=self.options.residue_coding,
+                quicklook=options.quicklook, with_cube=options.cube,
+                cube_float16=options.cube_float16, model_versions=self.model_versions,
+                cube_coding=options.cube_coding, residue_coding=options.residue_coding,
                 screen_mask=result.screening.mask,
             )
             layout = self.calibration.layout
-            if self.options.raw and layout is not None and isinstance(frame, RawFrame):
+            if options.raw and layout is not None and isinstance(frame, RawFrame):
                 result.products.append(raw_product(frame, layout.extract(frame.pixels), layout.corners,
                                                    self.calibration.instrument, self.model_versions))
             if self.value_rule.summary_grid:

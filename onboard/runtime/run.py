@@ -205,7 +205,7 @@ def run(sensor: str | None, frames: int | None, out: Path | None, overwrite: boo
     results: list[FrameResult] = []
     loop = FrameLoop(session.pipeline, config.run.deadline_s, faster_inference=session.faster_inference,
                      health=session.health,
-                     health_period_s=config.run.health_period_s)
+                     health_period_s=config.run.health_period_s, workers=config.run.workers)
     bar = _progress(config.run.frames, quiet)
     with loop.signals():
         for result, truth in loop.run(session.frames(config.run.frames)):
@@ -309,6 +309,9 @@ def _serve(config: Config, session: Session, writer: ProductWriter, json_path: P
     except (KeyFileError, CounterStoreError, SpoolError, serial.SerialException) as exc:
         raise click.ClickException(f"cannot start the payload service: {exc}") from exc
     click.echo(f"serving the flight computer on {config.link.port}", err=True)
+    if config.run.workers > 1:  # captures end on a frame count kept as frames are written
+        click.echo(f"note: [run] workers = {config.run.workers} applies to runs without a link; the "
+                   "payload service processes one frame at a time", err=True)
     service.run()
     summary = service.summary()
     click.echo(json.dumps(summary), err=True)

@@ -98,7 +98,13 @@ class SubspaceDenoiseConfig:
     signal-subspace dimension is chosen (module docstring, step 4). ``wavelet_levels``:
     depth of the spatial Haar transform (each level doubles the scale). ``threshold_scale``
     multiplies the noise level the eigen-image shrinkage assumes (1: as measured; 0 keeps
-    every coefficient).
+    every coefficient). ``precision``: the dtype of the passes over the cube (filling,
+    destriping, noise differences, projection, the eigen-images' wavelet); "float32"
+    (default) halves the bytes each pass moves and doubles the matmul rate. What a rounding
+    could tip stays in float64: the ``B x B`` algebra (inverses, eigen-decompositions), the
+    signal covariance, the noise samples and the outlier rounds, whose threshold decisions
+    set the noise estimate. "float64" is the reference, equal to float32 within the float16
+    quantisation of the cube product, classical or learned (tests/test_denoise_precision.py).
     """
 
     destripe: Literal["gain", "offset", "none"] = "gain"
@@ -109,6 +115,7 @@ class SubspaceDenoiseConfig:
     wavelet_levels: int = 3
     outliers: bool = True
     threshold_scale: float = 1.0
+    precision: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
         if self.destripe not in ("gain", "offset", "none"):
@@ -121,6 +128,8 @@ class SubspaceDenoiseConfig:
             raise ValueError(f"max_rank must be >= 1, got {self.max_rank}")
         if not 1 <= self.wavelet_levels <= 6:
             raise ValueError(f"wavelet_levels must be 1-6, got {self.wavelet_levels}")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
         if self.rank_margin < 0 or self.threshold_scale < 0:
             raise ValueError("rank_margin and threshold_scale must be >= 0")
 
@@ -202,14 +211,14 @@ class SubspaceDecomposition:
     mean: NDArray[np.float64]
     project: NDArray[np.float64]
     back: NDArray[np.float64]
-    z: NDArray[np.float64]
+    z: NDArray[np.floating]
     valid: NDArray[np.bool_]
     report: SubspaceReport
 
     def compose(self, z: NDArray[np.floating]) -> NDArray[np.float32]:
-        """The cube (B, H, W) float32 from eigen-images ``z`` (k, H, W)."""
+        """The cube (B, H, W) float32 from eigen-images ``z`` (k, H, W), in ``z``'s precision."""
         k, h, w = z.shape
-        out = self.back @ z.reshape(k, -1) + self.mean[:, None]
+        out = self.back.astype(z.dtype) @ z.reshape(k, -1) + self.mean.astype(z.dtype)[:, None]
         return out.reshape(-1, h, w).astype(np.float32)
 
 
@@ -293,7 +302,8 @@ def _embed(inner: SubspaceDecomposition, varying: NDArray[np.bool_], data: NDArr
 def _decompose(cube: Cube, config: SubspaceDenoiseConfig) -> SubspaceDecomposition:
     """:func:`decompose` of a cube that :func:`check_input` accepted, every band varying."""
     b, h, w = cube.data.shape
-    x = cube.data.astype(np.float64)
+    dtype = np.dtype(config.precision)
+    x = cube.data.astype(dtype)
     valid = cube.valid & np.isfinite(x).all(axis=0)
     filled = fill_invalid(x, valid)
 
@@ -303,10 +313,11 @@ def _decompose(cube: Cube, config: SubspaceDenoiseConfig) -> SubspaceDecompositi
     stripes = None
     if config.destripe != "none" and w >= 3:
         stripes = estimate_stripes(filled, config.destripe)
-        filled = filled / stripes[:, None, :] if config.destripe == "gain" else filled - stripes[:, None, :]
+        pattern = stripes.astype(dtype)[:, None, :]
+        filled = filled / pattern if config.destripe == "gain" else filled - pattern
     replaced = outliers.fraction(valid) if outliers is not None else np.zeros(b)
     sub = _signal_subspace(filled, valid, config, replaced)
-    flat = filled.reshape(b, -1) - sub.mean[:, None]
+    flat = filled.reshape(b, -1) - sub.mean.astype(dtype)[:, None]
     counts = dict(filled=int((~valid).sum()), line_defects=int(outliers.lines.sum()) if outliers is not None else 0,
                   impulses=outliers.impulses if outliers is not None else 0)
     if sub.whiten is None:  # a noise-free (e.g. constant) cube: keep it all
@@ -316,7 +327,7 @@ def _decompose(cube: Cube, config: SubspaceDenoiseConfig) -> SubspaceDecompositi
     project = (sub.whiten @ basis).T
     report = SubspaceReport(np.sqrt(np.diag(sub.noise_cov)), sub.eigval, sub.rank, stripes, **counts)
     return SubspaceDecomposition(sub.mean, project, sub.unwhiten @ basis,
-                                 (project @ flat).reshape(sub.rank, h, w), valid, report)
+                                 (project.astype(dtype) @ flat).reshape(sub.rank, h, w), valid, report)
 
 
 @dataclass
@@ -333,7 +344,7 @@ class _Subspace:
     rank: int
 
 
-def _signal_subspace(x: NDArray[np.float64], valid: NDArray[np.bool_], config: SubspaceDenoiseConfig,
+def _signal_subspace(x: NDArray[np.floating], valid: NDArray[np.bool_], config: SubspaceDenoiseConfig,
                      replaced: NDArray[np.float64]) -> _Subspace:
     """Steps 3-4 on a filled cube (B, H, W). ``replaced`` (B,): fraction of each band's
     valid pixels imputed by :func:`impute_outliers`; they carry no noise, so the band's
@@ -341,8 +352,8 @@ def _signal_subspace(x: NDArray[np.float64], valid: NDArray[np.bool_], config: S
     b = x.shape[0]
     pixels = x[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
     n_valid = pixels.shape[1]
-    mean = pixels.mean(axis=1)
-    centred = pixels - mean[:, None]
+    mean = pixels.mean(axis=1, dtype=np.float64)
+    centred = pixels - mean.astype(pixels.dtype)[:, None]
     if config.noise == "spatial":
         noise_cov = noise_covariance_spatial(x, valid)
     else:
@@ -351,7 +362,10 @@ def _signal_subspace(x: NDArray[np.float64], valid: NDArray[np.bool_], config: S
     if not np.diag(noise_cov).max() > 0:
         return _Subspace(mean, noise_cov, None, np.eye(b), np.zeros(b), np.eye(b), b)
     whiten, unwhiten = _whitening(noise_cov)
-    eigval, eigvec = np.linalg.eigh(whiten @ (centred @ centred.T / n_valid) @ whiten)
+    # the signal covariance in double whatever the precision: its leading eigenvalue is
+    # thousands of times the noise's, whose directions a float32 sum would rotate
+    c64 = centred.astype(np.float64, copy=False)
+    eigval, eigvec = np.linalg.eigh(whiten @ (c64 @ c64.T / n_valid) @ whiten)
     eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
     return _Subspace(mean, noise_cov, whiten, unwhiten, eigval, eigvec,
                      subspace_rank(eigval, n_valid, config))
@@ -364,12 +378,12 @@ def _whitening(cov: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[n
     return (u / np.sqrt(s)) @ u.T, (u * np.sqrt(s)) @ u.T
 
 
-def fill_invalid(x: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+def fill_invalid(x: NDArray[np.floating], valid: NDArray[np.bool_]) -> NDArray[np.floating]:
     """Copy of ``x`` (B, H, W) with pixels where ``valid`` (H, W) is False replaced by the
     mean of their valid 3 x 3 neighbours, growing into larger holes one ring per pass
     (normalised convolution)."""
-    out = np.where(valid[None], x, 0.0)
-    known = valid.astype(np.float64)
+    out = np.where(valid[None], x, x.dtype.type(0))
+    known = valid.astype(x.dtype)
     while not known.all():
         total = _box3(out * known[None])
         count = _box3(known[None])[0]
@@ -386,7 +400,7 @@ def _box3(a: NDArray[np.float64]) -> NDArray[np.float64]:
     return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
 
 
-def estimate_stripes(x: NDArray[np.float64], model: Literal["gain", "offset"]) -> NDArray[np.float64]:
+def estimate_stripes(x: NDArray[np.floating], model: Literal["gain", "offset"]) -> NDArray[np.float64]:
     """Per-band, per-column stripe pattern (B, W) of a cube (B, H, W) with stripes along
     the rows (each column one detector pixel): a gain (mean 1) or an offset (mean 0).
 
@@ -473,7 +487,7 @@ def _cosine_basis(n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return basis, 2.0 - 2.0 * np.cos(np.pi * np.arange(n) / n)
 
 
-def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+def noise_covariance_spatial(x: NDArray[np.floating], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Noise covariance (B, B) of a cube (B, H, W) from its second differences across columns.
 
     ``d = (x[r, c-1] - 2 x[r, c] + x[r, c+1]) / sqrt(6)`` over triples of valid pixels has
@@ -492,7 +506,10 @@ def noise_covariance_spatial(x: NDArray[np.float64], valid: NDArray[np.bool_]) -
     if rows.size > NOISE_SAMPLES:  # an even sample: the cost stays flat as frames grow
         step = rows.size // NOISE_SAMPLES
         rows, cols = rows[::step], cols[::step]
-    d = (x[:, rows, cols] - 2.0 * x[:, rows, cols + 1] + x[:, rows, cols + 2]) / np.sqrt(6.0)
+    def at(shift: int) -> NDArray[np.float64]:  # a sample, in double whatever x's precision
+        return x[:, rows, cols + shift].astype(np.float64)
+
+    d = (at(0) - 2.0 * at(1) + at(2)) / np.sqrt(6.0)
     d = d.astype(np.float32)  # single precision halves the B x B x N products' cost
     if d.shape[1] <= 2 * b:
         raise ValueError(
@@ -553,8 +570,8 @@ def subspace_rank(eigval: NDArray[np.float64], n_pixels: int, config: SubspaceDe
     return int(np.clip(np.count_nonzero(eigval > threshold), 1, min(config.max_rank, bands)))
 
 
-def denoise_eigenimages(z: NDArray[np.float64], levels: int, threshold_scale: float = 1.0
-                        ) -> NDArray[np.float64]:
+def denoise_eigenimages(z: NDArray[np.floating], levels: int, threshold_scale: float = 1.0
+                        ) -> NDArray[np.floating]:
     """Spatially denoised eigen-images (k, H, W): undecimated Haar transform with ``levels``
     levels, each detail coefficient scaled by its local empirical Wiener gain
     (:func:`_local_wiener`); ``threshold_scale`` multiplies the noise level assumed (0 keeps
@@ -614,14 +631,17 @@ def _local_wiener(d: NDArray, noise: NDArray) -> NDArray:
     alone: +0.8-1.4 dB on synthetic and push-broom cubes, +0.1-0.5 dB on the real cubes,
     -0.07 dB on ImSPOC reconstructions."""
     k = d.shape[0]
-    power = np.mean(d.reshape(k, -1) ** 2, axis=1)
+    flat = d.reshape(k, -1)
+    power = np.einsum("ij,ij->i", flat, flat) / flat.shape[1]
+    pilot = np.abs(d)
+    largest = pilot.reshape(k, -1).max(axis=1)
     signal = np.sqrt(np.maximum(power - noise**2, 0.0))
-    largest = np.abs(d.reshape(k, -1)).max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(signal > 0, noise**2 / signal, largest)[:, None, None]
-    pilot = np.maximum(np.abs(d) - t, 0.0)
-    energy = box_sum(pilot * pilot, WIENER_RADIUS) / (2 * WIENER_RADIUS + 1) ** 2
-    n2 = (noise**2)[:, None, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(energy > 0, energy / (energy + n2), 0.0)
-    return d * gain
+        t = np.where(signal > 0, noise**2 / signal, largest).astype(d.dtype)[:, None, None]
+    pilot -= t  # the pilot's square, in place: |d| - t, floored at 0, squared
+    np.maximum(pilot, 0, out=pilot)
+    pilot *= pilot
+    energy = box_sum(pilot, WIENER_RADIUS)  # the window's mean times its area
+    n2 = (noise**2 * (2 * WIENER_RADIUS + 1) ** 2)[:, None, None]
+    gain = np.divide(energy, energy + n2, out=np.zeros_like(energy), where=energy > 0)
+    return d * gain.astype(d.dtype)

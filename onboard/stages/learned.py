@@ -67,10 +67,10 @@ class EigenDecomposition:
     classical (wavelet Wiener) estimate of the eigen-images."""
 
     parts: SubspaceDecomposition
-    y0: NDArray[np.float64]
+    y0: NDArray[np.floating]
 
     @property
-    def z(self) -> NDArray[np.float64]:
+    def z(self) -> NDArray[np.floating]:
         return self.parts.z
 
     @property
