@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import random
 import subprocess
@@ -57,8 +58,11 @@ def _cost(spool: Spool) -> dict[str, int]:
 
 
 def _window(start: dt.datetime, capacity_bytes: float) -> Pass:
-    """A pass at RATE long enough to carry ``capacity_bytes``: duration = bytes x 8 / rate."""
-    return Pass(start, start + dt.timedelta(seconds=capacity_bytes * 8 / RATE), RATE)
+    """A pass at RATE long enough to carry ``capacity_bytes``: duration = bytes x 8 / rate,
+    rounded up to timedelta's microsecond (rounded to the nearest, a pass sized to the byte
+    could carry a fraction of a byte less than asked)."""
+    us = math.ceil(capacity_bytes * 8 / RATE * 1e6)
+    return Pass(start, start + dt.timedelta(microseconds=us), RATE)
 
 
 def test_each_pass_carries_what_fits_in_send_order(tmp_path: Path) -> None:
