@@ -263,3 +263,85 @@ def _simulate_full_frame(output: Path, seed: int, saturated_line: bool, given: d
                f"{inst.bank.opd_um.min():.2f}-{inst.bank.opd_um.max():.2f} µm, wedge up to "
                f"{1000 * (np.abs(g[:, 0]) * (h - 1) + np.abs(g[:, 1]) * (w - 1)).max():.0f} nm, "
                f"{int(inst.detector.dead.sum())} dead pixels")
+
+
+@calibrate.command()
+@click.argument("calibration", type=click.Path(path_type=Path))
+@click.argument("sphere", type=click.Path(path_type=Path))
+@click.option("--certificate", type=click.Path(path_type=Path), required=True,
+              help="The radiance standard's certificate (CSV; calibration.certificate).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Calibration file to write (version 2, with the radiance gain).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def radiance(calibration: Path, sphere: Path, certificate: Path, output: Path, as_json: bool) -> None:
+    """Measure the absolute radiance gain of CALIBRATION (a .cal file, e.g. from
+    'characterize') from SPHERE, frames of an integrating sphere (or lamp-panel) and darks
+    at one exposure (calibration.sphere), and write it as a version-2 calibration file.
+
+    The gain is per reconstructed band, its uncertainty (k = 1) the frames', the darks' and
+    the certificate's in quadrature. CALIBRATION itself is not changed."""
+    from calibration.certificate import CertificateError, read_certificate
+    from calibration.sphere import load_sphere, measure_gain, with_radiance_gain
+    from onboard.formats.calfile import CalibrationFileError, read
+
+    if output.resolve() == calibration.resolve():
+        raise click.BadParameter("write the new file beside the old one, not over it", param_hint="-o")
+    try:
+        cal = read(calibration)
+        cert = read_certificate(certificate)
+        acq = load_sphere(sphere)
+        measured = measure_gain(cal, acq, cert)
+    except (CalibrationFileError, CertificateError, AcquisitionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sha = with_radiance_gain(cal, measured, acq, cert).write(output)
+    s = measured.summary()
+    if as_json:
+        click.echo(json.dumps({**s, "calibration": str(output), "sha256": sha,
+                               "wavelengths_nm": cal.wavelengths_nm.tolist(),
+                               "gain": measured.gain.tolist(),
+                               "uncertainty": measured.uncertainty.tolist()}))
+        return
+    click.echo(
+        f"{acq.name}: {len(acq.frames)} sphere frames and {len(acq.dark)} darks at "
+        f"{acq.exposure_s:g} s, signal {s['signal_over_dark_noise']:.0f} x the dark noise\n"
+        f"  gain per band (DN/s per W m-2 sr-1 nm-1): median {s['gain_median']:.4g}, relative "
+        f"uncertainty (k = 1) median {100 * s['uncertainty_median']:.2f} %, max "
+        f"{100 * s['uncertainty_max']:.2f} % (frames up to {100 * s['frames_noise_max']:.2f} %, "
+        f"darks {100 * s['dark_noise_max']:.2f} %, certificate {100 * s['certificate_max']:.2f} %)\n"
+        f"  interferometers over the bank's prediction: median {s['interferometer_ratio_median']:.4g}, "
+        f"p95/p5 - 1 = {100 * s['interferometer_ratio_spread']:.1f} %\n"
+        f"  wrote {output} (version 2, sha256 {sha[:12]})")
+
+
+@calibrate.command("simulate-sphere")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Sphere acquisition folder to write (with its certificate.csv).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The simulated instrument's ('onboard run --sensor imspoc' with this seed).")
+@click.option("--peak-radiance", type=float, default=0.3, show_default=True,
+              help="The sphere's radiance at its maximum over 350-1100 nm (W m-2 sr-1 nm-1).")
+@click.option("--exposure", type=float, default=None, help="[the instrument's, 0.01] s")
+@click.option("--frames", type=int, default=8, show_default=True)
+@click.option("--darks", type=int, default=8, show_default=True)
+@click.option("--certificate-uncertainty", type=float, default=0.01, show_default=True,
+              help="Relative standard uncertainty the certificate states (k = 1).")
+def simulate_sphere(output: Path, seed: int, peak_radiance: float, exposure: float | None,
+                    frames: int, darks: int, certificate_uncertainty: float) -> None:
+    """Write a simulated sphere acquisition of the default ImSPOC and its certificate: a
+    quartz-tungsten-halogen sphere (2900 K) of known radiance, for 'onboard calibrate radiance'."""
+    from calibration.certificate import write_certificate
+    from calibration.sphere import simulate_sphere as simulate
+    from calibration.sphere import tungsten_certificate, write_sphere
+    from onboard.physics.imspoc import default_instrument
+
+    if peak_radiance <= 0 or (exposure is not None and exposure <= 0) or frames < 2 or darks < 2:
+        raise click.UsageError("need --peak-radiance > 0, --exposure > 0, >= 2 frames and darks")
+    if not 0 <= certificate_uncertainty < 0.5:
+        raise click.BadParameter("must be in [0, 0.5)", param_hint="--certificate-uncertainty")
+    cert = tungsten_certificate(peak_radiance, relative_uncertainty=certificate_uncertainty)
+    acq = simulate(default_instrument(seed), cert, exposure, frames, darks, seed)
+    write_sphere(output, acq)
+    write_certificate(output / "certificate.csv", cert)
+    click.echo(f"wrote {output}: {frames} frames and {darks} darks of a {cert.source} at "
+               f"{acq.exposure_s:g} s, raw {int(acq.frames.min())}-{int(acq.frames.max())} DN; "
+               f"certificate {output / 'certificate.csv'}")
