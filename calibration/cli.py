@@ -117,7 +117,10 @@ def _ambiguous_line(c: Characterisation) -> str:
 
 def _flight_line(cal: Calibration) -> str:
     problem = cal.flight_problem()
-    return "" if problem is None else f"\n  WARNING: this file {problem}"
+    radiance = ("" if cal.radiance_gain is not None else
+                "\n  no absolute radiance gain (version 1: lab reflectance only); add one from an "
+                "integrating sphere with 'onboard calibrate radiance'")
+    return radiance + ("" if problem is None else f"\n  WARNING: this file {problem}")
 
 
 def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path | None,
@@ -134,7 +137,8 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
                                      progress=lambda m: click.echo(m, err=True))
     except AcquisitionError as exc:
         raise click.ClickException(str(exc)) from exc
-    sha = ff.calibration(n_bands=bands).write(output)
+    cal = ff.calibration(n_bands=bands)
+    sha = cal.write(output)
     report_dir = report_dir or output.with_name(output.stem + "_report")
     report_dir.mkdir(parents=True, exist_ok=True)
     g = ff.bank.opd_gradient_um_per_px
@@ -161,7 +165,7 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
         f"region OPDs off the plane by {1000 * f['plane_rms_um_median']:.2f} nm RMS (median); "
         f"{f['wedge_not_measured']} wedges not measurable (too few fringes)\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
-        + (f" ({len(plots)} plots)" if plots else "")
+        + (f" ({len(plots)} plots)" if plots else "") + _flight_line(cal)
     )
 
 
