@@ -312,38 +312,44 @@ def radiance(calibration: Path, sphere: Path, certificate: Path, output: Path, a
         f"uncertainty (k = 1) median {100 * s['uncertainty_median']:.2f} %, max "
         f"{100 * s['uncertainty_max']:.2f} % (frames up to {100 * s['frames_noise_max']:.2f} %, "
         f"darks {100 * s['dark_noise_max']:.2f} %, certificate {100 * s['certificate_max']:.2f} %)\n"
-        f"  interferometers over the bank's prediction: median {s['interferometer_ratio_median']:.4g}, "
-        f"p95/p5 - 1 = {100 * s['interferometer_ratio_spread']:.1f} %\n"
-        f"  wrote {output} (version 2, sha256 {sha[:12]})")
+        + (f"  interferometers over the bank's prediction: median {s['interferometer_ratio_median']:.4g}, "
+           f"p95/p5 - 1 = {100 * s['interferometer_ratio_spread']:.1f} %\n"
+           if "interferometer_ratio_median" in s else "")
+        + f"  wrote {output} (version 2, sha256 {sha[:12]})")
 
 
 @calibrate.command("simulate-sphere")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Sphere acquisition folder to write (with its certificate.csv).")
+@click.option("--sensor", type=click.Choice(["imspoc", "pushbroom"]), default="imspoc",
+              show_default=True, help="Which simulated instrument ('onboard run --sensor').")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="The simulated instrument's ('onboard run --sensor imspoc' with this seed).")
+              help="The simulated instrument's ('onboard run' with this seed).")
 @click.option("--peak-radiance", type=float, default=0.3, show_default=True,
-              help="The sphere's radiance at its maximum over 350-1100 nm (W m-2 sr-1 nm-1).")
+              help="The sphere's radiance at its maximum, near 1 µm (W m-2 sr-1 nm-1).")
 @click.option("--exposure", type=float, default=None, help="[the instrument's, 0.01] s")
 @click.option("--frames", type=int, default=8, show_default=True)
 @click.option("--darks", type=int, default=8, show_default=True)
 @click.option("--certificate-uncertainty", type=float, default=0.01, show_default=True,
               help="Relative standard uncertainty the certificate states (k = 1).")
-def simulate_sphere(output: Path, seed: int, peak_radiance: float, exposure: float | None,
+def simulate_sphere(output: Path, sensor: str, seed: int, peak_radiance: float, exposure: float | None,
                     frames: int, darks: int, certificate_uncertainty: float) -> None:
-    """Write a simulated sphere acquisition of the default ImSPOC and its certificate: a
+    """Write a simulated sphere acquisition of the instrument 'onboard run' simulates (the
+    default ImSPOC, or the FINCH-like push-broom of 128 pixels) and its certificate: a
     quartz-tungsten-halogen sphere (2900 K) of known radiance, for 'onboard calibrate radiance'."""
     from calibration.certificate import write_certificate
     from calibration.sphere import simulate_sphere as simulate
     from calibration.sphere import tungsten_certificate, write_sphere
     from onboard.physics.imspoc import default_instrument
+    from onboard.physics.pushbroom import finch_like
 
     if peak_radiance <= 0 or (exposure is not None and exposure <= 0) or frames < 2 or darks < 2:
         raise click.UsageError("need --peak-radiance > 0, --exposure > 0, >= 2 frames and darks")
     if not 0 <= certificate_uncertainty < 0.5:
         raise click.BadParameter("must be in [0, 0.5)", param_hint="--certificate-uncertainty")
     cert = tungsten_certificate(peak_radiance, relative_uncertainty=certificate_uncertainty)
-    acq = simulate(default_instrument(seed), cert, exposure, frames, darks, seed)
+    inst = default_instrument(seed) if sensor == "imspoc" else finch_like(seed=seed)
+    acq = simulate(inst, cert, exposure, frames, darks, seed)
     write_sphere(output, acq)
     write_certificate(output / "certificate.csv", cert)
     click.echo(f"wrote {output}: {frames} frames and {darks} darks of a {cert.source} at "

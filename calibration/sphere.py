@@ -29,7 +29,11 @@ calibration uses too. Its relative standard uncertainty (k = 1) combines in quad
 the frames' noise (spread of the per-frame ``S``), the dark stack's (spread of ``S`` with
 each dark frame subtracted in turn, over sqrt(m)) and the certificate's.
 
-Per reconstructed band, not per interferometer: the runtime turns counts into radiance
+For a push-broom calibration the gain is per detector band: the dark-subtracted frames over
+the flat, the median over the cross-track of each band's good pixels (as its white reference
+is made), per second, over the certificate's radiance averaged over the band.
+
+ImSPOC: per reconstructed band, not per interferometer: the runtime turns counts into radiance
 after the reconstruction (radiance = cube x white reference / gain), so that is where a gain
 is applied. A per-interferometer absolute gain would be a rescaling of the bank's gain
 polynomials, which changes the reconstruction operator the characterisation fitted; it is
@@ -52,6 +56,7 @@ from calibration.certificate import Certificate
 from calibration.fullframe import WHITE_CORE, _frames
 from onboard.formats.calfile import Calibration
 from onboard.physics.imspoc import ImspocInstrument, band_edges_nm, band_mean, transfer_matrix
+from onboard.physics.pushbroom import PushbroomInstrument
 from onboard.sources.simulated import radiance_gain
 from onboard.stages.reconstruct import white_reference
 
@@ -119,10 +124,11 @@ def tungsten_certificate(peak_radiance: float = 0.3, temperature_k: float = 2900
                          relative_uncertainty: float = 0.01,
                          wavelength_nm: NDArray | None = None) -> Certificate:
     """The certificate of a simulated quartz-tungsten-halogen sphere: a black body at
-    ``temperature_k`` scaled to ``peak_radiance`` (W m-2 sr-1 nm-1) at its maximum over
-    350-1100 nm (it rises to the red, unlike the lab lamp's spectrum the white reference is
-    measured under), standard uncertainty ``relative_uncertainty`` of the radiance."""
-    wl = np.arange(350.0, 1101.0, 5.0) if wavelength_nm is None else np.asarray(wavelength_nm, float)
+    ``temperature_k`` scaled to ``peak_radiance`` (W m-2 sr-1 nm-1) at its maximum (near
+    1 µm; it rises to the red across the visible, unlike the lab lamp's spectrum the white
+    reference is measured under), standard uncertainty ``relative_uncertainty`` of the
+    radiance, at 5 nm over 350-2500 nm as such certificates are."""
+    wl = np.arange(350.0, 2501.0, 5.0) if wavelength_nm is None else np.asarray(wavelength_nm, float)
     x = 1.438777e7 / (wl * temperature_k)  # hc / (lambda k T), lambda in nm
     planck = 1.0 / (wl**5 * np.expm1(x))
     radiance = peak_radiance * planck / planck.max()
@@ -130,21 +136,29 @@ def tungsten_certificate(peak_radiance: float = 0.3, temperature_k: float = 2900
                        f"simulated QTH sphere, {temperature_k:g} K, {peak_radiance:g} W m-2 sr-1 nm-1 peak")
 
 
-def simulate_sphere(inst: ImspocInstrument, cert: Certificate, exposure_s: float | None = None,
-                    frames: int = 8, darks: int = 8, seed: int = 0) -> SphereAcquisition:
+def simulate_sphere(inst: ImspocInstrument | PushbroomInstrument, cert: Certificate,
+                    exposure_s: float | None = None, frames: int = 8, darks: int = 8,
+                    seed: int = 0) -> SphereAcquisition:
     """Raw frames of a uniform field at the certificate's radiance (the simulator's forward
-    model, :meth:`ImspocInstrument.frame_radiance`) and darks, at ``exposure_s`` (default
-    the instrument's)."""
+    model: :meth:`ImspocInstrument.frame_radiance`, or :meth:`PushbroomInstrument.line_radiance`
+    read out as on the ground calibration's day) and darks, at ``exposure_s`` (default the
+    instrument's)."""
     if exposure_s is not None:
         inst = replace(inst, exposure_s=exposure_s)
     rng = np.random.default_rng(seed)
-    grid = inst.scene_grid()
-    h, w = inst.thumb_shape
-    radiance = np.broadcast_to(np.interp(grid, cert.wavelength_nm, cert.radiance)[:, None, None],
-                               (grid.size, h, w))
-    lit = np.stack([inst.frame_radiance(radiance, grid, rng).pixels for _ in range(frames)])
-    zero = np.zeros(inst.layout.detector_shape)
-    dark = np.stack([inst.detector.expose(zero, inst.exposure_s, rng) for _ in range(darks)])
+    if isinstance(inst, PushbroomInstrument):
+        field = np.interp(inst.wavelengths_nm, cert.wavelength_nm, cert.radiance)
+        line = np.broadcast_to(field[:, None], (field.size, inst.cross_track))
+        lit = np.stack([inst.line_radiance(line, rng, drift=False).pixels for _ in range(frames)])
+        shape = tuple(inst.detector_spec.shape)
+    else:
+        grid = inst.scene_grid()
+        h, w = inst.thumb_shape
+        radiance = np.broadcast_to(np.interp(grid, cert.wavelength_nm, cert.radiance)[:, None, None],
+                                   (grid.size, h, w))
+        lit = np.stack([inst.frame_radiance(radiance, grid, rng).pixels for _ in range(frames)])
+        shape = tuple(inst.layout.detector_shape)
+    dark = np.stack([inst.detector.expose(np.zeros(shape), inst.exposure_s, rng) for _ in range(darks)])
     return SphereAcquisition(lit, dark, inst.exposure_s, inst.detector_spec.bit_depth, inst.name,
                              {"simulated": True, "seed": seed, "sphere": cert.source})
 
@@ -154,19 +168,23 @@ class SphereGain:
     """A measured gain: ``gain`` (B,) DN/s per W m-2 sr-1 nm-1 and its relative standard
     uncertainty ``uncertainty`` (B,), with the parts it is made of, each (B,) relative;
     ``interferometer_ratio`` (N,): each interferometer's core signal (DN/s) over the bank's
-    prediction for the certified spectrum (the check of the module docstring)."""
+    prediction for the certified spectrum (the check of the module docstring; None for a
+    push-broom)."""
 
     gain: NDArray[np.float64]
     uncertainty: NDArray[np.float64]
     frames_noise: NDArray[np.float64]
     dark_noise: NDArray[np.float64]
     certificate: NDArray[np.float64]
-    interferometer_ratio: NDArray[np.float64]
+    interferometer_ratio: NDArray[np.float64] | None
     snr: float
 
     def summary(self) -> dict:
         """JSON-able summary (the calibration's provenance carries it)."""
         r = self.interferometer_ratio
+        check = {} if r is None else {
+            "interferometer_ratio_median": float(np.median(r)),
+            "interferometer_ratio_spread": float(np.percentile(r, 95) / np.percentile(r, 5) - 1)}
         return {
             "gain_median": float(np.median(self.gain)),
             "uncertainty_max": float(self.uncertainty.max()),
@@ -175,88 +193,105 @@ class SphereGain:
             "dark_noise_max": float(self.dark_noise.max()),
             "certificate_max": float(self.certificate.max()),
             "signal_over_dark_noise": self.snr,
-            "interferometer_ratio_median": float(np.median(r)),
-            "interferometer_ratio_spread": float(np.percentile(r, 95) / np.percentile(r, 5) - 1),
+            **check,
         }
 
 
-def _cores(cal: Calibration, stack: NDArray) -> NDArray[np.float64]:
-    """(frames, N): each frame's mean over the good pixels of each thumbnail's central core,
-    divided by the flat."""
+def _used(cal: Calibration) -> NDArray[np.bool_]:
+    """(rows, cols) the good pixels the gain is measured on: each thumbnail's central core
+    (ImSPOC: where the reconstruction's operator is the bank's at the thumbnail centre), or
+    the whole detector (push-broom: every pixel is one band of one cross-track sample)."""
+    good = ~cal.radiometric.bad
+    if cal.kind == "pushbroom":
+        return good
     assert cal.layout is not None
     h, w = cal.layout.thumb_shape
-    core = (slice(None), slice(h // 2 - WHITE_CORE, h // 2 + WHITE_CORE),
-            slice(w // 2 - WHITE_CORE, w // 2 + WHITE_CORE))
-    good = cal.layout.extract(~cal.radiometric.bad)[core].astype(np.float64)
-    flat = cal.layout.extract(cal.radiometric.flat.astype(np.float64))[core]
-    out = np.empty((len(stack), len(cal.layout)))
-    for i, f in enumerate(stack):
-        t = cal.layout.extract(np.asarray(f, np.float64))[core] / flat
-        out[i] = (t * good).sum((1, 2)) / np.maximum(good.sum((1, 2)), 1)
-    return out
+    core = np.zeros((len(cal.layout), h, w), bool)
+    core[:, h // 2 - WHITE_CORE:h // 2 + WHITE_CORE, w // 2 - WHITE_CORE:w // 2 + WHITE_CORE] = True
+    return cal.layout.place(core, fill=False) & good
 
 
-def _check_levels(cal: Calibration, acq: SphereAcquisition) -> float:
-    """Refuse saturated or dark sphere frames (a saturated core under-reads the sphere; a
-    dark one measures noise); returns the median core signal over the dark noise."""
+def _reduce(cal: Calibration, stack: NDArray, used: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Each (dark-subtracted) frame divided by the flat and reduced to what the gain is fitted
+    to: (frames, N) mean of each thumbnail's used pixels (ImSPOC), or (frames, B) median over
+    the cross-track of each band's (push-broom, as its white reference is made)."""
+    signal = np.asarray(stack, np.float64) / cal.radiometric.flat
+    if cal.kind == "pushbroom":
+        return np.nanmedian(np.where(used, signal, np.nan), axis=1)
     assert cal.layout is not None
+    thumbs = np.stack([cal.layout.extract(f) for f in signal])
+    weight = cal.layout.extract(used).astype(np.float64)
+    return (thumbs * weight).sum((2, 3)) / np.maximum(weight.sum((1, 2)), 1)
+
+
+def _check_levels(cal: Calibration, acq: SphereAcquisition, used: NDArray[np.bool_]) -> float:
+    """Refuse saturated or dark sphere frames (a saturated pixel under-reads the sphere; a
+    dark frame measures noise); returns the median signal over the dark noise."""
     if acq.frames.shape[1:] != cal.radiometric.shape:
         raise SphereError(f"{acq.path}: frames are {acq.frames.shape[1:]}; the calibration's "
                           f"detector ({cal.instrument}) is {cal.radiometric.shape}")
-    h, w = cal.layout.thumb_shape
-    used = np.zeros((len(cal.layout), h, w), bool)
-    used[:, h // 2 - WHITE_CORE:h // 2 + WHITE_CORE, w // 2 - WHITE_CORE:w // 2 + WHITE_CORE] = True
-    used = cal.layout.place(used, fill=False) & ~cal.radiometric.bad
     saturated = (acq.frames >= acq.saturation_dn) & used
     if saturated.any():
         which = np.flatnonzero(saturated.any(axis=(1, 2)))
         raise SphereError(
-            f"{acq.path}: {int(saturated.sum())} pixels of the thumbnails' cores are saturated "
+            f"{acq.path}: {int(saturated.sum())} of the pixels used are saturated "
             f"(raw >= {acq.saturation_dn} DN) in {which.size} of {len(acq.frames)} sphere frames "
             f"(first: frame {int(which[0])}): lower the exposure ({acq.exposure_s:g} s) or the "
             "sphere's level and record again")
     noise = float(np.median(acq.dark.astype(np.float64).std(axis=0, ddof=1)[used]))
-    signal = float(np.median(_cores(cal, acq.frames.mean(0, keepdims=True)
-                                    - acq.dark.mean(0, keepdims=True))))
+    signal = float(np.median(_reduce(cal, acq.frames.mean(0, keepdims=True)
+                                     - acq.dark.mean(0, keepdims=True), used)))
     snr = signal / max(noise, 1e-9)
     if snr < MIN_SNR:
         raise SphereError(
-            f"{acq.path}: the sphere frames are dark: median core signal {signal:.2f} DN above the "
+            f"{acq.path}: the sphere frames are dark: median signal {signal:.2f} DN above the "
             f"darks, {snr:.1f} times their noise ({noise:.2f} DN; at least {MIN_SNR:g} needed): "
             "was the sphere lit and the shutter open? Are frames.npy and dark.npy swapped?")
     return snr
 
 
 def measure_gain(cal: Calibration, acq: SphereAcquisition, cert: Certificate) -> SphereGain:
-    """The gain per reconstructed band of an ImSPOC calibration (module docstring)."""
-    if cal.kind != "imspoc" or cal.bank is None or cal.layout is None:
-        raise SphereError(f"calibration of {cal.instrument} is {cal.kind!r}: the sphere's gain is "
-                          "measured for ImSPOC calibrations (push-broom: not yet)")
+    """The gain per band of a calibration (module docstring): per reconstructed band for the
+    ImSPOC, per detector band for the push-broom (its signal per band over the radiance)."""
+    if cal.kind == "imspoc" and (cal.bank is None or cal.layout is None):
+        raise SphereError(f"calibration of {cal.instrument} has no bank or layout")
     cert.check_covers(cal.wavelengths_nm)
-    snr = _check_levels(cal, acq)
+    used = _used(cal)
+    snr = _check_levels(cal, acq, used)
     radiance, u_cert = cert.in_bands(cal.wavelengths_nm)
-    a = transfer_matrix(cal.bank, cal.wavelengths_nm)
     t = acq.exposure_s
     dark = acq.dark.astype(np.float64)
-    lit = _cores(cal, acq.frames.astype(np.float64) - dark.mean(0))
-    dark_cores = _cores(cal, dark)
+    lit = _reduce(cal, acq.frames.astype(np.float64) - dark.mean(0), used)
+    dark_reduced = _reduce(cal, dark, used)
+    if cal.kind == "imspoc":
+        assert cal.bank is not None
+        a = transfer_matrix(cal.bank, cal.wavelengths_nm) * radiance[None, :]
 
-    def signal(y: NDArray) -> NDArray[np.float64]:
-        # the smooth gain g with A diag(radiance) g t = y, times the radiance
-        return white_reference(a * radiance[None, :], y, t) * radiance
+        def signal(y: NDArray) -> NDArray[np.float64]:
+            # the smooth gain g with A diag(radiance) g t = y, times the radiance
+            return white_reference(a, y, t) * radiance
+    else:
+        def signal(y: NDArray) -> NDArray[np.float64]:
+            return np.asarray(y, np.float64) / t
 
     spectrum = signal(lit.mean(0))
     per_frame = np.stack([signal(y) for y in lit])
-    per_dark = np.stack([signal(lit.mean(0) + dark_cores.mean(0) - d) for d in dark_cores])
+    per_dark = np.stack([signal(lit.mean(0) + dark_reduced.mean(0) - d) for d in dark_reduced])
     u_dark = per_dark.std(0, ddof=1) / np.sqrt(len(per_dark)) / np.abs(spectrum)
     gain, u = radiance_gain(spectrum, per_frame, radiance, np.hypot(u_dark, u_cert))
     frames_noise = per_frame.std(0, ddof=1) / np.sqrt(len(per_frame)) / np.abs(spectrum)
-    # each interferometer against the bank's prediction on the certificate's own sampling
+    ratio = _interferometer_ratio(cal, cert, lit.mean(0) / t) if cal.kind == "imspoc" else None
+    return SphereGain(gain, u, frames_noise, u_dark, u_cert, ratio, snr)
+
+
+def _interferometer_ratio(cal: Calibration, cert: Certificate, rate: NDArray) -> NDArray[np.float64]:
+    """Each interferometer's signal rate (DN/s) over the bank's prediction for the certified
+    spectrum, sampled at 2 nm over the bands (the check of the module docstring)."""
+    assert cal.bank is not None
     edges = band_edges_nm(cal.wavelengths_nm)
     fine = np.arange(edges[0] + 1.0, edges[-1], 2.0)
     predicted = transfer_matrix(cal.bank, fine) @ band_mean(cert.wavelength_nm, cert.radiance, fine)
-    ratio = lit.mean(0) / t / np.where(np.abs(predicted) > 0, predicted, np.nan)
-    return SphereGain(gain, u, frames_noise, u_dark, u_cert, ratio, snr)
+    return rate / np.where(np.abs(predicted) > 0, predicted, np.nan)
 
 
 def with_radiance_gain(cal: Calibration, measured: SphereGain, acq: SphereAcquisition,

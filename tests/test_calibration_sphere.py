@@ -61,6 +61,25 @@ def test_sphere_gain_recovers_the_simulated_instruments_gain(rig) -> None:
     assert measured.summary()["interferometer_ratio_spread"] < 0.03
 
 
+def test_pushbroom_gain_per_detector_band_recovers_the_simulated_instruments() -> None:
+    """The FINCH-like push-broom (900-1700 nm, 81 bands): within 2 % of the truth in every
+    band (measured: 1.2 % at most, median 0.03 %), with no interferometer check."""
+    from onboard.physics.pushbroom import finch_like, ingaas_quantum_efficiency
+    from onboard.sources.simulated import calibrate_pushbroom
+
+    pb = finch_like(cross_track=32)
+    cal = replace(calibrate_pushbroom(pb), radiance_gain=None, radiance_gain_uncertainty=None)
+    truth = (pb.photo_rate_e_s * ingaas_quantum_efficiency(pb.wavelengths_nm) * pb.band_width_nm()
+             / pb.detector_spec.electrons_per_dn / LAB_PANEL_PEAK_RADIANCE)
+    cert = tungsten_certificate(0.3)
+    measured = measure_gain(cal, simulate_sphere(pb, cert, seed=1), cert)
+    assert np.max(np.abs(measured.gain / truth - 1)) < 0.02
+    assert measured.interferometer_ratio is None and "interferometer_ratio_median" not in measured.summary()
+    with pytest.raises(CertificateError, match="covers 350-1100 nm"):
+        measure_gain(cal, simulate_sphere(pb, cert, seed=1),
+                     tungsten_certificate(0.3, wavelength_nm=np.arange(350.0, 1101.0, 5.0)))
+
+
 def test_a_longer_exposure_and_a_dimmer_sphere_give_the_same_gain(rig) -> None:
     """The gain is per second and per unit radiance: neither the exposure nor the sphere's
     level may move it beyond the noise."""
