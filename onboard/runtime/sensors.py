@@ -121,7 +121,7 @@ class Imspoc(Sensor):
             source = ReplaySource(folder)
         except FileNotFoundError as exc:
             raise SessionError(str(exc)) from exc
-        notes = [n for n in setup.notes if not n.startswith("sensor:")]
+        notes = [n for n in setup.notes if not n.startswith(("sensor:", "sky:"))]  # a replay has its own light
         notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {folder}")
         return SensorSetup(setup.calibration, source, setup.frame_shape, setup.cube_shape,
                            setup.saturation, simulated=False, notes=notes)
