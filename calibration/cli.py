@@ -14,7 +14,9 @@ from calibration.model_selection import DEFAULT_MODELS, MODELS
 from onboard.cli import require_packages
 
 if TYPE_CHECKING:
+    from calibration.certificate import Certificate
     from calibration.characterise import Characterisation
+    from calibration.sphere import SphereAcquisition, SphereGain
     from onboard.formats.calfile import Calibration
 
 
@@ -44,10 +46,16 @@ def calibrate() -> None:
 @click.option("--regions", type=(int, int), default=(4, 4), show_default=True,
               help="Full-frame sweeps: regions per thumbnail (rows, cols) characterised apart.")
 @click.option("--no-plots", is_flag=True, help="Write report.json only.")
+@click.option("--sphere", type=click.Path(path_type=Path), default=None,
+              help="Frames of an integrating sphere and darks (calibration.sphere): the file gets "
+                   "the absolute radiance gain (version 2), as 'onboard calibrate radiance' adds it.")
+@click.option("--certificate", type=click.Path(path_type=Path), default=None,
+              help="The sphere's radiance certificate (CSV; calibration.certificate).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def characterize(acquisition: Path, output: Path, report_dir: Path | None, models: tuple[str, ...],
                  degrees: tuple[int, ...], device: Path | None, bands: int | None,
-                 regions: tuple[int, int], no_plots: bool, as_json: bool) -> None:
+                 regions: tuple[int, int], no_plots: bool, sphere: Path | None,
+                 certificate: Path | None, as_json: bool) -> None:
     """Characterise every interferometer of the sweep in ACQUISITION and write the
     calibration file and the fit report.
 
@@ -63,12 +71,13 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
 
     if any(d < 0 or d > 12 for d in degrees):
         raise click.BadParameter("degrees must be between 0 and 12", param_hint="--degree")
+    standard = _sphere_inputs(sphere, certificate)
     if is_full_frame(acquisition):
         if device is not None:
             raise click.BadParameter("a full-frame sweep's layout is found on its flat frame",
                                      param_hint="--device")
         _characterize_full_frame(acquisition, output, report_dir, models, degrees, bands, regions,
-                                 no_plots, as_json)
+                                 no_plots, as_json, standard)
         return
     try:
         acq = load_acquisition(acquisition)
@@ -80,6 +89,7 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
         cal = build_calibration(c, device=device, n_bands=bands)
     except DeviceFileError as exc:
         raise click.ClickException(str(exc)) from exc
+    cal, measured = _with_sphere(cal, standard, output)
     sha = cal.write(output)
     report_dir = report_dir or output.with_name(output.stem + "_report")
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +98,8 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
     s = c.summary()
     if as_json:
         click.echo(json.dumps({**s, "calibration": str(output), "sha256": sha,
-                               "report": str(report_dir), "flight_problem": cal.flight_problem()}))
+                               "report": str(report_dir), "flight_problem": cal.flight_problem(),
+                               "radiance_gain": None if measured is None else measured.summary()}))
         return
     click.echo(
         f"{s['acquisition']}: {s['interferometers']} interferometers, {s['lines']} lines, "
@@ -99,8 +110,63 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
         f"{s['opd_trend_outliers']}, low periodogram margins {s['low_margin']}\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
         + (f" ({len(plots)} plots)" if plots else "")
-        + _ambiguous_line(c) + _flight_line(cal)
+        + _ambiguous_line(c) + _gain_line(measured) + _flight_line(cal)
     )
+
+
+def _sphere_inputs(sphere: Path | None, certificate: Path | None
+                   ) -> tuple[SphereAcquisition, Certificate] | None:
+    """The sphere acquisition and its certificate, read and checked before any work (both or
+    neither)."""
+    if (sphere is None) != (certificate is None):
+        raise click.UsageError("--sphere and --certificate go together (the frames of a radiance "
+                               "standard and its certificate)")
+    if sphere is None or certificate is None:
+        return None
+    from calibration.certificate import CertificateError, read_certificate
+    from calibration.sphere import load_sphere
+
+    try:
+        return load_sphere(sphere), read_certificate(certificate)
+    except (CertificateError, AcquisitionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _with_sphere(cal: Calibration, inputs: tuple[SphereAcquisition, Certificate] | None,
+                 keep: Path | None = None) -> tuple[Calibration, SphereGain | None]:
+    """``cal`` with the sphere's radiance gain (a version-2 file), or as it is without one.
+    Where the gain cannot be measured, ``cal`` is first written to ``keep`` (a
+    characterisation is not thrown away for a bad sphere) and the error says so."""
+    if inputs is None:
+        return cal, None
+    from calibration.certificate import CertificateError
+    from calibration.sphere import measure_gain, with_radiance_gain
+
+    acq, cert = inputs
+    try:
+        measured = measure_gain(cal, acq, cert)
+    except (CertificateError, AcquisitionError) as exc:
+        if keep is None:
+            raise click.ClickException(str(exc)) from exc
+        cal.write(keep)
+        raise click.ClickException(
+            f"{exc}\n  wrote {keep} WITHOUT a radiance gain (version 1); once the sphere is "
+            f"fixed: onboard calibrate radiance {keep} SPHERE --certificate CERT -o NEW.cal") from exc
+    return with_radiance_gain(cal, measured, acq, cert), measured
+
+
+def _gain_line(measured: SphereGain | None) -> str:
+    if measured is None:
+        return ""
+    s = measured.summary()
+    check = (f"; interferometers over the bank's prediction: median {s['interferometer_ratio_median']:.4g}, "
+             f"p95/p5 - 1 = {100 * s['interferometer_ratio_spread']:.1f} %"
+             if "interferometer_ratio_median" in s else "")
+    return (f"\n  radiance gain per band (DN/s per W m-2 sr-1 nm-1): median {s['gain_median']:.4g}, "
+            f"relative uncertainty (k = 1) median {100 * s['uncertainty_median']:.2f} %, max "
+            f"{100 * s['uncertainty_max']:.2f} % (frames up to {100 * s['frames_noise_max']:.2f} %, "
+            f"darks {100 * s['dark_noise_max']:.2f} %, certificate {100 * s['certificate_max']:.2f} %; "
+            f"signal {s['signal_over_dark_noise']:.0f} x the dark noise){check}")
 
 
 def _ambiguous_line(c: Characterisation) -> str:
@@ -125,7 +191,8 @@ def _flight_line(cal: Calibration) -> str:
 
 def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path | None,
                              models: tuple[str, ...], degrees: tuple[int, ...], bands: int | None,
-                             regions: tuple[int, int], no_plots: bool, as_json: bool) -> None:
+                             regions: tuple[int, int], no_plots: bool, as_json: bool,
+                             standard: tuple[SphereAcquisition, Certificate] | None) -> None:
     """``characterize`` for a full-frame sweep: maps, layout, per-region fits, wedge."""
     from calibration.fullframe import characterise_full_frame, load_full_frame
     from calibration.report import to_json, write_plots
@@ -137,7 +204,7 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
                                      progress=lambda m: click.echo(m, err=True))
     except AcquisitionError as exc:
         raise click.ClickException(str(exc)) from exc
-    cal = ff.calibration(n_bands=bands)
+    cal, measured = _with_sphere(ff.calibration(n_bands=bands), standard, output)
     sha = cal.write(output)
     report_dir = report_dir or output.with_name(output.stem + "_report")
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +219,8 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
     s, f = ff.thumbnails.summary(), ff.summary()
     if as_json:
         click.echo(json.dumps({**s, "full_frame": f, "calibration": str(output), "sha256": sha,
-                               "report": str(report_dir)}))
+                               "report": str(report_dir),
+                               "radiance_gain": None if measured is None else measured.summary()}))
         return
     click.echo(
         f"{s['acquisition']}: {f['thumbnails']} thumbnails of {f['thumb_shape'][0]} x "
@@ -165,7 +233,7 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
         f"region OPDs off the plane by {1000 * f['plane_rms_um_median']:.2f} nm RMS (median); "
         f"{f['wedge_not_measured']} wedges not measurable (too few fringes)\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
-        + (f" ({len(plots)} plots)" if plots else "") + _flight_line(cal)
+        + (f" ({len(plots)} plots)" if plots else "") + _gain_line(measured) + _flight_line(cal)
     )
 
 
@@ -284,38 +352,28 @@ def radiance(calibration: Path, sphere: Path, certificate: Path, output: Path, a
 
     The gain is per reconstructed band, its uncertainty (k = 1) the frames', the darks' and
     the certificate's in quadrature. CALIBRATION itself is not changed."""
-    from calibration.certificate import CertificateError, read_certificate
-    from calibration.sphere import load_sphere, measure_gain, with_radiance_gain
     from onboard.formats.calfile import CalibrationFileError, read
 
     if output.resolve() == calibration.resolve():
         raise click.BadParameter("write the new file beside the old one, not over it", param_hint="-o")
+    inputs = _sphere_inputs(sphere, certificate)
     try:
         cal = read(calibration)
-        cert = read_certificate(certificate)
-        acq = load_sphere(sphere)
-        measured = measure_gain(cal, acq, cert)
-    except (CalibrationFileError, CertificateError, AcquisitionError) as exc:
+    except CalibrationFileError as exc:
         raise click.ClickException(str(exc)) from exc
-    sha = with_radiance_gain(cal, measured, acq, cert).write(output)
-    s = measured.summary()
+    cal, measured = _with_sphere(cal, inputs)
+    assert measured is not None and inputs is not None
+    sha = cal.write(output)
     if as_json:
-        click.echo(json.dumps({**s, "calibration": str(output), "sha256": sha,
+        click.echo(json.dumps({**measured.summary(), "calibration": str(output), "sha256": sha,
                                "wavelengths_nm": cal.wavelengths_nm.tolist(),
                                "gain": measured.gain.tolist(),
                                "uncertainty": measured.uncertainty.tolist()}))
         return
-    click.echo(
-        f"{acq.name}: {len(acq.frames)} sphere frames and {len(acq.dark)} darks at "
-        f"{acq.exposure_s:g} s, signal {s['signal_over_dark_noise']:.0f} x the dark noise\n"
-        f"  gain per band (DN/s per W m-2 sr-1 nm-1): median {s['gain_median']:.4g}, relative "
-        f"uncertainty (k = 1) median {100 * s['uncertainty_median']:.2f} %, max "
-        f"{100 * s['uncertainty_max']:.2f} % (frames up to {100 * s['frames_noise_max']:.2f} %, "
-        f"darks {100 * s['dark_noise_max']:.2f} %, certificate {100 * s['certificate_max']:.2f} %)\n"
-        + (f"  interferometers over the bank's prediction: median {s['interferometer_ratio_median']:.4g}, "
-           f"p95/p5 - 1 = {100 * s['interferometer_ratio_spread']:.1f} %\n"
-           if "interferometer_ratio_median" in s else "")
-        + f"  wrote {output} (version 2, sha256 {sha[:12]})")
+    acq = inputs[0]
+    click.echo(f"{acq.name}: {len(acq.frames)} sphere frames and {len(acq.dark)} darks at "
+               f"{acq.exposure_s:g} s" + _gain_line(measured)
+               + f"\n  wrote {output} (version 2, sha256 {sha[:12]})")
 
 
 @calibrate.command("simulate-sphere")

@@ -253,8 +253,9 @@ def _check_levels(cal: Calibration, acq: SphereAcquisition, used: NDArray[np.boo
 def measure_gain(cal: Calibration, acq: SphereAcquisition, cert: Certificate) -> SphereGain:
     """The gain per band of a calibration (module docstring): per reconstructed band for the
     ImSPOC, per detector band for the push-broom (its signal per band over the radiance)."""
-    if cal.kind == "imspoc" and (cal.bank is None or cal.layout is None):
-        raise SphereError(f"calibration of {cal.instrument} has no bank or layout")
+    if cal.flight_problem() is not None:
+        raise SphereError(f"calibration of {cal.instrument} has {cal.flight_problem()}: no thumbnail "
+                          "cores to measure a sphere on")
     cert.check_covers(cal.wavelengths_nm)
     used = _used(cal)
     snr = _check_levels(cal, acq, used)
