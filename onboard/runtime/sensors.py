@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -36,6 +36,9 @@ from onboard.sources.replay import ReplaySource
 from onboard.sources.scene import SceneTrack, read_scene
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sysinfo import cache_root
+
+if TYPE_CHECKING:
+    from onboard.scene.sky import Flight
 
 
 class SessionError(OnboardError, RuntimeError):
@@ -157,7 +160,7 @@ class Pushbroom(Sensor):
 SENSORS: dict[str, Sensor] = {s.name: s for s in (Imspoc(), Pushbroom())}
 
 
-def _flight(config: Config, grid: ArrayLike, start: float, notes: list[str]):  # -> Flight | None
+def _flight(config: Config, grid: ArrayLike, start: float, notes: list[str]) -> Flight | None:
     """The ``[sky]`` flight the simulated sensor flies (None: the lab lamp)."""
     try:
         return flight_for(config, np.asarray(grid, dtype=float), start, notes)
@@ -165,7 +168,7 @@ def _flight(config: Config, grid: ArrayLike, start: float, notes: list[str]):  #
         raise SessionError(str(exc)) from exc
 
 
-def _irradiance(config: Config, flight, source: SimulatedImspoc | SimulatedPushbroom
+def _irradiance(config: Config, flight: Flight | None, source: SimulatedImspoc | SimulatedPushbroom
                 ) -> tuple[IrradianceLog, Callable[[], int]] | None:
     """A drone's simulated irradiance sensor, read as far as ``source`` has flown."""
     if flight is None or config.sky.platform != "drone":

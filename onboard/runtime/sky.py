@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +19,9 @@ from numpy.typing import NDArray
 from onboard.config import Config
 from onboard.errors import OnboardError
 from onboard.sources.irradiance import IrradianceLog, IrradianceReading
+
+if TYPE_CHECKING:
+    from onboard.scene.sky import Flight
 
 #: Bands of the simulated irradiance sensor (nm): a 400-1050 nm spectrometer at 5 nm.
 SENSOR_NM = np.arange(400.0, 1051.0, 5.0)
@@ -27,7 +31,7 @@ class SkyError(OnboardError, ValueError):
     """A ``[sky]`` that cannot be flown; the message says why."""
 
 
-def flight_for(config: Config, scene_grid_nm: NDArray, start: float, notes: list[str]):  # -> Flight | None
+def flight_for(config: Config, scene_grid_nm: NDArray, start: float, notes: list[str]) -> Flight | None:
     """The :class:`onboard.scene.sky.Flight` of ``[sky]`` from ``start`` (Unix s), with the
     ``[[reflectance.panel]]`` panels that have a region laid in ``[reflectance] panel_frames``
     (their spectra interpolated onto ``scene_grid_nm``); None without a sky."""
@@ -61,7 +65,7 @@ class SimulatedIrradiance:
     """The drone's irradiance sensor under the flight's sky, read up to just past the newest
     frame the source made (``clock()``): a live sensor's readings as the stage polls them."""
 
-    flight: object  # onboard.scene.sky.Flight (imported with the sky)
+    flight: Flight
     clock: Callable[[], float | None]
     rate_hz: float
     noise: float
@@ -84,9 +88,8 @@ class SimulatedIrradiance:
             return 0
         times = np.arange(start, end, 1.0 / self.rate_hz)
         for t in times:
-            att = self.flight.attitude(float(t))  # type: ignore[attr-defined]
-            e = self.flight.sky.irradiance_sensor(float(t), SENSOR_NM, att, self._rng,  # type: ignore[attr-defined]
-                                                  self.noise)
+            att = self.flight.attitude(float(t))
+            e = self.flight.sky.irradiance_sensor(float(t), SENSOR_NM, att, self._rng, self.noise)
             self.log.add(IrradianceReading(float(t), e, att))
         if times.size:
             self._next = float(times[-1]) + 1.0 / self.rate_hz
