@@ -7,5 +7,7 @@ model and polynomial degree, ``characterise`` runs the chain and checks the resu
 ``calfile_writer`` turns a characterisation into the runtime's calibration file,
 ``geometry`` finds the thumbnails on a flat frame, ``fullframe`` simulates and characterises
 sweeps recorded as whole detector frames (maps, layout, per-region OPD and wedge),
-``monochromatic`` reconstructs each recorded line as a check of the whole chain.
+``monochromatic`` reconstructs each recorded line as a check of the whole chain,
+``certificate`` reads a radiance standard's certificate and ``sphere`` measures the absolute
+radiance gain from an integrating sphere's frames (``onboard calibrate radiance``).
 """

@@ -14,7 +14,9 @@ from calibration.model_selection import DEFAULT_MODELS, MODELS
 from onboard.cli import require_packages
 
 if TYPE_CHECKING:
+    from calibration.certificate import Certificate
     from calibration.characterise import Characterisation
+    from calibration.sphere import SphereAcquisition, SphereGain
     from onboard.formats.calfile import Calibration
 
 
@@ -44,10 +46,16 @@ def calibrate() -> None:
 @click.option("--regions", type=(int, int), default=(4, 4), show_default=True,
               help="Full-frame sweeps: regions per thumbnail (rows, cols) characterised apart.")
 @click.option("--no-plots", is_flag=True, help="Write report.json only.")
+@click.option("--sphere", type=click.Path(path_type=Path), default=None,
+              help="Frames of an integrating sphere and darks (calibration.sphere): the file gets "
+                   "the absolute radiance gain (version 2), as 'onboard calibrate radiance' adds it.")
+@click.option("--certificate", type=click.Path(path_type=Path), default=None,
+              help="The sphere's radiance certificate (CSV; calibration.certificate).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def characterize(acquisition: Path, output: Path, report_dir: Path | None, models: tuple[str, ...],
                  degrees: tuple[int, ...], device: Path | None, bands: int | None,
-                 regions: tuple[int, int], no_plots: bool, as_json: bool) -> None:
+                 regions: tuple[int, int], no_plots: bool, sphere: Path | None,
+                 certificate: Path | None, as_json: bool) -> None:
     """Characterise every interferometer of the sweep in ACQUISITION and write the
     calibration file and the fit report.
 
@@ -63,12 +71,13 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
 
     if any(d < 0 or d > 12 for d in degrees):
         raise click.BadParameter("degrees must be between 0 and 12", param_hint="--degree")
+    standard = _sphere_inputs(sphere, certificate)
     if is_full_frame(acquisition):
         if device is not None:
             raise click.BadParameter("a full-frame sweep's layout is found on its flat frame",
                                      param_hint="--device")
         _characterize_full_frame(acquisition, output, report_dir, models, degrees, bands, regions,
-                                 no_plots, as_json)
+                                 no_plots, as_json, standard)
         return
     try:
         acq = load_acquisition(acquisition)
@@ -80,6 +89,7 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
         cal = build_calibration(c, device=device, n_bands=bands)
     except DeviceFileError as exc:
         raise click.ClickException(str(exc)) from exc
+    cal, measured = _with_sphere(cal, standard, output)
     sha = cal.write(output)
     report_dir = report_dir or output.with_name(output.stem + "_report")
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +98,8 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
     s = c.summary()
     if as_json:
         click.echo(json.dumps({**s, "calibration": str(output), "sha256": sha,
-                               "report": str(report_dir), "flight_problem": cal.flight_problem()}))
+                               "report": str(report_dir), "flight_problem": cal.flight_problem(),
+                               "radiance_gain": None if measured is None else measured.summary()}))
         return
     click.echo(
         f"{s['acquisition']}: {s['interferometers']} interferometers, {s['lines']} lines, "
@@ -99,8 +110,63 @@ def characterize(acquisition: Path, output: Path, report_dir: Path | None, model
         f"{s['opd_trend_outliers']}, low periodogram margins {s['low_margin']}\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
         + (f" ({len(plots)} plots)" if plots else "")
-        + _ambiguous_line(c) + _flight_line(cal)
+        + _ambiguous_line(c) + _gain_line(measured) + _flight_line(cal)
     )
+
+
+def _sphere_inputs(sphere: Path | None, certificate: Path | None
+                   ) -> tuple[SphereAcquisition, Certificate] | None:
+    """The sphere acquisition and its certificate, read and checked before any work (both or
+    neither)."""
+    if (sphere is None) != (certificate is None):
+        raise click.UsageError("--sphere and --certificate go together (the frames of a radiance "
+                               "standard and its certificate)")
+    if sphere is None or certificate is None:
+        return None
+    from calibration.certificate import CertificateError, read_certificate
+    from calibration.sphere import load_sphere
+
+    try:
+        return load_sphere(sphere), read_certificate(certificate)
+    except (CertificateError, AcquisitionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _with_sphere(cal: Calibration, inputs: tuple[SphereAcquisition, Certificate] | None,
+                 keep: Path | None = None) -> tuple[Calibration, SphereGain | None]:
+    """``cal`` with the sphere's radiance gain (a version-2 file), or as it is without one.
+    Where the gain cannot be measured, ``cal`` is first written to ``keep`` (a
+    characterisation is not thrown away for a bad sphere) and the error says so."""
+    if inputs is None:
+        return cal, None
+    from calibration.certificate import CertificateError
+    from calibration.sphere import measure_gain, with_radiance_gain
+
+    acq, cert = inputs
+    try:
+        measured = measure_gain(cal, acq, cert)
+    except (CertificateError, AcquisitionError) as exc:
+        if keep is None:
+            raise click.ClickException(str(exc)) from exc
+        cal.write(keep)
+        raise click.ClickException(
+            f"{exc}\n  wrote {keep} WITHOUT a radiance gain (version 1); once the sphere is "
+            f"fixed: onboard calibrate radiance {keep} SPHERE --certificate CERT -o NEW.cal") from exc
+    return with_radiance_gain(cal, measured, acq, cert), measured
+
+
+def _gain_line(measured: SphereGain | None) -> str:
+    if measured is None:
+        return ""
+    s = measured.summary()
+    check = (f"; interferometers over the bank's prediction: median {s['interferometer_ratio_median']:.4g}, "
+             f"p95/p5 - 1 = {100 * s['interferometer_ratio_spread']:.1f} %"
+             if "interferometer_ratio_median" in s else "")
+    return (f"\n  radiance gain per band (DN/s per W m-2 sr-1 nm-1): median {s['gain_median']:.4g}, "
+            f"relative uncertainty (k = 1) median {100 * s['uncertainty_median']:.2f} %, max "
+            f"{100 * s['uncertainty_max']:.2f} % (frames up to {100 * s['frames_noise_max']:.2f} %, "
+            f"darks {100 * s['dark_noise_max']:.2f} %, certificate {100 * s['certificate_max']:.2f} %; "
+            f"signal {s['signal_over_dark_noise']:.0f} x the dark noise){check}")
 
 
 def _ambiguous_line(c: Characterisation) -> str:
@@ -117,12 +183,16 @@ def _ambiguous_line(c: Characterisation) -> str:
 
 def _flight_line(cal: Calibration) -> str:
     problem = cal.flight_problem()
-    return "" if problem is None else f"\n  WARNING: this file {problem}"
+    radiance = ("" if cal.radiance_gain is not None else
+                "\n  no absolute radiance gain (version 1: lab reflectance only); add one from an "
+                "integrating sphere with 'onboard calibrate radiance'")
+    return radiance + ("" if problem is None else f"\n  WARNING: this file {problem}")
 
 
 def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path | None,
                              models: tuple[str, ...], degrees: tuple[int, ...], bands: int | None,
-                             regions: tuple[int, int], no_plots: bool, as_json: bool) -> None:
+                             regions: tuple[int, int], no_plots: bool, as_json: bool,
+                             standard: tuple[SphereAcquisition, Certificate] | None) -> None:
     """``characterize`` for a full-frame sweep: maps, layout, per-region fits, wedge."""
     from calibration.fullframe import characterise_full_frame, load_full_frame
     from calibration.report import to_json, write_plots
@@ -134,7 +204,8 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
                                      progress=lambda m: click.echo(m, err=True))
     except AcquisitionError as exc:
         raise click.ClickException(str(exc)) from exc
-    sha = ff.calibration(n_bands=bands).write(output)
+    cal, measured = _with_sphere(ff.calibration(n_bands=bands), standard, output)
+    sha = cal.write(output)
     report_dir = report_dir or output.with_name(output.stem + "_report")
     report_dir.mkdir(parents=True, exist_ok=True)
     g = ff.bank.opd_gradient_um_per_px
@@ -148,7 +219,8 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
     s, f = ff.thumbnails.summary(), ff.summary()
     if as_json:
         click.echo(json.dumps({**s, "full_frame": f, "calibration": str(output), "sha256": sha,
-                               "report": str(report_dir)}))
+                               "report": str(report_dir),
+                               "radiance_gain": None if measured is None else measured.summary()}))
         return
     click.echo(
         f"{s['acquisition']}: {f['thumbnails']} thumbnails of {f['thumb_shape'][0]} x "
@@ -161,7 +233,7 @@ def _characterize_full_frame(acquisition: Path, output: Path, report_dir: Path |
         f"region OPDs off the plane by {1000 * f['plane_rms_um_median']:.2f} nm RMS (median); "
         f"{f['wedge_not_measured']} wedges not measurable (too few fringes)\n"
         f"  wrote {output} (sha256 {sha[:12]}), report in {report_dir}"
-        + (f" ({len(plots)} plots)" if plots else "")
+        + (f" ({len(plots)} plots)" if plots else "") + _gain_line(measured) + _flight_line(cal)
     )
 
 
@@ -263,3 +335,81 @@ def _simulate_full_frame(output: Path, seed: int, saturated_line: bool, given: d
                f"{inst.bank.opd_um.min():.2f}-{inst.bank.opd_um.max():.2f} µm, wedge up to "
                f"{1000 * (np.abs(g[:, 0]) * (h - 1) + np.abs(g[:, 1]) * (w - 1)).max():.0f} nm, "
                f"{int(inst.detector.dead.sum())} dead pixels")
+
+
+@calibrate.command()
+@click.argument("calibration", type=click.Path(path_type=Path))
+@click.argument("sphere", type=click.Path(path_type=Path))
+@click.option("--certificate", type=click.Path(path_type=Path), required=True,
+              help="The radiance standard's certificate (CSV; calibration.certificate).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Calibration file to write (version 2, with the radiance gain).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def radiance(calibration: Path, sphere: Path, certificate: Path, output: Path, as_json: bool) -> None:
+    """Measure the absolute radiance gain of CALIBRATION (a .cal file, e.g. from
+    'characterize') from SPHERE, frames of an integrating sphere (or lamp-panel) and darks
+    at one exposure (calibration.sphere), and write it as a version-2 calibration file.
+
+    The gain is per reconstructed band, its uncertainty (k = 1) the frames', the darks' and
+    the certificate's in quadrature. CALIBRATION itself is not changed."""
+    from onboard.formats.calfile import CalibrationFileError, read
+
+    if output.resolve() == calibration.resolve():
+        raise click.BadParameter("write the new file beside the old one, not over it", param_hint="-o")
+    inputs = _sphere_inputs(sphere, certificate)
+    try:
+        cal = read(calibration)
+    except CalibrationFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cal, measured = _with_sphere(cal, inputs)
+    assert measured is not None and inputs is not None
+    sha = cal.write(output)
+    if as_json:
+        click.echo(json.dumps({**measured.summary(), "calibration": str(output), "sha256": sha,
+                               "wavelengths_nm": cal.wavelengths_nm.tolist(),
+                               "gain": measured.gain.tolist(),
+                               "uncertainty": measured.uncertainty.tolist()}))
+        return
+    acq = inputs[0]
+    click.echo(f"{acq.name}: {len(acq.frames)} sphere frames and {len(acq.dark)} darks at "
+               f"{acq.exposure_s:g} s" + _gain_line(measured)
+               + f"\n  wrote {output} (version 2, sha256 {sha[:12]})")
+
+
+@calibrate.command("simulate-sphere")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Sphere acquisition folder to write (with its certificate.csv).")
+@click.option("--sensor", type=click.Choice(["imspoc", "pushbroom"]), default="imspoc",
+              show_default=True, help="Which simulated instrument ('onboard run --sensor').")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The simulated instrument's ('onboard run' with this seed).")
+@click.option("--peak-radiance", type=float, default=0.3, show_default=True,
+              help="The sphere's radiance at its maximum, near 1 µm (W m-2 sr-1 nm-1).")
+@click.option("--exposure", type=float, default=None, help="[the instrument's, 0.01] s")
+@click.option("--frames", type=int, default=8, show_default=True)
+@click.option("--darks", type=int, default=8, show_default=True)
+@click.option("--certificate-uncertainty", type=float, default=0.01, show_default=True,
+              help="Relative standard uncertainty the certificate states (k = 1).")
+def simulate_sphere(output: Path, sensor: str, seed: int, peak_radiance: float, exposure: float | None,
+                    frames: int, darks: int, certificate_uncertainty: float) -> None:
+    """Write a simulated sphere acquisition of the instrument 'onboard run' simulates (the
+    default ImSPOC, or the FINCH-like push-broom of 128 pixels) and its certificate: a
+    quartz-tungsten-halogen sphere (2900 K) of known radiance, for 'onboard calibrate radiance'."""
+    from calibration.certificate import write_certificate
+    from calibration.sphere import simulate_sphere as simulate
+    from calibration.sphere import tungsten_certificate, write_sphere
+    from onboard.physics.imspoc import default_instrument
+    from onboard.physics.pushbroom import finch_like
+
+    if peak_radiance <= 0 or (exposure is not None and exposure <= 0) or frames < 2 or darks < 2:
+        raise click.UsageError("need --peak-radiance > 0, --exposure > 0, >= 2 frames and darks")
+    if not 0 <= certificate_uncertainty < 0.5:
+        raise click.BadParameter("must be in [0, 0.5)", param_hint="--certificate-uncertainty")
+    cert = tungsten_certificate(peak_radiance, relative_uncertainty=certificate_uncertainty)
+    inst = default_instrument(seed) if sensor == "imspoc" else finch_like(seed=seed)
+    acq = simulate(inst, cert, exposure, frames, darks, seed)
+    write_sphere(output, acq)
+    write_certificate(output / "certificate.csv", cert)
+    click.echo(f"wrote {output}: {frames} frames and {darks} darks of a {cert.source} at "
+               f"{acq.exposure_s:g} s, raw {int(acq.frames.min())}-{int(acq.frames.max())} DN; "
+               f"certificate {output / 'certificate.csv'}")

@@ -489,6 +489,84 @@ class CameraConfig:
                 raise ConfigError(f"[camera] {key}: expected -180-180 degrees, got {getattr(self, key)}")
 
 
+#: ``[sky] platform`` values: no sky (the lab lamp, as before), a drone, a satellite.
+SKY_PLATFORMS = ("none", "drone", "satellite")
+
+
+@dataclass
+class SkyConfig:
+    """The simulated sensors under a sky (onboard/scene/sky.py, pvlib: the ground extra)
+    instead of the lab lamp: ``platform`` "drone" (120 m, swaying ``sway_deg``; panels of
+    ``[[reflectance.panel]]`` with a ``region`` are laid in ``[reflectance] panel_frames``;
+    an irradiance sensor on its back at ``irradiance_hz`` with ``irradiance_noise`` feeds the
+    irradiance methods when no file or port is given) or "satellite" (TOA radiance at nadir).
+    The site ``lat_deg``/``lon_deg``; ``start_utc`` (ISO 8601, e.g. "2026-03-20T12:00:00Z";
+    empty: the run's start) sets the sun; ``steps`` [[s after start, factor], ...] and
+    ``clouds`` [[start s, end s, optical depth], ...] change the light; SPECTRL2's
+    ``turbidity``, ``water_cm``, ``ozone``."""
+
+    platform: str = "none"
+    lat_deg: float = 40.0
+    lon_deg: float = 0.0
+    start_utc: str = ""
+    steps: list[list[float]] = field(default_factory=list)
+    clouds: list[list[float]] = field(default_factory=list)
+    turbidity: float = 0.1
+    water_cm: float = 1.4
+    ozone: float = 0.3
+    altitude_m: float = 120.0
+    sway_deg: float = 5.0
+    irradiance_hz: float = 5.0
+    irradiance_noise: float = 0.005
+
+    _LISTS: typing.ClassVar[dict[str, int]] = {"steps": 2, "clouds": 3}
+
+    def read(self, values: dict[str, Any]) -> None:
+        """Set from the TOML table, checking each key (two lists of rows, the rest scalars)."""
+        hints = typing.get_type_hints(type(self))
+        for key, value in values.items():
+            where = f"[sky] {key}"
+            if key in self._LISTS:
+                n = self._LISTS[key]
+                if not isinstance(value, list) or not all(isinstance(r, list) and len(r) == n for r in value):
+                    raise ConfigError(f"{where}: expected a list of [{', '.join(['number'] * n)}] rows, got {value!r}")
+                setattr(self, key, [[check_scalar(where, v, float, ConfigError) for v in r] for r in value])
+            elif key in hints and not key.startswith("_"):
+                setattr(self, key, check_scalar(where, value, hints[key], ConfigError))
+            else:
+                raise ConfigError(f"{where}: unknown key; [sky] accepts "
+                                  f"{', '.join(sorted(k for k in hints if not k.startswith('_')))}")
+        self.validate()
+
+    def validate(self) -> None:
+        if self.platform not in SKY_PLATFORMS:
+            raise ConfigError(f"[sky] platform: expected one of {SKY_PLATFORMS}, got {self.platform!r}")
+        if not (-90 <= self.lat_deg <= 90 and -180 <= self.lon_deg <= 180):
+            raise ConfigError(f"[sky] lat_deg, lon_deg: {self.lat_deg}, {self.lon_deg} is not on Earth")
+        self.start_unix()
+        if any(f <= 0 for _, f in self.steps) or any(not 0 <= a < b or tau < 0 for a, b, tau in self.clouds):
+            raise ConfigError("[sky] steps need factors > 0; clouds [start, end, optical depth] need "
+                              "0 <= start < end and depth >= 0")
+        _positive("sky", altitude_m=self.altitude_m, irradiance_hz=self.irradiance_hz)
+        if not 0 <= self.irradiance_noise < 0.5 or not 0 <= self.sway_deg < 45:
+            raise ConfigError("[sky] irradiance_noise must be in [0, 0.5) and sway_deg in [0, 45)")
+
+    def start_unix(self) -> float | None:
+        """``start_utc`` as Unix seconds, None when empty (the run's start)."""
+        if not self.start_utc:
+            return None
+        import datetime
+
+        try:
+            t = datetime.datetime.fromisoformat(self.start_utc.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"[sky] start_utc: {self.start_utc!r} is not an ISO 8601 time "
+                              "(e.g. \"2026-03-20T12:00:00Z\")") from None
+        if t.tzinfo is None:
+            raise ConfigError(f"[sky] start_utc: {self.start_utc!r} has no time zone: end it with Z for UTC")
+        return t.timestamp()
+
+
 @dataclass
 class ValueConfig:
     """The downlink's value rule (onboard/stages/value.py): ``order`` ranks the value classes
@@ -532,6 +610,7 @@ class Config:
     mavlink: MavlinkConfig = field(default_factory=MavlinkConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
+    sky: SkyConfig = field(default_factory=SkyConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

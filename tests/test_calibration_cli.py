@@ -52,6 +52,7 @@ def test_characterize_real_subset_with_its_layout(tmp_path: Path) -> None:
     run = _onboard("calibrate", "characterize", str(src), "-o", str(cal), "--no-plots")
     assert run.returncode == 0, run.stderr
     assert "median" in run.stdout and "wrote" in run.stdout
+    assert "no absolute radiance gain" in run.stdout and "onboard calibrate radiance" in run.stdout
     c = calfile.read(cal)
     assert c.layout.detector_shape == (1, 20)  # no device.json: one sample per interferometer
     assert "1 x 1 sample" in c.provenance["layout"]

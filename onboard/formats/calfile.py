@@ -146,7 +146,8 @@ class Calibration:
         if self.radiance_gain is None:
             raise CalibrationFileError(
                 f"calibration of {self.instrument} has no absolute radiometric gain (a version-1 "
-                "file, or characterised without a radiance source): only lab reflectance is known")
+                "file, or characterised without a radiance source): only lab reflectance is known; "
+                "'onboard calibrate radiance FILE SPHERE --certificate CERT -o NEW.cal' measures one")
         return self.white_reference / self.radiance_gain
 
     def flight_problem(self) -> str | None:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -26,14 +26,19 @@ from onboard.formats import calfile
 from onboard.formats.calfile import Calibration, CalibrationFileError
 from onboard.physics.imspoc import ImspocInstrument, default_instrument, imspoc_uv2
 from onboard.physics.pushbroom import finch_like
+from onboard.runtime.sky import SimulatedIrradiance, SkyError, flight_for
 from onboard.scene.clouds import CloudGeometry, cloudy
 from onboard.scene.farmland import FarmlandScene
 from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, SimulatedImspoc, SimulatedPushbroom, Tile
+from onboard.sources.irradiance import IrradianceLog
 from onboard.sources.replay import ReplaySource
 from onboard.sources.scene import SceneTrack, read_scene
 from onboard.sources.simulated import calibrate_imspoc, calibrate_pushbroom
 from onboard.sysinfo import cache_root
+
+if TYPE_CHECKING:
+    from onboard.scene.sky import Flight
 
 
 class SessionError(OnboardError, RuntimeError):
@@ -51,6 +56,8 @@ class SensorSetup:
     saturation: int
     simulated: bool = True
     notes: list[str] = field(default_factory=list)
+    #: (log, poll) of the simulated irradiance sensor under a drone's ``[sky]``, else None
+    irradiance: tuple[IrradianceLog, Callable[[], int]] | None = None
 
 
 class Sensor(ABC):
@@ -103,17 +110,21 @@ class Imspoc(Sensor):
         tiles = _tiles(config, inst.scene_grid(), inst.thumb_shape, inst.name, inst.band_nm, notes)
         # the simulated frames are taken now (a product dated 1970 is wrong); a replay keeps its
         # recorded times and a test that builds the source itself its fixed ones
-        source = SimulatedImspoc(inst, tiles, cal.wavelengths_nm, seed=config.run.seed, start_time=time.time())
+        start = config.sky.start_unix() or time.time()
+        flight = _flight(config, inst.scene_grid(), start, notes)
+        source = SimulatedImspoc(inst, tiles, cal.wavelengths_nm, seed=config.run.seed, start_time=start,
+                                 flight=flight)
         return SensorSetup(cal, source, inst.layout.detector_shape,
                            [len(cal.wavelengths_nm), *inst.thumb_shape],
-                           inst.detector_spec.max_dn - 1, notes=notes)
+                           inst.detector_spec.max_dn - 1, notes=notes,
+                           irradiance=_irradiance(config, flight, source))
 
     def replay(self, folder: str, setup: SensorSetup) -> SensorSetup:
         try:
             source = ReplaySource(folder)
         except FileNotFoundError as exc:
             raise SessionError(str(exc)) from exc
-        notes = [n for n in setup.notes if not n.startswith("sensor:")]
+        notes = [n for n in setup.notes if not n.startswith(("sensor:", "sky:"))]  # a replay has its own light
         notes.append(f"sensor: replay of {len(source.stems)} recorded frames from {folder}")
         return SensorSetup(setup.calibration, source, setup.frame_shape, setup.cube_shape,
                            setup.saturation, simulated=False, notes=notes)
@@ -134,16 +145,37 @@ class Pushbroom(Sensor):
                  f"calibration: simulated ground calibration ({path})"]
         lines = config.pushbroom.lines_per_frame
         sees = (float(pb.wavelengths_nm[0]), float(pb.wavelengths_nm[-1]))
+        start = config.sky.start_unix() or time.time()
+        flight = _flight(config, pb.wavelengths_nm, start, notes)
         source = SimulatedPushbroom(pb, _tiles(config, pb.wavelengths_nm, (lines, pb.cross_track), pb.name,
                                                sees, notes), seed=config.run.seed,
-                                    start_time=time.time())
+                                    start_time=start, flight=flight)
         return SensorSetup(cal, source, tuple(pb.detector_spec.shape),
                            [len(pb.wavelengths_nm), lines, pb.cross_track],
-                           pb.detector_spec.max_dn - 1, notes=notes)
+                           pb.detector_spec.max_dn - 1, notes=notes,
+                           irradiance=_irradiance(config, flight, source))
 
 
 #: ``[run] sensor`` -> the sensor.
 SENSORS: dict[str, Sensor] = {s.name: s for s in (Imspoc(), Pushbroom())}
+
+
+def _flight(config: Config, grid: ArrayLike, start: float, notes: list[str]) -> Flight | None:
+    """The ``[sky]`` flight the simulated sensor flies (None: the lab lamp)."""
+    try:
+        return flight_for(config, np.asarray(grid, dtype=float), start, notes)
+    except SkyError as exc:
+        raise SessionError(str(exc)) from exc
+
+
+def _irradiance(config: Config, flight: Flight | None, source: SimulatedImspoc | SimulatedPushbroom
+                ) -> tuple[IrradianceLog, Callable[[], int]] | None:
+    """A drone's simulated irradiance sensor, read as far as ``source`` has flown."""
+    if flight is None or config.sky.platform != "drone":
+        return None
+    sensor = SimulatedIrradiance(flight, lambda: source.last_timestamp, config.sky.irradiance_hz,
+                                 config.sky.irradiance_noise, seed=config.run.seed)
+    return sensor.log, sensor.poll
 
 
 def _read_calibration(path: str, kind: str) -> Calibration:

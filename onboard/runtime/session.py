@@ -28,7 +28,12 @@ from onboard.scene.farmland import nominal_endmembers
 from onboard.scene.library import SpectralLibrary
 from onboard.scene.library import load as load_library
 from onboard.sources.base import FrameSource, Truth
-from onboard.sources.irradiance import IrradianceError, SerialIrradiance, read_irradiance_file
+from onboard.sources.irradiance import (
+    IrradianceError,
+    IrradianceLog,
+    SerialIrradiance,
+    read_irradiance_file,
+)
 from onboard.sources.replay import write_frame
 from onboard.stages.classify import classify_classical
 from onboard.stages.denoise import SubspaceDenoiseConfig, denoise_subspace
@@ -105,9 +110,11 @@ def classical_classifier(sensor: str, wavelengths_nm: ArrayLike, residue: Residu
 
 
 def reflectance_stage(config: Config, cal: Calibration, cube_shape: list[int],
-                      notes: list[str]) -> ReflectanceStage:
+                      notes: list[str], simulated: tuple[IrradianceLog, Callable[[], int]] | None = None
+                      ) -> ReflectanceStage:
     """The mission's ``[reflectance]`` stage with its irradiance sensor (a file read now, or a
-    serial port read at each frame); a setting that cannot work is refused here, by name."""
+    serial port read at each frame, or ``simulated``: the sensor under a drone's [sky]); a
+    setting that cannot work is refused here, by name."""
     r = config.reflectance
     log, poll = None, None
     try:
@@ -118,6 +125,9 @@ def reflectance_stage(config: Config, cal: Calibration, cube_shape: list[int],
             serial = SerialIrradiance(r.irradiance_port, np.asarray(r.irradiance_wavelengths_nm, float))
             log, poll = serial.log, serial.poll
             notes.append(f"irradiance: sensor on {r.irradiance_port}")
+        elif simulated is not None:
+            log, poll = simulated
+            notes.append("irradiance: the simulated sensor on the drone's back, under [sky]")
         stage = ReflectanceStage(cal, settings_from(r, cube_shape), log, poll)
     except (IrradianceError, ValueError, OSError) as exc:
         raise SessionError(str(exc)) from exc
@@ -191,7 +201,8 @@ def build_session(config: Config) -> Session:
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
                         screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share,
                                                config.screen.cloudy_frames),
-                        reflectance=reflectance_stage(config, cal, setup.cube_shape, notes),
+                        reflectance=reflectance_stage(config, cal, setup.cube_shape, notes,
+                                                     setup.irradiance),
                         value_rule=config.value.rule)
     return Session(sensor.name, cal.instrument, setup.simulated, setup.frame_shape, setup.cube_shape, pipeline,
                    setup.source, notes, engine_description=engine_description, record=config.run.record,

@@ -98,10 +98,12 @@ class SimulatedImspoc:
         self.illumination_scale = illumination_scale
         self.start_time = start_time
         self.frame_period_s = frame_period_s
+        self.last_timestamp: float | None = None  # of the newest frame made (a simulated sensor's clock)
 
     def __iter__(self) -> Iterator[tuple[RawFrame, Truth]]:
         for counter, tile in enumerate(self.tiles):
             t = self.start_time + counter * self.frame_period_s
+            self.last_timestamp = t
             reflectance = tile.reflectance
             if self.flight is None:
                 frame = self.instrument.frame(reflectance, tile.wavelengths_nm, self.rng, counter=counter,
@@ -132,6 +134,7 @@ class SimulatedPushbroom:
         self.rng = np.random.default_rng(seed)
         self.line_period_s = line_period_s
         self.start_time = start_time
+        self.last_timestamp: float | None = None  # of the newest block's last line
 
     def __iter__(self) -> Iterator[tuple[list[RawFrame], Truth]]:
         line_counter = 0
@@ -151,5 +154,6 @@ class SimulatedPushbroom:
                     lines.append(self.instrument.line_radiance(radiance[:, row, :], self.rng, counter=line_counter,
                                                                timestamp=t, pose=flight.pose(t)))
                 line_counter += 1
+            self.last_timestamp = lines[-1].timestamp if lines else self.last_timestamp
             yield lines, Truth(refl, tile.fractions, tile.tillage, getattr(tile, "clouds", None),
                                getattr(tile, "tau", None))

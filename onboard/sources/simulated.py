@@ -30,11 +30,11 @@ STACK = 8
 
 
 def radiance_gain(white: NDArray, per_frame: NDArray, panel_radiance: NDArray,
-                  source_uncertainty: float = 0.0) -> tuple[NDArray, NDArray]:
+                  source_uncertainty: float | NDArray = 0.0) -> tuple[NDArray, NDArray]:
     """Absolute gain (DN/s per unit radiance, per band) of a white reference measured on a
     panel of known radiance ``panel_radiance``, and its relative standard uncertainty: the
     standard error of the per-frame white references (``per_frame``, (frames, B)) and the
-    radiance standard's own ``source_uncertainty``, in quadrature."""
+    radiance standard's own ``source_uncertainty`` (relative; one value or one per band), in quadrature."""
     stat = per_frame.std(0, ddof=1) / np.sqrt(len(per_frame)) / np.abs(white)
     return white / panel_radiance, np.hypot(stat, source_uncertainty)
 
