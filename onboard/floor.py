@@ -15,6 +15,9 @@ starts (:func:`measure_rates`): the copy bandwidth (bytes read and written by a 
 * reconstruct (ImSPOC): one product of the (bands x thumbnails) operator with each pixel's
   thumbnail values, ``2 B T N`` FLOPs, the thumbnails read and the cube written; the
   regularisation's choice is not counted (it is kept while the scene allows).
+* reflectance (onboard/stages/reflectance.py): the cube read and written once (8 B a voxel),
+  what a conversion to radiance or a field reflectance needs; the default "lab" method hands
+  the cube on untouched, so its measured time is below this floor.
 * denoise (classical): the two ``B x B`` covariances over the ``N`` pixels (noise and signal),
   ``4 B^2 N`` FLOPs, the cube read twice and written once; the rank-dependent projection and
   the eigen-images' wavelet are not counted. A learned denoiser adds its network.
@@ -113,6 +116,7 @@ def stage_work(result: FrameResult, detector_pixels: int, thumbnails: int | None
     out = {"radiometric": Work(per_pixel * detector_pixels)}
     if thumbnails is not None:
         out["reconstruct"] = Work(4 * (thumbnails + bands) * n, 2.0 * bands * thumbnails * n)
+    out["reflectance"] = Work(2 * 4 * voxels)
     out["denoise"] = Work(3 * 4 * voxels, 4.0 * bands**2 * n)
     out["screen"] = Work(4 * voxels + n)
     out["classify"] = Work(4 * voxels)

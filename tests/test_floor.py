@@ -29,6 +29,7 @@ def test_imspoc_work_is_counted_from_the_frame_shapes() -> None:
     assert work["radiometric"] == Work(20 * 534 * 798)  # 0.85 ms at 10 GB/s
     assert work["reconstruct"].flops == 2 * 24 * 96 * 4096  # the (24 x 96) operator per pixel
     assert work["denoise"].flops == 4 * 24**2 * 4096
+    assert work["reflectance"] == Work(8 * 24 * 4096)  # the cube read and written once
     assert work["package"].bytes == 6 * 24 * 4096 + sum(len(p.payload) for p in result.products)
     assert work["radiometric"].floor_s(RATES) == pytest.approx(20 * 534 * 798 / 10e9)
     # the roofline: reading the thumbnails and writing the cube (2.0 MB, 0.20 ms at 10 GB/s)
