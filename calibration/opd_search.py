@@ -49,7 +49,15 @@ from calibration.initialise import (
     mapped,
     quadrature_weights,
 )
-from calibration.regression import FitResult, bank_rows, fit, merge_rows, subset_result
+from calibration.regression import (
+    NEAR_BOUND,
+    FitResult,
+    bank_rows,
+    fit,
+    merge_rows,
+    series_range,
+    subset_result,
+)
 from onboard.physics import fabry_perot
 from onboard.physics.interferometers import InterferometerBank
 
@@ -80,6 +88,9 @@ IMPROVEMENT = 1e-3
 AMBIGUOUS_CHI2 = 4.0
 #: Minima closer than this (resolution cells) are the same minimum.
 DISTINCT_CELLS = 0.1
+#: A reflectivity series whose minimum is under this rests on its lower bound (the fit
+#: shifts it to 2e-6 above).
+ON_BOUND = NEAR_BOUND
 
 
 @dataclass
@@ -243,11 +254,11 @@ def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGues
     a polish of every fit (:func:`calibration.regression.fit`'s ``polish``: those that end
     on a bound, and those a refinement left unconverged)."""
     every = rows
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
         if rows.size == 0:
             break
         part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
-                               harmonics, degree, trend_opd_um[rows], keep[rows])
+                               harmonics, degree, trend_opd_um[rows], keep[rows], round_ == 0)
         result = merge_rows(result, part, rows, y)
         found.moved[rows] |= f.moved
         found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
@@ -280,8 +291,9 @@ def _polish(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
 
 def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                  harmonics: int | None, degree: int, trend_opd_um: NDArray,
-                 keep: NDArray[np.bool_]) -> tuple[FitResult, SearchResult]:
-    """One round of the search on every interferometer of ``result``."""
+                 keep: NDArray[np.bool_], own_restart: bool) -> tuple[FitResult, SearchResult]:
+    """One round of the search on every interferometer of ``result`` (``own_restart``: with
+    the restarts at the fits' own OPDs, the first round's)."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
     opd = result.bank.opd_um
@@ -337,25 +349,52 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     margin = AMBIGUOUS_CHI2 / max(s - p, 1)
     cost = result.robust_cost
     todo = np.flatnonzero(best_cost < cost * (1.0 + SCREEN_MARGIN * margin))
+    # a fit whose reflectivity ends on its lower bound may have stopped in a worse minimum
+    # at its own OPD (which points of the series rest on the bound differ from minimum to
+    # minimum): it is also refitted from the data's phase there (wfai_1: 40 of its 672 fits
+    # were 0.1-8 % above such a minimum, every one with R on the bound; they are 415)
+    on_bound = (series_range(result.bank.reflectivity_cheb)[0] < ON_BOUND) & own_restart
+    on_bound[basin] = on_bound[rugged] = False  # (refitted from there already, or profiled)
+    own_rows = np.flatnonzero(on_bound)
     moved = np.zeros(n, dtype=bool)
     ambiguous = np.zeros(n, dtype=bool)
     alt_opd = np.full(n, np.nan)
     alt_cost = np.full(n, np.nan)
-    if todo.size:
-        refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
+    both = np.concatenate([todo, own_rows])
+    if both.size:
+        starts_ = _stack(bank_rows(start, todo), _start_bank(result, own_rows, opd[own_rows],
+                                                              own[own_rows]))
+        refined = fit(y[both], sigma, g.rows(both), start=starts_,
                       max_iterations=REFINE_ITERATIONS,
-                      **loss_kwargs(result.huber_scale, keep, todo),
+                      **loss_kwargs(result.huber_scale, keep, both),
                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
+        # the restarts at the fit's own OPD first: where lower, the fit the other minimum
+        # is compared with
+        mine = todo.size + np.flatnonzero(refined.robust_cost[todo.size:]
+                                          < (1.0 - IMPROVEMENT) * cost[own_rows])
+        if mine.size:
+            result = merge_rows(result, subset_result(refined, mine), both[mine], y)
+            cost = result.robust_cost
+        refined = subset_result(refined, np.arange(todo.size))
+        here = result.bank.opd_um
         new_cost = refined.robust_cost
-        distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
+        distinct = np.abs(refined.bank.opd_um - here[todo]) >= DISTINCT_CELLS * resolution
         better = new_cost < (1.0 - IMPROVEMENT) * cost[todo]
         lo, hi = np.minimum(new_cost, cost[todo]), np.maximum(new_cost, cost[todo])
         amb = distinct & ((hi - lo) / np.maximum(lo, 1e-300) < margin)
         ambiguous[todo[amb]] = True
-        alt_opd[todo[amb]] = np.where(better[amb], opd[todo[amb]], refined.bank.opd_um[amb])
+        alt_opd[todo[amb]] = np.where(better[amb], here[todo[amb]], refined.bank.opd_um[amb])
         alt_cost[todo[amb]] = np.where(better[amb], cost[todo[amb]], new_cost[amb])
         moved[todo[better & distinct]] = True
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size))
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(both.size))
+
+
+def _stack(first: InterferometerBank, second: InterferometerBank) -> InterferometerBank:
+    """The interferometers of ``first`` then those of ``second`` (same model and domain)."""
+    b = second.arrays()
+    return InterferometerBank.from_arrays(
+        {k: v if k in ("sigma_domain", "harmonics") else np.concatenate([v, b[k]])
+         for k, v in first.arrays().items()})

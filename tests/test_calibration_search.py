@@ -13,6 +13,9 @@ bench/bench_characterisation.py's):
 * imagaz_1 0-15 hold number 4, which has outlier lines and two minima the data do not
   separate.
 * wfai_1 620-639 hold several interferometers whose two minima the data do not separate.
+* imspoc_uv_1 60-91 hold 67 and 86, whose fits ended with the reflectivity on its lower bound
+  0.2 % and 0.7 % above a minimum at the same OPD that a fit from the data's phase there
+  reaches (which points of the series rest on the bound differs between the two).
 """
 
 import os
@@ -27,7 +30,7 @@ from calibration.acquisitions import Acquisition, load_acquisition
 from calibration.characterise import characterise
 from calibration.model_selection import with_degree
 from calibration.opd_search import AMBIGUOUS_CHI2, IMPROVEMENT, loss_kwargs, profile_costs
-from calibration.regression import bank_rows, fit
+from calibration.regression import bank_rows, fit, series_range
 from calibration.report import to_json
 from calibration.simulate import SweepSpec, simulate_sweep
 
@@ -82,6 +85,18 @@ def test_no_lower_cost_within_two_resolution_cells_on_imspoc_uv_2(start: int, st
     assert np.array_equal(np.isfinite(c.result.huber_scale), robust)
     if start == 44:  # interferometer 53 (row 9) sits in the lower minimum near 9.86 µm
         assert abs(c.bank.opd_um[9] - 9.86) < 0.05
+
+
+@pytest.mark.realdata
+@needs_shared
+def test_no_lower_cost_at_the_same_opd_for_fits_on_the_reflectivity_bound_on_imspoc_uv_1() -> None:
+    """(On the code before the restarts at the fits' own OPDs, the scan found 67 and 86
+    lower at their own OPD.)"""
+    c = characterise(_slice("imspoc_uv_1", 60, 92))
+    assert _lower_within_two_cells(c).size == 0, 60 + _lower_within_two_cells(c)
+    # both rest on the reflectivity's lower bound (the restart's case)
+    lo, _ = series_range(c.bank.reflectivity_cheb[[7, 26]])
+    assert np.all(lo < 1e-4)
 
 
 @pytest.mark.realdata
