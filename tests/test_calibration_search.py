@@ -174,3 +174,26 @@ def test_characterise_limits_blas_threads_itself() -> None:
         after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     assert seen and set(seen) == {1}
     assert after == before  # the caller's setting is given back
+
+
+def test_series_range_near_bounds_is_exact_and_the_lift_unchanged() -> None:
+    """The fit asks series_range only about extrema near its bounds (the others keep the
+    513-point grid's value): near a bound the extremum is the exact one, elsewhere within
+    a thousandth of the series' scale, and every series ends inside its bounds."""
+    from numpy.polynomial import chebyshev
+
+    from calibration.regression import _lift_into_bounds
+
+    rng = np.random.default_rng(5)
+    coef = rng.normal(0.0, 0.1, (2000, 9))
+    coef[:, 0] = rng.uniform(0.0, 0.6, 2000)  # many near R = 0, some across it
+    lo_all, hi_all = series_range(coef)
+    lo, hi = series_range(coef, 0.0, 0.99)
+    scale = np.abs(coef).sum(axis=1)
+    near_lo = lo_all < 0.0 + 0.01 * scale * 0.5
+    assert np.array_equal(lo[near_lo], lo_all[near_lo])
+    assert np.all(np.abs(lo - lo_all) <= 1e-3 * scale) and np.all(np.abs(hi - hi_all) <= 1e-3 * scale)
+    assert np.all(lo >= lo_all) and np.all(hi <= hi_all)  # a grid never overshoots
+    lifted = _lift_into_bounds(coef, 0.0, 0.99)
+    dense = lifted @ chebyshev.chebvander(np.linspace(-1.0, 1.0, 200_001), 8).T
+    assert dense.min() >= 0.0 and dense.max() <= 0.99
