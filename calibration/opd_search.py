@@ -28,8 +28,11 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
    from the data's phase at its own OPD (``ON_BOUND``): which points of the series rest on
    the bound differs from minimum to minimum, and such fits stop in one 0.1-8 % above
    another at the same OPD (40 of wfai_1's 672, imspoc_uv_1 67 and 86). Those that moved
-   are searched again from where they landed (``ROUNDS``). Last, the fits left unconverged
-   are iterated on (``POLISH_ITERATIONS``; not the few-fringe ones, which crawl).
+   are searched again from where they landed (``ROUNDS``). The unconverged fits are
+   iterated on before the rounds (a lower refinement that converged would otherwise
+   replace a fit that goes much lower) and those a round left unconverged after them
+   (``POLISH_*``, in passes with the damping started afresh; not the few-fringe ones,
+   which crawl).
 4. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
    apart or more and their costs differ by less than the noise (``AMBIGUOUS_CHI2`` in
    units of the residual variance: ``(S - P) delta_cost / cost < AMBIGUOUS_CHI2``, a
@@ -78,7 +81,7 @@ PEAKS, PEAK_WINDOW_CELLS = 2, 4.0
 #: Under this many fringes across the sweep an interferometer's OPD is also profiled finely
 #: (+- RUGGED_CELLS, RUGGED_STEP_CELLS apart, OPD held, RUGGED_ITERATIONS each).
 FEW_FRINGES = 4
-RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.25, 2
+RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.25, 4
 #: A fit this far (radians) from the data's phase at its own OPD is refitted from it.
 PHASE_BASIN_RAD = 0.2
 #: Rounds of the search (the next round searches only the interferometers that moved).
@@ -87,7 +90,7 @@ ROUNDS = 3
 #: the unconverged fits (a second pass, with the damping started afresh, for those still
 #: unconverged: wfai_1 109 stopped 8 % above its minimum with its damping grown, which two
 #: steps from a fresh start reach).
-REFINE_ITERATIONS, POLISH_ITERATIONS, POLISH_PASSES = 30, 30, 2
+REFINE_ITERATIONS, POLISH_ITERATIONS, POLISH_PASSES = 30, 60, 2
 #: A start is refined where its screened cost is under the fit's plus this many noise
 #: margins (``AMBIGUOUS_CHI2 / (S - P)``): the screen holds the fit's reflectivity and
 #: overestimates a start that needs another (wfai_1's minima 1.3 cells away screened up to
@@ -261,14 +264,17 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
 def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                    harmonics: int | None, degree: int, trend_opd_um: NDArray,
                    keep: NDArray[np.bool_], rows: NDArray, found: SearchResult) -> FitResult:
-    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, then
-    a polish of every fit (:func:`calibration.regression.fit`'s ``polish``: those that end
-    on a bound, and those a refinement left unconverged)."""
-    every = rows
+    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, between
+    a polish of the unconverged fits (:func:`_polish`) and one of those a round left
+    unconverged."""
+    # the unconverged first: a refinement a little lower that converged would otherwise
+    # replace a fit that iterated on goes much lower (wfai_1 133: 0.7 % against 10 %)
+    result = _polish(result, y, sigma, g, harmonics, degree, keep, rows)
+    every, before = rows, result.robust_cost.copy()
     for round_ in range(ROUNDS):
         if rows.size == 0:
             break
-        part, f, again = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
+        part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
                                       harmonics, degree, trend_opd_um[rows], keep[rows],
                                       round_ == 0)
         result = merge_rows(result, part, rows, y)
@@ -278,17 +284,20 @@ def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGues
         found.alternative_cost[rows[f.ambiguous]] = f.alternative_cost[f.ambiguous]
         found.starts += f.starts
         found.refined += f.refined
-        rows = rows[again]
-    return _polish(result, y, sigma, g, harmonics, degree, keep, every)
+        rows = rows[f.moved]
+    # then those a refinement or restart left unconverged
+    changed = every[result.robust_cost[every] != before[every]]
+    return _polish(result, y, sigma, g, harmonics, degree, keep, changed)
 
 
 def _polish(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
             harmonics: int | None, degree: int, keep: NDArray[np.bool_], every: NDArray
             ) -> FitResult:
-    """The fits of ``every`` that a refinement or restart left unconverged, iterated on
-    (imspoc_uv_2 121: 5 % lower 30 iterations on). Not those with under ``FEW_FRINGES``
-    fringes: most of them crawl unconverged (63 % on imagaz_1), and iterating on every one
-    cost a quarter of that prototype's time."""
+    """The unconverged fits of ``every`` iterated on, in passes with the damping started
+    afresh (imspoc_uv_2 121: 5 % lower 30 iterations on; wfai_1 109 stopped 8 % above its
+    minimum with its damping grown, which two steps from a fresh start reach). Not those
+    with under ``FEW_FRINGES`` fringes: most of them crawl unconverged (63 % on imagaz_1),
+    and iterating on every one cost a quarter of that prototype's time."""
     resolution = 1.0 / float(np.ptp(sigma))
     part = every[~result.converged[every]
                  & (result.bank.opd_um[every] >= FEW_FRINGES * resolution)]
@@ -307,11 +316,9 @@ def _polish(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
 def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                  harmonics: int | None, degree: int, trend_opd_um: NDArray,
                  keep: NDArray[np.bool_], own_restart: bool
-                 ) -> tuple[FitResult, SearchResult, NDArray[np.bool_]]:
+                 ) -> tuple[FitResult, SearchResult]:
     """One round of the search on every interferometer of ``result`` (``own_restart``: with
-    the restarts at the fits' own OPDs, the first round's), and which to search again: those
-    that moved, and those a restart lowered (from a lower fit, another start that did not
-    beat it can: wfai_1 133 ended 10 % higher without)."""
+    the restarts at the fits' own OPDs, the first round's)."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
     opd = result.bank.opd_um
@@ -371,10 +378,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     # at its own OPD (which points of the series rest on the bound differ from minimum to
     # minimum): it is also refitted from the data's phase there (wfai_1: 40 of its 672 fits
     # were 0.1-8 % above such a minimum, every one with R on the bound; they are 415)
-    # (least-squares fits only: a restart lowers a Huber fit's cost, but can raise its
-    # residual on every line, the outlier lines' included: wfai_1's p95 rose 0.5 %)
-    on_bound = ((series_range(result.bank.reflectivity_cheb, 0.0, np.inf)[0] < ON_BOUND)
-                & ~np.isfinite(result.huber_scale) & own_restart)
+    on_bound = (series_range(result.bank.reflectivity_cheb, 0.0, np.inf)[0] < ON_BOUND) & own_restart
     on_bound[basin] = on_bound[rugged] = False  # (refitted from there already, or profiled)
     own_rows = np.flatnonzero(on_bound)
     moved = np.zeros(n, dtype=bool)
@@ -382,7 +386,6 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     alt_opd = np.full(n, np.nan)
     alt_cost = np.full(n, np.nan)
     both = np.concatenate([todo, own_rows])
-    lowered = np.zeros(n, dtype=bool)
     if both.size:
         starts_ = _stack(bank_rows(start, todo), _start_bank(result, own_rows, opd[own_rows],
                                                               own[own_rows]))
@@ -397,7 +400,6 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         if mine.size:
             result = merge_rows(result, subset_result(refined, mine), both[mine], y)
             cost = result.robust_cost
-            lowered[both[mine]] = True
         refined = subset_result(refined, np.arange(todo.size))
         here = result.bank.opd_um
         new_cost = refined.robust_cost
@@ -412,8 +414,7 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return (result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(both.size)),
-            moved | lowered)
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(both.size))
 
 
 def _stack(first: InterferometerBank, second: InterferometerBank) -> InterferometerBank:

@@ -13,6 +13,8 @@ bench/bench_characterisation.py's):
 * imagaz_1 0-15 hold number 4, which has outlier lines and two minima the data do not
   separate.
 * wfai_1 620-639 hold several interferometers whose two minima the data do not separate.
+* imagaz_1 23-40 hold 24, 31, 33, 34 and 37, the same case as imspoc_uv_1 67 and 86 below
+  (0.1-0.9 % above).
 * imspoc_uv_1 60-91 hold 67 and 86, whose fits ended with the reflectivity on its lower bound
   0.2 % and 0.7 % above a minimum at the same OPD that a fit from the data's phase there
   reaches (which points of the series rest on the bound differs between the two).
@@ -97,6 +99,15 @@ def test_no_lower_cost_at_the_same_opd_for_fits_on_the_reflectivity_bound_on_ims
     # both rest on the reflectivity's lower bound (the restart's case)
     lo, _ = series_range(c.bank.reflectivity_cheb[[7, 26]])
     assert np.all(lo < 1e-4)
+
+
+@pytest.mark.realdata
+@needs_shared
+def test_no_lower_cost_at_the_same_opd_for_fits_on_the_reflectivity_bound_on_imagaz_1() -> None:
+    """(On the code before the restarts at the fits' own OPDs, the scan found 24, 31, 33, 34
+    and 37 lower, each at its own OPD.)"""
+    c = characterise(_slice("imagaz_1", 23, 41))
+    assert _lower_within_two_cells(c).size == 0, 23 + _lower_within_two_cells(c)
 
 
 @pytest.mark.realdata
