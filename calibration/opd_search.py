@@ -12,16 +12,27 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
    trend predicts, and, for a fit ``PHASE_BASIN_RAD`` or more off the data's phase at its
    own OPD, that OPD with the data's phase (refitted whatever the screen says).
 2. **Screening** (:func:`_screen`): each start's cost with the data's phase at its OPD, the
-   fit's reflectivity and the gain series refitted linearly: one response evaluation per
-   start, no derivatives. Interferometers with under ``FEW_FRINGES`` fringes across the
+   fit's reflectivity and the gain series solved in closed form (the model is linear in it:
+   a variable projection, one response evaluation and one small batched solve per start).
+   Interferometers with under ``FEW_FRINGES`` fringes across the
    sweep are also profiled finely (``RUGGED_*``: the OPD held, the rest fitted), since
    their gain and reflectivity trade against the OPD and their minima lie a fraction of a
-   cell apart, where the screen cannot follow.
+   cell apart, where the screen cannot follow. The screen only ranks: the minimum another
+   start leads to is 3-30 % below its screened cost on wfai_1 (the reflectivity's shape
+   and the phase must change with the OPD), and a grid of reflectivity scales (0.5-1.45
+   times the fit's) did not rank those minima better, so it is not used.
 3. **Refinement**: each interferometer's best start is fitted freely (all parameters)
    where its screened cost is under the fit's plus ``SCREEN_MARGIN`` noise margins; the refined fit
-   replaces the current one where it lowers the cost by ``IMPROVEMENT``. Those that moved
-   are searched again from where they landed (``ROUNDS``). Last, the fits left unconverged
-   are iterated on (``POLISH_ITERATIONS``; not the few-fringe ones, which crawl).
+   replaces the current one where it lowers the cost by ``IMPROVEMENT``. In the same batch,
+   in the first round, every fit whose reflectivity rests on its lower bound is refitted
+   from the data's phase at its own OPD (``ON_BOUND``): which points of the series rest on
+   the bound differs from minimum to minimum, and such fits stop in one 0.1-8 % above
+   another at the same OPD (40 of wfai_1's 672, imspoc_uv_1 67 and 86). Those that moved
+   are searched again from where they landed (``ROUNDS``). The unconverged fits are
+   iterated on before the rounds (a lower refinement that converged would otherwise
+   replace a fit that goes much lower) and those a round left unconverged after them
+   (``POLISH_*``, in passes with the damping started afresh; not the few-fringe ones,
+   which crawl).
 4. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
    apart or more and their costs differ by less than the noise (``AMBIGUOUS_CHI2`` in
    units of the residual variance: ``(S - P) delta_cost / cost < AMBIGUOUS_CHI2``, a
@@ -49,7 +60,15 @@ from calibration.initialise import (
     mapped,
     quadrature_weights,
 )
-from calibration.regression import FitResult, bank_rows, fit, merge_rows, subset_result
+from calibration.regression import (
+    NEAR_BOUND,
+    FitResult,
+    bank_rows,
+    fit,
+    merge_rows,
+    series_range,
+    subset_result,
+)
 from onboard.physics import fabry_perot
 from onboard.physics.interferometers import InterferometerBank
 
@@ -67,8 +86,11 @@ RUGGED_CELLS, RUGGED_STEP_CELLS, RUGGED_ITERATIONS = 1.0, 0.25, 4
 PHASE_BASIN_RAD = 0.2
 #: Rounds of the search (the next round searches only the interferometers that moved).
 ROUNDS = 3
-#: Iterations of the refinement of the best start, and of the last polish of every fit.
-REFINE_ITERATIONS, POLISH_ITERATIONS = 30, 60
+#: Iterations of the refinement of the best start, and of each pass of the last polish of
+#: the unconverged fits (a second pass, with the damping started afresh, for those still
+#: unconverged: wfai_1 109 stopped 8 % above its minimum with its damping grown, which two
+#: steps from a fresh start reach).
+REFINE_ITERATIONS, POLISH_ITERATIONS, POLISH_PASSES = 30, 60, 2
 #: A start is refined where its screened cost is under the fit's plus this many noise
 #: margins (``AMBIGUOUS_CHI2 / (S - P)``): the screen holds the fit's reflectivity and
 #: overestimates a start that needs another (wfai_1's minima 1.3 cells away screened up to
@@ -80,6 +102,9 @@ IMPROVEMENT = 1e-3
 AMBIGUOUS_CHI2 = 4.0
 #: Minima closer than this (resolution cells) are the same minimum.
 DISTINCT_CELLS = 0.1
+#: A reflectivity series whose minimum is under this rests on its lower bound (the fit
+#: shifts it to 2e-6 above).
+ON_BOUND = NEAR_BOUND
 
 
 @dataclass
@@ -239,15 +264,19 @@ def search(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
 def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                    harmonics: int | None, degree: int, trend_opd_um: NDArray,
                    keep: NDArray[np.bool_], rows: NDArray, found: SearchResult) -> FitResult:
-    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, then
-    a polish of every fit (:func:`calibration.regression.fit`'s ``polish``: those that end
-    on a bound, and those a refinement left unconverged)."""
-    every = rows
-    for _ in range(ROUNDS):
+    """The rounds of :func:`search` on ``rows``, what they find recorded in ``found``, between
+    a polish of the unconverged fits (:func:`_polish`) and one of those a round left
+    unconverged."""
+    # the unconverged first: a refinement a little lower that converged would otherwise
+    # replace a fit that iterated on goes much lower (wfai_1 133: 0.7 % against 10 %)
+    result = _polish(result, y, sigma, g, harmonics, degree, keep, rows)
+    every, before = rows, result.robust_cost.copy()
+    for round_ in range(ROUNDS):
         if rows.size == 0:
             break
         part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
-                               harmonics, degree, trend_opd_um[rows], keep[rows])
+                                      harmonics, degree, trend_opd_um[rows], keep[rows],
+                                      round_ == 0)
         result = merge_rows(result, part, rows, y)
         found.moved[rows] |= f.moved
         found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
@@ -256,32 +285,40 @@ def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGues
         found.starts += f.starts
         found.refined += f.refined
         rows = rows[f.moved]
-    return _polish(result, y, sigma, g, harmonics, degree, keep, every)
+    # then those a refinement or restart left unconverged
+    changed = every[result.robust_cost[every] != before[every]]
+    return _polish(result, y, sigma, g, harmonics, degree, keep, changed)
 
 
 def _polish(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
             harmonics: int | None, degree: int, keep: NDArray[np.bool_], every: NDArray
             ) -> FitResult:
-    """The fits of ``every`` that a refinement or restart left unconverged, iterated on
-    (imspoc_uv_2 121: 5 % lower 30 iterations on). Not those with under ``FEW_FRINGES``
-    fringes: most of them crawl unconverged (63 % on imagaz_1), and iterating on every one
-    cost a quarter of that prototype's time."""
+    """The unconverged fits of ``every`` iterated on, in passes with the damping started
+    afresh (imspoc_uv_2 121: 5 % lower 30 iterations on; wfai_1 109 stopped 8 % above its
+    minimum with its damping grown, which two steps from a fresh start reach). Not those
+    with under ``FEW_FRINGES`` fringes: most of them crawl unconverged (63 % on imagaz_1),
+    and iterating on every one cost a quarter of that prototype's time."""
     resolution = 1.0 / float(np.ptp(sigma))
     part = every[~result.converged[every]
                  & (result.bank.opd_um[every] >= FEW_FRINGES * resolution)]
-    if part.size:
+    for _ in range(POLISH_PASSES):
+        if part.size == 0:
+            break
         polished = fit(y[part], sigma, g.rows(part), start=bank_rows(result.bank, part),
                        max_iterations=POLISH_ITERATIONS, **loss_kwargs(result.huber_scale, keep, part),
                        **{**_fit_kw(harmonics, degree), "uncertainty": True})
         lower = polished.robust_cost < result.robust_cost[part]
         result = merge_rows(result, subset_result(polished, np.flatnonzero(lower)), part[lower], y)
+        part = part[lower & ~polished.converged]
     return result
 
 
 def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                  harmonics: int | None, degree: int, trend_opd_um: NDArray,
-                 keep: NDArray[np.bool_]) -> tuple[FitResult, SearchResult]:
-    """One round of the search on every interferometer of ``result``."""
+                 keep: NDArray[np.bool_], own_restart: bool
+                 ) -> tuple[FitResult, SearchResult]:
+    """One round of the search on every interferometer of ``result`` (``own_restart``: with
+    the restarts at the fits' own OPDs, the first round's)."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
     opd = result.bank.opd_um
@@ -337,25 +374,52 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     margin = AMBIGUOUS_CHI2 / max(s - p, 1)
     cost = result.robust_cost
     todo = np.flatnonzero(best_cost < cost * (1.0 + SCREEN_MARGIN * margin))
+    # a fit whose reflectivity ends on its lower bound may have stopped in a worse minimum
+    # at its own OPD (which points of the series rest on the bound differ from minimum to
+    # minimum): it is also refitted from the data's phase there (wfai_1: 40 of its 672 fits
+    # were 0.1-8 % above such a minimum, every one with R on the bound; they are 415)
+    on_bound = (series_range(result.bank.reflectivity_cheb, 0.0, np.inf)[0] < ON_BOUND) & own_restart
+    on_bound[basin] = on_bound[rugged] = False  # (refitted from there already, or profiled)
+    own_rows = np.flatnonzero(on_bound)
     moved = np.zeros(n, dtype=bool)
     ambiguous = np.zeros(n, dtype=bool)
     alt_opd = np.full(n, np.nan)
     alt_cost = np.full(n, np.nan)
-    if todo.size:
-        refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
+    both = np.concatenate([todo, own_rows])
+    if both.size:
+        starts_ = _stack(bank_rows(start, todo), _start_bank(result, own_rows, opd[own_rows],
+                                                              own[own_rows]))
+        refined = fit(y[both], sigma, g.rows(both), start=starts_,
                       max_iterations=REFINE_ITERATIONS,
-                      **loss_kwargs(result.huber_scale, keep, todo),
+                      **loss_kwargs(result.huber_scale, keep, both),
                       **{**_fit_kw(harmonics, degree), "uncertainty": True})
+        # the restarts at the fit's own OPD first: where lower, the fit the other minimum
+        # is compared with
+        mine = todo.size + np.flatnonzero(refined.robust_cost[todo.size:]
+                                          < (1.0 - IMPROVEMENT) * cost[own_rows])
+        if mine.size:
+            result = merge_rows(result, subset_result(refined, mine), both[mine], y)
+            cost = result.robust_cost
+        refined = subset_result(refined, np.arange(todo.size))
+        here = result.bank.opd_um
         new_cost = refined.robust_cost
-        distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
+        distinct = np.abs(refined.bank.opd_um - here[todo]) >= DISTINCT_CELLS * resolution
         better = new_cost < (1.0 - IMPROVEMENT) * cost[todo]
         lo, hi = np.minimum(new_cost, cost[todo]), np.maximum(new_cost, cost[todo])
         amb = distinct & ((hi - lo) / np.maximum(lo, 1e-300) < margin)
         ambiguous[todo[amb]] = True
-        alt_opd[todo[amb]] = np.where(better[amb], opd[todo[amb]], refined.bank.opd_um[amb])
+        alt_opd[todo[amb]] = np.where(better[amb], here[todo[amb]], refined.bank.opd_um[amb])
         alt_cost[todo[amb]] = np.where(better[amb], cost[todo[amb]], new_cost[amb])
         moved[todo[better & distinct]] = True
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size))
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(both.size))
+
+
+def _stack(first: InterferometerBank, second: InterferometerBank) -> InterferometerBank:
+    """The interferometers of ``first`` then those of ``second`` (same model and domain)."""
+    b = second.arrays()
+    return InterferometerBank.from_arrays(
+        {k: v if k in ("sigma_domain", "harmonics") else np.concatenate([v, b[k]])
+         for k, v in first.arrays().items()})

@@ -13,6 +13,11 @@ bench/bench_characterisation.py's):
 * imagaz_1 0-15 hold number 4, which has outlier lines and two minima the data do not
   separate.
 * wfai_1 620-639 hold several interferometers whose two minima the data do not separate.
+* imagaz_1 23-40 hold 24, 31, 33, 34 and 37, the same case as imspoc_uv_1 67 and 86 below
+  (0.1-0.9 % above).
+* imspoc_uv_1 60-91 hold 67 and 86, whose fits ended with the reflectivity on its lower bound
+  0.2 % and 0.7 % above a minimum at the same OPD that a fit from the data's phase there
+  reaches (which points of the series rest on the bound differs between the two).
 """
 
 import os
@@ -27,7 +32,7 @@ from calibration.acquisitions import Acquisition, load_acquisition
 from calibration.characterise import characterise
 from calibration.model_selection import with_degree
 from calibration.opd_search import AMBIGUOUS_CHI2, IMPROVEMENT, loss_kwargs, profile_costs
-from calibration.regression import bank_rows, fit
+from calibration.regression import bank_rows, fit, series_range
 from calibration.report import to_json
 from calibration.simulate import SweepSpec, simulate_sweep
 
@@ -82,6 +87,27 @@ def test_no_lower_cost_within_two_resolution_cells_on_imspoc_uv_2(start: int, st
     assert np.array_equal(np.isfinite(c.result.huber_scale), robust)
     if start == 44:  # interferometer 53 (row 9) sits in the lower minimum near 9.86 µm
         assert abs(c.bank.opd_um[9] - 9.86) < 0.05
+
+
+@pytest.mark.realdata
+@needs_shared
+def test_no_lower_cost_at_the_same_opd_for_fits_on_the_reflectivity_bound_on_imspoc_uv_1() -> None:
+    """(On the code before the restarts at the fits' own OPDs, the scan found 67 and 86
+    lower at their own OPD.)"""
+    c = characterise(_slice("imspoc_uv_1", 60, 92))
+    assert _lower_within_two_cells(c).size == 0, 60 + _lower_within_two_cells(c)
+    # both rest on the reflectivity's lower bound (the restart's case)
+    lo, _ = series_range(c.bank.reflectivity_cheb[[7, 26]])
+    assert np.all(lo < 1e-4)
+
+
+@pytest.mark.realdata
+@needs_shared
+def test_no_lower_cost_at_the_same_opd_for_fits_on_the_reflectivity_bound_on_imagaz_1() -> None:
+    """(On the code before the restarts at the fits' own OPDs, the scan found 24, 31, 33, 34
+    and 37 lower, each at its own OPD.)"""
+    c = characterise(_slice("imagaz_1", 23, 41))
+    assert _lower_within_two_cells(c).size == 0, 23 + _lower_within_two_cells(c)
 
 
 @pytest.mark.realdata
@@ -159,3 +185,27 @@ def test_characterise_limits_blas_threads_itself() -> None:
         after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     assert seen and set(seen) == {1}
     assert after == before  # the caller's setting is given back
+
+
+def test_series_range_near_bounds_is_exact_and_the_lift_unchanged() -> None:
+    """The fit asks series_range only about extrema near its bounds (the others keep the
+    513-point grid's value): near a bound the extremum is the exact one, elsewhere within
+    a thousandth of the series' scale, and every series ends inside its bounds."""
+    from numpy.polynomial import chebyshev
+
+    from calibration.regression import _lift_into_bounds
+
+    rng = np.random.default_rng(5)
+    coef = rng.normal(0.0, 0.1, (400, 9))
+    coef[:, 0] = rng.uniform(0.0, 0.6, 400)  # many near R = 0, some across it
+    lo_all, hi_all = series_range(coef)
+    lo, hi = series_range(coef, 0.0, 0.99)
+    scale = np.abs(coef).sum(axis=1)
+    near_lo = lo_all < 0.0 + 0.01 * scale * 0.5
+    assert np.array_equal(lo[near_lo], lo_all[near_lo])
+    assert np.all(np.abs(lo - lo_all) <= 1e-3 * scale) and np.all(np.abs(hi - hi_all) <= 1e-3 * scale)
+    assert np.all(lo >= lo_all) and np.all(hi <= hi_all)  # a grid never overshoots
+    lifted = _lift_into_bounds(coef, 0.0, 0.99)
+    for part in np.array_split(lifted, 4):
+        dense = part @ chebyshev.chebvander(np.linspace(-1.0, 1.0, 200_001), 8).T
+        assert dense.min() >= 0.0 and dense.max() <= 0.99

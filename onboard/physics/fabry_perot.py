@@ -80,10 +80,13 @@ def _series(x: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArra
         raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
     shapes = [x, r] if damping_arg is None else [x, r, damping_arg]
     shape = np.ones(np.broadcast(*shapes).shape)
-    rk = np.ones_like(r)
-    # cos(kx) by the Chebyshev recurrence: one trigonometric call for any K
+    rk: FloatArray | float = 1.0
+    # cos(kx) by the Chebyshev recurrence: one trigonometric call for any K (the scalar
+    # starting values save two full-size arrays a call: the characterisation calls it
+    # thousands of times)
     c1 = np.cos(x)
-    ck, c_prev = c1, np.ones_like(c1)
+    ck = c1
+    c_prev: FloatArray | float = 1.0
     for k in range(1, harmonics + 1):
         if k > 1:
             ck, c_prev = 2.0 * c1 * ck - c_prev, ck
@@ -117,7 +120,9 @@ def response_shape_and_derivatives(
     # cos(kx), sin(kx) by the Chebyshev recurrence: two trigonometric calls for any K
     c1, s1 = np.cos(x), np.sin(x)
     ck, sk = c1, s1
-    c_prev, s_prev = np.ones_like(c1), np.zeros_like(s1)
+    # cos(0 x), sin(0 x): scalars, no full-size arrays
+    c_prev: FloatArray | float = 1.0
+    s_prev: FloatArray | float = 0.0
     two_r = 2.0 * r
     shape = 1.0 + two_r * ck
     d_x = -two_r * sk
