@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from export import data, real_cubes
 from export.models import EigenRefiner, ResidueNet, parameter_count
+from export.spectral_library import training_library
 from onboard.formats.types import tillage_class
 from onboard.stages.residue import usable_bands
 
@@ -182,8 +183,13 @@ class ResidueModel:
 
 
 def residue_training_set(kind: str, cfg: TrainConfig, split: str = "train") -> data.ResidueSet:
+    """Training cubes of the residue classifier: fields drawn from the training library (every
+    train-split spectrum, ``export.spectral_library.training_library``: about 9 x the
+    shipped subset's soils, the gap from seen to unseen soils being what held the push-broom
+    back, docs/residue_ceiling.md); ``quick`` draws from the shipped subset."""
     n = cfg.residue_cubes(kind)
-    it = data.samples(kind, split, cfg.seed + 100)  # type: ignore[arg-type]
+    library = None if cfg.quick else training_library()
+    it = data.samples(kind, split, cfg.seed + 100, library)  # type: ignore[arg-type]
     got = [s for _, s in tqdm(zip(range(n), it, strict=False), total=n,
                               desc=f"simulate {kind}", disable=not cfg.progress, leave=False)]
     return data.residue_set(got)

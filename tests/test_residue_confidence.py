@@ -19,7 +19,7 @@ from onboard.formats.products import (
 from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.stages.classify import classify_classical
-from onboard.stages.confidence import fit_domain, interval_confidence, threshold_for
+from onboard.stages.confidence import WITHHELD, fit_domain, interval_confidence, threshold_for
 from onboard.stages.package import frame_products
 from onboard.stages.residue import UnmixConfig
 
@@ -37,7 +37,17 @@ def test_threshold_is_the_lowest_that_reaches_the_target() -> None:
     # a lower threshold would miss the target: the rule keeps as many pixels as it can
     lower = conf >= t - 0.02
     assert correct[lower].mean() < 0.9 + 0.005 and 0.15 < kept.mean() < 0.4
-    assert threshold_for(np.array([0.5, 0.6]), np.array([False, False])) == 1.0
+    assert threshold_for(np.array([0.5, 0.6]), np.array([False, False])) == WITHHELD
+
+
+def test_a_threshold_kept_by_few_pixels_is_withheld() -> None:
+    # 5 % of the pixels sure and right, the rest a coin toss: the target is met only by a
+    # threshold keeping 5 %, too few to vouch for it (the ImSPOC's case on the test split)
+    conf = np.r_[np.full(50, 0.99), np.linspace(0.4, 0.9, 950)]
+    correct = np.r_[np.ones(50, bool), np.arange(950) % 2 == 0]
+    assert threshold_for(conf, correct, 0.92) == WITHHELD > 1.0
+    t = threshold_for(conf, correct, 0.92, min_share=0.04)  # allowed: under 6 % kept
+    assert 50 < (conf >= t).sum() < 60 and correct[conf >= t].mean() >= 0.92
 
 
 def test_interval_confidence_is_the_probability_of_the_class_interval() -> None:
