@@ -184,7 +184,8 @@ def _measured_mask(wavelengths_nm: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return nearest <= 0.5 * float(np.median(np.diff(wavelengths_nm))) + 1e-6
 
 
-def earthlib_candidates() -> Candidates:
+def earthlib_candidates(classes: dict[str, str] = EARTHLIB_KINDS) -> Candidates:
+    """earthlib's spectra of the LEVEL_3 ``classes`` (class -> our kind) on ``GRID_NM``."""
     import earthlib
     import pandas as pd
 
@@ -199,7 +200,7 @@ def earthlib_candidates() -> Candidates:
     ok = np.ones(wl.size, dtype=bool)
     spectra, names, kinds, sites = [], [], [], []
     for row, values in zip(meta.itertuples(index=False), raw, strict=True):
-        kind = EARTHLIB_KINDS.get(row.LEVEL_3)
+        kind = classes.get(row.LEVEL_3)
         if kind is None or not (values > 0).all() or values.max() > 1.0:
             continue  # not farmland, or not a valid reflectance spectrum
         spectra.append(bridge(wl, values, ok))
