@@ -147,3 +147,22 @@ def test_export_spectra_rebuilds_the_shipped_library(tmp_path: Path) -> None:
     bad = subprocess.run(["onboard", "export", "spectra", "-o", str(tmp_path / "lib.txt")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and ".npz" in bad.stderr
+
+
+def test_training_library_holds_every_train_spectrum_and_nothing_held_out(lib) -> None:
+    pytest.importorskip("prosail", reason="the generator needs prosail (pip install 'onboard[ground]')")
+    pytest.importorskip("earthlib", reason="the generator needs earthlib (pip install 'onboard[ground]')")
+    from export.spectral_library import split_of, training_library
+
+    full = training_library()
+    assert set(full.splits) == {"train", "shared"}
+    # no site of a held-out split reaches training (the split is by site)
+    held_out = {s for s, sp in zip(lib.sites, lib.splits, strict=True) if sp in ("val", "test")}
+    assert not held_out & set(full.sites)
+    assert all(split_of(s) == "train" for s, src in zip(full.sites, full.sources, strict=True)
+               if src != "prosail")
+    # the shipped train subset is inside it, and it holds many more soils
+    shipped = {n for n, sp in zip(lib.names, lib.splits, strict=True) if sp == "train"}
+    assert shipped <= set(full.names)
+    soils = [k for k in full.kinds if k == "soil"]
+    assert len(soils) > 8 * len(lib.indices("soil", "train"))
