@@ -161,8 +161,9 @@ def test_training_library_holds_every_train_spectrum_and_nothing_held_out(lib) -
     assert not held_out & set(full.sites)
     assert all(split_of(s) == "train" for s, src in zip(full.sites, full.sources, strict=True)
                if src != "prosail")
-    # the shipped train subset is inside it, and it holds many more soils
-    shipped = {n for n, sp in zip(lib.names, lib.splits, strict=True) if sp == "train"}
+    # soils one per site, more sites than the shipped subset; every shipped residue and green
+    soil_sites = [s for s, k in zip(full.sites, full.kinds, strict=True) if k == "soil"]
+    assert len(set(soil_sites)) == len(soil_sites) > 1.5 * len(lib.indices("soil", "train"))
+    shipped = {n for n, k, sp in zip(lib.names, lib.kinds, lib.splits, strict=True)
+               if sp == "train" and k != "soil"}
     assert shipped <= set(full.names)
-    soils = [k for k in full.kinds if k == "soil"]
-    assert len(soils) > 8 * len(lib.indices("soil", "train"))
