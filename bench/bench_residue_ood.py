@@ -93,14 +93,16 @@ def score(stage: LearnedResidue, domain: Domain, samples: list[data.Sample]) -> 
               default=Path(onboard.__file__).parent / "models" / "default", show_default=True)
 @click.option("--cubes", "n_cubes", type=int, default=32, show_default=True)
 @click.option("--seed", type=int, default=900, show_default=True)
+@click.option("--sensor", "sensors", type=click.Choice(["imspoc", "pushbroom"]), multiple=True,
+              help="Only these sensors (default: both).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def main(bundle: Path, n_cubes: int, seed: int, json_path: Path | None) -> None:
+def main(bundle: Path, n_cubes: int, seed: int, sensors: tuple[str, ...], json_path: Path | None) -> None:
     b = bundle_mod.load(bundle)
     real = load().only(("earthlib", "usgs1995"))
     sets = {"real test soils (reference)": real} | {
         name: with_ground(real, classes) for name, classes in FOREIGN.items()}
     report: dict[str, dict[str, dict[str, float]]] = {}
-    for kind in ("imspoc", "pushbroom"):
+    for kind in sensors or ("imspoc", "pushbroom"):
         name = f"residue_{kind}"
         spec = b.model(name)
         fp32 = next(a for a in b.usable(name, "onnx") if a.precision == "fp32")
