@@ -118,9 +118,9 @@ def main(bundle: Path, n_cubes: int, seed: int, sensors: tuple[str, ...], json_p
     print("|" + "|".join("-" * w for w in (30, 11, 13, 11, 11, 15)) + "|")
     for label, res in report.items():
         for kind, r in res.items():
+            right = f"{100 * r['confident_accuracy']:12.1f}%" if r["confident_share"] else f"{'-':>13s}"
             print(f"| {label:28s} | {kind:9s} | {100 * r['ood_share']:10.1f}% | "
-                  f"{100 * r['uncertain_share']:8.1f}% | {100 * r['confident_share']:8.1f}% | "
-                  f"{100 * r['confident_accuracy']:12.1f}% |")
+                  f"{100 * r['uncertain_share']:8.1f}% | {100 * r['confident_share']:8.1f}% | {right} |")
     out = {"cubes": n_cubes, "seed": seed, "foreign_share": FOREIGN_SHARE, "results": report}
     print(json.dumps(out))
     if json_path:
