@@ -322,7 +322,7 @@ def build(caps: dict[str, dict[str, int]] = CAPS, per_site: dict[str, int] | Non
                      "usgs1995": "public domain (USGS)", "prosail": "project physics"},
         "grid_nm": [float(GRID_NM[0]), float(GRID_NM[-1]), 10.0],
         "split_rule": "sha256('onboard-residue-split:' + site): train < 0.6 <= val < 0.8 <= test",
-        "caps": caps, "per_site": per_site,
+        "caps": caps, **({"per_site": per_site} if per_site else {}),
         "bridge": "straight line across unmeasured samples (see 'measured'); residue stages "
                   "ignore onboard.stages.residue.WATER_BANDS_NM",
         "wet_ratio": f"{WET_DARKENING} x exp(-k_w(PROSPECT-D) x {WET_WATER_CM} cm)",
