@@ -2,6 +2,7 @@
 product's format (version 2: uncertain pixels, guess, confidence)."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from onboard.formats.products import (
 )
 from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
+from onboard.scene.library import load
 from onboard.stages.classify import classify_classical
 from onboard.stages.confidence import WITHHELD, fit_domain, interval_confidence, threshold_for
 from onboard.stages.package import frame_products
@@ -145,3 +147,30 @@ def test_the_previous_reader_refuses_a_version_2_product(tmp_path: Path) -> None
     blob = Product(ProductKind.EVENT, 1, 0.0, b"{}", "json").to_bytes()
     with pytest.raises(module.ProductFormatError, match="version 2; this software reads version 1"):
         module.Product.from_bytes(blob)
+
+
+def test_ood_bench_puts_foreign_ground_in_the_test_scenes_only(tmp_path: Path) -> None:
+    pytest.importorskip("earthlib", reason="the bench reads earthlib (pip install 'onboard[ground]')")
+    spec = importlib.util.spec_from_file_location("bench_residue_ood", ROOT / "bench" / "bench_residue_ood.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real = load().only(("earthlib", "usgs1995"))
+    char = bench.with_ground(real, ("char",))
+    test_soils = [char.names[i] for i in char.indices("soil", "test")]
+    earthlib_char = set(bench.earthlib_candidates({"char": "soil"}).names)
+    assert test_soils and set(test_soils) == earthlib_char
+    for split in ("train", "val"):  # what trained and chose the model is untouched
+        assert [char.names[i] for i in char.indices("soil", split)] == \
+            [real.names[i] for i in real.indices("soil", split) if real.splits[i] != "shared"]
+    out = tmp_path / "ood.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_residue_ood.py"), "--cubes", "1",
+                    "--sensor", "pushbroom", "--json", str(out)], check=True, timeout=600,
+                   capture_output=True)
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"real test soils (reference)", "sand, gravel", "char", "built"}
+    for r in (v["pushbroom"] for v in results.values()):
+        assert r["pixels"] > 0 and r["ood_share"] <= r["uncertain_share"] + 1e-9
+        assert r["uncertain_share"] + r["confident_share"] == pytest.approx(1.0)
+    # unseen soils of a known class: the novelty limit (99.5 % of training pixels) rarely fires
+    assert results["real test soils (reference)"]["pushbroom"]["ood_share"] < 0.05
