@@ -56,12 +56,16 @@ CASES = (("imspoc real", "imspoc", "real", None), ("imspoc simulated", "imspoc",
               default=Path(onboard.__file__).parent / "models" / "default", show_default=True)
 @click.option("--cubes", "n_cubes", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=900, show_default=True)
+@click.option("--sensor", "sensors", type=click.Choice(["imspoc", "pushbroom"]), multiple=True,
+              help="Only these sensors' rows (default: both).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def main(bundle: Path, n_cubes: int, seed: int, json_path: Path | None) -> None:
+def main(bundle: Path, n_cubes: int, seed: int, sensors: tuple[str, ...], json_path: Path | None) -> None:
     b = bundle_mod.load(bundle)
     library = load()
     report: dict[str, dict[str, dict[str, float]]] = {}
     for label, kind, spectra, illumination in CASES:
+        if sensors and kind not in sensors:
+            continue
         name = f"residue_{kind}"
         spec = b.model(name)
         grid = np.asarray(spec.band_grid_nm)

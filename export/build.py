@@ -85,7 +85,7 @@ DENOISER_IN = TensorSpec("eigenimages", ("k", 2, "H", "W"), "float32",
 DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
                           "correction to the classical estimate y0, whitened units")
 #: What ``--only`` can rebuild into an existing bundle.
-ONLY = ("denoiser", "residue")
+ONLY = ("denoiser", "residue", "residue_imspoc", "residue_pushbroom")
 #: Validation cubes of a residue classifier, per ``eval_cubes``: 64 for the default 16 (16
 #: fields; with 16 cubes, 4 fields, the push-broom's validation accuracy moved 9 points
 #: between the first 16 and 64 cubes of the same seed, 64.3 against 73.2 %).
@@ -104,7 +104,8 @@ class BuildOptions:
     progress: bool = True
     eval_cubes: int = 16
     tensorrt: bool = True
-    #: "denoiser" or "residue": rebuild those models only, keep the rest of ``out``'s bundle
+    #: one of ``ONLY`` ("residue": both classifiers): rebuild those models only, keep the rest
+    #: of ``out``'s bundle
     only: str | None = None
 
 
@@ -367,16 +368,17 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         # only the rebuilt models' entries change (another build may own the rest): the top
         # level stays, and each rebuilt entry records the command and tools that made it
         top = {"tools": previous.tools, "producer": previous.producer, "created_utc": previous.created_utc}
-    evals = eval_sets(opts.seed, opts.eval_cubes, tuple(EVAL_SETS)) if opts.only != "residue" else {}
+    residue_only = (opts.only or "").startswith("residue")
+    evals = eval_sets(opts.seed, opts.eval_cubes, tuple(EVAL_SETS)) if not residue_only else {}
     models: list[ModelSpec] = []
     if opts.only in (None, "denoiser"):
         models.append(build_denoiser(opts, cfg, evals, summary))
-    if opts.only in (None, "residue"):
+    kinds = [k for k in ("imspoc", "pushbroom") if opts.only in (None, "residue", f"residue_{k}")]
+    if kinds:
         # the validation split holds 9 residue spectra: RESIDUE_EVAL_FACTOR x the cubes (4 x
         # more fields) so that the threshold and the model choice see them on many soils
-        val = eval_sets(opts.seed, RESIDUE_EVAL_FACTOR * opts.eval_cubes, ("imspoc", "pushbroom"))
-        models += [build_residue("imspoc", opts, cfg, val["imspoc"], summary),
-                   build_residue("pushbroom", opts, cfg, val["pushbroom"], summary)]
+        val = eval_sets(opts.seed, RESIDUE_EVAL_FACTOR * opts.eval_cubes, tuple(kinds))
+        models += [build_residue(k, opts, cfg, val[k], summary) for k in kinds]
     if opts.only is None:
         models.append(build_reconstruction(opts, summary))
     models = [add_plans(m, opts, summary) for m in models]

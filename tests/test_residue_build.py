@@ -19,7 +19,7 @@ import onboard  # noqa: E402
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine  # noqa: E402
 from onboard.formats import bundle as bundle_mod  # noqa: E402
 from onboard.formats.types import Cube  # noqa: E402
-from onboard.stages.confidence import Domain  # noqa: E402
+from onboard.stages.confidence import WITHHELD, Domain  # noqa: E402
 from onboard.stages.learned import LearnedResidue  # noqa: E402
 
 DEFAULT = Path(onboard.__file__).parent / "models" / "default"
@@ -46,7 +46,8 @@ def test_only_residue_keeps_the_rest_of_the_bundle(tmp_path: Path) -> None:
     for name in ("residue_imspoc", "residue_pushbroom"):
         spec = b.model(name)
         domain = Domain.from_dict(spec.metadata["domain"])
-        assert 0.0 < domain.confidence_threshold <= 1.0 and domain.novelty_limit > 0
+        assert 0.0 < domain.confidence_threshold <= 1.0 or domain.confidence_threshold == WITHHELD
+        assert domain.novelty_limit > 0
         assert "confident_share" in spec.artifacts[0].accuracy
     spec = b.model("residue_imspoc")
     grid = np.asarray(spec.band_grid_nm)

@@ -2,6 +2,7 @@
 product's format (version 2: uncertain pixels, guess, confidence)."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ from onboard.formats.products import (
 )
 from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueMap
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
+from onboard.scene.library import load
 from onboard.stages.classify import classify_classical
-from onboard.stages.confidence import fit_domain, interval_confidence, threshold_for
+from onboard.stages.confidence import WITHHELD, fit_domain, interval_confidence, threshold_for
 from onboard.stages.package import frame_products
 from onboard.stages.residue import UnmixConfig
 
@@ -37,7 +39,17 @@ def test_threshold_is_the_lowest_that_reaches_the_target() -> None:
     # a lower threshold would miss the target: the rule keeps as many pixels as it can
     lower = conf >= t - 0.02
     assert correct[lower].mean() < 0.9 + 0.005 and 0.15 < kept.mean() < 0.4
-    assert threshold_for(np.array([0.5, 0.6]), np.array([False, False])) == 1.0
+    assert threshold_for(np.array([0.5, 0.6]), np.array([False, False])) == WITHHELD
+
+
+def test_a_threshold_kept_by_few_pixels_is_withheld() -> None:
+    # 5 % of the pixels sure and right, the rest a coin toss: the target is met only by a
+    # threshold keeping 5 %, too few to vouch for it (the ImSPOC's case on the test split)
+    conf = np.r_[np.full(50, 0.99), np.linspace(0.4, 0.9, 950)]
+    correct = np.r_[np.ones(50, bool), np.arange(950) % 2 == 0]
+    assert threshold_for(conf, correct, 0.92) == WITHHELD > 1.0
+    t = threshold_for(conf, correct, 0.92, min_share=0.04)  # allowed: under 6 % kept
+    assert 50 < (conf >= t).sum() < 60 and correct[conf >= t].mean() >= 0.92
 
 
 def test_interval_confidence_is_the_probability_of_the_class_interval() -> None:
@@ -135,3 +147,30 @@ def test_the_previous_reader_refuses_a_version_2_product(tmp_path: Path) -> None
     blob = Product(ProductKind.EVENT, 1, 0.0, b"{}", "json").to_bytes()
     with pytest.raises(module.ProductFormatError, match="version 2; this software reads version 1"):
         module.Product.from_bytes(blob)
+
+
+def test_ood_bench_puts_foreign_ground_in_the_test_scenes_only(tmp_path: Path) -> None:
+    pytest.importorskip("earthlib", reason="the bench reads earthlib (pip install 'onboard[ground]')")
+    spec = importlib.util.spec_from_file_location("bench_residue_ood", ROOT / "bench" / "bench_residue_ood.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real = load().only(("earthlib", "usgs1995"))
+    char = bench.with_ground(real, ("char",))
+    test_soils = [char.names[i] for i in char.indices("soil", "test")]
+    earthlib_char = set(bench.earthlib_candidates({"char": "soil"}).names)
+    assert test_soils and set(test_soils) == earthlib_char
+    for split in ("train", "val"):  # what trained and chose the model is untouched
+        assert [char.names[i] for i in char.indices("soil", split)] == \
+            [real.names[i] for i in real.indices("soil", split) if real.splits[i] != "shared"]
+    out = tmp_path / "ood.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_residue_ood.py"), "--cubes", "1",
+                    "--sensor", "pushbroom", "--json", str(out)], check=True, timeout=600,
+                   capture_output=True)
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"real test soils (reference)", "sand, gravel", "char", "built"}
+    for r in (v["pushbroom"] for v in results.values()):
+        assert r["pixels"] > 0 and r["ood_share"] <= r["uncertain_share"] + 1e-9
+        assert r["uncertain_share"] + r["confident_share"] == pytest.approx(1.0)
+    # unseen soils of a known class: the novelty limit (99.5 % of training pixels) rarely fires
+    assert results["real test soils (reference)"]["pushbroom"]["ood_share"] < 0.05

@@ -147,3 +147,23 @@ def test_export_spectra_rebuilds_the_shipped_library(tmp_path: Path) -> None:
     bad = subprocess.run(["onboard", "export", "spectra", "-o", str(tmp_path / "lib.txt")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and ".npz" in bad.stderr
+
+
+def test_training_library_holds_every_train_spectrum_and_nothing_held_out(lib) -> None:
+    pytest.importorskip("prosail", reason="the generator needs prosail (pip install 'onboard[ground]')")
+    pytest.importorskip("earthlib", reason="the generator needs earthlib (pip install 'onboard[ground]')")
+    from export.spectral_library import split_of, training_library
+
+    full = training_library()
+    assert set(full.splits) == {"train", "shared"}
+    # no site of a held-out split reaches training (the split is by site)
+    held_out = {s for s, sp in zip(lib.sites, lib.splits, strict=True) if sp in ("val", "test")}
+    assert not held_out & set(full.sites)
+    assert all(split_of(s) == "train" for s, src in zip(full.sites, full.sources, strict=True)
+               if src != "prosail")
+    # soils one per site, more sites than the shipped subset; every shipped residue and green
+    soil_sites = [s for s, k in zip(full.sites, full.kinds, strict=True) if k == "soil"]
+    assert len(set(soil_sites)) == len(soil_sites) > 1.5 * len(lib.indices("soil", "train"))
+    shipped = {n for n, k, sp in zip(lib.names, lib.kinds, lib.splits, strict=True)
+               if sp == "train" and k != "soil"}
+    assert shipped <= set(full.names)

@@ -42,7 +42,9 @@ residue payload (``npz``) holds:
 * ``confidence`` (rows, cols) float32 in [0, 1]: the estimated probability that ``guess`` is
   right (NaN invalid, or where the stage gives none);
 * header ``meta``: ``method``, ``confidence_threshold``, ``uncertain_share`` and
-  ``out_of_distribution_share`` of the frame's valid pixels.
+  ``out_of_distribution_share`` of the frame's valid pixels. A ``confidence_threshold`` above
+  1 (``onboard.stages.confidence.WITHHELD``) means the model's confidence was not vouched for
+  on validation: every valid pixel is uncertain, ``guess`` still holds its class.
 
 Added within versions 2 and 3, optional (a reader that does not know them reads the rest as
 before, so no new version): the residue payload (either coding) may hold ``screen`` (rows,
