@@ -56,7 +56,8 @@ from onboard.config import Config
 from onboard.errors import OnboardError
 from onboard.formats.products import ProductKind, event_product
 from onboard.formats.types import Frame
-from onboard.geo.georef import CameraGeometry, GeorefError, expected_error_m, georeference, rotation
+from onboard.geo.frame import frame_georef
+from onboard.geo.georef import CameraGeometry, rotation
 from onboard.geo.pose import AttitudeSample, PoseBuffer, PositionSample
 from onboard.geo.timesync import TimeSync
 from onboard.runtime.loop import FrameLoop
@@ -425,20 +426,10 @@ class MavlinkCamera:
         t = self.sync.to_autopilot_s(exposure_ns)
         bound = self.sync.bound_s + STAMP_ROUNDING_S
         out.update(autopilot_time_s=t, sync_bound_s=bound)
-        try:
-            with self.pose_cv:  # the samples just after the exposure may still be on their way
-                self.pose_cv.wait_for(lambda: self.poses.newest_s() >= t, timeout=self.mc.max_pose_gap_s)
-                at = self.poses.at(t)
-            pose = at.pose
-            out.update(pose=[pose.lat_deg, pose.lon_deg, pose.alt_m, pose.height_m, pose.roll_deg,
-                             pose.pitch_deg, pose.yaw_deg], pose_age_s=at.age_s, pose_extrapolated=at.extrapolated)
-            out.update(georeference(pose, self.camera, rows, cols))
-            out["expected_error_m"] = expected_error_m(pose, self.camera, rows, cols, self.mc.position_sigma_m,
-                                                       self.mc.attitude_sigma_deg, bound + at.age_s / 2)
-        except (ValueError, GeorefError) as exc:
-            out["reason"] = str(exc)
-            return out
-        out["georeferenced"] = True
+        with self.pose_cv:  # the samples just after the exposure may still be on their way
+            self.pose_cv.wait_for(lambda: self.poses.newest_s() >= t, timeout=self.mc.max_pose_gap_s)
+            out.update(frame_georef(self.poses, t, self.camera, rows, cols, self.mc.position_sigma_m,
+                                    self.mc.attitude_sigma_deg, bound))
         return out
 
     def _after_frame(self, result: FrameResult, capture: Capture) -> None:
