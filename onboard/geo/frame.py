@@ -10,8 +10,34 @@ height m, roll, pitch, yaw deg), ``pose_age_s``, ``pose_extrapolated``; ``epsg``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from onboard.formats.products import ProductKind
 from onboard.geo.georef import CameraGeometry, GeorefError, expected_error_m, georeference
 from onboard.geo.pose import PoseBuffer
+
+if TYPE_CHECKING:
+    from onboard.config import CameraConfig
+    from onboard.runtime.pipeline import FrameResult
+
+#: Why a push-broom frame is not georeferenced (yet): each line needs its own pose.
+PUSHBROOM_REASON = "push-broom lines are not georeferenced yet (one pose per line needed)"
+
+
+def camera_geometry(cc: CameraConfig) -> CameraGeometry:
+    """The camera model of the mission file's ``[camera]``."""
+    return CameraGeometry(cc.fov_across_deg, cc.fov_along_deg,
+                          (cc.boresight_roll_deg, cc.boresight_pitch_deg, cc.boresight_yaw_deg))
+
+
+def attach(result: FrameResult, geo: dict) -> None:
+    """Put ``geo`` into every data product of the frame (not its events or health), and a
+    flag saying why when it is not georeferenced."""
+    if not geo["georeferenced"]:
+        result.flags.append(f"frame {result.counter}: not georeferenced: {geo['reason']}")
+    for p in result.products:
+        if p.kind not in (ProductKind.EVENT, ProductKind.HEALTH):
+            p.meta["georef"] = geo
 
 
 def frame_georef(poses: PoseBuffer, t_s: float, camera: CameraGeometry, rows: int, cols: int,

@@ -106,6 +106,7 @@ class PoseBuffer:
         self.positions: list[PositionSample] = []
         self.attitudes: list[AttitudeSample] = []
         self.refused: Counter[str] = Counter()
+        self.last_refusal: str | None = None  # why the latest sample offered was refused
 
     def clear(self) -> None:
         self.positions.clear()
@@ -126,7 +127,8 @@ class PoseBuffer:
         if bad is None and stream and sample.t_s <= stream[-1].t_s:
             bad = "time stamp not after the previous one"
         if bad is not None:
-            self.refused[f"{kind}: {bad}"] += 1
+            self.last_refusal = f"{kind}: {bad}"
+            self.refused[self.last_refusal] += 1
             return False
         stream.append(sample)
         if len(stream) > KEEP:

@@ -56,8 +56,8 @@ from onboard.config import Config
 from onboard.errors import OnboardError
 from onboard.formats.products import ProductKind, event_product
 from onboard.formats.types import Frame
-from onboard.geo.frame import frame_georef
-from onboard.geo.georef import CameraGeometry, rotation
+from onboard.geo.frame import PUSHBROOM_REASON, attach, camera_geometry, frame_georef
+from onboard.geo.georef import rotation
 from onboard.geo.pose import AttitudeSample, PoseBuffer, PositionSample
 from onboard.geo.timesync import TimeSync
 from onboard.runtime.loop import FrameLoop
@@ -125,8 +125,7 @@ class MavlinkCamera:
         self.config, self.session, self.writer = config, session, writer
         mc, cc = config.mavlink, config.camera
         self.mc = mc
-        self.camera = CameraGeometry(cc.fov_across_deg, cc.fov_along_deg,
-                                     (cc.boresight_roll_deg, cc.boresight_pitch_deg, cc.boresight_yaw_deg))
+        self.camera = camera_geometry(cc)
         try:
             self.conn = self.mavutil.mavlink_connection(
                 url, baud=mc.baud, source_system=mc.system_id, source_component=mc.component_id,
@@ -437,15 +436,10 @@ class MavlinkCamera:
             _, rows, cols = self.session.cube_shape
             geo = self.georef_meta(capture.exposure_ns, rows, cols)
         else:
-            geo = {"exposure_utc": capture.exposure_ns / 1e9, "georeferenced": False,
-                   "reason": "push-broom lines are not georeferenced yet (one pose per line needed)"}
+            geo = {"exposure_utc": capture.exposure_ns / 1e9, "georeferenced": False, "reason": PUSHBROOM_REASON}
         self.stats["frames"] += 1
         self.stats["georeferenced" if geo["georeferenced"] else "not_georeferenced"] += 1
-        if not geo["georeferenced"]:
-            result.flags.append(f"frame {result.counter}: not georeferenced: {geo['reason']}")
-        for p in result.products:
-            if p.kind not in (ProductKind.EVENT, ProductKind.HEALTH):
-                p.meta["georef"] = geo
+        attach(result, geo)
         with self.write_lock:
             self.writer.write(result)
         residue = next((p.name for p in result.products if p.kind == ProductKind.RESIDUE), "")

@@ -28,7 +28,15 @@ runs or the mode is not OPERATE. STOP_CAPTURE ends it after the frame in flight.
 accepts ``run.deadline_s``, ``run.health_period_s`` and ``link.telemetry_period_s`` (a
 positive number); anything else is BAD_ARGUMENT. REQUEST_PRODUCT NAME queues the archived
 product NAME again at the highest priority (BAD_ARGUMENT if there is none). ABORT stops the
-capture and returns to IDLE; spooled products keep going down.
+capture and returns to IDLE; spooled products keep going down. POSE (the flight computer's
+navigation state, PROTOCOL.md section 6.1) goes into the pose buffer of onboard/geo/pose.py,
+checked as an autopilot's is (BAD_ARGUMENT and an event saying why when refused).
+
+**Georeferencing.** Each ImSPOC frame's products carry ``meta["georef"]`` as under
+``--mavlink`` (onboard/geo/frame.py): the pose interpolated to the frame's time stamp (UTC,
+the POSE time base), the UTM CRS, a geotransform or GCPs, the expected error and the pose's
+age; or ``georeferenced`` false and the ``reason``, with a flag on the frame. Push-broom
+frames are flagged not georeferenced (a pose per line is needed).
 
 **Frames.** From the session's source (the simulator by default), or, with a replay folder,
 from frames arriving in that folder while the service runs (the sensor's drop folder, in the
@@ -68,6 +76,7 @@ from firmware_bridge.messages import (
     Message,
     Mode,
     MsgType,
+    PoseState,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -79,11 +88,13 @@ from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, event_product
 from onboard.formats.types import Frame, RawFrame
+from onboard.geo.frame import PUSHBROOM_REASON, attach, camera_geometry, frame_georef
+from onboard.geo.pose import ORBIT_LIMITS, PoseBuffer
+from onboard.geo.spacecraft import samples
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
 from onboard.runtime.session import Session
 from onboard.runtime.writer import ProductWriter
-from onboard.sources.base import Truth
 from onboard.sources.replay import ReplaySource
 from onboard.systemd import Watchdog
 
@@ -154,6 +165,7 @@ class PayloadService:
             MsgType.SET_CONFIG: self._set_config,
             MsgType.REQUEST_PRODUCT: self._request_product,
             MsgType.ABORT: self._abort,
+            MsgType.POSE: self._pose,
         }
         # the key and its counter are checked before the port opens
         self.dispatcher = CommandDispatcher.from_files(handlers, lc.key_file, lc.counter_file)
@@ -183,6 +195,12 @@ class PayloadService:
         self.started = time.monotonic()
         # systemd's watchdog, pinged while the frame thread makes progress (onboard/systemd.py)
         self.watchdog = Watchdog.from_environment(config.run.hang_s)
+        # the flight computer's POSEs (link thread) and the frames' georeferencing (frame thread)
+        self.camera = camera_geometry(config.camera)
+        self.terrain_alt_m = config.camera.terrain_alt_m or 0.0
+        self.poses = PoseBuffer(lc.pose_max_gap_s, lc.pose_max_extrapolation_s, self.terrain_alt_m, **ORBIT_LIMITS)
+        self.pose_cv = threading.Condition()
+        self.georeferenced = 0
         self._handler_events: list[Event] = []  # link thread only
         self._stop = threading.Event()
         self._link_thread = threading.Thread(target=self._serve_link, name="link", daemon=True)
@@ -247,6 +265,37 @@ class PayloadService:
         product = Product.from_bytes(path.read_bytes())
         self._handler_events += [e.message() for e in self._spool(product, priority=0)]
 
+    def _pose(self, msg: Message) -> None:
+        """Keep the flight computer's state in the pose buffer, or refuse it saying why."""
+        assert isinstance(msg, PoseState)
+        position, attitude = samples(msg.time_us / 1e6, msg.position_m, msg.velocity_m_s, msg.quaternion,
+                                     msg.rates_rad_s, self.terrain_alt_m)
+        bound = self.config.link.pose_clock_bound_s
+        with self.pose_cv:
+            kept = (self.poses.add_position(position, time.time(), bound)
+                    and self.poses.add_attitude(attitude, time.time(), bound))
+            self.pose_cv.notify_all()
+        if not kept:
+            event = self.dispatcher.events.event(EventCode.BAD_ARGUMENT, f"POSE at {msg.time_us} us refused: "
+                                                 f"{self.poses.last_refusal}")
+            if event is not None:
+                self._handler_events.append(event)
+            raise CommandRefused(ResultCode.BAD_ARGUMENT, self.poses.last_refusal or "")
+
+    def _georef(self, exposure_utc: float) -> dict:
+        """``meta["georef"]`` of an ImSPOC frame exposed at ``exposure_utc`` (the payload's
+        UTC clock, the POSE time base): waits for the POSE after the exposure while they flow."""
+        lc = self.config.link
+        _, rows, cols = self.session.cube_shape
+        geo: dict = {"exposure_utc": exposure_utc, "time_base": "UTC", "clock_bound_s": lc.pose_clock_bound_s}
+        with self.pose_cv:
+            if self.poses.newest_s() > exposure_utc - lc.pose_max_gap_s:
+                self.pose_cv.wait_for(lambda: self.poses.newest_s() >= exposure_utc or self._stop.is_set(),
+                                      timeout=lc.pose_max_gap_s)
+            geo.update(frame_georef(self.poses, exposure_utc, self.camera, rows, cols, lc.pose_position_sigma_m,
+                                    lc.pose_attitude_sigma_deg, lc.pose_clock_bound_s))
+        return geo
+
     def _abort(self, msg: Message) -> None:
         self.capturing = False
         self.mode = Mode.IDLE
@@ -279,6 +328,9 @@ class PayloadService:
             "degrade_level": self.loop.level,
             "degrade_events": len(stats.events),
             "products_spooled": self.products_spooled,
+            "georeferenced": self.georeferenced,
+            "poses_kept": len(self.poses.positions),
+            "poses_refused": sum(self.poses.refused.values()),
             "spool_products": len(self.spool),
             "spool_bytes": self.spool.used_bytes,
             "delivered": self.downlink.stats.delivered,
@@ -324,7 +376,7 @@ class PayloadService:
         self.loop.request_stop(reason)
         self._stop.set()
 
-    def _frames(self) -> Iterator[tuple[Frame, Truth | None]]:
+    def _frames(self) -> Iterator[tuple[Frame, float]]:
         """Frames while a capture is commanded; waits (polling) while there is none."""
         def done(counter: int) -> bool:
             return (self.writer.frames_dir / f"frame_{counter:08d}.json").is_file()
@@ -343,7 +395,7 @@ class PayloadService:
                     if frame is None:
                         self._damaged(stem, problem or "unreadable")
                         continue
-                    yield frame, None
+                    yield frame, frame.timestamp
                     if not self.capturing or self._stop.is_set():
                         break
                 if not got:
@@ -354,7 +406,8 @@ class PayloadService:
                 if item is None:
                     self.capturing = False
                     return
-                yield item
+                raw = item[0]
+                yield raw, (raw[0] if isinstance(raw, list) else raw).timestamp
 
     def _damaged(self, stem: str, reason: str) -> None:
         tail = stem.rsplit("_", 1)[-1]
@@ -365,7 +418,13 @@ class PayloadService:
         self._report(self.writer.write(FrameResult(counter=counter, flags=[reason],
                                                    products=[product])))
 
-    def _after_frame(self, result: FrameResult) -> None:
+    def _after_frame(self, result: FrameResult, exposure_utc: float) -> None:
+        if self.session.sensor == "imspoc":
+            geo = self._georef(exposure_utc)
+        else:
+            geo = {"exposure_utc": exposure_utc, "georeferenced": False, "reason": PUSHBROOM_REASON}
+        self.georeferenced += geo["georeferenced"]
+        attach(result, geo)
         for product in result.products:
             if product.name not in result.held:  # a frame not worth sending: archived only
                 self._report(self._spool(product))
@@ -386,8 +445,8 @@ class PayloadService:
         self.link.send(Event(EventCode.MODE_CHANGED, f"payload up (pid {os.getpid()}), mode IDLE"))
         self.watchdog.ready(f"payload up, mode IDLE, {len(self.spool)} products spooled")
         try:
-            for result, _truth in self.loop.run(self._frames()):
-                self._after_frame(result)
+            for result, exposure_utc in self.loop.run(self._frames()):
+                self._after_frame(result, exposure_utc)
                 self.watchdog.progress()
         finally:
             for s, h in old.items():
@@ -407,5 +466,6 @@ class PayloadService:
                 "bad_frames": self.link.decoder.bad_frames,
                 "commands": {r.name: n for r, n in self.dispatcher.results.items()},
                 "commands_unanswered": self.dispatcher.unanswered,
+                "pose_refused": dict(self.poses.refused),
                 "uplink_data": {r.name: n for r, n in self.dispatcher.data_results.items()},
                 "downlink": json.loads(json.dumps(self.downlink.stats.__dict__))}
