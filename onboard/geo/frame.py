@@ -5,7 +5,11 @@ samples come from and how the exposure time maps to the pose's clock.
 The keys: ``georeferenced`` (bool) and, if not, ``reason``; ``pose`` (lat, lon deg, alt,
 height m, roll, pitch, yaw deg), ``pose_age_s``, ``pose_extrapolated``; ``epsg``,
 ``geotransform`` or ``gcps``, ``gsd_m``, ``corners_xy`` (onboard/geo/georef.py);
-``expected_error_m``, which counts the caller's time bound plus half the pose's age.
+``expected_error_m``, which counts the caller's time bound plus a share of the pose's age as
+timing uncertainty: half for a drone, whose manoeuvres between noisy samples linear
+interpolation follows only roughly; none for a spacecraft, whose orbit and slow attitude
+interpolate to metres between 1 Hz states (gravity bounds the acceleration: g t (T - t) / 2,
+1.2 m mid-way between states 1 s apart, inside any navigation solution's sigma).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def attach(result: FrameResult, geo: dict) -> None:
 
 
 def frame_georef(poses: PoseBuffer, t_s: float, camera: CameraGeometry, rows: int, cols: int,
-                 position_sigma_m: float, attitude_sigma_deg: float, time_bound_s: float) -> dict:
+                 position_sigma_m: float, attitude_sigma_deg: float, time_bound_s: float,
+                 age_share: float = 0.5) -> dict:
     """The georeferencing of a frame of ``rows`` x ``cols`` exposed at ``t_s`` (the pose
     buffer's clock); never raises: what went wrong is the ``reason``."""
     out: dict = {"georeferenced": False}
@@ -52,7 +57,7 @@ def frame_georef(poses: PoseBuffer, t_s: float, camera: CameraGeometry, rows: in
                          pose.pitch_deg, pose.yaw_deg], pose_age_s=at.age_s, pose_extrapolated=at.extrapolated)
         out.update(georeference(pose, camera, rows, cols))
         out["expected_error_m"] = expected_error_m(pose, camera, rows, cols, position_sigma_m,
-                                                   attitude_sigma_deg, time_bound_s + at.age_s / 2)
+                                                   attitude_sigma_deg, time_bound_s + age_share * at.age_s)
     except (ValueError, GeorefError) as exc:
         out["reason"] = str(exc)
         return out

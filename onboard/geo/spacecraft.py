@@ -49,6 +49,28 @@ def quaternion_matrix(q: tuple[float, float, float, float]) -> NDArray[np.float6
                      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
+def matrix_quaternion(r: NDArray[np.float64]) -> tuple[float, float, float, float]:
+    """Unit quaternion (w, x, y, z) of a rotation matrix, by Shepperd's method (from its
+    largest component, so a half-turn is as exact as any other rotation); w >= 0."""
+    tr = float(r[0, 0] + r[1, 1] + r[2, 2])
+    k = int(np.argmax([tr, r[0, 0], r[1, 1], r[2, 2]]))
+    if k == 0:
+        s = 2 * math.sqrt(1 + tr)
+        q = (s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s)
+    elif k == 1:
+        s = 2 * math.sqrt(1 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = ((r[2, 1] - r[1, 2]) / s, s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s)
+    elif k == 2:
+        s = 2 * math.sqrt(1 - r[0, 0] + r[1, 1] - r[2, 2])
+        q = ((r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s)
+    else:
+        s = 2 * math.sqrt(1 - r[0, 0] - r[1, 1] + r[2, 2])
+        q = ((r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4)
+    sign = -1.0 if q[0] < 0 else 1.0
+    w, x, y, z = (sign * float(v) for v in q)
+    return w, x, y, z
+
+
 def samples(t_s: float, position_ecef: tuple[float, float, float], velocity_ecef: tuple[float, float, float],
             q_body_to_ecef: tuple[float, float, float, float], rates_body_rad_s: tuple[float, float, float],
             terrain_alt_m: float) -> tuple[PositionSample, AttitudeSample]:

@@ -59,6 +59,7 @@ from onboard.formats.types import Frame
 from onboard.geo.frame import PUSHBROOM_REASON, attach, camera_geometry, frame_georef
 from onboard.geo.georef import rotation
 from onboard.geo.pose import AttitudeSample, PoseBuffer, PositionSample
+from onboard.geo.spacecraft import matrix_quaternion
 from onboard.geo.timesync import TimeSync
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
@@ -449,7 +450,7 @@ class MavlinkCamera:
         pose = (geo or {}).get("pose")
         if pose is not None:
             lat, lon, alt, height, roll, pitch, yaw = pose
-            q = _quaternion(rotation(roll, pitch, yaw) @ rotation(*self.camera.boresight_deg))
+            q = list(matrix_quaternion(rotation(roll, pitch, yaw) @ rotation(*self.camera.boresight_deg)))
             position = (int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(alt * 1000)), int(round(height * 1000)))
         else:
             q, position = [math.nan] * 4, (0, 0, 0, 0)
@@ -482,11 +483,3 @@ class MavlinkCamera:
                 "stopped_by": self.stop.reason,
                 "deadline_misses": self.loop.stats.deadline_misses}
 
-
-def _quaternion(r: Any) -> list[float]:
-    """(w, x, y, z) of a rotation matrix (the camera's orientation in NED)."""
-    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
-    return [w, x, y, z]

@@ -293,7 +293,7 @@ class PayloadService:
                 self.pose_cv.wait_for(lambda: self.poses.newest_s() >= exposure_utc or self._stop.is_set(),
                                       timeout=lc.pose_max_gap_s)
             geo.update(frame_georef(self.poses, exposure_utc, self.camera, rows, cols, lc.pose_position_sigma_m,
-                                    lc.pose_attitude_sigma_deg, lc.pose_clock_bound_s))
+                                    lc.pose_attitude_sigma_deg, lc.pose_clock_bound_s, age_share=0.0))
         return geo
 
     def _abort(self, msg: Message) -> None:
