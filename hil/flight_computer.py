@@ -37,6 +37,7 @@ from firmware_bridge.messages import (
     Mode,
     MsgType,
     Ping,
+    PoseState,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -62,6 +63,8 @@ def build_message(type_name: str, args: dict) -> Message:
         return SetConfig(str(args["key"]), str(args["value"]))
     if t == MsgType.REQUEST_PRODUCT:
         return RequestProduct(str(args["name"]))
+    if t == MsgType.POSE:
+        return PoseState(**args)
     return {MsgType.PING: Ping, MsgType.STOP_CAPTURE: StopCapture, MsgType.ABORT: Abort}[t]()
 
 
@@ -147,6 +150,10 @@ class FlightComputer:
 
     def send(self, type_name: str, args: dict, kind: str) -> SentCommand:
         """Send one telecommand of the given kind now."""
+        return self.send_message(type_name, build_message(type_name, args), kind)
+
+    def send_message(self, type_name: str, message: Message, kind: str) -> SentCommand:
+        """Send ``message`` (built by the caller: a malformed one, say) as :meth:`send` does."""
         now = time.monotonic()
         if kind == "garbage":
             junk = bytes(self.rng.randrange(1, 256) for _ in range(self.rng.randrange(3, 40)))
@@ -154,7 +161,6 @@ class FlightComputer:
             cmd = SentCommand(kind, type_name, None, now)
             self.commands.append(cmd)
             return cmd
-        message = build_message(type_name, args)
         if kind == "replay" and self._valid_frames:
             frame = self.link.send_frame(self.rng.choice(self._valid_frames))
         elif kind == "forged":

@@ -26,7 +26,8 @@ ROWS, COLS = 64, 64
 T0 = 1_796_673_600.0  # 2026-12-07T20:00:00Z
 
 
-def truth_corners(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int) -> np.ndarray:
+def truth_corners(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int, rows: int = ROWS,
+                  cols: int = COLS) -> np.ndarray:
     """Each corner's ray from the true state at ``t`` meets the ellipsoid (height 0), found by
     bisection on pyproj's geodetic height along the ray."""
     pos, _, rot = orbit.state(t)
@@ -34,8 +35,8 @@ def truth_corners(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int) -> 
     to_utm = pyproj.Transformer.from_crs(4326, epsg, always_xy=True)
     ta, tc = math.tan(math.radians(camera.fov_along_deg) / 2), math.tan(math.radians(camera.fov_across_deg) / 2)
     out = []
-    for r, c in corners_rc(ROWS, COLS):
-        v = rot @ rotation(*camera.boresight_deg) @ np.array([ta * (1 - 2 * r / ROWS), tc * (2 * c / COLS - 1), 1.0])
+    for r, c in corners_rc(rows, cols):
+        v = rot @ rotation(*camera.boresight_deg) @ np.array([ta * (1 - 2 * r / rows), tc * (2 * c / cols - 1), 1.0])
         lo, hi = 0.0, -float(pos @ v) / float(v @ v)  # up to the ray's closest approach to the centre
         assert to_geo.transform(*(pos + hi * v))[2] < 0, "the truth ray misses the Earth"
         for _ in range(80):
