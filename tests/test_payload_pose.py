@@ -47,7 +47,7 @@ def pose_args(msg: PoseState) -> dict:
 
 
 @pytest.mark.parametrize("payload", [MISSION], indirect=True)
-def test_flight_computer_poses_georeference_imspoc_products(payload) -> None:
+def test_flight_computer_poses_georeference_imspoc_products(payload) -> None:  # noqa: F811 (the fixture)
     fc, proc, tmp = payload
     assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
     start = math.floor(time.time()) - 20.0  # every state sent below is in the past
