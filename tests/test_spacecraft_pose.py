@@ -15,7 +15,7 @@ import pytest
 
 from firmware_bridge.messages import MessageError, PoseState
 from hil.orbit import Orbit
-from onboard.geo.frame import frame_georef
+from onboard.geo.frame import frame_georef, swath_georef
 from onboard.geo.georef import CameraGeometry, corners_rc, pixel_to_xy, rotation
 from onboard.geo.pose import ORBIT_LIMITS, PoseBuffer
 from onboard.geo.spacecraft import geodetic, matrix_quaternion, quaternion_matrix, samples
@@ -26,16 +26,16 @@ ROWS, COLS = 64, 64
 T0 = 1_796_673_600.0  # 2026-12-07T20:00:00Z
 
 
-def truth_corners(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int, rows: int = ROWS,
-                  cols: int = COLS) -> np.ndarray:
-    """Each corner's ray from the true state at ``t`` meets the ellipsoid (height 0), found by
-    bisection on pyproj's geodetic height along the ray."""
+def truth_points(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int, rc: np.ndarray, rows: int = ROWS,
+                 cols: int = COLS) -> np.ndarray:
+    """Where the rays of image points ``rc`` (row, col) from the true state at ``t`` meet the
+    ellipsoid (height 0), found by bisection on pyproj's geodetic height along each ray."""
     pos, _, rot = orbit.state(t)
     to_geo = pyproj.Transformer.from_crs(4978, 4979, always_xy=True)
     to_utm = pyproj.Transformer.from_crs(4326, epsg, always_xy=True)
     ta, tc = math.tan(math.radians(camera.fov_along_deg) / 2), math.tan(math.radians(camera.fov_across_deg) / 2)
     out = []
-    for r, c in corners_rc(rows, cols):
+    for r, c in rc:
         v = rot @ rotation(*camera.boresight_deg) @ np.array([ta * (1 - 2 * r / rows), tc * (2 * c / cols - 1), 1.0])
         lo, hi = 0.0, -float(pos @ v) / float(v @ v)  # up to the ray's closest approach to the centre
         assert to_geo.transform(*(pos + hi * v))[2] < 0, "the truth ray misses the Earth"
@@ -45,6 +45,12 @@ def truth_corners(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int, row
         lon, lat, _ = to_geo.transform(*(pos + lo * v))
         out.append(to_utm.transform(lon, lat))
     return np.asarray(out)
+
+
+def truth_corners(orbit: Orbit, t: float, camera: CameraGeometry, epsg: int, rows: int = ROWS,
+                  cols: int = COLS) -> np.ndarray:
+    """The frame's four outer corners (top-left clockwise) on the ground, truly."""
+    return truth_points(orbit, t, camera, epsg, corners_rc(rows, cols), rows, cols)
 
 
 def fed_buffer(orbit: Orbit, start: float, seconds: int) -> PoseBuffer:
@@ -86,6 +92,42 @@ def test_perfect_pose_from_orbit_within_a_ground_pixel(case: str) -> None:
     assert 0 < geo["pose_age_s"] <= 0.5
     # the stated sigmas: 10 m, 0.01 deg (87 m to 500 m from 500-900 km slant), 1 ms (7.6 m)
     assert 10.0 < geo["expected_error_m"] < 400.0, geo["expected_error_m"]
+
+
+SWATHS = {  # name: (orbit, camera: 128 pixels across the slit, one line along)
+    "push-broom nadir, 500 km": (Orbit(T0), CameraGeometry(2.0, 0.0113)),
+    "push-broom rolled 25 deg, 500 km": (Orbit(T0, roll_deg=lambda t: 25.0), CameraGeometry(2.0, 0.0113)),
+    "push-broom rolled -30 deg, 700 km, 4 deg": (Orbit(T0, 700e3, 51.6, 40.0, lambda t: -30.0), CameraGeometry(4.0, 0.0113)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SWATHS))
+def test_push_broom_lines_each_get_their_pose(case: str) -> None:
+    """64 lines 14 ms apart (0.9 s of flight, 6.4 km of ground track) between 1 Hz poses:
+    corners and points inside the swath (lines without a GCP of their own, columns between
+    GCPs) within a ground pixel of the truth at each line's own exposure."""
+    orbit, camera = SWATHS[case]
+    times = [T0 + 600.37 + 0.014 * i for i in range(64)]
+    geo = swath_georef(fed_buffer(orbit, T0 + 595, 10), times, camera, 128, 10.0, 0.01, 0.001, age_share=0.0)
+    assert geo["georeferenced"] and geo["swath"], geo.get("reason")
+    a = truth_corners(orbit, times[0], camera, geo["epsg"], 1, 128)
+    b = truth_corners(orbit, times[-1], camera, geo["epsg"], 1, 128)
+    got = pixel_to_xy(geo, corners_rc(64, 128))
+    corner_px = float(np.sqrt(np.sum((got - [a[0], a[1], b[2], b[3]]) ** 2, axis=1).mean())) / geo["gsd_m"]
+    assert corner_px <= 1.0, corner_px
+    assert corner_px < 0.01, corner_px  # the corners are GCPs, from each line's own pose
+    inside = []
+    for line in (5, 20, 37, 58):
+        cols = np.array([3.0, 37.0, 64.0, 101.0, 125.0])
+        truth = truth_points(orbit, times[line], camera, geo["epsg"], np.column_stack([np.full(5, 0.5), cols]), 1, 128)
+        inside.append(pixel_to_xy(geo, np.column_stack([np.full(5, line + 0.5), cols])) - truth)
+    inside_px = float(np.sqrt(np.sum(np.concatenate(inside) ** 2, axis=1).mean())) / geo["gsd_m"]
+    assert inside_px <= 1.0, inside_px
+    assert inside_px < 0.25, inside_px  # bilinear between 5 columns: 0.10 px at 30 deg off-nadir
+    # one pose for the whole block (the first line's) would put its far end a swath length off
+    still = swath_georef(fed_buffer(orbit, T0 + 595, 10), [times[0]] * 64, camera, 128, 10.0, 0.01, 0.001)
+    far_px = float(np.hypot(*(pixel_to_xy(still, corners_rc(64, 128))[2] - b[2]))) / geo["gsd_m"]
+    assert far_px > 20, far_px
 
 
 def test_a_plane_at_the_nadir_would_miss_from_orbit() -> None:

@@ -252,14 +252,32 @@ def georeference(pose: Pose, camera: CameraGeometry, rows: int, cols: int) -> di
 def pixel_to_xy(georef: dict, pixel_rc: NDArray) -> NDArray[np.float64]:
     """Where a product's georeferencing puts image points (row, col): through its geotransform,
     or, with GCPs, through the plane projective transform fitted to them (exact for a pinhole
-    over flat terrain, which is what made them)."""
+    over flat terrain, which is what made them), or for a push-broom ``swath`` by
+    interpolating its grid of GCPs."""
     rc = np.asarray(pixel_rc, dtype=float)
     if "geotransform" in georef:
         return apply_geotransform(georef["geotransform"], rc)
     g = np.asarray(georef["gcps"], dtype=float)
+    if georef.get("swath"):
+        return _grid_interpolate(g, rc)
     h = _homography(g[:, :2], g[:, 2:4])
     p = np.column_stack([rc[:, 1], rc[:, 0], np.ones(len(rc))]) @ h.T
     return p[:, :2] / p[:, 2:3]
+
+
+def _grid_interpolate(g: NDArray, rc: NDArray) -> NDArray[np.float64]:
+    """Bilinear interpolation in a push-broom swath's GCPs, which lie on a rectilinear grid
+    of (row, col) (each georeferenced line has the same columns): exact on a GCP, and
+    between them as good as the footprint is smooth, whatever the platform's motion."""
+    rows, cols = np.unique(g[:, 0]), np.unique(g[:, 1])
+    order = np.lexsort((g[:, 1], g[:, 0]))
+    xy = g[order, 2:4].reshape(len(rows), len(cols), 2)
+    i = np.clip(np.searchsorted(rows, rc[:, 0], side="right") - 1, 0, len(rows) - 2)
+    j = np.clip(np.searchsorted(cols, rc[:, 1], side="right") - 1, 0, len(cols) - 2)
+    u = ((rc[:, 0] - rows[i]) / (rows[i + 1] - rows[i]))[:, None]
+    v = ((rc[:, 1] - cols[j]) / (cols[j + 1] - cols[j]))[:, None]
+    return ((1 - u) * (1 - v) * xy[i, j] + (1 - u) * v * xy[i, j + 1]
+            + u * (1 - v) * xy[i + 1, j] + u * v * xy[i + 1, j + 1])
 
 
 def _homography(rc: NDArray, xy: NDArray) -> NDArray[np.float64]:

@@ -35,8 +35,9 @@ checked as an autopilot's is (BAD_ARGUMENT and an event saying why when refused)
 **Georeferencing.** Each ImSPOC frame's products carry ``meta["georef"]`` as under
 ``--mavlink`` (onboard/geo/frame.py): the pose interpolated to the frame's time stamp (UTC,
 the POSE time base), the UTM CRS, a geotransform or GCPs, the expected error and the pose's
-age; or ``georeferenced`` false and the ``reason``, with a flag on the frame. Push-broom
-frames are flagged not georeferenced (a pose per line is needed).
+age; or ``georeferenced`` false and the ``reason``, with a flag on the frame. A push-broom
+block gets the pose of each line at its own time stamp and GCPs along the swath
+(``swath_georef``; the camera's ``fov_along_deg`` is then one line's).
 
 **Frames.** From the session's source (the simulator by default), or, with a replay folder,
 from frames arriving in that folder while the service runs (the sensor's drop folder, in the
@@ -88,7 +89,7 @@ from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, event_product
 from onboard.formats.types import Frame, RawFrame
-from onboard.geo.frame import PUSHBROOM_REASON, attach, camera_geometry, frame_georef
+from onboard.geo.frame import attach, camera_geometry, frame_georef, swath_georef
 from onboard.geo.pose import ORBIT_LIMITS, PoseBuffer
 from onboard.geo.spacecraft import samples
 from onboard.runtime.loop import FrameLoop
@@ -282,18 +283,22 @@ class PayloadService:
                 self._handler_events.append(event)
             raise CommandRefused(ResultCode.BAD_ARGUMENT, self.poses.last_refusal or "")
 
-    def _georef(self, exposure_utc: float) -> dict:
-        """``meta["georef"]`` of an ImSPOC frame exposed at ``exposure_utc`` (the payload's
-        UTC clock, the POSE time base): waits for the POSE after the exposure while they flow."""
+    def _georef(self, times: list[float]) -> dict:
+        """``meta["georef"]`` of a frame exposed at ``times`` (the payload's UTC clock, the POSE
+        time base: one ImSPOC exposure, or each push-broom line's); waits for the POSE after
+        the last exposure while they flow."""
         lc = self.config.link
         _, rows, cols = self.session.cube_shape
-        geo: dict = {"exposure_utc": exposure_utc, "time_base": "UTC", "clock_bound_s": lc.pose_clock_bound_s}
+        geo: dict = {"exposure_utc": times[0], "time_base": "UTC", "clock_bound_s": lc.pose_clock_bound_s}
+        sigmas = (lc.pose_position_sigma_m, lc.pose_attitude_sigma_deg, lc.pose_clock_bound_s)
         with self.pose_cv:
-            if self.poses.newest_s() > exposure_utc - lc.pose_max_gap_s:
-                self.pose_cv.wait_for(lambda: self.poses.newest_s() >= exposure_utc or self._stop.is_set(),
+            if self.poses.newest_s() > times[-1] - lc.pose_max_gap_s:
+                self.pose_cv.wait_for(lambda: self.poses.newest_s() >= times[-1] or self._stop.is_set(),
                                       timeout=lc.pose_max_gap_s)
-            geo.update(frame_georef(self.poses, exposure_utc, self.camera, rows, cols, lc.pose_position_sigma_m,
-                                    lc.pose_attitude_sigma_deg, lc.pose_clock_bound_s, age_share=0.0))
+            if self.session.sensor == "imspoc":
+                geo.update(frame_georef(self.poses, times[0], self.camera, rows, cols, *sigmas, age_share=0.0))
+            else:
+                geo.update(swath_georef(self.poses, times, self.camera, cols, *sigmas, age_share=0.0))
         return geo
 
     def _abort(self, msg: Message) -> None:
@@ -376,8 +381,13 @@ class PayloadService:
         self.loop.request_stop(reason)
         self._stop.set()
 
-    def _frames(self) -> Iterator[tuple[Frame, float]]:
-        """Frames while a capture is commanded; waits (polling) while there is none."""
+    def _frames(self) -> Iterator[tuple[Frame, list[float]]]:
+        """Frames while a capture is commanded, each with its exposure times (UTC s: one, or
+        one per push-broom line); waits (polling) while there is none."""
+        for frame, _ in self._captured():
+            yield frame, [f.timestamp for f in frame] if isinstance(frame, list) else [frame.timestamp]
+
+    def _captured(self) -> Iterator[tuple[Frame, object]]:
         def done(counter: int) -> bool:
             return (self.writer.frames_dir / f"frame_{counter:08d}.json").is_file()
 
@@ -395,7 +405,7 @@ class PayloadService:
                     if frame is None:
                         self._damaged(stem, problem or "unreadable")
                         continue
-                    yield frame, frame.timestamp
+                    yield frame, None
                     if not self.capturing or self._stop.is_set():
                         break
                 if not got:
@@ -406,8 +416,7 @@ class PayloadService:
                 if item is None:
                     self.capturing = False
                     return
-                raw = item[0]
-                yield raw, (raw[0] if isinstance(raw, list) else raw).timestamp
+                yield item
 
     def _damaged(self, stem: str, reason: str) -> None:
         tail = stem.rsplit("_", 1)[-1]
@@ -418,11 +427,8 @@ class PayloadService:
         self._report(self.writer.write(FrameResult(counter=counter, flags=[reason],
                                                    products=[product])))
 
-    def _after_frame(self, result: FrameResult, exposure_utc: float) -> None:
-        if self.session.sensor == "imspoc":
-            geo = self._georef(exposure_utc)
-        else:
-            geo = {"exposure_utc": exposure_utc, "georeferenced": False, "reason": PUSHBROOM_REASON}
+    def _after_frame(self, result: FrameResult, times: list[float]) -> None:
+        geo = self._georef(times)
         self.georeferenced += geo["georeferenced"]
         attach(result, geo)
         for product in result.products:
@@ -445,8 +451,8 @@ class PayloadService:
         self.link.send(Event(EventCode.MODE_CHANGED, f"payload up (pid {os.getpid()}), mode IDLE"))
         self.watchdog.ready(f"payload up, mode IDLE, {len(self.spool)} products spooled")
         try:
-            for result, exposure_utc in self.loop.run(self._frames()):
-                self._after_frame(result, exposure_utc)
+            for result, times in self.loop.run(self._frames()):
+                self._after_frame(result, times)
                 self.watchdog.progress()
         finally:
             for s, h in old.items():
