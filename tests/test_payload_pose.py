@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from test_payload_service import command, payload, wait_for  # noqa: F401 (payload: the fixture)
-from test_spacecraft_pose import truth_corners
+from test_payload_service import command, payload, running_payload, wait_for  # noqa: F401 (payload: the fixture)
+from test_spacecraft_pose import truth_corners, truth_points
 
 from firmware_bridge.messages import EventCode, PoseState, ResultCode
 from hil.orbit import Orbit
@@ -106,3 +106,50 @@ def test_flight_computer_poses_georeference_imspoc_products(payload) -> None:  #
     assert summary["georeferenced"] == 2
     assert summary["pose_refused"] == {"position: time stamp not after the previous one": 1,
                        "position: time stamp from the future": 1}, summary["pose_refused"]
+
+
+PUSHBROOM = (MISSION.replace("fov_along_deg = 2.0", "fov_along_deg = 0.0113")  # one line's
+             + '[run]\nsensor = "pushbroom"\n')
+
+
+def test_push_broom_blocks_get_a_pose_per_line(tmp_path) -> None:
+    """The simulated push-broom (its clock: the payload's) captures two blocks of 64 lines
+    while the flight computer streams its state live, as it would in orbit; each line is
+    placed by the pose at its own exposure."""
+    camera = CameraGeometry(2.0, 0.0113)
+    with running_payload(tmp_path, PUSHBROOM, replay=False) as (fc, proc, tmp):
+        assert command(fc, "SET_MODE", {"mode": "OPERATE"}) == ResultCode.OK
+        now = time.time()
+        orbit = Orbit(now - 1200.0, node_lon_deg=-60.0)
+        for k in range(90, 0, -1):  # 1 Hz over the last 90 s (the simulator's clock started in them)
+            assert command(fc, "POSE", pose_args(orbit.pose(now - k))) == ResultCode.OK
+        assert command(fc, "START_CAPTURE", {"frame_count": 2}) == ResultCode.OK
+        sent = [now]
+
+        def streamed_until_done() -> bool:
+            """The flight computer's 5 Hz state stream, until the second block (its first line:
+            64, push-broom products are numbered by line) is archived."""
+            if time.time() - sent[-1] >= 0.2:
+                sent.append(time.time())
+                fc.send("POSE", pose_args(orbit.pose(sent[-1])), "valid")
+            return (tmp / "out" / "frames" / "frame_00000064.json").is_file()
+
+        wait_for(fc, streamed_until_done, timeout=120)
+        assert all(c.result in (None, ResultCode.OK) for c in fc.commands), [c.result for c in fc.commands]
+        for counter in (0, 64):
+            product = Product.from_bytes((tmp / "out" / "products" / f"residue_{counter:08d}.obp").read_bytes())
+            geo = product.meta["georef"]
+            assert geo["georeferenced"] and geo["swath"], geo
+            lines, cols = np.asarray(product.arrays()["tillage"]).shape
+            assert (lines, cols) == (64, 128) and geo["lines"] == 64
+            t0 = geo["exposure_utc"]
+            times = [t0 + 0.014 * i for i in range(lines)]  # the simulator's line period
+            a = truth_corners(orbit, times[0], camera, geo["epsg"], 1, cols)
+            b = truth_corners(orbit, times[-1], camera, geo["epsg"], 1, cols)
+            mid = truth_points(orbit, times[31], camera, geo["epsg"], np.array([[0.5, 64.0]]), 1, cols)
+            got = pixel_to_xy(geo, np.vstack([corners_rc(lines, cols), [[31.5, 64.0]]]))
+            err = np.hypot(*(got - np.vstack([a[0], a[1], b[2], b[3], mid])).T) / geo["gsd_m"]
+            assert float(np.sqrt((err[:4] ** 2).mean())) <= 1.0 and err[4] <= 1.0, err
+            assert err.max() < 0.1, err
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stdout.read().decode()
