@@ -28,7 +28,7 @@ from onboard.geo.georef import Pose
 FUTURE_SLACK_S = 0.05
 #: Samples kept per stream (at 50 Hz, 40 s).
 KEEP = 2000
-#: Plausible altitude (m) and speed (m/s) of a spacecraft in low Earth orbit (PoseBuffer's limits).
+#: Plausible altitude (m) and velocity component (m/s) in low Earth orbit (PoseBuffer's limits).
 ORBIT_LIMITS = {"max_alt_m": 2_000_000.0, "max_speed_m_s": 8_500.0}
 
 
