@@ -13,6 +13,7 @@ a body of the wrong length, trailing bytes, an unknown enum value or invalid UTF
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -66,6 +67,7 @@ class MsgType(IntEnum):
     REQUEST_PRODUCT = 0x06, Direction.TC, "Queue the named product for downlink."
     ABORT = 0x07, Direction.TC, "Abort the current activity and return to IDLE."
     SET_PASSES = 0x08, Direction.TC, "Replace the contact plan: pass windows (UTC) and link rates."
+    POSE = 0x09, Direction.TC, "The spacecraft's time-stamped position and attitude, for georeferencing."
     ACK = 0x40, Direction.TM, "Result of one telecommand, matched by its sequence number."
     HEALTH = 0x41, Direction.TM, "Health and status as a compact JSON object."
     EVENT = 0x42, Direction.TM, "An event: code, severity, human-readable text."
@@ -425,6 +427,58 @@ class Data(Message):
         return cls(bytes(body))
 
 
+@dataclass(frozen=True)
+class PoseState(Message):
+    """Body (112 bytes): time_us u64 (UTC, microseconds since 1970-01-01 00:00:00, POSIX:
+    no leap seconds) | position x, y, z f64 (m, ECEF, WGS 84) | velocity x, y, z f64 (m/s,
+    ECEF) | attitude w, x, y, z f64 (unit quaternion, Hamilton, body to ECEF) | rates x, y, z
+    f64 (rad/s, body axes). IEEE 754 binary64, big-endian. Every value finite, the
+    quaternion's norm within :data:`QUATERNION_TOLERANCE` of 1, the time after 2000."""
+
+    time_us: int
+    position_m: tuple[float, float, float]
+    velocity_m_s: tuple[float, float, float]
+    quaternion: tuple[float, float, float, float]
+    rates_rad_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    TYPE: ClassVar[MsgType] = MsgType.POSE
+    LAYOUT: ClassVar[str] = ">Q13d"
+    #: How far from 1 a quaternion's norm may be (a sender's rounding, not a wrong attitude).
+    QUATERNION_TOLERANCE: ClassVar[float] = 1e-3
+    #: 2000-01-01 UTC in microseconds: an earlier time stamp is a clock that was never set.
+    EPOCH_2000_US: ClassVar[int] = 946_684_800_000_000
+
+    def __post_init__(self) -> None:  # lists (from JSON, say) compare equal once tuples
+        for name in ("position_m", "velocity_m_s", "quaternion", "rates_rad_s"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+
+    def _values(self) -> tuple[float, ...]:
+        return (*self.position_m, *self.velocity_m_s, *self.quaternion, *self.rates_rad_s)
+
+    def _check(self) -> None:
+        values = self._values()
+        if len(values) != 13:
+            raise MessageError("POSE needs 3 position, 3 velocity, 4 quaternion and 3 rate values")
+        if not all(math.isfinite(v) for v in values):
+            raise MessageError("POSE holds a value that is not finite")
+        if not self.EPOCH_2000_US <= self.time_us <= 0xFFFFFFFFFFFFFFFF:
+            raise MessageError(f"POSE time {self.time_us} us is before 2000 (a clock never set)")
+        norm = math.sqrt(sum(q * q for q in self.quaternion))
+        if abs(norm - 1.0) > self.QUATERNION_TOLERANCE:
+            raise MessageError(f"POSE quaternion norm {norm:.6f} is not 1")
+
+    def pack(self) -> bytes:
+        self._check()
+        return struct.pack(self.LAYOUT, self.time_us, *self._values())
+
+    @classmethod
+    def unpack(cls, body: bytes) -> PoseState:
+        _exact(body, struct.calcsize(cls.LAYOUT), "POSE")
+        t, *v = struct.unpack(cls.LAYOUT, body)
+        msg = cls(t, (v[0], v[1], v[2]), (v[3], v[4], v[5]), (v[6], v[7], v[8], v[9]), (v[10], v[11], v[12]))
+        msg._check()
+        return msg
+
+
 #: The class of each declared message type.
 MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
     cls.TYPE: cls
@@ -437,6 +491,7 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
         RequestProduct,
         Abort,
         SetPasses,
+        PoseState,
         Ack,
         Health,
         Event,

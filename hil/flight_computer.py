@@ -38,6 +38,7 @@ from firmware_bridge.messages import (
     Mode,
     MsgType,
     Ping,
+    PoseState,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -68,6 +69,8 @@ def build_message(type_name: str, args: dict) -> Message:
         now = float(args.get("t0_unix", time.time()))  # whole seconds inside each window: never overrun
         return SetPasses(tuple((math.ceil(now + p["in_s"]), math.floor(now + p["in_s"] + p["for_s"]),
                                 int(p["rate_bit_s"])) for p in args["passes"]))
+    if t == MsgType.POSE:
+        return PoseState(**args)
     return {MsgType.PING: Ping, MsgType.STOP_CAPTURE: StopCapture, MsgType.ABORT: Abort}[t]()
 
 
@@ -153,6 +156,10 @@ class FlightComputer:
 
     def send(self, type_name: str, args: dict, kind: str) -> SentCommand:
         """Send one telecommand of the given kind now."""
+        return self.send_message(type_name, build_message(type_name, args), kind)
+
+    def send_message(self, type_name: str, message: Message, kind: str) -> SentCommand:
+        """Send ``message`` (built by the caller: a malformed one, say) as :meth:`send` does."""
         now = time.monotonic()
         if kind == "garbage":
             junk = bytes(self.rng.randrange(1, 256) for _ in range(self.rng.randrange(3, 40)))
@@ -160,7 +167,6 @@ class FlightComputer:
             cmd = SentCommand(kind, type_name, None, now)
             self.commands.append(cmd)
             return cmd
-        message = build_message(type_name, args)
         if kind == "replay" and self._valid_frames:
             frame = self.link.send_frame(self.rng.choice(self._valid_frames))
         elif kind == "forged":

@@ -294,7 +294,12 @@ class LinkConfig:
     ``counter_file`` (both made by ``python -m firmware_bridge.keytool provision``); without
     them only PING is accepted and ``uplink`` must be false. ``uplink`` true: the ground
     answers by CFDP (class 2) with PDUs authenticated like telecommands; false: class 1.
-    ``spool`` defaults to ``<out>/spool``. CFDP timers as in firmware_bridge/cfdp/."""
+    ``spool`` defaults to ``<out>/spool``. CFDP timers as in firmware_bridge/cfdp/.
+    The flight computer's POSE telecommands (PROTOCOL.md section 6.1) georeference ImSPOC
+    frames as the autopilot's do a drone's (``[mavlink]``'s keys, here ``pose_``-prefixed):
+    interpolated across gaps of ``pose_max_gap_s``, extrapolated ``pose_max_extrapolation_s``;
+    ``pose_clock_bound_s`` bounds the payload clock's offset from the flight computer's;
+    the sigmas state the navigation solution's uncertainty."""
 
     port: str | None = None
     baud: int = 115200
@@ -310,10 +315,20 @@ class LinkConfig:
     # most of the link's rate (of the current pass's, else rate_bytes_per_s) that HEALTH
     # telemetry, and health products, each take: their periods lengthen on a slow link
     telemetry_share: float = 0.02
+    pose_max_gap_s: float = 2.0
+    pose_max_extrapolation_s: float = 0.2
+    pose_clock_bound_s: float = 0.001
+    pose_position_sigma_m: float = 10.0
+    pose_attitude_sigma_deg: float = 0.01
 
     def validate(self) -> None:
         if not 0.0 < self.telemetry_share <= 1.0:
             raise ConfigError(f"[link] telemetry_share: must be in (0, 1], got {self.telemetry_share}")
+        _positive("link", pose_max_gap_s=self.pose_max_gap_s)
+        for key in ("pose_max_extrapolation_s", "pose_clock_bound_s", "pose_position_sigma_m",
+                    "pose_attitude_sigma_deg"):
+            if not 0 <= getattr(self, key) < math.inf:
+                raise ConfigError(f"[link] {key}: must be >= 0 and finite, got {getattr(self, key)}")
         _positive("link", baud=self.baud, spool_quota_mb=self.spool_quota_mb,
                   telemetry_period_s=self.telemetry_period_s, ack_timer_s=self.ack_timer_s,
                   inactivity_s=self.inactivity_s)

@@ -22,6 +22,7 @@ from firmware_bridge.messages import (
     Mode,
     MsgType,
     Ping,
+    PoseState,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -48,6 +49,9 @@ def golden_messages() -> dict[str, Message]:
         "set_config_utf8": SetConfig("clé", "größe"),
         "request_product": RequestProduct("residue_00000007"),
         "set_passes": SetPasses(((1796724000, 1796724570, 9600), (1796730000, 1796730600, 115200))),
+        # body from struct.pack(">Q13d", ...) by hand: a point on the equator 500 km up, heading east
+        "pose": PoseState(1796673600000000, (6378137.0, 0.0, 500000.0), (0.0, 7600.0, -1.5),
+                          (1.0, 0.0, 0.0, 0.0), (0.0, -0.0011, 0.0)),
         "ack": Ack(0xBEEF, 0x05, ResultCode.BAD_ARGUMENT),
         "health": Health({"b": [1, 2.5, None], "a": "ok", "z": True}),
         "event": Event(EventCode.SPOOL_EVICTED, "cube_00000003 evicted"),
@@ -72,6 +76,7 @@ def test_message_type_numbers_and_directions() -> None:
     assert {t.name: (int(t), t.direction.value) for t in MsgType} == {
         "PING": (1, "TC"), "SET_MODE": (2, "TC"), "START_CAPTURE": (3, "TC"), "STOP_CAPTURE": (4, "TC"),
         "SET_CONFIG": (5, "TC"), "REQUEST_PRODUCT": (6, "TC"), "ABORT": (7, "TC"), "SET_PASSES": (8, "TC"),
+        "POSE": (9, "TC"),
         "ACK": (0x40, "TM"),
         "HEALTH": (0x41, "TM"), "EVENT": (0x42, "TM"), "DATA": (0x80, "both")}
     assert [int(r) for r in ResultCode] == list(range(9))
@@ -193,8 +198,8 @@ def test_enum_values_out_of_range() -> None:
         Event.unpack(b"\x00\x08\x00")
     with pytest.raises(MessageError, match="severity 3 is not declared"):
         Event.unpack(b"\x00\x01\x03")
-    with pytest.raises(MessageError, match="message type 9 is not declared"):
-        unpack_message(9, b"")
+    with pytest.raises(MessageError, match="message type 10 is not declared"):
+        unpack_message(10, b"")
 
 
 def test_event_bounds() -> None:

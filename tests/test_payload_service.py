@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,10 @@ def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: 
     return cmd.result
 
 
-@pytest.fixture
-def payload(tmp_path: Path, request):
-    """The payload on an emulated link; ``request.param`` (indirect parametrisation), if any, is
-    added to its mission file."""
+@contextmanager
+def running_payload(tmp_path: Path, mission: str = "", replay: bool = True):
+    """The payload on an emulated link, ``mission`` added to its mission file; frames from
+    the drop folder ``tmp_path/drop`` with ``replay``, else from its simulator."""
     secret = secrets.token_bytes(32)
     provision(tmp_path / "payload.key", tmp_path / "counter.json", secret)
     provision(tmp_path / "fc.key", tmp_path / "fc-counter.json", secret)
@@ -52,12 +53,11 @@ def payload(tmp_path: Path, request):
     (tmp_path / "mission.toml").write_text(
         "[products]\ncube = false\n[link]\n"
         f'key_file = "{tmp_path / "payload.key"}"\ncounter_file = "{tmp_path / "counter.json"}"\n'
-        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n"
-        + getattr(request, "param", ""))
+        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n" + mission)
     proc = subprocess.Popen(
         [sys.executable, "-m", "onboard", "run", "--port", emu.a_path, "--config",
-         str(tmp_path / "mission.toml"), "--replay", str(tmp_path / "drop"), "--out",
-         str(tmp_path / "out"), "--quiet", "--json", str(tmp_path / "summary.json")],
+         str(tmp_path / "mission.toml"), *(["--replay", str(tmp_path / "drop")] if replay else []),
+         "--out", str(tmp_path / "out"), "--quiet", "--json", str(tmp_path / "summary.json")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     fc = FlightComputer.open(emu.b_path, RATE, load_key(tmp_path / "fc.key"),
                              tmp_path / "fc-counter.json", tmp_path / "staging", ack_timer_s=1.0)
@@ -70,6 +70,14 @@ def payload(tmp_path: Path, request):
         proc.wait()
         fc.close()
         emu.stop()
+
+
+@pytest.fixture
+def payload(tmp_path: Path, request):
+    """The payload on an emulated link; ``request.param`` (indirect parametrisation), if any, is
+    added to its mission file."""
+    with running_payload(tmp_path, getattr(request, "param", "")) as running:
+        yield running
 
 
 def test_commands_capture_downlink_and_clean_stop(payload) -> None:

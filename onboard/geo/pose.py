@@ -8,7 +8,7 @@ used silently): a value out of range or not finite; a time stamp older than the 
 sync) by more than the sync's bound plus :data:`FUTURE_SLACK_S` ("from the future").
 
 The pose at time ``t`` interpolates linearly between the samples either side of ``t`` (yaw
-across the +-180 degree seam), for position and attitude each; the **age** is the longest
+and longitude across the +-180 degree seam), for position and attitude each; the **age** is the longest
 time from ``t`` to the sample of either stream it leans on most (the nearer one), 0 on a
 sample. There is no pose (a reason says why) when a stream has no sample either side within
 ``max_gap_s`` (a GPS dropout), or when ``t`` lies beyond the newest sample by more than
@@ -28,6 +28,8 @@ from onboard.geo.georef import Pose
 FUTURE_SLACK_S = 0.05
 #: Samples kept per stream (at 50 Hz, 40 s).
 KEEP = 2000
+#: Plausible altitude (m) and velocity component (m/s) in low Earth orbit (PoseBuffer's limits).
+ORBIT_LIMITS = {"max_alt_m": 2_000_000.0, "max_speed_m_s": 8_500.0}
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class PoseAt:
     extrapolated: bool
 
 
-def _bad_position(s: PositionSample) -> str | None:
+def _bad_position(s: PositionSample, max_alt_m: float, max_speed_m_s: float) -> str | None:
     values = (s.t_s, s.lat_deg, s.lon_deg, s.alt_m, s.relative_alt_m, *s.velocity_ned)
     if not all(math.isfinite(v) for v in values):
         return "not finite"
@@ -66,7 +68,7 @@ def _bad_position(s: PositionSample) -> str | None:
         return "latitude or longitude out of range"
     if (s.lat_deg, s.lon_deg) == (0.0, 0.0):
         return "no fix (0, 0)"
-    if not -1000 <= s.alt_m <= 20000 or max(abs(v) for v in s.velocity_ned) > 200:
+    if not -1000 <= s.alt_m <= max_alt_m or max(abs(v) for v in s.velocity_ned) > max_speed_m_s:
         return "altitude or speed out of range"
     return None
 
@@ -93,13 +95,18 @@ class PoseBuffer:
     """Checked pose samples of one autopilot, and the pose at any instant between them."""
 
     def __init__(self, max_gap_s: float = 0.5, max_extrapolation_s: float = 0.05,
-                 terrain_alt_m: float | None = None) -> None:
+                 terrain_alt_m: float | None = None, max_alt_m: float = 20000.0,
+                 max_speed_m_s: float = 200.0) -> None:
+        """``max_alt_m`` and ``max_speed_m_s`` bound a plausible position sample: a drone's
+        by default, a spacecraft's (:data:`ORBIT_LIMITS`) on the CubeSat path."""
         self.max_gap_s = max_gap_s
+        self.max_alt_m, self.max_speed_m_s = max_alt_m, max_speed_m_s
         self.max_extrapolation_s = max_extrapolation_s
         self.terrain_alt_m = terrain_alt_m
         self.positions: list[PositionSample] = []
         self.attitudes: list[AttitudeSample] = []
         self.refused: Counter[str] = Counter()
+        self.last_refusal: str | None = None  # why the latest sample offered was refused
 
     def clear(self) -> None:
         self.positions.clear()
@@ -120,7 +127,8 @@ class PoseBuffer:
         if bad is None and stream and sample.t_s <= stream[-1].t_s:
             bad = "time stamp not after the previous one"
         if bad is not None:
-            self.refused[f"{kind}: {bad}"] += 1
+            self.last_refusal = f"{kind}: {bad}"
+            self.refused[self.last_refusal] += 1
             return False
         stream.append(sample)
         if len(stream) > KEEP:
@@ -130,7 +138,8 @@ class PoseBuffer:
     def add_position(self, s: PositionSample, now_s: float | None, bound_s: float) -> bool:
         """Keep ``s`` if it passes the checks (``now_s``: the autopilot's clock now, by the
         time sync, None before one)."""
-        return self._admit("position", self.positions, s, _bad_position(s), now_s, bound_s)
+        return self._admit("position", self.positions, s,
+                           _bad_position(s, self.max_alt_m, self.max_speed_m_s), now_s, bound_s)
 
     def add_attitude(self, s: AttitudeSample, now_s: float | None, bound_s: float) -> bool:
         return self._admit("attitude", self.attitudes, s, _bad_attitude(s), now_s, bound_s)
@@ -170,10 +179,11 @@ class PoseBuffer:
             dt = wp
             vn, ve, vd = p0.velocity_ned
             lat = p0.lat_deg + math.degrees(vn * dt / 6378137.0)
-            lon = p0.lon_deg + math.degrees(ve * dt / (6378137.0 * math.cos(math.radians(p0.lat_deg))))
+            lon = _lerp_deg(p0.lon_deg, p0.lon_deg + math.degrees(
+                ve * dt / (6378137.0 * math.cos(math.radians(p0.lat_deg)))), 1.0)
             alt, rel, vel = p0.alt_m - vd * dt, p0.relative_alt_m - vd * dt, p0.velocity_ned
         else:
-            lat, lon = _lerp(p0.lat_deg, p1.lat_deg, wp), _lerp(p0.lon_deg, p1.lon_deg, wp)
+            lat, lon = _lerp(p0.lat_deg, p1.lat_deg, wp), _lerp_deg(p0.lon_deg, p1.lon_deg, wp)
             alt, rel = _lerp(p0.alt_m, p1.alt_m, wp), _lerp(p0.relative_alt_m, p1.relative_alt_m, wp)
             vel = tuple(_lerp(u, v, wp) for u, v in zip(p0.velocity_ned, p1.velocity_ned, strict=True))
         if a0 is a1:

@@ -56,8 +56,10 @@ from onboard.config import Config
 from onboard.errors import OnboardError
 from onboard.formats.products import ProductKind, event_product
 from onboard.formats.types import Frame
-from onboard.geo.georef import CameraGeometry, GeorefError, expected_error_m, georeference, rotation
+from onboard.geo.frame import PUSHBROOM_REASON, attach, camera_geometry, frame_georef
+from onboard.geo.georef import rotation
 from onboard.geo.pose import AttitudeSample, PoseBuffer, PositionSample
+from onboard.geo.spacecraft import matrix_quaternion
 from onboard.geo.timesync import TimeSync
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
@@ -124,8 +126,7 @@ class MavlinkCamera:
         self.config, self.session, self.writer = config, session, writer
         mc, cc = config.mavlink, config.camera
         self.mc = mc
-        self.camera = CameraGeometry(cc.fov_across_deg, cc.fov_along_deg,
-                                     (cc.boresight_roll_deg, cc.boresight_pitch_deg, cc.boresight_yaw_deg))
+        self.camera = camera_geometry(cc)
         try:
             self.conn = self.mavutil.mavlink_connection(
                 url, baud=mc.baud, source_system=mc.system_id, source_component=mc.component_id,
@@ -425,20 +426,10 @@ class MavlinkCamera:
         t = self.sync.to_autopilot_s(exposure_ns)
         bound = self.sync.bound_s + STAMP_ROUNDING_S
         out.update(autopilot_time_s=t, sync_bound_s=bound)
-        try:
-            with self.pose_cv:  # the samples just after the exposure may still be on their way
-                self.pose_cv.wait_for(lambda: self.poses.newest_s() >= t, timeout=self.mc.max_pose_gap_s)
-                at = self.poses.at(t)
-            pose = at.pose
-            out.update(pose=[pose.lat_deg, pose.lon_deg, pose.alt_m, pose.height_m, pose.roll_deg,
-                             pose.pitch_deg, pose.yaw_deg], pose_age_s=at.age_s, pose_extrapolated=at.extrapolated)
-            out.update(georeference(pose, self.camera, rows, cols))
-            out["expected_error_m"] = expected_error_m(pose, self.camera, rows, cols, self.mc.position_sigma_m,
-                                                       self.mc.attitude_sigma_deg, bound + at.age_s / 2)
-        except (ValueError, GeorefError) as exc:
-            out["reason"] = str(exc)
-            return out
-        out["georeferenced"] = True
+        with self.pose_cv:  # the samples just after the exposure may still be on their way
+            self.pose_cv.wait_for(lambda: self.poses.newest_s() >= t, timeout=self.mc.max_pose_gap_s)
+            out.update(frame_georef(self.poses, t, self.camera, rows, cols, self.mc.position_sigma_m,
+                                    self.mc.attitude_sigma_deg, bound))
         return out
 
     def _after_frame(self, result: FrameResult, capture: Capture) -> None:
@@ -446,15 +437,10 @@ class MavlinkCamera:
             _, rows, cols = self.session.cube_shape
             geo = self.georef_meta(capture.exposure_ns, rows, cols)
         else:
-            geo = {"exposure_utc": capture.exposure_ns / 1e9, "georeferenced": False,
-                   "reason": "push-broom lines are not georeferenced yet (one pose per line needed)"}
+            geo = {"exposure_utc": capture.exposure_ns / 1e9, "georeferenced": False, "reason": PUSHBROOM_REASON}
         self.stats["frames"] += 1
         self.stats["georeferenced" if geo["georeferenced"] else "not_georeferenced"] += 1
-        if not geo["georeferenced"]:
-            result.flags.append(f"frame {result.counter}: not georeferenced: {geo['reason']}")
-        for p in result.products:
-            if p.kind not in (ProductKind.EVENT, ProductKind.HEALTH):
-                p.meta["georef"] = geo
+        attach(result, geo)
         with self.write_lock:
             self.writer.write(result)
         residue = next((p.name for p in result.products if p.kind == ProductKind.RESIDUE), "")
@@ -464,7 +450,7 @@ class MavlinkCamera:
         pose = (geo or {}).get("pose")
         if pose is not None:
             lat, lon, alt, height, roll, pitch, yaw = pose
-            q = _quaternion(rotation(roll, pitch, yaw) @ rotation(*self.camera.boresight_deg))
+            q = list(matrix_quaternion(rotation(roll, pitch, yaw) @ rotation(*self.camera.boresight_deg)))
             position = (int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(alt * 1000)), int(round(height * 1000)))
         else:
             q, position = [math.nan] * 4, (0, 0, 0, 0)
@@ -497,11 +483,3 @@ class MavlinkCamera:
                 "stopped_by": self.stop.reason,
                 "deadline_misses": self.loop.stats.deadline_misses}
 
-
-def _quaternion(r: Any) -> list[float]:
-    """(w, x, y, z) of a rotation matrix (the camera's orientation in NED)."""
-    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
-    return [w, x, y, z]

@@ -31,7 +31,9 @@ product NAME (a cube or raw frame the value rule kept on board, or any other) ag
 highest priority, while the archive holds it (BAD_ARGUMENT and an event saying so when not).
 ABORT stops the capture and returns to IDLE; spooled products keep going down. SET_PASSES
 replaces the contact plan (the mission file's ``[[downlink.pass]]``), kept in
-``out/contact_plan.json`` across reboots.
+``out/contact_plan.json`` across reboots. POSE (the flight computer's navigation state,
+PROTOCOL.md section 6.1) goes into the pose buffer of onboard/geo/pose.py, checked as an
+autopilot's is (BAD_ARGUMENT and an event saying why when refused).
 
 **Passes.** With a contact plan, a transfer starts only if it ends before the current pass
 does (between passes none starts), choosing as ``onboard downlink plan`` forecasts
@@ -39,6 +41,13 @@ does (between passes none starts), choosing as ``onboard downlink plan`` forecas
 forecast. HEALTH telemetry, and the health products, take at most ``[link] telemetry_share``
 of the link's rate (the current pass's, else the configured one): their periods lengthen on
 a slow link.
+
+**Georeferencing.** Each ImSPOC frame's products carry ``meta["georef"]`` as under
+``--mavlink`` (onboard/geo/frame.py): the pose interpolated to the frame's time stamp (UTC,
+the POSE time base), the UTM CRS, a geotransform or GCPs, the expected error and the pose's
+age; or ``georeferenced`` false and the ``reason``, with a flag on the frame. A push-broom
+block gets the pose of each line at its own time stamp and GCPs along the swath
+(``swath_georef``; the camera's ``fov_along_deg`` is then one line's).
 
 **Frames.** From the session's source (the simulator by default), or, with a replay folder,
 from frames arriving in that folder while the service runs (the sensor's drop folder, in the
@@ -80,6 +89,7 @@ from firmware_bridge.messages import (
     Message,
     Mode,
     MsgType,
+    PoseState,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -94,11 +104,13 @@ from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, ProductKind, event_product
 from onboard.formats.types import Frame, RawFrame
+from onboard.geo.frame import attach, camera_geometry, frame_georef, swath_georef
+from onboard.geo.pose import ORBIT_LIMITS, PoseBuffer
+from onboard.geo.spacecraft import samples
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
 from onboard.runtime.session import Session
 from onboard.runtime.writer import ProductWriter
-from onboard.sources.base import Truth
 from onboard.sources.replay import ReplaySource
 from onboard.systemd import Watchdog
 
@@ -178,6 +190,7 @@ class PayloadService:
             MsgType.REQUEST_PRODUCT: self._request_product,
             MsgType.ABORT: self._abort,
             MsgType.SET_PASSES: self._set_passes,
+            MsgType.POSE: self._pose,
         }
         # the key and its counter are checked before the port opens
         self.dispatcher = CommandDispatcher.from_files(handlers, lc.key_file, lc.counter_file)
@@ -211,6 +224,12 @@ class PayloadService:
         self.started = time.monotonic()
         # systemd's watchdog, pinged while the frame thread makes progress (onboard/systemd.py)
         self.watchdog = Watchdog.from_environment(config.run.hang_s)
+        # the flight computer's POSEs (link thread) and the frames' georeferencing (frame thread)
+        self.camera = camera_geometry(config.camera)
+        self.terrain_alt_m = config.camera.terrain_alt_m or 0.0
+        self.poses = PoseBuffer(lc.pose_max_gap_s, lc.pose_max_extrapolation_s, self.terrain_alt_m, **ORBIT_LIMITS)
+        self.pose_cv = threading.Condition()
+        self.georeferenced = 0
         self._handler_events: list[Event] = []  # link thread only
         self._stop = threading.Event()
         self._link_thread = threading.Thread(target=self._serve_link, name="link", daemon=True)
@@ -297,6 +316,41 @@ class PayloadService:
         self._event(EventCode.CONFIG_CHANGED, f"contact plan: {len(passes)} passes, {len(ahead)} ahead"
                     + (f", next {_iso(ahead[0].start_utc)} at {ahead[0].rate_bit_s:g} bit/s" if ahead else ""))
 
+    def _pose(self, msg: Message) -> None:
+        """Keep the flight computer's state in the pose buffer, or refuse it saying why."""
+        assert isinstance(msg, PoseState)
+        position, attitude = samples(msg.time_us / 1e6, msg.position_m, msg.velocity_m_s, msg.quaternion,
+                                     msg.rates_rad_s, self.terrain_alt_m)
+        bound = self.config.link.pose_clock_bound_s
+        with self.pose_cv:
+            kept = (self.poses.add_position(position, time.time(), bound)
+                    and self.poses.add_attitude(attitude, time.time(), bound))
+            self.pose_cv.notify_all()
+        if not kept:
+            event = self.dispatcher.events.event(EventCode.BAD_ARGUMENT, f"POSE at {msg.time_us} us refused: "
+                                                 f"{self.poses.last_refusal}")
+            if event is not None:
+                self._handler_events.append(event)
+            raise CommandRefused(ResultCode.BAD_ARGUMENT, self.poses.last_refusal or "")
+
+    def _georef(self, times: list[float]) -> dict:
+        """``meta["georef"]`` of a frame exposed at ``times`` (the payload's UTC clock, the POSE
+        time base: one ImSPOC exposure, or each push-broom line's); waits for the POSE after
+        the last exposure while they flow."""
+        lc = self.config.link
+        _, rows, cols = self.session.cube_shape
+        geo: dict = {"exposure_utc": times[0], "time_base": "UTC", "clock_bound_s": lc.pose_clock_bound_s}
+        sigmas = (lc.pose_position_sigma_m, lc.pose_attitude_sigma_deg, lc.pose_clock_bound_s)
+        with self.pose_cv:
+            if self.poses.newest_s() > times[-1] - lc.pose_max_gap_s:
+                self.pose_cv.wait_for(lambda: self.poses.newest_s() >= times[-1] or self._stop.is_set(),
+                                      timeout=lc.pose_max_gap_s)
+            if self.session.sensor == "imspoc":
+                geo.update(frame_georef(self.poses, times[0], self.camera, rows, cols, *sigmas, age_share=0.0))
+            else:
+                geo.update(swath_georef(self.poses, times, self.camera, cols, *sigmas, age_share=0.0))
+        return geo
+
     def _abort(self, msg: Message) -> None:
         self.capturing = False
         self.mode = Mode.IDLE
@@ -329,6 +383,9 @@ class PayloadService:
             "degrade_level": self.loop.level,
             "degrade_events": len(stats.events),
             "products_spooled": self.products_spooled,
+            "georeferenced": self.georeferenced,
+            "poses_kept": len(self.poses.positions),
+            "poses_refused": sum(self.poses.refused.values()),
             "spool_products": len(self.spool),
             "spool_bytes": self.spool.used_bytes,
             "delivered": self.downlink.stats.delivered,
@@ -420,8 +477,13 @@ class PayloadService:
         self.loop.request_stop(reason)
         self._stop.set()
 
-    def _frames(self) -> Iterator[tuple[Frame, Truth | None]]:
-        """Frames while a capture is commanded; waits (polling) while there is none."""
+    def _frames(self) -> Iterator[tuple[Frame, list[float]]]:
+        """Frames while a capture is commanded, each with its exposure times (UTC s: one, or
+        one per push-broom line); waits (polling) while there is none."""
+        for frame, _ in self._captured():
+            yield frame, [f.timestamp for f in frame] if isinstance(frame, list) else [frame.timestamp]
+
+    def _captured(self) -> Iterator[tuple[Frame, object]]:
         def done(counter: int) -> bool:
             return (self.writer.frames_dir / f"frame_{counter:08d}.json").is_file()
 
@@ -461,7 +523,10 @@ class PayloadService:
         self._report(self.writer.write(FrameResult(counter=counter, flags=[reason],
                                                    products=[product])))
 
-    def _after_frame(self, result: FrameResult) -> None:
+    def _after_frame(self, result: FrameResult, times: list[float]) -> None:
+        geo = self._georef(times)
+        self.georeferenced += geo["georeferenced"]
+        attach(result, geo)
         for product in result.products:
             if product.kind == ProductKind.HEALTH:  # health products too take at most their share
                 self.loop.health_period_s = adapted_period_s(
@@ -489,8 +554,8 @@ class PayloadService:
         if self.contact.problem:
             self.link.send(Event(EventCode.CONFIG_CHANGED, self.contact.problem[:900]))
         try:
-            for result, _truth in self.loop.run(self._frames()):
-                self._after_frame(result)
+            for result, times in self.loop.run(self._frames()):
+                self._after_frame(result, times)
                 self.watchdog.progress()
         finally:
             for s, h in old.items():
@@ -510,5 +575,6 @@ class PayloadService:
                 "bad_frames": self.link.decoder.bad_frames,
                 "commands": {r.name: n for r, n in self.dispatcher.results.items()},
                 "commands_unanswered": self.dispatcher.unanswered,
+                "pose_refused": dict(self.poses.refused),
                 "uplink_data": {r.name: n for r, n in self.dispatcher.data_results.items()},
                 "downlink": json.loads(json.dumps(self.downlink.stats.__dict__))}
