@@ -233,7 +233,7 @@ class Product:
         priority = _field(h, "priority", int)
         if priority not in PRIORITY_RANGE:
             raise ProductFormatError(f"{where}: priority {priority} is not 0-99")
-        payload = blob[start + header_len :]
+        payload = blob[start:]
         declared = _field(h, "payload_bytes", int)
         if len(payload) != declared:
             raise ProductFormatError(

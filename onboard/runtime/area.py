@@ -22,7 +22,7 @@ from pathlib import Path
 
 from firmware_bridge.messages import RequestArea
 from onboard.formats.products import ProductFormatError, read_header
-from onboard.geo.footprint import footprint_lonlat, meets_box
+from onboard.geo.footprint import Polygon, footprint_lonlat, meets_box
 
 
 @dataclass
@@ -69,9 +69,9 @@ def find_area(products_dir: Path, frames_dir: Path, request: RequestArea) -> Are
         if not wanted:
             continue
         located = _locate(products_dir, entries)
-        if isinstance(located, str):
-            footprint: object = located
-        else:
+        created = 0.0
+        footprint: Polygon | str = located if isinstance(located, str) else ""
+        if not isinstance(located, str):
             created, georef = located
             if not request.since_utc <= created <= until:
                 continue

@@ -97,8 +97,8 @@ from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
 from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, ProductFormatError, ProductKind, event_product
-from onboard.runtime.area import answer_text, find_area
 from onboard.formats.types import Frame, RawFrame
+from onboard.runtime.area import answer_text, find_area
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
 from onboard.runtime.session import Session
