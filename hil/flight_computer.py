@@ -155,8 +155,9 @@ class FlightComputer:
 
     # -- telecommands ---------------------------------------------------------------------
 
-    def send(self, type_name: str, args: dict, kind: str) -> SentCommand:
-        """Send one telecommand of the given kind now."""
+    def send(self, type_name: str, args: dict | Message, kind: str) -> SentCommand:
+        """Send one telecommand of the given kind now (``args``: the scenario's, or the message
+        itself, e.g. one whose body no builder would make)."""
         now = time.monotonic()
         if kind == "garbage":
             junk = bytes(self.rng.randrange(1, 256) for _ in range(self.rng.randrange(3, 40)))
@@ -164,7 +165,7 @@ class FlightComputer:
             cmd = SentCommand(kind, type_name, None, now)
             self.commands.append(cmd)
             return cmd
-        message = build_message(type_name, args)
+        message = args if isinstance(args, Message) else build_message(type_name, args)
         if kind == "replay" and self._valid_frames:
             frame = self.link.send_frame(self.rng.choice(self._valid_frames))
         elif kind == "forged":

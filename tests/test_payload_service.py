@@ -44,7 +44,8 @@ def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: 
 @pytest.fixture
 def payload(tmp_path: Path, request):
     """The payload on an emulated link; ``request.param`` (indirect parametrisation), if any, is
-    added to its mission file."""
+    added to its mission file, or, a function, is called with the folder before the payload
+    starts (to leave an archive there) and returns what to add."""
     secret = secrets.token_bytes(32)
     provision(tmp_path / "payload.key", tmp_path / "counter.json", secret)
     provision(tmp_path / "fc.key", tmp_path / "fc-counter.json", secret)
@@ -53,7 +54,7 @@ def payload(tmp_path: Path, request):
         "[products]\ncube = false\n[link]\n"
         f'key_file = "{tmp_path / "payload.key"}"\ncounter_file = "{tmp_path / "counter.json"}"\n'
         f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n"
-        + getattr(request, "param", ""))
+        + (param(tmp_path) if callable(param := getattr(request, "param", "")) else param))
     proc = subprocess.Popen(
         [sys.executable, "-m", "onboard", "run", "--port", emu.a_path, "--config",
          str(tmp_path / "mission.toml"), "--replay", str(tmp_path / "drop"), "--out",
