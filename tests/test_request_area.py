@@ -40,7 +40,7 @@ def _georef(lon: float, roll: float = 0.0, keep: tuple[str, ...] = ()) -> dict:
 
 #: frame counter -> (georef, created_utc, kinds made)
 FRAMES = {
-    0: (_georef(1.4), T0, ("cube", "raw", "residue")),  # nadir in the box
+    0: (_georef(1.4), T0, ("event", "cube", "raw", "residue")),  # nadir in the box
     1: (_georef(1.42), T0 + 10, ("cube", "raw")),  # 1.6 km east: outside
     2: (_georef(1.4015, roll=35.0, keep=("gcps",)), T0 + 20, ("cube", "residue")),  # nadir outside, view in
     3: (_georef(1.3995), T0 + 30, ("cube", "residue")),  # in the box; its cube shed below
@@ -52,11 +52,12 @@ FRAMES = {
 
 def _archive(tmp: Path) -> str:
     """The archive a payload left before this boot (products and manifests by the real
-    writer); frame 3's cube was shed when storage ran short."""
+    writer; a frame's event, first in its manifest, carries no georef, as on a drone);
+    frame 3's cube was shed when storage ran short."""
     writer = ProductWriter(tmp / "out")
     for counter, (georef, created, kinds) in FRAMES.items():
         products = [Product(ProductKind(k), counter, created, encode_arrays(data=np.full((2, 4, 4), counter, np.float32)),
-                            "npz", meta={"georef": georef}) for k in kinds]
+                            "npz", meta={} if k == "event" else {"georef": georef}) for k in kinds]
         writer.write(FrameResult(counter=counter, products=products))
     (tmp / "out" / "products" / "cube_00000003.obp").unlink()
     return ""

@@ -2,8 +2,8 @@
 
 The frame manifests (``out/frames``, onboard/runtime/writer.py) say what each frame made;
 the products still in the archive (``out/products``) say where and when: every product of a
-georeferenced frame carries the same ``meta["georef"]``, so one surviving product of a frame
-locates all of them (onboard/geo/footprint.py), and its header's ``created_utc`` dates them.
+georeferenced frame (but its events and health) carries the same ``meta["georef"]``, so one
+surviving product of a frame locates all of them (onboard/geo/footprint.py), and its header's ``created_utc`` dates them.
 Only headers are read, never a cube's payload. A frame whose footprint meets the box, inside
 the time window, makes a match of each of its products of the kinds asked: queued when its
 archive copy is still there, ``gone`` when storage ran short and it was shed. Products of
@@ -43,15 +43,20 @@ class AreaAnswer:
 
 
 def _locate(products_dir: Path, entries: list[dict]) -> tuple[float, object] | str:
-    """(created_utc, georef) of a frame from its first readable archived product, or why none."""
+    """(created_utc, georef) of a frame from the first of its archived products that carries
+    a georef (a frame's events and health carry none), or why none."""
+    first: tuple[float, object] | None = None
     for e in entries:
         path = products_dir / f"{e['name']}.obp"
         try:
             header = read_header(path)
         except (OSError, ProductFormatError):
             continue
-        return float(header.get("created_utc", 0.0)), header.get("meta", {}).get("georef")
-    return "no product of the frame left in the archive"
+        georef = header.get("meta", {}).get("georef")
+        first = first or (float(header.get("created_utc", 0.0)), georef)
+        if georef is not None:
+            return float(header.get("created_utc", 0.0)), georef
+    return first or "no product of the frame left in the archive"
 
 
 def find_area(products_dir: Path, frames_dir: Path, request: RequestArea) -> AreaAnswer:
