@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -68,6 +69,7 @@ class MsgType(IntEnum):
     ABORT = 0x07, Direction.TC, "Abort the current activity and return to IDLE."
     SET_PASSES = 0x08, Direction.TC, "Replace the contact plan: pass windows (UTC) and link rates."
     POSE = 0x09, Direction.TC, "The spacecraft's time-stamped position and attitude, for georeferencing."
+    REQUEST_AREA = 0x0A, Direction.TC, "Queue the archived products of the kinds named over a lat/lon box."
     ACK = 0x40, Direction.TM, "Result of one telecommand, matched by its sequence number."
     HEALTH = 0x41, Direction.TM, "Health and status as a compact JSON object."
     EVENT = 0x42, Direction.TM, "An event: code, severity, human-readable text."
@@ -128,6 +130,7 @@ class EventCode(IntEnum):
     PRODUCT_QUEUED = 0x0021, Severity.INFO, "A product was queued for downlink."
     PRODUCT_DELIVERED = 0x0022, Severity.INFO, "The ground confirmed a product's delivery."
     PASS_PLANNED = 0x0023, Severity.INFO, "A pass began: what the contact plan forecasts it carries."
+    AREA_MATCHED = 0x0024, Severity.INFO, "A REQUEST_AREA's answer: products matched, queued, gone."
 
 
 class Mode(IntEnum):
@@ -144,6 +147,10 @@ class Mode(IntEnum):
     IDLE = 0, "Powered, not acquiring; answers commands."
     OPERATE = 1, "Acquiring and processing frames as commanded."
     SAFE = 2, "Minimum activity; only PING, SET_MODE and ABORT are expected."
+
+
+#: A product kind's name in REQUEST_AREA (the products' kinds are lower-case words).
+_KIND_RE = re.compile(r"[a-z0-9_]{1,32}")
 
 
 def _enum(enum_cls: type[IntEnum], value: int, what: str) -> Any:
@@ -334,6 +341,81 @@ class SetPasses(Message):
 
 
 @dataclass(frozen=True)
+class RequestArea(Message):
+    """Body: south i32 | west i32 | north i32 | east i32 (WGS 84 degrees x 1e7, as MAVLink
+    carries them) | since u32 | until u32 (UTC seconds since 1970; until 0: no end) |
+    max_count u16 (0: every match) | kinds, UTF-8, comma-separated product kind names
+    (``cube,raw``), 1-255 bytes, the rest of the body.
+
+    South <= north within +-90 deg, west <= east within +-180 deg (a box across the
+    antimeridian is two requests), since <= until unless until is 0; a kind name is 1-32 of
+    a-z 0-9 _, none twice. Whether the payload makes such a kind is for it to check."""
+
+    south_e7: int
+    west_e7: int
+    north_e7: int
+    east_e7: int
+    kinds: tuple[str, ...]
+    since_utc: int = 0
+    until_utc: int = 0
+    max_count: int = 0
+    TYPE: ClassVar[MsgType] = MsgType.REQUEST_AREA
+    _HEAD: ClassVar[struct.Struct] = struct.Struct(">iiiiIIH")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+
+    @classmethod
+    def from_degrees(cls, south: float, west: float, north: float, east: float, kinds: tuple[str, ...],
+                     since_utc: int = 0, until_utc: int = 0, max_count: int = 0) -> RequestArea:
+        """The request for a box in degrees (rounded to 1e-7 deg, about 1 cm)."""
+        s, w, n, e = (round(v * 1e7) for v in (south, west, north, east))
+        return cls(s, w, n, e, tuple(kinds), since_utc, until_utc, max_count)
+
+    @property
+    def box_deg(self) -> tuple[float, float, float, float]:
+        """(south, west, north, east) in degrees."""
+        return (self.south_e7 / 1e7, self.west_e7 / 1e7, self.north_e7 / 1e7, self.east_e7 / 1e7)
+
+    def _check(self) -> None:
+        s, w, n, e = self.south_e7, self.west_e7, self.north_e7, self.east_e7
+        if not -900_000_000 <= s <= n <= 900_000_000:
+            raise MessageError(f"REQUEST_AREA latitudes south {s / 1e7} north {n / 1e7}: need "
+                               "-90 <= south <= north <= 90")
+        if not -1_800_000_000 <= w <= e <= 1_800_000_000:
+            raise MessageError(f"REQUEST_AREA longitudes west {w / 1e7} east {e / 1e7}: need "
+                               "-180 <= west <= east <= 180 (across the antimeridian: two requests)")
+        if not (0 <= self.since_utc <= 0xFFFFFFFF and 0 <= self.until_utc <= 0xFFFFFFFF
+                and (self.until_utc == 0 or self.since_utc <= self.until_utc)):
+            raise MessageError(f"REQUEST_AREA window {self.since_utc}-{self.until_utc}: need u32 "
+                               "seconds, since <= until (until 0: no end)")
+        if not 0 <= self.max_count <= 0xFFFF:
+            raise MessageError(f"REQUEST_AREA max_count {self.max_count} does not fit in u16")
+        if not self.kinds or len(set(self.kinds)) != len(self.kinds) or not all(
+                _KIND_RE.fullmatch(k) for k in self.kinds):
+            raise MessageError(f"REQUEST_AREA kinds {','.join(self.kinds)[:64]!r}: need 1 or more "
+                               "distinct names of 1-32 a-z 0-9 _")
+
+    def pack(self) -> bytes:
+        self._check()
+        kinds = ",".join(self.kinds).encode()
+        if len(kinds) > 255:
+            raise MessageError(f"REQUEST_AREA kinds are {len(kinds)} bytes; at most 255")
+        return self._HEAD.pack(self.south_e7, self.west_e7, self.north_e7, self.east_e7,
+                               self.since_utc, self.until_utc, self.max_count) + kinds
+
+    @classmethod
+    def unpack(cls, body: bytes) -> RequestArea:
+        size = cls._HEAD.size
+        if not size + 1 <= len(body) <= size + 255:
+            raise MessageError(f"REQUEST_AREA body must be {size + 1}-{size + 255} bytes, got {len(body)}")
+        s, w, n, e, since, until, most = cls._HEAD.unpack_from(body)
+        msg = cls(s, w, n, e, tuple(_utf8(body[size:], "REQUEST_AREA kinds").split(",")), since, until, most)
+        msg._check()
+        return msg
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """Body: acked_seq u16 | acked_type u8 | result u8."""
 
@@ -492,6 +574,7 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
         Abort,
         SetPasses,
         PoseState,
+        RequestArea,
         Ack,
         Health,
         Event,

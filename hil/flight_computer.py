@@ -39,6 +39,7 @@ from firmware_bridge.messages import (
     MsgType,
     Ping,
     PoseState,
+    RequestArea,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -65,6 +66,9 @@ def build_message(type_name: str, args: dict) -> Message:
         return SetConfig(str(args["key"]), str(args["value"]))
     if t == MsgType.REQUEST_PRODUCT:
         return RequestProduct(str(args["name"]))
+    if t == MsgType.REQUEST_AREA:  # box = [south, west, north, east] degrees, kinds = [...]
+        return RequestArea.from_degrees(*args["box"], tuple(args["kinds"]), int(args.get("since_utc", 0)),
+                                        int(args.get("until_utc", 0)), int(args.get("max_count", 0)))
     if t == MsgType.SET_PASSES:  # passes = [{in_s, for_s, rate_bit_s}]: from when it is sent (t0_unix)
         now = float(args.get("t0_unix", time.time()))  # whole seconds inside each window: never overrun
         return SetPasses(tuple((math.ceil(now + p["in_s"]), math.floor(now + p["in_s"] + p["for_s"]),

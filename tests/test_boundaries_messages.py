@@ -23,6 +23,7 @@ from firmware_bridge.messages import (
     MsgType,
     Ping,
     PoseState,
+    RequestArea,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -48,6 +49,7 @@ def golden_messages() -> dict[str, Message]:
         "set_config": SetConfig("run.deadline_s", "1.5"),
         "set_config_utf8": SetConfig("clé", "größe"),
         "request_product": RequestProduct("residue_00000007"),
+        "request_area": RequestArea(-123456789, -1800000000, 0, 1800000000, ("cube",), 0, 0, 0xFFFF),
         "set_passes": SetPasses(((1796724000, 1796724570, 9600), (1796730000, 1796730600, 115200))),
         # body from struct.pack(">Q13d", ...) by hand: a point on the equator 500 km up, heading east
         "pose": PoseState(1796673600000000, (6378137.0, 0.0, 500000.0), (0.0, 7600.0, -1.5),
@@ -76,7 +78,7 @@ def test_message_type_numbers_and_directions() -> None:
     assert {t.name: (int(t), t.direction.value) for t in MsgType} == {
         "PING": (1, "TC"), "SET_MODE": (2, "TC"), "START_CAPTURE": (3, "TC"), "STOP_CAPTURE": (4, "TC"),
         "SET_CONFIG": (5, "TC"), "REQUEST_PRODUCT": (6, "TC"), "ABORT": (7, "TC"), "SET_PASSES": (8, "TC"),
-        "POSE": (9, "TC"),
+        "POSE": (9, "TC"), "REQUEST_AREA": (0x0A, "TC"),
         "ACK": (0x40, "TM"),
         "HEALTH": (0x41, "TM"), "EVENT": (0x42, "TM"), "DATA": (0x80, "both")}
     assert [int(r) for r in ResultCode] == list(range(9))
@@ -88,7 +90,7 @@ def test_message_type_numbers_and_directions() -> None:
         "MODE_CHANGED": (0x10, "INFO"), "CAPTURE_STARTED": (0x11, "INFO"), "CAPTURE_STOPPED": (0x12, "INFO"),
         "CONFIG_CHANGED": (0x13, "INFO"), "ABORTED": (0x14, "WARNING"), "SPOOL_EVICTED": (0x20, "WARNING"),
         "PRODUCT_QUEUED": (0x21, "INFO"), "PRODUCT_DELIVERED": (0x22, "INFO"),
-        "PASS_PLANNED": (0x23, "INFO")}
+        "PASS_PLANNED": (0x23, "INFO"), "AREA_MATCHED": (0x24, "INFO")}
 
 
 def test_protocol_tables_rows() -> None:
@@ -170,6 +172,41 @@ def test_request_product_name_limits() -> None:
             RequestProduct("p" * n).pack()
 
 
+def test_request_area_bounds() -> None:
+    """The box at its exact limits passes; a degree of 1e-7 past any of them, a window ending
+    before it starts, an empty, repeated or ill-formed kind, or a body one byte short of the
+    fixed part or with 256 bytes of kinds is refused, both packing and unpacking."""
+    edge = RequestArea(-900_000_000, -1_800_000_000, 900_000_000, 1_800_000_000, ("c" * 32,), 5, 5, 0xFFFF)
+    assert RequestArea.unpack(edge.pack()) == edge
+    point = RequestArea.from_degrees(43.6, 1.4, 43.6, 1.4, ("cube",))  # a point is a box too
+    assert RequestArea.unpack(point.pack()).box_deg == (43.6, 1.4, 43.6, 1.4)
+    bad = {
+        "latitudes": RequestArea(-900_000_001, 0, 0, 0, ("cube",)),
+        "latitudes ": RequestArea(10, 0, 9, 0, ("cube",)),  # south above north
+        "longitudes": RequestArea(0, -10, 0, -11, ("cube",)),  # across the antimeridian
+        "longitudes  ": RequestArea(0, 0, 0, 1_800_000_001, ("cube",)),
+        "window": RequestArea(0, 0, 0, 0, ("cube",), 10, 9),
+        "kinds": RequestArea(0, 0, 0, 0, ()),
+        "kinds ": RequestArea(0, 0, 0, 0, ("cube", "cube")),
+        "kinds  ": RequestArea(0, 0, 0, 0, ("Cube",)),
+        "kinds   ": RequestArea(0, 0, 0, 0, ("",)),
+    }
+    head = RequestArea(0, 0, 0, 0, ("cube",)).pack()[:-4]
+    for what, msg in bad.items():
+        with pytest.raises(MessageError, match=what.strip()):
+            msg.pack()
+        body = struct.pack(">iiiiIIH", msg.south_e7, msg.west_e7, msg.north_e7, msg.east_e7,
+                           msg.since_utc, msg.until_utc, msg.max_count) + ",".join(msg.kinds).encode()
+        if len(body) > len(head):
+            with pytest.raises(MessageError, match=what.strip()):
+                RequestArea.unpack(body)
+    for body in (head, head + b"k" * 256):
+        with pytest.raises(MessageError, match="REQUEST_AREA body must be 27-281 bytes"):
+            RequestArea.unpack(body)
+    with pytest.raises(MessageError, match="kinds is not valid UTF-8"):
+        RequestArea.unpack(head + b"\xff")
+
+
 def test_start_capture_limits() -> None:
     assert StartCapture(0).pack() == b"\0\0\0\0" and StartCapture().frame_count == 0
     for bad in (-1, 2**32):
@@ -198,8 +235,8 @@ def test_enum_values_out_of_range() -> None:
         Event.unpack(b"\x00\x08\x00")
     with pytest.raises(MessageError, match="severity 3 is not declared"):
         Event.unpack(b"\x00\x01\x03")
-    with pytest.raises(MessageError, match="message type 10 is not declared"):
-        unpack_message(10, b"")
+    with pytest.raises(MessageError, match="message type 11 is not declared"):
+        unpack_message(11, b"")
 
 
 def test_event_bounds() -> None:

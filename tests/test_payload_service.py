@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from firmware_bridge.auth import load_key, provision
 from firmware_bridge.linkemu import Impairments, LinkEmulator
-from firmware_bridge.messages import EventCode, ResultCode
+from firmware_bridge.messages import EventCode, Message, ResultCode
 from hil.flight_computer import FlightComputer
 from hil.sensor import make_frames
 from onboard.sources.replay import write_frame
@@ -36,16 +37,19 @@ def wait_for(fc: FlightComputer, what, timeout: float = 20.0):
     raise AssertionError(f"timed out waiting for {what.__doc__ or what}")
 
 
-def command(fc: FlightComputer, type_name: str, args: dict | None = None, kind: str = "valid"):
-    cmd = fc.send(type_name, args or {}, kind)
+def command(fc: FlightComputer, type_name: str, args: dict | Message | None = None, kind: str = "valid"):
+    """Send a telecommand (``args``: the builder's, or the message itself, e.g. one whose body no
+    builder would make) and wait for its ACK's result."""
+    cmd = fc.send_message(type_name, args, kind) if isinstance(args, Message) else fc.send(type_name, args or {}, kind)
     wait_for(fc, lambda: cmd.result is not None)
     return cmd.result
 
 
 @contextmanager
-def running_payload(tmp_path: Path, mission: str = "", replay: bool = True):
-    """The payload on an emulated link, ``mission`` added to its mission file; frames from
-    the drop folder ``tmp_path/drop`` with ``replay``, else from its simulator."""
+def running_payload(tmp_path: Path, mission: str | Callable[[Path], str] = "", replay: bool = True):
+    """The payload on an emulated link, ``mission`` added to its mission file (a function: called
+    with the folder before the payload starts, to leave an archive there, and returns what to
+    add); frames from the drop folder ``tmp_path/drop`` with ``replay``, else from its simulator."""
     secret = secrets.token_bytes(32)
     provision(tmp_path / "payload.key", tmp_path / "counter.json", secret)
     provision(tmp_path / "fc.key", tmp_path / "fc-counter.json", secret)
@@ -53,7 +57,8 @@ def running_payload(tmp_path: Path, mission: str = "", replay: bool = True):
     (tmp_path / "mission.toml").write_text(
         "[products]\ncube = false\n[link]\n"
         f'key_file = "{tmp_path / "payload.key"}"\ncounter_file = "{tmp_path / "counter.json"}"\n'
-        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n" + mission)
+        f"rate_bytes_per_s = {RATE}\ntelemetry_period_s = 0.5\nack_timer_s = 1.0\n"
+        + (mission(tmp_path) if callable(mission) else mission))
     proc = subprocess.Popen(
         [sys.executable, "-m", "onboard", "run", "--port", emu.a_path, "--config",
          str(tmp_path / "mission.toml"), *(["--replay", str(tmp_path / "drop")] if replay else []),
@@ -75,7 +80,7 @@ def running_payload(tmp_path: Path, mission: str = "", replay: bool = True):
 @pytest.fixture
 def payload(tmp_path: Path, request):
     """The payload on an emulated link; ``request.param`` (indirect parametrisation), if any, is
-    added to its mission file."""
+    :func:`running_payload`'s ``mission``."""
     with running_payload(tmp_path, getattr(request, "param", "")) as running:
         yield running
 

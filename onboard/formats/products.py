@@ -222,27 +222,8 @@ class Product:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Product:
-        if len(blob) < _PREFIX.size:
-            raise ProductFormatError(f"product truncated: {len(blob)} bytes, no header")
-        magic, version, header_len = _PREFIX.unpack_from(blob)
-        if magic != MAGIC:
-            raise ProductFormatError(f"not a product: magic {magic!r}, expected {MAGIC!r}")
-        if version not in READ_VERSIONS:
-            newer = "newer than" if version > FORMAT_VERSION else "not one of"
-            raise ProductFormatError(
-                f"product format version {version} is {newer} the versions this software reads "
-                f"({', '.join(map(str, READ_VERSIONS))}): decode it with an onboard release that "
-                "reads it"
-            )
-        start = _PREFIX.size
-        if len(blob) < start + header_len:
-            raise ProductFormatError("product truncated inside its header")
-        try:
-            h = json.loads(blob[start : start + header_len])
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ProductFormatError(f"product header is not valid JSON: {exc}") from exc
-        if not isinstance(h, dict):
-            raise ProductFormatError(f"product header is {type(h).__name__}, not a JSON object")
+        h = _parse_header(blob)
+        start = _PREFIX.size + _PREFIX.unpack_from(blob)[2]
         kind_name = _field(h, "kind", str)
         if kind_name not in {k.value for k in ProductKind}:
             raise ProductFormatError(f"unknown product kind {kind_name!r}")
@@ -254,7 +235,7 @@ class Product:
         priority = _field(h, "priority", int)
         if priority not in PRIORITY_RANGE:
             raise ProductFormatError(f"{where}: priority {priority} is not 0-99")
-        payload = blob[start + header_len :]
+        payload = blob[start:]
         declared = _field(h, "payload_bytes", int)
         if len(payload) != declared:
             raise ProductFormatError(
@@ -274,6 +255,42 @@ class Product:
             model_versions=_field(h, "model_versions", dict),  # type: ignore[arg-type]
             priority=priority,  # type: ignore[arg-type]
         )
+
+
+def _parse_header(blob: bytes) -> dict:
+    """The header of a product's bytes (its prefix and header at least); ProductFormatError
+    when they are not a product this software reads."""
+    if len(blob) < _PREFIX.size:
+        raise ProductFormatError(f"product truncated: {len(blob)} bytes, no header")
+    magic, version, header_len = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise ProductFormatError(f"not a product: magic {magic!r}, expected {MAGIC!r}")
+    if version not in READ_VERSIONS:
+        newer = "newer than" if version > FORMAT_VERSION else "not one of"
+        raise ProductFormatError(
+            f"product format version {version} is {newer} the versions this software reads "
+            f"({', '.join(map(str, READ_VERSIONS))}): decode it with an onboard release that "
+            "reads it"
+        )
+    start = _PREFIX.size
+    if len(blob) < start + header_len:
+        raise ProductFormatError("product truncated inside its header")
+    try:
+        h = json.loads(blob[start : start + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProductFormatError(f"product header is not valid JSON: {exc}") from exc
+    if not isinstance(h, dict):
+        raise ProductFormatError(f"product header is {type(h).__name__}, not a JSON object")
+    return h
+
+
+def read_header(path: str | os.PathLike[str]) -> dict:
+    """A product file's header, without reading its payload: what searching an archive of
+    large cubes for their metadata costs (REQUEST_AREA)."""
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        size = _PREFIX.unpack_from(prefix)[2] if len(prefix) == _PREFIX.size else 0
+        return _parse_header(prefix + f.read(size))
 
 
 def encode_arrays(**arrays: np.ndarray) -> bytes:

@@ -232,7 +232,7 @@ def georeference(pose: Pose, camera: CameraGeometry, rows: int, cols: int) -> di
     """The product's georeferencing (``meta["georef"]``): ``epsg``, ``geotransform`` (GDAL
     order) when the view is close enough to nadir, else ``gcps`` ([row, col, x, y, lon, lat],
     pixel corners convention: (0, 0) is the first pixel's outer corner), ``gsd_m`` and the
-    footprint's ``corners_xy`` (top-left clockwise).
+    footprint's ``corners_xy`` and ``corners_lonlat`` (top-left clockwise; lon, lat degrees).
     GeorefError when the view does not meet the terrain."""
     epsg = utm_epsg(pose.lat_deg, pose.lon_deg)
     rc = grid_rc(rows, cols)
@@ -240,8 +240,10 @@ def georeference(pose: Pose, camera: CameraGeometry, rows: int, cols: int) -> di
     xy = points[:, :2]
     gt, residual = _affine(rc, xy)
     gsd = math.sqrt(abs(gt[1] * gt[5] - gt[2] * gt[4]))
-    corners = xy[[0, GCP_GRID - 1, GCP_GRID * GCP_GRID - 1, GCP_GRID * (GCP_GRID - 1)]]
-    out: dict = {"epsg": epsg, "gsd_m": gsd, "corners_xy": corners.round(3).tolist()}
+    at = [0, GCP_GRID - 1, GCP_GRID * GCP_GRID - 1, GCP_GRID * (GCP_GRID - 1)]
+    # the footprint in lon/lat too (already computed): REQUEST_AREA matches it without pyproj
+    out: dict = {"epsg": epsg, "gsd_m": gsd, "corners_xy": xy[at].round(3).tolist(),
+                 "corners_lonlat": points[at, 2:4].round(7).tolist()}
     if residual.max() <= AFFINE_TOLERANCE_PX * gsd:
         out["geotransform"] = gt
     else:

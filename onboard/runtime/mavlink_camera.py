@@ -33,7 +33,8 @@ DENIED), pose samples out of range, out of order or from the future.
 ``exposure_utc``; ``autopilot_time_s`` (the exposure on the autopilot's boot clock) and
 ``sync_bound_s`` (how far off that can be); ``pose`` (lat, lon deg, alt, height m, roll,
 pitch, yaw deg), ``pose_age_s``, ``pose_extrapolated``; ``epsg``, ``geotransform`` or ``gcps``,
-``gsd_m``, ``corners_xy``; ``expected_error_m`` (onboard/geo/georef.py).
+``gsd_m``, ``corners_xy``, ``corners_lonlat`` (REQUEST_AREA matches on it);
+``expected_error_m`` (onboard/geo/georef.py).
 
 Event products of the link (lost, back, restarted clock) are numbered from
 :data:`LINK_EVENT_BASE` so that they never take a frame's event name.

@@ -29,7 +29,10 @@ accepts ``run.deadline_s``, ``run.health_period_s`` and ``link.telemetry_period_
 positive number); anything else is BAD_ARGUMENT. REQUEST_PRODUCT NAME queues the archived
 product NAME (a cube or raw frame the value rule kept on board, or any other) again at the
 highest priority, while the archive holds it (BAD_ARGUMENT and an event saying so when not).
-ABORT stops the capture and returns to IDLE; spooled products keep going down. SET_PASSES
+REQUEST_AREA queues, the same way, the archived products of the kinds named whose frame's
+footprint meets a lat/lon box in a time window (onboard/runtime/area.py), and answers with an
+AREA_MATCHED event: how many matched, which were queued, which were gone from storage, how
+many could not be located (no georeferencing). ABORT stops the capture and returns to IDLE; spooled products keep going down. SET_PASSES
 replaces the contact plan (the mission file's ``[[downlink.pass]]``), kept in
 ``out/contact_plan.json`` across reboots. POSE (the flight computer's navigation state,
 PROTOCOL.md section 6.1) goes into the pose buffer of onboard/geo/pose.py, checked as an
@@ -90,6 +93,7 @@ from firmware_bridge.messages import (
     Mode,
     MsgType,
     PoseState,
+    RequestArea,
     RequestProduct,
     ResultCode,
     SetConfig,
@@ -102,11 +106,12 @@ from firmware_bridge.plan import LinkModel, plan
 from firmware_bridge.spool import Spool, SpoolEntry, SpoolEvent
 from onboard import sysinfo
 from onboard.config import Config
-from onboard.formats.products import Product, ProductKind, event_product
+from onboard.formats.products import Product, ProductFormatError, ProductKind, event_product
 from onboard.formats.types import Frame, RawFrame
 from onboard.geo.frame import attach, camera_geometry, frame_georef, swath_georef
 from onboard.geo.pose import ORBIT_LIMITS, PoseBuffer
 from onboard.geo.spacecraft import samples
+from onboard.runtime.area import answer_text, find_area
 from onboard.runtime.loop import FrameLoop
 from onboard.runtime.pipeline import FrameResult
 from onboard.runtime.session import Session
@@ -191,6 +196,7 @@ class PayloadService:
             MsgType.ABORT: self._abort,
             MsgType.SET_PASSES: self._set_passes,
             MsgType.POSE: self._pose,
+            MsgType.REQUEST_AREA: self._request_area,
         }
         # the key and its counter are checked before the port opens
         self.dispatcher = CommandDispatcher.from_files(handlers, lc.key_file, lc.counter_file)
@@ -300,6 +306,26 @@ class PayloadService:
                          "archive (never made, or shed when storage ran short)")
         product = Product.from_bytes(path.read_bytes())
         self._handler_events += [e.message() for e in self._spool(product, priority=0)]
+
+    def _request_area(self, msg: Message) -> None:
+        assert isinstance(msg, RequestArea)
+        unknown = sorted(set(msg.kinds) - {k.value for k in ProductKind})
+        if unknown:
+            self._refuse(ResultCode.BAD_ARGUMENT, f"REQUEST_AREA: no product kind {', '.join(unknown)[:64]} "
+                         f"(kinds: {', '.join(k.value for k in ProductKind)})")
+        answer = find_area(self.writer.products_dir, self.writer.frames_dir, msg)
+        queued: list[str] = []
+        for path in answer.queue:  # value order, each at the request's priority
+            try:
+                product = Product.from_bytes(path.read_bytes())
+            except (OSError, ProductFormatError):  # shed since it was found
+                answer.gone.append(path.stem)
+                continue
+            events = self._spool(product, priority=0)
+            self._handler_events += [e.message() for e in events if e.what != "queued"]
+            if not any(e.what == "refused" for e in events):
+                queued.append(product.name)
+        self._event(EventCode.AREA_MATCHED, answer_text(msg, answer, queued))
 
     def _set_passes(self, msg: Message) -> None:
         assert isinstance(msg, SetPasses)
