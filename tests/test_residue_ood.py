@@ -5,6 +5,10 @@ unseen test soils are flagged rarely (the limits sit at the validation split's q
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +66,31 @@ def test_limits_are_validation_quantiles() -> None:
     old = {k: v for k, v in fitted.to_dict().items() if k != "dark_limit"}
     assert Domain.from_dict(old).dark_limit == 0.0
     assert Domain.from_dict(fitted.to_dict()).dark_limit == pytest.approx(fitted.dark_limit)
+
+
+@pytest.mark.slow
+def test_only_residue_ood_refits_the_rule_and_nothing_else(tmp_path: Path) -> None:
+    """``onboard export build --only residue_ood`` (real CLI): the residue models' network
+    files, confidence thresholds and build records stay; their domain records get validation
+    limits; the bundle still verifies."""
+    pytest.importorskip("torch")
+    out = tmp_path / "bundle"
+    shutil.copytree(DEFAULT, out)
+    before = json.loads((out / "manifest.json").read_text())
+    subprocess.run([sys.executable, "-m", "onboard", "export", "build", "--out", str(out), "--quick",
+                    "--only", "residue_ood", "--eval-cubes", "1", "--no-tensorrt"],
+                   check=True, capture_output=True, text=True, timeout=900)
+    after = json.loads((out / "manifest.json").read_text())
+    assert {k: v for k, v in after.items() if k != "models"} == {k: v for k, v in before.items() if k != "models"}
+    for name, old in before["models"].items():
+        new = after["models"][name]
+        assert new["artifacts"] == old["artifacts"], name
+        if not name.startswith("residue_"):
+            assert new == old, name
+            continue
+        assert new["metadata"]["built"] == old["metadata"]["built"]
+        assert "--only residue_ood" in new["metadata"]["ood_built"]["producer"]
+        d_old, d_new = Domain.from_dict(old["metadata"]["domain"]), Domain.from_dict(new["metadata"]["domain"])
+        assert d_new.confidence_threshold == d_old.confidence_threshold
+        assert 0.0 < d_new.dark_limit < 1.0 and d_new.novelty_limit > 0
+    assert not bundle_mod.load(out).problems
