@@ -4,7 +4,8 @@
 
 The learned stage marks a pixel uncertain when its class probability is below the threshold
 chosen on validation, or when its spectrum's shape lies outside the training spectra's
-principal subspace (onboard/stages/confidence.py). This measures both on scenes whose ground
+principal subspace or it is darker than the validation split's ground
+(``Domain.out_of_distribution``, onboard/stages/confidence.py). This measures both on scenes whose ground
 is a real material of a class no library split holds, from earthlib classes the shipped library
 leaves out (so neither training, validation nor the domain model saw any of them):
 
@@ -25,7 +26,7 @@ confident with its tillage accuracy (the pixels the rule lets through as if know
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import time
 from pathlib import Path
 
 import click
@@ -33,49 +34,26 @@ import numpy as np
 
 import onboard
 from export import data
-from export.spectral_library import GRID_NM, earthlib_candidates
+from export.foreign import FOREIGN, FOREIGN_SHARE, with_ground
 from onboard.engines.onnxruntime_engine import CPU_PROVIDER, OnnxRuntimeEngine
 from onboard.formats import bundle as bundle_mod
-from onboard.scene.library import SpectralLibrary, load
+from onboard.scene.library import load
 from onboard.stages.confidence import Domain
 from onboard.stages.learned import LearnedResidue
-
-#: Set name -> earthlib LEVEL_3 classes put in the place of the test soils.
-FOREIGN = {"sand, gravel": ("sand", "gravel"), "char": ("char",),
-           "built": ("asphalt", "road", "parking_lot", "concrete_tile", "sidewalk",
-                     "comp_shingle", "wood_shingle", "paint", "metal", "driveway")}
-#: Pixels scored: ground (soil fraction) at least this much of the pixel.
-FOREIGN_SHARE = 0.5
-
-
-def with_ground(library: SpectralLibrary, classes: tuple[str, ...]) -> SpectralLibrary:
-    """``library`` with its test-split soils replaced by earthlib's spectra of ``classes``."""
-    c = earthlib_candidates(dict.fromkeys(classes, "soil"))
-    if not np.array_equal(GRID_NM, library.wavelengths_nm):
-        raise ValueError("the shipped library is not on the generator's grid: rebuild it")
-    keep = [i for i, (k, s) in enumerate(zip(library.kinds, library.splits, strict=True))
-            if not (k == "soil" and s in ("test", "shared"))]
-    n = len(c.names)
-
-    def texts(values: tuple[str, ...], extra: list[str]) -> tuple[str, ...]:
-        return tuple(values[i] for i in keep) + tuple(extra)
-
-    return replace(library, spectra=np.concatenate([library.spectra[keep], c.spectra]),
-                   measured=np.concatenate([library.measured[keep], c.measured]),
-                   kinds=texts(library.kinds, ["soil"] * n), splits=texts(library.splits, ["test"] * n),
-                   names=texts(library.names, c.names), sources=texts(library.sources, ["earthlib"] * n),
-                   sites=texts(library.sites, c.sites))
 
 
 def score(stage: LearnedResidue, domain: Domain, samples: list[data.Sample]) -> dict[str, float]:
     """Shares flagged, uncertain and confident (with its accuracy) of the ground pixels."""
     counts = {"pixels": 0, "ood": 0, "uncertain": 0, "confident": 0, "right": 0}
+    ms = []
     for s in samples:
         cube = data.denoised(s)
         r = stage(cube)
         assert r.uncertain is not None
         ok = cube.valid & np.isfinite(r.fractions).all(axis=0) & (s.fractions[1] >= FOREIGN_SHARE)
-        ood = domain.novelty(cube) > domain.novelty_limit
+        t0 = time.perf_counter()
+        ood = domain.out_of_distribution(cube)
+        ms.append(1e3 * (time.perf_counter() - t0))
         sure = ok & ~r.uncertain
         counts["pixels"] += int(ok.sum())
         counts["ood"] += int((ok & ood).sum())
@@ -85,7 +63,8 @@ def score(stage: LearnedResidue, domain: Domain, samples: list[data.Sample]) -> 
     n = max(counts["pixels"], 1)
     return {"pixels": counts["pixels"], "ood_share": counts["ood"] / n,
             "uncertain_share": counts["uncertain"] / n, "confident_share": counts["confident"] / n,
-            "confident_accuracy": counts["right"] / max(counts["confident"], 1)}
+            "confident_accuracy": counts["right"] / max(counts["confident"], 1),
+            "ood_rule_ms_frame": float(np.median(ms))}
 
 
 @click.command(help=__doc__.splitlines()[0])
@@ -114,13 +93,14 @@ def main(bundle: Path, n_cubes: int, seed: int, sensors: tuple[str, ...], json_p
             samples = data.take(data.samples(kind, "test", seed, library=lib), n_cubes)  # type: ignore[arg-type]
             report.setdefault(label, {})[kind] = score(stage, domain, samples)
     print(f"| {'ground (test scenes)':28s} | sensor    | ood flagged | uncertain | confident | "
-          "confident acc |")
-    print("|" + "|".join("-" * w for w in (30, 11, 13, 11, 11, 15)) + "|")
+          "confident acc | rule ms/frame |")
+    print("|" + "|".join("-" * w for w in (30, 11, 13, 11, 11, 15, 15)) + "|")
     for label, res in report.items():
         for kind, r in res.items():
             right = f"{100 * r['confident_accuracy']:12.1f}%" if r["confident_share"] else f"{'-':>13s}"
             print(f"| {label:28s} | {kind:9s} | {100 * r['ood_share']:10.1f}% | "
-                  f"{100 * r['uncertain_share']:8.1f}% | {100 * r['confident_share']:8.1f}% | {right} |")
+                  f"{100 * r['uncertain_share']:8.1f}% | {100 * r['confident_share']:8.1f}% | {right} | "
+                  f"{r['ood_rule_ms_frame']:13.2f} |")
     out = {"cubes": n_cubes, "seed": seed, "foreign_share": FOREIGN_SHARE, "results": report}
     print(json.dumps(out))
     if json_path:

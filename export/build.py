@@ -65,7 +65,7 @@ from onboard.formats.bundle import (
 from onboard.formats.types import Cube
 from onboard.runtime.session import classical_classifier
 from onboard.stages import radiometric
-from onboard.stages.confidence import Domain, fit_domain, threshold_for
+from onboard.stages.confidence import Domain, fit_domain, fit_limits, threshold_for
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
 from onboard.stages.reconstruct import Reconstructor
@@ -85,7 +85,9 @@ DENOISER_IN = TensorSpec("eigenimages", ("k", 2, "H", "W"), "float32",
 DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
                           "correction to the classical estimate y0, whitened units")
 #: What ``--only`` can rebuild into an existing bundle.
-ONLY = ("denoiser", "residue", "residue_imspoc", "residue_pushbroom")
+ONLY = ("denoiser", "residue", "residue_imspoc", "residue_pushbroom", "residue_ood")
+#: Training cubes the out-of-distribution subspace is refitted on by ``--only residue_ood``.
+OOD_TRAIN_CUBES = 96
 #: Validation cubes of a residue classifier, per ``eval_cubes``: 64 for the default 16 (16
 #: fields; with 16 cubes, 4 fields, the push-broom's validation accuracy moved 9 points
 #: between the first 16 and 64 cubes of the same seed, 64.3 against 73.2 %).
@@ -104,8 +106,9 @@ class BuildOptions:
     progress: bool = True
     eval_cubes: int = 16
     tensorrt: bool = True
-    #: one of ``ONLY`` ("residue": both classifiers): rebuild those models only, keep the rest
-    #: of ``out``'s bundle
+    #: one of ``ONLY`` ("residue": both classifiers; "residue_ood": both classifiers'
+    #: out-of-distribution rule refitted, no retraining): rebuild those models only, keep the
+    #: rest of ``out``'s bundle
     only: str | None = None
 
 
@@ -209,22 +212,40 @@ def build_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[d
 
 def residue_domain(stage: LearnedResidue, rset: data.ResidueSet, cubes: list, evals: list[data.Sample]
                    ) -> Domain:
-    """The classifier's training domain (principal subspace of the training cubes' spectra)
-    and its confidence threshold, chosen on the validation cubes (``split="eval"``): the
-    lowest that keeps the confident in-distribution pixels right ``TARGET_ACCURACY`` of the
-    time."""
+    """The classifier's training domain (principal subspace of the training cubes' spectra),
+    its out-of-distribution limits and confidence threshold, both chosen on the validation
+    cubes (``split="eval"``): the limits by ``fit_limits``, the threshold the lowest that
+    keeps the confident in-distribution pixels right ``TARGET_ACCURACY`` of the time."""
     train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
-    domain = fit_domain(train)
+    domain = fit_limits(fit_domain(train), cubes)
     stage.domain = domain
     conf, right = [], []
     for cube, s in zip(cubes, evals, strict=True):
         r = stage(cube)
         assert r.confidence is not None and r.uncertain is not None
-        ok = np.isfinite(r.confidence) & (domain.novelty(cube) <= domain.novelty_limit)
+        ok = np.isfinite(r.confidence) & ~domain.out_of_distribution(cube)
         conf.append(r.confidence[ok])
         right.append(r.tillage[ok] == s.tillage[ok])
     threshold = threshold_for(np.concatenate(conf), np.concatenate(right))
     return dataclasses.replace(domain, confidence_threshold=threshold)
+
+
+def refit_residue_domain(kind: str, spec: ModelSpec, cfg: TrainConfig, evals: list[data.Sample],
+                         summary: dict[str, Any]) -> ModelSpec:
+    """``spec`` (a residue model of the existing bundle) with its out-of-distribution rule
+    refitted, its network and confidence threshold kept (``--only residue_ood``: no
+    retraining): the subspace on ``OOD_TRAIN_CUBES`` training cubes drawn as the model's were
+    (same library, seed and order: the first of its training cubes), the limits on the
+    validation cubes ``evals``."""
+    rset = residue_training_set(kind, cfg, n=OOD_TRAIN_CUBES)
+    train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
+    old = Domain.from_dict(spec.metadata["domain"])
+    domain = dataclasses.replace(fit_limits(fit_domain(train), [data.denoised(s) for s in evals]),
+                                 confidence_threshold=old.confidence_threshold)
+    summary[f"{spec.name}_domain"] = {"train_cubes": len(train), "validation_cubes": len(evals),
+                                      "novelty_limit": domain.novelty_limit,
+                                      "dark_limit": domain.dark_limit}
+    return dataclasses.replace(spec, metadata={**spec.metadata, "domain": domain.to_dict()})
 
 
 def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
@@ -374,18 +395,25 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     if opts.only in (None, "denoiser"):
         models.append(build_denoiser(opts, cfg, evals, summary))
     kinds = [k for k in ("imspoc", "pushbroom") if opts.only in (None, "residue", f"residue_{k}")]
-    if kinds:
+    if opts.only == "residue_ood":
+        val = eval_sets(opts.seed, RESIDUE_EVAL_FACTOR * opts.eval_cubes, ("imspoc", "pushbroom"))
+        models += [refit_residue_domain(k, kept[f"residue_{k}"], cfg, val[k], summary)
+                   for k in ("imspoc", "pushbroom")]
+    elif kinds:
         # the validation split holds 9 residue spectra: RESIDUE_EVAL_FACTOR x the cubes (4 x
         # more fields) so that the threshold and the model choice see them on many soils
         val = eval_sets(opts.seed, RESIDUE_EVAL_FACTOR * opts.eval_cubes, tuple(kinds))
         models += [build_residue(k, opts, cfg, val[k], summary) for k in kinds]
     if opts.only is None:
         models.append(build_reconstruction(opts, summary))
-    models = [add_plans(m, opts, summary) for m in models]
+    if opts.only != "residue_ood":  # a refitted rule leaves the model files and plans as they are
+        models = [add_plans(m, opts, summary) for m in models]
     if opts.only is not None:
         built = {"producer": f"{producer} --only {opts.only}",
                  "tools": tool_versions("torch", "onnx", "onnxruntime", "tensorrt")}
-        models = [dataclasses.replace(m, metadata={**m.metadata, "built": built}) for m in models]
+        # a refitted rule keeps the record of the build that made the network
+        key = "ood_built" if opts.only == "residue_ood" else "built"
+        models = [dataclasses.replace(m, metadata={**m.metadata, key: built}) for m in models]
     manifest = Manifest(kept | {m.name: m for m in models}, **top)
     manifest.write(opts.out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)

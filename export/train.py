@@ -192,9 +192,11 @@ class ResidueModel:
     info: dict
 
 
-def residue_training_set(kind: str, cfg: TrainConfig, split: str = "train") -> data.ResidueSet:
-    """Training cubes of the residue classifier, drawn from ``cfg.residue_library(kind)``."""
-    n = cfg.residue_cubes(kind)
+def residue_training_set(kind: str, cfg: TrainConfig, split: str = "train", n: int | None = None
+                         ) -> data.ResidueSet:
+    """Training cubes of the residue classifier, drawn from ``cfg.residue_library(kind)``
+    (``n``: only the first n of them)."""
+    n = cfg.residue_cubes(kind) if n is None else min(n, cfg.residue_cubes(kind))
     library = training_library() if cfg.residue_library(kind) == "training" else None
     it = data.samples(kind, split, cfg.seed + 100, library)  # type: ignore[arg-type]
     got = [s for _, s in tqdm(zip(range(n), it, strict=False), total=n,

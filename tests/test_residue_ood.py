@@ -1,0 +1,96 @@
+"""The residue stages' out-of-distribution rule (onboard/stages/confidence.py) on ground the
+shipped models never saw: test-split scenes whose soils are replaced by real earthlib char and
+built surfaces (export/foreign.py) must be mostly flagged, while the same scenes on their own
+unseen test soils are flagged rarely (the limits sit at the validation split's quantiles)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("earthlib")
+
+import onboard  # noqa: E402
+from export import data  # noqa: E402
+from export.foreign import FOREIGN, FOREIGN_SHARE, with_ground  # noqa: E402
+from onboard.formats import bundle as bundle_mod  # noqa: E402
+from onboard.scene.library import load  # noqa: E402
+from onboard.stages.confidence import DARK_QUANTILE, NOVELTY_QUANTILE, Domain, fit_limits  # noqa: E402
+
+DEFAULT = Path(onboard.__file__).parent / "models" / "default"
+CUBES = 8
+
+
+def _flagged(kind: str, ground: tuple[str, ...] | None) -> float:
+    """Share of the ground-dominated valid pixels of ``CUBES`` test scenes the shipped
+    model's rule flags; ``ground``: earthlib classes in the place of the test soils."""
+    domain = Domain.from_dict(bundle_mod.load(DEFAULT).model(f"residue_{kind}").metadata["domain"])
+    real = load().only(("earthlib", "usgs1995"))
+    lib = real if ground is None else with_ground(real, ground)
+    hit = total = 0
+    for s in data.take(data.samples(kind, "test", 900, library=lib), CUBES):  # type: ignore[arg-type]
+        cube = data.denoised(s)
+        ok = cube.valid & np.isfinite(cube.data).all(axis=0) & (s.fractions[1] >= FOREIGN_SHARE)
+        hit += int((domain.out_of_distribution(cube) & ok).sum())
+        total += int(ok.sum())
+    return hit / total
+
+
+@pytest.mark.parametrize("kind", ["pushbroom", "imspoc"])
+def test_foreign_ground_is_flagged_and_unseen_soils_are_not(kind: str) -> None:
+    foreign = _flagged(kind, FOREIGN["char"] + FOREIGN["built"])
+    # the rule before the darkness test and validation limits flagged 4-6 % of these pixels
+    assert foreign > 0.25, foreign
+    # unseen soils of the test split: about the validation split's 1 % of false flags
+    assert _flagged(kind, None) < 0.05
+
+
+def test_limits_are_validation_quantiles() -> None:
+    """``fit_limits`` flags the share of the fitting pixels its quantiles say, and an older
+    bundle's record (no dark limit) reads as no darkness test."""
+    spec = bundle_mod.load(DEFAULT).model("residue_pushbroom")
+    domain = Domain.from_dict(spec.metadata["domain"])
+    cubes = [data.denoised(s) for s in data.take(data.samples("pushbroom", "eval", 7), 3)]
+    fitted = fit_limits(domain, cubes)
+    ok = np.concatenate([(c.valid & np.isfinite(c.data).all(axis=0)).ravel() for c in cubes])
+    novel = np.concatenate([(fitted.novelty(c) > fitted.novelty_limit).ravel() for c in cubes])[ok]
+    flagged = np.concatenate([fitted.out_of_distribution(c).ravel() for c in cubes])[ok]
+    assert novel.mean() == pytest.approx(1 - NOVELTY_QUANTILE, abs=2e-3)
+    assert 1 - NOVELTY_QUANTILE - 2e-3 <= flagged.mean() <= 1 - NOVELTY_QUANTILE + DARK_QUANTILE + 2e-3
+    old = {k: v for k, v in fitted.to_dict().items() if k != "dark_limit"}
+    assert Domain.from_dict(old).dark_limit == 0.0
+    assert Domain.from_dict(fitted.to_dict()).dark_limit == pytest.approx(fitted.dark_limit)
+
+
+@pytest.mark.slow
+def test_only_residue_ood_refits_the_rule_and_nothing_else(tmp_path: Path) -> None:
+    """``onboard export build --only residue_ood`` (real CLI): the residue models' network
+    files, confidence thresholds and build records stay; their domain records get validation
+    limits; the bundle still verifies."""
+    pytest.importorskip("torch")
+    out = tmp_path / "bundle"
+    shutil.copytree(DEFAULT, out)
+    before = json.loads((out / "manifest.json").read_text())
+    subprocess.run([sys.executable, "-m", "onboard", "export", "build", "--out", str(out), "--quick",
+                    "--only", "residue_ood", "--eval-cubes", "1", "--no-tensorrt"],
+                   check=True, capture_output=True, text=True, timeout=900)
+    after = json.loads((out / "manifest.json").read_text())
+    assert {k: v for k, v in after.items() if k != "models"} == {k: v for k, v in before.items() if k != "models"}
+    for name, old in before["models"].items():
+        new = after["models"][name]
+        assert new["artifacts"] == old["artifacts"], name
+        if not name.startswith("residue_"):
+            assert new == old, name
+            continue
+        assert new["metadata"]["built"] == old["metadata"]["built"]
+        assert "--only residue_ood" in new["metadata"]["ood_built"]["producer"]
+        d_old, d_new = Domain.from_dict(old["metadata"]["domain"]), Domain.from_dict(new["metadata"]["domain"])
+        assert d_new.confidence_threshold == d_old.confidence_threshold
+        assert 0.0 < d_new.dark_limit < 1.0 and d_new.novelty_limit > 0
+    assert not bundle_mod.load(out).problems
