@@ -36,13 +36,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.errors import OnboardError
+
 #: Grid of ground control points per side when the view is oblique (corners included).
 GCP_GRID = 5
 #: Worst affine residual (ground pixels) over the GCP grid for a geotransform to be written.
 AFFINE_TOLERANCE_PX = 0.1
 
 
-class GeorefError(ValueError):
+class GeorefError(OnboardError, ValueError):
     """A frame that cannot be georeferenced: the reason, in words (kept in the product)."""
 
 
