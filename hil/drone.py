@@ -43,6 +43,7 @@ from hil.scenario import ScenarioError
 from onboard.config import check_scalar, read_toml
 from onboard.formats.products import Product, ProductKind
 from onboard.geo.georef import CameraGeometry, corners_rc, ground_points, pixel_to_xy, utm_epsg
+from onboard.physics.imspoc import default_instrument
 
 #: Longest wait for the payload's first HEARTBEAT.
 BOOT_TIMEOUT_S = 60.0
@@ -247,8 +248,24 @@ class DroneRunner:
                 err_m = float(np.sqrt(np.sum((got - true_xy) ** 2, axis=1).mean()))
                 row.update(error_m=err_m, error_px=err_m / geo["gsd_m"], expected_error_m=geo["expected_error_m"],
                            pose_age_s=geo["pose_age_s"], gsd_m=geo["gsd_m"])
+                if p.meta.get("screen", {}).get("blur_px") is not None:
+                    row.update(blur_px=p.meta["screen"]["blur_px"],
+                               true_blur_px=true_blur_px(ap, geo["exposure_utc"], camera, rows, cols))
             frames.append(row)
         return frames, events
+
+
+def true_blur_px(ap: AutopilotEmulator, utc: float, camera: CameraGeometry, rows: int, cols: int) -> float:
+    """The image motion during the exposure by the emulator's truth, by ray tracing, not by the
+    payload's formula (onboard/geo/blur.py): how far the ground seen by the frame's centre
+    pixel at the exposure's start moves by its end, in that pixel's ground size (the exposure:
+    the simulated ImSPOC's, onboard/physics/imspoc.py's preset)."""
+    start, end = ap.true_pose(utc), ap.true_pose(utc + default_instrument().exposure_s)
+    epsg = utm_epsg(start.lat_deg, start.lon_deg)
+    centre = np.array([[rows / 2, cols / 2], [rows / 2, cols / 2 + 1]])
+    a = ground_points(start, camera, rows, cols, centre, epsg)
+    b = ground_points(end, camera, rows, cols, centre[:1], epsg)
+    return float(np.hypot(*(b[0] - a[0])) / np.hypot(*(a[1] - a[0])))
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -286,6 +303,9 @@ def measure(run: RunFacts, faults: Faults) -> dict:
         "expected_error_m": _stats([f["expected_error_m"] for f in geo]),
         "error_over_expected": _stats([f["error_m"] / f["expected_error_m"] for f in geo]),
         "pose_age_s": _stats([f["pose_age_s"] for f in geo]),
+        "blur_px": _stats([f["blur_px"] for f in geo if "blur_px" in f]),
+        "true_blur_px": _stats([f["true_blur_px"] for f in geo if "blur_px" in f]),
+        "blur_error_px": _stats([abs(f["blur_px"] - f["true_blur_px"]) for f in geo if "blur_px" in f]),
         "sync_bound_s": _stats([f["sync_bound_s"] for f in run.frames if "sync_bound_s" in f]),
         "sync_error_over_bound": _stats([abs(f["sync_error_s"]) / f["sync_bound_s"] for f in run.frames
                                          if "sync_error_s" in f]),

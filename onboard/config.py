@@ -196,11 +196,16 @@ class ScreenConfig:
     # what a frame not worth sending still sends: its residue map (with the screening mask) and
     # events; its events only; or everything. The rest stays in the on-board archive.
     cloudy_frames: typing.Literal["all", "residue", "events"] = "residue"
+    # image motion during the exposure (pixels, from the pose at it: onboard/geo/blur.py) over
+    # which a frame is not worth sending either
+    max_blur_px: float = 1.0
 
     def validate(self) -> None:
         for key in ("max_cloud_share", "min_valid_share"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"[screen] {key}: must be 0-1, got {getattr(self, key)}")
+        if not self.max_blur_px > 0:
+            raise ConfigError(f"[screen] max_blur_px: must be > 0, got {self.max_blur_px}")
 
 
 @dataclass

@@ -82,7 +82,8 @@ def test_the_summary_holds_each_cells_statistics() -> None:
     body = json.loads(product.payload)
     assert product.kind == ProductKind.SUMMARY and product.frame_counter == 7 and product.created_utc == 1.8e9
     assert body["pose"] == [45.1, 1.2, 500.0, 0.0, 1.0, 90.0] and body["grid"] == 3
-    assert body["screen"] == {"worth_sending": True, "cloud": 33, "shadow": 8, "haze": 0, "invalid": 3}
+    assert body["screen"] == {"worth_sending": True, "cloud": 33, "shadow": 8, "haze": 0, "invalid": 3,
+                              "blur_px": None}
     assert body["method"] == "learned:residue_imspoc"
     rows, cols = [0, 20, 40, 60], [0, 17, 34, 50]  # 60 and 50 in three: 20/20/20, 17/17/16
     valid = res.tillage != INVALID_CLASS

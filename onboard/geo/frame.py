@@ -3,7 +3,8 @@ and the payload service (the CubeSat's flight computer), which differ only in wh
 samples come from and how the exposure time maps to the pose's clock.
 
 The keys: ``georeferenced`` (bool) and, if not, ``reason``; ``pose`` (lat, lon deg, alt,
-height m, roll, pitch, yaw deg), ``pose_age_s``, ``pose_extrapolated``; ``epsg``,
+height m, roll, pitch, yaw deg), ``velocity_ned`` (m/s) and ``rates_deg_s`` (roll, pitch, yaw: the motion blur's
+inputs, onboard/geo/blur.py), ``pose_age_s``, ``pose_extrapolated``; ``epsg``,
 ``geotransform`` or ``gcps``, ``gsd_m``, ``corners_xy`` (onboard/geo/georef.py);
 ``expected_error_m``, which counts the caller's time bound plus a share of the pose's age as
 timing uncertainty: half for a drone, whose manoeuvres between noisy samples linear
@@ -67,7 +68,8 @@ def frame_georef(poses: PoseBuffer, t_s: float, camera: CameraGeometry, rows: in
         at = poses.at(t_s)
         pose = at.pose
         out.update(pose=[pose.lat_deg, pose.lon_deg, pose.alt_m, pose.height_m, pose.roll_deg,
-                         pose.pitch_deg, pose.yaw_deg], pose_age_s=at.age_s, pose_extrapolated=at.extrapolated)
+                         pose.pitch_deg, pose.yaw_deg], pose_age_s=at.age_s, pose_extrapolated=at.extrapolated,
+                   velocity_ned=list(pose.velocity_ned), rates_deg_s=list(pose.rates_deg_s))
         out.update(georeference(pose, camera, rows, cols))
         out["expected_error_m"] = expected_error_m(pose, camera, rows, cols, position_sigma_m,
                                                    attitude_sigma_deg, time_bound_s + age_share * at.age_s)

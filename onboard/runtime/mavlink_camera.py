@@ -57,6 +57,7 @@ from onboard.config import Config
 from onboard.errors import OnboardError
 from onboard.formats.products import ProductKind, event_product
 from onboard.formats.types import Frame
+from onboard.geo.blur import frame_blur
 from onboard.geo.frame import PUSHBROOM_REASON, attach, camera_geometry, frame_georef
 from onboard.geo.georef import rotation
 from onboard.geo.pose import AttitudeSample, PoseBuffer, PositionSample
@@ -434,14 +435,15 @@ class MavlinkCamera:
         return out
 
     def _after_frame(self, result: FrameResult, capture: Capture) -> None:
+        _, rows, cols = self.session.cube_shape
         if self.session.sensor == "imspoc":
-            _, rows, cols = self.session.cube_shape
             geo = self.georef_meta(capture.exposure_ns, rows, cols)
         else:
             geo = {"exposure_utc": capture.exposure_ns / 1e9, "georeferenced": False, "reason": PUSHBROOM_REASON}
         self.stats["frames"] += 1
         self.stats["georeferenced" if geo["georeferenced"] else "not_georeferenced"] += 1
         attach(result, geo)
+        self.loop.pipeline.judge_motion(result, *frame_blur(geo, result.exposure_s, self.camera, rows, cols))
         with self.write_lock:
             self.writer.write(result)
         residue = next((p.name for p in result.products if p.kind == ProductKind.RESIDUE), "")

@@ -108,6 +108,7 @@ from onboard import sysinfo
 from onboard.config import Config
 from onboard.formats.products import Product, ProductFormatError, ProductKind, event_product
 from onboard.formats.types import Frame, RawFrame
+from onboard.geo.blur import frame_blur
 from onboard.geo.frame import attach, camera_geometry, frame_georef, swath_georef
 from onboard.geo.pose import ORBIT_LIMITS, PoseBuffer
 from onboard.geo.spacecraft import samples
@@ -553,6 +554,8 @@ class PayloadService:
         geo = self._georef(times)
         self.georeferenced += geo["georeferenced"]
         attach(result, geo)
+        _, rows, cols = self.session.cube_shape
+        self.loop.pipeline.judge_motion(result, *frame_blur(geo, result.exposure_s, self.camera, rows, cols))
         for product in result.products:
             if product.kind == ProductKind.HEALTH:  # health products too take at most their share
                 self.loop.health_period_s = adapted_period_s(

@@ -65,6 +65,8 @@ class FrameResult:
     flags: list[str] = field(default_factory=list)
     #: which quantity the cube holds and how it was obtained (onboard/stages/reflectance.py)
     radiometry: dict = field(default_factory=dict)
+    exposure_s: float | None = None  # the (first line's) exposure time: the motion blur's
+    pose: tuple[float, ...] | None = None  # the frame's own pose, if its source gives one (the summary's)
 
 
 @dataclass
@@ -126,7 +128,7 @@ class Pipeline:
         follows the light): call in frame order. The
         cube is None for a frame refused (the result says why)."""
         first = frame[0] if isinstance(frame, list) else frame
-        result = FrameResult(counter=first.counter)
+        result = FrameResult(counter=first.counter, exposure_s=first.exposure_s, pose=first.pose)
         try:
             cube = self._to_cube(frame, result)
         except UnusableFrameError as exc:
@@ -166,8 +168,7 @@ class Pipeline:
                                 "denoising: marked invalid")
             result.denoised = replace(result.denoised, valid=result.denoised.valid & finite)
         worth = result.screening.worth_sending
-        held = self.value_rule.held(worth, self.screen_rule.held_kinds)
-        screened = held & (set() if worth else self.screen_rule.held_kinds)
+        held, screened = self._held(worth)
         if screened:
             s = result.screening
             result.flags.append(
@@ -199,15 +200,55 @@ class Pipeline:
                 result.products.append(raw_product(frame, layout.extract(frame.pixels), layout.corners,
                                                    self.calibration.instrument, self.model_versions))
             if self.value_rule.summary_grid:
-                result.products.append(summary_product(result.residue, result.screening,
-                                                       self.calibration.instrument,
-                                                       self.value_rule.summary_grid, first.pose))
-            for p in result.products:  # the value rule's rank is the spool's priority
-                p.priority = self.value_rule.priority(p.kind, worth)
-            result.held = [p.name for p in result.products if p.kind in held]
+                result.products.append(self._summary(result))
+            self._rank(result, worth, held)
             if result.flags:
                 result.products.append(self._event(first, "frame flagged", "; ".join(result.flags)))
         return result
+
+    def _held(self, worth: bool) -> tuple[set[ProductKind], set[ProductKind]]:
+        """The kinds a frame keeps on board, and those of them held by the screening."""
+        held = self.value_rule.held(worth, self.screen_rule.held_kinds)
+        return held, held & (set() if worth else self.screen_rule.held_kinds)
+
+    def _summary(self, result: FrameResult) -> Product:
+        assert result.residue is not None and result.screening is not None
+        return summary_product(result.residue, result.screening, self.calibration.instrument,
+                               self.value_rule.summary_grid, result.pose)
+
+    def _rank(self, result: FrameResult, worth: bool, held: set[ProductKind]) -> None:
+        for p in result.products:  # the value rule's rank is the spool's priority (events keep theirs)
+            if p.kind not in (ProductKind.EVENT, ProductKind.HEALTH):
+                p.priority = self.value_rule.priority(p.kind, worth)
+        result.held = [p.name for p in result.products if p.kind in held]
+
+    def judge_motion(self, result: FrameResult, blur_px: float | None, reason: str | None) -> None:
+        """After the pose at the exposure is known (the MAVLink camera, the payload service):
+        put the frame's motion blur (onboard/geo/blur.py), or why there is none, in its
+        ``meta["screen"]``; over ``[screen] max_blur_px`` the frame is not worth sending, held
+        as a cloudy one is (its summary product remade), with an event
+        saying blur."""
+        s = result.screening
+        if s is None:  # a refused frame: no products to judge
+            return
+        blurred = s.judge_blur(blur_px, reason, self.screen_rule)
+        for p in result.products:
+            if "screen" in p.meta:
+                p.meta["screen"] = s.summary()
+        if not blurred:
+            return
+        held, screened = self._held(False)
+        flag = (f"frame {result.counter}: not worth sending (motion blur {blur_px:.2f} px over "
+                f"{self.screen_rule.max_blur_px:g} px): its {', '.join(sorted(k.value for k in screened))} "
+                "stay on board, not sent")
+        result.flags.append(flag)
+        created = result.products[0].created_utc
+        # one "frame flagged" event per frame (products are named by kind and frame): remade with this flag
+        result.products = [self._summary(result) if p.kind == ProductKind.SUMMARY else p
+                           for p in result.products if p.meta.get("event") != "frame flagged"]
+        self._rank(result, False, held)
+        result.products.append(event_product(result.counter, created, self.calibration.instrument,
+                                             "frame flagged", "; ".join(result.flags)))
 
     def _classify(self, cube: Cube) -> ResidueMap:
         if cube.valid.any() and cube.units == "reflectance":

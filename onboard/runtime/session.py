@@ -200,7 +200,7 @@ def build_session(config: Config) -> Session:
                            residue_coding=p.residue_coding, raw=p.raw)
     pipeline = Pipeline(cal, denoise, classify, setup.saturation, options, model_versions=model_versions,
                         screen_rule=ScreenRule(config.screen.max_cloud_share, config.screen.min_valid_share,
-                                               config.screen.cloudy_frames),
+                                               config.screen.cloudy_frames, config.screen.max_blur_px),
                         reflectance=reflectance_stage(config, cal, setup.cube_shape, notes,
                                                      setup.irradiance),
                         value_rule=config.value.rule)

@@ -52,6 +52,14 @@ neither way: an unreadable pixel is not evidence of a cloud); ``worth_sending`` 
 ``cloud_share < max_cloud_share`` and at least ``min_valid_share`` of the pixels valid.
 ``haze`` is the share of valid clear pixels flagged haze.
 
+**Motion blur** (drone): where the frame has a pose at its exposure (``onboard run --mavlink``,
+or the flight computer's POSE), ``blur_px`` is the image motion during the exposure from that
+pose's ground speed and roll and pitch rates (onboard/geo/blur.py, which states the formula);
+over ``ScreenRule.max_blur_px`` (``[screen] max_blur_px``, 1 pixel: beyond it the blur smears
+neighbouring ground into each spectrum) the frame is not worth sending either, with the same
+consequences as a cloudy one and its event saying blur. Without a pose ``blur_px`` is None and
+``blur_reason`` says why; the frame is judged on its spectra alone.
+
 **What a frame not worth sending still sends** (``ScreenRule.cloudy_frames``, the first part of
 the downlink's value rule): ``"residue"`` (default) its residue map, which carries the
 screening mask, and its events, while the quick-look, the cube and the raw frame stay in the
@@ -83,6 +91,8 @@ SWIR_CLOUD_BRIGHT = 0.45
 SWIR_CLOUD_RATIO = (0.8, 1.0)
 SWIR_CLOUD_FLAT = (0.96, 1.06)
 SHADOW_RELATIVE = 0.5
+#: Why a frame has no motion-blur estimate until a pose at its exposure gives one.
+NO_POSE = "no pose at the exposure (run with --mavlink, or a flight computer's POSE)"
 #: The frame's bright ground: this percentile of the NIR of its valid pixels that are not cloud.
 BRIGHT_GROUND_PERCENTILE = 90.0
 
@@ -99,14 +109,18 @@ HELD_KINDS: dict[str, frozenset[ProductKind]] = {
 @dataclass(frozen=True)
 class ScreenRule:
     """The per-frame decision: worth sending when less than ``max_cloud_share`` of the valid
-    pixels are cloud and at least ``min_valid_share`` of all pixels are valid; what a frame
-    that is not still sends (module docstring)."""
+    pixels are cloud, at least ``min_valid_share`` of all pixels are valid and the motion blur,
+    where there is a pose, is at most ``max_blur_px``; what a frame that is not still sends
+    (module docstring)."""
 
     max_cloud_share: float = 0.7
     min_valid_share: float = 0.1
     cloudy_frames: CloudyFrames = "residue"
+    max_blur_px: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.max_blur_px > 0:
+            raise ValueError(f"max_blur_px must be > 0, got {self.max_blur_px}")
         for name in ("max_cloud_share", "min_valid_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -131,13 +145,26 @@ class Screening:
     saturated_share: float
     worth_sending: bool
     sensor_range: str  # "vnir" or "swir": which tests ran
+    blur_px: float | None = None
+    blur_reason: str | None = NO_POSE
+
+    def judge_blur(self, blur_px: float | None, reason: str | None, rule: ScreenRule) -> bool:
+        """Record the frame's motion blur (or why there is none); True when it turns a frame
+        worth sending into one that is not (over ``rule.max_blur_px``)."""
+        self.blur_px, self.blur_reason = blur_px, None if blur_px is not None else reason
+        blurred = self.worth_sending and blur_px is not None and blur_px > rule.max_blur_px
+        self.worth_sending = self.worth_sending and not blurred
+        return blurred
 
     def summary(self) -> dict:
         """What travels in every product's header (``meta["screen"]``)."""
-        return {"cloud_share": round(self.cloud_share, 4), "shadow_share": round(self.shadow_share, 4),
-                "haze_share": round(self.haze_share, 4), "invalid_share": round(self.invalid_share, 4),
-                "saturated_share": round(self.saturated_share, 4), "worth_sending": self.worth_sending,
-                "tests": self.sensor_range}
+        out = {"cloud_share": round(self.cloud_share, 4), "shadow_share": round(self.shadow_share, 4),
+               "haze_share": round(self.haze_share, 4), "invalid_share": round(self.invalid_share, 4),
+               "saturated_share": round(self.saturated_share, 4), "worth_sending": self.worth_sending,
+               "tests": self.sensor_range, "blur_px": None if self.blur_px is None else round(self.blur_px, 3)}
+        if self.blur_px is None:
+            out["blur_reason"] = self.blur_reason
+        return out
 
 
 def _band(cube: Cube, nm: float) -> NDArray[np.float32]:

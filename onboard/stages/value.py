@@ -137,7 +137,8 @@ def summary_product(residue: ResidueMap, screening: Screening, instrument: str, 
     body = {"frame": residue.counter, "pose": None if pose is None else [round(float(x), 6) for x in pose],
             "screen": {"worth_sending": screening.worth_sending, "cloud": _percent(screening.cloud_share),
                        "shadow": _percent(screening.shadow_share), "haze": _percent(screening.haze_share),
-                       "invalid": _percent(screening.invalid_share)},
+                       "invalid": _percent(screening.invalid_share),
+                       "blur_px": None if screening.blur_px is None else round(screening.blur_px, 2)},
             "grid": grid, "method": residue.method.split(" ")[0], **summary_arrays(residue, screening.mask, grid)}
     payload = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     return Product(kind=ProductKind.SUMMARY, frame_counter=residue.counter, created_utc=residue.timestamp,
