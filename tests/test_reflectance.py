@@ -439,7 +439,8 @@ def test_pushbroom_toa_reflectance_from_orbit(tmp_path) -> None:
 
     pb = finch_like(cross_track=32)
     cal = calibrate_pushbroom(pb)
-    assert cal.radiance_gain is not None
+    assert cal.radiance_gain is not None  # the simulated calibration measures one per band
+    assert np.shape(cal.radiance_gain) == pb.wavelengths_nm.shape and np.all(np.asarray(cal.radiance_gain) > 0)
     sky = Sky(35.0, 0.0, START)
     wl = pb.wavelengths_nm
     field_ = np.broadcast_to((0.2 + 0.2 * (wl - 900) / 800)[:, None, None], (wl.size, 16, 32)).copy()
