@@ -134,7 +134,7 @@ def test_export_spectra_rebuilds_the_shipped_library(tmp_path: Path) -> None:
     pytest.importorskip("prosail", reason="the generator needs prosail (pip install 'onboard[ground]')")
     pytest.importorskip("earthlib", reason="the generator needs earthlib (pip install 'onboard[ground]')")
     out = tmp_path / "lib.npz"
-    done = subprocess.run(["onboard", "export", "spectra", "-o", str(out)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "onboard", "export", "spectra", "-o", str(out)], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     with np.load(out) as new, np.load(LIBRARY_PATH) as shipped:
@@ -144,7 +144,7 @@ def test_export_spectra_rebuilds_the_shipped_library(tmp_path: Path) -> None:
         assert sorted(new.files) == sorted(shipped.files)
         for key in new.files:  # bit for bit: the shipped file is what the command makes
             np.testing.assert_array_equal(new[key], shipped[key], err_msg=key)
-    bad = subprocess.run(["onboard", "export", "spectra", "-o", str(tmp_path / "lib.txt")],
+    bad = subprocess.run([sys.executable, "-m", "onboard", "export", "spectra", "-o", str(tmp_path / "lib.txt")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and ".npz" in bad.stderr
 
