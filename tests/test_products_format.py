@@ -9,7 +9,9 @@ import io
 import json
 import random
 import struct
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +302,61 @@ def test_integer_time_is_read_as_float() -> None:
 def test_payload_without_a_kind_gets_the_largest_limit() -> None:
     payload = encode_arrays(fractions=np.zeros((10, 1024, 1024), np.float32))  # 40 MiB > residue's 32
     assert decode_arrays(payload)["fractions"].shape == (10, 1024, 1024)
+
+
+# --- payload encoding (issue 17) ---------------------------------------------------------------
+
+
+def test_npz_payload_bytes_do_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same arrays give the same payload at any time, so products of the same seed compare
+    byte for byte (as with numpy.savez_compressed; zipfile's writestr would stamp the clock)."""
+    first = encode_arrays(**golden_arrays())
+    later = time.struct_time((2031, 5, 6, 7, 8, 10, 1, 126, 0))
+    monkeypatch.setattr(time, "localtime", lambda *_: later)
+    monkeypatch.setattr(time, "time", lambda: time.mktime(later))
+    assert encode_arrays(**golden_arrays()) == first
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_npz_payload_at_any_level_reads_back_exactly(level: int) -> None:
+    """Whatever the deflate level, numpy.load (a user's reader) and decode_arrays (the ground's)
+    get the arrays back bit for bit, dtype and all, and every member's CRC checks."""
+    rng = np.random.default_rng(level)
+    data = rng.random((4, 8, 8)).astype(np.float16)
+    data[0, 1, 2] = np.nan
+    arrays = {**golden_arrays(), "data": data, "valid": rng.random((8, 8)) > 0.2,
+              "ccsds123": rng.integers(0, 256, 500, dtype=np.uint8)}
+    payload = products.npz_bytes(arrays, level)
+    with zipfile.ZipFile(io.BytesIO(payload)) as z:
+        assert z.testzip() is None
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED}
+    with np.load(io.BytesIO(payload), allow_pickle=False) as users:
+        read = [dict(users), decode_arrays(payload, ProductKind.CUBE)]
+    for got in read:
+        assert set(got) == set(arrays)
+        for name, want in arrays.items():
+            assert got[name].dtype == want.dtype
+            np.testing.assert_array_equal(got[name], want)
+
+
+def test_cube_product_is_deflated_at_the_cube_level_and_reads_back_exactly() -> None:
+    """The cube product's npz is deflated at CUBE_DEFLATE_LEVEL (1: half of zlib's default
+    level's time), the residue map's at zlib's default; both read back exactly."""
+    from onboard.formats.types import Cube, ResidueMap
+    from onboard.stages.package import CUBE_DEFLATE_LEVEL, frame_products
+
+    rng = np.random.default_rng(3)
+    cube = Cube(rng.random((6, 16, 16)).astype(np.float32), np.linspace(500, 900, 6), rng.random((16, 16)) > 0.1,
+                counter=2)
+    residue = ResidueMap(rng.integers(0, 3, (16, 16), dtype=np.uint8), rng.random((3, 16, 16)).astype(np.float32))
+    made = {p.kind: p for p in frame_products(cube, residue, "imspoc", {}, quicklook=False)}
+    assert CUBE_DEFLATE_LEVEL == 1
+    for kind, level in ((ProductKind.CUBE, CUBE_DEFLATE_LEVEL), (ProductKind.RESIDUE, 6)):
+        payload = made[kind].payload
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            for info in z.infolist():
+                deflater = zlib.compressobj(level, zlib.DEFLATED, -15)
+                assert info.compress_size == len(deflater.compress(z.read(info)) + deflater.flush()), (kind, info)
+    got = decode_arrays(made[ProductKind.CUBE].payload, ProductKind.CUBE)
+    np.testing.assert_array_equal(got["data"], cube.data.astype(np.float16))
+    np.testing.assert_array_equal(got["valid"], cube.valid)

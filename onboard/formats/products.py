@@ -10,6 +10,10 @@ does not match, saying what is wrong: a product is never half-read. A version ne
 this software's is refused with a message naming both (an older reader cannot know what a
 newer payload means); older versions listed in ``READ_VERSIONS`` are read.
 
+An ``npz`` payload is a zip of ``.npy`` arrays, each member deflated at a level its writer
+chooses (the cube at 1, everything else at zlib's default: onboard/stages/package.py) or
+stored; a reader inflates any, so the level is not part of the format.
+
 ``load(path)`` reads a product file (``.obp``; ``.obpr`` as older ground receivers kept it) into
 its arrays, decoded from any coding, and its header; ``onboard ground export`` writes product
 files in user formats (ground/export.py).
@@ -69,11 +73,15 @@ import json
 import math
 import os
 import struct
+import zipfile
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from onboard import __version__
 from onboard.errors import OnboardError
@@ -299,10 +307,32 @@ def read_header(path: str | os.PathLike[str]) -> dict:
         return _parse_header(prefix + f.read(size))
 
 
+#: Every npz member's time stamp (zip's earliest): the same arrays give the same bytes,
+#: whenever they are written.
+_MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
+
+
 def encode_arrays(**arrays: np.ndarray) -> bytes:
-    """Arrays as a compressed ``.npz`` payload (readable with ``numpy.load``)."""
+    """Arrays as an ``.npz`` payload (readable with ``numpy.load`` and any zip reader), deflated
+    at zlib's default level as ``numpy.savez_compressed`` does."""
+    return npz_bytes(arrays)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray], level: int = zlib.Z_DEFAULT_COMPRESSION) -> bytes:
+    """Arrays as an ``.npz`` payload, each member deflated at zlib ``level`` (0: stored; any
+    level inflates the same way, so readers need not know it). The bytes depend on the arrays
+    and the level alone: no clock in them."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds may fill allow_pickle
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, array in arrays.items():
+            npy = io.BytesIO()
+            npformat.write_array(npy, np.asanyarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_MEMBER_TIME)
+            info.external_attr = 0o600 << 16  # what numpy writes: a regular file, rw for its owner
+            if level == 0:
+                z.writestr(info, npy.getbuffer(), zipfile.ZIP_STORED)
+            else:
+                z.writestr(info, npy.getbuffer(), zipfile.ZIP_DEFLATED, level)
     return buf.getvalue()
 
 
