@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.stages.robust import median
+
 #: Fit-and-flag rounds: the first fit is pulled by the corruption, the second mostly not.
 ITERATIONS = 5
 #: Standard errors a column's residual median must be off zero to be a line defect.
@@ -101,7 +103,7 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
         predicted = current - ((inv @ flat) / np.diag(inv)[:, None]).reshape(b, h, w)
         r = x - predicted
         spread = _spread(r.reshape(b, -1)[:, sample], flagged.reshape(b, -1)[:, sample])
-        column = np.median(r, axis=1)  # (B, W); in-painted pixels count, they are few
+        column = median(r, axis=1)  # (B, W); in-painted pixels count, they are few
         lines = np.abs(column) > LINE_SIGMAS * _MEDIAN_SE * spread[:, None] / np.sqrt(h)
         new = (np.abs(r) > IMPULSE_SIGMAS * spread[:, None, None]) | lines[:, None, :]
         # a band the others predict exactly (no noise) has nothing to flag
