@@ -7,13 +7,13 @@ then encodes each frame's residue map and cube the ways below, alternating encod
 encoding within each round so that all see the same machine, and reports per product and
 encoding the median CPU time of the thread and the bytes:
 
-* ``numpy level 6``: ``numpy.savez_compressed`` (zlib's default level), the payload before
-  issue 17;
-* ``stored``, ``deflate 1``, ``deflate 6``: :func:`onboard.formats.products.npz_bytes` at
-  that level (CCSDS 123 streams always stored); ``deflate 1`` is what products use now
-  (``NPZ_DEFLATE_LEVEL``);
-* the compact codings (``[products] cube_coding / residue_coding = "ccsds123"``), their
-  stream deflated (before) and stored (now), the CCSDS 123 encoder's time included;
+* ``numpy, zlib 6 (before)``: ``numpy.savez_compressed`` (zlib's default level), the payload
+  before issue 17; ``zlib 1``: the same at zlib's level 1;
+* ``stored``, ``libdeflate 1 / 6 / 9``: :func:`onboard.formats.products.npz_bytes` at that
+  level; ``(now)`` marks ``NPZ_LEVEL``, what products use;
+* each for the npz payloads and for the compact codings' (``[products] cube_coding /
+  residue_coding = "ccsds123"``: the CCSDS 123 stream and masks in the npz, the encoder's time
+  included);
 * the quick-look PNG as ``quicklook_png`` writes it, and its pixels re-encoded at PNG
   levels 1 and 9 (PIL's ``optimize``).
 
@@ -26,6 +26,7 @@ import io
 import json
 import statistics
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from rich.table import Table
 from onboard.compress.cube_coding import CubeCoding, encode_cube
 from onboard.compress.residue_coding import encode_residue
 from onboard.config import Config, override
-from onboard.formats.products import npz_bytes
+from onboard.formats.products import NPZ_LEVEL, npz_bytes
 from onboard.runtime.session import build_session
 from onboard.stages.package import cube_arrays, quicklook_png, residue_arrays
 
@@ -46,6 +47,16 @@ from onboard.stages.package import cube_arrays, quicklook_png, residue_arrays
 def _numpy_level6(arrays: dict) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _zlib_npz(arrays: dict, level: int) -> bytes:
+    """The npz numpy writes, at another zlib level."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as z:
+        for name, array in arrays.items():
+            with z.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return buf.getvalue()
 
 
@@ -73,8 +84,10 @@ def _encodings(result) -> dict[tuple[str, str], Callable[[], bytes]]:
     out: dict[tuple[str, str], Callable[[], bytes]] = {}
     for product, family, make in (("residue", "npz", lambda: res), ("cube", "npz", lambda: cube),
                                   ("residue", "ccsds123", compact_residue), ("cube", "ccsds123", compact_cube)):
-        out[(product, f"{family}: numpy (before)")] = lambda m=make: _numpy_level6(m())
-        for level, name in ((0, "stored"), (1, "deflate 1"), (6, "deflate 6")):
+        out[(product, f"{family}: numpy, zlib 6 (before)")] = lambda m=make: _numpy_level6(m())
+        out[(product, f"{family}: zlib 1")] = lambda m=make: _zlib_npz(m(), 1)
+        for level in (0, 1, 6, 9):
+            name = "stored" if level == 0 else f"libdeflate {level}" + (" (now)" if level == NPZ_LEVEL else "")
             out[(product, f"{family}: {name}")] = lambda m=make, lv=level: npz_bytes(m(), lv)
     out[("quicklook", "png as written")] = lambda: quicklook_png(result.denoised)
     out[("quicklook", "png level 1 (pixels only)")] = lambda: _png(rgb, compress_level=1)

@@ -16,16 +16,8 @@ from PIL import Image
 from onboard.compress import residue_coding as residue_coding_mod
 from onboard.compress.ccsds123 import encode
 from onboard.compress.cube_coding import RAW_FRAME_PARAMS, CubeCoding, encode_cube
-from onboard.formats.products import Product, ProductKind, encode_arrays, npz_bytes
+from onboard.formats.products import Product, ProductKind, encode_arrays
 from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, RawFrame, ResidueMap
-
-#: zlib level of the cube product's npz (either coding). Level 1 halves the cost of zlib's
-#: default (6) on the float16 cube for 1 % (ImSPOC) to 3 % (push-broom) more bytes: 3.8 against
-#: 7.5 ms and 24 against 55 ms a frame, one core, and within 1 % on a CCSDS 123 coded cube
-#: (bench/bench_package.py). The cube is the last product to go down and the largest; a mission
-#: that counts its bytes codes it with CCSDS 123 (7 to 9 times fewer). The residue map, sent
-#: first and 10 % cheaper to deflate at level 1 for 1 % more bytes, keeps zlib's default.
-CUBE_DEFLATE_LEVEL = 1
 
 #: Quick-look bands (nm) as (red, green, blue): colour-infrared for the visible/NIR ImSPOC,
 #: SWIR false colour for a 900-1700 nm push-broom.
@@ -137,5 +129,5 @@ def frame_products(
         else:
             arrays = {**encode_cube(cube.data, cube.valid, coding), "wavelengths_nm": cube.wavelengths_nm,
                       "valid": cube.valid}
-        out.append(product(ProductKind.CUBE, npz_bytes(arrays, CUBE_DEFLATE_LEVEL), "npz", {**meta, **coding.meta()}))
+        out.append(product(ProductKind.CUBE, encode_arrays(**arrays), "npz", {**meta, **coding.meta()}))
     return out
