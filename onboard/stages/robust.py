@@ -14,11 +14,15 @@ run the same introselect, about as fast.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 from numpy.typing import NDArray
 
+Float = TypeVar("Float", bound=np.floating)
 
-def median(a: NDArray[np.floating], axis: int = -1, keepdims: bool = False) -> NDArray[np.floating]:
+
+def median(a: NDArray[Float], axis: int = -1, keepdims: bool = False) -> NDArray[Float]:
     """``numpy.median(a, axis, keepdims=keepdims)`` of a floating array, bit for bit (NaN where
     a lane holds one; the pair of an even count averaged in ``a``'s precision, as numpy does).
     ``ValueError`` for an empty axis (numpy warns and gives NaN)."""
