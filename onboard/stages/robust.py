@@ -39,13 +39,14 @@ def median(a: NDArray[Float], axis: int = -1, keepdims: bool = False) -> NDArray
         raise ValueError("median over an empty axis")
     half = n // 2
     part = np.array(lanes, order="C")  # each lane contiguous: the selection walks memory in order
+    nan: NDArray[np.bool_]
     if n <= SORT_UP_TO:
         part.sort(axis=-1)
-        lower, nan = part[..., half - 1], np.isnan(part[..., -1])  # numpy sorts NaN last
+        lower, nan = part[..., half - 1], np.asarray(np.isnan(part[..., -1]))  # numpy sorts NaN last
     else:
         part.partition(half, axis=-1)
         lower = part[..., :half].max(axis=-1)
-        nan = np.isnan(part[..., half:]).any(axis=-1)  # at the middle or after it
+        nan = np.asarray(np.isnan(part[..., half:]).any(axis=-1))  # at the middle or after it
     out = part[..., half]
     if n % 2 == 0:
         out = (lower + out) / 2
