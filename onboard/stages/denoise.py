@@ -265,7 +265,7 @@ def check_input(cube: Cube) -> NDArray[np.bool_]:
         raise NotDenoised(
             f"the cube has {n_valid} valid pixels for {b} bands ({bad} more hold NaN or inf); "
             "the subspace denoiser needs more valid pixels than bands: skip denoising for this frame")
-    pixels = cube.data[:, valid]
+    pixels = valid_pixels(cube.data, valid)
     varying = pixels.max(axis=1) > pixels.min(axis=1)
     if varying.sum() < MIN_BANDS:
         what = "every band is" if not varying.any() else f"{b - int(varying.sum())} of {b} bands are"
@@ -273,6 +273,12 @@ def check_input(cube: Cube) -> NDArray[np.bool_]:
             f"{what} constant over the valid pixels (a blank, saturated or dead channel): "
             f"{int(varying.sum())} varying bands, the subspace denoiser needs {MIN_BANDS}")
     return varying
+
+
+def valid_pixels(x: NDArray[np.floating], valid: NDArray[np.bool_]) -> NDArray[np.floating]:
+    """The valid pixels (B, N) of a cube ``x`` (B, H, W), in row-major order: a view where
+    every pixel is valid (the usual frame), a copy otherwise."""
+    return x.reshape(x.shape[0], -1) if valid.all() else x[:, valid]
 
 
 def _embed(inner: SubspaceDecomposition, varying: NDArray[np.bool_], data: NDArray,
@@ -351,7 +357,7 @@ def _signal_subspace(x: NDArray[np.floating], valid: NDArray[np.bool_], config: 
     valid pixels imputed by :func:`impute_outliers`; they carry no noise, so the band's
     regression residual energy is spread over the others only."""
     b = x.shape[0]
-    pixels = x[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
+    pixels = valid_pixels(x, valid)  # (B, N) valid pixels only: in-painted ones would look noise-free
     n_valid = pixels.shape[1]
     mean = pixels.mean(axis=1, dtype=np.float64)
     centred = pixels - mean.astype(pixels.dtype)[:, None]
