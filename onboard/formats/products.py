@@ -311,7 +311,7 @@ def read_header(path: str | os.PathLike[str]) -> dict:
 #: libdeflate's level for an ``npz`` payload's members. At 6, against zlib's default level
 #: (what ``numpy.savez_compressed`` wrote before issue 17), the product cubes come out 0.3-0.4 %
 #: smaller and the residue maps 0.1-0.8 % larger, in a third to a quarter of the time; at 1
-#: they grow 2-5 % for a quarter less time (bench/bench_package.py).
+#: they grow 1.5-5 % for a quarter less time (bench/bench_package.py).
 NPZ_LEVEL = 6
 
 # zip's records (PKWARE APPNOTE 4.3.7, 4.3.12, 4.3.16), little-endian, without zip64: a
