@@ -1,5 +1,7 @@
 """ImSPOC reconstruction against reflectance the test simulates."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import smooth_reflectance
@@ -129,3 +131,33 @@ def test_a_scene_change_makes_the_weight_be_chosen_again(imspoc, imspoc_calibrat
     _, after = rec.reconstruct(frame)
     _, want = Reconstructor(imspoc_calibration).reconstruct(frame)
     assert rec.last_choice == "grid" and after == want and after < before / 100
+
+
+def test_operators_of_recent_weights_are_kept_and_equal_fresh_ones(scene, imspoc_calibration) -> None:
+    """A weight chosen again after another (the choice moves to a neighbour and back) reuses
+    its block operators instead of solving them again; they equal a fresh reconstructor's, and
+    the cube's response follows the weight in use."""
+    rec, corrected, _ = scene
+    scale, e = rec.lambda_scale(corrected.exposure_s), corrected.exposure_s
+    a, b = LAMBDA_GRID[10] * scale, LAMBDA_GRID[12] * scale
+    ops_a = rec._operators(a, e)
+    response_a = rec._response
+    rec._operators(b, e)
+    assert rec._response is not response_a
+    assert rec._operators(a, e) is ops_a and rec._response is response_a
+    fresh = Reconstructor(imspoc_calibration)
+    for got, want in zip(sum(ops_a, []), sum(fresh._operators(a, e), []), strict=True):
+        np.testing.assert_array_equal(got, want)
+    cube_again, _ = rec.reconstruct(corrected, lam=a)
+    np.testing.assert_array_equal(cube_again.data, fresh.reconstruct(corrected, lam=a)[0].data)
+    assert cube_again.response is response_a
+
+
+def test_the_gcv_choice_follows_the_exposure(imspoc, imspoc_calibration) -> None:
+    """The GCV basis is kept per exposure: a reconstructor that has seen another exposure
+    chooses the weight a fresh one chooses."""
+    frame = _frames(imspoc, imspoc_calibration, _wavy_field(imspoc), 1, np.random.default_rng(5))[0]
+    rec = Reconstructor(imspoc_calibration, reuse_frames=0)
+    shorter = replace(frame, exposure_s=frame.exposure_s / 2, pixels=(frame.pixels / 2).astype(np.float32))
+    for f in (frame, shorter, frame, shorter):
+        assert rec.reconstruct(f)[1] == Reconstructor(imspoc_calibration).reconstruct(f)[1]

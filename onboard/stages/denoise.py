@@ -73,6 +73,7 @@ from onboard.errors import OnboardError
 from onboard.formats.types import Cube
 from onboard.stages.filters import box_sum
 from onboard.stages.outliers import impute_outliers, regression_precision
+from onboard.stages.robust import median
 
 #: Fewest bands the subspace denoiser accepts: below this there is no room for a signal
 #: subspace smaller than the band count, and the band-noise regression has too few regressors.
@@ -264,7 +265,7 @@ def check_input(cube: Cube) -> NDArray[np.bool_]:
         raise NotDenoised(
             f"the cube has {n_valid} valid pixels for {b} bands ({bad} more hold NaN or inf); "
             "the subspace denoiser needs more valid pixels than bands: skip denoising for this frame")
-    pixels = cube.data[:, valid]
+    pixels = valid_pixels(cube.data, valid)
     varying = pixels.max(axis=1) > pixels.min(axis=1)
     if varying.sum() < MIN_BANDS:
         what = "every band is" if not varying.any() else f"{b - int(varying.sum())} of {b} bands are"
@@ -272,6 +273,12 @@ def check_input(cube: Cube) -> NDArray[np.bool_]:
             f"{what} constant over the valid pixels (a blank, saturated or dead channel): "
             f"{int(varying.sum())} varying bands, the subspace denoiser needs {MIN_BANDS}")
     return varying
+
+
+def valid_pixels(x: NDArray[np.floating], valid: NDArray[np.bool_]) -> NDArray[np.floating]:
+    """The valid pixels (B, N) of a cube ``x`` (B, H, W), in row-major order: a view where
+    every pixel is valid (the usual frame), a copy otherwise."""
+    return x.reshape(x.shape[0], -1) if valid.all() else x[:, valid]
 
 
 def _embed(inner: SubspaceDecomposition, varying: NDArray[np.bool_], data: NDArray,
@@ -350,7 +357,7 @@ def _signal_subspace(x: NDArray[np.floating], valid: NDArray[np.bool_], config: 
     valid pixels imputed by :func:`impute_outliers`; they carry no noise, so the band's
     regression residual energy is spread over the others only."""
     b = x.shape[0]
-    pixels = x[:, valid]  # (B, N) valid pixels only: in-painted ones would look noise-free
+    pixels = valid_pixels(x, valid)  # (B, N) valid pixels only: in-painted ones would look noise-free
     n_valid = pixels.shape[1]
     mean = pixels.mean(axis=1, dtype=np.float64)
     centred = pixels - mean.astype(pixels.dtype)[:, None]
@@ -430,8 +437,8 @@ def estimate_stripes(x: NDArray[np.floating], model: Literal["gain", "offset"]) 
         step = step / np.maximum(level, 1e-12)
     step = step.transpose(0, 2, 1)  # (B, W - 1, H): medians along the last axis are faster
     half = step.shape[-1] // 2
-    top = np.median(step[..., :half], axis=2)
-    bottom = np.median(step[..., half:], axis=2)
+    top = median(step[..., :half], axis=2)
+    bottom = median(step[..., half:], axis=2)
     full = (top + bottom) * 0.5  # about as precise as the median of all rows, half the cost
     trend = _running_median(full, STRIPE_TREND)
     step_var = _robust_var(full - trend)  # 2 S + E per band
@@ -439,7 +446,7 @@ def estimate_stripes(x: NDArray[np.floating], model: Literal["gain", "offset"]) 
     # S: a drift common to the bands is what this step removes (a column defect of some
     # bands only was imputed before, step 2), and one band's 60-odd steps measure it
     # poorly where noise dominates, so the bands' estimates are pooled.
-    stripe_var = np.full_like(step_var, np.median(np.maximum(step_var - error_var, 0.0)) / 2.0)
+    stripe_var = np.full_like(step_var, median(np.maximum(step_var - error_var, 0.0)) / 2.0)
     limit = 4.0 * np.sqrt(step_var)[:, None]
     steps = np.where(np.abs(full - trend) > limit, trend, full)
 
@@ -462,7 +469,7 @@ def estimate_stripes(x: NDArray[np.floating], model: Literal["gain", "offset"]) 
 
 def _robust_var(a: NDArray[np.float64]) -> NDArray[np.float64]:
     """Variance per row of ``a`` (B, n) from the median absolute deviation (Gaussian)."""
-    mad = np.median(np.abs(a - np.median(a, axis=1, keepdims=True)), axis=1)
+    mad = median(np.abs(a - median(a, axis=1, keepdims=True)), axis=1)
     return (mad / _MAD_GAUSS) ** 2
 
 
@@ -474,7 +481,7 @@ def _running_median(a: NDArray[np.float64], window: int) -> NDArray[np.float64]:
     if r == 0:
         return a.copy()
     padded = np.pad(a, ((0, 0), (r, r)), mode="reflect")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * r + 1, axis=1), axis=2)
+    return median(np.lib.stride_tricks.sliding_window_view(padded, 2 * r + 1, axis=1), axis=2)
 
 
 @functools.lru_cache(maxsize=8)
@@ -519,9 +526,9 @@ def noise_covariance_spatial(x: NDArray[np.floating], valid: NDArray[np.bool_]) 
     median_chi2 = b * (1 - 2 / (9 * b)) ** 3
     cut_chi2 = b * (1 - 2 / (9 * b) + 1.959964 * np.sqrt(2 / (9 * b))) ** 3
     # Start from the half of the triples with the least energy (band-normalised).
-    scale = np.median(np.abs(d), axis=1).astype(np.float64) / _MAD_GAUSS + 1e-30
+    scale = median(np.abs(d), axis=1).astype(np.float64) / _MAD_GAUSS + 1e-30
     energy = np.sum((d / scale[:, None]) ** 2, axis=0)
-    cov = _second_moment(d[:, energy <= np.median(energy)])
+    cov = _second_moment(d[:, energy <= median(energy)])
     cov, dist = _median_consistent(cov, d, median_chi2)
     cov = _second_moment(d[:, dist <= cut_chi2])
     return _median_consistent(cov, d, median_chi2)[0]
@@ -539,7 +546,7 @@ def _median_consistent(cov: NDArray[np.float64], d: NDArray[np.float32], median_
     s, u = np.linalg.eigh(cov)
     inv = (u / np.where(s > 1e-12 * max(float(s.max()), 1e-300), s, np.inf)) @ u.T
     dist: NDArray[np.float64] = np.sum(d * (inv.astype(np.float32) @ d), axis=0, dtype=np.float64)
-    ratio = float(np.median(dist)) / median_chi2
+    ratio = float(median(dist)) / median_chi2
     if not ratio > 0:  # more than half the samples noise-free: nothing to rescale
         return cov, dist
     return cov * ratio, dist / ratio
@@ -597,16 +604,17 @@ def denoise_eigenimages(z: NDArray[np.floating], levels: int, threshold_scale: f
         hl, hh = _haar_split(hi_r, s, axis=2)
         if sigma is None:
             # Finest diagonal detail of white noise sigma has std sigma / 2 (see below).
-            measured = 2.0 * np.median(np.abs(hh.reshape(k, -1)), axis=1) / _MAD_GAUSS
+            measured = 2.0 * median(np.abs(hh.reshape(k, -1)), axis=1) / _MAD_GAUSS
             sigma = threshold_scale * np.minimum(measured, max(1.0, float(measured.min())))
         # With 1/2 filters each level-j detail sums 4**(j+1) noise samples with weights
         # of size 4**-(j+1): white noise sigma gives std sigma / 2**(j + 1).
         noise = sigma / 2.0 ** (j + 1)
-        coarse.append([_local_wiener(d, noise) for d in (lh, hl, hh)])
+        # the three sub-bands in one call: every step is per image, so this only saves calls
+        coarse.append(_local_wiener(np.concatenate((lh, hl, hh)), np.tile(noise, 3)))
         a = ll
     for j in reversed(range(levels)):
         s = 2**j
-        lh, hl, hh = coarse[j]
+        lh, hl, hh = np.split(coarse[j], 3)
         a = _haar_merge(_haar_merge(a, lh, s, axis=2), _haar_merge(hl, hh, s, axis=2), s, axis=1)
     return a[:, pad : pad + h, pad : pad + w] if pad > 0 else a
 

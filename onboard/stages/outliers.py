@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from onboard.stages.robust import median
+
 #: Fit-and-flag rounds: the first fit is pulled by the corruption, the second mostly not.
 ITERATIONS = 5
 #: Standard errors a column's residual median must be off zero to be a line defect.
@@ -90,18 +92,23 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
     current = x
     sample = np.flatnonzero(valid.ravel())
     sample = sample[:: max(1, sample.size // SPREAD_SAMPLES)]  # an even sample for the spread
+    every = bool(valid.all())  # the usual frame: the valid pixels are the whole cube, no copy
     for _ in range(ITERATIONS):
-        pixels = current[:, valid]
+        pixels = current.reshape(b, -1) if every else current[:, valid]
         mean = pixels.mean(axis=1, keepdims=True)
-        inv = regression_precision(pixels - mean)
+        centred = pixels - mean
+        inv = regression_precision(centred)
         if inv is None:
             break
-        flat = current.reshape(b, -1) - mean
+        if not every:  # the fit from the valid pixels, applied to all
+            centred = current.reshape(b, -1) - mean
         # each band predicted from the others' current values (HySime's regression)
-        predicted = current - ((inv @ flat) / np.diag(inv)[:, None]).reshape(b, h, w)
+        step = inv @ centred
+        step /= np.diag(inv)[:, None]
+        predicted = np.subtract(current, step.reshape(b, h, w), out=step.reshape(b, h, w))
         r = x - predicted
         spread = _spread(r.reshape(b, -1)[:, sample], flagged.reshape(b, -1)[:, sample])
-        column = np.median(r, axis=1)  # (B, W); in-painted pixels count, they are few
+        column = median(r, axis=1)  # (B, W); in-painted pixels count, they are few
         lines = np.abs(column) > LINE_SIGMAS * _MEDIAN_SE * spread[:, None] / np.sqrt(h)
         new = (np.abs(r) > IMPULSE_SIGMAS * spread[:, None, None]) | lines[:, None, :]
         # a band the others predict exactly (no noise) has nothing to flag

@@ -34,6 +34,10 @@ LAMBDA_GRID = np.logspace(-7, 1, 33)
 #: Relative change of the GCV score at the kept weight beyond which the grid is scored again.
 GCV_DRIFT = 0.1
 
+#: Regularisation weights whose block operators stay built (about 150 kB each for 96
+#: interferometers, 24 bands and 16 blocks).
+KEPT_OPERATORS = 4
+
 
 def second_difference(n: int) -> NDArray[np.float64]:
     """(n - 2, n) second-difference matrix: the roughness of a spectrum."""
@@ -55,35 +59,53 @@ def gcv_curve(a: NDArray, d: NDArray, y: NDArray, lambdas: NDArray) -> NDArray[n
     """GCV score for each weight: mean over pixels of ||(I - H) y||^2 / (N - tr H)^2.
 
     a: (N, B) forward operator, d: (M, B) prior, y: (N, P) interferograms of P pixels.
-    ``m = a^T a`` and ``r = d^T d`` are diagonalised together (``V^T (m + r) V = I``,
-    ``V^T r V = diag(nu)``, so ``V^T m V = I - diag(nu)``): ``(m + lambda r)^-1 = V diag(g) V^T``
-    with ``g = 1 / (1 - nu + lambda nu)``, and every weight's score comes from the same B
-    numbers ``e = mean_p (V^T a^T y)^2``: ``||H y||^2 = sum e g^2 (1 - nu)``,
-    ``y^T H y = sum e g``, ``tr H = sum g (1 - nu)``. The whole curve costs one (B, N) x (N, P)
-    product, where a loop over the weights cost a B x B inverse and three (B, B) x (B, P)
-    products each (about 8 ms a frame for 33 weights, issue 17). Raises ValueError when no
-    weight makes the problem well posed (``m + r`` singular).
+    ``m = a^T a`` and ``r = d^T d`` are diagonalised together (:class:`GcvBasis`), and every
+    weight's score comes from the same B numbers ``e = mean_p (V^T a^T y)^2``
+    (:meth:`GcvBasis.scores`). The whole curve costs one (B, N) x (N, P) product, where a loop
+    over the weights cost a B x B inverse and three (B, B) x (B, P) products each (about 8 ms
+    a frame for 33 weights, issue 17). Raises ValueError when no weight makes the problem
+    well posed (``m + r`` singular).
     """
-    n = a.shape[0]
-    m = a.T @ a
-    r = d.T @ d
-    q, qv = np.linalg.eigh(m + r)
-    if not q.min() > 1e-12 * q.max():
-        raise ValueError("the operator and the prior leave some spectrum undetermined "
-                         "(a^T a + d^T d is singular): cannot score the regularisation")
-    root = (qv / np.sqrt(q)) @ qv.T  # (m + r)^-1/2
-    nu, u = np.linalg.eigh(root @ r @ root)
-    nu = np.clip(nu, 0.0, 1.0)
-    w = (root @ u).T @ (a.T @ y)  # V^T a^T y, (B, P)
-    e = np.mean(w * w, axis=1)
-    yy = float(np.mean(np.einsum("np,np->p", y, y)))
-    lam = np.asarray(lambdas, dtype=np.float64)[:, None]
-    g = 1.0 / (1.0 - nu + lam * nu)  # (L, B)
-    kept = 1.0 - nu
-    resid = yy - 2.0 * (g @ e) + (g * g * kept) @ e
-    dof = n - (g * kept).sum(axis=1)
-    scores: NDArray[np.float64] = resid / dof**2
-    return scores
+    return GcvBasis.of(a, d).scores(y, lambdas)
+
+
+@dataclass(frozen=True)
+class GcvBasis:
+    """What the GCV scores of an operator ``a`` (N, B) and a prior ``d`` (M, B) share whatever
+    the pixels: ``m = a^T a`` and ``r = d^T d`` diagonalised together, ``V^T (m + r) V = I``,
+    ``V^T r V = diag(nu)``, so ``V^T m V = I - diag(nu)`` and ``(m + lambda r)^-1 = V diag(g) V^T``
+    with ``g = 1 / (1 - nu + lambda nu)``. Built once per operator (two B x B
+    eigen-decompositions: most of a curve's cost on a frame's 1024 pixels)."""
+
+    a: NDArray[np.float64]
+    vt: NDArray[np.float64]  # V^T (B, B)
+    nu: NDArray[np.float64]  # (B,) in [0, 1]
+
+    @classmethod
+    def of(cls, a: NDArray, d: NDArray) -> GcvBasis:
+        m = a.T @ a
+        r = d.T @ d
+        q, qv = np.linalg.eigh(m + r)
+        if not q.min() > 1e-12 * q.max():
+            raise ValueError("the operator and the prior leave some spectrum undetermined "
+                             "(a^T a + d^T d is singular): cannot score the regularisation")
+        root = (qv / np.sqrt(q)) @ qv.T  # (m + r)^-1/2
+        nu, u = np.linalg.eigh(root @ r @ root)
+        return cls(a, (root @ u).T, np.clip(nu, 0.0, 1.0))
+
+    def scores(self, y: NDArray, lambdas: NDArray) -> NDArray[np.float64]:
+        """The GCV score of each weight on interferograms ``y`` (N, P): ``||H y||^2 = sum e g^2
+        (1 - nu)``, ``y^T H y = sum e g``, ``tr H = sum g (1 - nu)``, ``e = mean_p (V^T a^T y)^2``."""
+        w = self.vt @ (self.a.T @ y)  # V^T a^T y, (B, P)
+        e = np.mean(w * w, axis=1)
+        yy = float(np.mean(np.einsum("np,np->p", y, y)))
+        lam = np.asarray(lambdas, dtype=np.float64)[:, None]
+        g = 1.0 / (1.0 - self.nu + lam * self.nu)  # (L, B)
+        kept = 1.0 - self.nu
+        resid = yy - 2.0 * (g @ e) + (g * g * kept) @ e
+        dof = self.a.shape[0] - (g * kept).sum(axis=1)
+        scores: NDArray[np.float64] = resid / dof**2
+        return scores
 
 
 @dataclass
@@ -118,9 +140,10 @@ class Reconstructor:
                 row.append(transfer_matrix(cal.bank, cal.wavelengths_nm, opd_shift_um=shift.ravel()))
             self._a.append(row)
         self.d = second_difference(len(self.wavelengths_nm))
-        self._lam_key: tuple[float, float] | None = None
         self._response: NDArray | None = None
-        self._w: list[list[NDArray]] = []
+        #: (weight, exposure) -> (block operators, response), the most recent last
+        self._built: dict[tuple[float, float], tuple[list[list[NDArray]], NDArray]] = {}
+        self._gcv_at: tuple[float, GcvBasis, NDArray] | None = None  # exposure, basis, weights
         self._choice: int | None = None  # grid index of the last GCV choice
         self._kept = 0  # frames since the whole grid was last scored
         self._score = 0.0  # GCV score of the choice when the whole grid made it
@@ -158,38 +181,53 @@ class Reconstructor:
         rng = np.random.default_rng(seed)
         idx = rng.choice(idx, size=min(sample, idx.size), replace=False)
         y = thumbs.reshape(thumbs.shape[0], -1)[:, idx].astype(np.float64)
-        a = self._scaled(self._centre_a(), exposure_s)
-        lambdas = LAMBDA_GRID * self.lambda_scale(exposure_s)
+        basis, lambdas = self._gcv(exposure_s)
         prev = self._choice
         if prev is not None and self._kept < self.reuse_frames:
             lo, hi = max(prev - 1, 0), min(prev + 2, len(lambdas))
-            near = gcv_curve(a, self.d, y, lambdas[lo:hi])
+            near = basis.scores(y, lambdas[lo:hi])
             score = near[prev - lo]
             if score <= near.min() and abs(score - self._score) <= GCV_DRIFT * self._score:
                 self._kept += 1
                 self.last_choice = "kept"
                 return float(lambdas[prev])
-        scores = gcv_curve(a, self.d, y, lambdas)
+        scores = basis.scores(y, lambdas)
         self._choice = int(np.argmin(scores))
         self._score = float(scores[self._choice])
         self._kept = 0
         self.last_choice = "grid"
         return float(lambdas[self._choice])
 
+    def _gcv(self, exposure_s: float) -> tuple[GcvBasis, NDArray]:
+        """The GCV basis of the central block's operator and the weights' grid at
+        ``exposure_s``, built again only when the exposure changes."""
+        if self._gcv_at is None or self._gcv_at[0] != exposure_s:
+            a = self._scaled(self._centre_a(), exposure_s)
+            self._gcv_at = (exposure_s, GcvBasis.of(a, self.d), LAMBDA_GRID * self.lambda_scale(exposure_s))
+        return self._gcv_at[1], self._gcv_at[2]
+
     def _operators(self, lam: float, exposure_s: float) -> list[list[NDArray]]:
-        if self._lam_key != (lam, exposure_s):
+        """The blocks' operators ``W(lam)`` (float32) at ``exposure_s``, and the response in
+        ``self._response``. The last :data:`KEPT_OPERATORS` are kept: the choice moves between
+        neighbouring grid points and back (issue 17: 4 rebuilds in 11 frames, 1 ms each)."""
+        key = (lam, exposure_s)
+        if key not in self._built:
             r = lam * (self.d.T @ self.d)
-            self._w = []
+            ops = []
             for row in self._a:
                 out = []
                 for a in row:
                     a2 = self._scaled(a, exposure_s)
                     out.append(np.linalg.solve(a2.T @ a2 + r, a2.T).astype(np.float32))
-                self._w.append(out)
+                ops.append(out)
             centre = self._scaled(self._centre_a(), exposure_s)
-            self._response = np.linalg.solve(centre.T @ centre + r, centre.T @ centre)
-            self._lam_key = (lam, exposure_s)
-        return self._w
+            self._built[key] = (ops, np.linalg.solve(centre.T @ centre + r, centre.T @ centre))
+            while len(self._built) > KEPT_OPERATORS:
+                del self._built[next(iter(self._built))]
+        else:
+            self._built[key] = self._built.pop(key)  # the most recently used last
+        ops, self._response = self._built[key]
+        return ops
 
     def reconstruct(self, frame: RawFrame, lam: float | None = None) -> tuple[Cube, float]:
         """Reflectance cube (B, h, w) of a radiometrically corrected frame, and the weight used.
