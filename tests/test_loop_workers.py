@@ -72,7 +72,8 @@ def test_a_stop_finishes_the_frames_in_flight_in_order(imspoc_calibration, frame
 def _run(tmp_path: Path, sensor: str, workers: int) -> tuple[dict[str, bytes], list[dict]]:
     out = tmp_path / f"{sensor}{workers}"
     config = tmp_path / f"{sensor}{workers}.toml"
-    config.write_text(f"[run]\nworkers = {workers}\ndeadline_s = 1000.0\n")
+    # health products come by the wall clock (every health_period_s): a slow run would make one more
+    config.write_text(f"[run]\nworkers = {workers}\ndeadline_s = 1000.0\nhealth_period_s = 1e6\n")
     done = subprocess.run([sys.executable, "-m", "onboard", "run", "--config", str(config), "--sensor", sensor,
                            "--frames", "5", "--seed", "7", "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": os.getcwd()})
