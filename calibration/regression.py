@@ -20,7 +20,9 @@ interferometer does not slow the others. Details:
   domain (hence on every line): a stiff quadratic penalty on violations while iterating (a
   step cut short at a bound stalls there; a penalty lets the solution slide along it), then
   the constant term is shifted by the small remaining violation, so the stored series never
-  leaves the physical range.
+  leaves the physical range. From there the fit is polished with the bound on R held
+  exactly (an active set, :class:`_ActiveSet`): the points of R on a bound are constraints
+  of each step, released where their multiplier says so, added where a step would cross.
 * **Uncertainty**: ``cov = s^2 (J^T W J)^-1`` at the solution, ``s^2`` the weighted residual
   variance with S - P degrees of freedom.
 """
@@ -46,9 +48,15 @@ BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 129))
 #: Upper bound kept strictly below the bank's clip so the fit never relies on clipping.
 R_UPPER = MAX_REFLECTIVITY - 0.005
 #: A fit whose shift into the bounds moved a coefficient by more than SHIFTED (in R; in
-#: gain, times the mean response) is polished there for POLISH_ITERATIONS steps, the points
-#: within NEAR_BOUND of a bound held (see :func:`fit`).
-SHIFTED, NEAR_BOUND, POLISH_ITERATIONS = 1e-7, 1e-4, 4
+#: gain, times the mean response) is polished there for up to POLISH_ITERATIONS steps, the
+#: points within NEAR_BOUND of a bound held (R's as an active set; see :func:`fit`). The
+#: active set changes by a point per step: on the wfai_1 slices 295-310 and 355-364 the
+#: dense scan found 3 and 2 fits lower with 4 steps, 2 and 1 with 20 (none at its own
+#: OPD), the same with 40.
+SHIFTED, NEAR_BOUND, POLISH_ITERATIONS = 1e-7, 1e-4, 20
+#: Points of a reflectivity series held on its bounds at once (a degree-5 series has at
+#: most 2 interior minima and the two ends; see :class:`_ActiveSet`).
+ACTIVE_MAX = 4
 
 
 @dataclass
@@ -220,9 +228,9 @@ class _BoundPenalty:
 _RANGE_GRID = np.cos(np.linspace(0.0, np.pi, 513))
 
 
-def _extremum(coef: NDArray, start: NDArray) -> NDArray[np.float64]:
-    """Each series' value at the local extremum nearest ``start`` (Newton on the derivative,
-    kept inside [-1, 1]), vectorised over rows."""
+def _extremum_at(coef: NDArray, start: NDArray) -> NDArray[np.float64]:
+    """Each series' local extremum nearest ``start`` (Newton on the derivative, kept inside
+    [-1, 1]), vectorised over rows: its location."""
     d1 = chebyshev.chebder(coef, axis=1)
     d2 = chebyshev.chebder(coef, 2, axis=1) if coef.shape[1] > 2 else np.zeros_like(d1[:, :1])
     t = start.copy()
@@ -231,7 +239,100 @@ def _extremum(coef: NDArray, start: NDArray) -> NDArray[np.float64]:
         f2 = (chebyshev.chebvander(t, d2.shape[1] - 1) * d2).sum(1)
         step = np.where(np.abs(f2) > 1e-12, f1 / np.where(np.abs(f2) > 1e-12, f2, 1.0), 0.0)
         t = np.clip(t - step, -1.0, 1.0)
-    return (chebyshev.chebvander(t, coef.shape[1] - 1) * coef).sum(1)
+    return t
+
+
+def _extremum(coef: NDArray, start: NDArray) -> NDArray[np.float64]:
+    """Each series' value at the local extremum nearest ``start`` (see :func:`_extremum_at`)."""
+    return (chebyshev.chebvander(_extremum_at(coef, start), coef.shape[1] - 1) * coef).sum(1)
+
+
+class _ActiveSet:
+    """The points where each reflectivity series rests on a bound, held there exactly while
+    the fit is polished on its bounds (an active-set method): its local minima on 0 and
+    maxima on ``R_UPPER``, at most ``ACTIVE_MAX`` per series. Each step solves the
+    Levenberg-Marquardt equations with those points' values fixed (Lagrange multipliers in
+    one batched KKT solve); a point whose multiplier says the cost falls if it leaves the
+    bound is released, and a step that would take another point across a bound adds that
+    point instead of being taken. A penalty that only holds the points it finds on the bound
+    cannot release one, and the fit stays in whichever set of points the shift into the
+    bounds left it on (on wfai_1 27 fits ended 0.1-1 % above a minimum at the same OPD).
+
+    ``t`` (N, ACTIVE_MAX): the points' locations in the mapped domain (NaN: a free slot);
+    ``side``: +1 on the lower bound, -1 on the upper."""
+
+    def __init__(self, n: int, degree: int) -> None:
+        self.t = np.full((n, ACTIVE_MAX), np.nan)
+        self.side = np.zeros((n, ACTIVE_MAX))
+        self.degree = degree
+        self.v = chebyshev.chebvander(BOUND_GRID, degree)
+
+    def add_crossing(self, coef: NDArray, rows: NDArray, tol: float) -> NDArray[np.bool_]:
+        """Hold the local minima of ``coef`` (series of ``rows``) under ``tol`` and its maxima
+        over ``R_UPPER - tol`` that are not held yet (the lowest first); True where one was."""
+        vals = coef @ self.v.T
+        added = np.zeros(len(rows), dtype=bool)
+        for side, u in ((1.0, vals - tol), (-1.0, R_UPPER - tol - vals)):
+            pad = np.pad(u, ((0, 0), (1, 1)), constant_values=np.inf)
+            local = (u <= pad[:, :-2]) & (u <= pad[:, 2:]) & (u < 0.0)
+            for k, i in zip(*np.nonzero(local), strict=True):
+                t0 = BOUND_GRID[i]
+                t = t0 if abs(t0) == 1.0 else float(_extremum_at(coef[k : k + 1], np.array([t0]))[0])
+                row = rows[k]
+                held = self.t[row]
+                free = np.flatnonzero(np.isnan(held))
+                if free.size == 0 or np.any(np.abs(held[~np.isnan(held)] - t) < 0.05):
+                    continue
+                self.t[row, free[0]], self.side[row, free[0]] = t, side
+                added[k] = True
+        return added
+
+    def constraints(self, coef: NDArray, rows: NDArray) -> tuple[NDArray, NDArray]:
+        """The held points of ``rows``, relocated to their series' extrema (the ends stay):
+        the constraint rows ``C`` (n, ACTIVE_MAX, degree+1, zero in a free slot) and how far
+        each point is from its target just inside its bound, ``e`` (``C d = e`` holds it)."""
+        t = self.t[rows]
+        inner = np.isfinite(t) & (np.abs(t) < 1.0)
+        k, j = np.nonzero(inner)
+        if k.size:
+            t[k, j] = _extremum_at(coef[k], t[k, j])
+            # two points that slid onto one extremum are one constraint
+            for a in range(1, ACTIVE_MAX):
+                t[:, a] = np.where((np.abs(t[:, :a] - t[:, a : a + 1]) < 0.05).any(axis=1),
+                                   np.nan, t[:, a])
+            self.t[rows] = t
+        held = np.isfinite(t)
+        c = chebyshev.chebvander(np.where(held, t, 0.0), self.degree) * held[:, :, None]
+        target = np.where(self.side[rows] > 0, 2e-6, R_UPPER - 2e-6)
+        e = np.where(held, target - np.einsum("nmj,nj->nm", c, coef), 0.0)
+        return c, e
+
+    def release(self, rows: NDArray, nu: NDArray) -> NDArray[np.bool_]:
+        """Free, in each of ``rows``, the held point with the most negative multiplier
+        (``nu`` from :func:`_kkt_step`), if any; True where one was freed."""
+        mu = np.where(np.isfinite(self.t[rows]), -self.side[rows] * nu, np.inf)
+        j = np.argmin(mu, axis=1)
+        out = mu[np.arange(len(rows)), j] < 0.0
+        self.t[rows[out], j[out]] = np.nan
+        return out
+
+
+def _kkt_step(lhs: NDArray, grad: NDArray, c: NDArray, e: NDArray, cols: slice
+              ) -> tuple[NDArray, NDArray]:
+    """The damped Gauss-Newton step ``d`` (n, P) with ``C d[cols] = e`` (the held points)
+    and the constraints' multipliers ``nu`` (n, M): one batched solve of the KKT system (a
+    free slot's row is the identity, its multiplier 0)."""
+    n, p = grad.shape
+    m = c.shape[1]
+    cols = slice(cols.start, cols.start + c.shape[2])
+    kkt = np.zeros((n, p + m, p + m))
+    kkt[:, :p, :p] = lhs
+    kkt[:, p:, cols] = c
+    kkt[:, cols, p:] = c.transpose(0, 2, 1)
+    free = ~c.any(axis=2)
+    kkt[:, p:, p:] = np.eye(m)[None] * free[:, :, None]
+    sol = np.linalg.solve(kkt, np.concatenate([-grad, e], axis=1)[:, :, None])[:, :, 0]
+    return sol[:, :p], sol[:, p:]
 
 
 def series_range(coef: NDArray, lower: float | None = None, upper: float | None = None
@@ -396,10 +497,10 @@ def fit(
     for stage in ("free", "polish"):
         if stage == "polish":
             # the shift into the bounds moves a series that ends on a bound, and nothing else
-            # follows it: from the shifted point, a few steps in which the points on the bound
-            # are held (their curvature in the model) let the phase, gain and the rest of the
-            # series adapt (on imspoc_uv_2 the shift alone left 0.2-5 % of the cost of 6
-            # interferometers on the table)
+            # follows it: from the shifted point, steps in which the points on the bound are
+            # held (R's exactly, as an active set; the gain's by their curvature in the
+            # model) let the phase, gain and the rest of the series adapt (on imspoc_uv_2 the
+            # shift alone left 0.2-5 % of the cost of 6 interferometers on the table)
             if not exact_bounds:
                 break
             before = theta.copy()
@@ -410,7 +511,8 @@ def fit(
             lifted = hit = np.flatnonzero(shifted)  # (the others are where the shift put them)
             if hit.size == 0:
                 break
-            pen_r.near[:] = NEAR_BOUND
+            active = _ActiveSet(n, dr)
+            active.add_crossing(theta[hit, sr], hit, NEAR_BOUND)
             pen_g.near[:] = NEAR_BOUND * level
             first = converged.copy()
             r[hit] = _values(theta[hit], basis, dg, harmonics) - y[hit]
@@ -437,17 +539,29 @@ def fit(
                 lhs[:, 0, :] = lhs[:, :, 0] = 0.0
                 lhs[:, 0, 0] = 1.0
                 grad[:, 0] = 0.0
-            trial = theta[act] - np.linalg.solve(lhs, grad[:, :, None])[:, :, 0]
+            crossed = np.zeros(act.size, dtype=bool)
+            if stage == "polish":
+                c, e = active.constraints(theta[act, sr], act)
+                step, nu = _kkt_step(lhs, grad, c, e, sr)
+                freed = np.flatnonzero(active.release(act, nu))
+                if freed.size:
+                    c, e = active.constraints(theta[act[freed], sr], act[freed])
+                    step[freed] = _kkt_step(lhs[freed], grad[freed], c, e, sr)[0]
+                trial = theta[act] + step
+                crossed = active.add_crossing(trial[:, sr], act, 0.0)
+            else:
+                trial = theta[act] - np.linalg.solve(lhs, grad[:, :, None])[:, :, 0]
             r_t = _values(trial, basis, dg, harmonics) - y[act]
             cost_t, w_t = cost_and_weights(r_t, trial, act)
-            better = cost_t < cost[act]
+            better = (cost_t < cost[act]) & ~crossed
             rel = (cost[act] - cost_t) / np.maximum(cost[act], 1e-300)
             ok = act[better]
             theta[ok] = trial[better]
             r[ok], cost[ok] = r_t[better], cost_t[better]
             if w is not None and w_t is not None:
                 w[ok] = w_t[better]
-            lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9), np.minimum(lam[act] * 4.0, 1e9))
+            lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9),
+                                np.where(crossed, lam[act], np.minimum(lam[act] * 4.0, 1e9)))
             converged[act] = (better & (rel < tolerance)) | (lam[act] >= 1e9)
             if iterations % 10 == 0:
                 # rows crawling (under 1e-5 relative over 10 iterations) have converged too
