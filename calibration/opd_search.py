@@ -103,7 +103,9 @@ AMBIGUOUS_CHI2 = 4.0
 #: Minima closer than this (resolution cells) are the same minimum.
 DISTINCT_CELLS = 0.1
 #: A reflectivity series whose minimum is under this rests on its lower bound (the fit
-#: shifts it to 2e-6 above).
+#: shifts it to 2e-6 above). The restart from the data's phase stays with the fit's exact
+#: bound handling: without it, imspoc_uv_1 67 and 86 and imagaz_1 25, 31, 33 and 34 end
+#: 0.1-1 % above a minimum at their own OPD again (another basin, not another active set).
 ON_BOUND = NEAR_BOUND
 
 
