@@ -51,8 +51,8 @@ R_UPPER = MAX_REFLECTIVITY - 0.005
 #: gain, times the mean response) is polished there for up to POLISH_ITERATIONS steps, the
 #: points within NEAR_BOUND of a bound held (R's as an active set; see :func:`fit`). The
 #: active set changes by a point per step: on the wfai_1 slices 295-310 and 355-364 the
-#: dense scan found 3 and 2 fits lower with 4 steps, 2 and 1 with 20 (none at its own
-#: OPD), the same with 8 and with 40; 20 took 1.15-1.2x the CPU time of 8 on all of wfai_1.
+#: dense scan found 3 and 2 fits lower with 4 steps (359 1 % lower at its own OPD), 2 and
+#: 1 with 8, 20 or 40 (none at its own OPD); 20 took 1.15-1.2x the CPU time of 8.
 SHIFTED, NEAR_BOUND, POLISH_ITERATIONS = 1e-7, 1e-4, 8
 #: Points of a reflectivity series held on its bounds at once (a degree-5 series has at
 #: most 2 interior minima and the two ends; see :class:`_ActiveSet`).
@@ -228,13 +228,13 @@ class _BoundPenalty:
 _RANGE_GRID = np.cos(np.linspace(0.0, np.pi, 513))
 
 
-def _extremum_at(coef: NDArray, start: NDArray) -> NDArray[np.float64]:
-    """Each series' local extremum nearest ``start`` (Newton on the derivative, kept inside
-    [-1, 1]), vectorised over rows: its location."""
+def _extremum_at(coef: NDArray, start: NDArray, steps: int = 6) -> NDArray[np.float64]:
+    """Each series' local extremum nearest ``start`` (``steps`` of Newton on the
+    derivative, kept inside [-1, 1]), vectorised over rows: its location."""
     d1 = chebyshev.chebder(coef, axis=1)
     d2 = chebyshev.chebder(coef, 2, axis=1) if coef.shape[1] > 2 else np.zeros_like(d1[:, :1])
     t = start.copy()
-    for _ in range(6):
+    for _ in range(steps):
         f1 = (chebyshev.chebvander(t, d1.shape[1] - 1) * d1).sum(1)
         f2 = (chebyshev.chebvander(t, d2.shape[1] - 1) * d2).sum(1)
         step = np.where(np.abs(f2) > 1e-12, f1 / np.where(np.abs(f2) > 1e-12, f2, 1.0), 0.0)
@@ -297,7 +297,7 @@ class _ActiveSet:
         inner = np.isfinite(t) & (np.abs(t) < 1.0)
         k, j = np.nonzero(inner)
         if k.size:
-            t[k, j] = _extremum_at(coef[k], t[k, j])
+            t[k, j] = _extremum_at(coef[k], t[k, j], 2)  # (a step moves them little)
             # two points that slid onto one extremum are one constraint
             for a in range(1, ACTIVE_MAX):
                 t[:, a] = np.where((np.abs(t[:, :a] - t[:, a : a + 1]) < 0.05).any(axis=1),
