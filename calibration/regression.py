@@ -20,15 +20,18 @@ interferometer does not slow the others. Details:
   domain (hence on every line): a stiff quadratic penalty on violations while iterating (a
   step cut short at a bound stalls there; a penalty lets the solution slide along it), then
   the constant term is shifted by the small remaining violation, so the stored series never
-  leaves the physical range. From there the fit is polished with the bound on R held
-  exactly (an active set, :class:`_ActiveSet`): the points of R on a bound are constraints
-  of each step, released where their multiplier says so, added where a step would cross.
+  leaves the physical range. From there the fit is polished with the points on a bound
+  held by the penalty's curvature, or, asked for (``active_set``: the fits a search
+  reports), with R's held exactly (an active set, :class:`_ActiveSet`): the points of R on
+  a bound are constraints of each step, released where their multiplier says so, added
+  where a step would cross.
 * **Uncertainty**: ``cov = s^2 (J^T W J)^-1`` at the solution, ``s^2`` the weighted residual
   variance with S - P degrees of freedom.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,12 +51,13 @@ BOUND_GRID = np.cos(np.linspace(0.0, np.pi, 129))
 #: Upper bound kept strictly below the bank's clip so the fit never relies on clipping.
 R_UPPER = MAX_REFLECTIVITY - 0.005
 #: A fit whose shift into the bounds moved a coefficient by more than SHIFTED (in R; in
-#: gain, times the mean response) is polished there for up to POLISH_ITERATIONS steps, the
-#: points within NEAR_BOUND of a bound held (R's as an active set; see :func:`fit`). The
-#: active set changes by a point per step: on the wfai_1 slices 295-310 and 355-364 the
-#: dense scan found 3 and 2 fits lower with 4 steps (359 1 % lower at its own OPD), 2 and
-#: 1 with 8, 20 or 40 (none at its own OPD); 20 took 1.15-1.2x the CPU time of 8.
-SHIFTED, NEAR_BOUND, POLISH_ITERATIONS = 1e-7, 1e-4, 8
+#: gain, times the mean response) is polished there for POLISH_ITERATIONS steps, the points
+#: within NEAR_BOUND of a bound held (see :func:`fit`); with R's held as an active set, for
+#: up to ACTIVE_ITERATIONS. The active set changes by a point per step: on the wfai_1
+#: slices 295-310 and 355-364 the dense scan found 3 and 2 fits lower with 4 steps (359 1 %
+#: lower at its own OPD), 2 and 1 with 8, 20 or 40 (none at its own OPD); 20 took
+#: 1.15-1.2x the CPU time of 8.
+SHIFTED, NEAR_BOUND, POLISH_ITERATIONS, ACTIVE_ITERATIONS = 1e-7, 1e-4, 4, 40
 #: Points of a reflectivity series held on its bounds at once (a degree-5 series has at
 #: most 2 interior minima and the two ends; see :class:`_ActiveSet`).
 ACTIVE_MAX = 4
@@ -228,15 +232,23 @@ class _BoundPenalty:
 _RANGE_GRID = np.cos(np.linspace(0.0, np.pi, 513))
 
 
+@functools.cache
+def _derivative(size: int) -> NDArray[np.float64]:
+    """The matrix (size, size - 1) taking Chebyshev coefficients to their derivative's (a
+    product instead of ``chebder``'s per-call set-up: the active set asks every step)."""
+    return chebyshev.chebder(np.eye(size), axis=1)
+
+
 def _extremum_at(coef: NDArray, start: NDArray, steps: int = 6) -> NDArray[np.float64]:
     """Each series' local extremum nearest ``start`` (``steps`` of Newton on the
     derivative, kept inside [-1, 1]), vectorised over rows: its location."""
-    d1 = chebyshev.chebder(coef, axis=1)
-    d2 = chebyshev.chebder(coef, 2, axis=1) if coef.shape[1] > 2 else np.zeros_like(d1[:, :1])
+    d1 = coef @ _derivative(coef.shape[1])
+    d2 = d1 @ _derivative(d1.shape[1]) if coef.shape[1] > 2 else np.zeros_like(d1[:, :1])
     t = start.copy()
     for _ in range(steps):
-        f1 = (chebyshev.chebvander(t, d1.shape[1] - 1) * d1).sum(1)
-        f2 = (chebyshev.chebvander(t, d2.shape[1] - 1) * d2).sum(1)
+        v = chebyshev.chebvander(t, d1.shape[1] - 1)  # (d2's columns are its first ones)
+        f1 = (v * d1).sum(1)
+        f2 = (v[:, : d2.shape[1]] * d2).sum(1)
         step = np.where(np.abs(f2) > 1e-12, f1 / np.where(np.abs(f2) > 1e-12, f2, 1.0), 0.0)
         t = np.clip(t - step, -1.0, 1.0)
     return t
@@ -273,7 +285,8 @@ class _ActiveSet:
         vals = coef @ self.v.T
         added = np.zeros(len(rows), dtype=bool)
         for side, u in ((1.0, vals - tol), (-1.0, R_UPPER - tol - vals)):
-            pad = np.pad(u, ((0, 0), (1, 1)), constant_values=np.inf)
+            edge = np.full((len(u), 1), np.inf)
+            pad = np.concatenate([edge, u, edge], axis=1)
             k, i = np.nonzero((u <= pad[:, :-2]) & (u <= pad[:, 2:]) & (u < 0.0))
             t = BOUND_GRID[i]
             # not held yet (a held point is within a grid step or two of its grid minimum)
@@ -396,6 +409,7 @@ def fit(
     fixed_opd: bool = False,
     exact_bounds: bool = True,
     huber_scale: NDArray | None = None,
+    active_set: bool = False,
 ) -> FitResult:
     """Fit all interferometers' responses ``y`` (N, S) at ``sigma`` (S,) from ``guess``.
 
@@ -413,6 +427,12 @@ def fit(
     interferometer, held (by default each is 1.4826 x MAD of its starting residuals, which
     differ from start to start: fits from several starts compare only at one scale); NaN
     fits that interferometer by least squares (robust and least-squares fits in one batch).
+    ``active_set``: the polish on the bounds holds R's points on a bound exactly (see
+    :class:`_ActiveSet`) rather than by the penalty's curvature: it reaches the minimum at
+    the fit's OPD where the penalty stops 0.1-1 % above it with other points on the bound,
+    at twice the polish's steps and a KKT solve each; for the fits a search reports, not
+    for those that only rank its starts. Every series on a bound is polished, not only
+    those the shift moved: ``max_iterations=0`` polishes a fitted ``start`` on its bounds.
     """
     y = np.asarray(y, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -489,7 +509,10 @@ def fit(
         return a, g
 
     cost, w = cost_and_weights(r, theta)
-    normal_all, grad_all = normal(slice(None), parts)
+    if max_iterations > 0:
+        normal_all, grad_all = normal(slice(None), parts)
+    else:  # (a polish only: built for the rows it moves)
+        normal_all, grad_all = np.empty((n,) + (theta.shape[1],) * 2), np.empty(theta.shape)
     lam = np.full(n, 1e-3)
     converged = np.zeros(n, dtype=bool)
     eye = np.eye(theta.shape[1])
@@ -510,11 +533,17 @@ def fit(
             theta[:, sg] = _lift_into_bounds(theta[:, sg], 0.0, np.inf)
             shifted = ((np.abs(theta[:, sr] - before[:, sr]).max(axis=1) > SHIFTED)
                        | (np.abs(theta[:, sg] - before[:, sg]).max(axis=1) > SHIFTED * level))
+            if active_set:  # and those already on a bound (a fit polished again)
+                lo_r, hi_r = series_range(theta[:, sr], NEAR_BOUND, R_UPPER - NEAR_BOUND)
+                shifted |= (lo_r < NEAR_BOUND) | (hi_r > R_UPPER - NEAR_BOUND)
             lifted = hit = np.flatnonzero(shifted)  # (the others are where the shift put them)
             if hit.size == 0:
                 break
-            active = _ActiveSet(n, dr)
-            active.add_crossing(theta[hit, sr], hit, NEAR_BOUND)
+            if active_set:
+                active = _ActiveSet(n, dr)
+                active.add_crossing(theta[hit, sr], hit, NEAR_BOUND)
+            else:
+                pen_r.near[:] = NEAR_BOUND
             pen_g.near[:] = NEAR_BOUND * level
             first = converged.copy()
             r[hit] = _values(theta[hit], basis, dg, harmonics) - y[hit]
@@ -525,7 +554,7 @@ def fit(
             if w is not None and w_hit is not None:
                 w[hit] = w_hit
             normal_all[hit], grad_all[hit] = normal(hit)
-            limit = iterations + POLISH_ITERATIONS
+            limit = iterations + (ACTIVE_ITERATIONS if active_set else POLISH_ITERATIONS)
         cost_10 = cost.copy()
         while iterations < limit and not converged.all():
             iterations += 1
@@ -542,7 +571,7 @@ def fit(
                 lhs[:, 0, 0] = 1.0
                 grad[:, 0] = 0.0
             crossed = np.zeros(act.size, dtype=bool)
-            if stage == "polish":
+            if stage == "polish" and active_set:
                 c, e = active.constraints(theta[act, sr], act)
                 step, nu = _kkt_step(lhs, grad, c, e, sr)
                 freed = np.flatnonzero(active.release(act, nu))

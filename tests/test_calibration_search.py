@@ -54,7 +54,8 @@ def _refit(c, rows, opd_um, iterations: int = 30):
     y, sigma = c.acquisition.responses(), c.acquisition.sigma
     g = with_degree(c.guess, y, sigma, c.selection.degree)
     return profile_costs(c.result, y, sigma, g, c.selection.harmonics, c.selection.degree,
-                         rows, opd_um, ~c.result.outliers, iterations, exact_bounds=True)
+                         rows, opd_um, ~c.result.outliers, iterations, exact_bounds=True,
+                         active_set=True)
 
 
 def _lower_within_two_cells(c) -> np.ndarray:
