@@ -23,17 +23,20 @@ imspoc_uv_2 interferometer 53 stopped at 10.099 µm, cost 0.443, with a minimum 
    times the fit's) did not rank those minima better, so it is not used.
 3. **Refinement**: each interferometer's best start is fitted freely (all parameters)
    where its screened cost is under the fit's plus ``SCREEN_MARGIN`` noise margins; the refined fit
-   replaces the current one where it lowers the cost by ``IMPROVEMENT``. In the same batch,
-   in the first round, every fit whose reflectivity rests on its lower bound is refitted
-   from the data's phase at its own OPD (``ON_BOUND``): which points of the series rest on
-   the bound differs from minimum to minimum, and such fits stop in one 0.1-8 % above
-   another at the same OPD (40 of wfai_1's 672, imspoc_uv_1 67 and 86). Those that moved
+   replaces the current one where it lowers the cost by ``IMPROVEMENT``. Those that moved
    are searched again from where they landed (``ROUNDS``). The unconverged fits are
    iterated on before the rounds (a lower refinement that converged would otherwise
    replace a fit that goes much lower) and those a round left unconverged after them
    (``POLISH_*``, in passes with the damping started afresh; not the few-fringe ones,
    which crawl).
-4. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
+4. **On the bounds** (:func:`_hold_bounds`): every fit reported whose reflectivity rests
+   on a bound (``ON_BOUND``) is polished with R's points on the bound held exactly (an
+   active set), from itself and from the data's phase at its OPD, and the lower kept.
+   Which points of the series rest on the bound differs from minimum to minimum, and the
+   penalty's polish of the search's fits stops in one 0.1-20 % above another at the same
+   OPD (a dense scan polishing its points this way found 103 of wfai_1's 672 fits, 21 of
+   imagaz_1's 79).
+5. **Ambiguity**: where the better and the worse of the two minima are a tenth of a cell
    apart or more and their costs differ by less than the noise (``AMBIGUOUS_CHI2`` in
    units of the residual variance: ``(S - P) delta_cost / cost < AMBIGUOUS_CHI2``, a
    likelihood ratio of e^2 at most), the interferometer is ambiguous; both OPDs are
@@ -103,10 +106,8 @@ IMPROVEMENT = 1e-3
 AMBIGUOUS_CHI2 = 4.0
 #: Minima closer than this (resolution cells) are the same minimum.
 DISTINCT_CELLS = 0.1
-#: A reflectivity series whose minimum is under this rests on its lower bound (the fit
-#: shifts it to 2e-6 above). The restart from the data's phase stays with the fit's exact
-#: bound handling: without it, imspoc_uv_1 67 and 86 and imagaz_1 25, 31, 33 and 34 end
-#: 0.1-1 % above a minimum at their own OPD again (another basin, not another active set).
+#: A reflectivity series whose minimum is under this (or maximum over ``R_UPPER`` less
+#: this) rests on its bound (the fit shifts it to 2e-6 inside).
 ON_BOUND = NEAR_BOUND
 
 
@@ -277,12 +278,11 @@ def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGues
     # replace a fit that iterated on goes much lower (wfai_1 133: 0.7 % against 10 %)
     result = _polish(result, y, sigma, g, harmonics, degree, keep, rows)
     every, before = rows, result.robust_cost.copy()
-    for round_ in range(ROUNDS):
+    for _ in range(ROUNDS):
         if rows.size == 0:
             break
         part, f = _search_once(subset_result(result, rows), y[rows], sigma, g.rows(rows),
-                                      harmonics, degree, trend_opd_um[rows], keep[rows],
-                                      round_ == 0)
+                                      harmonics, degree, trend_opd_um[rows], keep[rows])
         result = merge_rows(result, part, rows, y)
         found.moved[rows] |= f.moved
         found.ambiguous[rows] = f.ambiguous | (found.ambiguous[rows] & ~f.moved)
@@ -300,21 +300,33 @@ def _search_rounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGues
 def _hold_bounds(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                  harmonics: int | None, degree: int, keep: NDArray[np.bool_], every: NDArray
                  ) -> FitResult:
-    """The fits of ``every`` whose reflectivity rests on a bound, polished there with its
-    points on the bound held exactly (``fit(active_set=True)``); kept where lower. Which
-    points of R rest on the bound differs from minimum to minimum at one OPD, and the
-    penalty's polish cannot release one: on wfai_1 27 reported fits were 0.1-1 % above a
-    minimum at their own OPD. Only the reported fits: held exactly in every fit of the
-    search, the same gain cost 1.0-1.16x the whole characterisation's CPU."""
+    """The fits of ``every`` whose reflectivity rests on a bound (not the few-fringe ones,
+    which crawl), polished there with its points on the bound held exactly
+    (``fit(active_set=True)``), from the fit and from the data's phase at its OPD; the
+    lower kept where it lowers the fit's cost. Which points of R rest on the bound differs
+    from minimum to minimum at one OPD, and the penalty's polish cannot release one. Each
+    start alone leaves some 0.1 % or more above the other's (wfai_1: 19 from the fit, 76
+    from the data's phase, of 408; imspoc_uv_2 59 0.12 % from the fit). Only the reported
+    fits: held exactly in every fit of the search, the same gain cost 1.0-1.16x the whole
+    characterisation's CPU. This replaces the search's restarts from the data's phase
+    (with the penalty's polish) of the fits on the bound, at the same cost: wfai_1's dense
+    scan 73 -> 63 lower points."""
     lo, hi = series_range(result.bank.reflectivity_cheb[every], ON_BOUND, R_UPPER - ON_BOUND)
     resolution = 1.0 / float(np.ptp(sigma))
     part = every[((lo < ON_BOUND) | (hi > R_UPPER - ON_BOUND))
                  & (result.bank.opd_um[every] >= FEW_FRINGES * resolution)]
     if part.size == 0:
         return result
-    held = fit(y[part], sigma, g.rows(part), start=bank_rows(result.bank, part),
-               max_iterations=0, active_set=True,
-               **loss_kwargs(result.huber_scale, keep, part), **_fit_kw(harmonics, degree))
+    # from the fit, and from the data's phase at its OPD (uv_2 59: 0.12 % lower from there)
+    opd = result.bank.opd_um[part]
+    starts = _stack(bank_rows(result.bank, part),
+                    _start_bank(result, part, opd, _start_phase(result, y, sigma, part, opd)))
+    both = np.concatenate([part, part])
+    held = fit(y[both], sigma, g.rows(both), start=starts, max_iterations=0, active_set=True,
+               **loss_kwargs(result.huber_scale, keep, both), **_fit_kw(harmonics, degree))
+    pick = np.where(held.robust_cost[part.size:] < held.robust_cost[: part.size],
+                    part.size + np.arange(part.size), np.arange(part.size))
+    held = subset_result(held, pick)
     lower = np.flatnonzero(held.robust_cost < result.robust_cost[part])
     # (a polish leaves a fit as converged as it was)
     held = replace(subset_result(held, lower), converged=result.converged[part[lower]])
@@ -346,10 +358,8 @@ def _polish(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
 
 def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
                  harmonics: int | None, degree: int, trend_opd_um: NDArray,
-                 keep: NDArray[np.bool_], own_restart: bool
-                 ) -> tuple[FitResult, SearchResult]:
-    """One round of the search on every interferometer of ``result`` (``own_restart``: with
-    the restarts at the fits' own OPDs, the first round's)."""
+                 keep: NDArray[np.bool_]) -> tuple[FitResult, SearchResult]:
+    """One round of the search on every interferometer of ``result``."""
     n, s = y.shape
     resolution = 1.0 / float(np.ptp(sigma))
     opd = result.bank.opd_um
@@ -405,46 +415,27 @@ def _search_once(result: FitResult, y: NDArray, sigma: NDArray, g: InitialGuess,
     margin = AMBIGUOUS_CHI2 / max(s - p, 1)
     cost = result.robust_cost
     todo = np.flatnonzero(best_cost < cost * (1.0 + SCREEN_MARGIN * margin))
-    # a fit whose reflectivity ends on its lower bound may have stopped in a worse minimum
-    # at its own OPD (which points of the series rest on the bound differ from minimum to
-    # minimum): it is also refitted from the data's phase there (wfai_1: 40 of its 672 fits
-    # were 0.1-8 % above such a minimum, every one with R on the bound; they are 415)
-    on_bound = (series_range(result.bank.reflectivity_cheb, 0.0, np.inf)[0] < ON_BOUND) & own_restart
-    on_bound[basin] = on_bound[rugged] = False  # (refitted from there already, or profiled)
-    own_rows = np.flatnonzero(on_bound)
     moved = np.zeros(n, dtype=bool)
     ambiguous = np.zeros(n, dtype=bool)
     alt_opd = np.full(n, np.nan)
     alt_cost = np.full(n, np.nan)
-    both = np.concatenate([todo, own_rows])
-    if both.size:
-        starts_ = _stack(bank_rows(start, todo), _start_bank(result, own_rows, opd[own_rows],
-                                                              own[own_rows]))
-        refined = fit(y[both], sigma, g.rows(both), start=starts_,
+    if todo.size:
+        refined = fit(y[todo], sigma, g.rows(todo), start=bank_rows(start, todo),
                       max_iterations=REFINE_ITERATIONS,
-                      **loss_kwargs(result.huber_scale, keep, both), **_fit_kw(harmonics, degree))
-        # the restarts at the fit's own OPD first: where lower, the fit the other minimum
-        # is compared with
-        mine = todo.size + np.flatnonzero(refined.robust_cost[todo.size:]
-                                          < (1.0 - IMPROVEMENT) * cost[own_rows])
-        if mine.size:
-            result = merge_rows(result, subset_result(refined, mine), both[mine], y)
-            cost = result.robust_cost
-        refined = subset_result(refined, np.arange(todo.size))
-        here = result.bank.opd_um
+                      **loss_kwargs(result.huber_scale, keep, todo), **_fit_kw(harmonics, degree))
         new_cost = refined.robust_cost
-        distinct = np.abs(refined.bank.opd_um - here[todo]) >= DISTINCT_CELLS * resolution
+        distinct = np.abs(refined.bank.opd_um - opd[todo]) >= DISTINCT_CELLS * resolution
         better = new_cost < (1.0 - IMPROVEMENT) * cost[todo]
         lo, hi = np.minimum(new_cost, cost[todo]), np.maximum(new_cost, cost[todo])
         amb = distinct & ((hi - lo) / np.maximum(lo, 1e-300) < margin)
         ambiguous[todo[amb]] = True
-        alt_opd[todo[amb]] = np.where(better[amb], here[todo[amb]], refined.bank.opd_um[amb])
+        alt_opd[todo[amb]] = np.where(better[amb], opd[todo[amb]], refined.bank.opd_um[amb])
         alt_cost[todo[amb]] = np.where(better[amb], cost[todo[amb]], new_cost[amb])
         moved[todo[better & distinct]] = True
         if better.any():
             part = subset_result(refined, np.flatnonzero(better))
             result = merge_rows(result, part, todo[better], y)
-    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(both.size))
+    return result, SearchResult(moved, ambiguous, alt_opd, alt_cost, starts, int(todo.size))
 
 
 def _stack(first: InterferometerBank, second: InterferometerBank) -> InterferometerBank:
