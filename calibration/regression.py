@@ -466,7 +466,10 @@ def fit(
     # unit weights (least squares, no line weights) are None: their products are skipped
     lw = None if line_weights is None and not robust else (
         np.ones((n, s)) if line_weights is None else np.broadcast_to(line_weights, (n, s)))
-    f, parts = _model(theta, basis, dg, harmonics)
+    if max_iterations > 0:
+        f, parts = _model(theta, basis, dg, harmonics)
+    else:  # (a polish only: the derivatives are built for the rows it moves)
+        f = _values(theta, basis, dg, harmonics)
     r = f - y
     scale = np.ones(n)
     if robust and huber_scale is not None:
@@ -519,6 +522,7 @@ def fit(
     iterations = 0
     limit = max_iterations
     lifted: NDArray | None = None
+    touched = np.arange(0)
     for stage in ("free", "polish"):
         if stage == "polish":
             # the shift into the bounds moves a series that ends on a bound, and nothing else
@@ -537,6 +541,7 @@ def fit(
                 lo_r, hi_r = series_range(theta[:, sr], NEAR_BOUND, R_UPPER - NEAR_BOUND)
                 shifted |= (lo_r < NEAR_BOUND) | (hi_r > R_UPPER - NEAR_BOUND)
             lifted = hit = np.flatnonzero(shifted)  # (the others are where the shift put them)
+            touched = np.flatnonzero((theta != before).any(axis=1) | shifted)
             if hit.size == 0:
                 break
             if active_set:
@@ -546,14 +551,15 @@ def fit(
                 pen_r.near[:] = NEAR_BOUND
             pen_g.near[:] = NEAR_BOUND * level
             first = converged.copy()
-            r[hit] = _values(theta[hit], basis, dg, harmonics) - y[hit]
+            f_hit, parts_hit = _model(theta[hit], basis, dg, harmonics)
+            r[hit] = f_hit - y[hit]
             converged[:] = True
             converged[hit] = False
             lam[hit] = 1e-3
             cost[hit], w_hit = cost_and_weights(r[hit], theta[hit], hit)
             if w is not None and w_hit is not None:
                 w[hit] = w_hit
-            normal_all[hit], grad_all[hit] = normal(hit)
+            normal_all[hit], grad_all[hit] = normal(hit, parts_hit)
             limit = iterations + (ACTIVE_ITERATIONS if active_set else POLISH_ITERATIONS)
         cost_10 = cost.copy()
         while iterations < limit and not converged.all():
@@ -624,8 +630,8 @@ def fit(
         k = 2.0 * np.pi * centre
         var[:, 1] = var[:, 1] + k * k * cov[:, 0, 0] + 2.0 * k * cov[:, 0, 1]
         sig = np.sqrt(np.maximum(var, 0.0))
-    elif exact_bounds:
-        r = _values(theta, basis, dg, harmonics) - y
+    elif touched.size:  # (the residuals of the fits the shifts into the bounds moved)
+        r[touched] = _values(theta[touched], basis, dg, harmonics) - y[touched]
     if exact_bounds:
         # the cost of the bank returned (after the shift into the bounds), so that fits
         # from different starts compare by what they report
