@@ -38,7 +38,8 @@ resolution cells around its OPD, a tenth of a cell apart: at each point the OPD 
 everything else fitted (30 iterations, from the reported fit, the phase from the data), on
 the fit's own cost (least squares; for an interferometer with outlier lines, Huber at the
 scale its fit held, those lines left out), the series shifted into their bounds and polished
-there. ``lower`` counts interferometers where a point costs less than the reported fit by
+there with the points of R on a bound held exactly, as the search polishes the fits it
+reports. ``lower`` counts interferometers where a point costs less than the reported fit by
 more than the search's ``IMPROVEMENT`` (0.1 %), among those not reported ambiguous; with
 ``--baseline`` the old fits are scanned the same way (older code holds no Huber scale: its
 interferometers with outlier lines are not checked, their count is printed).
@@ -193,7 +194,7 @@ def dense_scan(acq: Acquisition, fit_: dict, cells: float = 2.0, step: float = 0
     for i in range(0, rows.size, chunk):
         sl = slice(i, i + chunk)
         cost[sl] = profile_costs(current, y, sigma, g, harmonics, degree, rows[sl], opd[sl],
-                                 keep, 30, exact_bounds=True).robust_cost
+                                 keep, 30, exact_bounds=True, active_set=True).robust_cost
     cost = cost.reshape(n, offsets.size)
     lowest = cost.min(axis=1)
     ambiguous = np.zeros(n, bool)

@@ -78,21 +78,29 @@ def _series(x: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArra
     series of the unit-gain response, each harmonic optionally band-averaged."""
     if harmonics < 1:
         raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
-    shapes = [x, r] if damping_arg is None else [x, r, damping_arg]
-    shape = np.ones(np.broadcast(*shapes).shape)
-    rk: FloatArray | float = 1.0
-    # cos(kx) by the Chebyshev recurrence: one trigonometric call for any K (the scalar
-    # starting values save two full-size arrays a call: the characterisation calls it
-    # thousands of times)
+    # cos(kx) by the Chebyshev recurrence: one trigonometric call for any K; the sum built in
+    # place from its first term (the characterisation calls this thousands of times on
+    # arrays larger than the cache: each full-size pass saved is time)
     c1 = np.cos(x)
     ck = c1
     c_prev: FloatArray | float = 1.0
+    two_rk = 2.0 * r
+    shape: FloatArray | None = None
     for k in range(1, harmonics + 1):
         if k > 1:
-            ck, c_prev = 2.0 * c1 * ck - c_prev, ck
-        rk = rk * r
-        term = 2.0 * rk * ck
-        shape = shape + (term if damping_arg is None else term * np.sinc(k * damping_arg))
+            nxt = 2.0 * c1
+            nxt *= ck
+            nxt -= c_prev
+            ck, c_prev = nxt, ck
+            two_rk = two_rk * r
+        term = two_rk * ck
+        if damping_arg is not None:
+            term = term * np.sinc(k * damping_arg)
+        if shape is None:
+            shape = term + 1.0
+        else:
+            shape += term
+    assert shape is not None
     return shape
 
 
