@@ -111,9 +111,11 @@ def impute_outliers(x: NDArray[np.floating], valid: NDArray[np.bool_]
         spread = _spread(r.reshape(b, -1)[:, sample], flagged.reshape(b, -1)[:, sample])
         # (B, W); in-painted pixels count, they are few
         lines = _median_off_zero(r, LINE_SIGMAS * _MEDIAN_SE * spread / np.sqrt(h))
-        new = (np.abs(r) > IMPULSE_SIGMAS * spread[:, None, None]) | lines[:, None, :]
-        # a band the others predict exactly (no noise) has nothing to flag
-        new &= valid[None] & (spread > 0)[:, None, None]
+        new = np.abs(r) > IMPULSE_SIGMAS * spread[:, None, None]
+        new |= lines[:, None, :]
+        if not (every and (spread > 0).all()):  # only valid pixels are judged, and
+            # a band the others predict exactly (no noise) has nothing to flag
+            new &= valid[None] & (spread > 0)[:, None, None]
         if np.array_equal(new, flagged):
             break
         flagged = new
