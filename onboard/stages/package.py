@@ -26,7 +26,8 @@ QUICKLOOK_BANDS = {"vnir": (850.0, 650.0, 550.0), "swir": (1650.0, 1250.0, 1050.
 #: zlib level of the quick-look PNG (was 9: Pillow's ``optimize``). Measured on the run's
 #: simulated quick-looks (one thread): ImSPOC 1.00 -> 0.61 ms for 5492 -> 5494 bytes,
 #: push-broom 3.68 -> 1.07 ms for 9587 -> 9689 bytes (+1.1 %; level 6: 2.2 ms, +0.3 %;
-#: level 3: 0.85 ms, +10 %). The pixels are the same; the quick-look ranks last in the
+#: level 3: 0.85 ms, +10 %); on 6 frames of ``onboard run --seed 3`` -0.01 % (ImSPOC) and
+#: -0.04 % (push-broom) in all. The pixels are the same; the quick-look ranks last in the
 #: value order (onboard/stages/value.py).
 QUICKLOOK_ZLIB_LEVEL = 4
 
