@@ -91,7 +91,7 @@ def _encodings(result) -> dict[tuple[str, str], Callable[[], bytes]]:
             out[(product, f"{family}: {name}")] = lambda m=make, lv=level: npz_bytes(m(), lv)
     out[("quicklook", "png as written")] = lambda: quicklook_png(result.denoised)
     out[("quicklook", "png level 1 (pixels only)")] = lambda: _png(rgb, compress_level=1)
-    out[("quicklook", "png optimize (pixels only)")] = lambda: _png(rgb, optimize=True)
+    out[("quicklook", "png optimize (pixels only; before)")] = lambda: _png(rgb, optimize=True)
     return out
 
 

@@ -65,8 +65,8 @@ def test_pushbroom_noise_stripes_and_defects_are_removed(pushbroom_cube):
 
 
 def test_the_outlier_spread_is_each_bands_median_of_its_unflagged_residuals() -> None:
-    """One sort of all bands gives what a median per band of its kept values gives, bit for
-    bit, in both precisions, with no value, some or all of a band flagged."""
+    """One selection of all bands gives what a median per band of its kept values gives, bit
+    for bit, in both precisions, with no value, some or all of a band flagged."""
     from onboard.stages.outliers import _MAD_GAUSS, _spread
 
     rng = np.random.default_rng(3)
@@ -78,3 +78,21 @@ def test_the_outlier_spread_is_each_bands_median_of_its_unflagged_residuals() ->
                 expected = [np.median(np.abs(row[~bad])) / _MAD_GAUSS if (~bad).any() else 0.0
                             for row, bad in zip(r, flagged, strict=True)]
                 np.testing.assert_array_equal(_spread(r, flagged), expected)
+
+
+def test_the_line_test_decides_as_the_column_median_would() -> None:
+    """Counts above and below the limit, and a median only where a column's middle pair
+    straddles it, decide ``abs(median over rows) > limit`` exactly as the median itself, on
+    odd and even column heights, values on a grid (ties at the limit) and limits of 0."""
+    from onboard.stages.outliers import _median_off_zero
+
+    rng = np.random.default_rng(4)
+    for h in (1, 2, 7, 64):
+        for grid in (None, 0.25):
+            r = rng.standard_normal((5, h, 300)) * 0.3 + rng.choice([-0.5, 0.0, 0.5], (5, 1, 300))
+            if grid:
+                r = np.round(r / grid) * grid
+            limit = np.array([0.0, 0.25, 0.5, 0.1, 1.0])
+            expected = np.abs(np.median(r, axis=1)) > limit[:, None]
+            assert 0 < expected.sum() < expected.size
+            np.testing.assert_array_equal(_median_off_zero(r, limit), expected)

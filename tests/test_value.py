@@ -99,6 +99,29 @@ def test_the_summary_holds_each_cells_statistics() -> None:
             assert body["uncertain"][i][j] == round(100 * (res.uncertain[cell] & v).sum() / v.sum())
 
 
+def test_a_cells_mean_is_rounded_from_its_exact_value() -> None:
+    """Residue fractions on eighths: many cells' means fall on a half percent, where a
+    single-precision sum (numpy's nanmean of float32, the old per-cell loop) tipped some
+    roundings either way; the summary rounds the exact mean, half to even."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(0)
+    eighths = rng.integers(0, 9, (66, 72))
+    fractions = np.stack([eighths / 8, 1 - eighths / 8, 0 * eighths]).astype(np.float32)
+    res = ResidueMap(np.zeros((66, 72), np.uint8), fractions, counter=1)
+    body = json.loads(summary_product(res, Screening(np.zeros((66, 72), np.uint8), 0.0, 0.0, 0.0, 0.0, 0.0,
+                                                     True, "vnir"), "imspoc-x", 13, None).payload)
+    rows, cols = np.cumsum([0] + [6] * 1 + [5] * 12), np.cumsum([0] + [6] * 7 + [5] * 6)
+    ties = 0
+    for i in range(13):
+        for j in range(13):
+            cell = eighths[rows[i]:rows[i + 1], cols[j]:cols[j + 1]]
+            exact = Fraction(int(cell.sum()) * 100, 8 * cell.size)
+            ties += exact.denominator == 2
+            assert body["residue"][i][j] == round(exact), (i, j, exact)
+    assert ties > 10  # the case this test is about
+
+
 def test_a_cell_with_no_valid_pixel_is_null_and_the_summary_is_small() -> None:
     res, scr = _maps(np.random.default_rng(1))
     res.tillage[:] = INVALID_CLASS
