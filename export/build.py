@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from export import data, parity, quantize, reconstruction_graph, tensorrt_build
+from export.foreign import other_cubes
 from export.models import parameter_count
 from export.onnx_export import export_onnx
 from export.train import (
@@ -65,7 +66,7 @@ from onboard.formats.bundle import (
 from onboard.formats.types import Cube
 from onboard.runtime.session import classical_classifier
 from onboard.stages import radiometric
-from onboard.stages.confidence import Domain, fit_domain, fit_limits, threshold_for
+from onboard.stages.confidence import Domain, fit_domain, fit_foreign, fit_limits, threshold_for
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
 from onboard.stages.reconstruct import Reconstructor
@@ -88,6 +89,9 @@ DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
 ONLY = ("denoiser", "residue", "residue_imspoc", "residue_pushbroom", "residue_ood")
 #: Training cubes the out-of-distribution subspace is refitted on by ``--only residue_ood``.
 OOD_TRAIN_CUBES = 96
+#: Training-split scenes per foreign set (char, built) the out-of-distribution rule's foreign
+#: direction is fitted on (``foreign_examples``; quick builds: 2).
+FOREIGN_CUBES = 24
 #: Validation cubes of a residue classifier, per ``eval_cubes``: 64 for the default 16 (16
 #: fields; with 16 cubes, 4 fields, the push-broom's validation accuracy moved 9 points
 #: between the first 16 and 64 cubes of the same seed, 64.3 against 73.2 %).
@@ -210,14 +214,21 @@ def build_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[d
                      None, meta)
 
 
-def residue_domain(stage: LearnedResidue, rset: data.ResidueSet, cubes: list, evals: list[data.Sample]
-                   ) -> Domain:
+def foreign_examples(kind: str, cfg: TrainConfig) -> list[Cube]:
+    """The out-of-distribution rule's examples of foreign ground for ``kind``:
+    ``FOREIGN_CUBES`` training-split scenes per ``export.foreign.OTHER`` set (2 quick)."""
+    return other_cubes(kind, "train", cfg.seed + 177, 2 if cfg.quick else FOREIGN_CUBES)
+
+
+def residue_domain(stage: LearnedResidue, rset: data.ResidueSet, other: list[Cube], cubes: list,
+                   evals: list[data.Sample]) -> Domain:
     """The classifier's training domain (principal subspace of the training cubes' spectra),
-    its out-of-distribution limits and confidence threshold, both chosen on the validation
+    its foreign direction (``fit_foreign`` against ``other``, ``foreign_examples``), its
+    out-of-distribution limits and confidence threshold, both chosen on the validation
     cubes (``split="eval"``): the limits by ``fit_limits``, the threshold the lowest that
     keeps the confident in-distribution pixels right ``TARGET_ACCURACY`` of the time."""
     train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
-    domain = fit_limits(fit_domain(train), cubes)
+    domain = fit_limits(fit_foreign(fit_domain(train), train, other), cubes)
     stage.domain = domain
     conf, right = [], []
     for cube, s in zip(cubes, evals, strict=True):
@@ -240,11 +251,13 @@ def refit_residue_domain(kind: str, spec: ModelSpec, cfg: TrainConfig, evals: li
     rset = residue_training_set(kind, cfg, n=OOD_TRAIN_CUBES)
     train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
     old = Domain.from_dict(spec.metadata["domain"])
-    domain = dataclasses.replace(fit_limits(fit_domain(train), [data.denoised(s) for s in evals]),
+    other = foreign_examples(kind, cfg)
+    domain = dataclasses.replace(fit_limits(fit_foreign(fit_domain(train), train, other),
+                                            [data.denoised(s) for s in evals]),
                                  confidence_threshold=old.confidence_threshold)
     summary[f"{spec.name}_domain"] = {"train_cubes": len(train), "validation_cubes": len(evals),
-                                      "novelty_limit": domain.novelty_limit,
-                                      "dark_limit": domain.dark_limit}
+                                      "foreign_cubes": len(other), "novelty_limit": domain.novelty_limit,
+                                      "dark_limit": domain.dark_limit, "foreign_limit": domain.foreign_limit}
     return dataclasses.replace(spec, metadata={**spec.metadata, "domain": domain.to_dict()})
 
 
@@ -285,7 +298,8 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     classical = parity.residue_accuracy(classify, cubes, evals)
     classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: classify(cubes[0])), 3)
     engine = _engine(fp32, inputs, outputs, "fp32")
-    domain = residue_domain(LearnedResidue(engine, rm.grid_nm, name), rset, cubes, evals)
+    domain = residue_domain(LearnedResidue(engine, rm.grid_nm, name), rset,
+                            foreign_examples(kind, cfg), cubes, evals)
     engine.deactivate()
     accuracy = {}
     for p, path in files.items():
