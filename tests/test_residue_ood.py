@@ -1,7 +1,8 @@
 """The residue stages' out-of-distribution rule (onboard/stages/confidence.py) on ground the
-shipped models never saw: test-split scenes whose soils are replaced by real earthlib char and
-built surfaces (export/foreign.py) must be mostly flagged, while the same scenes on their own
-unseen test soils are flagged rarely (the limits sit at the validation split's quantiles)."""
+shipped models never saw: test-split scenes whose soils are replaced by the test part of real
+earthlib char and built surfaces (export/foreign.py) must be mostly flagged, while the same
+scenes on their own unseen test soils are flagged rarely (the limits sit at the validation
+split's quantiles)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from export import data  # noqa: E402
 from export.foreign import FOREIGN, FOREIGN_SHARE, with_ground  # noqa: E402
 from onboard.formats import bundle as bundle_mod  # noqa: E402
 from onboard.scene.library import load  # noqa: E402
-from onboard.stages.confidence import DARK_QUANTILE, NOVELTY_QUANTILE, Domain, fit_limits  # noqa: E402
+from onboard.stages.confidence import (  # noqa: E402
+    DARK_QUANTILE,
+    FOREIGN_QUANTILE,
+    NOVELTY_QUANTILE,
+    Domain,
+    fit_limits,
+)
 
 DEFAULT = Path(onboard.__file__).parent / "models" / "default"
 CUBES = 8
@@ -42,18 +49,21 @@ def _flagged(kind: str, ground: tuple[str, ...] | None) -> float:
     return hit / total
 
 
-@pytest.mark.parametrize("kind", ["pushbroom", "imspoc"])
-def test_foreign_ground_is_flagged_and_unseen_soils_are_not(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "least"), [("pushbroom", 0.70), ("imspoc", 0.55)])
+def test_foreign_ground_is_flagged_and_unseen_soils_are_not(kind: str, least: float) -> None:
+    # test-split char and built (the rule's foreign direction saw their train part only):
+    # without the foreign direction the rule flagged 52 % (push-broom) and 45 % (ImSPOC) of
+    # these pixels, with it 86 and 61 %
     foreign = _flagged(kind, FOREIGN["char"] + FOREIGN["built"])
-    # the rule before the darkness test and validation limits flagged 4-6 % of these pixels
-    assert foreign > 0.25, foreign
+    assert foreign > least, foreign
     # unseen soils of the test split: about the validation split's 1 % of false flags
     assert _flagged(kind, None) < 0.05
 
 
 def test_limits_are_validation_quantiles() -> None:
-    """``fit_limits`` flags the share of the fitting pixels its quantiles say, and an older
-    bundle's record (no dark limit) reads as no darkness test."""
+    """``fit_limits`` flags the share of the fitting pixels its quantiles say (each test's,
+    and at most their sum together), and an older bundle's record (no dark limit) reads as no
+    darkness test."""
     spec = bundle_mod.load(DEFAULT).model("residue_pushbroom")
     domain = Domain.from_dict(spec.metadata["domain"])
     cubes = [data.denoised(s) for s in data.take(data.samples("pushbroom", "eval", 7), 3)]
@@ -62,7 +72,10 @@ def test_limits_are_validation_quantiles() -> None:
     novel = np.concatenate([(fitted.novelty(c) > fitted.novelty_limit).ravel() for c in cubes])[ok]
     flagged = np.concatenate([fitted.out_of_distribution(c).ravel() for c in cubes])[ok]
     assert novel.mean() == pytest.approx(1 - NOVELTY_QUANTILE, abs=2e-3)
-    assert 1 - NOVELTY_QUANTILE - 2e-3 <= flagged.mean() <= 1 - NOVELTY_QUANTILE + DARK_QUANTILE + 2e-3
+    foreign = np.concatenate([(fitted.foreign_score(c) > fitted.foreign_limit).ravel() for c in cubes])[ok]
+    assert foreign.mean() == pytest.approx(1 - FOREIGN_QUANTILE, abs=2e-3)
+    most = 1 - NOVELTY_QUANTILE + DARK_QUANTILE + 1 - FOREIGN_QUANTILE
+    assert 1 - NOVELTY_QUANTILE - 2e-3 <= flagged.mean() <= most + 2e-3
     old = {k: v for k, v in fitted.to_dict().items() if k != "dark_limit"}
     assert Domain.from_dict(old).dark_limit == 0.0
     assert Domain.from_dict(fitted.to_dict()).dark_limit == pytest.approx(fitted.dark_limit)
@@ -72,7 +85,7 @@ def test_limits_are_validation_quantiles() -> None:
 def test_only_residue_ood_refits_the_rule_and_nothing_else(tmp_path: Path) -> None:
     """``onboard export build --only residue_ood`` (real CLI): the residue models' network
     files, confidence thresholds and build records stay; their domain records get validation
-    limits; the bundle still verifies."""
+    limits and a foreign direction; the bundle still verifies."""
     pytest.importorskip("torch")
     out = tmp_path / "bundle"
     shutil.copytree(DEFAULT, out)
@@ -93,4 +106,5 @@ def test_only_residue_ood_refits_the_rule_and_nothing_else(tmp_path: Path) -> No
         d_old, d_new = Domain.from_dict(old["metadata"]["domain"]), Domain.from_dict(new["metadata"]["domain"])
         assert d_new.confidence_threshold == d_old.confidence_threshold
         assert 0.0 < d_new.dark_limit < 1.0 and d_new.novelty_limit > 0
+        assert d_new.foreign is not None and np.isfinite(d_new.foreign_limit)
     assert not bundle_mod.load(out).problems
