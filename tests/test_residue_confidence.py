@@ -108,11 +108,15 @@ def test_foreign_direction_flags_ground_like_its_examples() -> None:
     train = [_cube(f, r, 0.003, rng)[0] for f in fields for r in (0, 48)]
     domain = fit_domain(train)
     val = [_cube(FarmlandScene.generate(size=96, seed=k, split="eval"), 0, 0.003, rng)[0] for k in range(3)]
-    fitted = fit_limits(fit_foreign(domain, train, [foreign(c) for c in train]), val)
+    fitted = fit_limits(fit_foreign(domain, train, [foreign(c) for c in train], 1e-4), val)
+    # the shape alone (the ImSPOC's setting): the level's weight is 0, the notch still flagged
+    shape_only = fit_limits(fit_foreign(domain, train, [foreign(c) for c in train], 1.0, with_level=False), val)
+    assert shape_only.foreign is not None and shape_only.foreign[-1] == 0.0
     test = _cube(FarmlandScene.generate(size=96, seed=5, split="test"), 0, 0.003, rng)[0]
     assert (domain.novelty(foreign(test)) > domain.novelty_limit).mean() < 0.3
-    assert (fitted.foreign_score(foreign(test)) > fitted.foreign_limit).mean() > 0.9
-    assert (fitted.foreign_score(test) > fitted.foreign_limit).mean() < 0.1
+    for d in (fitted, shape_only):
+        assert (d.foreign_score(foreign(test)) > d.foreign_limit).mean() > 0.9
+        assert (d.foreign_score(test) > d.foreign_limit).mean() < 0.1
     on_val = np.concatenate([(fitted.foreign_score(c) > fitted.foreign_limit).ravel() for c in val])
     assert on_val.mean() == pytest.approx(1 - FOREIGN_QUANTILE, abs=2e-3)
     again = type(fitted).from_dict(json.loads(json.dumps(fitted.to_dict())))
