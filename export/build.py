@@ -268,7 +268,8 @@ def refit_residue_domain(kind: str, spec: ModelSpec, cfg: TrainConfig, evals: li
                                  confidence_threshold=old.confidence_threshold)
     summary[f"{spec.name}_domain"] = {"train_cubes": len(rset.cubes), "validation_cubes": len(evals),
                                       "foreign_test": FOREIGN_TEST[kind], "novelty_limit": domain.novelty_limit,
-                                      "dark_limit": domain.dark_limit, "foreign_limit": domain.foreign_limit}
+                                      "dark_limit": domain.dark_limit,
+                                      "foreign_limit": domain.foreign_limit if domain.foreign is not None else None}
     return dataclasses.replace(spec, metadata={**spec.metadata, "domain": domain.to_dict()})
 
 
