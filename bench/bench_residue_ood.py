@@ -5,11 +5,11 @@
 The learned stage marks a pixel uncertain when its class probability is below the threshold
 chosen on validation, or when its spectrum's shape lies outside the training spectra's
 principal subspace, it is darker than the validation split's ground
-or lies on the foreign side of the direction fitted against explicit "other" examples
+or (the ImSPOC's) lies on the foreign side of the direction fitted against explicit "other" examples
 (``Domain.out_of_distribution``, onboard/stages/confidence.py). This measures the rule on scenes
 whose ground is a real material of a class the shipped library leaves out, the *test* part of
-each class only (export/foreign.py splits them by site; the rule's foreign direction saw the
-train part of char and built, its limit the validation soils, the models none of them):
+each class only (export/foreign.py splits them by site; the ImSPOC rule's foreign direction saw
+the train part of char and built, its limit the validation soils, the models none of them):
 
 * ``sand, gravel``: bare mineral ground (earthlib pervious/bare sand and gravel), never an
   example;

@@ -5,8 +5,9 @@ out-of-distribution rule's "other" examples, its tests).
 Each foreign class is split like the library, by the hash of its spectra's sites
 (``export.spectral_library.split_of``): with earthlib 1.1.0, char 9 / 7 / 5 spectra (train /
 val / test, 17 sites), built 395 / 228 / 193 (20 sites), sand and gravel 60 / 6 / 7 (6 sites).
-The rule's foreign direction is fitted on the train part, its limit checked on the val part,
-and the bench reports on the test part only.
+A foreign direction (the ImSPOC's: ``export.build.FOREIGN_TEST``) is fitted on the train part,
+the settings compared on the val part (bench/bench_residue_foreign_cv.py), and the benches
+report on the test part only.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ reliability would be taken at face value where it is a guess. Every residue map 
 
   The limits are quantiles of the *validation* split's pixels (``fit_limits``:
   ``NOVELTY_QUANTILE``, ``DARK_QUANTILE`` and ``FOREIGN_QUANTILE``: 0.2 %, 1 % and 0.5 %, together
-  about 1.7 % of the in-distribution validation pixels flagged), not of the training pixels the
+  about 1.2 % of the in-distribution validation pixels flagged, 1.7 % with a foreign test), not of the training pixels the
   subspace was fitted on (those sit closer to it than any unseen soil).
 
 The products keep the best guess too; an uncertain pixel's tillage is ``UNCERTAIN_CLASS``
