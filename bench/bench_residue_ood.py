@@ -1,15 +1,18 @@
-"""The out-of-distribution rule of the residue classifiers on real materials they never saw.
+"""The out-of-distribution rule of the residue classifiers on real materials they were not trained on.
 
     python bench/bench_residue_ood.py [--bundle DIR] [--cubes N] [--json out.json]
 
 The learned stage marks a pixel uncertain when its class probability is below the threshold
 chosen on validation, or when its spectrum's shape lies outside the training spectra's
-principal subspace or it is darker than the validation split's ground
-(``Domain.out_of_distribution``, onboard/stages/confidence.py). This measures both on scenes whose ground
-is a real material of a class no library split holds, from earthlib classes the shipped library
-leaves out (so neither training, validation nor the domain model saw any of them):
+principal subspace, it is darker than the validation split's ground
+or (the ImSPOC's) lies on the foreign side of the direction fitted against explicit "other" examples
+(``Domain.out_of_distribution``, onboard/stages/confidence.py). This measures the rule on scenes
+whose ground is a real material of a class the shipped library leaves out, the *test* part of
+each class only (export/foreign.py splits them by site; the ImSPOC rule's foreign direction saw
+the train part of char and built, its limit the validation soils, the models none of them):
 
-* ``sand, gravel``: bare mineral ground (earthlib pervious/bare sand and gravel);
+* ``sand, gravel``: bare mineral ground (earthlib pervious/bare sand and gravel), never an
+  example;
 * ``char``: burned vegetation (stubble burning);
 * ``built``: asphalt, roads, parking lots, concrete, sidewalks, roof shingles, paint, metal.
 

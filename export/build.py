@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from export import data, parity, quantize, reconstruction_graph, tensorrt_build
+from export.foreign import other_cubes
 from export.models import parameter_count
 from export.onnx_export import export_onnx
 from export.train import (
@@ -65,7 +66,7 @@ from onboard.formats.bundle import (
 from onboard.formats.types import Cube
 from onboard.runtime.session import classical_classifier
 from onboard.stages import radiometric
-from onboard.stages.confidence import Domain, fit_domain, fit_limits, threshold_for
+from onboard.stages.confidence import Domain, fit_domain, fit_foreign, fit_limits, threshold_for
 from onboard.stages.denoise import denoise_subspace
 from onboard.stages.learned import LearnedDenoiser, LearnedResidue, decompose, refiner_input
 from onboard.stages.reconstruct import Reconstructor
@@ -88,6 +89,18 @@ DENOISER_OUT = TensorSpec("correction", ("k", 1, "H", "W"), "float32",
 ONLY = ("denoiser", "residue", "residue_imspoc", "residue_pushbroom", "residue_ood")
 #: Training cubes the out-of-distribution subspace is refitted on by ``--only residue_ood``.
 OOD_TRAIN_CUBES = 96
+#: Training-split scenes per foreign set (char, built) the out-of-distribution rule's foreign
+#: direction is fitted on (``training_domain``; quick builds: 2).
+FOREIGN_CUBES = 24
+#: The foreign test per sensor, (ridge, whether it reads the level) of ``fit_foreign``, or None
+#: (no foreign test). Chosen by bench/bench_residue_foreign_cv.py (5 folds of the train split's
+#: 59 residues grouped by site, docs/residue_ceiling.md): of the settings whose foreign test
+#: flags at most 5 % of the held-out residue pixels (at least half residue) in every fold, the
+#: one flagging most validation char and built. ImSPOC: the shape, ridge 1 (worst fold 3.1 %;
+#: built 82 % flagged against 44 % without it). Push-broom: none (the settings that hold 5 %
+#: add at most 3 points of char; the one shipped before, shape and level at ridge 1e-4,
+#: flagged 11.4 % of a fold's held-out residues).
+FOREIGN_TEST: dict[str, tuple[float, bool] | None] = {"imspoc": (1.0, False), "pushbroom": None}
 #: Validation cubes of a residue classifier, per ``eval_cubes``: 64 for the default 16 (16
 #: fields; with 16 cubes, 4 fields, the push-broom's validation accuracy moved 9 points
 #: between the first 16 and 64 cubes of the same seed, 64.3 against 73.2 %).
@@ -210,14 +223,25 @@ def build_denoiser(opts: BuildOptions, cfg: TrainConfig, evals: dict[str, list[d
                      None, meta)
 
 
-def residue_domain(stage: LearnedResidue, rset: data.ResidueSet, cubes: list, evals: list[data.Sample]
-                   ) -> Domain:
-    """The classifier's training domain (principal subspace of the training cubes' spectra),
-    its out-of-distribution limits and confidence threshold, both chosen on the validation
-    cubes (``split="eval"``): the limits by ``fit_limits``, the threshold the lowest that
-    keeps the confident in-distribution pixels right ``TARGET_ACCURACY`` of the time."""
+def training_domain(kind: str, cfg: TrainConfig, rset: data.ResidueSet) -> Domain:
+    """The principal subspace of the training cubes ``rset`` and, where ``FOREIGN_TEST``
+    gives ``kind`` one, the foreign direction against ``FOREIGN_CUBES`` training-split scenes
+    per ``export.foreign.OTHER`` set (2 quick); limits not yet set (``fit_limits``)."""
     train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
-    domain = fit_limits(fit_domain(train), cubes)
+    domain = fit_domain(train)
+    if (setting := FOREIGN_TEST[kind]) is None:
+        return domain
+    other = other_cubes(kind, "train", cfg.seed + 177, 2 if cfg.quick else FOREIGN_CUBES)
+    return fit_foreign(domain, train, other, *setting)
+
+
+def residue_domain(kind: str, cfg: TrainConfig, stage: LearnedResidue, rset: data.ResidueSet,
+                   cubes: list, evals: list[data.Sample]) -> Domain:
+    """The classifier's training domain (``training_domain``), its out-of-distribution limits
+    and confidence threshold, both chosen on the validation cubes (``split="eval"``): the
+    limits by ``fit_limits``, the threshold the lowest that keeps the confident
+    in-distribution pixels right ``TARGET_ACCURACY`` of the time."""
+    domain = fit_limits(training_domain(kind, cfg, rset), cubes)
     stage.domain = domain
     conf, right = [], []
     for cube, s in zip(cubes, evals, strict=True):
@@ -238,13 +262,14 @@ def refit_residue_domain(kind: str, spec: ModelSpec, cfg: TrainConfig, evals: li
     (same library, seed and order: the first of its training cubes), the limits on the
     validation cubes ``evals``."""
     rset = residue_training_set(kind, cfg, n=OOD_TRAIN_CUBES)
-    train = [Cube(c, rset.grid_nm, t >= 0) for c, t in zip(rset.cubes, rset.tillage, strict=True)]
     old = Domain.from_dict(spec.metadata["domain"])
-    domain = dataclasses.replace(fit_limits(fit_domain(train), [data.denoised(s) for s in evals]),
+    domain = dataclasses.replace(fit_limits(training_domain(kind, cfg, rset),
+                                            [data.denoised(s) for s in evals]),
                                  confidence_threshold=old.confidence_threshold)
-    summary[f"{spec.name}_domain"] = {"train_cubes": len(train), "validation_cubes": len(evals),
-                                      "novelty_limit": domain.novelty_limit,
-                                      "dark_limit": domain.dark_limit}
+    summary[f"{spec.name}_domain"] = {"train_cubes": len(rset.cubes), "validation_cubes": len(evals),
+                                      "foreign_test": FOREIGN_TEST[kind], "novelty_limit": domain.novelty_limit,
+                                      "dark_limit": domain.dark_limit,
+                                      "foreign_limit": domain.foreign_limit if domain.foreign is not None else None}
     return dataclasses.replace(spec, metadata={**spec.metadata, "domain": domain.to_dict()})
 
 
@@ -285,7 +310,7 @@ def build_residue(kind: str, opts: BuildOptions, cfg: TrainConfig,
     classical = parity.residue_accuracy(classify, cubes, evals)
     classical["cpu_ms_stage_frame"] = round(_median_ms(lambda: classify(cubes[0])), 3)
     engine = _engine(fp32, inputs, outputs, "fp32")
-    domain = residue_domain(LearnedResidue(engine, rm.grid_nm, name), rset, cubes, evals)
+    domain = residue_domain(kind, cfg, LearnedResidue(engine, rm.grid_nm, name), rset, cubes, evals)
     engine.deactivate()
     accuracy = {}
     for p, path in files.items():

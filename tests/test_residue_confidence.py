@@ -21,7 +21,15 @@ from onboard.formats.types import INVALID_CLASS, UNCERTAIN_CLASS, Cube, ResidueM
 from onboard.scene.farmland import FarmlandScene, nominal_endmembers
 from onboard.scene.library import load
 from onboard.stages.classify import classify_classical
-from onboard.stages.confidence import WITHHELD, fit_domain, interval_confidence, threshold_for
+from onboard.stages.confidence import (
+    FOREIGN_QUANTILE,
+    WITHHELD,
+    fit_domain,
+    fit_foreign,
+    fit_limits,
+    interval_confidence,
+    threshold_for,
+)
 from onboard.stages.package import frame_products
 from onboard.stages.residue import UnmixConfig
 
@@ -82,6 +90,41 @@ def test_out_of_distribution_spectra_are_flagged() -> None:
     assert flagged.mean() > 0.95
     again = type(domain).from_dict(domain.to_dict())
     np.testing.assert_allclose(again.novelty(cube), domain.novelty(cube), atol=1e-4)
+
+
+def test_foreign_direction_flags_ground_like_its_examples() -> None:
+    """``fit_foreign``: ground a little off the known materials on one side (a broad shallow
+    absorption, 15 % deep at 800 nm) stays near the training subspace, so the novelty test
+    misses it; the direction fitted against examples of it, with its limit at the
+    validation quantile, flags it, about ``1 - FOREIGN_QUANTILE`` of the validation pixels
+    and few of unseen known ground."""
+    rng = np.random.default_rng(3)
+    notch = (1 - 0.15 * np.exp(-0.5 * ((GRID - 800) / 60) ** 2))[:, None, None]
+
+    def foreign(c: Cube) -> Cube:
+        return Cube((c.data * notch).astype(np.float32), GRID, c.valid)
+
+    fields = [FarmlandScene.generate(size=96, seed=k, split="train") for k in range(4)]
+    train = [_cube(f, r, 0.003, rng)[0] for f in fields for r in (0, 48)]
+    domain = fit_domain(train)
+    val = [_cube(FarmlandScene.generate(size=96, seed=k, split="eval"), 0, 0.003, rng)[0] for k in range(3)]
+    fitted = fit_limits(fit_foreign(domain, train, [foreign(c) for c in train], 1e-4), val)
+    # the shape alone (the ImSPOC's setting): the level's weight is 0, the notch still flagged
+    shape_only = fit_limits(fit_foreign(domain, train, [foreign(c) for c in train], 1.0, with_level=False), val)
+    assert shape_only.foreign is not None and shape_only.foreign[-1] == 0.0
+    test = _cube(FarmlandScene.generate(size=96, seed=5, split="test"), 0, 0.003, rng)[0]
+    assert (domain.novelty(foreign(test)) > domain.novelty_limit).mean() < 0.3
+    for d in (fitted, shape_only):
+        assert (d.foreign_score(foreign(test)) > d.foreign_limit).mean() > 0.9
+        assert (d.foreign_score(test) > d.foreign_limit).mean() < 0.1
+    on_val = np.concatenate([(fitted.foreign_score(c) > fitted.foreign_limit).ravel() for c in val])
+    assert on_val.mean() == pytest.approx(1 - FOREIGN_QUANTILE, abs=2e-3)
+    again = type(fitted).from_dict(json.loads(json.dumps(fitted.to_dict())))
+    np.testing.assert_allclose(again.foreign_score(test), fitted.foreign_score(test), rtol=1e-6, atol=1e-6)
+    # a record from before the foreign test (no "foreign") reads as no foreign test
+    old = {k: v for k, v in fitted.to_dict().items() if not k.startswith("foreign")}
+    assert not type(fitted).from_dict(old).out_of_distribution(foreign(test)).all()
+    assert np.isneginf(type(fitted).from_dict(old).foreign_score(test)).all()
 
 
 def test_classical_confidence_separates_right_from_wrong() -> None:
@@ -152,13 +195,16 @@ def test_the_previous_reader_refuses_a_version_2_product(tmp_path: Path) -> None
 def test_ood_bench_puts_foreign_ground_in_the_test_scenes_only(tmp_path: Path) -> None:
     pytest.importorskip("earthlib", reason="the bench reads earthlib (pip install 'onboard[ground]')")
     from export.foreign import with_ground
-    from export.spectral_library import earthlib_candidates
+    from export.spectral_library import earthlib_candidates, split_of
 
     real = load().only(("earthlib", "usgs1995"))
     char = with_ground(real, ("char",))
     test_soils = [char.names[i] for i in char.indices("soil", "test")]
-    earthlib_char = set(earthlib_candidates({"char": "soil"}).names)
-    assert test_soils and set(test_soils) == earthlib_char
+    c = earthlib_candidates({"char": "soil"})
+    by_split = {k: {n for n, site in zip(c.names, c.sites, strict=True) if split_of(site) == k}
+                for k in ("train", "val", "test")}
+    # the test scenes hold the test part of char only: its train part taught the rule
+    assert test_soils and set(test_soils) == by_split["test"] and by_split["train"]
     for split in ("train", "val"):  # what trained and chose the model is untouched
         assert [char.names[i] for i in char.indices("soil", split)] == \
             [real.names[i] for i in real.indices("soil", split) if real.splits[i] != "shared"]

@@ -41,11 +41,14 @@ residue payload (``npz``) holds:
   what the classifier was trained on (onboard/stages/confidence.py): the product does not
   guess there. Outside (the learned stage; the bundle's ``domain`` record of the model holds
   the fitted statistics): the spectrum's shape (over its mean) is farther from the training
-  pixels' principal subspace than ``novelty_limit``, or its mean reflectance is below
-  ``dark_limit``, limits at which 0.2 % and 1 % of the validation split's pixels are flagged
-  (1.2 % together). It means "ground unlike any field the model was trained or validated on"
-  (burned stubble, asphalt, roofs, bright sand: docs/residue_ceiling.md has the measured
-  shares), not "no residue"; it catches most dark foreign ground and little of the bright;
+  pixels' principal subspace than ``novelty_limit``, its mean reflectance is below
+  ``dark_limit``, or, where the record has a ``foreign`` direction (fitted against examples
+  of char and built ground; the ImSPOC model's today, not the push-broom's, which took unseen
+  crop residue for foreign ground), its score along it is above ``foreign_limit``; limits at
+  which 0.2 %, 1 % and 0.5 % of the validation split's pixels are flagged. It means "ground unlike any field the model was
+  trained or validated on" (burned stubble, asphalt, roofs, bright sand:
+  docs/residue_ceiling.md has the measured shares), not "no residue"; it catches about half
+  of such ground, not all of it;
 * ``guess`` (rows, cols) uint8: the class the stage chose, uncertain pixels included (255
   invalid), for users who accept the risk;
 * ``fractions`` (3, rows, cols) float32: residue, soil, green cover (NaN invalid);

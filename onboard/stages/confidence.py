@@ -23,12 +23,21 @@ reliability would be taken at face value where it is a guess. Every residue map 
     roofs and wet dark surfaces are mostly told from soil by their level, not their shape
     (docs/residue_ceiling.md, "Out of distribution"); a reflectance cube is calibrated, so the
     level is a property of the ground, and a pixel darker than all but a few in a thousand of the
-    validation pixels is not ground the model knows.
+    validation pixels is not ground the model knows;
+  - *foreign* (only where the domain record has a ``foreign`` direction): its score along that
+    direction (a linear discriminant on the shape, and for some the log of the level,
+    ``fit_foreign``) is above ``foreign_limit``. The direction separates the training pixels
+    from explicit "other" examples (training-split scenes whose ground is real char or built
+    surfaces, export/foreign.py): bright foreign ground sits inside the soils' brightness and
+    near their subspace, so neither test above sees it. It must not take unseen crop residue
+    for foreign ground: the build fits it only where a grouped cross-validation over the
+    train split's residues (bench/bench_residue_foreign_cv.py) shows it does not
+    (``export.build.FOREIGN_TEST``: the ImSPOC's today, not the push-broom's).
 
-  Both limits are quantiles of the *validation* split's pixels (``fit_limits``:
-  ``NOVELTY_QUANTILE`` and ``DARK_QUANTILE``: 0.2 % and 1 %, together 1.2 % of the
-  in-distribution validation pixels flagged), not of the training pixels the subspace was fitted on (those sit
-  closer to it than any unseen soil).
+  The limits are quantiles of the *validation* split's pixels (``fit_limits``:
+  ``NOVELTY_QUANTILE``, ``DARK_QUANTILE`` and ``FOREIGN_QUANTILE``: 0.2 %, 1 % and 0.5 %, together
+  about 1.2 % of the in-distribution validation pixels flagged, 1.7 % with a foreign test), not of the training pixels the
+  subspace was fitted on (those sit closer to it than any unseen soil).
 
 The products keep the best guess too; an uncertain pixel's tillage is ``UNCERTAIN_CLASS``
 in the residue product (onboard/formats/products.py says how to read it).
@@ -65,8 +74,13 @@ NOVELTY_QUANTILE = 0.998
 #: (0.995, 0.005) 7 / 21 / 28 % (sand / char / built), (0.998, 0.01) 8 / 33 / 46 %,
 #: (0.995, 0.02) 14 / 46 / 58 % with 2.5 % of validation flagged: darkness does the work.
 DARK_QUANTILE = 0.01
+#: Least mean reflectance the foreign direction's log of the level reads (an invalid pixel is 0).
+LEVEL_FLOOR = 1e-3
 #: Principal components of the training spectra's shapes kept by the domain model.
 COMPONENTS = 8
+#: Share of validation pixels at or below the foreign limit (the foreign test's features and
+#: ridge are the build's, per sensor: ``export.build.FOREIGN_TEST``).
+FOREIGN_QUANTILE = 0.995
 
 
 def shapes(data: NDArray, wavelengths_nm: NDArray) -> NDArray[np.float64]:
@@ -77,18 +91,32 @@ def shapes(data: NDArray, wavelengths_nm: NDArray) -> NDArray[np.float64]:
     return np.divide(x, level, out=np.zeros_like(x), where=np.abs(level) > 1e-6)
 
 
+def ground_features(data: NDArray, wavelengths_nm: NDArray) -> NDArray[np.float64]:
+    """(bands' + 1, n) what the foreign direction reads of (bands, n) spectra: the shape
+    (``shapes``) and the log of the mean reflectance over the usable bands (floored at
+    ``LEVEL_FLOOR``)."""
+    x = np.asarray(data, dtype=np.float64)[usable_bands(wavelengths_nm)]
+    level = x.mean(axis=0, keepdims=True)
+    shape = np.divide(x, level, out=np.zeros_like(x), where=np.abs(level) > 1e-6)
+    return np.vstack([shape, np.log(np.maximum(level, LEVEL_FLOOR))])
+
+
 @dataclass(frozen=True)
 class Domain:
     """What a classifier was trained on, as the out-of-distribution rule needs it: the mean
     (bands',) and principal components (k, bands') of the training shapes, the novelty
     limit, the dark limit (mean reflectance; 0: no darkness test, as in bundles built before
-    it) and the confidence threshold. Stored in the bundle manifest (``to_dict``)."""
+    it), the foreign direction (bands' + 1,) over ``ground_features`` and its limit (None: no
+    foreign test, as in bundles built before it) and the confidence threshold. Stored in the
+    bundle manifest (``to_dict``)."""
 
     mean: NDArray[np.float64]
     components: NDArray[np.float64]
     novelty_limit: float
     confidence_threshold: float
     dark_limit: float = 0.0
+    foreign: NDArray[np.float64] | None = None
+    foreign_limit: float = math.inf
 
     def novelty(self, cube: Cube) -> NDArray[np.float64]:
         """(rows, cols) distance of each pixel's shape from the training subspace."""
@@ -99,23 +127,40 @@ class Domain:
         resid = z - self.components.T @ (self.components @ z)
         return np.sqrt(np.mean(resid**2, axis=0)).reshape(h, w)
 
+    def foreign_score(self, cube: Cube) -> NDArray[np.float64]:
+        """(rows, cols) each pixel's score along the foreign direction (-inf without one)."""
+        b, h, w = cube.data.shape
+        if self.foreign is None:
+            return np.full((h, w), -np.inf)
+        f = ground_features(np.nan_to_num(cube.data.reshape(b, -1)), cube.wavelengths_nm)
+        if f.shape[0] != self.foreign.size:
+            raise ValueError(f"the foreign direction has {self.foreign.size - 1} bands; the cube gives {f.shape[0] - 1}")
+        return (self.foreign @ f).reshape(h, w)
+
     def out_of_distribution(self, cube: Cube) -> NDArray[np.bool_]:
-        """(rows, cols) True where the pixel's shape is novel or it is too dark (module
-        docstring); the one definition the runtime, the builder and the benchmarks use."""
-        return (self.novelty(cube) > self.novelty_limit) | (level(cube) < self.dark_limit)
+        """(rows, cols) True where the pixel's shape is novel, it is too dark or it lies on
+        the foreign side (module docstring); the one definition the runtime, the builder and
+        the benchmarks use."""
+        return ((self.novelty(cube) > self.novelty_limit) | (level(cube) < self.dark_limit)
+                | (self.foreign_score(cube) > self.foreign_limit))
 
     def to_dict(self) -> dict:
-        return {"mean": [round(float(v), 6) for v in self.mean],
-                "components": [[round(float(v), 6) for v in row] for row in self.components],
-                "novelty_limit": self.novelty_limit, "confidence_threshold": self.confidence_threshold,
-                "dark_limit": self.dark_limit}
+        d = {"mean": [round(float(v), 6) for v in self.mean],
+             "components": [[round(float(v), 6) for v in row] for row in self.components],
+             "novelty_limit": self.novelty_limit, "confidence_threshold": self.confidence_threshold,
+             "dark_limit": self.dark_limit}
+        if self.foreign is not None:  # unrounded: the score is a sum of large, cancelling terms
+            d |= {"foreign": [float(v) for v in self.foreign], "foreign_limit": self.foreign_limit}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Domain:
         try:
+            foreign = np.asarray(d["foreign"], dtype=float) if "foreign" in d else None
             return cls(np.asarray(d["mean"], dtype=float), np.asarray(d["components"], dtype=float),
                        float(d["novelty_limit"]), float(d["confidence_threshold"]),
-                       float(d.get("dark_limit", 0.0)))
+                       float(d.get("dark_limit", 0.0)), foreign,
+                       float(d["foreign_limit"]) if foreign is not None else math.inf)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the residue model's domain record is malformed ({exc}): rebuild the bundle") from exc
 
@@ -129,15 +174,49 @@ def level(cube: Cube) -> NDArray[np.float64]:
 
 
 def fit_limits(domain: Domain, cubes: Sequence[Cube]) -> Domain:
-    """``domain`` with its novelty and dark limits at ``NOVELTY_QUANTILE`` and
-    ``DARK_QUANTILE`` of the valid pixels of ``cubes`` (the validation split's)."""
-    novelty, lev = [], []
+    """``domain`` with its novelty, dark and foreign limits at ``NOVELTY_QUANTILE``,
+    ``DARK_QUANTILE`` and ``FOREIGN_QUANTILE`` of the valid pixels of ``cubes`` (the
+    validation split's)."""
+    novelty, lev, score = [], [], []
     for c in cubes:
         ok = c.valid & np.isfinite(c.data).all(axis=0)
         novelty.append(domain.novelty(c)[ok])
         lev.append(level(c)[ok])
+        score.append(domain.foreign_score(c)[ok])
+    limit = float(np.quantile(np.concatenate(score), FOREIGN_QUANTILE)) if domain.foreign is not None else math.inf
     return replace(domain, novelty_limit=float(np.quantile(np.concatenate(novelty), NOVELTY_QUANTILE)),
-                   dark_limit=float(np.quantile(np.concatenate(lev), DARK_QUANTILE)))
+                   dark_limit=float(np.quantile(np.concatenate(lev), DARK_QUANTILE)), foreign_limit=limit)
+
+
+def _pixels(cubes: Sequence[Cube], most: int) -> NDArray[np.float64]:
+    """(n, bands' + 1) ``ground_features`` of the valid pixels of ``cubes``, an even
+    subsample of at most ``most``."""
+    masks = [c.valid & np.isfinite(c.data).all(axis=0) for c in cubes]
+    step = max(1, sum(int(m.sum()) for m in masks) // most)
+    return np.concatenate([ground_features(c.data[:, m][:, ::step], c.wavelengths_nm)
+                           for c, m in zip(cubes, masks, strict=True)], axis=1).T
+
+
+def fit_foreign(domain: Domain, train: Sequence[Cube], other: Sequence[Cube], ridge: float,
+                with_level: bool = True, max_pixels: int = 40000) -> Domain:
+    """``domain`` with the foreign direction: Fisher's linear discriminant between the
+    valid pixels of the training cubes ``train`` and those of ``other`` (cubes whose valid
+    mask keeps the pixels of foreign ground) over ``ground_features`` (``with_level`` False:
+    the shape alone, the level's weight 0), pooled covariance with a ridge of ``ridge`` times
+    its mean variance. Its limit is set by ``fit_limits``."""
+    known, foreign = _pixels(train, max_pixels), _pixels(other, max_pixels)
+    if with_level:
+        return replace(domain, foreign=discriminant(known, foreign, ridge), foreign_limit=math.inf)
+    direction = np.append(discriminant(known[:, :-1], foreign[:, :-1], ridge), 0.0)
+    return replace(domain, foreign=direction, foreign_limit=math.inf)
+
+
+def discriminant(known: NDArray, foreign: NDArray, ridge: float) -> NDArray[np.float64]:
+    """(F,) Fisher's linear discriminant of (n, F) ``known`` and (m, F) ``foreign`` samples,
+    pointing to ``foreign``: pooled covariance plus ``ridge`` times its mean variance."""
+    cov = np.cov(np.concatenate([known - known.mean(axis=0), foreign - foreign.mean(axis=0)]).T)
+    cov += ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.linalg.solve(cov, foreign.mean(axis=0) - known.mean(axis=0))
 
 
 def fit_domain(cubes: Sequence[Cube], components: int = COMPONENTS, max_pixels: int = 20000,
