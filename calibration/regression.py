@@ -128,19 +128,21 @@ def _phase(theta: NDArray, b: _Basis, dg: int) -> NDArray:
     return fabry_perot.phase_argument(b.sigma[None, :], opd[:, None], phase[:, None])
 
 
-def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None, cos_x: NDArray | None = None
-           ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray, NDArray]]:
+def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None, cos_x: NDArray | None = None,
+           values: bool = True) -> tuple[NDArray | None, tuple[NDArray, NDArray, NDArray, NDArray]]:
     """Model (N, S) and the factors of its Jacobian: the OPD column ``d_opd`` (N, S), the
     phase column is ``-d_opd / (2 pi sigma)``, gain columns ``A T_j`` and reflectivity
     columns ``G dA/dR T_j`` (returned as A (N, S) and G dA/dR (N, S)). ``cos_x``: the cosine
-    of the phase, where :func:`_values` computed it at the same ``theta``."""
+    of the phase, where :func:`_values` computed it at the same ``theta``; ``values=False``:
+    the Jacobian's factors alone (the model is None: a rebuild of the normal equations has
+    the residuals already)."""
     _, _, gc, rc = _unpack(theta, dg, b.centre)
     gain = gc @ b.vg.T  # (N, S)
     refl = rc @ b.vr.T
     a, a_x, a_r = fabry_perot.response_shape_and_derivatives(_phase(theta, b, dg), refl, harmonics,
                                                              cos_x)
     gx = gain * a_x
-    return gain * a, (gx * b.two_pi_sigma, -gx, a, gain * a_r)
+    return (gain * a if values else None), (gx * b.two_pi_sigma, -gx, a, gain * a_r)
 
 
 def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> tuple[NDArray, NDArray]:
@@ -513,7 +515,7 @@ def fit(
         ``theta[rows]`` (``cos_x``: the cosine of its phase, if known)."""
         th = theta[rows]
         if parts_rows is None:
-            _, parts_rows = _model(th, basis, dg, harmonics, cos_x)
+            _, parts_rows = _model(th, basis, dg, harmonics, cos_x, values=False)
         a, g = _normal_equations(None if w is None else w[rows], r[rows], parts_rows, basis, dg, dr)
         for pen, sl in ((pen_r, sr), (pen_g, sg)):
             h, gp = pen.normal(th[:, sl], rows)
@@ -527,9 +529,6 @@ def fit(
     else:  # (a polish only: built for the rows it moves)
         normal_all, grad_all = np.empty((n,) + (theta.shape[1],) * 2), np.empty(theta.shape)
     lam = np.full(n, 1e-3)
-    # the cosine of each row's phase at its last step taken: the trial computed it, the
-    # derivatives at the new point reuse it (a third of the fit's cosines, same numbers)
-    cos_x = np.empty((n, s))
     converged = np.zeros(n, dtype=bool)
     eye = np.eye(theta.shape[1])
     iterations = 0
@@ -609,7 +608,6 @@ def fit(
             ok = act[better]
             theta[ok] = trial[better]
             r[ok], cost[ok] = r_t[better], cost_t[better]
-            cos_x[ok] = cos_t[better]
             if w is not None and w_t is not None:
                 w[ok] = w_t[better]
             lam[act] = np.where(better, np.maximum(lam[act] / 3.0, 1e-9),
@@ -620,9 +618,13 @@ def fit(
                 crawl = (cost_10 - cost) / np.maximum(cost_10, 1e-300) < 10 * tolerance
                 converged |= crawl
                 cost_10 = cost.copy()
-            moving = ok[~converged[ok]]
+            keep = ~converged[ok]
+            moving = ok[keep]
             if moving.size and iterations < limit:  # (the last step needs no rebuild)
-                normal_all[moving], grad_all[moving] = normal(moving, cos_x=cos_x[moving])
+                # the trial's cosines serve the derivatives at the point taken: a third of
+                # the fit's cosines, its largest cost, saved (same numbers)
+                cos_moving = cos_t[np.flatnonzero(better)[keep]]
+                normal_all[moving], grad_all[moving] = normal(moving, cos_x=cos_moving)
         if stage == "polish":  # (a polish cut short leaves a fit as converged as it was)
             converged = first
     sig = np.full(theta.shape, np.nan)
