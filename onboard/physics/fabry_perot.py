@@ -92,16 +92,16 @@ def _series(c1: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArr
     # place from its first term (the characterisation calls this thousands of times on
     # arrays larger than the cache: each full-size pass saved is time)
     ck = c1
+    two_c1 = 2.0 * c1
     c_prev: FloatArray | float = 1.0
     two_rk = 2.0 * r
     shape: FloatArray | None = None
     for k in range(1, harmonics + 1):
         if k > 1:
-            nxt = 2.0 * c1
-            nxt *= ck
+            nxt = two_c1 * ck
             nxt -= c_prev
             ck, c_prev = nxt, ck
-            two_rk = two_rk * r
+            two_rk *= r
         term = two_rk * ck
         if damping_arg is not None:
             term = term * np.sinc(k * damping_arg)
@@ -147,13 +147,25 @@ def response_shape_and_derivatives(
     d_x = -two_r * sk
     d_r = 2.0 * ck
     rk = r
+    two_c1 = 2.0 * c1
+    # the sums built in place, each product once: the same operations as the expressions
+    # in the comments, to the bit (2 k R^k = k (2 R^k) exactly: a factor 2 rounds nothing)
     for k in range(2, harmonics + 1):
-        ck, c_prev = 2.0 * c1 * ck - c_prev, ck
-        sk, s_prev = 2.0 * c1 * sk - s_prev, sk
-        d_r = d_r + (2.0 * k) * rk * ck  # rk is R^(k-1) here
+        nxt = two_c1 * ck  # cos(kx) = 2 cos(x) cos((k-1)x) - cos((k-2)x)
+        nxt -= c_prev
+        ck, c_prev = nxt, ck
+        nxt = two_c1 * sk  # sin(kx) likewise
+        nxt -= s_prev
+        sk, s_prev = nxt, sk
+        term = (2.0 * k) * rk  # d_r += 2 k R^(k-1) cos(kx)  (rk is R^(k-1) here)
+        term *= ck
+        d_r += term
         rk = rk * r
-        shape = shape + 2.0 * rk * ck
-        d_x = d_x - (2.0 * k) * rk * sk
+        term = 2.0 * rk  # shape += 2 R^k cos(kx)
+        shape += term * ck
+        term *= k  # d_x -= 2 k R^k sin(kx)
+        term *= sk
+        d_x -= term
     return shape, d_x, d_r
 
 
