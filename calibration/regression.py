@@ -122,25 +122,35 @@ class _Basis:
         self.vrr = np.einsum("sj,sk->sjk", self.vr, self.vr).reshape(len(self.sigma), -1)
 
 
-def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None
-           ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray, NDArray]]:
+def _phase(theta: NDArray, b: _Basis, dg: int) -> NDArray:
+    """The interference phase (N, S) of the model at ``theta``."""
+    opd, phase, _, _ = _unpack(theta, dg, b.centre)
+    return fabry_perot.phase_argument(b.sigma[None, :], opd[:, None], phase[:, None])
+
+
+def _model(theta: NDArray, b: _Basis, dg: int, harmonics: int | None, cos_x: NDArray | None = None,
+           values: bool = True) -> tuple[NDArray | None, tuple[NDArray, NDArray, NDArray, NDArray]]:
     """Model (N, S) and the factors of its Jacobian: the OPD column ``d_opd`` (N, S), the
     phase column is ``-d_opd / (2 pi sigma)``, gain columns ``A T_j`` and reflectivity
-    columns ``G dA/dR T_j`` (returned as A (N, S) and G dA/dR (N, S))."""
-    opd, phase, gc, rc = _unpack(theta, dg, b.centre)
+    columns ``G dA/dR T_j`` (returned as A (N, S) and G dA/dR (N, S)). ``cos_x``: the cosine
+    of the phase, where :func:`_values` computed it at the same ``theta``; ``values=False``:
+    the Jacobian's factors alone (the model is None: a rebuild of the normal equations has
+    the residuals already)."""
+    _, _, gc, rc = _unpack(theta, dg, b.centre)
     gain = gc @ b.vg.T  # (N, S)
     refl = rc @ b.vr.T
-    x = fabry_perot.phase_argument(b.sigma[None, :], opd[:, None], phase[:, None])
-    a, a_x, a_r = fabry_perot.response_shape_and_derivatives(x, refl, harmonics)
+    a, a_x, a_r = fabry_perot.response_shape_and_derivatives(_phase(theta, b, dg), refl, harmonics,
+                                                             cos_x)
     gx = gain * a_x
-    return gain * a, (gx * b.two_pi_sigma, -gx, a, gain * a_r)
+    return (gain * a if values else None), (gx * b.two_pi_sigma, -gx, a, gain * a_r)
 
 
-def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> NDArray:
-    """The model (N, S) alone (a trial step needs no derivatives)."""
-    opd, phase, gc, rc = _unpack(theta, dg, b.centre)
-    return fabry_perot.response(b.sigma[None, :], opd[:, None], rc @ b.vr.T, gc @ b.vg.T,
-                                phase[:, None], 0.0, harmonics)
+def _values(theta: NDArray, b: _Basis, dg: int, harmonics: int | None) -> tuple[NDArray, NDArray]:
+    """The model (N, S) alone (a trial step needs no derivatives) and the cosine of its
+    phase (the derivatives' where the step is taken: :func:`_model`'s ``cos_x``)."""
+    _, _, gc, rc = _unpack(theta, dg, b.centre)
+    c = np.cos(_phase(theta, b, dg))
+    return (gc @ b.vg.T) * fabry_perot.response_shape(c, rc @ b.vr.T, harmonics), c
 
 
 def _normal_equations(w: NDArray | None, r: NDArray, parts: tuple, b: _Basis, dg: int, dr: int
@@ -470,7 +480,7 @@ def fit(
     if max_iterations > 0:
         f, parts = _model(theta, basis, dg, harmonics)
     else:  # (a polish only: the derivatives are built for the rows it moves)
-        f = _values(theta, basis, dg, harmonics)
+        f = _values(theta, basis, dg, harmonics)[0]
     r = f - y
     scale = np.ones(n)
     if robust and huber_scale is not None:
@@ -499,12 +509,13 @@ def fit(
         c, w = _huber(u / scale[rows, None])
         return (c * scale[rows, None] ** 2).sum(1) + pen, w * lw[rows] ** 2
 
-    def normal(rows: NDArray | slice, parts_rows: tuple | None = None) -> tuple[NDArray, NDArray]:
+    def normal(rows: NDArray | slice, parts_rows: tuple | None = None,
+               cos_x: NDArray | None = None) -> tuple[NDArray, NDArray]:
         """Normal matrix (n, P, P) and gradient (n, P) of the cost, penalty included, at
-        ``theta[rows]``."""
+        ``theta[rows]`` (``cos_x``: the cosine of its phase, if known)."""
         th = theta[rows]
         if parts_rows is None:
-            _, parts_rows = _model(th, basis, dg, harmonics)
+            _, parts_rows = _model(th, basis, dg, harmonics, cos_x, values=False)
         a, g = _normal_equations(None if w is None else w[rows], r[rows], parts_rows, basis, dg, dr)
         for pen, sl in ((pen_r, sr), (pen_g, sg)):
             h, gp = pen.normal(th[:, sl], rows)
@@ -589,7 +600,8 @@ def fit(
                 crossed = active.add_crossing(trial[:, sr], act, 0.0)
             else:
                 trial = theta[act] - np.linalg.solve(lhs, grad[:, :, None])[:, :, 0]
-            r_t = _values(trial, basis, dg, harmonics) - y[act]
+            f_t, cos_t = _values(trial, basis, dg, harmonics)
+            r_t = f_t - y[act]
             cost_t, w_t = cost_and_weights(r_t, trial, act)
             better = (cost_t < cost[act]) & ~crossed
             rel = (cost[act] - cost_t) / np.maximum(cost[act], 1e-300)
@@ -606,9 +618,13 @@ def fit(
                 crawl = (cost_10 - cost) / np.maximum(cost_10, 1e-300) < 10 * tolerance
                 converged |= crawl
                 cost_10 = cost.copy()
-            moving = ok[~converged[ok]]
+            keep = ~converged[ok]
+            moving = ok[keep]
             if moving.size and iterations < limit:  # (the last step needs no rebuild)
-                normal_all[moving], grad_all[moving] = normal(moving)
+                # the trial's cosines serve the derivatives at the point taken: a third of
+                # the fit's cosines, its largest cost, saved (same numbers)
+                cos_moving = cos_t[np.flatnonzero(better)[keep]]
+                normal_all[moving], grad_all[moving] = normal(moving, cos_x=cos_moving)
         if stage == "polish":  # (a polish cut short leaves a fit as converged as it was)
             converged = first
     sig = np.full(theta.shape, np.nan)
@@ -632,7 +648,7 @@ def fit(
         var[:, 1] = var[:, 1] + k * k * cov[:, 0, 0] + 2.0 * k * cov[:, 0, 1]
         sig = np.sqrt(np.maximum(var, 0.0))
     elif touched.size:  # (the residuals of the fits the shifts into the bounds moved)
-        r[touched] = _values(theta[touched], basis, dg, harmonics) - y[touched]
+        r[touched] = _values(theta[touched], basis, dg, harmonics)[0] - y[touched]
     if exact_bounds:
         # the cost of the bank returned (after the shift into the bounds), so that fits
         # from different starts compare by what they report

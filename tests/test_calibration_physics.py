@@ -29,3 +29,20 @@ def test_shape_derivatives_match_finite_differences(harmonics: int | None, r: fl
 def test_rejects_zero_harmonics() -> None:
     with pytest.raises(ValueError, match="harmonics must be >= 1"):
         fp.response_shape_and_derivatives(0.0, 0.5, 0)
+
+
+@pytest.mark.parametrize("harmonics", [None, 1, 3, 8])
+def test_a_cosine_passed_in_gives_the_same_values_to_the_bit(harmonics: int | None) -> None:
+    """A fit reuses its trial step's cos(x) for the derivatives at the point it takes: the
+    shape and derivatives must be those computed from the phase, not merely close (the
+    characterisation's fits must not move)."""
+    rng = np.random.default_rng(3)
+    sigma, opd = rng.uniform(0.5, 3.0, 97), rng.uniform(0.0, 100.0, (5, 1))
+    x = fp.phase_argument(sigma, opd, 0.3)
+    r = rng.uniform(0.0, 0.9, (5, 97))
+    c = np.cos(x)
+    for got, want in zip(fp.response_shape_and_derivatives(x, r, harmonics, cos_x=c),
+                         fp.response_shape_and_derivatives(x, r, harmonics), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fp.response_shape(c, r, harmonics),
+                                  fp.response(sigma, opd, r, phase=0.3, harmonics=harmonics))

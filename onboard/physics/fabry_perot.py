@@ -64,35 +64,44 @@ def response(
     ``harmonics=None`` gives the exact Airy function; an integer ``K >= 1`` gives the Fourier
     series truncated after ``K`` harmonics (``K = 1``: two-wave, ``gain (1 + 2R cos x)``).
     """
-    x = phase_argument(sigma, opd, phase)
-    r = np.asarray(reflectivity, dtype=float)
-    if harmonics is None:
-        shape = (1.0 - r * r) / (1.0 + r * r - 2.0 * r * np.cos(x))
-    else:
-        shape = _series(x, r, harmonics)
+    shape = response_shape(np.cos(phase_argument(sigma, opd, phase)), reflectivity, harmonics)
     return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
 
 
-def _series(x: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArray | None = None) -> FloatArray:
-    """``1 + 2 sum_{k=1..K} R^k cos(k x) [sinc(k damping_arg)]``: the truncated Fourier
-    series of the unit-gain response, each harmonic optionally band-averaged."""
+def response_shape(cos_x: ArrayLike, reflectivity: ArrayLike, harmonics: int | None = None) -> FloatArray:
+    """The unit-gain shape ``A`` of :func:`response` (``response = gain * A + offset``) from
+    the cosine of the interference phase ``x`` (:func:`phase_argument`).
+
+    From the cosine, not the phase: a fit evaluates a trial step, then the derivatives at the
+    same phase where it takes it, and one cosine serves both (the cosines are the largest
+    cost of a characterisation; see :func:`response_shape_and_derivatives`' ``cos_x``).
+    """
+    r = np.asarray(reflectivity, dtype=float)
+    c = np.asarray(cos_x, dtype=float)
+    if harmonics is None:
+        return (1.0 - r * r) / (1.0 + r * r - 2.0 * r * c)
+    return _series(c, r, harmonics)
+
+
+def _series(c1: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArray | None = None) -> FloatArray:
+    """``1 + 2 sum_{k=1..K} R^k cos(k x) [sinc(k damping_arg)]``, from ``c1 = cos(x)``: the
+    truncated Fourier series of the unit-gain response, each harmonic optionally band-averaged."""
     if harmonics < 1:
         raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
     # cos(kx) by the Chebyshev recurrence: one trigonometric call for any K; the sum built in
     # place from its first term (the characterisation calls this thousands of times on
     # arrays larger than the cache: each full-size pass saved is time)
-    c1 = np.cos(x)
     ck = c1
+    two_c1 = 2.0 * c1
     c_prev: FloatArray | float = 1.0
     two_rk = 2.0 * r
     shape: FloatArray | None = None
     for k in range(1, harmonics + 1):
         if k > 1:
-            nxt = 2.0 * c1
-            nxt *= ck
+            nxt = two_c1 * ck
             nxt -= c_prev
             ck, c_prev = nxt, ck
-            two_rk = two_rk * r
+            two_rk *= r
         term = two_rk * ck
         if damping_arg is not None:
             term = term * np.sinc(k * damping_arg)
@@ -105,7 +114,7 @@ def _series(x: FloatArray, r: FloatArray, harmonics: int, damping_arg: FloatArra
 
 
 def response_shape_and_derivatives(
-    x: ArrayLike, reflectivity: ArrayLike, harmonics: int | None = None
+    x: ArrayLike, reflectivity: ArrayLike, harmonics: int | None = None, cos_x: ArrayLike | None = None
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """The unit-gain shape ``A`` of :func:`response` and its analytic partial derivatives.
 
@@ -113,11 +122,13 @@ def response_shape_and_derivatives(
     broadcast over ``x`` and ``reflectivity``; ``response = gain * A + offset``, so a fit's
     Jacobian follows by the chain rule (``dx/dopd = 2 pi sigma``, ``dx/dphase = -1``). Same
     models as :func:`response`: ``harmonics=None`` exact Airy, ``K`` the K-harmonic series.
+    ``cos_x``: ``cos(x)`` where the caller has it (see :func:`response_shape`); the same
+    values, to the bit, as without it.
     """
     x = np.asarray(x, dtype=float)
     r = np.asarray(reflectivity, dtype=float)
+    c = np.cos(x) if cos_x is None else np.asarray(cos_x, dtype=float)
     if harmonics is None:
-        c = np.cos(x)
         inv = 1.0 / (1.0 + r * r - 2.0 * r * c)
         shape = (1.0 - r * r) * inv
         d_x = -2.0 * r * np.sin(x) * shape * inv
@@ -126,7 +137,7 @@ def response_shape_and_derivatives(
     if harmonics < 1:
         raise ValueError(f"harmonics must be >= 1 (1 is the two-wave model), got {harmonics}")
     # cos(kx), sin(kx) by the Chebyshev recurrence: two trigonometric calls for any K
-    c1, s1 = np.cos(x), np.sin(x)
+    c1, s1 = c, np.sin(x)
     ck, sk = c1, s1
     # cos(0 x), sin(0 x): scalars, no full-size arrays
     c_prev: FloatArray | float = 1.0
@@ -136,13 +147,25 @@ def response_shape_and_derivatives(
     d_x = -two_r * sk
     d_r = 2.0 * ck
     rk = r
+    two_c1 = 2.0 * c1
+    # the sums built in place, each product once: the same operations as the expressions
+    # in the comments, to the bit (2 k R^k = k (2 R^k) exactly: a factor 2 rounds nothing)
     for k in range(2, harmonics + 1):
-        ck, c_prev = 2.0 * c1 * ck - c_prev, ck
-        sk, s_prev = 2.0 * c1 * sk - s_prev, sk
-        d_r = d_r + (2.0 * k) * rk * ck  # rk is R^(k-1) here
+        nxt = two_c1 * ck  # cos(kx) = 2 cos(x) cos((k-1)x) - cos((k-2)x)
+        nxt -= c_prev
+        ck, c_prev = nxt, ck
+        nxt = two_c1 * sk  # sin(kx) likewise
+        nxt -= s_prev
+        sk, s_prev = nxt, sk
+        term = (2.0 * k) * rk  # d_r += 2 k R^(k-1) cos(kx)  (rk is R^(k-1) here)
+        term *= ck
+        d_r += term
         rk = rk * r
-        shape = shape + 2.0 * rk * ck
-        d_x = d_x - (2.0 * k) * rk * sk
+        term = 2.0 * rk  # shape += 2 R^k cos(kx)
+        shape += term * ck
+        term *= k  # d_x -= 2 k R^k sin(kx)
+        term *= sk
+        d_x -= term
     return shape, d_x, d_r
 
 
@@ -170,7 +193,7 @@ def band_averaged_response(
         harmonics = harmonics_for_tolerance(float(np.max(r, initial=0.0)), tolerance)
     x = phase_argument(sigma_center, opd, phase)
     damping_arg = np.asarray(opd, dtype=float) * np.asarray(sigma_width, dtype=float)
-    shape = _series(x, r, harmonics, damping_arg)
+    shape = _series(np.cos(x), r, harmonics, damping_arg)
     return np.asarray(gain, dtype=float) * shape + np.asarray(offset, dtype=float)
 
 
