@@ -140,9 +140,66 @@ class Domain:
     def out_of_distribution(self, cube: Cube) -> NDArray[np.bool_]:
         """(rows, cols) True where the pixel's shape is novel, it is too dark or it lies on
         the foreign side (module docstring); the one definition the runtime, the builder and
-        the benchmarks use."""
-        return ((self.novelty(cube) > self.novelty_limit) | (level(cube) < self.dark_limit)
-                | (self.foreign_score(cube) > self.foreign_limit))
+        the benchmarks use.
+
+        Decided in float32 from one product of a few fixed rows with the cube (``_screen``);
+        the pixels whose float32 level, novelty or score lies within a bound of its rounding
+        error of a limit, or is not finite, are decided again by the double-precision
+        definitions (``novelty``, ``level``, ``foreign_score``), so the mask is theirs."""
+        b, h, w = cube.data.shape
+        x = cube.data.reshape(b, -1)[usable_bands(cube.wavelengths_nm)].astype(np.float32, copy=False)
+        if x.shape[0] != self.mean.size:
+            raise ValueError(f"the domain model has {self.mean.size} bands; the cube gives {x.shape[0]}")
+        flags, unsure = self._screen(x)
+        if unsure.any():
+            cols = np.flatnonzero(unsure)
+            # at least two columns: numpy sums a single column in another order (pairwise)
+            sub = cube.data.reshape(b, -1)[:, np.append(cols, cols[0])][:, None, :]
+            part = Cube(sub, cube.wavelengths_nm, np.ones(sub.shape[1:], dtype=bool))
+            flags[cols] = ((self.novelty(part) > self.novelty_limit) | (level(part) < self.dark_limit)
+                           | (self.foreign_score(part) > self.foreign_limit)).ravel()[:-1]
+        return flags.reshape(h, w)
+
+    def _screen(self, x: NDArray[np.float32]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """(flags, unsure) of (bands', n) float32 spectra: the rule in float32 and where its
+        decision could differ from the double-precision one.
+
+        One matrix product gives each pixel's band sum, its shape's coordinates on the
+        components and its foreign score's shape term (the shape is the spectrum over its
+        mean, so these are products with the raw spectrum divided by the level); one more
+        pass forms the residual. Each quantity's margin is a bound on its float32 rounding
+        error (``u`` per operation over sums of ``bands' + k`` terms, times 8), scaled by
+        the pixel's cancellation in its level (sum |x| / |sum x|)."""
+        nb, k = x.shape[0], self.components.shape[0]
+        u = 8.0 * (nb + k + 4) * float(np.finfo(np.float32).eps)
+        rows = [np.ones((1, nb)), self.components]
+        if self.foreign is not None:
+            rows += [self.foreign[None, :-1], np.abs(self.foreign[None, :-1])]
+        y = np.vstack(rows).astype(np.float32) @ x
+        lev = y[0] / np.float32(nb)
+        absolute = np.abs(x).sum(axis=0) / np.float32(nb) if np.fmin.reduce(x, axis=None) < 0 else lev
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            kappa = absolute / np.abs(lev)
+            inv = np.float32(1.0) / lev
+            coords = y[1:k + 1] * inv - (self.components @ self.mean).astype(np.float32)[:, None]
+            resid = x * inv
+            resid -= self.mean.astype(np.float32)[:, None]
+            resid -= self.components.T.astype(np.float32) @ coords
+            novelty = np.sqrt(np.einsum("ij,ij->j", resid, resid) / np.float32(nb))
+            scale = math.sqrt(nb) + math.sqrt(k * nb) + float(np.sqrt(np.mean(self.mean**2))) + 1.0
+            unsure = (~np.isfinite(novelty) | ~np.isfinite(kappa) | (np.abs(lev) < 1e-5)
+                      | (np.abs(novelty - self.novelty_limit) <= u * scale * kappa)
+                      | (np.abs(lev - self.dark_limit) <= u * absolute))
+            flags = (novelty > self.novelty_limit) | (lev < self.dark_limit)
+            if self.foreign is not None:
+                log_level = np.log(np.maximum(lev, np.float32(LEVEL_FLOOR)))
+                score = y[k + 1] * inv + np.float32(self.foreign[-1]) * log_level
+                bound = (y[k + 2] if absolute is lev else np.abs(self.foreign[:-1]).astype(np.float32) @ np.abs(x))
+                margin = u * (bound / np.abs(lev) * (1.0 + kappa)
+                              + abs(float(self.foreign[-1])) * (np.abs(log_level) + kappa) + np.abs(score))
+                unsure |= ~np.isfinite(score) | (np.abs(score - self.foreign_limit) <= margin)
+                flags |= score > self.foreign_limit
+        return flags & ~unsure, unsure
 
     def to_dict(self) -> dict:
         d = {"mean": [round(float(v), 6) for v in self.mean],
