@@ -119,23 +119,25 @@ class Domain:
     foreign_limit: float = math.inf
 
     def novelty(self, cube: Cube) -> NDArray[np.float64]:
-        """(rows, cols) distance of each pixel's shape from the training subspace."""
+        """(rows, cols) distance of each pixel's shape from the training subspace, in double,
+        each pixel on its own (``_project``)."""
         b, h, w = cube.data.shape
         z = shapes(np.nan_to_num(cube.data.reshape(b, -1)), cube.wavelengths_nm) - self.mean[:, None]
         if z.shape[0] != self.mean.size:
             raise ValueError(f"the domain model has {self.mean.size} bands; the cube gives {z.shape[0]}")
-        resid = z - self.components.T @ (self.components @ z)
+        resid = z - _project(self.components.T, _project(self.components, z))
         return np.sqrt(np.mean(resid**2, axis=0)).reshape(h, w)
 
     def foreign_score(self, cube: Cube) -> NDArray[np.float64]:
-        """(rows, cols) each pixel's score along the foreign direction (-inf without one)."""
+        """(rows, cols) each pixel's score along the foreign direction (-inf without one), in
+        double, each pixel on its own (``_project``)."""
         b, h, w = cube.data.shape
         if self.foreign is None:
             return np.full((h, w), -np.inf)
         f = ground_features(np.nan_to_num(cube.data.reshape(b, -1)), cube.wavelengths_nm)
         if f.shape[0] != self.foreign.size:
             raise ValueError(f"the foreign direction has {self.foreign.size - 1} bands; the cube gives {f.shape[0] - 1}")
-        return (self.foreign @ f).reshape(h, w)
+        return _project(self.foreign[None], f)[0].reshape(h, w)
 
     def out_of_distribution(self, cube: Cube) -> NDArray[np.bool_]:
         """(rows, cols) True where the pixel's shape is novel, it is too dark or it lies on
@@ -167,18 +169,20 @@ class Domain:
         One matrix product gives each pixel's band sum, its shape's coordinates on the
         components and its foreign score's shape term (the shape is the spectrum over its
         mean, so these are products with the raw spectrum divided by the level); one more
-        pass forms the residual. Each quantity's margin is a bound on its float32 rounding
-        error (``u`` per operation over sums of ``bands' + k`` terms, times 8), scaled by
-        the pixel's cancellation in its level (sum |x| / |sum x|)."""
+        pass forms the residual. Each quantity's margin is four times a first-order bound on
+        its float32 rounding error: ``g`` (eps times the ``bands' + k`` terms of the longest
+        sum) times the sizes that carry it, the pixel's shape (rms), the cancellation in its
+        level (sum |x| / |sum x|) and, for the components' coordinates, sqrt(k) (an error of
+        ``g |shape|`` in each, Cauchy-Schwarz)."""
         nb, k = x.shape[0], self.components.shape[0]
-        u = 8.0 * (nb + k + 4) * float(np.finfo(np.float32).eps)
+        g = 4.0 * (nb + k + 4) * float(np.finfo(np.float32).eps)
         rows = [np.ones((1, nb)), self.components]
         if self.foreign is not None:
             rows += [self.foreign[None, :-1], np.abs(self.foreign[None, :-1])]
-        y = np.vstack(rows).astype(np.float32) @ x
-        lev = y[0] / np.float32(nb)
-        absolute = np.abs(x).sum(axis=0) / np.float32(nb) if np.fmin.reduce(x, axis=None) < 0 else lev
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # NaN, inf: rechecked
+            y = np.vstack(rows).astype(np.float32) @ x
+            lev = y[0] / np.float32(nb)
+            absolute = np.abs(x).sum(axis=0) / np.float32(nb) if np.fmin.reduce(x, axis=None) < 0 else lev
             kappa = absolute / np.abs(lev)
             inv = np.float32(1.0) / lev
             coords = y[1:k + 1] * inv - (self.components @ self.mean).astype(np.float32)[:, None]
@@ -186,20 +190,23 @@ class Domain:
             resid -= self.mean.astype(np.float32)[:, None]
             resid -= self.components.T.astype(np.float32) @ coords
             novelty = np.sqrt(np.einsum("ij,ij->j", resid, resid) / np.float32(nb))
-            scale = math.sqrt(nb) + math.sqrt(k * nb) + float(np.sqrt(np.mean(self.mean**2))) + 1.0
-            unsure = (~np.isfinite(novelty) | ~np.isfinite(kappa) | (np.abs(lev) < 1e-5)
-                      | (np.abs(novelty - self.novelty_limit) <= u * scale * kappa)
-                      | (np.abs(lev - self.dark_limit) <= u * absolute))
-            flags = (novelty > self.novelty_limit) | (lev < self.dark_limit)
+            size = np.sqrt(np.einsum("ij,ij->j", x, x) / np.float32(nb)) / np.abs(lev) + np.float32(
+                np.sqrt(np.mean(self.mean**2)))
+            shapeless = ~np.isfinite(kappa) | (np.abs(lev) < 1e-5)  # no shape float32 can trust
+            tests = [(novelty > self.novelty_limit, shapeless | ~np.isfinite(novelty)
+                      | (np.abs(novelty - self.novelty_limit) <= g * (size * (1 + kappa + math.sqrt(k)) + novelty))),
+                     (lev < self.dark_limit, ~np.isfinite(lev) | (np.abs(lev - self.dark_limit) <= g * absolute))]
             if self.foreign is not None:
                 log_level = np.log(np.maximum(lev, np.float32(LEVEL_FLOOR)))
                 score = y[k + 1] * inv + np.float32(self.foreign[-1]) * log_level
                 bound = (y[k + 2] if absolute is lev else np.abs(self.foreign[:-1]).astype(np.float32) @ np.abs(x))
-                margin = u * (bound / np.abs(lev) * (1.0 + kappa)
+                margin = g * (bound / np.abs(lev) * (1.0 + kappa)
                               + abs(float(self.foreign[-1])) * (np.abs(log_level) + kappa) + np.abs(score))
-                unsure |= ~np.isfinite(score) | (np.abs(score - self.foreign_limit) <= margin)
-                flags |= score > self.foreign_limit
-        return flags & ~unsure, unsure
+                tests.append((score > self.foreign_limit, shapeless | ~np.isfinite(score)
+                              | (np.abs(score - self.foreign_limit) <= margin)))
+        # one test surely passed decides the pixel; else any test in doubt sends it to double
+        sure = np.logical_or.reduce([flag & ~doubt for flag, doubt in tests])
+        return sure, ~sure & np.logical_or.reduce([doubt for _, doubt in tests])
 
     def to_dict(self) -> dict:
         d = {"mean": [round(float(v), 6) for v in self.mean],
@@ -220,6 +227,15 @@ class Domain:
                        float(d["foreign_limit"]) if foreign is not None else math.inf)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the residue model's domain record is malformed ({exc}): rebuild the bundle") from exc
+
+
+def _project(rows: NDArray, z: NDArray) -> NDArray[np.float64]:
+    """(r, n) ``rows @ z`` for (r, F) rows and (F, n) columns, each column summed over F in
+    order: a pixel's value is the same bits wherever it sits and however many pixels come
+    with it (a BLAS product's last bit depends on both), so ``Domain.out_of_distribution``
+    can decide a few pixels again on their own. Numpy sums a single column in another order:
+    callers give n >= 2."""
+    return np.add.reduce(rows[:, :, None] * z[None], axis=1)
 
 
 def level(cube: Cube) -> NDArray[np.float64]:
