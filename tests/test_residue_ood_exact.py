@@ -80,3 +80,18 @@ def test_the_mask_is_the_double_precision_rule_s_even_at_the_limits(kind: str) -
         for c in (cube, clean):  # clean: the one pixel on a limit may be the only one rechecked
             np.testing.assert_array_equal(d.out_of_distribution(c), _reference(d, c))
     assert 0.3 < _reference(with_level, cube).mean() < 0.7  # both decisions are exercised
+
+
+@pytest.mark.parametrize("kind", ["imspoc", "pushbroom"])
+def test_a_pixel_s_double_values_do_not_depend_on_its_neighbours(kind: str) -> None:
+    """What the recheck rests on: a few pixels taken out of the cube get the very bits they
+    get in it (the whole-cube BLAS products gave some of them another last bit)."""
+    shipped, clean, _ = _scene(kind)
+    d = _foreign_with_level(shipped)
+    b = clean.data.shape[0]
+    rng = np.random.default_rng(5)
+    for m in (2, 3, 7, 40):
+        cols = rng.choice(clean.valid.size, m, replace=False)
+        part = Cube(clean.data.reshape(b, -1)[:, cols][:, None, :], clean.wavelengths_nm, np.ones((1, m), bool))
+        for f in (d.novelty, level, d.foreign_score):
+            np.testing.assert_array_equal(f(part).ravel(), f(clean).ravel()[cols])

@@ -230,12 +230,14 @@ class Domain:
 
 
 def _project(rows: NDArray, z: NDArray) -> NDArray[np.float64]:
-    """(r, n) ``rows @ z`` for (r, F) rows and (F, n) columns, each column summed over F in
-    order: a pixel's value is the same bits wherever it sits and however many pixels come
-    with it (a BLAS product's last bit depends on both), so ``Domain.out_of_distribution``
-    can decide a few pixels again on their own. Numpy sums a single column in another order:
-    callers give n >= 2."""
-    return np.add.reduce(rows[:, :, None] * z[None], axis=1)
+    """(r, n) ``rows @ z`` for (r, F) rows and (F, n) columns, accumulated over F in order,
+    element by element: a pixel's value is the same bits wherever it sits and however many
+    pixels come with it (a BLAS product's last bit depends on both), so
+    ``Domain.out_of_distribution`` can decide a few pixels again on their own."""
+    acc = rows[:, :1] * z[:1]
+    for j in range(1, z.shape[0]):
+        acc += rows[:, j:j + 1] * z[j:j + 1]
+    return acc
 
 
 def level(cube: Cube) -> NDArray[np.float64]:
