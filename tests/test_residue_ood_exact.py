@@ -7,6 +7,7 @@ rounding of a pixel's double-precision value, where only the recheck in double c
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ def _reference(d: Domain, cube: Cube) -> np.ndarray:
             | (d.foreign_score(cube) > d.foreign_limit))
 
 
+@cache
 def _scene(kind: str) -> tuple[Domain, Cube, Cube]:
     """The shipped domain, a denoised real-spectra test scene and the same with a few pixels
     no float32 path can read."""
