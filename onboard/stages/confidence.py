@@ -171,7 +171,8 @@ class Domain:
         mean, so these are products with the raw spectrum divided by the level); one more
         pass forms the residual. Each quantity's margin is four times a first-order bound on
         its float32 rounding error: ``g`` (eps times the ``bands' + k`` terms of the longest
-        sum) times the sizes that carry it, the pixel's shape (rms), the cancellation in its
+        sum) times the sizes that carry it, the pixel's shape (rms, from its residual, its
+        coordinates and the mean: the components are orthonormal), the cancellation in its
         level (sum |x| / |sum x|) and, for the components' coordinates, sqrt(k) (an error of
         ``g |shape|`` in each, Cauchy-Schwarz)."""
         nb, k = x.shape[0], self.components.shape[0]
@@ -182,16 +183,18 @@ class Domain:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # NaN, inf: rechecked
             y = np.vstack(rows).astype(np.float32) @ x
             lev = y[0] / np.float32(nb)
-            absolute = np.abs(x).sum(axis=0) / np.float32(nb) if np.fmin.reduce(x, axis=None) < 0 else lev
+            signed = bool(np.fmin.reduce(x, axis=None) < 0)
+            absolute = np.abs(x).sum(axis=0) / np.float32(nb) if signed else lev
             kappa = absolute / np.abs(lev)
             inv = np.float32(1.0) / lev
-            coords = y[1:k + 1] * inv - (self.components @ self.mean).astype(np.float32)[:, None]
-            resid = x * inv
-            resid -= self.mean.astype(np.float32)[:, None]
-            resid -= self.components.T.astype(np.float32) @ coords
+            coords = np.vstack([y[1:k + 1] * inv - (self.components @ self.mean).astype(np.float32)[:, None],
+                                np.ones((1, x.shape[1]), np.float32)])
+            resid = x * inv  # the shape, less the mean and its part in the subspace:
+            resid -= np.hstack([self.components.T, self.mean[:, None]]).astype(np.float32) @ coords
             novelty = np.sqrt(np.einsum("ij,ij->j", resid, resid) / np.float32(nb))
-            size = np.sqrt(np.einsum("ij,ij->j", x, x) / np.float32(nb)) / np.abs(lev) + np.float32(
-                np.sqrt(np.mean(self.mean**2)))
+            # rms of the shape: of its residual, its coordinates and the mean (first order)
+            rms_mean = float(np.sqrt(np.mean(self.mean**2)))
+            size = np.sqrt(novelty**2 + np.einsum("ij,ij->j", coords[:k], coords[:k]) / np.float32(nb)) + rms_mean
             shapeless = ~np.isfinite(kappa) | (np.abs(lev) < 1e-5)  # no shape float32 can trust
             tests = [(novelty > self.novelty_limit, shapeless | ~np.isfinite(novelty)
                       | (np.abs(novelty - self.novelty_limit) <= g * (size * (1 + kappa + math.sqrt(k)) + novelty))),
@@ -199,7 +202,7 @@ class Domain:
             if self.foreign is not None:
                 log_level = np.log(np.maximum(lev, np.float32(LEVEL_FLOOR)))
                 score = y[k + 1] * inv + np.float32(self.foreign[-1]) * log_level
-                bound = (y[k + 2] if absolute is lev else np.abs(self.foreign[:-1]).astype(np.float32) @ np.abs(x))
+                bound = np.abs(self.foreign[:-1]).astype(np.float32) @ np.abs(x) if signed else y[k + 2]
                 margin = g * (bound / np.abs(lev) * (1.0 + kappa)
                               + abs(float(self.foreign[-1])) * (np.abs(log_level) + kappa) + np.abs(score))
                 tests.append((score > self.foreign_limit, shapeless | ~np.isfinite(score)
