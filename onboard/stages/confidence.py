@@ -119,30 +119,97 @@ class Domain:
     foreign_limit: float = math.inf
 
     def novelty(self, cube: Cube) -> NDArray[np.float64]:
-        """(rows, cols) distance of each pixel's shape from the training subspace."""
+        """(rows, cols) distance of each pixel's shape from the training subspace, in double,
+        each pixel on its own (``_project``)."""
         b, h, w = cube.data.shape
         z = shapes(np.nan_to_num(cube.data.reshape(b, -1)), cube.wavelengths_nm) - self.mean[:, None]
         if z.shape[0] != self.mean.size:
             raise ValueError(f"the domain model has {self.mean.size} bands; the cube gives {z.shape[0]}")
-        resid = z - self.components.T @ (self.components @ z)
+        resid = z - _project(self.components.T, _project(self.components, z))
         return np.sqrt(np.mean(resid**2, axis=0)).reshape(h, w)
 
     def foreign_score(self, cube: Cube) -> NDArray[np.float64]:
-        """(rows, cols) each pixel's score along the foreign direction (-inf without one)."""
+        """(rows, cols) each pixel's score along the foreign direction (-inf without one), in
+        double, each pixel on its own (``_project``)."""
         b, h, w = cube.data.shape
         if self.foreign is None:
             return np.full((h, w), -np.inf)
         f = ground_features(np.nan_to_num(cube.data.reshape(b, -1)), cube.wavelengths_nm)
         if f.shape[0] != self.foreign.size:
             raise ValueError(f"the foreign direction has {self.foreign.size - 1} bands; the cube gives {f.shape[0] - 1}")
-        return (self.foreign @ f).reshape(h, w)
+        return _project(self.foreign[None], f)[0].reshape(h, w)
 
     def out_of_distribution(self, cube: Cube) -> NDArray[np.bool_]:
         """(rows, cols) True where the pixel's shape is novel, it is too dark or it lies on
         the foreign side (module docstring); the one definition the runtime, the builder and
-        the benchmarks use."""
-        return ((self.novelty(cube) > self.novelty_limit) | (level(cube) < self.dark_limit)
-                | (self.foreign_score(cube) > self.foreign_limit))
+        the benchmarks use.
+
+        Decided in float32 from one product of a few fixed rows with the cube (``_screen``);
+        the pixels whose float32 level, novelty or score lies within a bound of its rounding
+        error of a limit, or is not finite, are decided again by the double-precision
+        definitions (``novelty``, ``level``, ``foreign_score``), so the mask is theirs."""
+        b, h, w = cube.data.shape
+        x = cube.data.reshape(b, -1)[usable_bands(cube.wavelengths_nm)].astype(np.float32, copy=False)
+        if x.shape[0] != self.mean.size:
+            raise ValueError(f"the domain model has {self.mean.size} bands; the cube gives {x.shape[0]}")
+        flags, unsure = self._screen(x)
+        if unsure.any():
+            cols = np.flatnonzero(unsure)
+            # at least two columns: numpy sums a single column in another order (pairwise)
+            sub = cube.data.reshape(b, -1)[:, np.append(cols, cols[0])][:, None, :]
+            part = Cube(sub, cube.wavelengths_nm, np.ones(sub.shape[1:], dtype=bool))
+            flags[cols] = ((self.novelty(part) > self.novelty_limit) | (level(part) < self.dark_limit)
+                           | (self.foreign_score(part) > self.foreign_limit)).ravel()[:-1]
+        return flags.reshape(h, w)
+
+    def _screen(self, x: NDArray[np.float32]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """(flags, unsure) of (bands', n) float32 spectra: the rule in float32 and where its
+        decision could differ from the double-precision one.
+
+        One matrix product gives each pixel's band sum, its shape's coordinates on the
+        components and its foreign score's shape term (the shape is the spectrum over its
+        mean, so these are products with the raw spectrum divided by the level); one more
+        pass forms the residual. Each quantity's margin is four times a first-order bound on
+        its float32 rounding error: ``g`` (eps times the ``bands' + k`` terms of the longest
+        sum) times the sizes that carry it, the pixel's shape (rms, from its residual, its
+        coordinates and the mean: the components are orthonormal), the cancellation in its
+        level (sum |x| / |sum x|) and, for the components' coordinates, sqrt(k) (an error of
+        ``g |shape|`` in each, Cauchy-Schwarz)."""
+        nb, k = x.shape[0], self.components.shape[0]
+        g = 4.0 * (nb + k + 4) * float(np.finfo(np.float32).eps)
+        rows = [np.ones((1, nb)), self.components]
+        if self.foreign is not None:
+            rows += [self.foreign[None, :-1], np.abs(self.foreign[None, :-1])]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # NaN, inf: rechecked
+            y = np.vstack(rows).astype(np.float32) @ x
+            lev = y[0] / np.float32(nb)
+            signed = bool(np.fmin.reduce(x, axis=None) < 0)
+            absolute = np.abs(x).sum(axis=0) / np.float32(nb) if signed else lev
+            kappa = absolute / np.abs(lev)
+            inv = np.float32(1.0) / lev
+            coords = np.vstack([y[1:k + 1] * inv - (self.components @ self.mean).astype(np.float32)[:, None],
+                                np.ones((1, x.shape[1]), np.float32)])
+            resid = x * inv  # the shape, less the mean and its part in the subspace:
+            resid -= np.hstack([self.components.T, self.mean[:, None]]).astype(np.float32) @ coords
+            novelty = np.sqrt(np.einsum("ij,ij->j", resid, resid) / np.float32(nb))
+            # rms of the shape: of its residual, its coordinates and the mean (first order)
+            rms_mean = float(np.sqrt(np.mean(self.mean**2)))
+            size = np.sqrt(novelty**2 + np.einsum("ij,ij->j", coords[:k], coords[:k]) / np.float32(nb)) + rms_mean
+            shapeless = ~np.isfinite(kappa) | (np.abs(lev) < 1e-5)  # no shape float32 can trust
+            tests = [(novelty > self.novelty_limit, shapeless | ~np.isfinite(novelty)
+                      | (np.abs(novelty - self.novelty_limit) <= g * (size * (1 + kappa + math.sqrt(k)) + novelty))),
+                     (lev < self.dark_limit, ~np.isfinite(lev) | (np.abs(lev - self.dark_limit) <= g * absolute))]
+            if self.foreign is not None:
+                log_level = np.log(np.maximum(lev, np.float32(LEVEL_FLOOR)))
+                score = y[k + 1] * inv + np.float32(self.foreign[-1]) * log_level
+                bound = np.abs(self.foreign[:-1]).astype(np.float32) @ np.abs(x) if signed else y[k + 2]
+                margin = g * (bound / np.abs(lev) * (1.0 + kappa)
+                              + abs(float(self.foreign[-1])) * (np.abs(log_level) + kappa) + np.abs(score))
+                tests.append((score > self.foreign_limit, shapeless | ~np.isfinite(score)
+                              | (np.abs(score - self.foreign_limit) <= margin)))
+        # one test surely passed decides the pixel; else any test in doubt sends it to double
+        sure = np.logical_or.reduce([flag & ~doubt for flag, doubt in tests])
+        return sure, ~sure & np.logical_or.reduce([doubt for _, doubt in tests])
 
     def to_dict(self) -> dict:
         d = {"mean": [round(float(v), 6) for v in self.mean],
@@ -163,6 +230,17 @@ class Domain:
                        float(d["foreign_limit"]) if foreign is not None else math.inf)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the residue model's domain record is malformed ({exc}): rebuild the bundle") from exc
+
+
+def _project(rows: NDArray, z: NDArray) -> NDArray[np.float64]:
+    """(r, n) ``rows @ z`` for (r, F) rows and (F, n) columns, accumulated over F in order,
+    element by element: a pixel's value is the same bits wherever it sits and however many
+    pixels come with it (a BLAS product's last bit depends on both), so
+    ``Domain.out_of_distribution`` can decide a few pixels again on their own."""
+    acc = rows[:, :1] * z[:1]
+    for j in range(1, z.shape[0]):
+        acc += rows[:, j:j + 1] * z[j:j + 1]
+    return acc
 
 
 def level(cube: Cube) -> NDArray[np.float64]:

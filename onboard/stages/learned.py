@@ -173,10 +173,11 @@ class LearnedResidue:
                              f"bands {self.band_grid_nm[0]:.0f}-{self.band_grid_nm[-1]:.0f} nm; "
                              f"the cube has {cube.bands} bands {lam[0]:.0f}-{lam[-1]:.0f} nm: "
                              "use a bundle with a model for this instrument")
-        x = np.where(cube.valid[None] & np.isfinite(cube.data), cube.data, 0.0)
-        out = self.engine.run_physical({self.input_name: x[None].astype(np.float32)})
+        finite = np.isfinite(cube.data)
+        x = np.where(cube.valid[None] & finite, cube.data, 0.0)
+        out = self.engine.run_physical({self.input_name: x[None].astype(np.float32, copy=False)})
         prob, frac = out["probabilities"][0], out["fractions"][0]
-        bad = ~(cube.valid & np.isfinite(cube.data).all(axis=0))
+        bad = ~(cube.valid & finite.all(axis=0))
         tillage = np.argmax(prob, axis=0).astype(np.uint8)
         tillage[bad] = INVALID_CLASS
         frac = frac.astype(np.float32, copy=True)
