@@ -1,5 +1,5 @@
 """Value delivered per pass: the value-ranked downlink against today's FIFO-by-priority spool,
-on the same HIL scenario (``hil/scenarios/passes.toml``: three 12.5 s passes at 19.2 kbit/s in
+on the same HIL scenario (``hil/scenarios/passes.toml``: three 25 s passes at 9.6 kbit/s in
 compressed time, frames in the first pass and between passes; the real payload process, link
 emulator on pseudo-terminals, flight computer and ground).
 

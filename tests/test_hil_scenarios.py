@@ -68,7 +68,7 @@ def _link(**kw):
          "args": {"key": "run.deadline_s", "value": "9"}}), None, {"max_bad_commands_accepted"}),
     # the payload is not told the passes: no forecast opens a pass, and it starts transfers
     # that the end of a pass cuts
-    ("passes", lambda d: d["link"].update(announce_passes=False), 30, {"max_forecast_error"}),
+    ("passes", lambda d: d["link"].update(announce_passes=False), 60, {"max_forecast_error"}),
     # the calibration is destroyed as well: the payload cannot fly at all
     ("engine_fallback", lambda d: d["faults"].update(corrupt_calibration=True), 6,
      {"payload_survives", "all_products_delivered", "engine_in_use"}),
